@@ -1,0 +1,251 @@
+//! The Postgres and Redis containers: started with testcontainers, kept for reuse, ready
+//! when a real query succeeds and Redis answers PING.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use testcontainers_modules::postgres::Postgres;
+use testcontainers_modules::redis::Redis;
+use testcontainers_modules::testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers_modules::testcontainers::core::{Mount, WaitFor};
+use testcontainers_modules::testcontainers::runners::SyncRunner;
+use testcontainers_modules::testcontainers::{Image, ImageExt, ReuseDirective};
+use url::Url;
+use xshell::{Shell, cmd};
+
+/// The label every container and volume of ours carries, valued with the project name.
+pub const PROJECT_LABEL: &str = "org.railgun.project";
+/// How long a service may take to become usable.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What to run. `persistent` services keep data on named volumes with fsync on (development);
+/// the others keep it on tmpfs with durability off (a throwaway test server).
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub project: String,
+    pub postgres_image: String,
+    pub redis_image: String,
+    /// Host ports on 127.0.0.1; 0 lets Docker pick a free one.
+    pub postgres_port: u16,
+    pub redis_port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub persistent: bool,
+}
+
+/// Where the running services answer.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    pub database_url: Url,
+    pub redis_url: String,
+}
+
+impl Services {
+    pub fn postgres_container(&self) -> String {
+        format!("{}-postgres", self.project)
+    }
+    pub fn redis_container(&self) -> String {
+        format!("{}-redis", self.project)
+    }
+    pub fn volumes(&self) -> [String; 2] {
+        [format!("{}-postgres-data", self.project), format!("{}-redis-data", self.project)]
+    }
+
+    /// Starts both services, or finds them running from an earlier call, and waits until usable.
+    pub fn up(&self) -> Result<Endpoints> {
+        let sh = Shell::new()?;
+        let postgres_port = self.start_postgres(&sh)?;
+        let redis_port = self.start_redis(&sh)?;
+        let database_url = Url::parse(&format!(
+            "postgres://{}:{}@127.0.0.1:{postgres_port}/{}",
+            self.user,
+            url::form_urlencoded::byte_serialize(self.password.as_bytes()).collect::<String>(),
+            self.database
+        ))?;
+        let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
+        wait_until_ready(&database_url, &redis_url)?;
+        Ok(Endpoints { database_url, redis_url })
+    }
+
+    fn start_postgres(&self, sh: &Shell) -> Result<u16> {
+        let (name, tag) = split_image(&self.postgres_image);
+        let mut args = vec!["-c".to_string(), "max_connections=200".to_string()];
+        if !self.persistent {
+            for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+                args.extend(["-c".to_string(), setting.to_string()]);
+            }
+        }
+        let request = Postgres::default()
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_db_name(&self.database)
+            .with_name(name)
+            .with_tag(tag)
+            .with_cmd(args)
+            // The official image says this on stderr once the final server runs, on first start
+            // and on every later one; the stdout line only comes with a first-time init.
+            .with_ready_conditions(vec![WaitFor::message_on_stderr("database system is ready to accept connections")]);
+        let request = self.common(request, &self.postgres_container(), 5432, "/var/lib/postgresql/data", 0);
+        self.start(sh, request, &self.postgres_container(), 5432)
+    }
+
+    fn start_redis(&self, sh: &Shell) -> Result<u16> {
+        let (name, tag) = split_image(&self.redis_image);
+        let mut args = vec!["redis-server", "--protected-mode", "no"];
+        if self.persistent {
+            args.extend(["--appendonly", "yes"]);
+        } else {
+            args.extend(["--save", "", "--appendonly", "no"]);
+        }
+        let request = Redis::default()
+            .with_name(name)
+            .with_tag(tag)
+            .with_cmd(args)
+            .with_ready_conditions(vec![WaitFor::message_on_stdout("Ready to accept connections")]);
+        let request = self.common(request, &self.redis_container(), 6379, "/data", 1);
+        self.start(sh, request, &self.redis_container(), 6379)
+    }
+
+    fn common<I: Image>(
+        &self,
+        request: impl ImageExt<I>,
+        container: &str,
+        container_port: u16,
+        data_dir: &str,
+        volume: usize,
+    ) -> testcontainers_modules::testcontainers::ContainerRequest<I> {
+        let host_port = match self.port_for(container_port) {
+            0 => String::new(),
+            port => port.to_string(),
+        };
+        let request = request
+            .with_container_name(container)
+            .with_label(PROJECT_LABEL, &self.project)
+            .with_reuse(ReuseDirective::Always)
+            .with_startup_timeout(READY_TIMEOUT)
+            .with_host_config_modifier(move |host: &mut HostConfig| {
+                // Loopback only: a development database is nobody else's business.
+                host.publish_all_ports = Some(false);
+                host.port_bindings = Some(HashMap::from([(
+                    format!("{container_port}/tcp"),
+                    Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host_port.clone()) }]),
+                )]));
+            });
+        if self.persistent {
+            request.with_mount(Mount::volume_mount(&self.volumes()[volume], data_dir))
+        } else {
+            request.with_mount(Mount::tmpfs_mount(data_dir))
+        }
+    }
+
+    fn port_for(&self, container_port: u16) -> u16 {
+        if container_port == 5432 { self.postgres_port } else { self.redis_port }
+    }
+
+    fn start<I: Image>(
+        &self,
+        sh: &Shell,
+        request: testcontainers_modules::testcontainers::ContainerRequest<I>,
+        container: &str,
+        container_port: u16,
+    ) -> Result<u16> {
+        match request.start() {
+            Ok(running) => running
+                .get_host_port_ipv4(container_port)
+                .with_context(|| format!("find the host port of {container}")),
+            Err(e) => {
+                // Nothing half-made stays behind: a container that was created but did not start goes.
+                let logs = cmd!(sh, "docker logs --tail 20 {container}").quiet().ignore_status().read_stderr().unwrap_or_default();
+                let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+                let text = crate::url::redact_str(&format!("{e}"));
+                let port = self.port_for(container_port);
+                if text.contains("port is already allocated") || text.contains("address already in use") {
+                    bail!(
+                        "cannot start {container}: host port {port} is in use\n  hint: stop what listens there (`ss -ltnp 'sport = :{port}'`), or pick another port: --{}-port 0 (any free port) or RAILGUN_{}_PORT=NNNN",
+                        if container_port == 5432 { "postgres" } else { "redis" },
+                        if container_port == 5432 { "POSTGRES" } else { "REDIS" },
+                    );
+                }
+                let logs = crate::url::redact_str(logs.trim());
+                bail!("cannot start {container}: {text}{}\n  hint: the half-made container was removed; see `docker logs` output above, or `cargo xtask down --volumes` to start from fresh data", if logs.is_empty() { String::new() } else { format!("\n  container log:\n{logs}") })
+            }
+        }
+    }
+}
+
+/// Waits, within [`READY_TIMEOUT`], until Postgres runs a real query and Redis answers PING.
+pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last_error;
+    loop {
+        match PgConnection::establish(database_url.as_str()).and_then(|mut c| {
+            diesel::sql_query("SELECT 1").execute(&mut c).map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+        }) {
+            Ok(_) => break,
+            Err(e) => last_error = e.to_string(),
+        }
+        if last_error.contains("password authentication failed") {
+            bail!("Postgres rejects the password in .env: {}\n  hint: the data volume was initialised with another password; put it back as RAILGUN_POSTGRES_PASSWORD in .env, or start from empty data with `cargo xtask down --volumes`", crate::url::redact_str(&last_error));
+        }
+        if Instant::now() > deadline {
+            bail!("Postgres did not accept a query within {}s: {}", READY_TIMEOUT.as_secs(), crate::url::redact_str(&last_error));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        match redis_ping(redis_url) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("Redis did not answer PING within {}s", READY_TIMEOUT.as_secs())));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Sends one RESP command to the Redis at `redis_url` and returns its reply line.
+pub fn redis_command(redis_url: &str, args: &[&str]) -> Result<String> {
+    let url = Url::parse(redis_url).with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(redis_url)))?;
+    let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(6379));
+    let mut stream = TcpStream::connect(&addr).with_context(|| format!("connect to Redis at {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read(&mut byte)? == 1 {
+        reply.push(byte[0]);
+        if reply.ends_with(b"\r\n") {
+            break;
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply).trim_end().to_string();
+    if let Some(err) = reply.strip_prefix('-') {
+        bail!("Redis answered an error: {err}");
+    }
+    Ok(reply)
+}
+
+/// Redis answers PING with PONG.
+pub fn redis_ping(redis_url: &str) -> Result<()> {
+    let reply = redis_command(redis_url, &["PING"])?;
+    if reply != "+PONG" {
+        bail!("Redis answered PING with `{reply}`");
+    }
+    Ok(())
+}
+
+fn split_image(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}

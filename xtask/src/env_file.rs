@@ -1,0 +1,92 @@
+//! Reading and updating `.env` without losing a line the user wrote.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// The value of `key` in the env file, if the file and the key exist.
+pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    for item in dotenvy::from_path_iter(path).with_context(|| format!("read {}", path.display()))? {
+        let (k, v) = item.with_context(|| format!("parse {}", path.display()))?;
+        if k == key {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// Sets `key=value` for each pair: replaces the line that sets it, or appends one. Every
+/// other line, comments and blank lines included, stays as it was. Creates the file from
+/// `template` when it is missing. The file is written whole, then renamed over the old one.
+pub fn set(path: &Path, template: Option<&Path>, pairs: &[(&str, &str)]) -> Result<()> {
+    let original = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match template {
+            Some(t) if t.exists() => std::fs::read_to_string(t).with_context(|| format!("read {}", t.display()))?,
+            _ => String::new(),
+        },
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let updated = update(&original, pairs);
+    if updated == original && path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, &updated)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))
+}
+
+fn update(text: &str, pairs: &[(&str, &str)]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for (key, value) in pairs {
+        let line = format!("{key}={value}");
+        let sets_key = |l: &String| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
+            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        match lines.iter().position(sets_key) {
+            Some(i) => lines[i] = line,
+            None => lines.push(line),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::update;
+
+    #[test]
+    fn keeps_every_other_line() {
+        let text = "# mine\nAPP_ENV=development\nexport DATABASE_URL=old\n\nOTHER=1";
+        let out = update(text, &[("DATABASE_URL", "new"), ("REDIS_URL", "r")]);
+        assert_eq!(out, "# mine\nAPP_ENV=development\nDATABASE_URL=new\n\nOTHER=1\nREDIS_URL=r\n");
+    }
+
+    #[test]
+    fn does_not_confuse_prefixes() {
+        let out = update("DATABASE_URL_RO=x\n", &[("DATABASE_URL", "y")]);
+        assert_eq!(out, "DATABASE_URL_RO=x\nDATABASE_URL=y\n");
+    }
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask`: Rail Gun's database workflow. Run `cargo xtask --help` for the commands.
+
+mod context;
+mod down;
+mod env_file;
+mod images;
+mod migration;
+mod status;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::context::{Context, Global};
+
+/// Rail Gun's database workflow: local services, migrations, schema, backups.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, propagate_version = true)]
+struct Xtask {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Up(up::Up),
+    Down(down::Down),
+    Status(status::Status),
+    #[command(subcommand)]
+    Images(images::Images),
+}
+
+fn main() -> ExitCode {
+    let xtask = Xtask::parse();
+    let result = Context::new(xtask.global).and_then(|cx| match xtask.command {
+        Command::Up(cmd) => cmd.run(&cx),
+        Command::Down(cmd) => cmd.run(&cx),
+        Command::Status(cmd) => cmd.run(&cx),
+        Command::Images(cmd) => cmd.run(&cx),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            context::report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}

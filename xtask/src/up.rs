@@ -1,0 +1,81 @@
+//! `cargo xtask up`: local Postgres and Redis in Docker, `.env`, migrations.
+
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use db::docker::images::{self, Service};
+use db::docker::services::Services;
+use db::url::redact;
+
+use crate::context::{Context, project_name};
+use crate::env_file;
+
+/// Start local Postgres and Redis in Docker, write .env, run pending migrations.
+///
+/// The containers outlive the command and keep their data on named volumes; a second `up`
+/// finds them running and returns at once. Ports are published on 127.0.0.1 only.
+#[derive(clap::Args)]
+pub struct Up {
+    /// Do not run pending migrations
+    #[arg(long)]
+    no_migrate: bool,
+    /// Postgres image [env: RAILGUN_POSTGRES_IMAGE; default: postgres:17-alpine, else the offline build]
+    #[arg(long, value_name = "IMAGE")]
+    postgres_image: Option<String>,
+    /// Redis image [env: RAILGUN_REDIS_IMAGE; default: redis:7-alpine, else the offline build]
+    #[arg(long, value_name = "IMAGE")]
+    redis_image: Option<String>,
+    /// Host port for Postgres on 127.0.0.1; 0 picks a free one
+    #[arg(long, env = "RAILGUN_POSTGRES_PORT", default_value_t = 5432, value_name = "PORT")]
+    postgres_port: u16,
+    /// Host port for Redis on 127.0.0.1; 0 picks a free one
+    #[arg(long, env = "RAILGUN_REDIS_PORT", default_value_t = 6379, value_name = "PORT")]
+    redis_port: u16,
+}
+
+impl Up {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let started = Instant::now();
+        db::docker::check_engine()?;
+        let password = match cx.setting("RAILGUN_POSTGRES_PASSWORD")? {
+            Some(password) if !password.is_empty() => password,
+            _ => random_password()?,
+        };
+        let services = Services {
+            project: project_name(),
+            postgres_image: images::resolve(&cx.sh, Service::Postgres, self.postgres_image.as_deref())?,
+            redis_image: images::resolve(&cx.sh, Service::Redis, self.redis_image.as_deref())?,
+            postgres_port: self.postgres_port,
+            redis_port: self.redis_port,
+            user: "railgun".into(),
+            password: password.clone(),
+            database: "railgun".into(),
+            persistent: true,
+        };
+        let endpoints = services.up()?;
+        env_file::set(
+            &cx.env_file(),
+            Some(&cx.root.join(".env.example")),
+            &[
+                ("DATABASE_URL", endpoints.database_url.as_str()),
+                ("REDIS_URL", &endpoints.redis_url),
+                ("RAILGUN_POSTGRES_PASSWORD", &password),
+            ],
+        )?;
+        eprintln!("ready in {:.2}s; wrote {}", started.elapsed().as_secs_f64(), cx.env_file().display());
+        println!("DATABASE_URL={}", redact(&endpoints.database_url));
+        println!("REDIS_URL={}", endpoints.redis_url);
+        if !self.no_migrate {
+            crate::migration::run_pending(cx, &endpoints.database_url).context("run pending migrations (skip with --no-migrate)")?;
+        }
+        Ok(())
+    }
+}
+
+/// 24 random bytes, hex: the local database's password, kept in `.env` only.
+fn random_password() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
