@@ -3,6 +3,14 @@
 //! Features: `docker` runs the local services (used by `cargo xtask up`); `testing` adds the
 //! test harness that hands each test its own migrated database.
 
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+pub mod connect;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod url;
+
+/// Every migration in `db/migrations`, built into the app.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

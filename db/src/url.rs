@@ -17,11 +17,7 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
         )
     })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        bail!(
-            "database URL `{}` has scheme `{}`, expected postgres:// or postgresql://",
-            redact(&url),
-            url.scheme()
-        );
+        bail!("database URL `{}` has scheme `{}`, expected postgres:// or postgresql://", redact(&url), url.scheme());
     }
     if url.host_str().is_none_or(str::is_empty) {
         bail!("database URL `{}` names no host", redact(&url));
@@ -104,10 +100,7 @@ pub fn sslmode(url: &Url) -> Option<String> {
 /// `PGPASSWORD`, never on a command line another user could read with `ps`.
 pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
     let mut without_password = url.clone();
-    without_password
-        .set_password(None)
-        .ok()
-        .context("this URL cannot carry a password")?;
+    without_password.set_password(None).ok().context("this URL cannot carry a password")?;
     let mut env = Vec::new();
     if let Some(password) = url.password() {
         env.push(("PGPASSWORD", percent_decode(password)));

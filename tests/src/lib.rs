@@ -1,1 +1,143 @@
+//! Helpers for the end-to-end tests: run the real `cargo xtask` binary, in a project of its
+//! own (containers, volumes, `.env`), cleaned up on drop even when the test panics.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The xtask binary, built once per test process (as `cargo xtask` would).
+pub fn xtask_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--package", "xtask"])
+            .current_dir(root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --package xtask failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+        target.join("debug/xtask")
+    })
+}
+
+/// What a command printed, and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// Panics with both streams unless the command succeeded.
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "command failed ({:?})\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr);
+        self
+    }
+    /// Panics unless the command failed without a panic, saying `needle` on stderr.
+    #[track_caller]
+    pub fn assert_fails_with(&self, needle: &str) -> &Self {
+        assert!(!self.ok(), "command should have failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(!self.stderr.contains("panicked"), "command panicked:\n{}", self.stderr);
+        assert!(self.stderr.contains(needle), "stderr lacks `{needle}`:\n{}", self.stderr);
+        self
+    }
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// A project of the test's own: its containers and volumes are named after it, its `.env` is
+/// a file of its own, and all of it goes when this is dropped (after a panic too).
+pub struct Project {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Project {
+    pub fn new(tag: &str) -> Project {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("railgun-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Project { name, dir }
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.join(".env")
+    }
+
+    /// A `cargo xtask` command in this project (any free ports, its own `.env`).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(xtask_bin());
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("RAILGUN_PROJECT", &self.name)
+            .env("RAILGUN_ENV_FILE", self.env_file())
+            .env("RAILGUN_POSTGRES_PORT", "0")
+            .env("RAILGUN_REDIS_PORT", "0")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("RAILGUN_POSTGRES_PASSWORD")
+            .env_remove("APP_ENV")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.command(args).output().expect("run xtask").into()
+    }
+
+    /// A setting from this project's `.env`.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.env_file()).ok()?;
+        text.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    }
+
+    /// Names of this project's containers, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        containers_labelled(&format!("org.railgun.project={}", self.name))
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        for c in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &c]).output();
+        }
+        for v in ["postgres-data", "redis-data"] {
+            let _ = Command::new("docker").args(["volume", "rm", "-f", &format!("{}-{v}", self.name)]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Names of containers (running or not) with this label filter.
+pub fn containers_labelled(filter: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--filter", &format!("label={filter}"), "--format", "{{.Names}}"])
+        .output()
+        .expect("run docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}

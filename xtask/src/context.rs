@@ -94,18 +94,24 @@ pub fn report(error: &anyhow::Error) {
 
 /// Asks a yes/no question on the terminal; without a terminal the answer is no, never a hang.
 pub fn confirm(question: &str) -> Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return Ok(false);
-    }
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).context("read the answer")?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+    let answer = prompt(&format!("{question} [y/N]"))?;
+    Ok(answer.is_some_and(|a| matches!(a.as_str(), "y" | "Y" | "yes" | "YES" | "Yes")))
 }
 
 /// The project's name: containers, volumes and labels carry it (`RAILGUN_PROJECT`, default `railgun`).
 pub fn project_name() -> String {
     std::env::var("RAILGUN_PROJECT").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "railgun".into())
+}
+
+/// Asks for a line on the terminal; `None` without a terminal (never hangs).
+pub fn prompt(question: &str) -> Result<Option<String>> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("{question} ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).context("read the answer")?;
+    Ok(Some(answer.trim().to_string()))
 }

@@ -23,7 +23,8 @@ impl Down {
         let sh = &cx.sh;
         let project = project_name();
         let volumes = [format!("{project}-postgres-data"), format!("{project}-redis-data")];
-        if self.volumes && !self.yes && !confirm(&format!("delete the data volumes {} for good?", volumes.join(", ")))? {
+        if self.volumes && !self.yes && !confirm(&format!("delete the data volumes {} for good?", volumes.join(", ")))?
+        {
             bail!("refused: the data volumes were not deleted\n  hint: pass --yes to delete them without asking");
         }
         let filter = format!("label={PROJECT_LABEL}={project}");
@@ -33,6 +34,13 @@ impl Down {
             eprintln!("no containers of project `{project}`");
         } else {
             let ids = &ids;
+            // SIGINT is Postgres's fast shutdown (SIGTERM waits for idle clients to leave).
+            cmd!(sh, "docker kill --signal SIGINT {ids...}")
+                .quiet()
+                .ignore_status()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?;
             cmd!(sh, "docker stop --time 10 {ids...}").quiet().ignore_stdout().run()?;
             cmd!(sh, "docker rm {ids...}").quiet().ignore_stdout().run()?;
             eprintln!("removed {} containers of project `{project}`", ids.len());

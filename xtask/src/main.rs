@@ -1,10 +1,16 @@
 //! `cargo xtask`: Rail Gun's database workflow. Run `cargo xtask --help` for the commands.
 
+mod bench;
+mod config;
 mod context;
+mod database;
+mod doctor;
 mod down;
 mod env_file;
+mod guard;
 mod images;
 mod migration;
+mod schema;
 mod status;
 mod up;
 
@@ -31,6 +37,15 @@ enum Command {
     Status(status::Status),
     #[command(subcommand)]
     Images(images::Images),
+    #[command(subcommand)]
+    Migration(migration::Migration),
+    #[command(subcommand)]
+    Schema(schema::Schema),
+    #[command(subcommand)]
+    Db(database::Database),
+    Doctor(doctor::Doctor),
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +55,11 @@ fn main() -> ExitCode {
         Command::Down(cmd) => cmd.run(&cx),
         Command::Status(cmd) => cmd.run(&cx),
         Command::Images(cmd) => cmd.run(&cx),
+        Command::Migration(cmd) => cmd.run(&cx),
+        Command::Schema(cmd) => cmd.run(&cx),
+        Command::Db(cmd) => cmd.run(&cx),
+        Command::Doctor(cmd) => cmd.run(&cx),
+        Command::Bench(cmd) => cmd.run(&cx),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,7 +66,8 @@ impl Up {
         println!("DATABASE_URL={}", redact(&endpoints.database_url));
         println!("REDIS_URL={}", endpoints.redis_url);
         if !self.no_migrate {
-            crate::migration::run_pending(cx, &endpoints.database_url).context("run pending migrations (skip with --no-migrate)")?;
+            crate::migration::run_pending(cx, &endpoints.database_url)
+                .context("run pending migrations (skip with --no-migrate)")?;
         }
         Ok(())
     }

@@ -74,10 +74,11 @@ pub fn resolve(sh: &Shell, service: Service, asked: Option<&str>) -> Result<Stri
     match pull(sh, official) {
         Ok(()) => Ok(official.to_owned()),
         Err(pull_error) => {
-            eprintln!("note: cannot pull {official} ({pull_error:#}); building the offline images from Debian packages instead (about a minute, once)");
-            build_offline(sh).context(format!(
-                "{official} is not present, cannot be pulled, and the offline build failed"
-            ))?;
+            eprintln!(
+                "note: cannot pull {official} ({pull_error:#}); building the offline images from Debian packages instead (about a minute, once)"
+            );
+            build_offline(sh)
+                .context(format!("{official} is not present, cannot be pulled, and the offline build failed"))?;
             Ok(service.offline().to_owned())
         }
     }
@@ -102,21 +103,30 @@ fn pull(sh: &Shell, image: &str) -> Result<()> {
 pub fn build_offline(sh: &Shell) -> Result<()> {
     let euid = cmd!(sh, "id -u").quiet().read()?;
     if euid.trim() != "0" {
-        bail!("building the offline images needs root (debootstrap makes device nodes)\n  hint: run `sudo cargo xtask images build` once, or `docker load` images built elsewhere");
+        bail!(
+            "building the offline images needs root (debootstrap makes device nodes)\n  hint: run `sudo cargo xtask images build` once, or `docker load` images built elsewhere"
+        );
     }
     if which::which("debootstrap").is_err() {
-        bail!("building the offline images needs debootstrap\n  hint: `apt-get install debootstrap` (Debian/Ubuntu), then `cargo xtask images build`");
+        bail!(
+            "building the offline images needs debootstrap\n  hint: `apt-get install debootstrap` (Debian/Ubuntu), then `cargo xtask images build`"
+        );
     }
     let mirror = std::env::var("RAILGUN_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let work = std::env::temp_dir().join(format!("railgun-images-{}", std::process::id()));
     let rootfs = work.join("rootfs");
     let result = (|| {
-        eprintln!("$ debootstrap --variant=minbase --include=postgresql-15,redis-server bookworm {} {mirror}", rootfs.display());
+        eprintln!(
+            "$ debootstrap --variant=minbase --include=postgresql-15,redis-server bookworm {} {mirror}",
+            rootfs.display()
+        );
         cmd!(sh, "debootstrap --variant=minbase --include=postgresql-15,redis-server bookworm {rootfs} {mirror}")
             .quiet()
             .ignore_stdout()
             .run()
-            .context("debootstrap failed; is the Debian mirror reachable? (set RAILGUN_DEBIAN_MIRROR to use another)")?;
+            .context(
+                "debootstrap failed; is the Debian mirror reachable? (set RAILGUN_DEBIAN_MIRROR to use another)",
+            )?;
         prepare_rootfs(sh, &rootfs)?;
         let tarball = work.join("rootfs.tar");
         cmd!(sh, "tar -C {rootfs} -cf {tarball} .").quiet().run().context("pack the root file system")?;
@@ -129,7 +139,6 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
             "ENV PGDATA=/var/lib/postgresql/data",
             "VOLUME /var/lib/postgresql/data",
             "EXPOSE 5432",
-            "STOPSIGNAL SIGINT",
             "ENTRYPOINT [\"docker-entrypoint.sh\"]",
             "CMD [\"postgres\"]",
         ];
@@ -153,7 +162,15 @@ fn prepare_rootfs(sh: &Shell, rootfs: &Path) -> Result<()> {
         bail!("the Debian packages did not bring Postgres 15; the image would be mislabelled");
     }
     // The package's own cluster and caches are dead weight: the entry point runs initdb.
-    for dir in ["var/lib/postgresql/15", "etc/postgresql/15", "var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"] {
+    for dir in [
+        "var/lib/postgresql/15",
+        "etc/postgresql/15",
+        "var/cache/apt/archives",
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/locale",
+    ] {
         let _ = std::fs::remove_dir_all(rootfs.join(dir));
     }
     let bin = rootfs.join("usr/local/bin");

@@ -155,13 +155,18 @@ impl Services {
         container_port: u16,
     ) -> Result<u16> {
         match request.start() {
-            Ok(running) => running
-                .get_host_port_ipv4(container_port)
-                .with_context(|| format!("find the host port of {container}")),
+            Ok(running) => {
+                running.get_host_port_ipv4(container_port).with_context(|| format!("find the host port of {container}"))
+            }
             Err(e) => {
                 // Nothing half-made stays behind: a container that was created but did not start goes.
-                let logs = cmd!(sh, "docker logs --tail 20 {container}").quiet().ignore_status().read_stderr().unwrap_or_default();
-                let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+                let logs = cmd!(sh, "docker logs --tail 20 {container}")
+                    .quiet()
+                    .ignore_status()
+                    .read_stderr()
+                    .unwrap_or_default();
+                let _ =
+                    cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
                 let text = crate::url::redact_str(&format!("{e}"));
                 let port = self.port_for(container_port);
                 if text.contains("port is already allocated") || text.contains("address already in use") {
@@ -172,7 +177,10 @@ impl Services {
                     );
                 }
                 let logs = crate::url::redact_str(logs.trim());
-                bail!("cannot start {container}: {text}{}\n  hint: the half-made container was removed; see `docker logs` output above, or `cargo xtask down --volumes` to start from fresh data", if logs.is_empty() { String::new() } else { format!("\n  container log:\n{logs}") })
+                bail!(
+                    "cannot start {container}: {text}{}\n  hint: the half-made container was removed; see `docker logs` output above, or `cargo xtask down --volumes` to start from fresh data",
+                    if logs.is_empty() { String::new() } else { format!("\n  container log:\n{logs}") }
+                )
             }
         }
     }
@@ -184,16 +192,25 @@ pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
     let mut last_error;
     loop {
         match PgConnection::establish(database_url.as_str()).and_then(|mut c| {
-            diesel::sql_query("SELECT 1").execute(&mut c).map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+            diesel::sql_query("SELECT 1")
+                .execute(&mut c)
+                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
         }) {
             Ok(_) => break,
             Err(e) => last_error = e.to_string(),
         }
         if last_error.contains("password authentication failed") {
-            bail!("Postgres rejects the password in .env: {}\n  hint: the data volume was initialised with another password; put it back as RAILGUN_POSTGRES_PASSWORD in .env, or start from empty data with `cargo xtask down --volumes`", crate::url::redact_str(&last_error));
+            bail!(
+                "Postgres rejects the password in .env: {}\n  hint: the data volume was initialised with another password; put it back as RAILGUN_POSTGRES_PASSWORD in .env, or start from empty data with `cargo xtask down --volumes`",
+                crate::url::redact_str(&last_error)
+            );
         }
         if Instant::now() > deadline {
-            bail!("Postgres did not accept a query within {}s: {}", READY_TIMEOUT.as_secs(), crate::url::redact_str(&last_error));
+            bail!(
+                "Postgres did not accept a query within {}s: {}",
+                READY_TIMEOUT.as_secs(),
+                crate::url::redact_str(&last_error)
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -210,7 +227,8 @@ pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
 
 /// Sends one RESP command to the Redis at `redis_url` and returns its reply line.
 pub fn redis_command(redis_url: &str, args: &[&str]) -> Result<String> {
-    let url = Url::parse(redis_url).with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(redis_url)))?;
+    let url = Url::parse(redis_url)
+        .with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(redis_url)))?;
     let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(6379));
     let mut stream = TcpStream::connect(&addr).with_context(|| format!("connect to Redis at {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;

