@@ -8,6 +8,8 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 pub mod connect;
 #[cfg(feature = "docker")]
 pub mod docker;
+pub mod models;
+pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod url;

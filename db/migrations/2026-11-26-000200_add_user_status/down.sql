@@ -1,0 +1,2 @@
+DROP INDEX "IDX_users_status";
+ALTER TABLE "users" DROP COLUMN "status";

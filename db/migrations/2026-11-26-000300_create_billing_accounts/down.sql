@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN billing_ref;
+DROP TABLE billing_accounts;

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS api_tokens_user_id_idx;
