@@ -5,6 +5,7 @@
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
+pub mod config;
 pub mod connect;
 #[cfg(feature = "docker")]
 pub mod docker;

@@ -1,0 +1,178 @@
+//! Connection settings from the environment, and the pool built from them (the guide's
+//! "Connection Pooling": pool max 10, idle timeout 30 s, connection timeout 10 s, retry
+//! attempts 10 in production / 3 in development). Credentials come from `DATABASE_URL` only.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use diesel::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool};
+use url::Url;
+
+use crate::connect::{Retries, establish_with};
+use crate::url::parse_database_url;
+
+/// Connections the pool may hold when `DATABASE_POOL_MAX` is not set.
+pub const DEFAULT_POOL_MAX: u32 = 10;
+/// An idle pooled connection is closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening one connection (libpq `connect_timeout`) or getting one from the pool may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The app's database pool.
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+/// Where the app runs: production gets more connection retries, and destructive commands refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    /// `APP_ENV`: `production`, else development (unset, `development`, `test`, ...).
+    pub fn parse(app_env: Option<&str>) -> Environment {
+        match app_env {
+            Some(env) if env.trim().eq_ignore_ascii_case("production") => Environment::Production,
+            _ => Environment::Development,
+        }
+    }
+}
+
+/// Everything the app needs to open database connections.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: Url,
+    pub pool_max: u32,
+    pub idle_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub environment: Environment,
+    pub retries: Retries,
+}
+
+impl Settings {
+    /// Reads `DATABASE_URL`, `DATABASE_POOL_MAX` and `APP_ENV` from the process environment.
+    pub fn from_env() -> Result<Settings> {
+        Settings::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads the settings through `get` (the environment, a `.env` file, a test's map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let raw = get("DATABASE_URL").filter(|url| !url.trim().is_empty());
+        let Some(raw) = raw else {
+            bail!(
+                "DATABASE_URL is not set\n  hint: start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL in the environment; never put credentials in code"
+            );
+        };
+        let database_url = parse_database_url(&raw)?;
+        let pool_max = match get("DATABASE_POOL_MAX").filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_POOL_MAX,
+            Some(value) => parse_pool_max(&value)?,
+        };
+        let environment = Environment::parse(get("APP_ENV").as_deref());
+        Ok(Settings {
+            database_url,
+            pool_max,
+            idle_timeout: IDLE_TIMEOUT,
+            connection_timeout: CONNECTION_TIMEOUT,
+            environment,
+            retries: Retries::for_environment(environment),
+        })
+    }
+
+    /// The URL connections use: `connect_timeout` added unless the URL sets its own.
+    pub fn connection_url(&self) -> Url {
+        let mut url = self.database_url.clone();
+        if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
+            url.query_pairs_mut().append_pair("connect_timeout", &self.connection_timeout.as_secs().to_string());
+        }
+        url
+    }
+
+    /// The pool: first one connection with retries and backoff (so a database that is still
+    /// starting is waited for, and a wrong setting fails with its fix), then the pool itself.
+    pub fn pool(&self) -> Result<PgPool> {
+        let url = self.connection_url();
+        drop(establish_with(&url, &self.retries)?);
+        Pool::builder()
+            .max_size(self.pool_max)
+            .min_idle(Some(0))
+            .idle_timeout(Some(self.idle_timeout))
+            .connection_timeout(self.connection_timeout)
+            .test_on_check_out(true)
+            .build(ConnectionManager::new(url.as_str()))
+            .context("build the connection pool")
+    }
+}
+
+fn parse_pool_max(value: &str) -> Result<u32> {
+    let hint = "\n  hint: DATABASE_POOL_MAX is the most connections the app holds; 5-10 suits a managed free tier (about 60 connections in all)";
+    match value.trim().parse::<u32>() {
+        Ok(0) => bail!("DATABASE_POOL_MAX is 0: the pool needs at least one connection{hint}"),
+        Ok(n) if n > 1000 => bail!("DATABASE_POOL_MAX is {n}, more than any Postgres server accepts{hint}"),
+        Ok(n) => Ok(n),
+        Err(_) => bail!("DATABASE_POOL_MAX `{value}` is not a whole number{hint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let s = settings(&[("DATABASE_URL", "postgres://app:pw@localhost/rail")]).unwrap();
+        assert_eq!(s.pool_max, 10);
+        assert_eq!(s.idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.connection_timeout, Duration::from_secs(10));
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.retries.attempts, 3);
+    }
+
+    #[test]
+    fn production_retries_ten_times() {
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "Production")]).unwrap();
+        assert_eq!(s.environment, Environment::Production);
+        assert_eq!(s.retries.attempts, 10);
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "staging")]).unwrap();
+        assert_eq!(s.retries.attempts, 3);
+    }
+
+    #[test]
+    fn pool_max_is_read_and_checked() {
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("DATABASE_POOL_MAX", " 5 ")]).unwrap();
+        assert_eq!(s.pool_max, 5);
+        for bad in ["0", "-1", "ten", "1.5", "100000"] {
+            let err = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("DATABASE_POOL_MAX", bad)]).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains("DATABASE_POOL_MAX") && text.contains("hint:"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_url_is_a_clear_error() {
+        let err = format!("{:#}", settings(&[]).unwrap_err());
+        assert!(err.contains("DATABASE_URL is not set") && err.contains("cargo xtask up"), "{err}");
+        let err = format!("{:#}", settings(&[("DATABASE_URL", "  ")]).unwrap_err());
+        assert!(err.contains("DATABASE_URL is not set"), "{err}");
+        let err = format!("{:#}", settings(&[("DATABASE_URL", "mysql://u:canary@h/d")]).unwrap_err());
+        assert!(err.contains("expected postgres://") && !err.contains("canary"), "{err}");
+        let err = format!("{:#}", settings(&[("DATABASE_URL", "postgres://u:canary@h:99999/d")]).unwrap_err());
+        assert!(err.contains("malformed database URL") && !err.contains("canary"), "{err}");
+    }
+
+    #[test]
+    fn connect_timeout_is_added_once() {
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d?sslmode=require")]).unwrap();
+        assert_eq!(s.connection_url().as_str(), "postgres://a@h/d?sslmode=require&connect_timeout=10");
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d?connect_timeout=3")]).unwrap();
+        assert_eq!(s.connection_url().as_str(), "postgres://a@h/d?connect_timeout=3");
+    }
+}
