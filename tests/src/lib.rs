@@ -78,7 +78,12 @@ pub struct Project {
 impl Project {
     pub fn new(tag: &str) -> Project {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("railgun-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        Project::named(&format!("railgun-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// A project with a given name (a child test process cleans up a name its parent chose).
+    pub fn named(name: &str) -> Project {
+        let name = name.to_string();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         Project { name, dir }
@@ -113,6 +118,24 @@ impl Project {
     pub fn setting(&self, key: &str) -> Option<String> {
         let text = std::fs::read_to_string(self.env_file()).ok()?;
         text.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    }
+
+    /// The id of one of this project's containers (`postgres` or `redis`).
+    pub fn container_id(&self, service: &str) -> String {
+        let out = Command::new("docker")
+            .args(["inspect", "--format", "{{.Id}}", &format!("{}-{service}", self.name)])
+            .output()
+            .expect("run docker inspect");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Names of this project's data volumes that exist.
+    pub fn volumes(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["volume", "ls", "--quiet", "--filter", &format!("name={}-", self.name)])
+            .output()
+            .expect("run docker volume ls");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
     }
 
     /// Names of this project's containers, running or not.

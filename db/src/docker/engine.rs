@@ -9,20 +9,16 @@ use anyhow::{Result, bail};
 
 /// Checks that a Docker engine answers, trying `DOCKER_HOST` and then the usual socket paths.
 pub fn check_engine() -> Result<()> {
-    let mut tried = Vec::new();
+    let mut tried = vec!["DOCKER_HOST (not set)".to_string()];
     if let Ok(host) = std::env::var("DOCKER_HOST") {
         match host.strip_prefix("unix://") {
-            Some(path) => {
-                if ping(path) {
-                    return Ok(());
-                }
-                tried.push(format!("DOCKER_HOST={host} (no answer)"));
-            }
+            Some(path) if ping(path) => return Ok(()),
+            Some(_) => bail!(
+                "no Docker engine answers at DOCKER_HOST={host}\n  hint: start Docker there, or unset DOCKER_HOST to use the default socket /var/run/docker.sock"
+            ),
             // A TCP or SSH engine: let the Docker client itself report on it.
             None => return Ok(()),
         }
-    } else {
-        tried.push("DOCKER_HOST (not set)".to_string());
     }
     for path in socket_paths() {
         if ping(&path.to_string_lossy()) {

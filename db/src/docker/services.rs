@@ -58,9 +58,13 @@ impl Services {
 
     /// Starts both services, or finds them running from an earlier call, and waits until usable.
     pub fn up(&self) -> Result<Endpoints> {
-        let sh = Shell::new()?;
-        let postgres_port = self.start_postgres(&sh)?;
-        let redis_port = self.start_redis(&sh)?;
+        // Side by side: a cold start is as slow as the slower of the two, not their sum.
+        let (postgres_port, redis_port) = std::thread::scope(|scope| {
+            let redis = scope.spawn(|| self.start_redis());
+            let postgres = self.start_postgres();
+            (postgres, redis.join().unwrap_or_else(|_| bail!("the Redis start panicked")))
+        });
+        let (postgres_port, redis_port) = (postgres_port?, redis_port?);
         let database_url = Url::parse(&format!(
             "postgres://{}:{}@127.0.0.1:{postgres_port}/{}",
             self.user,
@@ -72,9 +76,10 @@ impl Services {
         Ok(Endpoints { database_url, redis_url })
     }
 
-    fn start_postgres(&self, sh: &Shell) -> Result<u16> {
+    fn start_postgres(&self) -> Result<u16> {
         let (name, tag) = split_image(&self.postgres_image);
-        let mut args = vec!["-c".to_string(), "max_connections=200".to_string()];
+        // The same command as infra/docker-compose.yml's (a test keeps the two in step).
+        let mut args = vec!["postgres".to_string(), "-c".to_string(), "max_connections=200".to_string()];
         if !self.persistent {
             for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
                 args.extend(["-c".to_string(), setting.to_string()]);
@@ -91,10 +96,10 @@ impl Services {
             // and on every later one; the stdout line only comes with a first-time init.
             .with_ready_conditions(vec![WaitFor::message_on_stderr("database system is ready to accept connections")]);
         let request = self.common(request, &self.postgres_container(), 5432, "/var/lib/postgresql/data", 0);
-        self.start(sh, request, &self.postgres_container(), 5432)
+        self.start(request, &self.postgres_container(), 5432)
     }
 
-    fn start_redis(&self, sh: &Shell) -> Result<u16> {
+    fn start_redis(&self) -> Result<u16> {
         let (name, tag) = split_image(&self.redis_image);
         let mut args = vec!["redis-server", "--protected-mode", "no"];
         if self.persistent {
@@ -108,7 +113,7 @@ impl Services {
             .with_cmd(args)
             .with_ready_conditions(vec![WaitFor::message_on_stdout("Ready to accept connections")]);
         let request = self.common(request, &self.redis_container(), 6379, "/data", 1);
-        self.start(sh, request, &self.redis_container(), 6379)
+        self.start(request, &self.redis_container(), 6379)
     }
 
     fn common<I: Image>(
@@ -149,7 +154,6 @@ impl Services {
 
     fn start<I: Image>(
         &self,
-        sh: &Shell,
         request: testcontainers_modules::testcontainers::ContainerRequest<I>,
         container: &str,
         container_port: u16,
@@ -159,6 +163,7 @@ impl Services {
                 running.get_host_port_ipv4(container_port).with_context(|| format!("find the host port of {container}"))
             }
             Err(e) => {
+                let sh = Shell::new()?;
                 // Nothing half-made stays behind: a container that was created but did not start goes.
                 let logs = cmd!(sh, "docker logs --tail 20 {container}")
                     .quiet()
