@@ -88,6 +88,11 @@ pub fn report(error: &anyhow::Error) {
     for line in text.lines() {
         if line.trim_start().starts_with("hint:") { hints.push(line) } else { body.push(line) }
     }
+    // Errors raised outside `db::connect` (pg_dump, psql, diesel's migrations) get the guide's fix too.
+    let known = db::connect::known_fix(&text).map(|fix| format!("  hint: {fix}"));
+    if hints.is_empty() {
+        hints.extend(known.as_deref());
+    }
     body.extend(hints);
     eprintln!("{}", redact_str(&body.join("\n")));
 }

@@ -1,11 +1,12 @@
 //! The production guard: destructive commands ask first, and refuse production or remote
-//! targets unless forced with the database name typed back.
+//! targets unless forced with the database name typed back. It decides before anything
+//! connects, and without a terminal every question is answered "no", never a hang.
 
 use anyhow::{Result, bail};
 use db::url::{database_name, is_local, redact};
 use url::Url;
 
-use crate::context::{Context, confirm};
+use crate::context::{Context, project_name, prompt};
 
 /// Flags of every destructive command.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -21,44 +22,134 @@ pub struct Guard {
     pub confirm_db: Option<String>,
 }
 
+/// What the guard knows about the target.
+struct Target {
+    shown: String,
+    name: String,
+    /// Why the target is protected: production, or not on this machine.
+    protected: Option<String>,
+}
+
 impl Guard {
     /// Decides, before anything connects, whether `what` may happen to the database at `url`.
     pub fn check(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
-        let name = database_name(url);
-        let production = cx.setting("APP_ENV")?.is_some_and(|env| env.eq_ignore_ascii_case("production"));
-        if production || !is_local(url) {
-            let why = if production {
-                "APP_ENV=production".to_string()
-            } else {
-                format!("`{}` is not a local database", redact(url))
-            };
+        let production = cx.setting("APP_ENV")?.is_some_and(|env| env.trim().eq_ignore_ascii_case("production"));
+        let protected = if production {
+            Some("APP_ENV=production".to_string())
+        } else if !is_local(url) && !is_our_container(url) {
+            Some("it is not a local database".to_string())
+        } else {
+            None
+        };
+        let target = Target { shown: redact(url), name: database_name(url), protected };
+        self.decide(&target, what, prompt)
+    }
+
+    fn decide(&self, target: &Target, what: &str, ask: impl FnOnce(&str) -> Result<Option<String>>) -> Result<()> {
+        let Target { shown, name, protected } = target;
+        if let Some(typed) = &self.confirm_db {
+            if typed != name {
+                bail!(
+                    "refused to {what}: --confirm-db `{typed}` does not match the target database `{name}` ({shown})\n  hint: check DATABASE_URL / --database-url: is this the database you meant?"
+                );
+            }
+        }
+        if let Some(why) = protected {
             if !self.force {
                 bail!(
-                    "refused to {what}: {why}\n  hint: this is destructive; if you really mean it, add --force and type the database name back (or --confirm-db {name} in scripts)"
+                    "refused to {what} on {shown}: {why}\n  hint: this destroys data; if you really mean it, add --force and type the database name back (or --force --confirm-db {name} in scripts)"
                 );
             }
-            if let Some(typed) = &self.confirm_db {
-                if *typed != name {
-                    bail!("refused to {what}: --confirm-db `{typed}` does not match the target database `{name}`");
-                }
+            if self.confirm_db.is_some() {
                 return Ok(());
             }
-            let typed = crate::context::prompt(&format!(
-                "{what} on {} ({why}). Type the database name to go on:",
-                redact(url)
-            ))?;
-            if typed.as_deref() != Some(name.as_str()) {
-                bail!(
-                    "refused to {what}: the database name was not typed back\n  hint: without a terminal, pass --confirm-db {name}"
-                );
-            }
+            let typed = ask(&format!("{what} on {shown} ({why}). Type the database name `{name}` to go on:"))?;
+            return match typed {
+                Some(typed) if typed == *name => Ok(()),
+                Some(_) => bail!("refused to {what}: the name typed back is not `{name}`"),
+                None => bail!(
+                    "refused to {what} on {shown}: no terminal to type the database name back\n  hint: in scripts pass --force --confirm-db {name}"
+                ),
+            };
+        }
+        if self.yes || self.confirm_db.is_some() {
             return Ok(());
         }
-        if self.yes || confirm(&format!("{what} on {}?", redact(url)))? {
+        let answer = ask(&format!("{what} on {shown}? [y/N]"))?;
+        if answer.is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes")) {
             return Ok(());
         }
         bail!(
-            "refused to {what}: not confirmed\n  hint: answer y at the prompt, or pass --yes in scripts (no terminal means no)"
+            "refused to {what} on {shown}: not confirmed\n  hint: answer y at the prompt, or pass --yes in scripts (no terminal means no)"
         );
+    }
+}
+
+/// The app in Docker reaches the xtask's own Postgres by its container name.
+fn is_our_container(url: &Url) -> bool {
+    url.host_str().is_some_and(|host| host == format!("{}-postgres", project_name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn target(protected: bool) -> Target {
+        Target {
+            shown: "postgres://app:****@db.example.com/rail".into(),
+            name: "rail".into(),
+            protected: protected.then(|| "APP_ENV=production".to_string()),
+        }
+    }
+
+    fn guard(yes: bool, force: bool, confirm_db: Option<&str>) -> Guard {
+        Guard { yes, force, confirm_db: confirm_db.map(str::to_owned) }
+    }
+
+    /// Runs the guard with `answer` at any prompt; returns the outcome and whether it asked.
+    fn run(g: &Guard, protected: bool, answer: Option<&str>) -> (Result<()>, bool) {
+        let asked = Cell::new(false);
+        let result = g.decide(&target(protected), "drop every table", |_| {
+            asked.set(true);
+            Ok(answer.map(str::to_owned))
+        });
+        (result, asked.get())
+    }
+
+    fn refused(outcome: (Result<()>, bool), needle: &str) {
+        let err = format!("{:#}", outcome.0.expect_err("should refuse"));
+        assert!(err.contains("refused to drop every table") && err.contains(needle), "{err}");
+    }
+
+    #[test]
+    fn protected_targets_need_force_and_the_name() {
+        refused(run(&guard(true, false, None), true, Some("rail")), "add --force");
+        refused(run(&guard(false, false, Some("rail")), true, None), "add --force");
+        refused(run(&guard(false, true, None), true, None), "--confirm-db rail");
+        refused(run(&guard(false, true, None), true, Some("rai")), "not `rail`");
+        refused(run(&guard(false, true, Some("other")), true, None), "does not match");
+        assert!(run(&guard(false, true, Some("rail")), true, None).0.is_ok());
+        let (result, asked) = run(&guard(false, true, None), true, Some("rail"));
+        assert!(result.is_ok() && asked);
+    }
+
+    #[test]
+    fn local_targets_ask_once() {
+        refused(run(&guard(false, false, None), false, None), "no terminal means no");
+        refused(run(&guard(false, false, None), false, Some("n")), "not confirmed");
+        let (result, asked) = run(&guard(false, false, None), false, Some("y"));
+        assert!(result.is_ok() && asked);
+        let (result, asked) = run(&guard(true, false, None), false, None);
+        assert!(result.is_ok() && !asked);
+        refused(run(&guard(true, false, Some("other")), false, None), "does not match");
+    }
+
+    #[test]
+    fn the_apps_container_is_local() {
+        let url = Url::parse(&format!("postgres://u@{}-postgres:5432/d", project_name())).unwrap();
+        assert!(is_our_container(&url));
+        assert!(!is_our_container(&Url::parse("postgres://u@db.example.com/d").unwrap()));
     }
 }
