@@ -1,15 +1,338 @@
-//! Check the whole setup and say how to fix what fails
+//! `cargo xtask doctor`: the whole setup checked, one line a check, each failure with its fix.
 
-use anyhow::{Result, bail};
+use std::path::Path;
 
+use anyhow::{Result, anyhow, bail};
+use db::docker::images::{self, Service};
+use db::url::{is_local, redact, redact_str, sslmode};
+use diesel::{PgConnection, RunQueryDsl, sql_types::Text};
+use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+use xshell::cmd;
+
+use crate::config::DieselConfig;
 use crate::context::Context;
 
-/// Check the whole setup and say how to fix what fails
+/// Check the whole setup and say how to fix what fails.
+///
+/// Docker, the images, host pg_dump/psql against the server, .env (exists, private,
+/// git-ignored), connectivity, SSL, pending migrations and schema.rs drift. Prints one line a
+/// check on stdout; exits non-zero when any fails.
 #[derive(clap::Args)]
 pub struct Doctor {}
 
+enum Outcome {
+    Pass(String),
+    Fail { what: String, fix: String },
+    Skip(String),
+}
+
+fn fail(what: impl Into<String>, fix: impl Into<String>) -> Outcome {
+    Outcome::Fail { what: what.into(), fix: fix.into() }
+}
+
 impl Doctor {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let mut checks: Vec<(&str, Outcome)> = Vec::new();
+        let docker = docker_engine();
+        let docker_up = matches!(docker, Outcome::Pass(_));
+        checks.push(("docker", docker));
+        checks.push(("images", if docker_up { images(cx) } else { Outcome::Skip("Docker is not answering".into()) }));
+        checks.push((".env", env_file(cx)));
+
+        let connection = cx.database_url().and_then(|url| Ok((db::connect::establish(&url)?, url)));
+        let (mut conn, url) = match connection {
+            Ok((conn, url)) => {
+                checks.push(("database", Outcome::Pass(format!("connected to {}", redact(&url)))));
+                (conn, url)
+            }
+            Err(error) => {
+                let (what, fix) = split_hint(&format!("{error:#}"));
+                checks.push(("database", fail(what, fix.unwrap_or_else(|| "set DATABASE_URL".into()))));
+                checks.push(("tools", host_tools(cx, None)));
+                for name in ["ssl", "migrations", "schema.rs"] {
+                    checks.push((name, Outcome::Skip("no database connection".into())));
+                }
+                return print(checks);
+            }
+        };
+        checks.push(("tools", host_tools(cx, Some(&mut conn))));
+        checks.push(("ssl", ssl(&mut conn, &url)));
+        checks.push(("migrations", pending(cx, &mut conn)));
+        checks.push(("schema.rs", schema_drift(cx)));
+        print(checks)
+    }
+}
+
+/// Prints the table; an error (exit 1) when a check failed.
+fn print(checks: Vec<(&str, Outcome)>) -> Result<()> {
+    let mut failed = Vec::new();
+    for (name, outcome) in &checks {
+        let line = match outcome {
+            Outcome::Pass(what) => format!("pass  {name:<11} {what}"),
+            Outcome::Skip(why) => format!("skip  {name:<11} {why}"),
+            Outcome::Fail { what, fix } => {
+                failed.push(*name);
+                format!("FAIL  {name:<11} {what}\n      {:<11} fix: {fix}", "")
+            }
+        };
+        println!("{}", redact_str(&line));
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} checks failed: {}", failed.len(), checks.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+/// An error's text without its hint lines, and the hint.
+fn split_hint(text: &str) -> (String, Option<String>) {
+    let (mut body, mut hint) = (Vec::new(), None);
+    for line in text.lines() {
+        match line.trim_start().strip_prefix("hint:") {
+            Some(h) => hint = Some(h.trim().to_string()),
+            None => body.push(line.trim()),
+        }
+    }
+    (body.join(" "), hint)
+}
+
+fn docker_engine() -> Outcome {
+    match db::docker::check_engine() {
+        Ok(()) => Outcome::Pass("the engine answers".into()),
+        Err(error) => {
+            let (what, fix) = split_hint(&format!("{error:#}"));
+            fail(what, fix.unwrap_or_else(|| "start Docker (or set DOCKER_HOST)".into()))
+        }
+    }
+}
+
+fn images(cx: &Context) -> Outcome {
+    let mut missing = Vec::new();
+    let mut found = Vec::new();
+    for (service, official, offline, var) in [
+        (Service::Postgres, images::POSTGRES_OFFICIAL, images::POSTGRES_OFFLINE, "RAILGUN_POSTGRES_IMAGE"),
+        (Service::Redis, images::REDIS_OFFICIAL, images::REDIS_OFFLINE, "RAILGUN_REDIS_IMAGE"),
+    ] {
+        let asked = std::env::var(var).ok().filter(|s| !s.is_empty());
+        let candidates: Vec<String> = match asked {
+            Some(image) => vec![image],
+            None => vec![official.to_string(), offline.to_string()],
+        };
+        match candidates.iter().find(|image| images::present(&cx.sh, image)) {
+            Some(image) => found.push(image.clone()),
+            None => missing.push(format!("{service:?}: none of {}", candidates.join(", "))),
+        }
+    }
+    if missing.is_empty() {
+        Outcome::Pass(found.join(", "))
+    } else {
+        fail(
+            format!("no image for {}", missing.join("; ")),
+            "`docker pull` the official images, or build the offline ones with `cargo xtask images build`",
+        )
+    }
+}
+
+fn env_file(cx: &Context) -> Outcome {
+    use std::os::unix::fs::PermissionsExt;
+    let path = cx.env_file();
+    let shown = path.display();
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return fail(format!("{shown} does not exist"), "run `cargo xtask up` (it writes .env from .env.example)");
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return fail(
+            format!("{shown} has mode {mode:o}: other users can read its passwords"),
+            format!("chmod 600 {shown}"),
+        );
+    }
+    if let Some(problem) = committed_secret_risk(cx, &path) {
+        return problem;
+    }
+    if let Some(problem) = example_has_secret(&cx.root.join(".env.example")) {
+        return problem;
+    }
+    Outcome::Pass(format!("{shown}: mode {mode:o}, not tracked by git"))
+}
+
+/// `.env` inside the repository must be ignored by git.
+fn committed_secret_risk(cx: &Context, path: &Path) -> Option<Outcome> {
+    let path = path.canonicalize().ok()?;
+    if !path.starts_with(cx.root.canonicalize().ok()?) {
+        return None;
+    }
+    let sh = &cx.sh;
+    let out = cmd!(sh, "git check-ignore -q {path}").quiet().ignore_status().ignore_stderr().output().ok()?;
+    match out.status.code() {
+        Some(0) => None,
+        Some(1) => Some(fail(
+            format!("{} is not git-ignored: its passwords could be committed", path.display()),
+            "add `.env` to .gitignore (and `git rm --cached .env` if it was committed)",
+        )),
+        _ => None,
+    }
+}
+
+/// The committed template must not carry a password.
+fn example_has_secret(path: &Path) -> Option<Outcome> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let leaks = text.lines().any(|line| {
+        let value = line.split_once('=').map(|(_, v)| v.trim()).unwrap_or_default();
+        !line.trim_start().starts_with('#') && db::url::redact_str(value) != value
+    });
+    leaks.then(|| {
+        fail(
+            format!("{} holds a URL with a password, and it is committed", path.display()),
+            "blank the value in .env.example (`cargo xtask up` fills .env), and rotate that password",
+        )
+    })
+}
+
+/// The major version in `pg_dump (PostgreSQL) 15.18 (Debian ...)`.
+fn tool_major(version: &str) -> Option<u32> {
+    let after = version.split(')').nth(1)?.trim();
+    after.split(['.', ' ']).next()?.parse().ok()
+}
+
+fn host_tools(cx: &Context, conn: Option<&mut PgConnection>) -> Outcome {
+    let sh = &cx.sh;
+    let mut versions = Vec::new();
+    for tool in ["pg_dump", "psql"] {
+        match cmd!(sh, "{tool} --version").quiet().ignore_stderr().read() {
+            Ok(text) => versions.push((tool, text.trim().to_string(), tool_major(&text))),
+            Err(_) => {
+                return fail(
+                    format!("{tool} is not installed on this machine"),
+                    "install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)",
+                );
+            }
+        }
+    }
+    let server = conn.and_then(|conn| {
+        diesel::select(diesel::dsl::sql::<Text>("current_setting('server_version_num')"))
+            .get_result::<String>(conn)
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| n / 10000)
+    });
+    let listed = versions.iter().map(|(_, v, _)| v.as_str()).collect::<Vec<_>>().join("; ");
+    let Some(server) = server else {
+        return Outcome::Pass(format!("{listed} (server version unknown)"));
+    };
+    for (tool, _, major) in &versions {
+        if major.is_none_or(|m| m < server) {
+            return fail(
+                format!("{tool} {} is older than the server (PostgreSQL {server}): dumps would fail", major.unwrap_or(0)),
+                format!("install postgresql-client-{server} (apt.postgresql.org) or newer"),
+            );
+        }
+    }
+    Outcome::Pass(format!("{listed}; server is PostgreSQL {server}"))
+}
+
+fn ssl(conn: &mut PgConnection, url: &url::Url) -> Outcome {
+    let encrypted = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+    ))
+    .get_result::<bool>(conn);
+    let Ok(encrypted) = encrypted else {
+        return fail("cannot read pg_stat_ssl", "check that the user may read pg_stat_ssl");
+    };
+    let mode = sslmode(url).unwrap_or_else(|| "prefer (default)".into());
+    let required = matches!(mode.as_str(), "require" | "verify-ca" | "verify-full");
+    match (is_local(url), encrypted, required) {
+        (true, _, _) => Outcome::Pass(format!(
+            "local server; connection is {} (sslmode={mode})",
+            if encrypted { "encrypted" } else { "plain, fine on this machine" }
+        )),
+        (false, true, true) => Outcome::Pass(format!("encrypted (sslmode={mode})")),
+        (false, true, false) => fail(
+            format!("encrypted now, but sslmode={mode} would fall back to a plain connection"),
+            "add ?sslmode=require to DATABASE_URL",
+        ),
+        (false, false, _) => fail(
+            format!("the connection to a remote server is not encrypted (sslmode={mode})"),
+            "add ?sslmode=require to DATABASE_URL and enable SSL enforcement on the server",
+        ),
+    }
+}
+
+fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {
+    let dir = match DieselConfig::load(cx) {
+        Ok(config) => config.migration_dir(cx),
+        Err(error) => return fail(format!("{error:#}"), "fix diesel.toml"),
+    };
+    if !dir.exists() {
+        return Outcome::Skip(format!("no migrations directory at {}", dir.display()));
+    }
+    let result = FileBasedMigrations::from_path(&dir)
+        .map_err(|e| anyhow!("{e}"))
+        .and_then(|m| conn.pending_migrations(m).map_err(|e| anyhow!("{e}")));
+    match result {
+        Ok(pending) if pending.is_empty() => Outcome::Pass("every migration on disk is applied".into()),
+        Ok(pending) => {
+            let names: Vec<String> = pending.iter().map(|m| m.name().to_string()).collect();
+            fail(format!("{} pending: {}", names.len(), names.join(", ")), "cargo xtask migration run")
+        }
+        Err(error) => fail(format!("{error:#}"), "check the migrations directory and __diesel_schema_migrations"),
+    }
+}
+
+/// Runs this binary's own `schema generate --check` (same flags) and reads its verdict.
+fn schema_drift(cx: &Context) -> Outcome {
+    let Ok(exe) = std::env::current_exe() else { return Outcome::Skip("cannot find the xtask binary".into()) };
+    let sh = &cx.sh;
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(url) = &cx.global.database_url {
+        flags.extend(["--database-url".into(), url.into()]);
+    }
+    if let Some(dir) = &cx.global.migration_dir {
+        flags.extend(["--migration-dir".into(), dir.into()]);
+    }
+    if let Some(file) = &cx.global.config_file {
+        flags.extend(["--config-file".into(), file.into()]);
+    }
+    let out = cmd!(sh, "{exe} schema generate --check {flags...}").quiet().ignore_status().output();
+    let Ok(out) = out else { return Outcome::Skip("cannot run `schema generate --check`".into()) };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Outcome::Pass("matches the database".into());
+    }
+    if stderr.contains("not implemented") || stderr.contains("unexpected argument") {
+        return Outcome::Skip("`schema generate --check` is not available in this build".into());
+    }
+    let (what, _) = split_hint(stderr.trim().trim_start_matches("error: "));
+    fail(what, "cargo xtask schema generate (then commit db/src/schema.rs)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tool_versions() {
+        assert_eq!(tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(tool_major("psql (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(tool_major("psql (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(tool_major("nonsense"), None);
+    }
+
+    #[test]
+    fn finds_passwords_in_the_template() {
+        let dir = std::env::temp_dir().join(format!("doctor-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.example");
+        std::fs::write(&path, "# postgres://USER:PASSWORD@HOST/DB\nDATABASE_URL=\nAPP_ENV=development\n").unwrap();
+        assert!(example_has_secret(&path).is_none());
+        std::fs::write(&path, "DATABASE_URL=postgres://app:hunter2@db.example.com/rail\n").unwrap();
+        assert!(matches!(example_has_secret(&path), Some(Outcome::Fail { .. })));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn splits_the_hint_off() {
+        let (what, fix) = split_hint("cannot connect: refused\n  hint: cargo xtask up");
+        assert_eq!(what, "cannot connect: refused");
+        assert_eq!(fix.as_deref(), Some("cargo xtask up"));
     }
 }
