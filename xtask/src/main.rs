@@ -12,6 +12,7 @@ mod images;
 mod migration;
 mod schema;
 mod status;
+mod test;
 mod up;
 
 use std::process::ExitCode;
@@ -44,6 +45,7 @@ enum Command {
     #[command(subcommand)]
     Db(database::Database),
     Doctor(doctor::Doctor),
+    Test(test::Test),
     #[command(subcommand)]
     Bench(bench::Bench),
 }
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Schema(cmd) => cmd.run(&cx),
         Command::Db(cmd) => cmd.run(&cx),
         Command::Doctor(cmd) => cmd.run(&cx),
+        Command::Test(cmd) => cmd.run(&cx),
         Command::Bench(cmd) => cmd.run(&cx),
     });
     match result {
