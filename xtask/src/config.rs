@@ -11,7 +11,7 @@ use crate::context::Context;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DieselConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "print_schema_table")]
     pub print_schema: PrintSchema,
     #[serde(default)]
     pub migrations_directory: Option<MigrationsDirectory>,
@@ -26,13 +26,14 @@ pub struct MigrationsDirectory {
     pub dir: PathBuf,
 }
 
-/// `[print_schema]`, as diesel_cli knows it. Fields are raw here; `schema` interprets them.
-#[derive(Debug, Default, Deserialize)]
+/// `[print_schema]`, every key diesel_cli 2.3 knows. `schema::settings` interprets them.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrintSchema {
     pub file: Option<PathBuf>,
-    pub with_docs: Option<toml::Value>,
-    #[serde(default)]
-    pub filter: Option<toml::Table>,
+    pub with_docs: Option<WithDocs>,
+    pub allow_tables_to_appear_in_same_query_config: Option<String>,
+    pub filter: Option<Filter>,
     pub column_sorting: Option<String>,
     pub schema: Option<String>,
     pub patch_file: Option<PathBuf>,
@@ -40,8 +41,38 @@ pub struct PrintSchema {
     pub generate_missing_sql_type_definitions: Option<bool>,
     pub except_custom_type_definitions: Option<Vec<String>>,
     pub custom_type_derives: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub rest: toml::Table,
+    /// Accepted as diesel_cli accepts it; it only means something for SQLite.
+    #[allow(dead_code)]
+    pub sqlite_integer_primary_key_is_bigint: Option<bool>,
+    pub pg_domains_as_custom_types: Option<Vec<String>>,
+}
+
+/// `with_docs = true | false | "only-database-comments" | ...`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum WithDocs {
+    Flag(bool),
+    Mode(String),
+}
+
+/// `[print_schema.filter]`: regexes matched against table names.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub only_tables: Option<Vec<String>>,
+    pub except_tables: Option<Vec<String>>,
+}
+
+/// diesel_cli also takes `[print_schema.NAME]` tables (one schema file each); this project has one.
+fn print_schema_table<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<PrintSchema, D::Error> {
+    use serde::de::Error;
+    let table = toml::Table::deserialize(deserializer)?;
+    if let Some(name) = table.iter().find(|(k, v)| v.is_table() && *k != "filter").map(|(k, _)| k) {
+        return Err(D::Error::custom(format!(
+            "[print_schema.{name}]: named print_schema sections (several schema files) are not supported; use a single [print_schema]"
+        )));
+    }
+    PrintSchema::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)
 }
 
 impl DieselConfig {
