@@ -15,13 +15,72 @@ use super::settings::{DocConfig, Settings};
 /// SQL types diesel provides for Postgres (diesel_cli's `pg_diesel_types`, hidden aliases too):
 /// every other column type gets a definition in `pub mod sql_types`.
 const DIESEL_PG_TYPES: &[&str] = &[
-    "Cidr", "Citext", "Inet", "Jsonb", "MacAddr", "MacAddr8", "Money", "Oid", "Range", "Timestamptz", "Uuid", "Json",
-    "PgLsn", "Record", "Interval", "Int4range", "Int8range", "Daterange", "Numrange", "Tsrange", "Tstzrange",
-    "Int4multirange", "Int8multirange", "Datemultirange", "Nummultirange", "Tsmultirange", "Tstzmultirange",
-    "SmallSerial", "BigSerial", "Serial", "Bytea", "Bpchar", "Macaddr", "Macaddr8", "Bool", "Integer", "SmallInt",
-    "BigInt", "Binary", "Text", "Double", "Float", "Numeric", "Timestamp", "Date", "Time", "Float4", "Smallint",
-    "Int2", "Int4", "Int8", "Bigint", "Float8", "Decimal", "VarChar", "Varchar", "Char", "Tinytext", "Mediumtext",
-    "Longtext", "Tinyblob", "Blob", "Mediumblob", "Longblob", "Varbinary", "Bit",
+    "Cidr",
+    "Citext",
+    "Inet",
+    "Jsonb",
+    "MacAddr",
+    "MacAddr8",
+    "Money",
+    "Oid",
+    "Range",
+    "Timestamptz",
+    "Uuid",
+    "Json",
+    "PgLsn",
+    "Record",
+    "Interval",
+    "Int4range",
+    "Int8range",
+    "Daterange",
+    "Numrange",
+    "Tsrange",
+    "Tstzrange",
+    "Int4multirange",
+    "Int8multirange",
+    "Datemultirange",
+    "Nummultirange",
+    "Tsmultirange",
+    "Tstzmultirange",
+    "SmallSerial",
+    "BigSerial",
+    "Serial",
+    "Bytea",
+    "Bpchar",
+    "Macaddr",
+    "Macaddr8",
+    "Bool",
+    "Integer",
+    "SmallInt",
+    "BigInt",
+    "Binary",
+    "Text",
+    "Double",
+    "Float",
+    "Numeric",
+    "Timestamp",
+    "Date",
+    "Time",
+    "Float4",
+    "Smallint",
+    "Int2",
+    "Int4",
+    "Int8",
+    "Bigint",
+    "Float8",
+    "Decimal",
+    "VarChar",
+    "Varchar",
+    "Char",
+    "Tinytext",
+    "Mediumtext",
+    "Longtext",
+    "Tinyblob",
+    "Blob",
+    "Mediumblob",
+    "Longblob",
+    "Varbinary",
+    "Bit",
 ];
 
 /// The schema file's text for the database behind `conn`. `cwd` is where rustfmt runs (it reads
@@ -74,7 +133,9 @@ fn custom_types(tables: &[TableData], settings: &Settings) -> Vec<Vec<Option<Col
                 .map(|c| {
                     Some(&c.ty)
                         .filter(|ty| !DIESEL_PG_TYPES.contains(&ty.rust_name.as_str()))
-                        .filter(|ty| !settings.except_custom_type_definitions.iter().any(|rx| rx.is_match(&ty.rust_name)))
+                        .filter(|ty| {
+                            !settings.except_custom_type_definitions.iter().any(|rx| rx.is_match(&ty.rust_name))
+                        })
                         .cloned()
                 })
                 .collect()
@@ -98,7 +159,9 @@ fn rustfmt(text: &str, cwd: &Path) -> String {
             text.to_owned()
         }
         Err(e) => {
-            eprintln!("warning: cannot run rustfmt ({e}), the schema is left unformatted\n  hint: rustup component add rustfmt");
+            eprintln!(
+                "warning: cannot run rustfmt ({e}), the schema is left unformatted\n  hint: rustup component add rustfmt"
+            );
             text.to_owned()
         }
     }
