@@ -1,46 +1,55 @@
-//! `cargo xtask migration`: the guide's migration commands, diesel_cli-compatible.
+//! `cargo xtask migration`: the guide's migration commands, in diesel_cli's format and
+//! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
+mod create;
 mod generate;
+mod redo;
+mod revert;
+mod run;
+pub mod runner;
+mod show;
+pub mod source;
+pub mod sql;
 
-use anyhow::{Context as _, Result, anyhow};
-use diesel_migrations::{FileBasedMigrations, MigrationHarness};
+use anyhow::Result;
 use url::Url;
 
-use crate::config::DieselConfig;
 use crate::context::Context;
+use runner::Locked;
 
 /// The guide's migration commands, in diesel_cli's format.
 #[derive(clap::Subcommand)]
 pub enum Migration {
-    /// Apply pending migrations
-    Run {},
+    Create(create::Create),
     Generate(generate::Generate),
+    Run(run::Run),
+    Revert(revert::Revert),
+    Redo(redo::Redo),
+    Show(show::Show),
 }
 
 impl Migration {
     pub fn run(self, cx: &Context) -> Result<()> {
         match self {
-            Migration::Run {} => {
-                let url = cx.database_url()?;
-                run_pending(cx, &url).map(drop)
-            }
+            Migration::Create(cmd) => cmd.run(cx),
             Migration::Generate(cmd) => cmd.run(cx),
+            Migration::Run(cmd) => cmd.run(cx),
+            Migration::Revert(cmd) => cmd.run(cx),
+            Migration::Redo(cmd) => cmd.run(cx),
+            Migration::Show(cmd) => cmd.run(cx),
         }
     }
 }
 
-/// Applies pending migrations from disk; returns how many ran.
+/// Applies pending migrations from disk under the migration lock; returns how many ran.
 pub fn run_pending(cx: &Context, url: &Url) -> Result<usize> {
-    let dir = DieselConfig::load(cx)?.migration_dir(cx);
-    if !dir.exists() {
-        return Ok(0);
+    let migrations = source::load(&source::migration_dir(cx)?)?;
+    let mut session = Locked::acquire(url)?;
+    let applied: std::collections::HashSet<String> = session.applied()?.into_iter().map(|a| a.version).collect();
+    let pending: Vec<_> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
+    for migration in &pending {
+        eprintln!("Running migration {}", migration.name);
+        session.apply(migration)?;
     }
-    let migrations =
-        FileBasedMigrations::from_path(&dir).map_err(|e| anyhow!("read migrations in {}: {e}", dir.display()))?;
-    let mut conn = db::connect::establish(url)?;
-    let ran = conn.run_pending_migrations(migrations).map_err(|e| anyhow!("{e}")).context("run migrations")?;
-    for version in &ran {
-        eprintln!("applied {version}");
-    }
-    Ok(ran.len())
+    Ok(pending.len())
 }

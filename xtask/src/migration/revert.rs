@@ -1,0 +1,69 @@
+//! `cargo xtask migration revert`: undo the latest applied migrations, newest first.
+
+use anyhow::Result;
+
+use super::runner::Locked;
+use super::source::{self, MigrationFiles};
+use crate::context::Context;
+use crate::guard::Guard;
+
+/// Revert the latest applied migration (or the latest N, or all), then regenerate schema.rs
+///
+/// Each one runs its down.sql in its own transaction (unless its metadata says otherwise), under
+/// the same lock as `migration run`. `--all` empties the database of the app's tables: it asks
+/// first and refuses production.
+#[derive(clap::Args)]
+pub struct Revert {
+    /// How many migrations to revert, newest first
+    #[arg(long, short = 'n', default_value_t = 1, conflicts_with = "all")]
+    count: usize,
+    /// Revert every applied migration (destructive: asks first)
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    guard: Guard,
+}
+
+impl Revert {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let url = cx.database_url()?;
+        if self.all {
+            self.guard.check(cx, &url, "revert every migration")?;
+        }
+        let migrations = source::load(&source::migration_dir(cx)?)?;
+        let mut session = Locked::acquire(&url)?;
+        let count = if self.all { usize::MAX } else { self.count };
+        let targets = latest_applied(&mut session, &migrations, count)?;
+        if targets.is_empty() {
+            eprintln!("no applied migration to revert");
+        }
+        for migration in &targets {
+            eprintln!("Rolling back migration {}", migration.name);
+            session.revert(migration)?;
+        }
+        drop(session);
+        crate::schema::regenerate(cx, &url)
+    }
+}
+
+/// The `count` newest applied migrations, newest first; each must still be on disk.
+pub fn latest_applied(
+    session: &mut Locked,
+    migrations: &[MigrationFiles],
+    count: usize,
+) -> Result<Vec<MigrationFiles>> {
+    session
+        .applied()?
+        .into_iter()
+        .take(count)
+        .map(|applied| {
+            migrations.iter().find(|m| m.version == applied.version).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cannot revert version {}: it is recorded as applied, but no migration folder has that version\n  hint: {}",
+                    applied.version,
+                    super::show::MISSING_HINT
+                )
+            })
+        })
+        .collect()
+}
