@@ -20,13 +20,13 @@ use crate::context::Context;
 #[derive(clap::Args)]
 pub struct Doctor {}
 
-enum Outcome {
+pub enum Outcome {
     Pass(String),
     Fail { what: String, fix: String },
     Skip(String),
 }
 
-fn fail(what: impl Into<String>, fix: impl Into<String>) -> Outcome {
+pub fn fail(what: impl Into<String>, fix: impl Into<String>) -> Outcome {
     Outcome::Fail { what: what.into(), fix: fix.into() }
 }
 
@@ -63,8 +63,8 @@ impl Doctor {
     }
 }
 
-/// Prints the table; an error (exit 1) when a check failed.
-fn print(checks: Vec<(&str, Outcome)>) -> Result<()> {
+/// Prints the table (doctor, db audit); an error (exit 1) when a check failed.
+pub fn print(checks: Vec<(&str, Outcome)>) -> Result<()> {
     let mut failed = Vec::new();
     for (name, outcome) in &checks {
         let line = match outcome {
@@ -222,7 +222,10 @@ fn host_tools(cx: &Context, conn: Option<&mut PgConnection>) -> Outcome {
     for (tool, _, major) in &versions {
         if major.is_none_or(|m| m < server) {
             return fail(
-                format!("{tool} {} is older than the server (PostgreSQL {server}): dumps would fail", major.unwrap_or(0)),
+                format!(
+                    "{tool} {} is older than the server (PostgreSQL {server}): dumps would fail",
+                    major.unwrap_or(0)
+                ),
                 format!("install postgresql-client-{server} (apt.postgresql.org) or newer"),
             );
         }
