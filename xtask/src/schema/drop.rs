@@ -1,15 +1,37 @@
-//! DANGEROUS: drop every table of the app
+//! `cargo xtask schema drop` (DANGEROUS): drop every table of the app, and with them its views,
+//! sequences, functions and types, so `migration run` can start from nothing.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
+use super::sync::{Scope, app_objects, drop_objects, print_objects};
 use crate::context::Context;
 
-/// DANGEROUS: drop every table of the app
+/// DANGEROUS: drop every table of the app (with its views, sequences, functions, types and the
+/// migration bookkeeping)
+///
+/// The app's schemas are `public` and diesel.toml's [print_schema] schema (more with --schema).
+/// What goes is listed first; then it asks (`--yes` in scripts) and refuses production.
 #[derive(clap::Args)]
-pub struct Drop {}
+pub struct Drop {
+    #[command(flatten)]
+    scope: Scope,
+    #[command(flatten)]
+    guard: crate::guard::Guard,
+}
 
 impl Drop {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let url = cx.database_url()?;
+        let mut conn = db::connect::establish(&url)?;
+        let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
+        eprintln!("schema drop: on {}", db::url::redact(&url));
+        print_objects(&objects);
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.guard.check(cx, &url, "drop every table of the app")?;
+        drop_objects(&mut conn, &objects)?;
+        eprintln!("dropped {} objects; `cargo xtask migration run` builds the schema again", objects.len());
+        Ok(())
     }
 }
