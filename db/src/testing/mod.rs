@@ -1,82 +1,393 @@
-//! The test harness: every test gets its own migrated Postgres database.
+//! The test harness: every test gets its own migrated Postgres database in milliseconds.
 //!
-//! First version: a fresh database per test, migrated from scratch. The template-database
-//! fast path replaces the inside; the API stays.
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use db::testing::TestDb;
+//! let db = TestDb::new()?; // a database of this test's own, every migration applied
+//! let mut conn = db.conn()?; // or hand `db.url()` to the code under test
+//! // ... dropped when the test passes; kept, its URL printed, when it panics
+//! # Ok(()) }
+//! ```
+//!
+//! How: the migrations run once into a template database named after their hash (reused by
+//! later runs until a migration changes), and each test gets `CREATE DATABASE ... TEMPLATE`.
+//! Cloning still costs a server-side file copy, so a background thread keeps a few clones
+//! ready (`RAILGUN_TEST_POOL`, default 3) and a test claims one by renaming it: one rename wins,
+//! across threads and processes alike. Databases of crashed runs are dropped by the next run.
+//!
+//! The server: `TEST_DATABASE_URL`; else `DATABASE_URL` (environment, then `.env`) when it is
+//! local and answers, as the `cargo xtask up` server does; else a throwaway container
+//! (`railgun-testdb`, tmpfs, fsync off) started once and shared by every test process.
+//!
+//! Names on the server: `railgun_tpl_<hash>` templates, `railgun_pool_<hash>_*` ready clones,
+//! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
 
+mod cleanup;
+mod redis;
+mod server;
+mod template;
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel_migrations::MigrationHarness;
+use diesel_migrations::FileBasedMigrations;
 use url::Url;
 
-/// A database of the test's own, dropped when the test passes.
+pub use cleanup::clean_stale;
+pub use redis::{Reply, TestRedis};
+use server::{FILL_LOCKS, Server, databases, server};
+
+const POOL_PREFIX: &str = "railgun_pool_";
+pub(crate) const TEST_PREFIX: &str = "railgun_test_";
+/// How long a failed test's database is kept before a later run drops it.
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// A database of the test's own: dropped when the test passes, kept (URL printed) when it panics.
 pub struct TestDb {
     url: Url,
-    admin: Url,
     name: String,
+    server: &'static Server,
+    keep: bool,
 }
 
 impl TestDb {
-    /// A new database with every migration applied.
+    /// A new database with every migration of `db::MIGRATIONS` applied.
     pub fn new() -> Result<TestDb> {
-        let db = TestDb::empty()?;
-        let mut conn = db.conn()?;
-        conn.run_pending_migrations(crate::MIGRATIONS).map_err(|e| anyhow!("migrate {}: {e}", db.name))?;
-        Ok(db)
+        Harness::embedded()?.test_db()
+    }
+
+    /// A new database with the migrations of `dir` (a diesel migrations folder) applied.
+    pub fn with_migrations_dir(dir: impl AsRef<Path>) -> Result<TestDb> {
+        Harness::for_dir(dir.as_ref())?.test_db()
     }
 
     /// A new, empty database (no migrations).
     pub fn empty() -> Result<TestDb> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let admin = server_url()?;
-        let name = format!("test_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let mut conn = PgConnection::establish(admin.as_str()).context("connect to the test server")?;
-        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut conn)?;
-        let mut url = admin.clone();
-        url.set_path(&name);
-        Ok(TestDb { url, admin, name })
+        let server = server()?;
+        let name = next_test_name(server);
+        server.admin(|c| {
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(c).context("create an empty test database")
+        })?;
+        Ok(TestDb::claimed(server, name))
     }
 
+    /// A connection inside a transaction that is never committed, on a migrated database this
+    /// process shares between such tests: cheaper than [`TestDb::new`] for tests that need no commits.
+    ///
+    /// Concurrent tests do not see each other's rows, but a row one inserts holds its unique keys
+    /// until that test ends: use distinct keys, or [`TestDb::new`].
+    pub fn transaction() -> Result<PgConnection> {
+        Harness::embedded()?.transaction()
+    }
+
+    fn claimed(server: &'static Server, name: String) -> TestDb {
+        TestDb { url: server.url_for(&name), name, server, keep: false }
+    }
+
+    /// The URL of this database (with the server's credentials).
     pub fn url(&self) -> &Url {
         &self.url
     }
+
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// A new connection to this database.
     pub fn conn(&self) -> Result<PgConnection> {
-        PgConnection::establish(self.url.as_str()).with_context(|| format!("connect to {}", self.name))
+        crate::connect::establish(&self.url).with_context(|| format!("connect to the test database {}", self.name))
+    }
+
+    /// Keeps the database after the test whatever its outcome (a test that returns `Err` does not
+    /// panic, so its database is dropped unless kept this way).
+    pub fn keep(&mut self) {
+        self.keep = true;
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("test database kept: {}", crate::url::redact(&self.url));
+        let name = &self.name;
+        if self.keep || std::thread::panicking() {
+            let stamped = self.server.admin(|c| {
+                let comment = format!("railgun test kept {}", server::now());
+                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?)
+            });
+            eprintln!(
+                "test database kept for inspection: {}{}\n  it is dropped by the first test run {} hours from now; sooner with `DROP DATABASE \"{name}\"`",
+                crate::url::redact(&self.url),
+                if stamped.is_err() { " (not stamped: a later run may drop it at once)" } else { "" },
+                KEEP_FOR.as_secs() / 3600
+            );
             return;
         }
-        if let Ok(mut conn) = PgConnection::establish(self.admin.as_str()) {
-            let _ =
-                diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut conn);
+        // FORCE: a connection the test leaked must not keep its database alive.
+        let dropped = self.server.admin(|c| {
+            Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
+        });
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop the test database {name}: {e:#} (the next run drops it)");
         }
     }
 }
 
-/// The server tests run on: TEST_DATABASE_URL, else DATABASE_URL (environment, then the repo's .env).
-fn server_url() -> Result<Url> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let raw = std::env::var("TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .ok()
-        .or_else(|| {
-            dotenvy::from_path_iter(root.join(".env"))
-                .ok()?
-                .flatten()
-                .find(|(k, _)| k == "DATABASE_URL")
-                .map(|(_, v)| v)
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb").field("url", &crate::url::redact(&self.url)).finish()
+    }
+}
+
+/// One migration set on the test server: its template, its pool of ready clones, the thread
+/// that refills the pool, and the database transaction-mode tests share.
+pub struct Harness {
+    server: &'static Server,
+    template: String,
+    pool_prefix: String,
+    hash: u64,
+    built_in: Option<Duration>,
+    pool_size: AtomicUsize,
+    wake: (Mutex<u64>, Condvar),
+    shared: Mutex<Option<Url>>,
+}
+
+impl Harness {
+    /// The harness for `db::MIGRATIONS`, made once per process.
+    pub fn embedded() -> Result<&'static Harness> {
+        static EMBEDDED: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
+        EMBEDDED
+            .get_or_init(|| Harness::start(Box::new(crate::MIGRATIONS)).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .copied()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// The harness for the migrations in `dir`, made once per process and set of migrations.
+    pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
+        static BY_DIR: Mutex<Vec<(PathBuf, u64, &'static Harness)>> = Mutex::new(Vec::new());
+        let source = FileBasedMigrations::from_path(dir)
+            .map_err(|e| anyhow!("no migrations in {}: {e}", dir.display()))?;
+        let hash = template::fingerprint(&source)?;
+        let mut known = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, harness)) = known.iter().find(|(d, h, _)| d == dir && *h == hash) {
+            return Ok(harness);
+        }
+        let harness = Harness::start(Box::new(source))?;
+        known.push((dir.to_path_buf(), hash, harness));
+        Ok(harness)
+    }
+
+    fn start(source: Box<dyn MigrationSource<Pg> + Send + Sync>) -> Result<&'static Harness> {
+        let server = server()?;
+        let hash = template::fingerprint(source.as_ref())?;
+        let (template, built_in) = template::ensure(server, source.as_ref(), hash)?;
+        let pool_size = match std::env::var("RAILGUN_TEST_POOL") {
+            Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases")?,
+            Err(_) => 3,
+        };
+        let harness: &'static Harness = Box::leak(Box::new(Harness {
+            server,
+            template,
+            pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
+            hash,
+            built_in,
+            pool_size: AtomicUsize::new(pool_size),
+            wake: (Mutex::new(0), Condvar::new()),
+            shared: Mutex::new(None),
+        }));
+        std::thread::Builder::new()
+            .name("test-db-pool".into())
+            .spawn(move || harness.refill_forever())
+            .context("start the test database pool thread")?;
+        Ok(harness)
+    }
+
+    /// A database of the test's own: a ready clone when the pool has one, else a clone made now.
+    pub fn test_db(&self) -> Result<TestDb> {
+        let name = next_test_name(self.server);
+        let claimed = self.claim(&name);
+        self.wake_refill();
+        if claimed? {
+            return Ok(TestDb::claimed(self.server, name));
+        }
+        self.clone_template(&name)?;
+        Ok(TestDb::claimed(self.server, name))
+    }
+
+    /// A database cloned from the template now, past the pool (what an empty pool costs).
+    pub fn test_db_unpooled(&self) -> Result<TestDb> {
+        let name = next_test_name(self.server);
+        self.clone_template(&name)?;
+        Ok(TestDb::claimed(self.server, name))
+    }
+
+    /// See [`TestDb::transaction`].
+    pub fn transaction(&self) -> Result<PgConnection> {
+        let url = {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            match &*shared {
+                Some(url) => url.clone(),
+                None => {
+                    let mut db = self.test_db()?;
+                    // Never dropped by this process; the next run drops it (its owner is gone).
+                    db.keep = true;
+                    let url = db.url.clone();
+                    std::mem::forget(db);
+                    *shared = Some(url.clone());
+                    url
+                }
+            }
+        };
+        let mut conn = crate::connect::establish(&url)?;
+        conn.begin_test_transaction().context("begin the test transaction")?;
+        Ok(conn)
+    }
+
+    /// The template database's name (`railgun_tpl_<hash of the migrations>`).
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// How long building the template took, when this process built it (`None`: it was reused).
+    pub fn built_in(&self) -> Option<Duration> {
+        self.built_in
+    }
+
+    /// Where the test server came from (`TEST_DATABASE_URL`, `DATABASE_URL`, the test container).
+    pub fn origin(&self) -> &str {
+        &self.server.origin
+    }
+
+    /// How many ready clones the pool keeps (0: none, every test clones on demand).
+    pub fn set_pool_size(&self, size: usize) {
+        self.pool_size.store(size, Ordering::Relaxed);
+        self.wake_refill();
+    }
+
+    /// Waits until the pool holds its full number of ready clones.
+    pub fn wait_for_pool(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = self.server.admin(|c| Ok(databases(c, &self.pool_prefix)?.len()))?;
+            if ready >= self.pool_size.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the test database pool did not fill within {}s ({ready} ready)", timeout.as_secs());
+            }
+            self.wake_refill();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Takes a ready clone by renaming it to `name`; false when the pool is empty.
+    fn claim(&self, name: &str) -> Result<bool> {
+        self.server.admin(|c| {
+            let mut ready = databases(c, &self.pool_prefix)?;
+            // Our own clones first: other processes are likelier to go for theirs.
+            let ours = format!("{}{:08x}_", self.pool_prefix, self.server.owner);
+            ready.sort_by_key(|(n, _)| !n.starts_with(&ours));
+            for (candidate, _) in ready {
+                // Two claimers of one clone: one rename wins, the other finds it gone and moves on.
+                if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         })
-        .context("no test server: run `cargo xtask up`, or set TEST_DATABASE_URL")?;
-    let mut url = crate::url::parse_database_url(&raw)?;
-    url.set_path("postgres");
-    Ok(url)
+    }
+
+    fn clone_template(&self, name: &str) -> Result<()> {
+        let strategy = if self.server.file_copy { " STRATEGY FILE_COPY" } else { "" };
+        self.server.admin(|c| {
+            diesel::sql_query(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"{strategy}", self.template))
+                .execute(c)
+                .with_context(|| format!("clone the test template into {name}"))?;
+            Ok(())
+        })
+    }
+
+    fn wake_refill(&self) {
+        let (generation, wake) = &self.wake;
+        *generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        wake.notify_one();
+    }
+
+    /// The pool thread: keeps `pool_size` clones ready; one process at a time fills a pool.
+    fn refill_forever(&self) {
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        let mut conn = None;
+        let mut next = 0u64;
+        let mut complained = false;
+        loop {
+            let (generation, wake) = &self.wake;
+            let seen = *generation.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = self.refill(&mut conn, &mut next) {
+                conn = None;
+                if !complained {
+                    eprintln!("warning: the test database pool cannot refill ({e:#}); tests clone on demand");
+                    complained = true;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            // Once the pool is full, clean up after crashed runs: never in a test's way.
+            CLEANED.call_once(|| {
+                let _ = clean_stale();
+            });
+            let guard = generation.lock().unwrap_or_else(|e| e.into_inner());
+            if *guard == seen {
+                let _ = wake.wait_timeout(guard, Duration::from_millis(500));
+            }
+        }
+    }
+
+    fn refill(&self, conn: &mut Option<PgConnection>, next: &mut u64) -> Result<()> {
+        let size = self.pool_size.load(Ordering::Relaxed);
+        if size == 0 {
+            return Ok(());
+        }
+        let conn = match conn {
+            Some(conn) => conn,
+            None => conn.insert(self.server.connect_admin()?),
+        };
+        #[derive(diesel::QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            locked: bool,
+        }
+        let key = self.hash as i32;
+        let locked: Locked =
+            diesel::sql_query(format!("SELECT pg_try_advisory_lock({FILL_LOCKS}, {key}) AS locked")).get_result(conn)?;
+        if !locked.locked {
+            return Ok(());
+        }
+        let strategy = if self.server.file_copy { " STRATEGY FILE_COPY" } else { "" };
+        let filled = (|| {
+            while databases(conn, &self.pool_prefix)?.len() < self.pool_size.load(Ordering::Relaxed) {
+                let name = format!("{}{:08x}_{next}", self.pool_prefix, self.server.owner);
+                *next += 1;
+                diesel::sql_query(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"{strategy}", self.template))
+                    .execute(conn)
+                    .with_context(|| format!("clone the test template into {name}"))?;
+            }
+            Ok(())
+        })();
+        diesel::sql_query(format!("SELECT pg_advisory_unlock({FILL_LOCKS}, {key})")).execute(conn)?;
+        filled
+    }
+}
+
+/// The test server's `postgres` database: where the harness creates and drops databases.
+pub fn server_url() -> Result<Url> {
+    Ok(server()?.url_for("postgres"))
+}
+
+fn next_test_name(server: &Server) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{TEST_PREFIX}{:08x}_{}", server.owner, N.fetch_add(1, Ordering::Relaxed))
 }

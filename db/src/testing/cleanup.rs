@@ -1,0 +1,62 @@
+//! Dropping what crashed runs left: test databases whose process is gone, kept ones past their
+//! time, ready clones of templates that were evicted, and half-built templates nobody builds.
+
+use anyhow::Result;
+use diesel::RunQueryDsl;
+
+use super::server::{BUILD_LOCKS, databases, now, server};
+use super::template::TEMPLATE_PREFIX;
+use super::{KEEP_FOR, POOL_PREFIX, TEST_PREFIX};
+
+/// Drops stale test databases on the test server; returns their names. Each test process runs
+/// it once in the background; nothing in use is touched.
+pub fn clean_stale() -> Result<Vec<String>> {
+    let server = server()?;
+    let live = server.live_owners()?;
+    let all = server.admin(|c| databases(c, "railgun_"))?;
+    let templates: Vec<&str> = all.iter().filter_map(|(n, _)| n.strip_prefix(TEMPLATE_PREFIX)).collect();
+    let mut stale = Vec::new();
+    for (name, comment) in &all {
+        let drop = if let Some(rest) = name.strip_prefix(TEST_PREFIX) {
+            let owner = rest.split('_').next().and_then(|o| u32::from_str_radix(o, 16).ok());
+            let kept_at = comment.as_deref().and_then(|c| c.strip_prefix("railgun test kept ")).and_then(|t| t.parse().ok());
+            let alive = owner.is_some_and(|o| live.contains(&o));
+            !alive && kept_at.is_none_or(|at: u64| now().saturating_sub(at) > KEEP_FOR.as_secs())
+        } else if let Some(rest) = name.strip_prefix(POOL_PREFIX) {
+            rest.split('_').next().is_some_and(|hash| !templates.contains(&hash))
+        } else if let Some(hash) = name.strip_prefix("railgun_tplbuild_") {
+            // Only when nobody is building it: its builder holds this lock.
+            let key = u64::from_str_radix(hash, 16).unwrap_or(0) as i32;
+            server
+                .admin(|c| {
+                    #[derive(diesel::QueryableByName)]
+                    struct Locked {
+                        #[diesel(sql_type = diesel::sql_types::Bool)]
+                        locked: bool,
+                    }
+                    let locked: Locked =
+                        diesel::sql_query(format!("SELECT pg_try_advisory_lock({BUILD_LOCKS}, {key}) AS locked"))
+                            .get_result(c)?;
+                    if locked.locked {
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?;
+                        diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(c)?;
+                        stale.push(name.clone());
+                    }
+                    Ok(())
+                })
+                .ok();
+            false
+        } else {
+            false
+        };
+        if drop {
+            let dropped = server.admin(|c| {
+                Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
+            });
+            if dropped.is_ok() {
+                stale.push(name.clone());
+            }
+        }
+    }
+    Ok(stale)
+}

@@ -1,0 +1,173 @@
+//! The template database: migrated once, named after what it holds, complete or absent.
+//!
+//! Its name carries a hash of every migration's SQL and of this harness's settings, so
+//! unchanged migrations find it from the last run and changed ones get a new one. It is built
+//! under another name and renamed only once migrated and marked a template: a database with a
+//! template's name is always whole, whoever crashed wherever.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use diesel::connection::{BoxableConnection, SimpleConnection};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::{PgConnection, QueryResult, RunQueryDsl};
+use diesel_migrations::MigrationHarness;
+
+use super::server::{BUILD_LOCKS, Server, now};
+
+/// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
+const HARNESS_VERSION: &[u8] = b"railgun-testdb-1";
+pub(crate) const TEMPLATE_PREFIX: &str = "railgun_tpl_";
+const BUILD_PREFIX: &str = "railgun_tplbuild_";
+/// How many templates (migration sets: branches, benches) stay on the server.
+const TEMPLATES_KEPT: usize = 5;
+
+/// FNV-1a, 64 bits: stable across Rust versions and machines, unlike `DefaultHasher`.
+pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// Collects the SQL a migration would run: diesel exposes migrations only through `run`.
+struct Recorder(Vec<u8>);
+
+impl SimpleConnection for Recorder {
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.0.extend_from_slice(query.as_bytes());
+        self.0.push(0);
+        Ok(())
+    }
+}
+
+impl BoxableConnection<Pg> for Recorder {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// The hash of every migration's name, SQL and transaction mode, and of the harness's version.
+pub(crate) fn fingerprint(source: &dyn MigrationSource<Pg>) -> Result<u64> {
+    let migrations = source.migrations().map_err(|e| anyhow!("read the migrations: {e}"))?;
+    let mut recorder = Recorder(HARNESS_VERSION.to_vec());
+    for migration in migrations {
+        recorder.0.extend_from_slice(migration.name().to_string().as_bytes());
+        recorder.0.push(u8::from(migration.metadata().run_in_transaction()));
+        migration.run(&mut recorder).map_err(|e| anyhow!("read migration {}: {e}", migration.name()))?;
+    }
+    Ok(fnv(&[&recorder.0]))
+}
+
+/// Makes sure the template for `hash` exists; returns its name and, when this call built it, how long that took.
+pub(crate) fn ensure(
+    server: &Server,
+    source: &dyn MigrationSource<Pg>,
+    hash: u64,
+) -> Result<(String, Option<Duration>)> {
+    let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
+    let mut session = server.connect_admin()?;
+    if exists(&mut session, &name)? {
+        mark_used(&mut session, &name)?;
+        return Ok((name, None));
+    }
+    // One builder per template across every process; the others wait here, then find it.
+    let key = hash as i32;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({BUILD_LOCKS}, {key})"))
+        .execute(&mut session)
+        .context("wait for the template build lock")?;
+    let built = (|| -> Result<Option<Duration>> {
+        if exists(&mut session, &name)? {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        build(server, &mut session, source, hash, &name)?;
+        Ok(Some(started.elapsed()))
+    })();
+    let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(&mut session);
+    let built = built?;
+    if built.is_some() {
+        evict_old_templates(&mut session, &name);
+    }
+    Ok((name, built))
+}
+
+fn build(
+    server: &Server,
+    session: &mut PgConnection,
+    source: &dyn MigrationSource<Pg>,
+    hash: u64,
+    name: &str,
+) -> Result<()> {
+    let building = format!("{BUILD_PREFIX}{hash:016x}");
+    // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
+    diesel::sql_query(format!("CREATE DATABASE \"{building}\"")).execute(session)
+        .with_context(|| format!("create the template database {building}"))?;
+    {
+        let mut conn = crate::connect::establish(&server.url_for(&building))?;
+        conn.run_pending_migrations(Borrowed(source)).map_err(|e| {
+            anyhow!("the migrations fail on a fresh database: {e}\n  hint: the test template ({building}) is left unfinished and is rebuilt on the next run; fix the migration, or check it with `cargo xtask migration run` on a scratch database")
+        })?;
+        // Clones copy the statistics and hint bits: their first queries plan and read as on a settled database.
+        diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).context("analyze the template")?;
+    }
+    for statement in [
+        format!("ALTER DATABASE \"{building}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
+        format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
+    ] {
+        diesel::sql_query(&statement).execute(session).with_context(|| format!("finish the template: {statement}"))?;
+    }
+    mark_used(session, name)
+}
+
+/// `run_pending_migrations` takes a source by value.
+struct Borrowed<'a>(&'a dyn MigrationSource<Pg>);
+
+impl MigrationSource<Pg> for Borrowed<'_> {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<Pg>>>> {
+        self.0.migrations()
+    }
+}
+
+fn exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let found: Found = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1 AND datistemplate")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(conn)
+        .context("look for the test template")?;
+    Ok(found.n > 0)
+}
+
+/// Stamps the template with the time it was last used, for eviction.
+fn mark_used(conn: &mut PgConnection, name: &str) -> Result<()> {
+    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS 'railgun test template, used {}'", now()))
+        .execute(conn)
+        .context("stamp the test template")?;
+    Ok(())
+}
+
+/// Keeps the most recently used templates; older ones (and their pooled clones, see cleanup) go.
+fn evict_old_templates(conn: &mut PgConnection, current: &str) {
+    let Ok(mut templates) = super::server::databases(conn, TEMPLATE_PREFIX) else { return };
+    let used = |comment: &Option<String>| -> u64 {
+        comment.as_deref().and_then(|c| c.rsplit(' ').next()).and_then(|t| t.parse().ok()).unwrap_or(0)
+    };
+    templates.sort_by_key(|(_, comment)| std::cmp::Reverse(used(comment)));
+    for (name, _) in templates.iter().skip(TEMPLATES_KEPT).filter(|(name, _)| name != current) {
+        let _ = diesel::sql_query(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false")).execute(conn);
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(conn);
+    }
+}

@@ -1,0 +1,291 @@
+//! The test harness (`db::testing`): isolation, template reuse and rebuild, keep-on-failure,
+//! stale cleanup, forced drops, transaction mode, Redis databases.
+//!
+//! Tests that must see a process end (a panic, a second run) run this binary again as a child
+//! with `HARNESS_CHILD` set: the `child_*` tests do nothing otherwise.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Barrier, OnceLock};
+
+use db::testing::{Harness, Reply, TestDb, TestRedis, clean_stale, server_url};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+
+/// A migrations folder with one table, the same content every run (so its template is reused).
+fn fixture() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("railgun-harness-fixture-{}", std::process::id()));
+        write_migration(&dir, "2024-01-01-000000_items", "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);");
+        dir
+    })
+}
+
+fn write_migration(dir: &Path, name: &str, up: &str) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("up.sql"), up).unwrap();
+    std::fs::write(folder.join("down.sql"), "SELECT 1;").unwrap();
+}
+
+fn admin() -> PgConnection {
+    PgConnection::establish(server_url().unwrap().as_str()).unwrap()
+}
+
+#[derive(QueryableByName)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn names(conn: &mut PgConnection) -> Vec<String> {
+    let rows: Vec<Name> = diesel::sql_query("SELECT name FROM items ORDER BY name").load(conn).unwrap();
+    rows.into_iter().map(|r| r.name).collect()
+}
+
+/// The comment on database `name`, or `None` when the database does not exist.
+fn database(name: &str) -> Option<Option<String>> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Text>)]
+        comment: Option<String>,
+    }
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(name)
+            .load(&mut admin())
+            .unwrap();
+    rows.into_iter().next().map(|r| r.comment)
+}
+
+fn drop_database(name: &str) {
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin()).unwrap();
+}
+
+/// Runs the `child_*` test `name` of this binary in a process of its own.
+fn child(name: &str, envs: &[(&str, &str)]) -> Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("HARNESS_CHILD", name)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn is_child(name: &str) -> bool {
+    std::env::var("HARNESS_CHILD").as_deref() == Ok(name)
+}
+
+fn value_after<'a>(text: &'a str, key: &str) -> &'a str {
+    let start = text.find(key).unwrap_or_else(|| panic!("no `{key}` in:\n{text}")) + key.len();
+    text[start..].split_whitespace().next().unwrap()
+}
+
+#[test]
+fn concurrent_tests_do_not_see_each_others_rows() {
+    const TESTS: usize = 4;
+    let barrier = Barrier::new(TESTS);
+    let seen: Vec<(String, Vec<String>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..TESTS)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let db = TestDb::with_migrations_dir(fixture()).unwrap();
+                    let mut conn = db.conn().unwrap();
+                    diesel::sql_query(format!("INSERT INTO items (name) VALUES ('test-{i}')")).execute(&mut conn).unwrap();
+                    // Every test has written before any reads.
+                    barrier.wait();
+                    (db.name().to_string(), names(&mut conn))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (i, (_, rows)) in seen.iter().enumerate() {
+        assert_eq!(rows, &[format!("test-{i}")], "test {i} sees rows that are not its own");
+    }
+    let mut databases: Vec<_> = seen.iter().map(|(name, _)| name.clone()).collect();
+    databases.sort();
+    databases.dedup();
+    assert_eq!(databases.len(), TESTS, "a database was handed out twice: {seen:?}");
+    for name in &databases {
+        assert_eq!(database(name), None, "{name} outlived its passing test");
+    }
+}
+
+#[test]
+fn the_embedded_migrations_serve_test_databases() {
+    let db = TestDb::new().unwrap();
+    let mut conn = db.conn().unwrap();
+    let count: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = current_database()")
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(count.n, 1);
+    let harness = Harness::embedded().unwrap();
+    assert!(harness.template().starts_with("railgun_tpl_"), "{}", harness.template());
+}
+
+#[test]
+fn child_template() {
+    if !is_child("child_template") {
+        return;
+    }
+    let harness = Harness::for_dir(Path::new(&std::env::var("HARNESS_DIR").unwrap())).unwrap();
+    println!("template={} built={}", harness.template(), harness.built_in().is_some());
+    drop(harness.test_db().unwrap());
+}
+
+#[test]
+fn the_template_is_reused_by_later_runs_and_rebuilt_when_a_migration_changes() {
+    let dir = tempdir("template");
+    // Content no earlier run had: the first run must build.
+    let unique = format!("-- run {:?}", std::time::SystemTime::now());
+    write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id int);\n{unique}"));
+    write_migration(&dir, "2024-01-02-000000_b", "CREATE TABLE b (id int);");
+    let envs = [("HARNESS_DIR", dir.to_str().unwrap())];
+    let run = || {
+        let out = child("child_template", &envs);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        (value_after(&stdout, "template=").to_string(), value_after(&stdout, "built=").to_string())
+    };
+    let (first, built) = run();
+    assert_eq!(built, "true", "new migrations must build a template");
+    let (second, built) = run();
+    assert_eq!((second.as_str(), built.as_str()), (first.as_str(), "false"), "unchanged migrations must reuse it");
+    write_migration(&dir, "2024-01-02-000000_b", "CREATE TABLE b (id bigint);");
+    let (third, built) = run();
+    assert_eq!(built, "true");
+    assert_ne!(third, first, "a changed migration must make a new template");
+    for template in [&first, &third] {
+        assert!(database(template).is_some(), "{template} is gone");
+        assert_eq!(database(&template.replace("railgun_tpl_", "railgun_tplbuild_")), None, "a half-built one is left");
+        let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin());
+        drop_database(template);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn child_panics() {
+    if !is_child("child_panics") {
+        return;
+    }
+    let db = TestDb::with_migrations_dir(fixture()).unwrap();
+    println!("database={}", db.name());
+    panic!("this test fails on purpose");
+}
+
+#[test]
+fn a_failing_test_keeps_its_database_and_prints_its_url() {
+    let out = child("child_panics", &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the child should have failed");
+    let name = value_after(&stdout, "database=").to_string();
+    assert!(stderr.contains("test database kept for inspection: postgres://"), "{stderr}");
+    assert!(stderr.contains(&name), "the printed URL does not name {name}:\n{stderr}");
+    let comment = database(&name).expect("the failed test's database was dropped");
+    assert!(comment.is_some_and(|c| c.starts_with("railgun test kept ")), "not stamped as kept");
+    // Its process is gone, but it is kept: cleanup leaves it alone.
+    clean_stale().unwrap();
+    assert!(database(&name).is_some(), "cleanup dropped a kept database");
+    drop_database(&name);
+}
+
+#[test]
+fn stale_databases_of_crashed_runs_are_dropped() {
+    let live = TestDb::empty().unwrap();
+    // An owner id whose process is gone: nobody holds its lock.
+    let dead = "railgun_test_00000000_";
+    let (crashed, kept_recently, kept_long_ago) =
+        (format!("{dead}crashed"), format!("{dead}kept_recently"), format!("{dead}kept_long_ago"));
+    let mut admin = admin();
+    for name in [&crashed, &kept_recently, &kept_long_ago] {
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(&mut admin).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).unwrap();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for (name, at) in [(&kept_recently, now), (&kept_long_ago, now - 3 * 24 * 3600)] {
+        diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS 'railgun test kept {at}'"))
+            .execute(&mut admin)
+            .unwrap();
+    }
+    clean_stale().unwrap();
+    assert_eq!(database(&crashed), None, "a crashed run's database survived");
+    assert_eq!(database(&kept_long_ago), None, "an expired kept database survived");
+    assert!(database(&kept_recently).is_some(), "a recently kept database was dropped");
+    assert!(database(live.name()).is_some(), "a live process's database was dropped");
+    drop_database(&kept_recently);
+}
+
+#[test]
+fn a_leaked_connection_does_not_block_the_drop() {
+    let db = TestDb::with_migrations_dir(fixture()).unwrap();
+    let name = db.name().to_string();
+    let mut leaked = db.conn().unwrap();
+    diesel::sql_query("SELECT 1").execute(&mut leaked).unwrap();
+    drop(db);
+    assert_eq!(database(&name), None, "the database survived its test");
+    assert!(diesel::sql_query("SELECT 1").execute(&mut leaked).is_err(), "the leaked connection still works");
+}
+
+#[test]
+fn transaction_mode_rolls_back_and_isolates() {
+    let harness = Harness::for_dir(fixture()).unwrap();
+    let mut first = harness.transaction().unwrap();
+    diesel::sql_query("INSERT INTO items (name) VALUES ('uncommitted')").execute(&mut first).unwrap();
+    assert_eq!(names(&mut first), ["uncommitted"]);
+    let mut second = harness.transaction().unwrap();
+    assert!(names(&mut second).is_empty(), "a concurrent test sees another's rows");
+    drop(first);
+    assert!(names(&mut harness.transaction().unwrap()).is_empty(), "the rows outlived their test");
+
+    // The embedded migrations' variant, on whatever schema they make.
+    let mut conn = TestDb::transaction().unwrap();
+    diesel::sql_query("CREATE TABLE made_in_a_test (id int)").execute(&mut conn).unwrap();
+    drop(conn);
+    let count: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE tablename = 'made_in_a_test'")
+            .get_result(&mut TestDb::transaction().unwrap())
+            .unwrap();
+    assert_eq!(count.n, 0, "DDL of a test transaction was committed");
+}
+
+#[test]
+fn redis_databases_are_isolated_and_flushed_after() {
+    let (one, two) = (TestRedis::new().unwrap(), TestRedis::new().unwrap());
+    assert_ne!(one.db(), two.db());
+    assert!(one.url().ends_with(&format!("/{}", one.db())), "{}", one.url());
+    one.command(&["SET", "greeting", "hello"]).unwrap();
+    assert_eq!(one.command(&["GET", "greeting"]).unwrap(), Reply::Bulk(Some("hello".into())));
+    assert_eq!(two.command(&["GET", "greeting"]).unwrap(), Reply::Bulk(None), "the other test sees the key");
+    let (url, db) = (one.url().to_string(), one.db());
+    drop(one);
+    assert_eq!(raw_dbsize(&url, db), 0, "the test's keys outlived it");
+}
+
+/// DBSIZE of database `db`, asked without the harness.
+fn raw_dbsize(url: &str, db: u8) -> i64 {
+    let addr = url.trim_start_matches("redis://").split('/').next().unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(format!("SELECT {db}\r\nDBSIZE\r\n").as_bytes()).unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "+OK");
+    lines.next().unwrap().unwrap().trim_start_matches(':').parse().unwrap()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("railgun-harness-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
