@@ -171,15 +171,15 @@ pub fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
 fn read_sql(migration: &MigrationFiles, file: &str) -> Result<String> {
     let path = migration.dir.join(file);
     let sql = std::fs::read_to_string(&path).with_context(|| format!("read {}", shown(&path)))?;
-    if sql.is_empty() {
+    if sql.trim().is_empty() {
+        bail!("migration {} has an empty {file}\n  hint: write the SQL in {}", migration.name, shown(&path));
+    }
+    if sql::statements(&sql).is_empty() {
         bail!(
-            "migration {} has an empty {file}\n  hint: write the SQL in {} (diesel refuses empty migrations too)",
+            "migration {} has no SQL in {file}, only comments (Postgres calls it an empty query)\n  hint: write the change in {}, or delete the folder if the migration is not needed",
             migration.name,
             shown(&path)
         );
-    }
-    if sql::statements(&sql).is_empty() {
-        eprintln!("warning: {} holds only comments; {} is recorded anyway", shown(&path), migration.name);
     }
     Ok(sql)
 }

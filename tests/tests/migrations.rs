@@ -1,0 +1,510 @@
+//! `cargo xtask migration ...` and `schema sync` / `schema drop`, driven through the real
+//! binary against real Postgres: each test has its own database and its own migrations folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use db::testing::TestDb;
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::Text;
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use tests::{Run, root, xtask_bin};
+
+/// A database and a project folder of the test's own: `diesel.toml` points at `migrations/`
+/// and writes schema.rs into the folder, never into the repository.
+struct Fixture {
+    db: TestDb,
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "railgun-migrations-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        std::fs::write(
+            dir.join("diesel.toml"),
+            "[print_schema]\nfile = \"schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
+        )
+        .unwrap();
+        Fixture { db: TestDb::empty().unwrap(), dir }
+    }
+
+    fn migrations(&self) -> PathBuf {
+        self.dir.join("migrations")
+    }
+
+    /// `cargo xtask ARGS` in the folder, on the test's database, with no `.env` and no terminal.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(xtask_bin());
+        cmd.arg("--database-url")
+            .arg(self.db.url().as_str())
+            .arg("--config-file")
+            .arg(self.dir.join("diesel.toml"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RAILGUN_ENV_FILE", self.dir.join("no.env"))
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env_remove("DIESEL_CONFIG_FILE")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn xtask(&self, args: &[&str]) -> Run {
+        self.command(args).output().unwrap().into()
+    }
+
+    /// Writes `migrations/<name>/{up,down}.sql` (and metadata.toml when given).
+    fn migration(&self, name: &str, up: &str, down: &str, metadata: Option<&str>) -> PathBuf {
+        write_migration(&self.migrations(), name, up, down, metadata)
+    }
+
+    fn conn(&self) -> PgConnection {
+        self.db.conn().unwrap()
+    }
+
+    /// Versions recorded in `__diesel_schema_migrations`, oldest first.
+    fn recorded(&self) -> Vec<String> {
+        strings(&mut self.conn(), "SELECT version AS s FROM __diesel_schema_migrations ORDER BY version")
+    }
+
+    /// Tables in `public`, sorted.
+    fn tables(&self) -> Vec<String> {
+        strings(&mut self.conn(), "SELECT tablename AS s FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn write_migration(dir: &Path, name: &str, up: &str, down: &str, metadata: Option<&str>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join("up.sql"), up).unwrap();
+    std::fs::write(path.join("down.sql"), down).unwrap();
+    if let Some(metadata) = metadata {
+        std::fs::write(path.join("metadata.toml"), metadata).unwrap();
+    }
+    path
+}
+
+#[derive(QueryableByName)]
+struct S {
+    #[diesel(sql_type = Text)]
+    s: String,
+}
+
+fn strings(conn: &mut PgConnection, query: &str) -> Vec<String> {
+    diesel::sql_query(query).load::<S>(conn).unwrap().into_iter().map(|r| r.s).collect()
+}
+
+/// Three small migrations, the last outside a transaction (CREATE INDEX CONCURRENTLY).
+fn three_migrations(fx: &Fixture) {
+    fx.migration(
+        "2024-01-01-000001_create_posts",
+        "CREATE TABLE posts (id SERIAL PRIMARY KEY, title TEXT NOT NULL);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    fx.migration(
+        "2024-01-01-000002_create_tags",
+        "CREATE TABLE tags (id SERIAL PRIMARY KEY, post_id INT NOT NULL REFERENCES posts (id));\n",
+        "DROP TABLE tags;\n",
+        None,
+    );
+    fx.migration(
+        "2024-01-01-000003_index_tags",
+        "CREATE INDEX CONCURRENTLY tags_post_id_idx ON tags (post_id);\n",
+        "DROP INDEX CONCURRENTLY tags_post_id_idx;\n",
+        Some("run_in_transaction = false\n"),
+    );
+}
+
+#[test]
+fn create_validates_the_name_and_writes_commented_templates() {
+    let fx = Fixture::new();
+    for (bad, says) in [
+        ("", "empty"),
+        ("AddUserAvatar", "not snake_case"),
+        ("add-user", "not snake_case"),
+        ("../escape", "is a path"),
+        ("a/b", "is a path"),
+    ] {
+        fx.xtask(&["migration", "create", bad]).assert_fails_with(says);
+    }
+    assert!(std::fs::read_dir(fx.migrations()).unwrap().next().is_none(), "a refused name left a folder");
+
+    let run = fx.xtask(&["migration", "create", "add_user_avatar"]);
+    run.assert_ok();
+    let folder = fx.dir.join(run.stdout.trim());
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(folder.starts_with(fx.migrations()), "stdout is the new folder: {}", run.stdout);
+    let (stamp, rest) = name.split_once('_').unwrap();
+    assert_eq!(rest, "add_user_avatar");
+    assert!(stamp.len() == 17 && stamp.chars().filter(|c| *c == '-').count() == 3, "YYYY-MM-DD-HHMMSS: {stamp}");
+    for file in ["up.sql", "down.sql"] {
+        let text = std::fs::read_to_string(folder.join(file)).unwrap();
+        assert!(!text.is_empty() && text.lines().all(|l| l.starts_with("--")), "{file} is a commented template");
+    }
+
+    fx.xtask(&["migration", "create", "add_user_avatar"]).assert_fails_with("already exists");
+    // A second one in the same second still gets a version of its own.
+    let second = fx.xtask(&["migration", "create", "add_user_bio"]);
+    second.assert_ok();
+    let versions: Vec<String> = std::fs::read_dir(fx.migrations())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().split('_').next().unwrap().to_string())
+        .collect();
+    assert_eq!(versions.len(), 2);
+    assert_ne!(versions[0], versions[1]);
+
+    // An unedited template is not a migration yet: running it is refused, nothing is recorded.
+    fx.xtask(&["migration", "run"]).assert_fails_with("has no SQL in up.sql, only comments");
+    assert!(fx.recorded().is_empty());
+}
+
+#[test]
+fn run_show_revert_redo() {
+    let fx = Fixture::new();
+    three_migrations(&fx);
+
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("[ ] 2024-01-01-000001_create_posts"), "{}", show.stdout);
+    assert!(show.stdout.contains("0 applied, 3 pending"), "{}", show.stdout);
+    fx.xtask(&["migration", "show", "--check"]).assert_fails_with("3 pending migration");
+
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("Running migration 2024-01-01-000003_index_tags"), "{}", run.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001", "20240101000002", "20240101000003"]);
+    let schema = std::fs::read_to_string(fx.dir.join("schema.rs")).expect("schema.rs regenerated after the run");
+    assert!(schema.contains("posts (id)") && schema.contains("tags (id)"), "{schema}");
+    let again = fx.xtask(&["migration", "run"]);
+    again.assert_ok();
+    assert!(again.stderr.contains("no pending migrations"), "{}", again.stderr);
+
+    let show = fx.xtask(&["migration", "show", "--check"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("[X] 2024-01-01-000002_create_tags (applied at 20"), "{}", show.stdout);
+    assert!(show.stdout.contains("3 applied, 0 pending"), "{}", show.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&fx.xtask(&["migration", "show", "--json"]).assert_ok().stdout).unwrap();
+    assert_eq!(json["applied"], 3);
+    assert_eq!(json["pending"], 0);
+    assert_eq!(json["migrations"][2]["name"], "2024-01-01-000003_index_tags");
+    assert_eq!(json["migrations"][2]["applied"], true);
+    assert!(json["migrations"][2]["applied_at"].as_str().unwrap().starts_with("20"));
+
+    // revert: the newest first, one by default.
+    fx.xtask(&["migration", "revert"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001", "20240101000002"]);
+    let show = fx.xtask(&["migration", "show"]).assert_ok().stdout.clone();
+    assert!(show.contains("[ ] 2024-01-01-000003_index_tags") && show.contains("2 applied, 1 pending"), "{show}");
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.xtask(&["migration", "revert", "--count", "2"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations", "posts"]);
+
+    // redo: down then up again; the data of the redone migration goes, the table comes back.
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.conn().batch_execute("INSERT INTO posts (title) VALUES ('x'); INSERT INTO tags (post_id) VALUES (1)").unwrap();
+    let redo = fx.xtask(&["migration", "redo", "-n", "2"]);
+    redo.assert_ok();
+    assert!(redo.stderr.contains("Rolling back migration 2024-01-01-000002_create_tags"), "{}", redo.stderr);
+    assert_eq!(fx.recorded().len(), 3);
+    assert_eq!(strings(&mut fx.conn(), "SELECT count(*)::text AS s FROM tags"), ["0"]);
+    assert_eq!(strings(&mut fx.conn(), "SELECT count(*)::text AS s FROM posts"), ["1"]);
+
+    // --all is destructive: refused without a terminal unless --yes, and refused for production.
+    fx.xtask(&["migration", "revert", "--all"]).assert_fails_with("not confirmed");
+    fx.command(&["migration", "revert", "--all", "--yes"])
+        .env("APP_ENV", "production")
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .assert_fails_with("APP_ENV=production");
+    fx.xtask(&["migration", "redo", "--all"]).assert_fails_with("not confirmed");
+    assert_eq!(fx.recorded().len(), 3, "a refused command changed nothing");
+    fx.xtask(&["migration", "redo", "--all", "--yes"]).assert_ok();
+    assert_eq!(fx.recorded().len(), 3);
+    fx.xtask(&["migration", "revert", "--all", "--yes"]).assert_ok();
+    assert!(fx.recorded().is_empty());
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations"]);
+    let nothing = fx.xtask(&["migration", "revert"]);
+    nothing.assert_ok();
+    assert!(nothing.stderr.contains("no applied migration to revert"), "{}", nothing.stderr);
+}
+
+#[test]
+fn a_failing_migration_rolls_back_and_names_its_file_and_line() {
+    let fx = Fixture::new();
+    fx.migration(
+        "2024-01-01-000001_create_posts",
+        "CREATE TABLE posts (id INT PRIMARY KEY);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    // Postgres gives no position for this error: the line comes from replaying statement by statement.
+    let broken = fx.migration(
+        "2024-01-01-000002_broken",
+        "-- adds comments\nCREATE TABLE comments (id INT PRIMARY KEY);\n\nINSERT INTO comments VALUES (1);\nALTER TABLE missing ADD COLUMN y INT;\n",
+        "DROP TABLE comments;\n",
+        None,
+    );
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("migration 2024-01-01-000002_broken failed at migrations/2024-01-01-000002_broken/up.sql:5: relation \"missing\" does not exist");
+    assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
+    assert_eq!(
+        fx.recorded(),
+        ["20240101000001"],
+        "the migration before it stays applied, the broken one is not recorded"
+    );
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations", "posts"], "nothing of the broken migration stays");
+
+    // Postgres gives a position for this one: its line, counted in characters.
+    std::fs::write(
+        broken.join("up.sql"),
+        "CREATE TABLE comments (note TEXT DEFAULT 'é');\nSELECT nope\n  FROM comments;\n",
+    )
+    .unwrap();
+    fx.xtask(&["migration", "run"]).assert_fails_with("up.sql:2: column \"nope\" does not exist");
+
+    // A constraint failure: Postgres's detail is kept.
+    std::fs::write(broken.join("up.sql"), "CREATE TABLE comments (x INT);\nINSERT INTO comments VALUES (1), (1);\nALTER TABLE comments ADD PRIMARY KEY (x);\n").unwrap();
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("up.sql:3: could not create unique index");
+    assert!(run.stderr.contains("Key (x)=(1) is duplicated"), "{}", run.stderr);
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations", "posts"]);
+
+    // A failing down.sql: the revert rolls back too, the migration stays applied.
+    std::fs::write(broken.join("up.sql"), "CREATE TABLE comments (x INT);\n").unwrap();
+    std::fs::write(broken.join("down.sql"), "DROP TABLE comments;\nDROP TABLE nothing_here;\n").unwrap();
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.xtask(&["migration", "revert"]).assert_fails_with("down.sql:2: table \"nothing_here\" does not exist");
+    assert_eq!(fx.recorded().len(), 2);
+    assert!(fx.tables().contains(&"comments".to_string()));
+
+    // Outside a transaction nothing can be rolled back, and the error says so.
+    fx.migration(
+        "2024-01-01-000003_no_transaction",
+        "CREATE INDEX CONCURRENTLY comments_x_idx ON no_such_table (x);\n",
+        "SELECT 1;\n",
+        Some("run_in_transaction = false\n"),
+    );
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("up.sql:1: relation \"no_such_table\" does not exist");
+    assert!(run.stderr.contains("outside a transaction"), "{}", run.stderr);
+
+    // Empty files and folders without up.sql are refused before anything runs.
+    std::fs::write(fx.migrations().join("2024-01-01-000003_no_transaction/up.sql"), "").unwrap();
+    fx.xtask(&["migration", "run"]).assert_fails_with("has an empty up.sql");
+    std::fs::create_dir(fx.migrations().join("2024-01-01-000004_half_made")).unwrap();
+    fx.xtask(&["migration", "show"]).assert_fails_with("has no up.sql");
+}
+
+#[test]
+fn concurrent_runners_apply_each_migration_exactly_once() {
+    let fx = Fixture::new();
+    fx.migration(
+        "2024-01-01-000000_runs",
+        "CREATE TABLE runs (name TEXT NOT NULL, at TIMESTAMPTZ DEFAULT clock_timestamp());\n",
+        "DROP TABLE runs;\n",
+        None,
+    );
+    for n in 1..=5 {
+        let (up, metadata) = if n == 3 {
+            // Outside a transaction only the lock stands between it and a second run.
+            ("INSERT INTO runs (name) VALUES ('m3');\n".to_string(), Some("run_in_transaction = false\n"))
+        } else {
+            (format!("INSERT INTO runs (name) VALUES ('m{n}');\nSELECT pg_sleep(0.05);\n"), None)
+        };
+        fx.migration(&format!("2024-01-01-00000{n}_step"), &up, "SELECT 1;\n", metadata);
+    }
+    let runners: Vec<_> = (0..3)
+        .map(|_| fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for runner in runners {
+        Run::from(runner.wait_with_output().unwrap()).assert_ok();
+    }
+    assert_eq!(strings(&mut fx.conn(), "SELECT name AS s FROM runs ORDER BY at"), ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!(fx.recorded().len(), 6);
+}
+
+#[test]
+fn show_explains_a_version_applied_but_missing_on_disk() {
+    let fx = Fixture::new();
+    three_migrations(&fx);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    std::fs::remove_dir_all(fx.migrations().join("2024-01-01-000003_index_tags")).unwrap();
+
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("[X] 20240101000003 (applied at"), "{}", show.stdout);
+    assert!(show.stdout.contains("NOT ON DISK"), "{}", show.stdout);
+    assert!(show.stdout.contains("3 applied, 0 pending, 1 applied but not on disk"), "{}", show.stdout);
+    assert!(show.stderr.contains("SELECT version, run_on FROM __diesel_schema_migrations"), "{}", show.stderr);
+    assert!(show.stderr.contains("DELETE FROM __diesel_schema_migrations WHERE version"), "{}", show.stderr);
+    let json: serde_json::Value = serde_json::from_str(&fx.xtask(&["migration", "show", "--json"]).stdout).unwrap();
+    assert_eq!(json["missing_on_disk"], 1);
+    assert_eq!(json["migrations"][2]["on_disk"], false);
+
+    fx.xtask(&["migration", "show", "--check"]).assert_fails_with("not on disk");
+    fx.xtask(&["migration", "revert"]).assert_fails_with("cannot revert version 20240101000003");
+    assert_eq!(fx.recorded().len(), 3, "nothing was reverted");
+}
+
+#[test]
+fn schema_sync_rebuilds_exactly_what_the_migrations_make() {
+    let fx = Fixture::new();
+    three_migrations(&fx);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.conn()
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('ok'); CREATE TABLE junk (id SERIAL PRIMARY KEY, m mood);
+             CREATE VIEW junk_view AS SELECT * FROM junk; CREATE SEQUENCE lone_seq;
+             CREATE FUNCTION junk_fn(a INT) RETURNS INT LANGUAGE sql AS 'SELECT a';
+             DROP TABLE tags CASCADE; INSERT INTO posts (title) VALUES ('gone after sync');",
+        )
+        .unwrap();
+
+    let refused = fx.xtask(&["schema", "sync"]);
+    refused.assert_fails_with("not confirmed");
+    for listed in [
+        "drop table public.junk",
+        "drop view public.junk_view",
+        "drop type public.mood",
+        "drop sequence public.lone_seq",
+        "drop function public.junk_fn(a integer)",
+        "drop table public.__diesel_schema_migrations",
+    ] {
+        assert!(refused.stderr.contains(listed), "lists `{listed}`:\n{}", refused.stderr);
+    }
+    assert!(!refused.stderr.contains("junk_id_seq"), "a table's own sequence is not listed:\n{}", refused.stderr);
+    fx.command(&["schema", "sync", "--yes"])
+        .env("APP_ENV", "production")
+        .output()
+        .map(Run::from)
+        .unwrap()
+        .assert_fails_with("APP_ENV=production");
+    assert!(fx.tables().contains(&"junk".to_string()), "a refused sync dropped nothing");
+
+    fx.xtask(&["schema", "sync", "--yes"]).assert_ok();
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations", "posts", "tags"]);
+    assert_eq!(fx.recorded().len(), 3);
+    let leftovers = strings(
+        &mut fx.conn(),
+        "SELECT typname::text AS s FROM pg_type WHERE typname = 'mood' UNION ALL SELECT proname::text FROM pg_proc WHERE proname = 'junk_fn' UNION ALL SELECT relname::text FROM pg_class WHERE relname IN ('lone_seq', 'junk_view')",
+    );
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(strings(&mut fx.conn(), "SELECT count(*)::text AS s FROM posts"), ["0"]);
+    fx.xtask(&["migration", "show", "--check"]).assert_ok();
+}
+
+#[test]
+fn schema_drop_drops_every_table_after_listing_them() {
+    let fx = Fixture::new();
+    three_migrations(&fx);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    let refused = fx.xtask(&["schema", "drop"]);
+    refused.assert_fails_with("refused to drop every table");
+    assert!(refused.stderr.contains("drop table public.posts") && refused.stderr.contains("drop table public.tags"));
+    assert_eq!(fx.tables().len(), 3);
+
+    fx.xtask(&["schema", "drop", "--yes"]).assert_ok();
+    assert!(fx.tables().is_empty());
+    let empty = fx.xtask(&["schema", "drop", "--yes"]);
+    empty.assert_ok();
+    assert!(empty.stderr.contains("nothing to drop"), "{}", empty.stderr);
+    // From nothing, the migrations build it all again.
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert_eq!(fx.tables().len(), 3);
+}
+
+#[test]
+fn the_projects_migrations_go_up_down_and_up_again() {
+    let fx = Fixture::new();
+    let dir = root().join("db/migrations");
+    let dir = dir.to_str().unwrap();
+    fx.xtask(&["--migration-dir", dir, "migration", "run"]).assert_ok();
+    let applied = fx.recorded();
+    assert!(applied.len() >= 5, "{applied:?}");
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations", "api_tokens", "billing_accounts", "users"]);
+    fx.xtask(&["--migration-dir", dir, "migration", "revert", "--all", "--yes"]).assert_ok();
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations"], "every down.sql undoes its up.sql");
+    assert!(
+        strings(&mut fx.conn(), "SELECT proname::text AS s FROM pg_proc WHERE pronamespace = 'public'::regnamespace")
+            .is_empty()
+    );
+    fx.xtask(&["--migration-dir", dir, "migration", "run"]).assert_ok();
+    assert_eq!(fx.recorded(), applied);
+    fx.xtask(&["--migration-dir", dir, "migration", "show", "--check"]).assert_ok();
+}
+
+#[test]
+fn the_schema_keeps_secrets_hashed_and_billing_apart_from_user_ids() {
+    use db::models::{BillingAccount, NewApiToken, NewBillingAccount, NewUser, User};
+    use db::schema::{billing_accounts, users};
+    use diesel::prelude::*;
+
+    let test_db = TestDb::new().unwrap();
+    let mut conn = test_db.conn().unwrap();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    let user: User = diesel::insert_into(users::table)
+        .values(NewUser { email: "ada@example.com", display_name: "Ada", password_hash: hash })
+        .returning(User::as_returning())
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(user.status.as_deref(), Some("active"), "the guide's AddUserStatus default");
+    assert!(!format!("{user:?}").contains("argon2"), "Debug hides the hash");
+
+    let plaintext = diesel::insert_into(users::table)
+        .values(NewUser { email: "bob@example.com", display_name: "Bob", password_hash: "hunter2" })
+        .execute(&mut conn)
+        .unwrap_err();
+    assert!(plaintext.to_string().contains("users_password_hash_argon2"), "{plaintext}");
+    let duplicate = diesel::insert_into(users::table)
+        .values(NewUser { email: "ada@example.com", display_name: "Ada 2", password_hash: hash })
+        .execute(&mut conn)
+        .unwrap_err();
+    assert!(duplicate.to_string().contains("users_email_key"), "{duplicate}");
+
+    let account: BillingAccount = diesel::insert_into(billing_accounts::table)
+        .values(NewBillingAccount { plan: "pro", provider_customer_id: None })
+        .returning(BillingAccount::as_returning())
+        .get_result(&mut conn)
+        .unwrap();
+    assert!(account.billing_ref.starts_with("bill_") && account.billing_ref.len() == 37, "{}", account.billing_ref);
+    diesel::update(users::table.find(user.id))
+        .set(users::billing_ref.eq(&account.billing_ref))
+        .execute(&mut conn)
+        .unwrap();
+    let (linked, billing): (User, BillingAccount) = users::table
+        .inner_join(billing_accounts::table)
+        .select((User::as_select(), BillingAccount::as_select()))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!((linked.id, billing.plan.as_str()), (user.id, "pro"));
+    assert!(linked.updated_at >= linked.created_at);
+
+    let token =
+        NewApiToken { user_id: user.id, name: "ci", prefix: "rg_abcdef12", token_hash: "sha1:nope", expires_at: None };
+    let err = diesel::insert_into(db::schema::api_tokens::table).values(token).execute(&mut conn).unwrap_err();
+    assert!(err.to_string().contains("api_tokens_token_hash_argon2"), "{err}");
+    let token = NewApiToken { user_id: user.id, name: "ci", prefix: "rg_abcdef12", token_hash: hash, expires_at: None };
+    diesel::insert_into(db::schema::api_tokens::table).values(token).execute(&mut conn).unwrap();
+    let tokens: i64 = db::schema::api_tokens::table.count().get_result(&mut conn).unwrap();
+    assert_eq!(tokens, 1);
+}
