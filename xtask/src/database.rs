@@ -3,6 +3,8 @@
 mod audit;
 mod backup;
 mod copy;
+mod dumpfile;
+mod pgtools;
 mod restore;
 mod roles;
 mod verify;

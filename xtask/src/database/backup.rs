@@ -1,15 +1,329 @@
 //! Back up the database to a verified, gzipped SQL file
 
-use anyhow::{Result, bail};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, Result, bail};
+use db::url::{redact, redact_str};
+use diesel::RunQueryDsl;
+use url::Url;
+
+use super::dumpfile::{self, Pending};
+use super::pgtools::PgTools;
 use crate::context::Context;
 
+/// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC.
+pub const PREFIX: &str = "railgun_backup_";
+const SUFFIX: &str = ".sql.gz";
+
 /// Back up the database to a verified, gzipped SQL file
+///
+/// Writes DIR/railgun_backup_YYYYMMDD_HHMMSS.sql.gz (UTC, mode 0600) and prints its path as the
+/// last line on stdout. The file gets its name only once pg_dump finished, the data is on disk
+/// and the file decompresses whole (every gzip member's CRC and length, pg_dump's completion
+/// marker): an interrupted backup leaves nothing behind, and an existing file is never replaced.
+///
+/// The dump is plain SQL made with `--clean --if-exists --no-owner --no-privileges`: it restores
+/// over a database that already has the objects, on any provider.
+///
+/// pg_dump is the host's when its major version is at least the server's; otherwise it runs in
+/// the project's Postgres container or a throwaway container of a local Postgres image
+/// (RAILGUN_PGTOOLS=host|container|image forces one). The password goes through PGPASSWORD.
+///
+/// Examples:
+///   cargo xtask db backup
+///   cargo xtask db backup /var/backups/railgun --keep 14
 #[derive(clap::Args)]
-pub struct Backup {}
+#[command(verbatim_doc_comment)]
+pub struct Backup {
+    /// Where to write the backup (created if missing)
+    #[arg(default_value = "backups")]
+    dir: PathBuf,
+    /// Once the new backup verified, delete all but the newest N in DIR (only files named exactly
+    /// railgun_backup_YYYYMMDD_HHMMSS.sql.gz; the new one is always kept)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    keep: Option<u64>,
+    #[command(flatten)]
+    dump: DumpOptions,
+}
 
 impl Backup {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let url = cx.database_url()?;
+        let dir = cx.user_path(&self.dir);
+        let path = create(cx, &url, &dir, PREFIX, &self.dump)?;
+        if let Some(keep) = self.keep {
+            prune(&dir, &path, keep)?;
+        }
+        println!("{}", path.display());
+        Ok(())
+    }
+}
+
+/// What goes into the dump. Managed Postgres (Supabase) keeps its own schemas, extensions and
+/// event triggers in every database; restored elsewhere they fail, so they are left out.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DumpOptions {
+    /// Leave out schemas matching PATTERN (pg_dump's --exclude-schema; repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude_schema: Vec<String>,
+    /// Keep a managed provider's own schemas. By default, when the database has any of Supabase's
+    /// schemas (auth, storage, realtime, _realtime, supabase_functions, supabase_migrations,
+    /// graphql, graphql_public, pgsodium, pgsodium_masks, vault, pgbouncer, net, cron, _analytics),
+    /// they are left out, along with the extensions that live in them or own them, event
+    /// triggers and publications: the dump then holds your schemas and your extensions only
+    #[arg(long)]
+    pub keep_managed_schemas: bool,
+    /// Keep ownership (ALTER ... OWNER TO): the roles must exist where the dump is restored
+    #[arg(long)]
+    pub with_owners: bool,
+    /// Keep GRANTs and REVOKEs: the roles must exist where the dump is restored
+    #[arg(long)]
+    pub with_privileges: bool,
+    /// gzip level, 1 (fastest) to 9 (smallest)
+    #[arg(long, value_name = "1-9", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+}
+
+impl Default for DumpOptions {
+    fn default() -> DumpOptions {
+        DumpOptions {
+            exclude_schema: Vec::new(),
+            keep_managed_schemas: false,
+            with_owners: false,
+            with_privileges: false,
+            compression_level: 6,
+        }
+    }
+}
+
+/// Supabase's own schemas: present in every Supabase database, owned by its roles.
+pub const MANAGED_SCHEMAS: &[&str] = &[
+    "auth",
+    "storage",
+    "realtime",
+    "_realtime",
+    "supabase_functions",
+    "supabase_migrations",
+    "graphql",
+    "graphql_public",
+    "pgsodium",
+    "pgsodium_masks",
+    "vault",
+    "pgbouncer",
+    "net",
+    "cron",
+    "_analytics",
+];
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+impl DumpOptions {
+    /// pg_dump's arguments for the database at `url` (asks it which managed schemas it has).
+    pub fn pg_dump_args(&self, url: &Url) -> Result<Vec<String>> {
+        let mut args = vec!["--format=plain".to_string(), "--clean".into(), "--if-exists".into()];
+        if !self.with_owners {
+            args.push("--no-owner".into());
+        }
+        if !self.with_privileges {
+            args.push("--no-privileges".into());
+        }
+        args.extend(self.exclude_schema.iter().map(|s| format!("--exclude-schema={s}")));
+        if self.keep_managed_schemas {
+            return Ok(args);
+        }
+        let (managed, extensions) = managed_objects(url)?;
+        if managed.is_empty() {
+            return Ok(args);
+        }
+        eprintln!("leaving out the provider's schemas: {} (--keep-managed-schemas keeps them)", managed.join(", "));
+        // Naming schemas makes pg_dump leave out everything outside them (event triggers,
+        // publications, extensions not named with --extension): exactly the provider's parts.
+        args.push("--schema=*".into());
+        args.push("--large-objects".into());
+        for schema in managed.iter().map(String::as_str).chain(["pg_*", "information_schema"]) {
+            args.push(format!("--exclude-schema={schema}"));
+        }
+        args.extend(extensions.iter().map(|e| format!("--extension={e}")));
+        Ok(args)
+    }
+}
+
+/// The managed schemas present, and the extensions that are the user's (not in or owning one).
+fn managed_objects(url: &Url) -> Result<(Vec<String>, Vec<String>)> {
+    let mut conn = db::connect::establish(url)?;
+    let list = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+    let managed: Vec<Name> = diesel::sql_query(format!(
+        "SELECT nspname::text AS name FROM pg_namespace WHERE nspname IN ({list}) ORDER BY 1"
+    ))
+    .load(&mut conn)
+    .context("list the provider's schemas")?;
+    let extensions: Vec<Name> = diesel::sql_query(format!(
+        "SELECT e.extname::text AS name FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname <> 'plpgsql' AND n.nspname NOT IN ({list})
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_namespace s ON s.oid = d.objid
+                           WHERE d.classid = 'pg_namespace'::regclass AND d.refclassid = 'pg_extension'::regclass
+                             AND d.refobjid = e.oid AND d.deptype = 'e' AND s.nspname IN ({list}))
+           AND e.extname NOT IN ('pg_graphql', 'pg_net', 'pgsodium', 'supabase_vault', 'pg_cron')
+         ORDER BY 1"
+    ))
+    .load(&mut conn)
+    .context("list the extensions")?;
+    Ok((managed.into_iter().map(|n| n.name).collect(), extensions.into_iter().map(|n| n.name).collect()))
+}
+
+/// Dumps the database at `url` into `dir/{prefix}YYYYMMDD_HHMMSS.sql.gz`, verified; returns its path.
+pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOptions) -> Result<PathBuf> {
+    // A file-size limit (ulimit -f) then fails a write with EFBIG instead of killing us.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "create backup directory {}\n  hint: choose a writable directory: cargo xtask db backup DIR",
+            dir.display()
+        )
+    })?;
+    let name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
+    if dir.join(&name).exists() {
+        bail!(
+            "{} already exists, and backups are never overwritten\n  hint: wait a second and run again",
+            dir.join(&name).display()
+        );
+    }
+    let tools = PgTools::find(&cx.sh, url)?;
+    let args = dump.pg_dump_args(url)?;
+    eprintln!("backing up {} with {}", redact(url), tools.describe());
+    let pending = Pending::create(dir, &name)?;
+
+    let started = Instant::now();
+    let mut child = tools
+        .command(&cx.sh, "pg_dump", url, &args)?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_dump")?;
+    let stdout = child.stdout.take().context("pg_dump's output")?;
+    let stderr = child.stderr.take().context("pg_dump's errors")?;
+    let errors = std::thread::spawn(move || read_all(stderr));
+    let mut shown = Progress::new("dumped");
+    let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
+    shown.done();
+    let status = child.wait().context("wait for pg_dump")?;
+    let errors = redact_str(errors.join().unwrap_or_default().trim());
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let broken_pipe = status.signal() == Some(libc::SIGPIPE);
+        match result {
+            // We stopped reading (our write failed): our error says why.
+            Err(ours) if broken_pipe => return Err(ours),
+            _ => bail!(
+                "pg_dump failed ({status}); nothing was written\n{errors}\n  hint: fix what pg_dump says above and run again"
+            ),
+        }
+    }
+    let summary = result?;
+    if !errors.is_empty() {
+        eprintln!("{errors}");
+    }
+    let path = pending.persist(&name)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "backup verified: {} of SQL in {} ({:.1}x smaller), {secs:.1}s",
+        mib(summary.sql),
+        mib(summary.compressed),
+        summary.sql as f64 / summary.compressed.max(1) as f64
+    );
+    Ok(path)
+}
+
+/// Deletes all but the newest `keep` backups in `dir`, never `newest`.
+fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_str().is_some_and(is_backup_name))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| entry.path())
+        .filter(|path| path != newest)
+        .collect();
+    backups.sort();
+    let older_to_keep = (keep - 1) as usize;
+    let remove = backups.len().saturating_sub(older_to_keep);
+    for path in &backups[..remove] {
+        std::fs::remove_file(path).with_context(|| format!("remove old backup {}", path.display()))?;
+        eprintln!("removed old backup {}", path.display());
+    }
+    Ok(())
+}
+
+/// `railgun_backup_YYYYMMDD_HHMMSS.sql.gz` exactly.
+pub fn is_backup_name(name: &str) -> bool {
+    let Some(stamp) = name.strip_prefix(PREFIX).and_then(|rest| rest.strip_suffix(SUFFIX)) else {
+        return false;
+    };
+    let bytes = stamp.as_bytes();
+    bytes.len() == 15 && bytes[8] == b'_' && bytes.iter().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit())
+}
+
+fn read_all(mut stream: impl Read) -> String {
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A progress line on stderr when it is a terminal, redrawn at most four times a second.
+pub struct Progress {
+    verb: &'static str,
+    tty: bool,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    pub fn new(verb: &'static str) -> Progress {
+        Progress { verb, tty: std::io::stderr().is_terminal(), started: Instant::now(), last: None }
+    }
+    pub fn update(&mut self, sql: u64, file: u64) {
+        if !self.tty || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let rate = sql as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        eprint!("\r{} {} of SQL ({}/s), {} written   ", self.verb, mib(sql), mib(rate as u64), mib(file));
+    }
+    pub fn done(&self) {
+        if self.tty && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backup_name;
+
+    #[test]
+    fn backup_names() {
+        assert!(is_backup_name("railgun_backup_20251226_143022.sql.gz"));
+        for other in [
+            "railgun_backup_20251226_143022.sql.gz.bak",
+            "railgun_backup_2025122_143022.sql.gz",
+            "railgun_backup_20251226-143022.sql.gz",
+            "my_railgun_backup_20251226_143022.sql.gz",
+            ".railgun_backup_20251226_143022.sql.gz.partial-12",
+        ] {
+            assert!(!is_backup_name(other), "{other}");
+        }
     }
 }

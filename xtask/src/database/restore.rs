@@ -1,15 +1,202 @@
 //! Restore a backup, replacing the database's data
 
-use anyhow::{Result, bail};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
 
+use anyhow::{Context as _, Result, bail};
+use db::url::{database_name, redact, redact_str};
+use url::Url;
+
+use super::backup::{self, DumpOptions, Progress, mib};
+use super::dumpfile;
+use super::pgtools::PgTools;
 use crate::context::Context;
+use crate::guard::Guard;
+use crate::migration::{runner, source};
+
+/// The safety backup taken before a restore: never pruned by `db backup --keep`.
+pub const SAFETY_PREFIX: &str = "railgun_pre_restore_";
 
 /// Restore a backup, replacing the database's data
+///
+/// Checks the whole file first (every gzip member's CRC and length, pg_dump's completion
+/// marker): a corrupt, truncated or foreign file is refused before the database is touched.
+/// Asks before replacing data (--yes for scripts; without a terminal and without --yes it
+/// refuses). Then takes a safety backup of the database (backups/railgun_pre_restore_*.sql.gz,
+/// unless --no-safety-backup) and restores in one transaction with psql -X -v ON_ERROR_STOP=1:
+/// an error anywhere (reported with the failing statement), psql dying, or this command being
+/// killed leaves the database exactly as it was, because the COMMIT is only sent once the whole
+/// file went through. Afterwards it says which migrations the restored database still lacks.
+///
+/// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
+///
+/// Example:
+///   cargo xtask db restore backups/railgun_backup_20251226_143022.sql.gz
 #[derive(clap::Args)]
-pub struct Restore {}
+#[command(verbatim_doc_comment)]
+pub struct Restore {
+    /// The backup to restore (railgun_backup_*.sql.gz)
+    file: PathBuf,
+    /// Do not back up the database before replacing its data
+    #[arg(long)]
+    no_safety_backup: bool,
+    /// Where the safety backup goes
+    #[arg(long, value_name = "DIR", default_value = "backups")]
+    safety_dir: PathBuf,
+    #[command(flatten)]
+    guard: Guard,
+}
 
 impl Restore {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let url = cx.database_url()?;
+        let path = cx.user_path(&self.file);
+        let summary = dumpfile::verify_file(&path)?;
+        eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
+        let what = format!("replace the data in database `{}` with {}", database_name(&url), path.display());
+        self.guard.check(cx, &url, &what)?;
+        let safety = (!self.no_safety_backup).then(|| cx.user_path(&self.safety_dir));
+        restore(cx, &url, &path, safety.as_deref())?;
+        check_migrations(cx, &url)
     }
+}
+
+/// Restores the verified backup at `path` into `url` in one transaction, after a safety backup
+/// into `safety_dir` when given.
+pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
+    let tools = PgTools::find(&cx.sh, url)?;
+    if let Some(dir) = safety_dir {
+        eprintln!("taking a safety backup of {} first", redact(url));
+        let saved = backup::create(cx, url, dir, SAFETY_PREFIX, &DumpOptions::default())?;
+        eprintln!(
+            "safety backup: {}\n  (to undo the restore: cargo xtask db restore {})",
+            saved.display(),
+            saved.display()
+        );
+    }
+    eprintln!("restoring into {} with {}", redact(url), tools.describe());
+    let started = Instant::now();
+    let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
+    let mut child = tools
+        .command(&cx.sh, "psql", url, &args)?
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start psql")?;
+    let mut stdin = child.stdin.take().context("psql's input")?;
+    let stderr = child.stderr.take().context("psql's errors")?;
+    let errors = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = BufReader::new(stderr).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    });
+
+    // One transaction whose COMMIT is ours: psql's --single-transaction would commit at end of
+    // input, and an input cut short (this process killed) would then commit half a restore.
+    let mut shown = Progress::new("restored");
+    let fed = (|| -> std::io::Result<u64> {
+        stdin.write_all(b"BEGIN;\n")?;
+        let mut sql = dumpfile::open_sql(path).map_err(std::io::Error::other)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match sql.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            stdin.write_all(&buf[..n])?;
+            total += n as u64;
+            shown.update(total, total);
+        }
+        stdin.write_all(b"\nCOMMIT;\n")?;
+        stdin.flush()?;
+        Ok(total)
+    })();
+    shown.done();
+    if fed.is_err() {
+        // Whatever happened, psql must not see a clean end of input: stop it, the server rolls back.
+        let _ = child.kill();
+    }
+    drop(stdin);
+    let status = child.wait().context("wait for psql")?;
+    let errors = redact_str(errors.join().unwrap_or_default().trim());
+    if !status.success() || errors.contains("ERROR:") {
+        let statement = failing_statement(path, &errors).unwrap_or_default();
+        bail!(
+            "the restore failed ({status}) and was rolled back: the database is as it was\n{errors}{statement}\n  hint: fix the cause above (a missing role or extension on this server?) and run again"
+        );
+    }
+    let total = match fed {
+        Ok(total) => total,
+        Err(e) => bail!("the restore was stopped and rolled back: {e}"),
+    };
+    eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The statement at the line psql names in `psql:<stdin>:LINE: ERROR:`, from the backup.
+fn failing_statement(path: &Path, errors: &str) -> Option<String> {
+    let line: usize = errors.lines().find_map(|l| {
+        let rest = l.strip_prefix("psql:<stdin>:")?;
+        let (number, tail) = rest.split_once(':')?;
+        tail.trim_start().starts_with("ERROR").then(|| number.parse().ok())?
+    })?;
+    // Our BEGIN is line 1 of psql's input.
+    let line = line.checked_sub(1).filter(|l| *l > 0)?;
+    let reader = BufReader::new(dumpfile::open_sql(path).ok()?);
+    let mut statement: Vec<String> = Vec::new();
+    for (number, text) in reader.split(b'\n').enumerate().take(line) {
+        let text = String::from_utf8_lossy(&text.ok()?).into_owned();
+        if text.is_empty() {
+            statement.clear();
+            continue;
+        }
+        if statement.len() == 12 {
+            statement.remove(0);
+        }
+        let mut shown: String = text.chars().take(200).collect();
+        if shown.len() < text.len() {
+            shown.push_str("...");
+        }
+        statement.push(format!("  {:>8} | {shown}", number + 1));
+    }
+    Some(format!("\nthe failing statement, at line {line} of the backup's SQL:\n{}", statement.join("\n")))
+}
+
+/// Says which migrations on disk the database lacks (the backup is older than the code), and
+/// which it has that are not on disk (newer than this checkout).
+pub fn check_migrations(cx: &Context, url: &Url) -> Result<()> {
+    let dir = source::migration_dir(cx)?;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let on_disk = source::load(&dir)?;
+    let mut conn = db::connect::establish(url)?;
+    let applied: HashSet<String> =
+        runner::applied(&mut conn)?.unwrap_or_default().into_iter().map(|a| a.version).collect();
+    let pending: Vec<&str> =
+        on_disk.iter().filter(|m| !applied.contains(&m.version)).map(|m| m.name.as_str()).collect();
+    let known: HashSet<&str> = on_disk.iter().map(|m| m.version.as_str()).collect();
+    let unknown = applied.iter().filter(|v| !known.contains(v.as_str())).count();
+    if pending.is_empty() {
+        eprintln!("migrations: up to date ({} applied)", applied.len());
+    } else {
+        eprintln!(
+            "migrations: {} on disk not applied to this database (the backup is older than the code): {}\n  next: cargo xtask migration run",
+            pending.len(),
+            pending.join(", ")
+        );
+    }
+    if unknown > 0 {
+        eprintln!(
+            "migrations: {unknown} applied in this database are not on disk (the backup is newer than this checkout)"
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,430 @@
+//! The backup file: pg_dump's plain SQL as gzip members compressed side by side, written to an
+//! unnamed file that gets its name only once complete, synced and verified.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use flate2::Compression;
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+
+/// pg_dump's first line and its last words: a file without both is not a whole dump.
+pub const HEADER: &[u8] = b"--\n-- PostgreSQL database dump\n";
+pub const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
+
+/// Each member is compressed alone, so members compress in parallel; 4 MiB keeps the ratio
+/// within a hair of one long stream while a handful in flight stay far below 64 MiB.
+const MEMBER: usize = 4 << 20;
+
+/// What a complete backup holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    /// Bytes of the file.
+    pub compressed: u64,
+    /// Bytes of SQL inside.
+    pub sql: u64,
+}
+
+/// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
+pub fn verify_file(path: &Path) -> Result<Summary> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "backup file {shown} does not exist\n  hint: check the path; `cargo xtask db backup` writes to ./backups by default (ls backups/)"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("read {shown}")),
+    };
+    if meta.is_dir() {
+        bail!(
+            "{shown} is a directory, not a backup file\n  hint: name one file in it, e.g. the newest: ls -t {shown}/railgun_backup_*.sql.gz | head -1"
+        );
+    }
+    if meta.len() == 0 {
+        bail!(
+            "{shown} is empty: not a backup\n  hint: use another backup; an empty file is what an interrupted copy leaves"
+        );
+    }
+    let mut file = File::open(path).with_context(|| format!("open {shown}"))?;
+    let mut magic = [0u8; 2];
+    let got = file.read(&mut magic).with_context(|| format!("read {shown}"))?;
+    if got < 2 || magic != [0x1f, 0x8b] {
+        bail!(
+            "{shown} is not gzip, so not a backup of ours\n  hint: backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly"
+        );
+    }
+    let file = File::open(path).with_context(|| format!("open {shown}"))?;
+    verify_stream(file).with_context(|| format!("{shown} is not a usable backup"))
+}
+
+/// Decompresses every member (each checks its CRC and length) and looks for pg_dump's header
+/// and completion marker.
+pub fn verify_stream(input: impl Read) -> Result<Summary> {
+    let counted = Counted { inner: input, count: 0 };
+    let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(256 << 10, counted));
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Vec::with_capacity(1024));
+    let mut sql = 0u64;
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => bail!(
+                "truncated: the gzip stream ends early after {sql} bytes of SQL\n  hint: the copy was cut short (full disk, interrupted transfer); use another backup"
+            ),
+            Err(e) => {
+                bail!("corrupt: {e} (after {sql} bytes of SQL)\n  hint: the file was damaged; use another backup")
+            }
+        };
+        let chunk = &buf[..n];
+        if head.len() < HEADER.len() {
+            head.extend_from_slice(&chunk[..chunk.len().min(HEADER.len() - head.len())]);
+        }
+        keep_tail(&mut tail, chunk, 1024);
+        sql += n as u64;
+    }
+    if !head.starts_with(HEADER) {
+        bail!(
+            "it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)\n  hint: restore only files written by `cargo xtask db backup` or `pg_dump | gzip`"
+        );
+    }
+    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
+        bail!(
+            "truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early\n  hint: use another backup; this one was written by a pg_dump that did not finish",
+            String::from_utf8_lossy(MARKER)
+        );
+    }
+    let compressed = decoder.into_inner().into_inner().count;
+    Ok(Summary { compressed, sql })
+}
+
+fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], keep: usize) {
+    if chunk.len() >= keep {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+    } else {
+        tail.extend_from_slice(chunk);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+}
+
+struct Counted<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compresses `input` into `file` as gzip members on worker threads, in order, and verifies the
+/// file as it grows by reading it back from disk. `progress(sql_bytes, file_bytes)` is called
+/// after every chunk read.
+pub fn compress(mut input: impl Read, file: &File, level: u32, mut progress: impl FnMut(u64, u64)) -> Result<Summary> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>)>(workers);
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(workers);
+    let growth = Growth::default();
+    let written = AtomicU64::new(0);
+
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (work_rx, done_tx) = (Arc::clone(&work_rx), done_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok((seq, chunk)) = next else { break };
+                    if done_tx.send((seq, member(&chunk, level))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((work_rx, done_tx));
+        let writer = scope.spawn(|| {
+            let result = write_in_order(done_rx, file, &growth, &written);
+            growth.finish(result.is_ok());
+            result
+        });
+        let verifier = scope.spawn(|| verify_stream(Growing { file, growth: &growth, pos: 0 }));
+
+        let mut sql = 0u64;
+        let mut seq = 0u64;
+        let read = (|| -> Result<()> {
+            loop {
+                let mut chunk = vec![0u8; MEMBER];
+                let mut filled = 0;
+                while filled < MEMBER {
+                    match input.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e).context("read pg_dump's output"),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                chunk.truncate(filled);
+                sql += filled as u64;
+                if work_tx.send((seq, chunk)).is_err() {
+                    return Ok(()); // the writer stopped: its error says why
+                }
+                seq += 1;
+                progress(sql, written.load(Ordering::Relaxed));
+            }
+        })();
+        drop(work_tx);
+        let wrote = writer.join().map_err(|_| anyhow!("the backup writer panicked"))?;
+        let checked = verifier.join().map_err(|_| anyhow!("the backup verifier panicked"))?;
+        read?;
+        let compressed = wrote?;
+        let summary = checked.context("the backup written does not read back whole")?;
+        if summary.sql != sql || summary.compressed != compressed {
+            bail!(
+                "the backup reads back as {} bytes of SQL in {} bytes, but {sql} bytes went into {compressed}",
+                summary.sql,
+                summary.compressed
+            );
+        }
+        Ok(summary)
+    })
+}
+
+fn member(chunk: &[u8], level: u32) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(chunk.len() / 4 + 64), Compression::new(level));
+    encoder.write_all(chunk).expect("writing to memory cannot fail");
+    encoder.finish().expect("writing to memory cannot fail")
+}
+
+fn write_in_order(
+    done: Receiver<(u64, Vec<u8>)>,
+    mut file: &File,
+    growth: &Growth,
+    written: &AtomicU64,
+) -> Result<u64> {
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u64;
+    let mut total = 0u64;
+    for (seq, bytes) in done {
+        waiting.insert(seq, bytes);
+        while let Some(bytes) = waiting.remove(&next) {
+            file.write_all(&bytes).map_err(explain_write)?;
+            total += bytes.len() as u64;
+            written.store(total, Ordering::Relaxed);
+            growth.grow(total);
+            next += 1;
+        }
+    }
+    if !waiting.is_empty() {
+        bail!("a compressed chunk went missing");
+    }
+    file.sync_all().map_err(explain_write)?;
+    Ok(total)
+}
+
+/// Write errors, with what to do about the common ones.
+pub fn explain_write(e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => anyhow!(
+            "no space left for the backup ({e})\n  hint: free some space, or write the backup elsewhere: cargo xtask db backup DIR"
+        ),
+        _ => anyhow!("write the backup: {e}"),
+    }
+}
+
+/// How far the file has been written, for the verifier that follows the writer.
+#[derive(Default)]
+struct Growth {
+    state: Mutex<(u64, Option<bool>)>,
+    changed: Condvar,
+}
+
+impl Growth {
+    fn grow(&self, len: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            state.0 = len;
+            self.changed.notify_all();
+        }
+    }
+    fn finish(&self, ok: bool) {
+        if let Ok(mut state) = self.state.lock() {
+            state.1 = Some(ok);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Reads `file` from disk up to where the writer is, waiting for more until it finishes.
+struct Growing<'a> {
+    file: &'a File,
+    growth: &'a Growth,
+    pos: u64,
+}
+
+impl Read for Growing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = {
+            let mut state = self.growth.state.lock().map_err(|_| io::Error::other("writer panicked"))?;
+            while state.0 <= self.pos && state.1.is_none() {
+                state = self.growth.changed.wait(state).map_err(|_| io::Error::other("writer panicked"))?;
+            }
+            if state.1 == Some(false) {
+                return Err(io::Error::other("the writer failed"));
+            }
+            state.0 - self.pos
+        };
+        if available == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(available as usize);
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A file in `dir` with no name until [`Pending::persist`]: if anything fails or the process
+/// dies, no file with a backup's name (or any name) is left behind.
+pub struct Pending {
+    pub file: File,
+    dir: PathBuf,
+    /// Where the file is when the filesystem has no unnamed files (O_TMPFILE): a hidden name.
+    temp: Option<PathBuf>,
+}
+
+impl Pending {
+    pub fn create(dir: &Path, name: &str) -> Result<Pending> {
+        let unnamed = OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(dir);
+        match unnamed {
+            Ok(file) => return Ok(Pending { file, dir: dir.to_path_buf(), temp: None }),
+            Err(e) if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {
+                return Err(explain_dir(dir, e));
+            }
+            Err(_) => {}
+        }
+        let temp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| explain_dir(dir, e))?;
+        Ok(Pending { file, dir: dir.to_path_buf(), temp: Some(temp) })
+    }
+
+    /// Gives the file its name, never replacing an existing file, and syncs the directory.
+    pub fn persist(mut self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        let linked = match &self.temp {
+            None => {
+                use std::os::fd::AsRawFd;
+                use std::os::unix::ffi::OsStrExt;
+                let from = std::ffi::CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd()))?;
+                let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+                // SAFETY: both are valid NUL-terminated paths; linkat only reads them.
+                let rc = unsafe {
+                    libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                };
+                if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+            }
+            // A hard link never replaces an existing file, unlike rename.
+            Some(temp) => std::fs::hard_link(temp, &path),
+        };
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
+                "{} already exists, and backups are never overwritten\n  hint: wait a second and run again, or move the existing file away",
+                path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
+        }
+        if let Some(temp) = self.temp.take() {
+            std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
+        }
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("sync directory {}", self.dir.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(temp) = &self.temp {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+fn explain_dir(dir: &Path, e: io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => anyhow!(
+            "cannot write to {}: {e}\n  hint: choose a writable directory (cargo xtask db backup DIR) or fix its permissions",
+            dir.display()
+        ),
+        Some(libc::ENOSPC | libc::EDQUOT) => explain_write(e),
+        _ => anyhow!("create a file in {}: {e}", dir.display()),
+    }
+}
+
+/// Opens a backup and returns its SQL, decompressed as it is read.
+pub fn open_sql(path: &Path) -> Result<impl Read> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    Ok(MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(body: &str) -> Vec<u8> {
+        format!("--\n-- PostgreSQL database dump\n--\n{body}\n--\n-- PostgreSQL database dump complete\n--\n\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn members_round_trip_and_verify() {
+        let dir = std::env::temp_dir().join(format!("railgun-dumpfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sql = dump(&"INSERT INTO t VALUES (1, 'abc');\n".repeat(400_000));
+        let pending = Pending::create(&dir, "x.sql.gz").unwrap();
+        let summary = compress(&sql[..], &pending.file, 6, |_, _| {}).unwrap();
+        assert_eq!(summary.sql, sql.len() as u64);
+        let path = pending.persist("x.sql.gz").unwrap();
+        assert!(Pending::create(&dir, "x.sql.gz").unwrap().persist("x.sql.gz").is_err(), "overwrote");
+        let mut back = Vec::new();
+        open_sql(&path).unwrap().read_to_end(&mut back).unwrap();
+        assert_eq!(back, sql);
+        verify_file(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.join("cut.sql.gz");
+        std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(format!("{:#}", verify_file(&cut).unwrap_err()).contains("truncated"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_dump_is_refused() {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(b"--\n-- PostgreSQL database dump\n--\nCREATE TABLE t ();\n").unwrap();
+        let err = verify_stream(&encoder.finish().unwrap()[..]).unwrap_err();
+        assert!(err.to_string().contains("completion marker"), "{err}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Where pg_dump and psql come from: the host's when they are at least the server's major
+//! version, else the project's Postgres container, else a throwaway container of a local
+//! Postgres image. `RAILGUN_PGTOOLS=host|container|image` forces one.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use diesel::RunQueryDsl;
+use url::Url;
+use xshell::{Shell, cmd};
+
+use crate::context::project_name;
+
+/// How pg_dump and psql are run.
+#[derive(Clone, Debug)]
+enum Runner {
+    /// The host's binaries, from `PATH`.
+    Host,
+    /// `docker exec -i` in a running container (the project's Postgres).
+    Exec { container: String, inside: Option<Url> },
+    /// `docker run --rm -i --network host` of an image, so the URL means what it means here.
+    Run { image: String },
+}
+
+/// pg_dump and psql of a major version that can talk to the server at hand.
+#[derive(Clone, Debug)]
+pub struct PgTools {
+    runner: Runner,
+    pub server_major: u32,
+    pub tools_major: u32,
+}
+
+impl PgTools {
+    /// Picks the tools for the server at `url` (connects once to ask its version).
+    pub fn find(sh: &Shell, url: &Url) -> Result<PgTools> {
+        let server_major = server_major(url)?;
+        let forced = std::env::var("RAILGUN_PGTOOLS").ok().filter(|s| !s.is_empty());
+        let mut tried = Vec::new();
+        if matches!(forced.as_deref(), None | Some("host")) {
+            match host_major(sh) {
+                Some(major) if major >= server_major || forced.is_some() => {
+                    return Ok(PgTools { runner: Runner::Host, server_major, tools_major: major });
+                }
+                Some(major) => tried.push(format!("the host's pg_dump is version {major}")),
+                None => tried.push("the host has no pg_dump/psql".to_string()),
+            }
+        }
+        if matches!(forced.as_deref(), None | Some("container")) {
+            if let Some((container, inside)) = project_container(sh, url) {
+                match container_major(sh, &container) {
+                    Some(major) if major >= server_major => {
+                        let runner = Runner::Exec { container, inside };
+                        return Ok(PgTools { runner, server_major, tools_major: major });
+                    }
+                    Some(major) => tried.push(format!("container {container} has pg_dump {major}")),
+                    None => tried.push(format!("container {container} has no pg_dump")),
+                }
+            } else if forced.is_some() {
+                bail!("RAILGUN_PGTOOLS=container, but no running project container can reach this database");
+            }
+        }
+        if matches!(forced.as_deref(), None | Some("image")) {
+            for (image, major) in local_images(sh) {
+                if major >= server_major {
+                    return Ok(PgTools { runner: Runner::Run { image }, server_major, tools_major: major });
+                }
+            }
+            tried.push(format!("no local Postgres image of version {server_major} or newer"));
+        }
+        if let Some(other) = forced.as_deref().filter(|f| !matches!(*f, "host" | "container" | "image")) {
+            bail!("RAILGUN_PGTOOLS={other} is not one of host, container, image");
+        }
+        bail!(
+            "the server runs Postgres {server_major}, and no pg_dump/psql of version {server_major} or newer is at hand ({})\n  hint: install the client tools of version {server_major} or newer (e.g. `apt-get install postgresql-client-{server_major}`, `brew install libpq`), or `docker pull postgres:{server_major}-alpine` so they can run in a container",
+            tried.join("; ")
+        )
+    }
+
+    /// Where the tools run, for messages.
+    pub fn describe(&self) -> String {
+        match &self.runner {
+            Runner::Host => format!("host pg_dump/psql {}", self.tools_major),
+            Runner::Exec { container, .. } => format!("pg_dump/psql {} in container {container}", self.tools_major),
+            Runner::Run { image } => format!("pg_dump/psql {} in a throwaway {image} container", self.tools_major),
+        }
+    }
+
+    /// `tool` (pg_dump or psql) with `args`, connected to `url`: the password only in the
+    /// environment, stdin/stdout free for streams (no TTY).
+    pub fn command(&self, sh: &Shell, tool: &str, url: &Url, args: &[String]) -> Result<Command> {
+        let url = match &self.runner {
+            Runner::Exec { inside: Some(inside), .. } => {
+                let mut moved = url.clone();
+                moved.set_host(inside.host_str()).ok().context("rewrite the URL for the container")?;
+                moved.set_port(inside.port()).ok().context("rewrite the URL for the container")?;
+                moved
+            }
+            _ => url.clone(),
+        };
+        let (conninfo, env) = db::url::libpq_env(&url)?;
+        let dbname = format!("--dbname={conninfo}");
+        // Never a password prompt: libpq would open /dev/tty and hang a script.
+        let cmd = match &self.runner {
+            Runner::Host => cmd!(sh, "{tool} --no-password {dbname} {args...}"),
+            Runner::Exec { container, .. } => cmd!(
+                sh,
+                "docker exec -i -e PGPASSWORD -e PGOPTIONS {container} {tool} --no-password {dbname} {args...}"
+            ),
+            Runner::Run { image } => cmd!(
+                sh,
+                "docker run --rm -i --network host -e PGPASSWORD -e PGOPTIONS --entrypoint {tool} {image} --no-password {dbname} {args...}"
+            ),
+        };
+        let mut command: Command = cmd.into();
+        // docker passes `-e NAME` through from our environment: the value never reaches argv.
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Ok(command)
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Setting {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    setting: String,
+}
+
+/// The server's major version (`server_version_num` / 10000; 90600 style before 10).
+pub fn server_major(url: &Url) -> Result<u32> {
+    let mut conn = db::connect::establish(url)?;
+    let row: Setting = diesel::sql_query("SELECT current_setting('server_version_num') AS setting")
+        .get_result(&mut conn)
+        .context("ask the server's version")?;
+    let num: u32 = row.setting.trim().parse().context("parse server_version_num")?;
+    Ok(num / 10000)
+}
+
+/// The major version in `pg_dump (PostgreSQL) 15.18 (Debian ...)`.
+fn parse_major(version: &str) -> Option<u32> {
+    let number = version.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+    let digits: String = number.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn host_major(sh: &Shell) -> Option<u32> {
+    which::which("pg_dump").ok()?;
+    which::which("psql").ok()?;
+    let dump = cmd!(sh, "pg_dump --version").quiet().ignore_stderr().read().ok()?;
+    let psql = cmd!(sh, "psql --version").quiet().ignore_stderr().read().ok()?;
+    Some(parse_major(&dump)?.min(parse_major(&psql)?))
+}
+
+fn container_major(sh: &Shell, container: &str) -> Option<u32> {
+    let out = cmd!(sh, "docker exec {container} pg_dump --version").quiet().ignore_stderr().read().ok()?;
+    parse_major(&out)
+}
+
+/// The project's running Postgres container, if it can reach `url`: directly for a remote
+/// host, or as itself (localhost inside) when `url` is its published port.
+fn project_container(sh: &Shell, url: &Url) -> Option<(String, Option<Url>)> {
+    which::which("docker").ok()?;
+    let container = format!("{}-postgres", project_name());
+    let format = "{{.State.Running}}";
+    let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;
+    if running.trim() != "true" {
+        return None;
+    }
+    if !db::url::is_local(url) {
+        return Some((container, None));
+    }
+    let published = cmd!(sh, "docker port {container} 5432/tcp").quiet().ignore_stderr().read().ok()?;
+    let port = url.port().unwrap_or(5432);
+    let ours = published.lines().any(|l| l.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok()) == Some(port));
+    ours.then(|| (container, Url::parse("postgres://127.0.0.1:5432/").ok()))
+}
+
+/// Local images named `*postgres` whose tag starts with a major version, newest major first.
+fn local_images(sh: &Shell) -> Vec<(String, u32)> {
+    if which::which("docker").is_err() {
+        return Vec::new();
+    }
+    let format = "{{.Repository}}:{{.Tag}}";
+    let Ok(out) = cmd!(sh, "docker images --format {format}").quiet().ignore_stderr().read() else {
+        return Vec::new();
+    };
+    let mut images: Vec<(String, u32)> = out
+        .lines()
+        .filter_map(|line| {
+            let (repo, tag) = line.rsplit_once(':')?;
+            if !repo.ends_with("postgres") {
+                return None;
+            }
+            let digits: String = tag.chars().take_while(char::is_ascii_digit).collect();
+            let major = digits.parse().ok()?;
+            Some((line.to_string(), major))
+        })
+        .collect();
+    images.sort_by(|a, b| b.1.cmp(&a.1));
+    images
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_major;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
+        assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+    }
+}
