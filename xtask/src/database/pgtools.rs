@@ -79,7 +79,7 @@ impl PgTools {
     /// Where the tools run, for messages.
     pub fn describe(&self) -> String {
         match &self.runner {
-            Runner::Host => format!("host pg_dump/psql {}", self.tools_major),
+            Runner::Host => format!("host pg_dump/psql {} (server {})", self.tools_major, self.server_major),
             Runner::Exec { container, .. } => format!("pg_dump/psql {} in container {container}", self.tools_major),
             Runner::Run { image } => format!("pg_dump/psql {} in a throwaway {image} container", self.tools_major),
         }
