@@ -1,15 +1,185 @@
-//! Benchmark migration run against diesel_cli
+//! `cargo xtask bench migrations`: our `migration run` side by side with `diesel migration run`
+//! on the same generated migrations, each run on a fresh empty database, alternating.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use diesel::RunQueryDsl;
+use url::Url;
+use xshell::cmd;
 
 use crate::context::Context;
 
-/// Benchmark migration run against diesel_cli
+/// Benchmark `migration run` against `diesel migration run` (median of several runs)
+///
+/// Generates COUNT small, realistic migrations (tables, columns, indexes, a view, data) in a
+/// temporary folder; each run applies all of them to a fresh empty database on the server of
+/// DATABASE_URL. Neither tool regenerates schema.rs here: only migrating is measured.
 #[derive(clap::Args)]
-pub struct Migrations {}
+pub struct Migrations {
+    /// How many migrations to generate
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    /// Timed runs of each (after one untimed warm-up); the median is reported
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
 
 impl Migrations {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        if self.runs == 0 || self.count == 0 {
+            bail!("--runs and --count must be at least 1");
+        }
+        let sh = &cx.sh;
+        let diesel = diesel_bin()?;
+        let exe = std::env::current_exe().context("find the xtask binary")?;
+        let work = std::env::temp_dir().join(format!("railgun-bench-migrations-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&work);
+        let dir = work.join("migrations");
+        generate(&dir, self.count)?;
+        let config = work.join("diesel.toml");
+        std::fs::write(&config, "# bench: no [print_schema] file, so neither tool regenerates schema.rs\n")?;
+        let server = cx.database_url()?;
+        eprintln!(
+            "{} migrations in {}; {} runs of each, alternating, each on a fresh database",
+            self.count,
+            dir.display(),
+            self.runs
+        );
+
+        let ours = |url: &Url| -> Result<()> {
+            let _env = sh.push_env("DATABASE_URL", url.as_str());
+            cmd!(sh, "{exe} --config-file {config} --migration-dir {dir} migration run")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?;
+            Ok(())
+        };
+        let theirs = |url: &Url| -> Result<()> {
+            let _env = sh.push_env("DATABASE_URL", url.as_str());
+            cmd!(sh, "{diesel} migration run --config-file {config} --migration-dir {dir}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?;
+            Ok(())
+        };
+        let (mut ours_ms, mut diesel_ms) = (Vec::new(), Vec::new());
+        for run in 0..=self.runs {
+            // Alternate who goes first, so neither always meets a warmer server.
+            let (a, b): (&dyn Fn(&Url) -> Result<()>, &dyn Fn(&Url) -> Result<()>) =
+                if run % 2 == 0 { (&ours, &theirs) } else { (&theirs, &ours) };
+            let first = timed_on_fresh_db(&server, run, "a", a)?;
+            let second = timed_on_fresh_db(&server, run, "b", b)?;
+            let (o, d) = if run % 2 == 0 { (first, second) } else { (second, first) };
+            if run == 0 {
+                eprintln!("warm-up: ours {:.0} ms, diesel {:.0} ms", ms(o), ms(d));
+                continue;
+            }
+            eprintln!("run {run}: ours {:.0} ms, diesel {:.0} ms", ms(o), ms(d));
+            ours_ms.push(o);
+            diesel_ms.push(d);
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        let (ours, diesel) = (median(ours_ms), median(diesel_ms));
+        let ratio = ours.as_secs_f64() / diesel.as_secs_f64();
+        println!("{:<22} {:>12} {:>14} {:>8}", "migration run", "xtask (ms)", "diesel (ms)", "ratio");
+        println!(
+            "{:<22} {:>12.0} {:>14.0} {:>7.2}x",
+            format!("{} migrations", self.count),
+            ms(ours),
+            ms(diesel),
+            ratio
+        );
+        println!("bench migrations: {ratio:.2}x diesel_cli (goal <= 1.1x)");
+        Ok(())
     }
+}
+
+/// Times `f` on a new empty database, dropped afterwards.
+fn timed_on_fresh_db(server: &Url, run: usize, side: &str, f: impl Fn(&Url) -> Result<()>) -> Result<Duration> {
+    let name = format!("railgun_bench_mig_{}_{run}{side}", std::process::id());
+    let mut admin = server.clone();
+    admin.set_path("postgres");
+    let mut conn = db::connect::establish(&admin)?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn)?;
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).context("create a bench database")?;
+    let mut url = server.clone();
+    url.set_path(&name);
+    let start = Instant::now();
+    let result = f(&url);
+    let elapsed = start.elapsed();
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn)?;
+    result.with_context(|| format!("migrate the bench database {name}"))?;
+    Ok(elapsed)
+}
+
+/// Writes `count` migrations that build on each other, as a growing app's would: a table every
+/// few migrations, then columns, indexes, a view and some rows on it.
+fn generate(dir: &Path, count: usize) -> Result<()> {
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    for i in 0..count {
+        let table = format!("t{}", i / 5);
+        let (name, up, down) = match i % 5 {
+            0 => (
+                format!("create_{table}"),
+                format!(
+                    "CREATE TABLE {table} (\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n    name TEXT NOT NULL,\n    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);\n"
+                ),
+                format!("DROP TABLE {table};\n"),
+            ),
+            1 => (
+                format!("add_{table}_status"),
+                format!("ALTER TABLE {table} ADD COLUMN status VARCHAR(20) DEFAULT 'active';\n"),
+                format!("ALTER TABLE {table} DROP COLUMN status;\n"),
+            ),
+            2 => (
+                format!("index_{table}_status"),
+                format!("CREATE INDEX {table}_status_idx ON {table} (status);\n"),
+                format!("DROP INDEX {table}_status_idx;\n"),
+            ),
+            3 => (
+                format!("seed_{table}"),
+                format!("INSERT INTO {table} (name) SELECT 'row ' || n FROM generate_series(1, 20) AS n;\n"),
+                format!("DELETE FROM {table};\n"),
+            ),
+            _ => (
+                format!("view_{table}_active"),
+                format!("CREATE VIEW {table}_active AS\n    SELECT id, name FROM {table} WHERE status = 'active';\n"),
+                format!("DROP VIEW {table}_active;\n"),
+            ),
+        };
+        let at = start + chrono::TimeDelta::seconds(i as i64);
+        let folder = dir.join(format!("{}_{name}", at.format("%Y-%m-%d-%H%M%S")));
+        std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+        std::fs::write(folder.join("up.sql"), up)?;
+        std::fs::write(folder.join("down.sql"), down)?;
+    }
+    Ok(())
+}
+
+/// diesel_cli: on PATH, else where `cargo xtask test` installs it.
+fn diesel_bin() -> Result<PathBuf> {
+    if let Ok(path) = which::which("diesel") {
+        return Ok(path);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cached = home.join(".cache/railgun-tools/bin/diesel");
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    bail!(
+        "diesel_cli is not installed: the benchmark compares against it\n  hint: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
+    )
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
