@@ -13,14 +13,18 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
     let url = Url::parse(raw.trim()).map_err(|e| {
         anyhow::anyhow!(
             "malformed database URL `{}`: {e}\n  hint: the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password",
-            redact_str(raw)
+            redact_unparsed(raw)
         )
     })?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        bail!("database URL `{}` has scheme `{}`, expected postgres:// or postgresql://", redact(&url), url.scheme());
+        bail!(
+            "database URL `{}` has scheme `{}`, expected postgres:// or postgresql://",
+            redact_unparsed(&redact(&url)),
+            url.scheme()
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
-        bail!("database URL `{}` names no host", redact(&url));
+        bail!("database URL `{}` names no host", redact_unparsed(&redact(&url)));
     }
     Ok(url)
 }
@@ -68,6 +72,18 @@ pub fn redact_str(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Hides the password of text that did not parse as a URL (`user:secret@host/db`, a scheme
+/// typo...): everything between the user's `:` and the last `@`.
+fn redact_unparsed(raw: &str) -> String {
+    let raw = redact_str(raw);
+    let Some(at) = raw.rfind('@') else { return raw };
+    let start = raw[..at].find("://").map_or(0, |i| i + 3);
+    match raw[start..at].find(':') {
+        Some(colon) => format!("{}{REDACTED}{}", &raw[..start + colon + 1], &raw[at..]),
+        None => raw,
+    }
 }
 
 /// The database name in the URL's path (`postgres` when none is given, as libpq does with the user).
@@ -138,6 +154,16 @@ mod tests {
         let err = parse_database_url("postgres://app:topsecret@host:99999/db").unwrap_err().to_string();
         assert!(!err.contains("topsecret"), "{err}");
         assert!(err.contains("malformed database URL"));
+    }
+
+    #[test]
+    fn unparsable_url_error_hides_the_password() {
+        for raw in
+            ["railgun:topsecret@localhost/db", "postgres//app:topsecret@h/db", "postgres://app:top secret@h:99999/d"]
+        {
+            let err = parse_database_url(raw).unwrap_err().to_string();
+            assert!(!err.contains("topsecret") && !err.contains("top secret"), "{err}");
+        }
     }
 
     #[test]
