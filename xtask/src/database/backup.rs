@@ -1,6 +1,6 @@
 //! Back up the database to a verified, gzipped SQL file
 
-use std::io::{IsTerminal, Read};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -146,7 +146,7 @@ impl DumpOptions {
         // Naming schemas makes pg_dump leave out everything outside them (event triggers,
         // publications, extensions not named with --extension): exactly the provider's parts.
         args.push("--schema=*".into());
-        args.push("--large-objects".into());
+        args.push("-b".into()); // large objects, which naming schemas leaves out
         for schema in managed.iter().map(String::as_str).chain(["pg_*", "information_schema"]) {
             args.push(format!("--exclude-schema={schema}"));
         }
@@ -213,6 +213,7 @@ pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOpti
     let stderr = child.stderr.take().context("pg_dump's errors")?;
     let errors = std::thread::spawn(move || read_all(stderr));
     let mut shown = Progress::new("dumped");
+    let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
     let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
     shown.done();
     let status = child.wait().context("wait for pg_dump")?;
@@ -241,6 +242,53 @@ pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOpti
         summary.sql as f64 / summary.compressed.max(1) as f64
     );
     Ok(path)
+}
+
+/// With schemas named (`--schema=*`), pg_dump drops and recreates `public` itself, which fails
+/// on a server where `public` holds anything else or belongs to another role. Until the data
+/// starts, those lines become `CREATE SCHEMA IF NOT EXISTS public;`; the rest passes untouched.
+struct KeepPublicSchema<R> {
+    inner: BufReader<R>,
+    in_schema_part: bool,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> KeepPublicSchema<R> {
+    fn new(inner: R, active: bool) -> KeepPublicSchema<R> {
+        KeepPublicSchema {
+            inner: BufReader::with_capacity(1 << 20, inner),
+            in_schema_part: active,
+            line: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for KeepPublicSchema<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.line.len() && self.in_schema_part {
+            self.line.clear();
+            self.at = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            match self.line.as_slice() {
+                b"DROP SCHEMA IF EXISTS public;\n" => self.line.clear(),
+                b"CREATE SCHEMA public;\n" => self.line = b"CREATE SCHEMA IF NOT EXISTS public;\n".to_vec(),
+                line if line.starts_with(b"COMMENT ON SCHEMA public ") => self.line.clear(),
+                line if line.starts_with(b"COPY ") => self.in_schema_part = false,
+                _ => {}
+            }
+        }
+        if self.at < self.line.len() {
+            let n = buf.len().min(self.line.len() - self.at);
+            buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
+            self.at += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Deletes all but the newest `keep` backups in `dir`, never `newest`.
