@@ -76,7 +76,9 @@ fn compose_file_runs_what_up_runs() {
     let images = (ours.0["image"].as_str().unwrap().to_string(), ours.1["image"].as_str().unwrap().to_string());
     p.run(&["down"]).assert_ok();
 
-    let up = compose(&p, &images, &["up", "-d"]).output().expect("docker-compose is installed (apt-get install docker-compose)");
+    let up = compose(&p, &images, &["up", "-d"])
+        .output()
+        .expect("docker-compose is installed (apt-get install docker-compose)");
     assert!(up.status.success(), "compose up failed: {}", String::from_utf8_lossy(&up.stderr));
     let theirs = (settings(&pg), settings(&redis));
     assert_eq!(ours.0, theirs.0, "postgres differs between `cargo xtask up` and infra/docker-compose.yml");
@@ -86,7 +88,10 @@ fn compose_file_runs_what_up_runs() {
     let deadline = Instant::now() + Duration::from_secs(90);
     for container in [&pg, &redis] {
         loop {
-            let out = Command::new("docker").args(["inspect", "--format", "{{.State.Health.Status}}", container]).output().unwrap();
+            let out = Command::new("docker")
+                .args(["inspect", "--format", "{{.State.Health.Status}}", container])
+                .output()
+                .unwrap();
             let health = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if health == "healthy" {
                 break;

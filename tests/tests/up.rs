@@ -24,15 +24,22 @@ fn count_rows(conn: &mut PgConnection) -> Result<i64, diesel::result::Error> {
 #[test]
 fn up_reuses_keeps_data_and_down_volumes_wipes_it() {
     let p = Project::new("up");
-    std::fs::write(p.env_file(), "# my notes\nAPP_ENV=development\nMY_SETTING=\"keep me\"\n").unwrap();
+    let managed = "postgres://app:remote-secret@db.example.com:5432/prod?sslmode=require";
+    std::fs::write(
+        p.env_file(),
+        format!("# my notes\nAPP_ENV=development\nMY_SETTING=\"keep me\"\nDATABASE_URL={managed}\n"),
+    )
+    .unwrap();
 
     let first = p.run(&["up"]);
     first.assert_ok();
     let password = p.setting("RAILGUN_POSTGRES_PASSWORD").expect("up keeps the password in .env");
     assert!(first.stdout.contains("DATABASE_URL=postgres://railgun:****@127.0.0.1:"), "{}", first.stdout);
     assert!(!first.all().contains(&password), "the password leaked:\n{}", first.all());
+    assert!(!first.all().contains("remote-secret"), "the managed URL's password leaked:\n{}", first.all());
     let env = std::fs::read_to_string(p.env_file()).unwrap();
-    for line in ["# my notes", "APP_ENV=development", "MY_SETTING=\"keep me\"", "REDIS_URL=redis://127.0.0.1:"] {
+    let kept = format!("#DATABASE_URL={managed}");
+    for line in ["# my notes", "APP_ENV=development", "MY_SETTING=\"keep me\"", "REDIS_URL=redis://127.0.0.1:", &kept] {
         assert!(env.contains(line), ".env lost `{line}`:\n{env}");
     }
 
@@ -100,7 +107,11 @@ fn port_in_use_is_named_and_nothing_stays_behind() {
     let run = tests::Run::from(run);
     run.assert_fails_with(&format!("host port {port} is in use"));
     assert!(run.stderr.contains("--postgres-port 0"), "{}", run.stderr);
-    assert!(!p.containers().contains(&format!("{}-postgres", p.name)), "half-made container left: {:?}", p.containers());
+    assert!(
+        !p.containers().contains(&format!("{}-postgres", p.name)),
+        "half-made container left: {:?}",
+        p.containers()
+    );
 }
 
 #[test]
@@ -118,7 +129,11 @@ fn a_container_that_fails_to_start_is_removed() {
     // The Redis image cannot run Postgres (it would run as root): the container exits at once.
     let run = p.run(&["up", "--postgres-image", "railgun-local/redis:7-bookworm"]);
     run.assert_fails_with("cannot start");
-    assert!(!p.containers().contains(&format!("{}-postgres", p.name)), "half-made container left: {:?}", p.containers());
+    assert!(
+        !p.containers().contains(&format!("{}-postgres", p.name)),
+        "half-made container left: {:?}",
+        p.containers()
+    );
 }
 
 /// Run by `a_panicking_test_leaves_no_container`, in a child process: brings a project up, panics.

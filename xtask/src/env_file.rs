@@ -11,7 +11,10 @@ pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
     }
     for item in dotenvy::from_path_iter(path).with_context(|| format!("read {}", path.display()))? {
         let (k, v) = item.with_context(|| {
-            format!("parse {}\n  hint: one KEY=value a line; quote values with spaces: KEY=\"two words\"", path.display())
+            format!(
+                "parse {}\n  hint: one KEY=value a line; quote values with spaces: KEY=\"two words\"",
+                path.display()
+            )
         })?;
         if k == key {
             return Ok(Some(v));
@@ -84,6 +87,18 @@ mod tests {
         let text = "# mine\nAPP_ENV=development\nexport DATABASE_URL=old\n\nOTHER=1";
         let out = update(text, &[("DATABASE_URL", "new"), ("REDIS_URL", "r")]);
         assert_eq!(out, "# mine\nAPP_ENV=development\nDATABASE_URL=new\n\nOTHER=1\nREDIS_URL=r\n");
+    }
+
+    #[test]
+    fn comments_out_by_key() {
+        let out = update(
+            "DATABASE_URL=postgres://a:b@db.example.com/x\n",
+            &[("#DATABASE_URL", "postgres://a:b@db.example.com/x")],
+        );
+        assert_eq!(
+            out,
+            "DATABASE_URL=postgres://a:b@db.example.com/x\n#DATABASE_URL=postgres://a:b@db.example.com/x\n"
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Test {
         cmd!(sh, "{exe} images build").run()?;
         cmd!(sh, "{exe} up").run()?;
         let path = std::env::join_paths(
-            std::iter::once(tools.join("bin")).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+            std::iter::once(tools.join("bin"))
+                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
         )?;
         let args = self.args;
         cmd!(sh, "cargo test --workspace {args...}").env("PATH", path).run()?;
@@ -66,7 +67,8 @@ pub fn tools_dir() -> PathBuf {
 
 fn install_missing_packages(cx: &Context) -> Result<()> {
     let sh = &cx.sh;
-    let mut packages: Vec<&str> = TOOLS.iter().filter(|(program, _)| which::which(program).is_err()).map(|(_, package)| *package).collect();
+    let mut packages: Vec<&str> =
+        TOOLS.iter().filter(|(program, _)| which::which(program).is_err()).map(|(_, package)| *package).collect();
     packages.dedup();
     if packages.is_empty() {
         return Ok(());

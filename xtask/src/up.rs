@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use db::docker::images::{self, Service};
 use db::docker::services::Services;
-use db::url::redact;
+use db::url::{is_local, redact};
 
 use crate::context::{Context, project_name};
 use crate::env_file;
@@ -53,6 +53,12 @@ impl Up {
             persistent: true,
         };
         let endpoints = services.up()?;
+        let previous = env_file::get(&cx.env_file(), "DATABASE_URL")?.filter(|url| !url.is_empty());
+        if let Some(previous) = previous.filter(|url| db::url::parse_database_url(url).is_ok_and(|u| !is_local(&u))) {
+            // A managed database the user pointed .env at is not ours to forget.
+            env_file::set(&cx.env_file(), None, &[("#DATABASE_URL", &previous)])?;
+            eprintln!("note: .env's DATABASE_URL pointed at {}; kept as a comment", db::url::redact_str(&previous));
+        }
         env_file::set(
             &cx.env_file(),
             Some(&cx.root.join(".env.example")),
@@ -63,6 +69,11 @@ impl Up {
             ],
         )?;
         eprintln!("ready in {:.2}s; wrote {}", started.elapsed().as_secs_f64(), cx.env_file().display());
+        if std::env::var("DATABASE_URL").is_ok_and(|url| url != endpoints.database_url.as_str()) {
+            eprintln!(
+                "warning: DATABASE_URL in your environment wins over .env; `unset DATABASE_URL` to use these services"
+            );
+        }
         println!("DATABASE_URL={}", redact(&endpoints.database_url));
         println!("REDIS_URL={}", endpoints.redis_url);
         if !self.no_migrate {

@@ -54,18 +54,34 @@ impl Up {
         let mut samples = [const { Vec::new() }; 4];
         for run in 1..=self.runs {
             clean(sh)?;
-            samples[0].push(time(|| cmd!(sh, "{exe} up --no-migrate").quiet().ignore_stdout().ignore_stderr().run().map_err(Into::into))?);
-            samples[1].push(time(|| cmd!(sh, "{exe} up --no-migrate").quiet().ignore_stdout().ignore_stderr().run().map_err(Into::into))?);
+            samples[0].push(time(|| {
+                cmd!(sh, "{exe} up --no-migrate").quiet().ignore_stdout().ignore_stderr().run().map_err(Into::into)
+            })?);
+            samples[1].push(time(|| {
+                cmd!(sh, "{exe} up --no-migrate").quiet().ignore_stdout().ignore_stderr().run().map_err(Into::into)
+            })?);
             clean(sh)?;
             samples[2].push(time(|| compose.up(sh, &compose_file).and_then(|()| wait_until_ready(&url, &redis)))?);
             samples[3].push(time(|| compose.up(sh, &compose_file).and_then(|()| wait_until_ready(&url, &redis)))?);
             clean(sh)?;
-            eprintln!("run {run}: ours {:.0}/{:.0} ms, compose {:.0}/{:.0} ms", ms(samples[0][run - 1]), ms(samples[1][run - 1]), ms(samples[2][run - 1]), ms(samples[3][run - 1]));
+            eprintln!(
+                "run {run}: ours {:.0}/{:.0} ms, compose {:.0}/{:.0} ms",
+                ms(samples[0][run - 1]),
+                ms(samples[1][run - 1]),
+                ms(samples[2][run - 1]),
+                ms(samples[3][run - 1])
+            );
         }
         let [cold, warm, compose_cold, compose_warm] = samples.map(median);
         println!("{:<10} {:>12} {:>12} {:>8}", "up", "xtask (ms)", "compose (ms)", "ratio");
         println!("{:<10} {:>12.0} {:>12.0} {:>7.2}x", "cold", ms(cold), ms(compose_cold), ratio(cold, compose_cold));
-        println!("{:<10} {:>12.0} {:>12.0} {:>7.2}x", "repeated", ms(warm), ms(compose_warm), ratio(warm, compose_warm));
+        println!(
+            "{:<10} {:>12.0} {:>12.0} {:>7.2}x",
+            "repeated",
+            ms(warm),
+            ms(compose_warm),
+            ratio(warm, compose_warm)
+        );
         println!(
             "bench up: cold {:.2}x compose (goal <= 1.0x), repeated {:.0} ms (goal < 1000 ms)",
             ratio(cold, compose_cold),
@@ -96,8 +112,14 @@ impl Compose {
     }
     fn up(&self, sh: &Shell, file: &Path) -> Result<()> {
         match self {
-            Compose::V2 => cmd!(sh, "docker compose -p {PROJECT} -f {file} up -d --wait").quiet().ignore_stdout().ignore_stderr().run()?,
-            Compose::V1 => cmd!(sh, "docker-compose -p {PROJECT} -f {file} up -d").quiet().ignore_stdout().ignore_stderr().run()?,
+            Compose::V2 => cmd!(sh, "docker compose -p {PROJECT} -f {file} up -d --wait")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()?,
+            Compose::V1 => {
+                cmd!(sh, "docker-compose -p {PROJECT} -f {file} up -d").quiet().ignore_stdout().ignore_stderr().run()?
+            }
         }
         Ok(())
     }
