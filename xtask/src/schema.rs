@@ -2,11 +2,11 @@
 
 mod drop;
 mod generate;
-mod introspect;
-mod names;
+pub mod introspect;
+pub mod names;
 mod print;
 mod render;
-mod settings;
+pub mod settings;
 mod sync;
 
 use anyhow::Result;
