@@ -19,7 +19,11 @@ fn fixture() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("railgun-harness-fixture-{}", std::process::id()));
-        write_migration(&dir, "2024-01-01-000000_items", "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);");
+        write_migration(
+            &dir,
+            "2024-01-01-000000_items",
+            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);",
+        );
         dir
     })
 }
@@ -59,11 +63,12 @@ fn database(name: &str) -> Option<Option<String>> {
         #[diesel(sql_type = Nullable<Text>)]
         comment: Option<String>,
     }
-    let rows: Vec<Row> =
-        diesel::sql_query("SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1")
-            .bind::<Text, _>(name)
-            .load(&mut admin())
-            .unwrap();
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1",
+    )
+    .bind::<Text, _>(name)
+    .load(&mut admin())
+    .unwrap();
     rows.into_iter().next().map(|r| r.comment)
 }
 
@@ -101,7 +106,9 @@ fn concurrent_tests_do_not_see_each_others_rows() {
                 scope.spawn(move || {
                     let db = TestDb::with_migrations_dir(fixture()).unwrap();
                     let mut conn = db.conn().unwrap();
-                    diesel::sql_query(format!("INSERT INTO items (name) VALUES ('test-{i}')")).execute(&mut conn).unwrap();
+                    diesel::sql_query(format!("INSERT INTO items (name) VALUES ('test-{i}')"))
+                        .execute(&mut conn)
+                        .unwrap();
                     // Every test has written before any reads.
                     barrier.wait();
                     (db.name().to_string(), names(&mut conn))
@@ -151,7 +158,8 @@ fn the_template_is_reused_by_later_runs_and_rebuilt_when_a_migration_changes() {
     let unique = format!("-- run {:?}", std::time::SystemTime::now());
     write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id int);\n{unique}"));
     write_migration(&dir, "2024-01-02-000000_b", "CREATE TABLE b (id int);");
-    let envs = [("HARNESS_DIR", dir.to_str().unwrap())];
+    // No ready clones: nothing outlives the templates this test drops.
+    let envs = [("HARNESS_DIR", dir.to_str().unwrap()), ("RAILGUN_TEST_POOL", "0")];
     let run = || {
         let out = child("child_template", &envs);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -169,7 +177,8 @@ fn the_template_is_reused_by_later_runs_and_rebuilt_when_a_migration_changes() {
     for template in [&first, &third] {
         assert!(database(template).is_some(), "{template} is gone");
         assert_eq!(database(&template.replace("railgun_tpl_", "railgun_tplbuild_")), None, "a half-built one is left");
-        let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin());
+        let _ =
+            diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin());
         drop_database(template);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -253,10 +262,9 @@ fn transaction_mode_rolls_back_and_isolates() {
     let mut conn = TestDb::transaction().unwrap();
     diesel::sql_query("CREATE TABLE made_in_a_test (id int)").execute(&mut conn).unwrap();
     drop(conn);
-    let count: Count =
-        diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE tablename = 'made_in_a_test'")
-            .get_result(&mut TestDb::transaction().unwrap())
-            .unwrap();
+    let count: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE tablename = 'made_in_a_test'")
+        .get_result(&mut TestDb::transaction().unwrap())
+        .unwrap();
     assert_eq!(count.n, 0, "DDL of a test transaction was committed");
 }
 

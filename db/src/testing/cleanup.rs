@@ -6,7 +6,7 @@ use diesel::RunQueryDsl;
 
 use super::server::{BUILD_LOCKS, databases, now, server};
 use super::template::TEMPLATE_PREFIX;
-use super::{KEEP_FOR, POOL_PREFIX, TEST_PREFIX};
+use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX};
 
 /// Drops stale test databases on the test server; returns their names. Each test process runs
 /// it once in the background; nothing in use is touched.
@@ -19,9 +19,13 @@ pub fn clean_stale() -> Result<Vec<String>> {
     for (name, comment) in &all {
         let drop = if let Some(rest) = name.strip_prefix(TEST_PREFIX) {
             let owner = rest.split('_').next().and_then(|o| u32::from_str_radix(o, 16).ok());
-            let kept_at = comment.as_deref().and_then(|c| c.strip_prefix("railgun test kept ")).and_then(|t| t.parse().ok());
+            let kept_at =
+                comment.as_deref().and_then(|c| c.strip_prefix("railgun test kept ")).and_then(|t| t.parse().ok());
             let alive = owner.is_some_and(|o| live.contains(&o));
             !alive && kept_at.is_none_or(|at: u64| now().saturating_sub(at) > KEEP_FOR.as_secs())
+        } else if let Some(rest) = name.strip_prefix(PREP_PREFIX) {
+            let owner = rest.split('_').nth(1).and_then(|o| u32::from_str_radix(o, 16).ok());
+            !owner.is_some_and(|o| live.contains(&o))
         } else if let Some(rest) = name.strip_prefix(POOL_PREFIX) {
             rest.split('_').next().is_some_and(|hash| !templates.contains(&hash))
         } else if let Some(hash) = name.strip_prefix("railgun_tplbuild_") {

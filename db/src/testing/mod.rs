@@ -19,8 +19,9 @@
 //! local and answers, as the `cargo xtask up` server does; else a throwaway container
 //! (`railgun-testdb`, tmpfs, fsync off) started once and shared by every test process.
 //!
-//! Names on the server: `railgun_tpl_<hash>` templates, `railgun_pool_<hash>_*` ready clones,
-//! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
+//! Names on the server: `railgun_tpl_<hash>` templates, `railgun_prep_*` clones warming up,
+//! `railgun_pool_<hash>_*` ready clones, `railgun_test_<process>_<n>` databases in use (or kept
+//! after a failure).
 
 mod cleanup;
 mod redis;
@@ -44,6 +45,8 @@ pub use redis::{Reply, TestRedis};
 use server::{FILL_LOCKS, Server, databases, server};
 
 const POOL_PREFIX: &str = "railgun_pool_";
+/// A clone being warmed up before it joins the pool (owner in the name, like test databases).
+const PREP_PREFIX: &str = "railgun_prep_";
 pub(crate) const TEST_PREFIX: &str = "railgun_test_";
 /// How long a failed test's database is kept before a later run drops it.
 pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -128,9 +131,9 @@ impl Drop for TestDb {
             return;
         }
         // FORCE: a connection the test leaked must not keep its database alive.
-        let dropped = self.server.admin(|c| {
-            Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
-        });
+        let dropped = self
+            .server
+            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?));
         if let Err(e) = dropped {
             eprintln!("warning: could not drop the test database {name}: {e:#} (the next run drops it)");
         }
@@ -170,8 +173,8 @@ impl Harness {
     /// The harness for the migrations in `dir`, made once per process and set of migrations.
     pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
         static BY_DIR: Mutex<Vec<(PathBuf, u64, &'static Harness)>> = Mutex::new(Vec::new());
-        let source = FileBasedMigrations::from_path(dir)
-            .map_err(|e| anyhow!("no migrations in {}: {e}", dir.display()))?;
+        let source =
+            FileBasedMigrations::from_path(dir).map_err(|e| anyhow!("no migrations in {}: {e}", dir.display()))?;
         let hash = template::fingerprint(&source)?;
         let mut known = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, _, harness)) = known.iter().find(|(d, h, _)| d == dir && *h == hash) {
@@ -294,7 +297,8 @@ impl Harness {
             ready.sort_by_key(|(n, _)| !n.starts_with(&ours));
             for (candidate, _) in ready {
                 // Two claimers of one clone: one rename wins, the other finds it gone and moves on.
-                if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok() {
+                if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok()
+                {
                     return Ok(true);
                 }
             }
@@ -361,19 +365,29 @@ impl Harness {
             locked: bool,
         }
         let key = self.hash as i32;
-        let locked: Locked =
-            diesel::sql_query(format!("SELECT pg_try_advisory_lock({FILL_LOCKS}, {key}) AS locked")).get_result(conn)?;
+        let locked: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({FILL_LOCKS}, {key}) AS locked"))
+            .get_result(conn)?;
         if !locked.locked {
             return Ok(());
         }
         let strategy = if self.server.file_copy { " STRATEGY FILE_COPY" } else { "" };
         let filled = (|| {
             while databases(conn, &self.pool_prefix)?.len() < self.pool_size.load(Ordering::Relaxed) {
-                let name = format!("{}{:08x}_{next}", self.pool_prefix, self.server.owner);
+                let suffix = format!("{:016x}_{:08x}_{next}", self.hash, self.server.owner);
+                let (preparing, ready) = (format!("{PREP_PREFIX}{suffix}"), format!("{POOL_PREFIX}{suffix}"));
                 *next += 1;
-                diesel::sql_query(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"{strategy}", self.template))
+                diesel::sql_query(format!("CREATE DATABASE \"{preparing}\" TEMPLATE \"{}\"{strategy}", self.template))
                     .execute(conn)
-                    .with_context(|| format!("clone the test template into {name}"))?;
+                    .with_context(|| format!("clone the test template into {preparing}"))?;
+                // A first connection builds the database's relation cache file: the test's
+                // connection then starts in a few ms instead of a dozen or more.
+                if let Ok(mut warm) = crate::connect::establish(&self.server.url_for(&preparing)) {
+                    let _ = diesel::sql_query("SELECT count(*) FROM pg_attribute").execute(&mut warm);
+                }
+                // Renaming waits for that connection to end; then a claimer may take it.
+                diesel::sql_query(format!("ALTER DATABASE \"{preparing}\" RENAME TO \"{ready}\""))
+                    .execute(conn)
+                    .with_context(|| format!("add {ready} to the pool"))?;
             }
             Ok(())
         })();

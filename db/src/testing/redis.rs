@@ -41,7 +41,8 @@ impl TestRedis {
         let raw = server()?.redis.clone().context(
             "no test Redis: TEST_DATABASE_URL is set but TEST_REDIS_URL / REDIS_URL are not\n  hint: set TEST_REDIS_URL=redis://HOST:6379",
         )?;
-        let mut server = Url::parse(&raw).with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(&raw)))?;
+        let mut server =
+            Url::parse(&raw).with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(&raw)))?;
         server.set_path("");
         let owner = format!("{}:{:?}", std::process::id(), std::thread::current().id());
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -99,9 +99,10 @@ impl Server {
 fn pick() -> Result<Server> {
     let env_file = env_file();
     let setting = |key: &str| -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty()).or_else(|| {
-            dotenvy::from_path_iter(&env_file).ok()?.flatten().find(|(k, _)| k == key).map(|(_, v)| v)
-        })
+        std::env::var(key)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| dotenvy::from_path_iter(&env_file).ok()?.flatten().find(|(k, _)| k == key).map(|(_, v)| v))
     };
     if let Ok(raw) = std::env::var("TEST_DATABASE_URL") {
         let url = parse_database_url(&raw).context("TEST_DATABASE_URL")?;
@@ -197,7 +198,8 @@ fn env_file() -> PathBuf {
 fn answers(url: &Url) -> bool {
     let mut probe = url.clone();
     probe.query_pairs_mut().append_pair("connect_timeout", "2");
-    establish(&probe).is_ok()
+    let once = crate::connect::Retries { attempts: 1, ..crate::connect::Retries::command_line() };
+    crate::connect::establish_with(&probe, &once).is_ok()
 }
 
 /// The shared test container: found through a cache file when it runs, else started once, under

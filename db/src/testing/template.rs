@@ -110,7 +110,8 @@ fn build(
     let building = format!("{BUILD_PREFIX}{hash:016x}");
     // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
-    diesel::sql_query(format!("CREATE DATABASE \"{building}\"")).execute(session)
+    diesel::sql_query(format!("CREATE DATABASE \"{building}\""))
+        .execute(session)
         .with_context(|| format!("create the template database {building}"))?;
     {
         let mut conn = crate::connect::establish(&server.url_for(&building))?;
