@@ -48,32 +48,24 @@ impl Migrations {
             self.runs
         );
 
-        let ours = |url: &Url| -> Result<()> {
+        let migrate = |tool: Tool, url: &Url| -> Result<()> {
             let _env = sh.push_env("DATABASE_URL", url.as_str());
-            cmd!(sh, "{exe} --config-file {config} --migration-dir {dir} migration run")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run()?;
-            Ok(())
-        };
-        let theirs = |url: &Url| -> Result<()> {
-            let _env = sh.push_env("DATABASE_URL", url.as_str());
-            cmd!(sh, "{diesel} migration run --config-file {config} --migration-dir {dir}")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run()?;
+            let command = match tool {
+                Tool::Ours => cmd!(sh, "{exe} --config-file {config} --migration-dir {dir} migration run"),
+                Tool::Diesel => cmd!(sh, "{diesel} migration run --config-file {config} --migration-dir {dir}"),
+            };
+            command.quiet().ignore_stdout().ignore_stderr().run()?;
             Ok(())
         };
         let (mut ours_ms, mut diesel_ms) = (Vec::new(), Vec::new());
         for run in 0..=self.runs {
             // Alternate who goes first, so neither always meets a warmer server.
-            let (a, b): (&dyn Fn(&Url) -> Result<()>, &dyn Fn(&Url) -> Result<()>) =
-                if run % 2 == 0 { (&ours, &theirs) } else { (&theirs, &ours) };
-            let first = timed_on_fresh_db(&server, run, "a", a)?;
-            let second = timed_on_fresh_db(&server, run, "b", b)?;
-            let (o, d) = if run % 2 == 0 { (first, second) } else { (second, first) };
+            let order = if run % 2 == 0 { [Tool::Ours, Tool::Diesel] } else { [Tool::Diesel, Tool::Ours] };
+            let mut took = [Duration::ZERO; 2];
+            for tool in order {
+                took[tool as usize] = timed_on_fresh_db(&server, run, tool, |url| migrate(tool, url))?;
+            }
+            let [o, d] = took;
             if run == 0 {
                 eprintln!("warm-up: ours {:.0} ms, diesel {:.0} ms", ms(o), ms(d));
                 continue;
@@ -98,9 +90,15 @@ impl Migrations {
     }
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Tool {
+    Ours,
+    Diesel,
+}
+
 /// Times `f` on a new empty database, dropped afterwards.
-fn timed_on_fresh_db(server: &Url, run: usize, side: &str, f: impl Fn(&Url) -> Result<()>) -> Result<Duration> {
-    let name = format!("railgun_bench_mig_{}_{run}{side}", std::process::id());
+fn timed_on_fresh_db(server: &Url, run: usize, tool: Tool, f: impl Fn(&Url) -> Result<()>) -> Result<Duration> {
+    let name = format!("railgun_bench_mig_{}_{run}_{tool:?}", std::process::id()).to_lowercase();
     let mut admin = server.clone();
     admin.set_path("postgres");
     let mut conn = db::connect::establish(&admin)?;

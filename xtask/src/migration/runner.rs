@@ -17,7 +17,7 @@ use super::sql;
 
 /// The advisory lock every migration runner of this database takes ("railgun" in ASCII).
 /// Advisory locks are per database, so other databases on the server are not held up.
-const LOCK_KEY: i64 = 0x7261_696c_6775_6e;
+const LOCK_KEY: i64 = 0x0072_6169_6c67_756e;
 
 /// diesel's own definition (diesel/src/migration/setup_migration_table.sql).
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS __diesel_schema_migrations (
