@@ -68,6 +68,11 @@ fn up_reuses_keeps_data_and_down_volumes_wipes_it() {
     p.run(&["up"]).assert_ok();
     assert_eq!(ids, (p.container_id("postgres"), p.container_id("redis")), "second up made new containers");
 
+    // A fresh clone (no .env) finds the password the data was made with.
+    std::fs::remove_file(p.env_file()).unwrap();
+    p.run(&["up", "--no-migrate"]).assert_ok();
+    assert_eq!(p.setting("RAILGUN_POSTGRES_PASSWORD").as_deref(), Some(password.as_str()));
+
     // down keeps the data: up again sees it.
     p.run(&["down"]).assert_ok();
     assert!(p.containers().is_empty(), "down left {:?}", p.containers());

@@ -7,6 +7,8 @@ use db::docker::images::{self, Service};
 use db::docker::services::Services;
 use db::url::{is_local, redact};
 
+use xshell::{Shell, cmd};
+
 use crate::context::{Context, project_name};
 use crate::env_file;
 
@@ -37,12 +39,18 @@ impl Up {
     pub fn run(self, cx: &Context) -> Result<()> {
         let started = Instant::now();
         db::docker::check_engine()?;
-        let password = match cx.setting("RAILGUN_POSTGRES_PASSWORD")? {
-            Some(password) if !password.is_empty() => password,
-            _ => random_password()?,
+        let project = project_name();
+        // An existing container knows the password its data was initialised with: another
+        // clone of the repo (or a lost .env) must not lock itself out of it.
+        let password = match container_env(&cx.sh, &format!("{project}-postgres"), "POSTGRES_PASSWORD") {
+            Some(password) => password,
+            None => match cx.setting("RAILGUN_POSTGRES_PASSWORD")? {
+                Some(password) if !password.is_empty() => password,
+                _ => random_password()?,
+            },
         };
         let services = Services {
-            project: project_name(),
+            project,
             postgres_image: images::resolve(&cx.sh, Service::Postgres, self.postgres_image.as_deref())?,
             redis_image: images::resolve(&cx.sh, Service::Redis, self.redis_image.as_deref())?,
             postgres_port: self.postgres_port,
@@ -82,6 +90,13 @@ impl Up {
         }
         Ok(())
     }
+}
+
+/// The value of `key` in a container's environment, if the container exists.
+fn container_env(sh: &Shell, container: &str, key: &str) -> Option<String> {
+    let format = "{{range .Config.Env}}{{println .}}{{end}}";
+    let env = cmd!(sh, "docker inspect --format {format} {container}").quiet().ignore_stderr().read().ok()?;
+    env.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
 }
 
 /// 24 random bytes, hex: the local database's password, kept in `.env` only.
