@@ -10,21 +10,23 @@ pub const REDACTED: &str = "****";
 
 /// Parses a `postgres://` / `postgresql://` URL, naming what is wrong without echoing the secret.
 pub fn parse_database_url(raw: &str) -> Result<Url> {
-    let url = Url::parse(raw.trim()).map_err(|e| {
-        anyhow::anyhow!(
-            "malformed database URL `{}`: {e}\n  hint: the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password",
-            redact_unparsed(raw)
-        )
-    })?;
+    const FORM: &str = "\n  hint: the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password";
+    if raw.trim().is_empty() {
+        bail!(
+            "the database URL is empty\n  hint: start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url"
+        );
+    }
+    let url = Url::parse(raw.trim())
+        .map_err(|e| anyhow::anyhow!("malformed database URL `{}`: {e}{FORM}", redact_unparsed(raw)))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         bail!(
-            "database URL `{}` has scheme `{}`, expected postgres:// or postgresql://",
+            "database URL `{}` has scheme `{}`, expected postgres:// or postgresql://{FORM}",
             redact_unparsed(&redact(&url)),
             url.scheme()
         );
     }
     if url.host_str().is_none_or(str::is_empty) {
-        bail!("database URL `{}` names no host", redact_unparsed(&redact(&url)));
+        bail!("database URL `{}` names no host{FORM}", redact_unparsed(&redact(&url)));
     }
     Ok(url)
 }

@@ -20,6 +20,9 @@ pub struct Guard {
     /// The target database's name, for scripts that pass --force without a terminal
     #[arg(long, value_name = "NAME")]
     pub confirm_db: Option<String>,
+    /// A protected target already cleared by `check_target`: `check` does not ask twice.
+    #[arg(skip)]
+    cleared: std::cell::Cell<bool>,
 }
 
 /// What the guard knows about the target.
@@ -33,6 +36,27 @@ struct Target {
 impl Guard {
     /// Decides, before anything connects, whether `what` may happen to the database at `url`.
     pub fn check(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
+        if self.cleared.get() {
+            return Ok(());
+        }
+        let target = self.target(cx, url)?;
+        self.decide(&target, what, prompt)
+    }
+
+    /// The part of `check` for production and remote targets, for commands that connect before
+    /// asking (to show what would go): call it before connecting, and `check` after the listing.
+    /// A local target passes here and is asked about in `check`.
+    pub fn check_target(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
+        let target = self.target(cx, url)?;
+        if target.protected.is_none() {
+            return Ok(());
+        }
+        self.decide(&target, what, prompt)?;
+        self.cleared.set(true);
+        Ok(())
+    }
+
+    fn target(&self, cx: &Context, url: &Url) -> Result<Target> {
         let production = cx.setting("APP_ENV")?.is_some_and(|env| env.trim().eq_ignore_ascii_case("production"));
         let protected = if production {
             Some("APP_ENV=production".to_string())
@@ -41,8 +65,7 @@ impl Guard {
         } else {
             None
         };
-        let target = Target { shown: redact(url), name: database_name(url), protected };
-        self.decide(&target, what, prompt)
+        Ok(Target { shown: redact(url), name: database_name(url), protected })
     }
 
     fn decide(&self, target: &Target, what: &str, ask: impl FnOnce(&str) -> Result<Option<String>>) -> Result<()> {
@@ -105,7 +128,7 @@ mod tests {
     }
 
     fn guard(yes: bool, force: bool, confirm_db: Option<&str>) -> Guard {
-        Guard { yes, force, confirm_db: confirm_db.map(str::to_owned) }
+        Guard { yes, force, confirm_db: confirm_db.map(str::to_owned), ..Guard::default() }
     }
 
     /// Runs the guard with `answer` at any prompt; returns the outcome and whether it asked.

@@ -1,0 +1,264 @@
+//! The bad-input table: every case exits non-zero without a panic, says what to do, prints no
+//! password, and leaves the database exactly as it was (a checksum of its tables, columns,
+//! migrations and a marker table's rows, taken before and after each case).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use db::testing::TestDb;
+use diesel::{QueryableByName, RunQueryDsl, sql_types::Text};
+use tests::{Run, xtask_bin};
+
+/// Stands in for a password everywhere a case writes one.
+const CANARY: &str = "BadInputCanary42";
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    /// On stderr: the message that says what went wrong or what to do.
+    says: &'static str,
+}
+
+fn case(name: &'static str, args: &[&str], says: &'static str) -> Case {
+    Case { name, args: args.iter().map(|a| a.to_string()).collect(), env: Vec::new(), says }
+}
+
+impl Case {
+    fn env(mut self, key: &'static str, value: &str) -> Case {
+        self.env.push((key, value.to_string()));
+        self
+    }
+}
+
+#[derive(QueryableByName)]
+struct Checksum {
+    #[diesel(sql_type = Text)]
+    md5: String,
+}
+
+fn checksum(db: &TestDb) -> String {
+    let mut conn = db.conn().unwrap();
+    let row: Checksum = diesel::sql_query(
+        "SELECT md5(
+            coalesce((SELECT string_agg(format('%s.%s.%s:%s', table_schema, table_name, column_name, data_type), ','
+                      ORDER BY table_schema, table_name, column_name)
+                      FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema')), '')
+            || '|' || coalesce((SELECT string_agg(version, ',' ORDER BY version) FROM __diesel_schema_migrations), '')
+            || '|' || coalesce((SELECT string_agg(format('%s:%s', id, note), ',' ORDER BY id) FROM bad_input_marker), '')
+            || '|' || (SELECT count(*) FROM users)::text
+        ) AS md5",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    row.md5
+}
+
+/// A folder of the test's own: the cases' working directory (no .env there).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(scratch: &Scratch, url: &str, case: &Case) -> Run {
+    Command::new(xtask_bin())
+        .args(&case.args)
+        .current_dir(&scratch.0)
+        .env("RAILGUN_PROJECT", format!("railgun-test-bad-input-{}", std::process::id()))
+        .env("RAILGUN_ENV_FILE", scratch.0.join(".env"))
+        .env("DATABASE_URL", url)
+        .env_remove("APP_ENV")
+        .env_remove("RAILGUN_APP_DB_PASSWORD")
+        .env_remove("RAILGUN_MIGRATOR_DB_PASSWORD")
+        .envs(case.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run xtask")
+        .into()
+}
+
+/// The test database's URL, changed by `f`.
+fn with<U: Clone + ToString>(url: &U, f: impl FnOnce(&mut U)) -> String {
+    let mut url = url.clone();
+    f(&mut url);
+    url.to_string()
+}
+
+fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
+    let wrong_password = with(db.url(), |u| u.set_password(Some(CANARY)).unwrap());
+    let no_database = with(db.url(), |u| u.set_path("bad_input_no_such_db"));
+    let ssl_required = with(db.url(), |u| u.set_query(Some("sslmode=require")));
+    let bad_sslmode = with(db.url(), |u| u.set_query(Some("sslmode=sometimes")));
+    let refused = format!("postgres://railgun:{CANARY}@127.0.0.1:1/railgun");
+    let unknown_host = format!("postgres://railgun:{CANARY}@no-such-host.invalid:5432/railgun");
+    let remote = format!("postgres://railgun:{CANARY}@db.example.com:5432/{}?sslmode=require", db.name());
+    let migrations = scratch.0.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    let migrations = migrations.to_str().unwrap().to_string();
+    let escape = format!("../../{}", escaped_name());
+    let a_file = scratch.0.join("a-file");
+    std::fs::write(&a_file, "not a folder").unwrap();
+    let under_a_file = a_file.join("backups");
+    let name = db.name();
+    vec![
+        // Malformed URLs.
+        case(
+            "URL with a bad port",
+            &["--database-url", &format!("postgres://u:{CANARY}@localhost:99999/x"), "migration", "run"],
+            "malformed database URL",
+        ),
+        case(
+            "URL of another database kind",
+            &["--database-url", &format!("mysql://u:{CANARY}@localhost/x"), "migration", "run"],
+            "expected postgres://",
+        ),
+        case(
+            "URL without a scheme",
+            &["--database-url", &format!("railgun:{CANARY}@localhost/x"), "migration", "run"],
+            "expected postgres://",
+        ),
+        case("empty URL", &["--database-url", "", "migration", "run"], "the database URL is empty"),
+        case("invalid sslmode", &["--database-url", &bad_sslmode, "migration", "run"], "invalid sslmode value"),
+        case("no DATABASE_URL at all", &["migration", "run"], "the database URL is empty").env("DATABASE_URL", ""),
+        // Servers that say no.
+        case(
+            "wrong password",
+            &["--database-url", &wrong_password, "migration", "run"],
+            "password authentication failed",
+        ),
+        case("nothing listening", &["--database-url", &refused, "migration", "show"], "cargo xtask up"),
+        case("unknown host", &["--database-url", &unknown_host, "migration", "run"], "does not resolve"),
+        case("database does not exist", &["--database-url", &no_database, "migration", "run"], "fix the database name"),
+        case(
+            "SSL asked of a server without it",
+            &["--database-url", &ssl_required, "migration", "run"],
+            "server does not support SSL",
+        ),
+        case(
+            "audit with a wrong password",
+            &["--database-url", &wrong_password, "db", "audit"],
+            "check the user and password",
+        ),
+        // Bad flags.
+        case("unknown flag", &["migration", "run", "--frobnicate"], "unexpected argument"),
+        case("unknown command", &["migraton", "run"], "unrecognized subcommand"),
+        case("flag value of the wrong type", &["db", "backup", "--keep", "many"], "invalid value"),
+        case(
+            "role name that smuggles SQL",
+            &["db", "roles", "--app-role", "x; DROP TABLE users"],
+            "not a plain identifier",
+        )
+        .env("RAILGUN_APP_DB_PASSWORD", CANARY)
+        .env("RAILGUN_MIGRATOR_DB_PASSWORD", CANARY),
+        case("role passwords missing", &["db", "roles"], "RAILGUN_APP_DB_PASSWORD is not set"),
+        // Paths.
+        case(
+            "migration name that climbs out",
+            &["--migration-dir", &migrations, "migration", "create", &escape],
+            "migration name",
+        ),
+        case(
+            "migration name that is a path",
+            &["--migration-dir", &migrations, "migration", "create", &format!("/tmp/{}", escaped_name())],
+            "migration name",
+        ),
+        case(
+            "missing diesel.toml",
+            &["--config-file", "/nonexistent/diesel.toml", "migration", "run"],
+            "/nonexistent/diesel.toml",
+        ),
+        case(
+            "missing backup file",
+            &["db", "restore", "/nonexistent/railgun_backup_20240101_000000.sql.gz", "--yes"],
+            "/nonexistent/railgun_backup_20240101_000000.sql.gz",
+        ),
+        case("backup folder under a file", &["db", "backup", under_a_file.to_str().unwrap()], "a-file"),
+        case("unwritable backup folder", &["db", "backup", "/proc/railgun-backups"], "/proc/railgun-backups"),
+        // Refused confirmations (no terminal means no).
+        case("drop without confirmation", &["schema", "drop"], "not confirmed"),
+        case("restore without confirmation", &["db", "restore", backup], "not confirmed"),
+        case("revert --all without confirmation", &["migration", "revert", "--all"], "refused"),
+        // Production and remote targets.
+        case("drop in production", &["schema", "drop", "--yes"], "APP_ENV=production").env("APP_ENV", "production"),
+        case("sync in production", &["schema", "sync", "--yes"], "APP_ENV=production").env("APP_ENV", "production"),
+        case("revert --all in production", &["migration", "revert", "--all", "--yes"], "APP_ENV=production")
+            .env("APP_ENV", "production"),
+        case("restore in production", &["db", "restore", backup, "--yes"], "APP_ENV=production")
+            .env("APP_ENV", "production"),
+        case("--force without the name typed back", &["schema", "drop", "--force"], "--confirm-db")
+            .env("APP_ENV", "production"),
+        case(
+            "--force with the wrong name",
+            &["schema", "drop", "--force", "--confirm-db", "railgun_prod"],
+            "does not match",
+        )
+        .env("APP_ENV", "production"),
+        case("remote target", &["--database-url", &remote, "schema", "drop", "--yes"], "not a local database"),
+        case(
+            "remote target, right name, no --force",
+            &["--database-url", &remote, "schema", "drop", "--confirm-db", name],
+            "add --force",
+        ),
+    ]
+}
+
+fn escaped_name() -> String {
+    format!("bad_input_escaped_{}", std::process::id())
+}
+
+#[test]
+fn every_bad_input_fails_safely_and_says_what_to_do() {
+    let db = TestDb::new().unwrap();
+    {
+        let mut conn = db.conn().unwrap();
+        diesel::sql_query("CREATE TABLE bad_input_marker (id int PRIMARY KEY, note text)").execute(&mut conn).unwrap();
+        diesel::sql_query("INSERT INTO bad_input_marker VALUES (1, 'keep'), (2, 'me')").execute(&mut conn).unwrap();
+    }
+    let scratch = Scratch(std::env::temp_dir().join(format!("bad-input-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0).unwrap();
+    // A real backup of this database, for the restores that must be refused.
+    let backup = run(&scratch, db.url().as_str(), &case("backup", &["db", "backup", "backups"], ""));
+    backup.assert_ok();
+    let backup = backup.stdout.lines().last().expect("backup prints its path").trim().to_string();
+    let table = cases(&db, &scratch, &backup);
+    assert!(table.len() >= 20, "the table has {} cases", table.len());
+    eprintln!("bad-input table: {} cases", table.len());
+
+    let password = db.url().password().unwrap().to_string();
+    let before = checksum(&db);
+    let mut failures = Vec::new();
+    for case in &table {
+        let run = run(&scratch, db.url().as_str(), case);
+        let mut problems = Vec::new();
+        if run.ok() {
+            problems.push("exited 0".to_string());
+        }
+        if run.code.is_none() || run.stderr.contains("panicked") {
+            problems.push("panicked or was killed".to_string());
+        }
+        if !run.stderr.contains(case.says) {
+            problems.push(format!("stderr lacks `{}`", case.says));
+        }
+        if !(run.stderr.contains("hint:") || run.stderr.contains("--help")) {
+            problems.push("no hint".to_string());
+        }
+        if run.all().contains(CANARY) || run.all().contains(&password) {
+            problems.push("printed a password".to_string());
+        }
+        if checksum(&db) != before {
+            problems.push("changed the database".to_string());
+        }
+        let escaped = [std::env::temp_dir(), PathBuf::from("/tmp"), scratch.0.clone()].map(|d| d.join(escaped_name()));
+        let created = std::fs::read_dir(scratch.0.join("migrations")).map_or(0, |d| d.count());
+        if escaped.iter().any(|p| p.exists()) || created > 0 {
+            problems.push("wrote outside the migrations directory".to_string());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}\n{}", case.name, problems.join("; "), run.stderr.trim()));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), table.len(), failures.join("\n\n"));
+}
