@@ -422,6 +422,12 @@ fn schema_drop_drops_every_table_after_listing_them() {
     refused.assert_fails_with("refused to drop every table");
     assert!(refused.stderr.contains("drop table public.posts") && refused.stderr.contains("drop table public.tags"));
     assert_eq!(fx.tables().len(), 3);
+    // Production is refused before anything connects: nothing is even listed.
+    let production: Run =
+        fx.command(&["schema", "drop", "--yes"]).env("APP_ENV", "production").output().unwrap().into();
+    production.assert_fails_with("APP_ENV=production");
+    assert!(!production.stderr.contains("drop table"), "{}", production.stderr);
+    assert_eq!(fx.tables().len(), 3);
 
     fx.xtask(&["schema", "drop", "--yes"]).assert_ok();
     assert!(fx.tables().is_empty());

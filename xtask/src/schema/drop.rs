@@ -22,6 +22,8 @@ pub struct Drop {
 impl Drop {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
+        let what = "drop every table of the app";
+        self.guard.check_target(cx, &url, what)?;
         let mut conn = db::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
         eprintln!("schema drop: on {}", db::url::redact(&url));
@@ -29,7 +31,7 @@ impl Drop {
         if objects.is_empty() {
             return Ok(());
         }
-        self.guard.check(cx, &url, "drop every table of the app")?;
+        self.guard.check(cx, &url, what)?;
         drop_objects(&mut conn, &objects)?;
         eprintln!("dropped {} objects; `cargo xtask migration run` builds the schema again", objects.len());
         Ok(())

@@ -35,13 +35,15 @@ pub struct Scope {
 impl Sync {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
+        let what = "drop the app's objects and re-run every migration";
+        self.guard.check_target(cx, &url, what)?;
         let migrations = source::load(&source::migration_dir(cx)?)?;
         let mut conn = db::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
         eprintln!("schema sync: on {}", db::url::redact(&url));
         print_objects(&objects);
         eprintln!("then run all {} migrations in {}", migrations.len(), shown(&source::migration_dir(cx)?));
-        self.guard.check(cx, &url, "drop the app's objects and re-run every migration")?;
+        self.guard.check(cx, &url, what)?;
         drop_objects(&mut conn, &objects)?;
         drop(conn);
         let ran = crate::migration::run_pending(cx, &url)?;
