@@ -270,8 +270,14 @@ fn alter_table(
             let (old, new) = (&info.type_sql, want.sql());
             types.push(Step {
                 summary: format!("change the type of {shown}.{} from {old} to {new}", dc.sql_name),
-                up: vec![format!("ALTER TABLE {name} ALTER COLUMN {col} TYPE {new} USING {col}::{new};")],
-                down: vec![format!("ALTER TABLE {name} ALTER COLUMN {col} TYPE {old} USING {col}::{old};")],
+                up: vec![format!(
+                    "ALTER TABLE {name} ALTER COLUMN {col} TYPE {new} USING {};",
+                    convert(&col, have.is_array, want.is_array, &new)
+                )],
+                down: vec![format!(
+                    "ALTER TABLE {name} ALTER COLUMN {col} TYPE {old} USING {};",
+                    convert(&col, want.is_array, have.is_array, old)
+                )],
             });
         }
         if dc.ty.is_nullable != column.ty.is_nullable {
@@ -311,6 +317,16 @@ fn alter_table(
     down.extend(cat.restore_sql(&name, Some(&nums)));
     drops.push(Step { summary: format!("drop column(s) {shown}.{}", gone.join(", ")), up, down });
     Ok(())
+}
+
+/// The USING expression that turns `col` into `to`: a value becomes a one-element array, an
+/// array its first element.
+fn convert(col: &str, from_array: bool, to_array: bool, to: &str) -> String {
+    match (from_array, to_array) {
+        (false, true) => format!("(CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY[{col}] END)::{to}"),
+        (true, false) => format!("{col}[1]::{to}"),
+        _ => format!("{col}::{to}"),
+    }
 }
 
 fn composite_foreign_keys_on(cat: &TableCatalog, num: i32) -> Vec<&catalog::Constraint> {
