@@ -294,6 +294,8 @@ fn a_failing_migration_rolls_back_and_names_its_file_and_line() {
     std::fs::write(broken.join("down.sql"), "DROP TABLE comments;\nDROP TABLE nothing_here;\n").unwrap();
     fx.xtask(&["migration", "run"]).assert_ok();
     fx.xtask(&["migration", "revert"]).assert_fails_with("down.sql:2: table \"nothing_here\" does not exist");
+    // redo runs in one transaction: its failing step (a savepoint) is located the same way.
+    fx.xtask(&["migration", "redo"]).assert_fails_with("down.sql:2: table \"nothing_here\" does not exist");
     assert_eq!(fx.recorded().len(), 2);
     assert!(fx.tables().contains(&"comments".to_string()));
 

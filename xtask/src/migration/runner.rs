@@ -237,15 +237,19 @@ fn locate(conn: &mut PgConnection, transactional: bool, sql: &str, message: &str
     }
     let mut found = None;
     let _ = conn.transaction::<(), DieselError, _>(|conn| {
+        // The replay must not hang where the real run failed on a lock or ran long.
+        conn.batch_execute("SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '60s'")?;
         for statement in &statements {
-            if let Err(DieselError::DatabaseError(_, info)) = conn.batch_execute(statement.text) {
-                if info.message() == message {
+            match conn.batch_execute(statement.text) {
+                Ok(()) => continue,
+                Err(DieselError::DatabaseError(_, info)) if info.message() == message => {
                     let within =
                         info.statement_position().map_or(1, |p| sql::line_of_position(statement.text, p as usize));
                     found = Some(statement.line + within - 1);
                 }
-                break;
+                Err(_) => {}
             }
+            break;
         }
         Err(DieselError::RollbackTransaction)
     });
