@@ -107,3 +107,59 @@ fn env_is_ignored_and_the_template_has_no_secret() {
         }
     }
 }
+
+/// The production guard on a real terminal (a pty from `script`): it asks, and only the
+/// database name typed back lets a forced drop go on.
+#[test]
+fn the_guard_asks_on_a_terminal() {
+    use diesel::RunQueryDsl;
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    let db = db::testing::TestDb::empty().unwrap();
+    let tables = || -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = db.conn().unwrap();
+        let rows: Vec<N> = diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+            .load(&mut conn)
+            .unwrap();
+        rows[0].n
+    };
+    diesel::sql_query("CREATE TABLE guarded (id int)").execute(&mut db.conn().unwrap()).unwrap();
+    let on_terminal = |args: &str, answer: &str, production: bool| -> Run {
+        use std::io::Write;
+        let line = format!("'{}' --database-url '{}' {args}", tests::xtask_bin().display(), db.url());
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"])
+            .env("RAILGUN_ENV_FILE", std::env::temp_dir().join("no-such-env"))
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if production {
+            cmd.env("APP_ENV", "production");
+        }
+        let mut child = cmd.spawn().expect("run script");
+        child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap().into()
+    };
+    let password = db.url().password().unwrap().to_string();
+
+    let run = on_terminal("schema drop", "n", false);
+    assert!(!run.ok() && run.all().contains("[y/N]") && run.all().contains("not confirmed"), "{}", run.all());
+    assert_eq!(tables(), 1);
+    let run = on_terminal("schema drop --force", "railgun", true);
+    assert!(run.all().contains("Type the database name"), "{}", run.all());
+    assert!(!run.ok() && run.all().contains("is not `"), "{}", run.all());
+    assert_eq!(tables(), 1, "a wrong name typed back must change nothing");
+    let run = on_terminal("schema drop --force", db.name(), true);
+    assert!(run.ok(), "{}", run.all());
+    assert_eq!(tables(), 0, "the name typed back lets the drop go on");
+    assert!(!run.all().contains(&password));
+}
