@@ -147,7 +147,7 @@ fn order_parents_first<'a>(tables: &[&'a Table], entities: &Entities) -> Vec<&'a
 }
 
 /// Dropped tables, a referencing table before the table it references.
-fn order_children_first<'a>(mut rest: Vec<(&'a DbTable, TableCatalog)>) -> Vec<(&'a DbTable, TableCatalog)> {
+fn order_children_first(mut rest: Vec<(&DbTable, TableCatalog)>) -> Vec<(&DbTable, TableCatalog)> {
     let mut ordered = Vec::new();
     while !rest.is_empty() {
         let names: Vec<String> = rest.iter().map(|(d, _)| qualified_regclass(&d.name)).collect();
