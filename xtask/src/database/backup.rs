@@ -189,12 +189,17 @@ pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOpti
             dir.display()
         )
     })?;
-    let name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
-    if dir.join(&name).exists() {
-        bail!(
-            "{} already exists, and backups are never overwritten\n  hint: wait a second and run again",
-            dir.join(&name).display()
-        );
+    // Names have a one-second resolution: a second backup within the same second waits for the
+    // next name rather than fail (the final link still never replaces a file).
+    let mut name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
+    for _ in 0..2 {
+        if !dir.join(&name).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(
+            1000 - u64::from(chrono::Utc::now().timestamp_subsec_millis()).min(999),
+        ));
+        name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
     }
     let tools = PgTools::find(&cx.sh, url)?;
     let args = dump.pg_dump_args(url)?;

@@ -79,7 +79,7 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) 
     }
     eprintln!("restoring into {} with {}", redact(url), tools.describe());
     let started = Instant::now();
-    let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1"].map(String::from).to_vec();
+    let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1", "--file=-"].map(String::from).to_vec();
     let mut child = tools
         .command(&cx.sh, "psql", url, &args)?
         .stdin(Stdio::piped())
@@ -128,8 +128,13 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) 
     let errors = redact_str(errors.join().unwrap_or_default().trim());
     if !status.success() || errors.contains("ERROR:") {
         let statement = failing_statement(path, &errors).unwrap_or_default();
+        let hint = if errors.contains("other objects depend on it") {
+            "objects that are not in the backup depend on objects it replaces: restore into an empty database, or drop them first (cargo xtask schema drop)"
+        } else {
+            "fix the cause above (a missing role or extension on this server?) and run again"
+        };
         bail!(
-            "the restore failed ({status}) and was rolled back: the database is as it was\n{errors}{statement}\n  hint: fix the cause above (a missing role or extension on this server?) and run again"
+            "the restore failed ({status}) and was rolled back: the database is as it was\n{errors}{statement}\n  hint: {hint}"
         );
     }
     let total = match fed {
