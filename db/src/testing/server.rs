@@ -23,8 +23,11 @@ pub(crate) const BUILD_LOCKS: i32 = 0x5247_0002;
 /// Advisory lock namespace of the process refilling a template's pool.
 pub(crate) const FILL_LOCKS: i32 = 0x5247_0003;
 
-/// The project of the throwaway test container, shared by every test process on this machine.
-const TEST_PROJECT: &str = "railgun-testdb";
+/// The project of the throwaway test container, shared by every test process on this machine
+/// (`RAILGUN_TEST_CONTAINER` names another: the harness's own tests start one and remove it).
+fn test_project() -> String {
+    std::env::var("RAILGUN_TEST_CONTAINER").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "railgun-testdb".into())
+}
 /// Its password: the container listens on loopback only and its data lives on tmpfs.
 const TEST_PASSWORD: &str = "railgun-test-only";
 
@@ -120,7 +123,7 @@ fn pick() -> Result<Server> {
         }
     }
     let (url, redis) = test_container()?;
-    Server::open(url, format!("the test container {TEST_PROJECT}-postgres"), Some(redis))
+    Server::open(url, format!("the test container {}-postgres", test_project()), Some(redis))
 }
 
 impl Server {
@@ -206,7 +209,8 @@ fn answers(url: &Url) -> bool {
 /// a lock directory so that parallel test processes neither race nor remove each other's start.
 fn test_container() -> Result<(Url, String)> {
     let dir = std::env::temp_dir();
-    let cache = dir.join(format!("{TEST_PROJECT}.endpoints"));
+    let project = test_project();
+    let cache = dir.join(format!("{project}.endpoints"));
     let cached = || -> Option<(Url, String)> {
         let text = std::fs::read_to_string(&cache).ok()?;
         let (pg, redis) = text.trim().split_once('\n')?;
@@ -216,7 +220,7 @@ fn test_container() -> Result<(Url, String)> {
     if let Some(found) = cached() {
         return Ok(found);
     }
-    let _lock = DirLock::take(&dir.join(format!("{TEST_PROJECT}.lock")))?;
+    let _lock = DirLock::take(&dir.join(format!("{project}.lock")))?;
     if let Some(found) = cached() {
         return Ok(found);
     }
@@ -224,7 +228,7 @@ fn test_container() -> Result<(Url, String)> {
         .context("no test database server: none configured, and Docker cannot start one\n  hint: run `cargo xtask up`, or set TEST_DATABASE_URL")?;
     let sh = xshell::Shell::new()?;
     let services = Services {
-        project: TEST_PROJECT.into(),
+        project: project.clone(),
         postgres_image: images::resolve(&sh, Service::Postgres, None)?,
         redis_image: images::resolve(&sh, Service::Redis, None)?,
         postgres_port: 0,
@@ -234,7 +238,7 @@ fn test_container() -> Result<(Url, String)> {
         database: "postgres".into(),
         persistent: false,
     };
-    eprintln!("starting the test container {TEST_PROJECT}-postgres (tmpfs, fsync off; kept for later runs)");
+    eprintln!("starting the test container {project}-postgres (tmpfs, fsync off; kept for later runs)");
     let endpoints = services.up().context("start the test database container")?;
     std::fs::write(&cache, format!("{}\n{}\n", endpoints.database_url, endpoints.redis_url))
         .with_context(|| format!("write {}", cache.display()))?;
