@@ -44,7 +44,11 @@ impl Migration {
 /// Applies pending migrations from disk under the migration lock; returns how many ran.
 pub fn run_pending(cx: &Context, url: &Url) -> Result<usize> {
     let migrations = source::load(&source::migration_dir(cx)?)?;
-    let mut session = Locked::acquire(url)?;
+    apply_pending(&mut Locked::acquire(url)?, &migrations)
+}
+
+/// Applies those of `migrations` the locked database has not applied, oldest first.
+pub fn apply_pending(session: &mut Locked, migrations: &[source::MigrationFiles]) -> Result<usize> {
     let applied: std::collections::HashSet<String> = session.applied()?.into_iter().map(|a| a.version).collect();
     let pending: Vec<_> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
     for migration in &pending {

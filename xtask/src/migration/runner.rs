@@ -51,8 +51,14 @@ impl Locked {
                 .execute(&mut conn)
                 .context("wait for the migration lock")?;
         }
-        conn.batch_execute(CREATE_MIGRATIONS_TABLE).context("create __diesel_schema_migrations")?;
-        Ok(Locked { conn })
+        let mut locked = Locked { conn };
+        locked.ensure_table()?;
+        Ok(locked)
+    }
+
+    /// Creates `__diesel_schema_migrations` if it is not there, as diesel does before each run.
+    pub fn ensure_table(&mut self) -> Result<()> {
+        self.conn.batch_execute(CREATE_MIGRATIONS_TABLE).context("create __diesel_schema_migrations")
     }
 
     /// Applied versions, newest first (diesel's order).

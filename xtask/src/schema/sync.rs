@@ -9,6 +9,7 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use crate::config::DieselConfig;
 use crate::context::Context;
 use crate::guard::Guard;
+use crate::migration::runner::Locked;
 use crate::migration::source::{self, shown};
 
 /// DEV ONLY, destructive: drop the app's tables, views, sequences, functions and types (and the
@@ -44,9 +45,13 @@ impl Sync {
         print_objects(&objects);
         eprintln!("then run all {} migrations in {}", migrations.len(), shown(&source::migration_dir(cx)?));
         self.guard.check(cx, &url, what)?;
-        drop_objects(&mut conn, &objects)?;
         drop(conn);
-        let ran = crate::migration::run_pending(cx, &url)?;
+        // Under the migration lock, so no runner applies anything between the drop and the run.
+        let mut session = Locked::acquire(&url)?;
+        drop_objects(&mut session.conn, &objects)?;
+        session.ensure_table()?;
+        let ran = crate::migration::apply_pending(&mut session, &migrations)?;
+        drop(session);
         eprintln!("dropped {} objects, applied {ran} migrations", objects.len());
         crate::schema::regenerate(cx, &url)
     }
