@@ -164,6 +164,8 @@ fn non_public_schema_matches_diesel() {
     let schema = compare("", &["--schema", "billing", "--with-docs"]);
     assert!(schema.contains("pub mod billing {") && schema.contains("billing.invoices (id)"), "{schema}");
     compare("[print_schema]\nschema = \"billing\"\ncolumn_sorting = \"name\"\n", &[]);
+    let quoted = compare("", &["--schema", "Other Schema", "--with-docs"]);
+    assert!(quoted.contains("pub mod Other_Schema {"), "{quoted}");
 }
 
 #[test]
