@@ -96,10 +96,8 @@ pub fn database_name(url: &Url) -> String {
 
 /// True when the URL's host is this machine: localhost, 127.0.0.0/8, ::1 or a Unix socket.
 pub fn is_local(url: &Url) -> bool {
-    if let Some(host) = url.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned()) {
-        if host.starts_with('/') {
-            return true;
-        }
+    if url.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/')) {
+        return true;
     }
     match url.host() {
         // postgres:// is not a "special" scheme to the url crate: an IPv4 address arrives as a domain.

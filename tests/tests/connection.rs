@@ -69,7 +69,7 @@ fn the_pool_fails_with_the_fix_after_its_retries() {
         _ => None,
     })
     .unwrap();
-    let err = settings.pool().err().expect("nothing listens on port 1");
+    let err = settings.pool().expect_err("nothing listens on port 1");
     let connect = err.downcast_ref::<ConnectError>().expect("a ConnectError");
     assert_eq!(connect.failure, Failure::Refused);
     assert_eq!(connect.attempts, 3, "development retries 3 times");

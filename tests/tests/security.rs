@@ -7,6 +7,9 @@ use std::process::Command;
 
 use tests::{Project, Run, root};
 
+/// Extra environment for one command.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 /// Runs the project's xtask with extra environment.
 fn run(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Run {
     p.command(args).envs(env.iter().copied()).output().expect("run xtask").into()
@@ -36,7 +39,7 @@ fn a_canary_password_never_leaks() {
     let roles_env =
         [("RAILGUN_APP_DB_PASSWORD", app_canary.as_str()), ("RAILGUN_MIGRATOR_DB_PASSWORD", app_canary.as_str())];
     let production = [("APP_ENV", "production")];
-    let commands: Vec<(&str, Vec<&str>, &[(&str, &str)])> = vec![
+    let commands: Vec<(&str, Vec<&str>, Env)> = vec![
         ("up again", vec!["up"], &local_env),
         ("status", vec!["status"], &[]),
         ("status --json", vec!["status", "--json"], &[]),

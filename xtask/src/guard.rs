@@ -70,12 +70,12 @@ impl Guard {
 
     fn decide(&self, target: &Target, what: &str, ask: impl FnOnce(&str) -> Result<Option<String>>) -> Result<()> {
         let Target { shown, name, protected } = target;
-        if let Some(typed) = &self.confirm_db {
-            if typed != name {
-                bail!(
-                    "refused to {what}: --confirm-db `{typed}` does not match the target database `{name}` ({shown})\n  hint: check DATABASE_URL / --database-url: is this the database you meant?"
-                );
-            }
+        if let Some(typed) = &self.confirm_db
+            && typed != name
+        {
+            bail!(
+                "refused to {what}: --confirm-db `{typed}` does not match the target database `{name}` ({shown})\n  hint: check DATABASE_URL / --database-url: is this the database you meant?"
+            );
         }
         if let Some(why) = protected {
             if !self.force {
