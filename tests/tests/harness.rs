@@ -291,6 +291,68 @@ fn raw_dbsize(url: &str, db: u8) -> i64 {
     lines.next().unwrap().unwrap().trim_start_matches(':').parse().unwrap()
 }
 
+#[test]
+fn child_container() {
+    if !is_child("child_container") {
+        return;
+    }
+    let db = TestDb::new().unwrap();
+    diesel::sql_query("SELECT 1").execute(&mut db.conn().unwrap()).unwrap();
+    let redis = TestRedis::new().unwrap();
+    redis.command(&["SET", "k", "v"]).unwrap();
+    println!("origin={}", Harness::embedded().unwrap().origin().replace(' ', "_"));
+    println!("server={}:{}", db.url().host_str().unwrap(), db.url().port().unwrap());
+}
+
+/// Removes a test container project's containers and files, after a panic too.
+struct ContainerProject(String);
+
+impl Drop for ContainerProject {
+    fn drop(&mut self) {
+        for service in ["postgres", "redis"] {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &format!("{}-{service}", self.0)]).output();
+        }
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.endpoints", self.0)));
+    }
+}
+
+#[test]
+fn without_a_configured_server_one_test_container_serves_every_process() {
+    let project = ContainerProject(format!("railgun-testdb-test-{}", std::process::id()));
+    let spawn = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["child_container", "--exact", "--nocapture", "--test-threads=1"])
+            .env("HARNESS_CHILD", "child_container")
+            .env("RAILGUN_TEST_CONTAINER", &project.0)
+            .env("RAILGUN_ENV_FILE", "/nonexistent/.env")
+            .env_remove("DATABASE_URL")
+            .env_remove("TEST_DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Two test processes at once: one starts the container, the other waits for it and reuses it.
+    let (first, second) = (spawn(), spawn());
+    let servers: Vec<String> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(value_after(&stdout, "origin="), format!("the_test_container_{}-postgres", project.0));
+            value_after(&stdout, "server=").to_string()
+        })
+        .collect();
+    assert_eq!(servers[0], servers[1], "the two processes used different containers");
+    let running = Command::new("docker")
+        .args(["ps", "--filter", &format!("label=org.railgun.project={}", project.0), "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&running.stdout).lines().count(), 2, "expected one Postgres and one Redis");
+}
+
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("railgun-harness-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
