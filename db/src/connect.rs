@@ -188,11 +188,13 @@ pub fn establish(url: &Url) -> anyhow::Result<PgConnection> {
 
 /// Connects to `url`, retrying passing failures with backoff as `retries` says.
 pub fn establish_with(url: &Url, retries: &Retries) -> anyhow::Result<PgConnection> {
-    let url = with_connect_timeout(url);
-    retry(retries, || PgConnection::establish(url.as_str()), std::thread::sleep).map_err(|(error, attempts)| {
-        let (failure, message) = describe(&error);
-        ConnectError { failure, target: redact(&url), message, attempts }.into()
-    })
+    let with_timeout = with_connect_timeout(url);
+    retry(retries, || PgConnection::establish(with_timeout.as_str()), std::thread::sleep).map_err(
+        |(error, attempts)| {
+            let (failure, message) = describe(&error);
+            ConnectError { failure, target: redact(url), message, attempts }.into()
+        },
+    )
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the tries run out; `(error, tries)` on failure.
