@@ -258,3 +258,13 @@ fn refuses_with_pending_migrations() {
     run.assert_fails_with("pending migration").assert_fails_with("cargo xtask migration run");
     assert_eq!(s.migrations().len(), 1);
 }
+
+#[test]
+fn warns_when_a_not_null_column_meets_existing_rows() {
+    let s = Setup::new();
+    s.db.conn().unwrap().batch_execute("INSERT INTO users (name, email) VALUES ('Ada', 'ada@example.com')").unwrap();
+    s.edit(&[("        bio -> Nullable<Text>,\n", "        bio -> Nullable<Text>,\n        handle -> Text,\n")]);
+    let run = s.xtask(&["migration", "generate", "add_handle"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("users has rows") && run.stderr.contains("`handle`"), "{}", run.stderr);
+}

@@ -1,7 +1,7 @@
 //! schema.rs's entities against the live database: the steps that bring the database to
 //! schema.rs, each with its exact inverse, or a refusal naming what cannot be generated.
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use diesel::PgConnection;
 
 use super::catalog::{self, TableCatalog, qualified};
@@ -210,7 +210,9 @@ fn drop_table(name: &TableName, cat: &TableCatalog) -> Step {
     let columns: Vec<String> = cat.columns.iter().map(|c| format!("    {}", c.ddl())).collect();
     let mut down = vec![format!("CREATE TABLE {table} (\n{}\n);", columns.join(",\n"))];
     down.extend(cat.restore_sql(&table, None));
-    Step { summary: format!("drop table {}", name.full_sql_name()), up: vec![format!("DROP TABLE {table};")], down }
+    let summary =
+        format!("drop table {} (its rows are lost: down.sql brings the table back empty)", name.full_sql_name());
+    Step { summary, up: vec![format!("DROP TABLE {table};")], down }
 }
 
 type ColumnSteps = (Vec<Step>, Vec<Step>, Vec<Step>, Vec<Step>);
@@ -242,6 +244,12 @@ fn alter_table(
     let mut slot = None;
 
     for column in table.columns.iter().filter(|c| !d.columns.iter().any(|dc| dc.sql_name == c.sql_name)) {
+        if !column.ty.is_nullable && has_rows(conn, &name)? {
+            eprintln!(
+                "warning: {shown} has rows, so adding the NOT NULL column `{}` without a default will fail on them\n  hint: give it a DEFAULT in up.sql, or add it nullable, backfill it, then make it NOT NULL",
+                column.sql_name
+            );
+        }
         let mut def = column_sql(column, entities);
         if let Some(refs) = references(table, &column.sql_name, entities, schema) {
             def = format!("{def} {refs}");
@@ -315,7 +323,11 @@ fn alter_table(
     let up = columns.iter().map(|c| format!("ALTER TABLE {name} DROP COLUMN {};", quote(&c.name))).collect();
     let mut down: Vec<String> = columns.iter().map(|c| format!("ALTER TABLE {name} ADD COLUMN {};", c.ddl())).collect();
     down.extend(cat.restore_sql(&name, Some(&nums)));
-    drops.push(Step { summary: format!("drop column(s) {shown}.{}", gone.join(", ")), up, down });
+    let summary = format!(
+        "drop column(s) {shown}.{} (their data is lost: down.sql brings the columns back empty)",
+        gone.join(", ")
+    );
+    drops.push(Step { summary, up, down });
     Ok(())
 }
 
@@ -327,6 +339,20 @@ fn convert(col: &str, from_array: bool, to_array: bool, to: &str) -> String {
         (true, false) => format!("{col}[1]::{to}"),
         _ => format!("{col}::{to}"),
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct HasRows {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    has_rows: bool,
+}
+
+fn has_rows(conn: &mut PgConnection, table: &str) -> Result<bool> {
+    use diesel::RunQueryDsl;
+    let row: HasRows = diesel::sql_query(format!("SELECT EXISTS (SELECT 1 FROM {table}) AS has_rows"))
+        .get_result(conn)
+        .with_context(|| format!("look for rows in {table}"))?;
+    Ok(row.has_rows)
 }
 
 fn composite_foreign_keys_on(cat: &TableCatalog, num: i32) -> Vec<&catalog::Constraint> {
