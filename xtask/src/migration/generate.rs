@@ -20,9 +20,11 @@ use crate::schema::settings::Settings;
 /// nullability, remove one), then run this: it writes up.sql (the database becomes what
 /// schema.rs says) and down.sql (its exact inverse). It refuses, naming the change, what it
 /// cannot express: primary key changes and composite foreign keys. Run pending migrations first.
+///
 /// Example:
 ///   cargo xtask migration generate add_user_nickname
 #[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Generate {
     /// The migration's name (snake_case)
     name: String,

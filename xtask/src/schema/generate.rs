@@ -13,11 +13,13 @@ use crate::context::Context;
 /// Write the schema file (diesel.toml's print_schema.file) from the live database, as diesel print-schema would
 ///
 /// Reads [print_schema] from diesel.toml; the flags (diesel print-schema's) override it.
+///
 /// Examples:
 ///   cargo xtask schema generate
 ///   cargo xtask schema generate --check
 ///   cargo xtask schema generate --stdout --with-docs --only-tables users
 #[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Generate {
     /// Print the schema on stdout instead of writing the file
     #[arg(long, conflicts_with = "check")]
