@@ -139,6 +139,12 @@ fn the_embedded_migrations_serve_test_databases() {
     assert_eq!(count.n, 1);
     let harness = Harness::embedded().unwrap();
     assert!(harness.template().starts_with("railgun_tpl_"), "{}", harness.template());
+
+    let empty = TestDb::empty().unwrap();
+    let tables: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+        .get_result(&mut empty.conn().unwrap())
+        .unwrap();
+    assert_eq!(tables.n, 0, "an empty test database has tables (diesel's bookkeeping?)");
 }
 
 #[test]

@@ -70,14 +70,14 @@ impl TestDb {
         Harness::for_dir(dir.as_ref())?.test_db()
     }
 
-    /// A new, empty database (no migrations).
+    /// A new, empty database (no migrations; a copy of `template1` as `CREATE DATABASE` makes).
     pub fn empty() -> Result<TestDb> {
-        let server = server()?;
-        let name = next_test_name(server);
-        server.admin(|c| {
-            diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(c).context("create an empty test database")
-        })?;
-        Ok(TestDb::claimed(server, name))
+        static EMPTY: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
+        EMPTY
+            .get_or_init(|| Harness::start(Box::new(template::NoMigrations)).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))?
+            .test_db()
     }
 
     /// A connection inside a transaction that is never committed, on a migrated database this
