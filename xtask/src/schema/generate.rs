@@ -44,7 +44,10 @@ impl Generate {
         }
         let file = schema_file(cx, &settings);
         if self.check {
-            return check(&file, &text);
+            return check(&file, &text).map_err(|e| match pending_hint(cx, &mut conn) {
+                Some(hint) => e.context(hint),
+                None => e,
+            });
         }
         write_if_changed(&file, &text)
     }
@@ -90,6 +93,20 @@ fn check(file: &Path, text: &str) -> Result<()> {
         "{} is stale: it differs from the database's schema from line {line}\n  file:     {was}\n  database: {now}\n  hint: run `cargo xtask schema generate` (after `cargo xtask migration run`) and commit the file",
         file.display()
     )
+}
+
+/// When the database lacks migrations, that (not schema.rs) is the likely drift.
+fn pending_hint(cx: &Context, conn: &mut diesel::PgConnection) -> Option<String> {
+    let dir = DieselConfig::load(cx).ok()?.migration_dir(cx);
+    let applied: Vec<String> =
+        crate::migration::runner::applied(conn).ok()?.unwrap_or_default().into_iter().map(|a| a.version).collect();
+    let pending =
+        crate::migration::source::load(&dir).ok()?.into_iter().filter(|m| !applied.contains(&m.version)).count();
+    (pending > 0).then(|| {
+        format!(
+            "the database has {pending} pending migration(s): the schema file may be right and the database behind\n  hint: run `cargo xtask migration run` first (it rewrites the schema file too)"
+        )
+    })
 }
 
 /// The first line (1-based) where the texts differ, and that line in each.
