@@ -364,6 +364,9 @@ fn show_explains_a_version_applied_but_missing_on_disk() {
     assert_eq!(json["migrations"][2]["on_disk"], false);
 
     fx.xtask(&["migration", "show", "--check"]).assert_fails_with("not on disk");
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("no migration folder has: 20240101000003"), "{}", run.stderr);
     fx.xtask(&["migration", "revert"]).assert_fails_with("cannot revert version 20240101000003");
     assert_eq!(fx.recorded().len(), 3, "nothing was reverted");
 }

@@ -51,6 +51,17 @@ pub fn run_pending(cx: &Context, url: &Url) -> Result<usize> {
 pub fn apply_pending(session: &mut Locked, migrations: &[source::MigrationFiles]) -> Result<usize> {
     let applied: std::collections::HashSet<String> = session.applied()?.into_iter().map(|a| a.version).collect();
     let pending: Vec<_> = migrations.iter().filter(|m| !applied.contains(&m.version)).collect();
+    let mut unknown: Vec<&str> =
+        applied.iter().filter(|v| !migrations.iter().any(|m| &m.version == *v)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        eprintln!(
+            "note: the database records {} that no migration folder has: {} ({})",
+            if unknown.len() == 1 { "a version" } else { "versions" },
+            unknown.join(", "),
+            show::MISSING_HINT
+        );
+    }
     for migration in &pending {
         eprintln!("Running migration {}", migration.name);
         session.apply(migration)?;
