@@ -10,7 +10,17 @@ use db::connect::{ConnectError, Failure, Retries, establish_with};
 use diesel::RunQueryDsl;
 use tests::{Run, xtask_bin};
 
-const IMAGE: &str = "railgun-local/postgres:15-bookworm";
+/// The official Postgres image if this machine has it, else the offline build `up` makes.
+fn image() -> &'static str {
+    use db::docker::images::{POSTGRES_OFFICIAL, POSTGRES_OFFLINE};
+    let present = |image: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present(POSTGRES_OFFICIAL) { POSTGRES_OFFICIAL } else { POSTGRES_OFFLINE }
+}
 const PASSWORD: &str = "ssl-canary-3141";
 
 /// The container and its files; removed on drop, after a panic too (SSL_TEST_KEEP=1 keeps them).
@@ -86,7 +96,7 @@ fn start() -> SslServer {
     let _ = Command::new("docker").args(["rm", "-f", "-v", &server.name]).output();
     run(
         "docker",
-        &["run", "-d", "--name", &server.name, "-p", "127.0.0.1::5432", "-e", &password, "-v", &mount, IMAGE],
+        &["run", "-d", "--name", &server.name, "-p", "127.0.0.1::5432", "-e", &password, "-v", &mount, image()],
     );
     let port = run("docker", &["port", &server.name, "5432/tcp"]);
     server.port = port.trim().lines().next().unwrap().rsplit(':').next().unwrap().parse().unwrap();

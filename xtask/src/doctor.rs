@@ -48,14 +48,14 @@ impl Doctor {
             Err(error) => {
                 let (what, fix) = split_hint(&format!("{error:#}"));
                 checks.push(("database", fail(what, fix.unwrap_or_else(|| "set DATABASE_URL".into()))));
-                checks.push(("tools", host_tools(cx, None)));
+                checks.push(("tools", host_tools(cx, None, docker_up)));
                 for name in ["ssl", "migrations", "schema.rs"] {
                     checks.push((name, Outcome::Skip("no database connection".into())));
                 }
                 return print(checks);
             }
         };
-        checks.push(("tools", host_tools(cx, Some(&mut conn))));
+        checks.push(("tools", host_tools(cx, Some(&mut conn), docker_up)));
         checks.push(("ssl", ssl(&mut conn, &url)));
         checks.push(("migrations", pending(cx, &mut conn)));
         checks.push(("schema.rs", schema_drift(cx)));
@@ -194,7 +194,9 @@ fn tool_major(version: &str) -> Option<u32> {
     after.split(['.', ' ']).next()?.parse().ok()
 }
 
-fn host_tools(cx: &Context, conn: Option<&mut PgConnection>) -> Outcome {
+/// pg_dump must be at least the server's major; when it is older, backups run the pg_dump of
+/// a Postgres container instead, so that needs Docker.
+fn host_tools(cx: &Context, conn: Option<&mut PgConnection>, docker_up: bool) -> Outcome {
     let sh = &cx.sh;
     let mut versions = Vec::new();
     for tool in ["pg_dump", "psql"] {
@@ -219,16 +221,17 @@ fn host_tools(cx: &Context, conn: Option<&mut PgConnection>) -> Outcome {
     let Some(server) = server else {
         return Outcome::Pass(format!("{listed} (server version unknown)"));
     };
-    for (tool, _, major) in &versions {
-        if major.is_none_or(|m| m < server) {
-            return fail(
-                format!(
-                    "{tool} {} is older than the server (PostgreSQL {server}): dumps would fail",
-                    major.unwrap_or(0)
-                ),
-                format!("install postgresql-client-{server} (apt.postgresql.org) or newer"),
-            );
+    let older: Vec<&str> =
+        versions.iter().filter(|(_, _, m)| m.is_none_or(|m| m < server)).map(|(t, _, _)| *t).collect();
+    if !older.is_empty() {
+        let what = format!("{} older than the server (PostgreSQL {server})", older.join(" and "));
+        if docker_up {
+            return Outcome::Pass(format!("{what}: backups and restores use a Postgres container's tools"));
         }
+        return fail(
+            format!("{what}, and no Docker for a container's tools"),
+            format!("install postgresql-client-{server} (apt.postgresql.org) or newer, or start Docker"),
+        );
     }
     Outcome::Pass(format!("{listed}; server is PostgreSQL {server}"))
 }
