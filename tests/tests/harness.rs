@@ -130,6 +130,47 @@ fn concurrent_tests_do_not_see_each_others_rows() {
 }
 
 #[test]
+fn child_claims() {
+    if !is_child("child_claims") {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let held: Vec<TestDb> = (0..6).map(|_| TestDb::with_migrations_dir(fixture()).unwrap()).collect();
+    for db in &held {
+        let mut conn = db.conn().unwrap();
+        diesel::sql_query(format!("INSERT INTO items (name) VALUES ('{me}')")).execute(&mut conn).unwrap();
+    }
+    // Both processes have written (give the other one time to); a shared database shows two rows.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for db in &held {
+        assert_eq!(names(&mut db.conn().unwrap()), [me.clone()], "{} was handed to another process too", db.name());
+    }
+}
+
+#[test]
+fn two_processes_never_get_the_same_clone() {
+    let spawn = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["child_claims", "--exact", "--nocapture", "--test-threads=1"])
+            .env("HARNESS_CHILD", "child_claims")
+            .env("RAILGUN_TEST_POOL", "4")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for child in [spawn(), spawn()] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn the_embedded_migrations_serve_test_databases() {
     let db = TestDb::new().unwrap();
     let mut conn = db.conn().unwrap();
