@@ -268,3 +268,13 @@ fn warns_when_a_not_null_column_meets_existing_rows() {
     run.assert_ok();
     assert!(run.stderr.contains("users has rows") && run.stderr.contains("`handle`"), "{}", run.stderr);
 }
+
+#[test]
+fn refuses_a_type_the_database_lacks() {
+    let s = Setup::new();
+    s.edit(&[
+        ("    pub struct Mood;\n", "    pub struct Mood;\n\n    #[derive(diesel::sql_types::SqlType)]\n    #[diesel(postgres_type(name = \"color\"))]\n    pub struct Color;\n"),
+        ("        mood -> Nullable<Mood>,\n", "        mood -> Nullable<Mood>,\n        color -> Nullable<Color>,\n"),
+    ]);
+    s.refused("column users.color has the type color, which the database does not have");
+}

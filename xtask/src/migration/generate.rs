@@ -43,7 +43,7 @@ impl Generate {
         })?;
         let entities = parse::parse(&text).with_context(|| format!("parse {}", shown(&schema_file)))?;
         let url = cx.database_url()?;
-        let dir = DieselConfig::load(cx)?.migration_dir(cx);
+        let dir = config.migration_dir(cx);
         let mut conn = db::connect::establish(&url)?;
         refuse_pending(&mut conn, &dir)?;
 

@@ -53,7 +53,7 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
         .filter(|t| !settings.filter.ignores(&t.sql_name))
         .collect();
 
-    let mut refusals = Vec::new();
+    let mut refusals = missing_types(conn, &wanted, entities)?;
     let mut steps = Vec::new();
     let to_create: Vec<&Table> =
         wanted.iter().copied().filter(|t| !db.iter().any(|d| d.name.sql_name == t.sql_name)).collect();
@@ -339,6 +339,44 @@ fn convert(col: &str, from_array: bool, to_array: bool, to: &str) -> String {
         (true, false) => format!("{col}[1]::{to}"),
         _ => format!("{col}::{to}"),
     }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    exists: bool,
+}
+
+/// Types schema.rs uses that the database lacks: schema.rs cannot say what they are (an enum's
+/// values), so no generated SQL could create them.
+fn missing_types(conn: &mut PgConnection, wanted: &[&Table], entities: &Entities) -> Result<Vec<String>> {
+    use diesel::RunQueryDsl;
+    let mut known: Vec<(String, bool)> = Vec::new();
+    let mut refusals = Vec::new();
+    for table in wanted {
+        for column in &table.columns {
+            let ty = PgType::from_schema_rs(&column.ty, &entities.custom_types);
+            let element = PgType { is_array: false, max_length: None, ..ty }.sql();
+            let exists = match known.iter().find(|(name, _)| *name == element) {
+                Some((_, exists)) => *exists,
+                None => {
+                    let row: Exists = diesel::sql_query("SELECT to_regtype($1) IS NOT NULL AS exists")
+                        .bind::<diesel::sql_types::Text, _>(&element)
+                        .get_result(conn)
+                        .with_context(|| format!("look for the type {element}"))?;
+                    known.push((element.clone(), row.exists));
+                    row.exists
+                }
+            };
+            if !exists {
+                refusals.push(format!(
+                    "column {}.{} has the type {element}, which the database does not have: schema.rs cannot say what it is (an enum's values), so migration generate cannot create it",
+                    table.sql_name, column.sql_name
+                ));
+            }
+        }
+    }
+    Ok(refusals)
 }
 
 #[derive(diesel::QueryableByName)]
