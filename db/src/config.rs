@@ -30,11 +30,17 @@ pub enum Environment {
 }
 
 impl Environment {
-    /// `APP_ENV`: `production`, else development (unset, `development`, `test`, ...).
-    pub fn parse(app_env: Option<&str>) -> Environment {
-        match app_env {
-            Some(env) if env.trim().eq_ignore_ascii_case("production") => Environment::Production,
-            _ => Environment::Development,
+    /// `APP_ENV`: `production` or `staging` (a deployed database), `development`, `dev`, `test`,
+    /// `local` or unset. Anything else is an error, not a guess: a typo must not turn off the
+    /// production guard.
+    pub fn parse(app_env: Option<&str>) -> Result<Environment> {
+        let value = app_env.unwrap_or_default().trim();
+        match value.to_ascii_lowercase().as_str() {
+            "production" | "prod" | "staging" => Ok(Environment::Production),
+            "" | "development" | "dev" | "test" | "local" => Ok(Environment::Development),
+            _ => bail!(
+                "APP_ENV `{value}` is not an environment this project knows\n  hint: set APP_ENV=production (deployed: more retries, destructive commands refuse) or APP_ENV=development"
+            ),
         }
     }
 }
@@ -69,7 +75,7 @@ impl Settings {
             None => DEFAULT_POOL_MAX,
             Some(value) => parse_pool_max(&value)?,
         };
-        let environment = Environment::parse(get("APP_ENV").as_deref());
+        let environment = Environment::parse(get("APP_ENV").as_deref())?;
         Ok(Settings {
             database_url,
             pool_max,
@@ -141,8 +147,11 @@ mod tests {
         let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "Production")]).unwrap();
         assert_eq!(s.environment, Environment::Production);
         assert_eq!(s.retries.attempts, 10);
-        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "staging")]).unwrap();
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "test")]).unwrap();
         assert_eq!(s.retries.attempts, 3);
+        let err =
+            format!("{:#}", settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "prodution")]).unwrap_err());
+        assert!(err.contains("APP_ENV `prodution`") && err.contains("hint:"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,8 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
         case("revert --all without confirmation", &["migration", "revert", "--all"], "refused"),
         // Production and remote targets.
         case("drop in production", &["schema", "drop", "--yes"], "APP_ENV=production").env("APP_ENV", "production"),
+        case("drop with APP_ENV misspelt", &["schema", "drop", "--yes"], "treated as production")
+            .env("APP_ENV", "prodution"),
         case("sync in production", &["schema", "sync", "--yes"], "APP_ENV=production").env("APP_ENV", "production"),
         case("revert --all in production", &["migration", "revert", "--all", "--yes"], "APP_ENV=production")
             .env("APP_ENV", "production"),

@@ -3,6 +3,7 @@
 //! connects, and without a terminal every question is answered "no", never a hang.
 
 use anyhow::{Result, bail};
+use db::config::Environment;
 use db::url::{database_name, is_local, redact};
 use url::Url;
 
@@ -57,13 +58,16 @@ impl Guard {
     }
 
     fn target(&self, cx: &Context, url: &Url) -> Result<Target> {
-        let production = cx.setting("APP_ENV")?.is_some_and(|env| env.trim().eq_ignore_ascii_case("production"));
-        let protected = if production {
-            Some("APP_ENV=production".to_string())
-        } else if !is_local(url) && !is_our_container(url) {
-            Some("it is not a local database".to_string())
-        } else {
-            None
+        let app_env = cx.setting("APP_ENV")?;
+        let protected = match Environment::parse(app_env.as_deref()) {
+            Err(unknown) => {
+                Some(format!("{} (treated as production)", unknown.to_string().lines().next().unwrap_or_default()))
+            }
+            Ok(Environment::Production) => Some(format!("APP_ENV={}", app_env.unwrap_or_default().trim())),
+            Ok(Environment::Development) if !is_local(url) && !is_our_container(url) => {
+                Some("it is not a local database".to_string())
+            }
+            Ok(Environment::Development) => None,
         };
         Ok(Target { shown: redact(url), name: database_name(url), protected })
     }
