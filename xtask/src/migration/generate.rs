@@ -2,6 +2,7 @@
 //! difference between schema.rs (its `table!`s are the entities) and the live database.
 
 mod catalog;
+mod columns;
 mod diff;
 mod parse;
 mod types;

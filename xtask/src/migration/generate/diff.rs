@@ -5,6 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use diesel::PgConnection;
 
 use super::catalog::{self, TableCatalog, qualified};
+use super::columns;
 use super::parse::{Entities, Table};
 use super::types::{PgType, quote};
 use crate::schema::introspect::{self, ColumnDefinition, TableName};
@@ -19,10 +20,10 @@ pub struct Step {
 }
 
 /// A table as the database has it.
-struct DbTable {
-    name: TableName,
-    primary_key: Vec<String>,
-    columns: Vec<ColumnDefinition>,
+pub struct DbTable {
+    pub name: TableName,
+    pub primary_key: Vec<String>,
+    pub columns: Vec<ColumnDefinition>,
 }
 
 const BY_HAND: &str = "\n  hint: write this migration by hand: `cargo xtask migration create NAME`";
@@ -72,7 +73,7 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
             ));
             continue;
         }
-        alter_table(conn, d, table, entities, &mut column_steps, &mut refusals)?;
+        columns::alter_table(conn, d, table, entities, &mut column_steps, &mut refusals)?;
     }
     let (adds, types, nulls, drops) = column_steps;
     steps.extend(adds.into_iter().chain(types).chain(nulls).chain(drops));
@@ -168,7 +169,7 @@ fn rust_name_of(table: &Table, entities: &Entities) -> Option<String> {
 }
 
 /// `REFERENCES "parent" ("pk")` for a column a joinable! names, when the parent has a one-column key.
-fn references(table: &Table, column: &str, entities: &Entities, schema: Option<&str>) -> Option<String> {
+pub fn references(table: &Table, column: &str, entities: &Entities, schema: Option<&str>) -> Option<String> {
     let rust = rust_name_of(table, entities)?;
     let col_rust = &table.column(column)?.rust_name;
     let joinable = entities.joinables.iter().find(|j| j.child == rust && &j.column == col_rust)?;
@@ -180,7 +181,7 @@ fn references(table: &Table, column: &str, entities: &Entities, schema: Option<&
     }
 }
 
-fn column_sql(column: &super::parse::Column, entities: &Entities) -> String {
+pub fn column_sql(column: &super::parse::Column, entities: &Entities) -> String {
     let ty = PgType::from_schema_rs(&column.ty, &entities.custom_types);
     let not_null = if column.ty.is_nullable { "" } else { " NOT NULL" };
     format!("{} {}{not_null}", quote(&column.sql_name), ty.sql())
@@ -213,132 +214,6 @@ fn drop_table(name: &TableName, cat: &TableCatalog) -> Step {
     let summary =
         format!("drop table {} (its rows are lost: down.sql brings the table back empty)", name.full_sql_name());
     Step { summary, up: vec![format!("DROP TABLE {table};")], down }
-}
-
-type ColumnSteps = (Vec<Step>, Vec<Step>, Vec<Step>, Vec<Step>);
-
-/// The table's catalog, read once and only when a change needs it.
-fn catalog_of<'a>(
-    conn: &mut PgConnection,
-    slot: &'a mut Option<TableCatalog>,
-    name: &TableName,
-) -> Result<&'a TableCatalog> {
-    if slot.is_none() {
-        *slot = Some(catalog::read(conn, name)?);
-    }
-    Ok(slot.as_ref().expect("just read"))
-}
-
-/// Added, retyped, re-nulled and dropped columns of a table both sides have.
-fn alter_table(
-    conn: &mut PgConnection,
-    d: &DbTable,
-    table: &Table,
-    entities: &Entities,
-    (adds, types, nulls, drops): &mut ColumnSteps,
-    refusals: &mut Vec<String>,
-) -> Result<()> {
-    let name = qualified(&d.name);
-    let shown = d.name.full_sql_name();
-    let schema = d.name.schema.as_deref();
-    let mut slot = None;
-
-    for column in table.columns.iter().filter(|c| !d.columns.iter().any(|dc| dc.sql_name == c.sql_name)) {
-        if !column.ty.is_nullable && has_rows(conn, &name)? {
-            eprintln!(
-                "warning: {shown} has rows, so adding the NOT NULL column `{}` without a default will fail on them\n  hint: give it a DEFAULT in up.sql, or add it nullable, backfill it, then make it NOT NULL",
-                column.sql_name
-            );
-        }
-        let mut def = column_sql(column, entities);
-        if let Some(refs) = references(table, &column.sql_name, entities, schema) {
-            def = format!("{def} {refs}");
-        }
-        adds.push(Step {
-            summary: format!("add column {shown}.{}", column.sql_name),
-            up: vec![format!("ALTER TABLE {name} ADD COLUMN {def};")],
-            down: vec![format!("ALTER TABLE {name} DROP COLUMN {};", quote(&column.sql_name))],
-        });
-    }
-
-    for dc in &d.columns {
-        let Some(column) = table.column(&dc.sql_name) else { continue };
-        let col = quote(&dc.sql_name);
-        let (have, want) = (PgType::from_database(&dc.ty), PgType::from_schema_rs(&column.ty, &entities.custom_types));
-        if have != want {
-            let cat = catalog_of(conn, &mut slot, &d.name)?;
-            let info = cat.column(&dc.sql_name).expect("the catalog has the column print-schema saw");
-            for fk in composite_foreign_keys_on(cat, info.num) {
-                refusals.push(format!(
-                    "cannot change the type of {shown}.{}: it is part of the composite foreign key {}, and migration generate does not express composite foreign keys",
-                    dc.sql_name,
-                    fk.describe()
-                ));
-            }
-            let (old, new) = (&info.type_sql, want.sql());
-            types.push(Step {
-                summary: format!("change the type of {shown}.{} from {old} to {new}", dc.sql_name),
-                up: vec![format!(
-                    "ALTER TABLE {name} ALTER COLUMN {col} TYPE {new} USING {};",
-                    convert(&col, have.is_array, want.is_array, &new)
-                )],
-                down: vec![format!(
-                    "ALTER TABLE {name} ALTER COLUMN {col} TYPE {old} USING {};",
-                    convert(&col, want.is_array, have.is_array, old)
-                )],
-            });
-        }
-        if dc.ty.is_nullable != column.ty.is_nullable {
-            let set = format!("ALTER TABLE {name} ALTER COLUMN {col} SET NOT NULL;");
-            let unset = format!("ALTER TABLE {name} ALTER COLUMN {col} DROP NOT NULL;");
-            let (summary, up, down) = if column.ty.is_nullable {
-                (format!("make {shown}.{} nullable", dc.sql_name), unset, set)
-            } else {
-                (format!("make {shown}.{} NOT NULL", dc.sql_name), set, unset)
-            };
-            nulls.push(Step { summary, up: vec![up], down: vec![down] });
-        }
-    }
-
-    let gone: Vec<&str> =
-        d.columns.iter().filter(|dc| table.column(&dc.sql_name).is_none()).map(|dc| dc.sql_name.as_str()).collect();
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let cat = catalog_of(conn, &mut slot, &d.name)?;
-    let columns: Vec<&catalog::Column> = gone.iter().filter_map(|c| cat.column(c)).collect();
-    let nums: Vec<i32> = columns.iter().map(|c| c.num).collect();
-    for column in &columns {
-        for fk in composite_foreign_keys_on(cat, column.num) {
-            refusals.push(format!(
-                "cannot drop column {shown}.{}: it is part of the composite foreign key {}, and migration generate does not express composite foreign keys",
-                column.name,
-                fk.describe()
-            ));
-        }
-        for fk in cat.referenced_by.iter().filter(|fk| fk.ref_columns.contains(&column.num)) {
-            refusals.push(format!("cannot drop column {shown}.{}: {} references it", column.name, fk.describe()));
-        }
-    }
-    let up = columns.iter().map(|c| format!("ALTER TABLE {name} DROP COLUMN {};", quote(&c.name))).collect();
-    let mut down: Vec<String> = columns.iter().map(|c| format!("ALTER TABLE {name} ADD COLUMN {};", c.ddl())).collect();
-    down.extend(cat.restore_sql(&name, Some(&nums)));
-    let summary = format!(
-        "drop column(s) {shown}.{} (their data is lost: down.sql brings the columns back empty)",
-        gone.join(", ")
-    );
-    drops.push(Step { summary, up, down });
-    Ok(())
-}
-
-/// The USING expression that turns `col` into `to`: a value becomes a one-element array, an
-/// array its first element.
-fn convert(col: &str, from_array: bool, to_array: bool, to: &str) -> String {
-    match (from_array, to_array) {
-        (false, true) => format!("(CASE WHEN {col} IS NULL THEN NULL ELSE ARRAY[{col}] END)::{to}"),
-        (true, false) => format!("{col}[1]::{to}"),
-        _ => format!("{col}::{to}"),
-    }
 }
 
 #[derive(diesel::QueryableByName)]
@@ -377,26 +252,6 @@ fn missing_types(conn: &mut PgConnection, wanted: &[&Table], entities: &Entities
         }
     }
     Ok(refusals)
-}
-
-#[derive(diesel::QueryableByName)]
-struct HasRows {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    has_rows: bool,
-}
-
-fn has_rows(conn: &mut PgConnection, table: &str) -> Result<bool> {
-    use diesel::RunQueryDsl;
-    let row: HasRows = diesel::sql_query(format!("SELECT EXISTS (SELECT 1 FROM {table}) AS has_rows"))
-        .get_result(conn)
-        .with_context(|| format!("look for rows in {table}"))?;
-    Ok(row.has_rows)
-}
-
-fn composite_foreign_keys_on(cat: &TableCatalog, num: i32) -> Vec<&catalog::Constraint> {
-    let own = cat.constraints.iter().filter(|c| c.is_composite_foreign_key() && c.columns.contains(&num));
-    let incoming = cat.referenced_by.iter().filter(|c| c.is_composite_foreign_key() && c.ref_columns.contains(&num));
-    own.chain(incoming).collect()
 }
 
 /// up.sql and down.sql from the steps: down undoes them in reverse order.
