@@ -20,8 +20,9 @@ use super::server::{BUILD_LOCKS, Server, now};
 const HARNESS_VERSION: &[u8] = b"railgun-testdb-1";
 pub(crate) const TEMPLATE_PREFIX: &str = "railgun_tpl_";
 const BUILD_PREFIX: &str = "railgun_tplbuild_";
-/// How many templates (migration sets: branches, benches) stay on the server.
-const TEMPLATES_KEPT: usize = 5;
+/// How many templates (migration sets: branches, benches) stay on the server; one used within
+/// the last hour stays regardless (a run on another branch may be cloning it).
+const TEMPLATES_KEPT: usize = 8;
 
 /// FNV-1a, 64 bits: stable across Rust versions and machines, unlike `DefaultHasher`.
 pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
@@ -180,7 +181,8 @@ fn evict_old_templates(conn: &mut PgConnection, current: &str) {
         comment.as_deref().and_then(|c| c.rsplit(' ').next()).and_then(|t| t.parse().ok()).unwrap_or(0)
     };
     templates.sort_by_key(|(_, comment)| std::cmp::Reverse(used(comment)));
-    for (name, _) in templates.iter().skip(TEMPLATES_KEPT).filter(|(name, _)| name != current) {
+    let recent = now().saturating_sub(3600);
+    for (name, _) in templates.iter().skip(TEMPLATES_KEPT).filter(|(n, c)| n != current && used(c) < recent) {
         let _ = diesel::sql_query(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false")).execute(conn);
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(conn);
     }
