@@ -12,15 +12,13 @@ const MIGRATOR_PASSWORD: &str = "migrator-canary-1618";
 struct Roles {
     app: String,
     migrator: String,
-    admin: String,
+    database: String,
 }
 
 impl Roles {
     fn new(tag: &str, db: &TestDb) -> Roles {
         let pid = std::process::id();
-        let mut admin = db.url().clone();
-        admin.set_path("postgres");
-        Roles { app: format!("{tag}_app_{pid}"), migrator: format!("{tag}_mig_{pid}"), admin: admin.to_string() }
+        Roles { app: format!("{tag}_app_{pid}"), migrator: format!("{tag}_mig_{pid}"), database: db.url().to_string() }
     }
 
     fn url(&self, db: &TestDb, role: &str, password: &str) -> String {
@@ -33,18 +31,23 @@ impl Roles {
 
 impl Drop for Roles {
     fn drop(&mut self) {
-        let Ok(mut conn) = PgConnection::establish(&self.admin) else { return };
-        // The test database may be kept after a failure: give back what the roles own there first.
+        // What the roles own and were granted lives in the test database: give it back there
+        // (the database itself may be kept after a failure), then the roles can go.
+        let Ok(mut conn) = PgConnection::establish(&self.database) else { return };
         let _ = diesel::sql_query(format!(
             "DO $$ BEGIN
                IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{m}') THEN REASSIGN OWNED BY {m} TO CURRENT_USER; DROP OWNED BY {m}; END IF;
-               IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{a}') THEN DROP OWNED BY {a}; END IF;
+               IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{a}') THEN REASSIGN OWNED BY {a} TO CURRENT_USER; DROP OWNED BY {a}; END IF;
              END $$",
             a = self.app,
             m = self.migrator
         ))
         .execute(&mut conn);
-        let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS {}, {}", self.app, self.migrator)).execute(&mut conn);
+        let dropped =
+            diesel::sql_query(format!("DROP ROLE IF EXISTS {}, {}", self.app, self.migrator)).execute(&mut conn);
+        if let Err(e) = dropped {
+            eprintln!("roles {} and {} left behind: {e}", self.app, self.migrator);
+        }
     }
 }
 
