@@ -74,7 +74,7 @@ impl TestDb {
     pub fn empty() -> Result<TestDb> {
         static EMPTY: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
         EMPTY
-            .get_or_init(|| Harness::start(Box::new(template::NoMigrations)).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| Harness::start(&template::NoMigrations).map_err(|e| format!("{e:#}")))
             .as_ref()
             .map_err(|e| anyhow!("{e}"))?
             .test_db()
@@ -164,7 +164,7 @@ impl Harness {
     pub fn embedded() -> Result<&'static Harness> {
         static EMBEDDED: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
         EMBEDDED
-            .get_or_init(|| Harness::start(Box::new(crate::MIGRATIONS)).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| Harness::start(&crate::MIGRATIONS).map_err(|e| format!("{e:#}")))
             .as_ref()
             .copied()
             .map_err(|e| anyhow!("{e}"))
@@ -180,15 +180,15 @@ impl Harness {
         if let Some((_, _, harness)) = known.iter().find(|(d, h, _)| d == dir && *h == hash) {
             return Ok(harness);
         }
-        let harness = Harness::start(Box::new(source))?;
+        let harness = Harness::start(&source)?;
         known.push((dir.to_path_buf(), hash, harness));
         Ok(harness)
     }
 
-    fn start(source: Box<dyn MigrationSource<Pg> + Send + Sync>) -> Result<&'static Harness> {
+    fn start(source: &dyn MigrationSource<Pg>) -> Result<&'static Harness> {
         let server = server()?;
-        let hash = template::fingerprint(source.as_ref())?;
-        let (template, built_in) = template::ensure(server, source.as_ref(), hash)?;
+        let hash = template::fingerprint(source)?;
+        let (template, built_in) = template::ensure(server, source, hash)?;
         let pool_size = match std::env::var("RAILGUN_TEST_POOL") {
             Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases")?,
             Err(_) => 3,
@@ -236,10 +236,9 @@ impl Harness {
             match &*shared {
                 Some(url) => url.clone(),
                 None => {
-                    let mut db = self.test_db()?;
-                    // Never dropped by this process; the next run drops it (its owner is gone).
-                    db.keep = true;
+                    let db = self.test_db()?;
                     let url = db.url.clone();
+                    // Never dropped by this process (tests share it to its end): the next run drops it.
                     std::mem::forget(db);
                     *shared = Some(url.clone());
                     url
