@@ -62,7 +62,7 @@ fn a_healthy_setup_passes_every_check() {
     let db = TestDb::new().unwrap();
     let env = EnvFile::new("ok", db.url().as_str(), 0o600);
     let run = env.doctor();
-    for check in ["docker", "images", ".env", "database", "tools", "ssl", "migrations"] {
+    for check in ["docker", "images", ".env", "database", "tools", "ssl", "migrations", "schema.rs"] {
         assert!(line(&run, check).starts_with("pass"), "{check}:\n{}", run.all());
     }
     assert!(line(&run, "tools").contains("server is PostgreSQL"), "{}", run.stdout);
@@ -81,6 +81,7 @@ fn each_failure_names_its_fix_and_fails_the_run() {
     assert!(fix(&run, ".env").contains("chmod 600"), "{}", run.stdout);
     assert!(line(&run, "migrations").starts_with("FAIL") && line(&run, "migrations").contains("pending"));
     assert!(fix(&run, "migrations").contains("cargo xtask migration run"));
+    assert!(line(&run, "schema.rs").starts_with("FAIL"), "schema.rs cannot match an empty database:\n{}", run.stdout);
     assert!(line(&run, "database").starts_with("pass"));
     assert!(!run.all().contains(db.url().password().unwrap()));
 

@@ -307,8 +307,10 @@ fn schema_drift(cx: &Context) -> Outcome {
     if stderr.contains("not implemented") || stderr.contains("unexpected argument") {
         return Outcome::Skip("`schema generate --check` is not available in this build".into());
     }
-    let (what, _) = split_hint(stderr.trim().trim_start_matches("error: "));
-    fail(what, "cargo xtask schema generate (then commit db/src/schema.rs)")
+    let text = stderr.trim().trim_start_matches("error: ");
+    let what = text.lines().next().unwrap_or("schema.rs differs from the database");
+    let fix = text.lines().find_map(|l| l.trim().strip_prefix("hint:")).map(str::trim);
+    fail(what, fix.unwrap_or("cargo xtask schema generate (then commit db/src/schema.rs)"))
 }
 
 #[cfg(test)]
