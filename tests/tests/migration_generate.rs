@@ -26,6 +26,7 @@ COMMENT ON COLUMN users.legacy IS 'kept for the old importer';
 CREATE TABLE posts (
     id BIGSERIAL PRIMARY KEY,
     user_id INTEGER NOT NULL REFERENCES users (id),
+    editor_id INTEGER,
     title TEXT NOT NULL
 );
 CREATE TABLE archive (
@@ -277,4 +278,21 @@ fn refuses_a_type_the_database_lacks() {
         ("        mood -> Nullable<Mood>,\n", "        mood -> Nullable<Mood>,\n        color -> Nullable<Color>,\n"),
     ]);
     s.refused("column users.color has the type color, which the database does not have");
+}
+
+#[test]
+fn a_new_joinable_adds_its_foreign_key() {
+    let s = Setup::new();
+    s.edit(&[(
+        "diesel::joinable!(posts -> users (user_id));\n",
+        "diesel::joinable!(posts -> users (user_id));\ndiesel::joinable!(posts -> users (editor_id));\n",
+    )]);
+    let (up, down) = s.round_trip("editor_fk");
+    assert!(
+        up.contains(
+            "ADD CONSTRAINT \"posts_editor_id_fkey\" FOREIGN KEY (\"editor_id\") REFERENCES \"users\" (\"id\");"
+        ),
+        "{up}"
+    );
+    assert!(down.contains("DROP CONSTRAINT \"posts_editor_id_fkey\";"), "{down}");
 }

@@ -176,6 +176,28 @@ pub fn read(conn: &mut PgConnection, table: &TableName) -> Result<TableCatalog> 
     Ok(TableCatalog { columns, constraints, referenced_by, indexes, comment })
 }
 
+#[derive(QueryableByName)]
+struct Exists {
+    #[diesel(sql_type = Bool)]
+    exists: bool,
+}
+
+/// Whether `child.column` has a one-column foreign key to `parent`.
+pub fn has_foreign_key(conn: &mut PgConnection, child: &TableName, column: &str, parent: &TableName) -> Result<bool> {
+    let row: Exists = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint c \
+                        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] \
+                        WHERE c.contype = 'f' AND c.conrelid = $1::regclass AND c.confrelid = $2::regclass \
+                          AND cardinality(c.conkey) = 1 AND a.attname = $3) AS exists",
+    )
+    .bind::<Text, _>(qualified(child))
+    .bind::<Text, _>(qualified(parent))
+    .bind::<Text, _>(column)
+    .get_result(conn)
+    .with_context(|| format!("look for the foreign key on {}.{column}", qualified(child)))?;
+    Ok(row.exists)
+}
+
 impl TableCatalog {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)

@@ -76,7 +76,8 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
         columns::alter_table(conn, d, table, entities, &mut column_steps, &mut refusals)?;
     }
     let (adds, types, nulls, drops) = column_steps;
-    steps.extend(adds.into_iter().chain(types).chain(nulls).chain(drops));
+    let foreign_keys = add_foreign_keys(conn, &db, &wanted, entities)?;
+    steps.extend(adds.into_iter().chain(types).chain(nulls).chain(foreign_keys).chain(drops));
 
     let to_drop: Vec<&DbTable> = db.iter().filter(|d| !wanted.iter().any(|t| t.sql_name == d.name.sql_name)).collect();
     let mut catalogs = Vec::new();
@@ -168,17 +169,61 @@ fn rust_name_of(table: &Table, entities: &Entities) -> Option<String> {
     entities.tables.iter().position(|t| t == table).map(|i| entities.rust_names[i].clone())
 }
 
-/// `REFERENCES "parent" ("pk")` for a column a joinable! names, when the parent has a one-column key.
-pub fn references(table: &Table, column: &str, entities: &Entities, schema: Option<&str>) -> Option<String> {
+/// The parent table and key column a joinable! gives `column`, when the parent has a one-column key.
+fn joinable_parent<'a>(table: &Table, column: &str, entities: &'a Entities) -> Option<(&'a Table, &'a str)> {
     let rust = rust_name_of(table, entities)?;
     let col_rust = &table.column(column)?.rust_name;
     let joinable = entities.joinables.iter().find(|j| j.child == rust && &j.column == col_rust)?;
     let parent_idx = entities.rust_names.iter().position(|n| *n == joinable.parent)?;
     let parent = &entities.tables[parent_idx];
     match parent.primary_key.as_slice() {
-        [pk] => Some(format!("REFERENCES {} ({})", qualified(&db_name(parent, schema)), quote(pk))),
+        [pk] => Some((parent, pk.as_str())),
         _ => None,
     }
+}
+
+/// `REFERENCES "parent" ("pk")` for a column a joinable! names.
+pub fn references(table: &Table, column: &str, entities: &Entities, schema: Option<&str>) -> Option<String> {
+    let (parent, pk) = joinable_parent(table, column, entities)?;
+    Some(format!("REFERENCES {} ({})", qualified(&db_name(parent, schema)), quote(pk)))
+}
+
+/// A joinable! between columns both sides have, without its foreign key in the database.
+fn add_foreign_keys(
+    conn: &mut PgConnection,
+    db: &[DbTable],
+    wanted: &[&Table],
+    entities: &Entities,
+) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for d in db {
+        let Some(table) = wanted.iter().find(|t| t.sql_name == d.name.sql_name) else { continue };
+        for column in d.columns.iter().filter_map(|c| table.column(&c.sql_name)) {
+            let Some((parent, pk)) = joinable_parent(table, &column.sql_name, entities) else { continue };
+            let Some(parent_db) = db.iter().find(|p| p.name.sql_name == parent.sql_name) else { continue };
+            if catalog::has_foreign_key(conn, &d.name, &column.sql_name, &parent_db.name)? {
+                continue;
+            }
+            let name = qualified(&d.name);
+            let constraint = quote(&format!("{}_{}_fkey", d.name.sql_name, column.sql_name));
+            let refs =
+                references(table, &column.sql_name, entities, d.name.schema.as_deref()).expect("joinable parent");
+            steps.push(Step {
+                summary: format!(
+                    "add the foreign key {}.{} -> {}.{pk}",
+                    d.name.full_sql_name(),
+                    column.sql_name,
+                    parent.sql_name
+                ),
+                up: vec![format!(
+                    "ALTER TABLE {name} ADD CONSTRAINT {constraint} FOREIGN KEY ({}) {refs};",
+                    quote(&column.sql_name)
+                )],
+                down: vec![format!("ALTER TABLE {name} DROP CONSTRAINT {constraint};")],
+            });
+        }
+    }
+    Ok(steps)
 }
 
 pub fn column_sql(column: &super::parse::Column, entities: &Entities) -> String {
