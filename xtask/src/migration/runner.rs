@@ -44,8 +44,7 @@ impl Locked {
     pub fn acquire(url: &Url) -> Result<Locked> {
         let mut conn = db::connect::establish(url)?;
         if !try_lock(&mut conn)? {
-            let holder = lock_holder(&mut conn).unwrap_or(None);
-            let who = holder.map(|pid| format!(" (server pid {pid})")).unwrap_or_default();
+            let who = lock_holder(&mut conn).map(|pid| format!(" (server pid {pid})")).unwrap_or_default();
             eprintln!("waiting for another migration run on this database{who} to finish...");
             diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})"))
                 .execute(&mut conn)
@@ -138,7 +137,7 @@ fn try_lock(conn: &mut PgConnection) -> Result<bool> {
 }
 
 /// The server process holding the lock, to tell the user who they wait for.
-fn lock_holder(conn: &mut PgConnection) -> Result<Option<i32>> {
+fn lock_holder(conn: &mut PgConnection) -> Option<i32> {
     #[derive(QueryableByName)]
     struct Holder {
         #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -151,7 +150,7 @@ fn lock_holder(conn: &mut PgConnection) -> Result<Option<i32>> {
     ))
     .get_result(conn)
     .ok();
-    Ok(holder.map(|h| h.pid))
+    holder.map(|h| h.pid)
 }
 
 /// Applied versions, newest first; `None` when the bookkeeping table does not exist (nothing
