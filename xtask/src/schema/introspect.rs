@@ -1,6 +1,8 @@
 //! What the database holds, read with the same catalog queries diesel_cli 2.3 runs for
 //! `print-schema` on Postgres (`infer_schema_internals::{information_schema, pg}`).
 
+use std::collections::HashMap;
+
 use anyhow::{Context as _, Result};
 use diesel::sql_types::{Array, Integer, Nullable, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
@@ -52,10 +54,11 @@ impl TableName {
     }
 
     /// An SQL expression for the table's `regclass`, built as diesel_cli builds it.
-    fn regclass_sql(&self) -> String {
+    /// `name` and `schema` are SQL expressions for the table's name and schema.
+    fn regclass_sql(&self, name: &str, schema: &str) -> String {
         match &self.schema {
-            Some(_) => "(quote_ident($2) || '.' || quote_ident($1))::regclass".into(),
-            None => "quote_ident($1)::regclass".into(),
+            Some(_) => format!("(quote_ident({schema}) || '.' || quote_ident({name}))::regclass"),
+            None => format!("quote_ident({name})::regclass"),
         }
     }
 }
@@ -138,25 +141,41 @@ pub fn load_table_names(conn: &mut PgConnection, schema: Option<&str>) -> Result
     Ok(names.iter().map(|name| TableName::new(name, schema)).collect())
 }
 
-/// The primary key's columns (SQL names) in key order; empty when the table has none.
-pub fn primary_key(conn: &mut PgConnection, table: &TableName) -> Result<Vec<String>> {
+#[derive(QueryableByName)]
+struct KeyColumn {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Each table's primary key columns (SQL names) in key order; a table without one is absent.
+/// One query for all `tables` (of one schema): diesel_cli asks table by table, same filter.
+pub fn primary_keys(conn: &mut PgConnection, tables: &[TableName]) -> Result<HashMap<String, Vec<String>>> {
+    let Some(first) = tables.first() else { return Ok(HashMap::new()) };
     // diesel_cli's query, quirks included: the constraint is matched by name alone.
-    let rows: Vec<Name> = diesel::sql_query(
-        "SELECT column_name::text AS name FROM information_schema.key_column_usage \
+    let rows: Vec<KeyColumn> = diesel::sql_query(
+        "SELECT table_name::text AS table_name, column_name::text AS name FROM information_schema.key_column_usage \
          WHERE constraint_name IN (SELECT constraint_name FROM information_schema.table_constraints \
                                    WHERE constraint_type = 'PRIMARY KEY') \
-           AND table_name = $1 AND table_schema = $2 \
-         ORDER BY ordinal_position",
+           AND table_name = ANY($1) AND table_schema = $2 \
+         ORDER BY information_schema.key_column_usage.table_name, ordinal_position",
     )
-    .bind::<Text, _>(&table.sql_name)
-    .bind::<Text, _>(table.schema_or_default())
+    .bind::<Array<Text>, _>(tables.iter().map(|t| t.sql_name.as_str()).collect::<Vec<_>>())
+    .bind::<Text, _>(first.schema_or_default())
     .load(conn)
-    .with_context(|| format!("read the primary key of {}", table.full_sql_name()))?;
-    Ok(rows.into_iter().map(|r| r.name).collect())
+    .context("read the primary keys")?;
+    let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+    for row in rows {
+        keys.entry(row.table_name).or_default().push(row.name);
+    }
+    Ok(keys)
 }
 
 #[derive(QueryableByName)]
 struct ColumnRow {
+    #[diesel(sql_type = Text)]
+    table_name: String,
     #[diesel(sql_type = Text)]
     name: String,
     #[diesel(sql_type = Text)]
@@ -175,50 +194,48 @@ struct ColumnRow {
     comment: Option<String>,
 }
 
-/// The table's columns, typed as diesel_cli types them.
+/// The columns of `tables` (of one schema), typed as diesel_cli types them, by table.
 pub fn load_columns(
     conn: &mut PgConnection,
-    table: &TableName,
+    tables: &[TableName],
     sorting: ColumnSorting,
     settings: &Settings,
-) -> Result<Vec<ColumnDefinition>> {
+) -> Result<HashMap<String, Vec<ColumnDefinition>>> {
+    let Some(first) = tables.first() else { return Ok(HashMap::new()) };
     let order = match sorting {
         ColumnSorting::OrdinalPosition => "ordinal_position",
         ColumnSorting::Name => "column_name",
     };
     // Output names differ from the input columns so ORDER BY sorts `name`s, not collated text.
     let sql = format!(
-        "SELECT column_name::text AS name, udt_name::text AS type_name, udt_schema::text AS type_schema, \
-                domain_name::text AS domain_name, domain_schema::text AS domain_schema, \
+        "SELECT table_name::text AS table_name, column_name::text AS name, udt_name::text AS type_name, \
+                udt_schema::text AS type_schema, domain_name::text AS domain_name, domain_schema::text AS domain_schema, \
                 is_nullable::text AS nullable, character_maximum_length::int4 AS max_length, \
                 col_description({}, ordinal_position) AS comment \
-         FROM information_schema.columns WHERE table_name = $1 AND table_schema = $2 \
-         ORDER BY information_schema.columns.{order}",
-        table.regclass_sql()
+         FROM information_schema.columns WHERE table_name = ANY($1) AND table_schema = $2 \
+         ORDER BY information_schema.columns.table_name, information_schema.columns.{order}",
+        first.regclass_sql("table_name", "table_schema")
     );
     let rows: Vec<ColumnRow> = diesel::sql_query(sql)
-        .bind::<Text, _>(&table.sql_name)
-        .bind::<Text, _>(table.schema_or_default())
+        .bind::<Array<Text>, _>(tables.iter().map(|t| t.sql_name.as_str()).collect::<Vec<_>>())
+        .bind::<Text, _>(first.schema_or_default())
         .load(conn)
-        .with_context(|| format!("read the columns of {}", table.full_sql_name()))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let (type_name, type_schema) = match row.domain_name {
-                Some(domain) if settings.pg_domains_as_custom_types.iter().any(|rx| rx.is_match(&domain)) => {
-                    (domain, row.domain_schema)
-                }
-                _ => (row.type_name, row.type_schema),
-            };
-            let ty = column_type(&row.name, &type_name, type_schema, row.nullable == "YES", row.max_length);
-            ColumnDefinition {
-                rust_name: rust_name_for_sql_name(&row.name, Some(&table.rust_name)),
-                sql_name: row.name,
-                ty,
-                comment: row.comment,
+        .context("read the columns")?;
+    let rust_names: HashMap<&str, &str> = tables.iter().map(|t| (t.sql_name.as_str(), t.rust_name.as_str())).collect();
+    let mut columns: HashMap<String, Vec<ColumnDefinition>> = HashMap::new();
+    for row in rows {
+        let (type_name, type_schema) = match row.domain_name {
+            Some(domain) if settings.pg_domains_as_custom_types.iter().any(|rx| rx.is_match(&domain)) => {
+                (domain, row.domain_schema)
             }
-        })
-        .collect())
+            _ => (row.type_name, row.type_schema),
+        };
+        let ty = column_type(&row.name, &type_name, type_schema, row.nullable == "YES", row.max_length);
+        let rust_name = rust_name_for_sql_name(&row.name, rust_names.get(row.table_name.as_str()).copied());
+        let column = ColumnDefinition { rust_name, sql_name: row.name, ty, comment: row.comment };
+        columns.entry(row.table_name).or_default().push(column);
+    }
+    Ok(columns)
 }
 
 /// diesel_cli's `pg::determine_column_type`: `_name` is an array of `name`.
@@ -251,18 +268,25 @@ fn column_type(
 
 #[derive(QueryableByName)]
 struct Comment {
+    #[diesel(sql_type = Text)]
+    table_name: String,
     #[diesel(sql_type = Nullable<Text>)]
     comment: Option<String>,
 }
 
-pub fn table_comment(conn: &mut PgConnection, table: &TableName) -> Result<Option<String>> {
-    let row: Comment =
-        diesel::sql_query(format!("SELECT obj_description({}, 'pg_class') AS comment", table.regclass_sql()))
-            .bind::<Text, _>(&table.sql_name)
-            .bind::<Text, _>(table.schema_or_default())
-            .get_result(conn)
-            .with_context(|| format!("read the comment of {}", table.full_sql_name()))?;
-    Ok(row.comment)
+/// The comments of `tables` (of one schema), by table.
+pub fn table_comments(conn: &mut PgConnection, tables: &[TableName]) -> Result<HashMap<String, Option<String>>> {
+    let Some(first) = tables.first() else { return Ok(HashMap::new()) };
+    let regclass = first.regclass_sql("t.name", "$2::text");
+    let rows: Vec<Comment> = diesel::sql_query(format!(
+        "SELECT t.name AS table_name, obj_description({regclass}, 'pg_class') AS comment \
+         FROM unnest($1::text[]) AS t(name)"
+    ))
+    .bind::<Array<Text>, _>(tables.iter().map(|t| t.sql_name.as_str()).collect::<Vec<_>>())
+    .bind::<Text, _>(first.schema_or_default())
+    .load(conn)
+    .context("read the table comments")?;
+    Ok(rows.into_iter().map(|r| (r.table_name, r.comment)).collect())
 }
 
 #[derive(QueryableByName)]
@@ -315,28 +339,24 @@ pub fn load_foreign_keys(conn: &mut PgConnection, schema: Option<&str>) -> Resul
 }
 
 /// diesel_cli's `remove_unsafe_foreign_keys_for_codegen`: only keys `joinable!` can express.
+/// `primary_keys` holds the tables' keys by SQL name.
 pub fn joinable_foreign_keys(
-    conn: &mut PgConnection,
     keys: &[ForeignKeyConstraint],
     tables: &[TableName],
-) -> Result<Vec<ForeignKeyConstraint>> {
+    primary_keys: &HashMap<String, Vec<String>>,
+) -> Vec<ForeignKeyConstraint> {
     let duplicated = |fk: &ForeignKeyConstraint| {
         keys.iter().filter(|other| other.ordered_tables() == fk.ordered_tables()).count() > 1
     };
-    let mut safe = Vec::new();
-    for fk in keys {
-        if fk.parent_table == fk.child_table
-            || !tables.contains(&fk.parent_table)
-            || !tables.contains(&fk.child_table)
-            || fk.foreign_key_columns.len() != 1
-        {
-            continue;
-        }
-        let parent_key = primary_key(conn, &fk.parent_table)?;
-        if parent_key.len() != 1 || fk.primary_key_columns.first() != Some(&parent_key[0]) || duplicated(fk) {
-            continue;
-        }
-        safe.push(fk.clone());
-    }
-    Ok(safe)
+    keys.iter()
+        .filter(|fk| fk.parent_table != fk.child_table)
+        .filter(|fk| tables.contains(&fk.parent_table) && tables.contains(&fk.child_table))
+        .filter(|fk| fk.foreign_key_columns.len() == 1)
+        .filter(|fk| {
+            let parent_key = primary_keys.get(&fk.parent_table.sql_name).map(Vec::as_slice).unwrap_or_default();
+            parent_key.len() == 1 && fk.primary_key_columns.first() == parent_key.first()
+        })
+        .filter(|fk| !duplicated(fk))
+        .cloned()
+        .collect()
 }

@@ -9,6 +9,7 @@ use diesel::PgConnection;
 use xshell::{Shell, cmd};
 
 use super::introspect::{self, ColumnType, TableData};
+use super::names::rust_name_for_sql_name;
 use super::render::{Definitions, schema_text};
 use super::settings::{DocConfig, Settings};
 
@@ -90,28 +91,36 @@ pub fn output_schema(conn: &mut PgConnection, settings: &Settings, cwd: &Path) -
     let mut names = introspect::load_table_names(conn, schema)?;
     names.retain(|t| !settings.filter.ignores(&t.sql_name));
 
-    let mut tables = Vec::with_capacity(names.len());
-    for name in &names {
-        let primary_key = introspect::primary_key(conn, name)?;
-        if primary_key.is_empty() {
+    let primary_keys = introspect::primary_keys(conn, &names)?;
+    names.retain(|name| {
+        let has_key = primary_keys.contains_key(&name.sql_name);
+        if !has_key {
             eprintln!(
                 "warning: skipped table `{}`: it has no primary key, and diesel's table! needs one (diesel print-schema refuses the whole schema)\n  hint: add a primary key to `{0}`, or leave it out with --except-tables or [print_schema.filter]",
                 name.full_sql_name()
             );
-            continue;
         }
-        let comment = match settings.with_docs {
-            DocConfig::NoDocComments => None,
-            _ => introspect::table_comment(conn, name)?,
-        };
-        let column_data = introspect::load_columns(conn, name, settings.column_sorting, settings)?;
-        let primary_key =
-            primary_key.iter().map(|k| super::names::rust_name_for_sql_name(k, Some(&name.rust_name))).collect();
-        tables.push(TableData { name: name.clone(), primary_key, column_data, comment });
-    }
-    let kept: Vec<_> = tables.iter().map(|t| t.name.clone()).collect();
+        has_key
+    });
+    let mut comments = match settings.with_docs {
+        DocConfig::NoDocComments => Default::default(),
+        _ => introspect::table_comments(conn, &names)?,
+    };
+    let mut columns = introspect::load_columns(conn, &names, settings.column_sorting, settings)?;
+    let tables: Vec<TableData> = names
+        .iter()
+        .map(|name| TableData {
+            name: name.clone(),
+            primary_key: primary_keys[&name.sql_name]
+                .iter()
+                .map(|k| rust_name_for_sql_name(k, Some(&name.rust_name)))
+                .collect(),
+            column_data: columns.remove(&name.sql_name).unwrap_or_default(),
+            comment: comments.remove(&name.sql_name).flatten(),
+        })
+        .collect();
     let all_keys = introspect::load_foreign_keys(conn, schema)?;
-    let foreign_keys = introspect::joinable_foreign_keys(conn, &all_keys, &kept)?;
+    let foreign_keys = introspect::joinable_foreign_keys(&all_keys, &names, &primary_keys);
 
     let custom_types = settings.generate_missing_sql_type_definitions.then(|| custom_types(&tables, settings));
     let text = schema_text(&Definitions { tables: &tables, foreign_keys: &foreign_keys, custom_types, settings });

@@ -31,20 +31,20 @@ const BY_HAND: &str = "\n  hint: write this migration by hand: `cargo xtask migr
 /// The steps, in the order up.sql runs them; down.sql runs their inverses in reverse.
 pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -> Result<Vec<Step>> {
     let schema = settings.schema.as_deref().filter(|s| *s != introspect::DEFAULT_SCHEMA);
+    let mut names = introspect::load_table_names(conn, schema)?;
+    names.retain(|name| !settings.filter.ignores(&name.sql_name));
+    let mut primary_keys = introspect::primary_keys(conn, &names)?;
+    let mut columns = introspect::load_columns(conn, &names, ColumnSorting::OrdinalPosition, settings)?;
     let mut db = Vec::new();
-    for name in introspect::load_table_names(conn, schema)? {
-        if settings.filter.ignores(&name.sql_name) {
-            continue;
-        }
-        let primary_key = introspect::primary_key(conn, &name)?;
-        if primary_key.is_empty() {
+    for name in names {
+        let Some(primary_key) = primary_keys.remove(&name.sql_name) else {
             eprintln!(
                 "warning: left table `{}` alone: it has no primary key, so schema.rs cannot show it",
                 name.full_sql_name()
             );
             continue;
-        }
-        let columns = introspect::load_columns(conn, &name, ColumnSorting::OrdinalPosition, settings)?;
+        };
+        let columns = columns.remove(&name.sql_name).unwrap_or_default();
         db.push(DbTable { name, primary_key, columns });
     }
     let wanted: Vec<&Table> = entities
