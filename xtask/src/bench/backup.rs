@@ -1,15 +1,291 @@
 //! Benchmark backup and restore against the pg_dump | gzip pipeline
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use diesel::RunQueryDsl;
+use url::Url;
+use xshell::cmd;
 
 use crate::context::Context;
 
 /// Benchmark backup and restore against the pg_dump | gzip pipeline
+///
+/// Makes a scratch database on DATABASE_URL's server with `pgbench -i -s SCALE` (dropped at the
+/// end), then, side by side in each run (after one untimed warm-up), the median of RUNS:
+///   backup:  `cargo xtask db backup` vs `pg_dump ... | gzip -6 > f`
+///   restore: `cargo xtask db restore f --yes` (safety backup and all) vs
+///            `gunzip -c f | psql -X -v ON_ERROR_STOP=1 --single-transaction`, each into a fresh database
+///   floor:   `pg_dump ... > /dev/null`
+/// and the sizes, and our peak RSS (getrusage of the finished process).
+/// Goals: backup <= 0.5x the pipeline at no larger size, restore <= 1.0x, peak RSS < 64 MiB.
 #[derive(clap::Args)]
-pub struct Backup {}
+#[command(verbatim_doc_comment)]
+pub struct Backup {
+    /// pgbench scale factor (50 is about 500 MiB of SQL)
+    #[arg(long, default_value_t = 50)]
+    scale: u32,
+    /// Timed runs of each; the median is reported
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Our backup's gzip level (the pipeline stays at gzip -6)
+    #[arg(long, value_name = "1-9", default_value_t = 6)]
+    compression_level: u32,
+}
+
+const DUMP_ARGS: &str = "--clean --if-exists --no-owner --no-privileges";
+
+/// What one timed process cost.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cost {
+    wall: Duration,
+    peak_rss_kib: u64,
+}
+
+#[derive(Default)]
+struct Samples {
+    floor: Vec<Duration>,
+    ours_backup: Vec<Cost>,
+    pipe_backup: Vec<Duration>,
+    ours_restore: Vec<Cost>,
+    pipe_restore: Vec<Duration>,
+    ours_size: u64,
+    pipe_size: u64,
+}
 
 impl Backup {
-    pub fn run(self, _cx: &Context) -> Result<()> {
-        bail!("not implemented yet")
+    pub fn run(self, cx: &Context) -> Result<()> {
+        if self.runs == 0 || self.scale == 0 {
+            bail!("--runs and --scale must be at least 1");
+        }
+        for tool in ["pgbench", "pg_dump", "psql", "gzip", "gunzip", "sh"] {
+            which::which(tool).with_context(|| {
+                format!("{tool} is not installed\n  hint: the benchmark compares with the host's tools: apt-get install postgresql-client postgresql-contrib gzip")
+            })?;
+        }
+        let server = cx.database_url()?;
+        let exe = std::env::current_exe().context("find the xtask binary")?;
+        let pid = std::process::id();
+        let work = std::env::temp_dir().join(format!("railgun-bench-backup-{pid}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let scratch = Scratch::create(&server, &format!("railgun_bench_backup_{pid}"))?;
+        eprintln!("pgbench -i -s {} into {} ...", self.scale, scratch.name);
+        let (conninfo, env) = db::url::libpq_env(&scratch.url)?;
+        let scale = self.scale.to_string();
+        let mut init = cmd!(cx.sh, "pgbench -i -q -s {scale} {conninfo}").quiet().ignore_stderr();
+        for (k, v) in &env {
+            init = init.env(k, v);
+        }
+        init.run().context("pgbench -i")?;
+
+        let mut samples = Samples::default();
+        for run in 0..=self.runs {
+            let dir = work.join(format!("run{run}"));
+            std::fs::create_dir_all(&dir)?;
+            let gz = dir.join("pipeline.sql.gz");
+            // Alternate the order, so neither always meets the warmer cache.
+            let ours_first = run % 2 == 0;
+            let mut ours_backup = Cost::default();
+            let mut pipe_backup = Duration::ZERO;
+            for ours in [ours_first, !ours_first] {
+                if ours {
+                    ours_backup = timed(
+                        Command::new(&exe)
+                            .args(["db", "backup"])
+                            .arg(dir.join("ours"))
+                            .arg("--database-url")
+                            .arg(scratch.url.as_str()),
+                    )?;
+                } else {
+                    pipe_backup = timed(&mut shell(
+                        &format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" | gzip -6 > \"$2\""),
+                        &[&conninfo, path_str(&gz)?],
+                        &env,
+                    ))?
+                    .wall;
+                }
+            }
+            let floor =
+                timed(&mut shell(&format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" > /dev/null"), &[&conninfo], &env))?
+                    .wall;
+            let ours_file = only_file(&dir.join("ours"))?;
+            let (ours_size, pipe_size) = (std::fs::metadata(&ours_file)?.len(), std::fs::metadata(&gz)?.len());
+
+            let mut ours_restore = Cost::default();
+            let mut pipe_restore = Duration::ZERO;
+            for ours in [ours_first, !ours_first] {
+                let target = Scratch::create(&server, &format!("railgun_bench_restore_{pid}_{run}_{ours}"))?;
+                if ours {
+                    ours_restore = timed(
+                        Command::new(&exe)
+                            .args(["db", "restore", "--yes", "--safety-dir"])
+                            .arg(dir.join("safety"))
+                            .arg(&ours_file)
+                            .arg("--database-url")
+                            .arg(target.url.as_str()),
+                    )?;
+                } else {
+                    let (target_info, _) = db::url::libpq_env(&target.url)?;
+                    pipe_restore = timed(&mut shell(
+                        "gunzip -c \"$1\" | psql -X -q -v ON_ERROR_STOP=1 --single-transaction --dbname=\"$2\" > /dev/null",
+                        &[path_str(&gz)?, &target_info],
+                        &env,
+                    ))?
+                    .wall;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!(
+                "{}: backup ours {:.2}s / pipeline {:.2}s (floor {:.2}s), restore ours {:.2}s / pipeline {:.2}s, size {} / {}, peak RSS {} / {} MiB",
+                if run == 0 { "warm-up".to_string() } else { format!("run {run}") },
+                ours_backup.wall.as_secs_f64(),
+                pipe_backup.as_secs_f64(),
+                floor.as_secs_f64(),
+                ours_restore.wall.as_secs_f64(),
+                pipe_restore.as_secs_f64(),
+                ours_size,
+                pipe_size,
+                ours_backup.peak_rss_kib / 1024,
+                ours_restore.peak_rss_kib / 1024,
+            );
+            if run == 0 {
+                continue;
+            }
+            samples.floor.push(floor);
+            samples.ours_backup.push(ours_backup);
+            samples.pipe_backup.push(pipe_backup);
+            samples.ours_restore.push(ours_restore);
+            samples.pipe_restore.push(pipe_restore);
+            (samples.ours_size, samples.pipe_size) = (ours_size, pipe_size);
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        drop(scratch);
+        report(&samples, self.scale, self.runs);
+        Ok(())
+    }
+}
+
+fn report(s: &Samples, scale: u32, runs: usize) {
+    let secs = |d: Duration| d.as_secs_f64();
+    let floor = median(s.floor.clone());
+    let ours_b = median(s.ours_backup.iter().map(|c| c.wall).collect());
+    let pipe_b = median(s.pipe_backup.clone());
+    let ours_r = median(s.ours_restore.iter().map(|c| c.wall).collect());
+    let pipe_r = median(s.pipe_restore.clone());
+    let rss = s.ours_backup.iter().chain(&s.ours_restore).map(|c| c.peak_rss_kib).max().unwrap_or(0);
+    let rss_backup = s.ours_backup.iter().map(|c| c.peak_rss_kib).max().unwrap_or(0);
+    let rss_restore = s.ours_restore.iter().map(|c| c.peak_rss_kib).max().unwrap_or(0);
+    let size_ratio = s.ours_size as f64 / s.pipe_size.max(1) as f64;
+    println!("pgbench scale {scale}, median of {runs} runs");
+    println!("{:<10} {:>10} {:>12} {:>8}   goal", "", "xtask (s)", "pipeline (s)", "ratio");
+    println!(
+        "{:<10} {:>10.2} {:>12.2} {:>7.2}x   <= 0.50x (floor, pg_dump > /dev/null: {:.2}s = {:.2}x)",
+        "backup",
+        secs(ours_b),
+        secs(pipe_b),
+        secs(ours_b) / secs(pipe_b),
+        secs(floor),
+        secs(floor) / secs(pipe_b)
+    );
+    println!(
+        "{:<10} {:>10.2} {:>12.2} {:>7.2}x   <= 1.00x",
+        "restore",
+        secs(ours_r),
+        secs(pipe_r),
+        secs(ours_r) / secs(pipe_r)
+    );
+    println!("{:<10} {:>10} {:>12} {:>7.3}x   <= 1.00x (bytes)", "size", s.ours_size, s.pipe_size, size_ratio);
+    println!(
+        "{:<10} {:>10.1} {:>12} {:>8}   < 64 MiB (backup {:.1}, restore {:.1})",
+        "peak RSS",
+        rss as f64 / 1024.0,
+        "MiB",
+        "",
+        rss_backup as f64 / 1024.0,
+        rss_restore as f64 / 1024.0
+    );
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// `sh -c SCRIPT sh ARGS...`, the password in the environment.
+fn shell(script: &str, args: &[&str], env: &[(&'static str, String)]) -> Command {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(script).arg("sh").args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str().context("a non-UTF-8 temporary path")
+}
+
+/// Runs `command` to completion, quiet; its wall time and peak RSS (from wait4's rusage).
+fn timed(command: &mut Command) -> Result<Cost> {
+    let started = Instant::now();
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let stderr = child.stderr;
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    });
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; the pointers outlive the call.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    if rc != pid {
+        bail!("wait for {command:?}: {}", std::io::Error::last_os_error());
+    }
+    let errors = errors.join().unwrap_or_default();
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        bail!("{:?} failed:\n{}", command.get_program(), db::url::redact_str(&errors));
+    }
+    Ok(Cost { wall, peak_rss_kib: usage.ru_maxrss as u64 })
+}
+
+fn only_file(dir: &Path) -> Result<PathBuf> {
+    let mut files = std::fs::read_dir(dir)?.filter_map(|e| e.ok()).map(|e| e.path());
+    files.next().with_context(|| format!("no backup in {}", dir.display()))
+}
+
+/// A database of the benchmark's own, dropped on drop.
+struct Scratch {
+    name: String,
+    url: Url,
+    admin: Url,
+}
+
+impl Scratch {
+    fn create(server: &Url, name: &str) -> Result<Scratch> {
+        let mut admin = server.clone();
+        admin.set_path("postgres");
+        let mut conn = db::connect::establish(&admin)?;
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn)?;
+        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).context("create a bench database")?;
+        let mut url = server.clone();
+        url.set_path(name);
+        Ok(Scratch { name: name.to_string(), url, admin })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = db::connect::establish(&self.admin) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn);
+        }
     }
 }

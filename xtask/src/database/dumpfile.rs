@@ -19,9 +19,9 @@ use flate2::write::GzEncoder;
 pub const HEADER: &[u8] = b"--\n-- PostgreSQL database dump\n";
 pub const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 
-/// Each member is compressed alone, so members compress in parallel; 4 MiB keeps the ratio
-/// within a hair of one long stream while a handful in flight stay far below 64 MiB.
-const MEMBER: usize = 4 << 20;
+/// Each member is compressed alone, so members compress in parallel; 1 MiB keeps the ratio
+/// within a hair of one long stream while the dozen in flight stay far below 64 MiB.
+const MEMBER: usize = 1 << 20;
 
 /// What a complete backup holds.
 #[derive(Clone, Copy, Debug, Default)]

@@ -196,7 +196,7 @@ fn local_images(sh: &Shell) -> Vec<(String, u32)> {
             Some((line.to_string(), major))
         })
         .collect();
-    images.sort_by(|a, b| b.1.cmp(&a.1));
+    images.sort_by_key(|image| std::cmp::Reverse(image.1));
     images
 }
 
