@@ -264,18 +264,31 @@ fn stale_databases_of_crashed_runs_are_dropped() {
     let dead = "railgun_test_00000000_";
     let (crashed, kept_recently, kept_long_ago) =
         (format!("{dead}crashed"), format!("{dead}kept_recently"), format!("{dead}kept_long_ago"));
-    let mut admin = admin();
-    for name in [&crashed, &kept_recently, &kept_long_ago] {
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(&mut admin).unwrap();
-        diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).unwrap();
-    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    for (name, at) in [(&kept_recently, now), (&kept_long_ago, now - 3 * 24 * 3600)] {
-        diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS 'railgun test kept {at}'"))
-            .execute(&mut admin)
-            .unwrap();
+    // Held ahead by a process that crashed before a test got it: back to the pool, not dropped.
+    let hash = Harness::for_dir(fixture()).unwrap().template().trim_start_matches("railgun_tpl_").to_string();
+    let unused = format!("{dead}held_{}", std::process::id());
+    let mut admin = admin();
+    for (name, comment, template) in [
+        (&crashed, None, "template1".to_string()),
+        (&kept_recently, Some(format!("railgun test kept {now}")), "template1".to_string()),
+        (&kept_long_ago, Some(format!("railgun test kept {}", now - 3 * 24 * 3600)), "template1".to_string()),
+        (&unused, Some(format!("railgun test unused {hash}")), format!("railgun_tpl_{hash}")),
+    ] {
+        // Made under another name, then renamed: other processes' cleanups never see it half-made.
+        let making = format!("harness_making_{}", std::process::id());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{name}\""),
+            format!("CREATE DATABASE \"{making}\" TEMPLATE \"{template}\""),
+            format!("COMMENT ON DATABASE \"{making}\" IS {}", comment.map_or("NULL".into(), |c| format!("'{c}'"))),
+            format!("ALTER DATABASE \"{making}\" RENAME TO \"{name}\""),
+        ] {
+            diesel::sql_query(&sql).execute(&mut admin).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
     }
-    clean_stale().unwrap();
+    let dropped = clean_stale().unwrap();
+    assert_eq!(database(&unused), None, "an unused held clone was left as it was");
+    assert!(!dropped.contains(&unused), "an unused held clone was dropped, not put back in the pool");
     assert_eq!(database(&crashed), None, "a crashed run's database survived");
     assert_eq!(database(&kept_long_ago), None, "an expired kept database survived");
     assert!(database(&kept_recently).is_some(), "a recently kept database was dropped");
@@ -287,6 +300,7 @@ fn stale_databases_of_crashed_runs_are_dropped() {
 fn a_leaked_connection_does_not_block_the_drop() {
     let db = TestDb::with_migrations_dir(fixture()).unwrap();
     let name = db.name().to_string();
+    assert_eq!(database(&name), Some(None), "a database handed to a test is still marked as held ahead");
     let mut leaked = db.conn().unwrap();
     diesel::sql_query("SELECT 1").execute(&mut leaked).unwrap();
     drop(db);

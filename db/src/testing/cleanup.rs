@@ -6,7 +6,7 @@ use diesel::RunQueryDsl;
 
 use super::server::{BUILD_LOCKS, databases, now, server};
 use super::template::TEMPLATE_PREFIX;
-use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX};
+use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX, UNUSED};
 
 /// Drops stale test databases on the test server; returns their names. Each test process runs
 /// it once in the background; nothing in use is touched.
@@ -22,6 +22,18 @@ pub fn clean_stale() -> Result<Vec<String>> {
             let kept_at =
                 comment.as_deref().and_then(|c| c.strip_prefix("railgun test kept ")).and_then(|t| t.parse().ok());
             let alive = owner.is_some_and(|o| live.contains(&o));
+            let unused = comment.as_deref().and_then(|c| c.strip_prefix(UNUSED));
+            if let Some(hash) = unused.filter(|hash| !alive && templates.contains(hash)) {
+                // Held ahead by a process that ended before any test got it: as good as new.
+                let pooled = format!("{POOL_PREFIX}{hash}_{rest}u");
+                let back = server.admin(|c| {
+                    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?;
+                    Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)
+                });
+                if back.is_ok() {
+                    continue;
+                }
+            }
             !alive && kept_at.is_none_or(|at: u64| now().saturating_sub(at) > KEEP_FOR.as_secs())
         } else if let Some(rest) = name.strip_prefix(PREP_PREFIX) {
             let owner = rest.split('_').nth(1).and_then(|o| u32::from_str_radix(o, 16).ok());

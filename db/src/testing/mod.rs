@@ -48,6 +48,10 @@ const POOL_PREFIX: &str = "railgun_pool_";
 /// A clone being warmed up before it joins the pool (owner in the name, like test databases).
 const PREP_PREFIX: &str = "railgun_prep_";
 pub(crate) const TEST_PREFIX: &str = "railgun_test_";
+/// Clones a process claims from the pool and connects to ahead of its tests (at most the pool size).
+const HELD_AHEAD: usize = 2;
+/// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
+pub(crate) const UNUSED: &str = "railgun test unused ";
 /// How long a failed test's database is kept before a later run drops it.
 pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 
@@ -57,6 +61,8 @@ pub struct TestDb {
     name: String,
     server: &'static Server,
     keep: bool,
+    /// A connection opened ahead of the test, handed out by the first `conn()`.
+    first_conn: Mutex<Option<PgConnection>>,
 }
 
 impl TestDb {
@@ -89,8 +95,8 @@ impl TestDb {
         Harness::embedded()?.transaction()
     }
 
-    fn claimed(server: &'static Server, name: String) -> TestDb {
-        TestDb { url: server.url_for(&name), name, server, keep: false }
+    fn claimed(server: &'static Server, name: String, first_conn: Option<PgConnection>) -> TestDb {
+        TestDb { url: server.url_for(&name), name, server, keep: false, first_conn: Mutex::new(first_conn) }
     }
 
     /// The URL of this database (with the server's credentials).
@@ -102,8 +108,11 @@ impl TestDb {
         &self.name
     }
 
-    /// A new connection to this database.
+    /// A new connection to this database (the first one was usually opened ahead of the test).
     pub fn conn(&self) -> Result<PgConnection> {
+        if let Some(conn) = self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Ok(conn);
+        }
         crate::connect::establish(&self.url).with_context(|| format!("connect to the test database {}", self.name))
     }
 
@@ -157,6 +166,8 @@ pub struct Harness {
     pool_size: AtomicUsize,
     wake: (Mutex<u64>, Condvar),
     shared: Mutex<Option<Url>>,
+    /// Clones this process claimed ahead of demand, each with a connection open.
+    held: Mutex<Vec<(String, PgConnection)>>,
 }
 
 impl Harness {
@@ -202,6 +213,7 @@ impl Harness {
             pool_size: AtomicUsize::new(pool_size),
             wake: (Mutex::new(0), Condvar::new()),
             shared: Mutex::new(None),
+            held: Mutex::new(Vec::new()),
         }));
         std::thread::Builder::new()
             .name("test-db-pool".into())
@@ -212,21 +224,29 @@ impl Harness {
 
     /// A database of the test's own: a ready clone when the pool has one, else a clone made now.
     pub fn test_db(&self) -> Result<TestDb> {
-        let name = next_test_name(self.server);
-        let claimed = self.claim(&name);
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.wake_refill();
-        if claimed? {
-            return Ok(TestDb::claimed(self.server, name));
+        if let Some((name, conn)) = held {
+            let in_use = self
+                .server
+                .admin(|c| Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?));
+            if in_use.is_ok() {
+                return Ok(TestDb::claimed(self.server, name, Some(conn)));
+            }
+        }
+        let name = next_test_name(self.server);
+        if self.claim(&name)? {
+            return Ok(TestDb::claimed(self.server, name, None));
         }
         self.clone_template(&name)?;
-        Ok(TestDb::claimed(self.server, name))
+        Ok(TestDb::claimed(self.server, name, None))
     }
 
     /// A database cloned from the template now, past the pool (what an empty pool costs).
     pub fn test_db_unpooled(&self) -> Result<TestDb> {
         let name = next_test_name(self.server);
         self.clone_template(&name)?;
-        Ok(TestDb::claimed(self.server, name))
+        Ok(TestDb::claimed(self.server, name, None))
     }
 
     /// See [`TestDb::transaction`].
@@ -237,6 +257,7 @@ impl Harness {
                 Some(url) => url.clone(),
                 None => {
                     let db = self.test_db()?;
+                    drop(db.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
                     let url = db.url.clone();
                     // Never dropped by this process (tests share it to its end): the next run drops it.
                     std::mem::forget(db);
@@ -271,12 +292,13 @@ impl Harness {
         self.wake_refill();
     }
 
-    /// Waits until the pool holds its full number of ready clones.
+    /// Waits until the pool holds its full number of ready clones, and this process its clones held ahead.
     pub fn wait_for_pool(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let ready = self.server.admin(|c| Ok(databases(c, &self.pool_prefix)?.len()))?;
-            if ready >= self.pool_size.load(Ordering::Relaxed) {
+            let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if ready >= self.pool_size.load(Ordering::Relaxed) && held >= self.held_ahead() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -349,11 +371,41 @@ impl Harness {
         }
     }
 
+    fn held_ahead(&self) -> usize {
+        HELD_AHEAD.min(self.pool_size.load(Ordering::Relaxed))
+    }
+
+    /// Claims clones for this process's next tests and opens their connections: the test then
+    /// waits for neither. Marked unused, so that if this process ends first a later run pools them again.
+    fn hold_ahead(&self) -> Result<()> {
+        while self.held.lock().unwrap_or_else(|e| e.into_inner()).len() < self.held_ahead() {
+            let name = next_test_name(self.server);
+            if !self.claim(&name)? {
+                return Ok(());
+            }
+            let conn = self.server.admin(|c| {
+                let comment = format!("{UNUSED}{:016x}", self.hash);
+                diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?;
+                crate::connect::establish(&self.server.url_for(&name))
+            })?;
+            self.held.lock().unwrap_or_else(|e| e.into_inner()).push((name, conn));
+        }
+        Ok(())
+    }
+
     fn refill(&self, conn: &mut Option<PgConnection>, next: &mut u64) -> Result<()> {
         let size = self.pool_size.load(Ordering::Relaxed);
         if size == 0 {
             return Ok(());
         }
+        // Held clones come from the pool: take them, fill the pool, take again, fill again.
+        self.hold_ahead()?;
+        self.fill_pool(conn, next)?;
+        self.hold_ahead()?;
+        self.fill_pool(conn, next)
+    }
+
+    fn fill_pool(&self, conn: &mut Option<PgConnection>, next: &mut u64) -> Result<()> {
         let conn = match conn {
             Some(conn) => conn,
             None => conn.insert(self.server.connect_admin()?),
