@@ -262,3 +262,14 @@ fn committed_schema_is_up_to_date() {
         check.stderr
     );
 }
+
+#[test]
+fn config_mistakes_are_named() {
+    let db = TestDb::empty().unwrap();
+    let named = Workdir::new("[print_schema.other]\nfile = \"other.rs\"\n");
+    xtask(&db, &named, &["schema", "generate", "--stdout"]).assert_fails_with("[print_schema.other]");
+    let typo = Workdir::new("[print_schema]\nwith_doc = true\n");
+    xtask(&db, &typo, &["schema", "generate", "--stdout"]).assert_fails_with("with_doc");
+    let mode = Workdir::new("[print_schema]\nwith_docs = \"sometimes\"\n");
+    xtask(&db, &mode, &["schema", "generate", "--stdout"]).assert_fails_with("invalid with_docs mode `sometimes`");
+}
