@@ -346,6 +346,29 @@ fn concurrent_runners_apply_each_migration_exactly_once() {
 }
 
 #[test]
+fn a_runner_waits_for_the_lock_and_says_so() {
+    let fx = Fixture::new();
+    three_migrations(&fx);
+    // Someone else holds the migration lock (the key is "railgun" in ASCII).
+    let mut holder = fx.conn();
+    holder.batch_execute("SELECT pg_advisory_lock(x'007261696c67756e'::bigint)").unwrap();
+    let runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let waiting = "SELECT count(*)::text AS s FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let mut polls = 0;
+    while strings(&mut fx.conn(), waiting) != ["1"] {
+        polls += 1;
+        assert!(polls < 600, "the runner never queued for the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(fx.tables().is_empty(), "nothing happens while the lock is held");
+    holder.batch_execute("SELECT pg_advisory_unlock_all()").unwrap();
+    let run = Run::from(runner.wait_with_output().unwrap());
+    run.assert_ok();
+    assert!(run.stderr.contains("waiting for another migration run on this database (server pid"), "{}", run.stderr);
+    assert_eq!(fx.recorded().len(), 3);
+}
+
+#[test]
 fn show_explains_a_version_applied_but_missing_on_disk() {
     let fx = Fixture::new();
     three_migrations(&fx);
