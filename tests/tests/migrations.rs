@@ -353,7 +353,8 @@ fn a_runner_waits_for_the_lock_and_says_so() {
     let mut holder = fx.conn();
     holder.batch_execute("SELECT pg_advisory_lock(x'007261696c67756e'::bigint)").unwrap();
     let runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let waiting = "SELECT count(*)::text AS s FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let waiting = "SELECT count(*)::text AS s FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let mut polls = 0;
     while strings(&mut fx.conn(), waiting) != ["1"] {
         polls += 1;
