@@ -13,7 +13,11 @@
 //! later runs until a migration changes), and each test gets `CREATE DATABASE ... TEMPLATE`.
 //! Cloning still costs a server-side file copy, so a background thread keeps a few clones
 //! ready (`RAILGUN_TEST_POOL`, default 3) and a test claims one by renaming it: one rename wins,
-//! across threads and processes alike. Databases of crashed runs are dropped by the next run.
+//! across threads and processes alike. The same thread also claims two for this process's next
+//! tests and opens their first connection. Databases of crashed runs are dropped by the next
+//! run (unused claimed ones go back to the pool).
+//!
+//! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].
 //!
 //! The server: `TEST_DATABASE_URL`; else `DATABASE_URL` (environment, then `.env`) when it is
 //! local and answers, as the `cargo xtask up` server does; else a throwaway container
@@ -100,7 +104,11 @@ impl TestDb {
     }
 
     /// The URL of this database (with the server's credentials).
+    ///
+    /// Closes the connection opened ahead if `conn()` has not taken it: a tool given the URL
+    /// (`pg_restore --clean`, `DROP DATABASE`) may want the database to itself.
     pub fn url(&self) -> &Url {
+        drop(self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
         &self.url
     }
 
