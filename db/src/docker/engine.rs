@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -22,7 +22,7 @@ pub fn check_engine() -> Result<()> {
     }
     for path in socket_paths() {
         if ping(&path.to_string_lossy()) {
-            if std::env::var_os("DOCKER_HOST").is_none() && path != PathBuf::from("/var/run/docker.sock") {
+            if std::env::var_os("DOCKER_HOST").is_none() && path != Path::new("/var/run/docker.sock") {
                 // testcontainers and the docker CLI look for the default socket; point them here.
                 // SAFETY: set once at start-up, before any other thread reads the environment.
                 unsafe { std::env::set_var("DOCKER_HOST", format!("unix://{}", path.display())) };
