@@ -21,9 +21,9 @@ pub struct Guard {
     /// The target database's name, for scripts that pass --force without a terminal
     #[arg(long, value_name = "NAME")]
     pub confirm_db: Option<String>,
-    /// A protected target already cleared by `check_target`: `check` does not ask twice.
+    /// The protected target `check_target` cleared: `check` does not ask twice about it.
     #[arg(skip)]
-    cleared: std::cell::Cell<bool>,
+    cleared: std::cell::RefCell<Option<Url>>,
 }
 
 /// What the guard knows about the target.
@@ -37,7 +37,7 @@ struct Target {
 impl Guard {
     /// Decides, before anything connects, whether `what` may happen to the database at `url`.
     pub fn check(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
-        if self.cleared.get() {
+        if self.cleared.borrow().as_ref() == Some(url) {
             return Ok(());
         }
         let target = self.target(cx, url)?;
@@ -53,7 +53,7 @@ impl Guard {
             return Ok(());
         }
         self.decide(&target, what, prompt)?;
-        self.cleared.set(true);
+        self.cleared.replace(Some(url.clone()));
         Ok(())
     }
 
