@@ -16,10 +16,10 @@ use crate::context::Context;
 
 /// Benchmark test database acquisition against migrate-per-test
 ///
-/// Both sides are timed from nothing to a connection on a database with every migration
-/// applied. The harness: a clone claimed from its pool, the pool refilled between
-/// acquisitions as it is between tests; also a clone made on demand (an empty pool). The
-/// anchor, as `#[sqlx::test]` does it: CREATE DATABASE, connect, run every migration.
+/// Both sides are timed from nothing to a first query on a database with every migration
+/// applied. The harness: a clone from its pool, refilled between acquisitions as it is between
+/// tests (the last line's figure); also back to back (the pool drains) and cloned on demand (no
+/// pool). The anchor, as `#[sqlx::test]` does it: CREATE DATABASE, connect, run every migration.
 ///
 /// Uses the test harness's server: TEST_DATABASE_URL, else the `cargo xtask up` Postgres,
 /// else the shared test container.
@@ -89,6 +89,15 @@ impl TestDb {
             pooled.push(started.elapsed());
         }
 
+        eprintln!("harness, back to back: {} acquisitions", self.iterations);
+        let mut back_to_back = Vec::new();
+        for _ in 0..self.iterations {
+            let started = Instant::now();
+            let db = harness.test_db()?;
+            ready(&mut db.conn()?)?;
+            back_to_back.push(started.elapsed());
+        }
+
         eprintln!("harness, cloned on demand: {} acquisitions", self.migrate_iterations);
         let mut on_demand = Vec::new();
         for _ in 0..self.migrate_iterations {
@@ -128,6 +137,12 @@ impl TestDb {
             "  of which getting the database (TestDb): p50 {}, p95 {}; the rest is the first connection (usually opened ahead) and query",
             ms(percentile(&mut claimed, 50)),
             ms(percentile(&mut claimed, 95))
+        );
+        println!(
+            "harness back to back (tests faster than the pool refills): p50 {}, p95 {} ({} runs)",
+            ms(percentile(&mut back_to_back, 50)),
+            ms(percentile(&mut back_to_back, 95)),
+            back_to_back.len()
         );
         println!(
             "harness cloned on demand (empty pool): p50 {}, p95 {} ({} runs)",
