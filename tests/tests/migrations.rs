@@ -267,6 +267,7 @@ fn a_failing_migration_rolls_back_and_names_its_file_and_line() {
     let run = fx.xtask(&["migration", "run"]);
     run.assert_fails_with("migration 2024-01-01-000002_broken failed at migrations/2024-01-01-000002_broken/up.sql:5: relation \"missing\" does not exist");
     assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
+    assert!(run.stderr.contains("  5 | ALTER TABLE missing ADD COLUMN y INT;"), "quotes the line:\n{}", run.stderr);
     assert_eq!(
         fx.recorded(),
         ["20240101000001"],

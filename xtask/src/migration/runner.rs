@@ -212,6 +212,9 @@ fn explain(
     };
     let at = line.map(|line| format!("{path}:{line}")).unwrap_or(path.clone());
     let mut message = format!("migration {} failed at {at}: {}", migration.name, info.message());
+    if let Some((line, text)) = line.and_then(|line| Some((line, sql.lines().nth(line - 1)?))) {
+        message.push_str(&format!("\n  {line} | {}", text.trim_end()));
+    }
     if let Some(detail) = info.details() {
         message.push_str(&format!("\n  detail: {detail}"));
     }
