@@ -406,7 +406,8 @@ fn schema_sync_rebuilds_exactly_what_the_migrations_make() {
             "CREATE TYPE mood AS ENUM ('ok'); CREATE TABLE junk (id SERIAL PRIMARY KEY, m mood);
              CREATE VIEW junk_view AS SELECT * FROM junk; CREATE SEQUENCE lone_seq;
              CREATE FUNCTION junk_fn(a INT) RETURNS INT LANGUAGE sql AS 'SELECT a';
-             DROP TABLE tags CASCADE; INSERT INTO posts (title) VALUES ('gone after sync');",
+             DROP TABLE tags CASCADE; INSERT INTO posts (title) VALUES ('gone after sync');
+             CREATE SCHEMA extra; CREATE TABLE extra.kept_unless_named (a INT);",
         )
         .unwrap();
 
@@ -423,6 +424,7 @@ fn schema_sync_rebuilds_exactly_what_the_migrations_make() {
         assert!(refused.stderr.contains(listed), "lists `{listed}`:\n{}", refused.stderr);
     }
     assert!(!refused.stderr.contains("junk_id_seq"), "a table's own sequence is not listed:\n{}", refused.stderr);
+    assert!(!refused.stderr.contains("extra"), "another schema is the app's only when named:\n{}", refused.stderr);
     fx.command(&["schema", "sync", "--yes"])
         .env("APP_ENV", "production")
         .output()
@@ -431,8 +433,11 @@ fn schema_sync_rebuilds_exactly_what_the_migrations_make() {
         .assert_fails_with("APP_ENV=production");
     assert!(fx.tables().contains(&"junk".to_string()), "a refused sync dropped nothing");
 
-    fx.xtask(&["schema", "sync", "--yes"]).assert_ok();
+    let sync = fx.xtask(&["schema", "sync", "--yes", "--schema", "extra"]);
+    sync.assert_ok();
+    assert!(sync.stderr.contains("drop schema extra"), "{}", sync.stderr);
     assert_eq!(fx.tables(), ["__diesel_schema_migrations", "posts", "tags"]);
+    assert!(strings(&mut fx.conn(), "SELECT nspname::text AS s FROM pg_namespace WHERE nspname = 'extra'").is_empty());
     assert_eq!(fx.recorded().len(), 3);
     let leftovers = strings(
         &mut fx.conn(),
