@@ -94,7 +94,7 @@ impl Backup {
                 if ours {
                     ours_backup = timed(
                         Command::new(&exe)
-                            .args(["db", "backup"])
+                            .args(["db", "backup", "--compression-level", &self.compression_level.to_string()])
                             .arg(dir.join("ours"))
                             .arg("--database-url")
                             .arg(scratch.url.as_str()),

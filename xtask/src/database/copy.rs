@@ -35,11 +35,11 @@ use crate::guard::Guard;
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Copy {
-    /// The database to copy
-    #[arg(long, value_name = "URL")]
+    /// The database to copy (or RAILGUN_COPY_FROM, which keeps the password out of `ps`)
+    #[arg(long, value_name = "URL", env = "RAILGUN_COPY_FROM", hide_env_values = true)]
     from: String,
-    /// The database to copy into: its data is replaced
-    #[arg(long, value_name = "URL")]
+    /// The database to copy into: its data is replaced (or RAILGUN_COPY_TO)
+    #[arg(long, value_name = "URL", env = "RAILGUN_COPY_TO", hide_env_values = true)]
     to: String,
     /// Where the source's backup is kept (and the target's safety backup)
     #[arg(long, value_name = "DIR", default_value = "backups")]
