@@ -10,14 +10,17 @@ use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use tests::{Run, root, xtask_bin};
 
-/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it.
+/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it ($RAILGUN_TOOLS).
 fn diesel_bin() -> PathBuf {
     let on_path = std::env::var_os("PATH")
         .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
     if let Some(path) = on_path {
         return path;
     }
-    let cached = Path::new(&std::env::var("HOME").unwrap()).join(".cache/railgun-tools/bin/diesel");
+    let tools = std::env::var_os("RAILGUN_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
+    let cached = tools.join("bin/diesel");
     assert!(
         cached.is_file(),
         "diesel_cli is missing: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"

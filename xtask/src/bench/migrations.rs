@@ -167,18 +167,17 @@ fn generate(dir: &Path, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// diesel_cli: on PATH, else where `cargo xtask test` installs it.
+/// diesel_cli: on PATH, else where `cargo xtask test` installs it ($RAILGUN_TOOLS).
 fn diesel_bin() -> Result<PathBuf> {
     if let Ok(path) = which::which("diesel") {
         return Ok(path);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let cached = home.join(".cache/railgun-tools/bin/diesel");
+    let cached = crate::test::tools_dir().join("bin/diesel");
     if cached.is_file() {
         return Ok(cached);
     }
     bail!(
-        "diesel_cli is not installed: the benchmark compares against it\n  hint: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
+        "diesel_cli is not installed: the benchmark compares against it\n  hint: `cargo xtask test` installs it, or: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
     )
 }
 
