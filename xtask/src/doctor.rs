@@ -12,7 +12,7 @@ use xshell::cmd;
 use crate::config::DieselConfig;
 use crate::context::Context;
 
-/// Check the whole setup and say how to fix what fails.
+/// Check the whole setup and say how to fix what fails
 ///
 /// Docker, the images, host pg_dump/psql against the server, .env (exists, private,
 /// git-ignored), connectivity, SSL, pending migrations and schema.rs drift. Prints one line a

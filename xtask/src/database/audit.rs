@@ -8,7 +8,7 @@ use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use crate::context::Context;
 use crate::doctor::{Outcome, fail, print};
 
-/// Check the security checklist against a live database.
+/// Check the security checklist against a live database
 ///
 /// SSL enforced, the app role neither superuser nor owner, tables without row level security,
 /// columns that look like plaintext secrets, superuser (service_role-style) use by

@@ -7,7 +7,7 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 
 use crate::context::Context;
 
-/// Create the least-privilege app role and the migrator role.
+/// Create the least-privilege app role and the migrator role
 ///
 /// The app role may read and write rows of the app's tables (and use their sequences), nothing
 /// else: no CREATE, ALTER or DROP. The migrator role owns the schema's objects and runs the
