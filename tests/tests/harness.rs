@@ -265,35 +265,66 @@ fn stale_databases_of_crashed_runs_are_dropped() {
     let (crashed, kept_recently, kept_long_ago) =
         (format!("{dead}crashed"), format!("{dead}kept_recently"), format!("{dead}kept_long_ago"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // Held ahead by a process that crashed before a test got it: back to the pool, not dropped.
-    let hash = Harness::for_dir(fixture()).unwrap().template().trim_start_matches("railgun_tpl_").to_string();
-    let unused = format!("{dead}held_{}", std::process::id());
     let mut admin = admin();
-    for (name, comment, template) in [
-        (&crashed, None, "template1".to_string()),
-        (&kept_recently, Some(format!("railgun test kept {now}")), "template1".to_string()),
-        (&kept_long_ago, Some(format!("railgun test kept {}", now - 3 * 24 * 3600)), "template1".to_string()),
-        (&unused, Some(format!("railgun test unused {hash}")), format!("railgun_tpl_{hash}")),
+    for (name, comment) in [
+        (&crashed, None),
+        (&kept_recently, Some(format!("railgun test kept {now}"))),
+        (&kept_long_ago, Some(format!("railgun test kept {}", now - 3 * 24 * 3600))),
     ] {
-        // Made under another name, then renamed: other processes' cleanups never see it half-made.
-        let making = format!("harness_making_{}", std::process::id());
-        for sql in [
-            format!("DROP DATABASE IF EXISTS \"{name}\""),
-            format!("CREATE DATABASE \"{making}\" TEMPLATE \"{template}\""),
-            format!("COMMENT ON DATABASE \"{making}\" IS {}", comment.map_or("NULL".into(), |c| format!("'{c}'"))),
-            format!("ALTER DATABASE \"{making}\" RENAME TO \"{name}\""),
-        ] {
-            diesel::sql_query(&sql).execute(&mut admin).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
+        make_database(&mut admin, name, "template1", comment);
     }
-    let dropped = clean_stale().unwrap();
-    assert_eq!(database(&unused), None, "an unused held clone was left as it was");
-    assert!(!dropped.contains(&unused), "an unused held clone was dropped, not put back in the pool");
+    clean_stale().unwrap();
     assert_eq!(database(&crashed), None, "a crashed run's database survived");
     assert_eq!(database(&kept_long_ago), None, "an expired kept database survived");
     assert!(database(&kept_recently).is_some(), "a recently kept database was dropped");
     assert!(database(live.name()).is_some(), "a live process's database was dropped");
     drop_database(&kept_recently);
+}
+
+/// Makes database `name` under another name first: other processes' cleanups never see it half-made.
+fn make_database(admin: &mut PgConnection, name: &str, template: &str, comment: Option<String>) {
+    let making = format!("harness_making_{}", std::process::id());
+    for sql in [
+        format!("DROP DATABASE IF EXISTS \"{name}\""),
+        format!("CREATE DATABASE \"{making}\" TEMPLATE \"{template}\""),
+        format!("COMMENT ON DATABASE \"{making}\" IS {}", comment.map_or("NULL".into(), |c| format!("'{c}'"))),
+        format!("ALTER DATABASE \"{making}\" RENAME TO \"{name}\""),
+    ] {
+        diesel::sql_query(&sql).execute(admin).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[test]
+fn clones_a_crashed_process_held_unused_go_back_to_the_pool_while_it_has_room() {
+    // A template of its own, built by another process with no pool: its pool starts empty.
+    let dir = tempdir("held");
+    write_migration(
+        &dir,
+        "2024-01-01-000000_a",
+        &format!("CREATE TABLE a (id int); -- {:?}", std::time::SystemTime::now()),
+    );
+    let out = child("child_template", &[("HARNESS_DIR", dir.to_str().unwrap()), ("RAILGUN_TEST_POOL", "0")]);
+    let template = value_after(&String::from_utf8_lossy(&out.stdout), "template=").to_string();
+    let hash = template.trim_start_matches("railgun_tpl_").to_string();
+    let mut admin = admin();
+    // Held ahead by a process that is gone (its lock is free), never handed to a test.
+    let held: Vec<String> = (0..4).map(|i| format!("railgun_test_00000000_held{i}_{}", std::process::id())).collect();
+    for name in &held {
+        make_database(&mut admin, name, &template, Some(format!("railgun test unused {hash}")));
+    }
+    clean_stale().unwrap();
+    let pool: Vec<String> =
+        held.iter().map(|name| format!("railgun_pool_{hash}_{}u", &name["railgun_test_".len()..])).collect();
+    let returned = pool.iter().filter(|name| database(name) == Some(None)).count();
+    assert_eq!(returned, 3, "the default pool of 3 should be refilled from them: {pool:?}");
+    let left = held.iter().chain(&pool).filter(|name| database(name).is_some()).count();
+    assert_eq!(left, 3, "the fourth should be dropped, being one too many");
+    for name in held.iter().chain(&pool) {
+        drop_database(name);
+    }
+    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
+    drop_database(&template);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

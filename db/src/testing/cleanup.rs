@@ -4,17 +4,26 @@
 use anyhow::Result;
 use diesel::RunQueryDsl;
 
-use super::server::{BUILD_LOCKS, databases, now, server};
+use super::server::{BUILD_LOCKS, CLEAN_LOCKS, databases, now, server};
 use super::template::TEMPLATE_PREFIX;
 use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX, UNUSED};
+
+/// Unused clones of a gone process go back to a pool holding fewer than this (the default pool
+/// size; a process that wants more makes them).
+const RETURNED_UP_TO: usize = 3;
 
 /// Drops stale test databases on the test server; returns their names. Each test process runs
 /// it once in the background; nothing in use is touched.
 pub fn clean_stale() -> Result<Vec<String>> {
     let server = server()?;
+    // One cleanup at a time across processes: each sees what the one before it did.
+    let mut session = server.connect_admin()?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({CLEAN_LOCKS}, 0)")).execute(&mut session)?;
     let live = server.live_owners()?;
     let all = server.admin(|c| databases(c, "railgun_"))?;
     let templates: Vec<&str> = all.iter().filter_map(|(n, _)| n.strip_prefix(TEMPLATE_PREFIX)).collect();
+    let pooled_count = |hash: &str| all.iter().filter(|(n, _)| n.starts_with(&format!("{POOL_PREFIX}{hash}_"))).count();
+    let mut returned: Vec<&str> = Vec::new();
     let mut stale = Vec::new();
     for (name, comment) in &all {
         let drop = if let Some(rest) = name.strip_prefix(TEST_PREFIX) {
@@ -23,7 +32,9 @@ pub fn clean_stale() -> Result<Vec<String>> {
                 comment.as_deref().and_then(|c| c.strip_prefix("railgun test kept ")).and_then(|t| t.parse().ok());
             let alive = owner.is_some_and(|o| live.contains(&o));
             let unused = comment.as_deref().and_then(|c| c.strip_prefix(UNUSED));
-            if let Some(hash) = unused.filter(|hash| !alive && templates.contains(hash)) {
+            let room =
+                |hash: &&str| pooled_count(hash) + returned.iter().filter(|&&h| h == *hash).count() < RETURNED_UP_TO;
+            if let Some(hash) = unused.filter(|hash| !alive && templates.contains(hash) && room(hash)) {
                 // Held ahead by a process that ended before any test got it: as good as new.
                 let pooled = format!("{POOL_PREFIX}{hash}_{rest}u");
                 let back = server.admin(|c| {
@@ -31,6 +42,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
                     Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)
                 });
                 if back.is_ok() {
+                    returned.push(hash);
                     continue;
                 }
             }

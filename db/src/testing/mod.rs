@@ -208,10 +208,7 @@ impl Harness {
         let server = server()?;
         let hash = template::fingerprint(source)?;
         let (template, built_in) = template::ensure(server, source, hash)?;
-        let pool_size = match std::env::var("RAILGUN_TEST_POOL") {
-            Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases")?,
-            Err(_) => 3,
-        };
+        let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
             template,
@@ -458,6 +455,14 @@ impl Harness {
 /// The test server's `postgres` database: where the harness creates and drops databases.
 pub fn server_url() -> Result<Url> {
     Ok(server()?.url_for("postgres"))
+}
+
+/// `RAILGUN_TEST_POOL`: how many ready clones a migration set keeps on the server.
+fn pool_size_setting() -> Result<usize> {
+    match std::env::var("RAILGUN_TEST_POOL") {
+        Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases"),
+        Err(_) => Ok(3),
+    }
 }
 
 fn next_test_name(server: &Server) -> String {

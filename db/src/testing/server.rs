@@ -22,6 +22,8 @@ pub(crate) const OWNER_LOCKS: i32 = 0x5247_0001;
 pub(crate) const BUILD_LOCKS: i32 = 0x5247_0002;
 /// Advisory lock namespace of the process refilling a template's pool.
 pub(crate) const FILL_LOCKS: i32 = 0x5247_0003;
+/// Advisory lock namespace of a stale-database cleanup.
+pub(crate) const CLEAN_LOCKS: i32 = 0x5247_0004;
 
 /// The project of the throwaway test container, shared by every test process on this machine
 /// (`RAILGUN_TEST_CONTAINER` names another: the harness's own tests start one and remove it).
