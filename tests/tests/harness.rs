@@ -143,7 +143,7 @@ fn child_claims() {
     // Both processes have written (give the other one time to); a shared database shows two rows.
     std::thread::sleep(std::time::Duration::from_millis(500));
     for db in &held {
-        assert_eq!(names(&mut db.conn().unwrap()), [me.clone()], "{} was handed to another process too", db.name());
+        assert_eq!(names(&mut db.conn().unwrap()), [me.as_str()], "{} was handed to another process too", db.name());
     }
 }
 
