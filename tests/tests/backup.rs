@@ -333,6 +333,12 @@ fn bad_files_are_refused_before_the_database_is_touched() {
         run.assert_fails_with(needle);
         assert!(!run.stderr.contains("connect"), "it tried the database:\n{}", run.stderr);
     }
+    // Against a real database: refused, the database as it was, no safety backup left behind.
+    let before = checksums(&source);
+    xtask(&dir.0, source.url(), &["db", "restore", truncated.to_str().unwrap(), "--yes"])
+        .assert_fails_with("truncated");
+    assert_eq!(checksums(&source), before);
+    assert_eq!(dir.files("backups"), vec![good.file_name().unwrap().to_string_lossy().into_owned()]);
 }
 
 #[test]

@@ -180,6 +180,19 @@ fn managed_objects(url: &Url) -> Result<(Vec<String>, Vec<String>)> {
 
 /// Dumps the database at `url` into `dir/{prefix}YYYYMMDD_HHMMSS.sql.gz`, verified; returns its path.
 pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOptions) -> Result<PathBuf> {
+    let tools = PgTools::find(&cx.sh, url)?;
+    create_with(cx, &tools, url, dir, prefix, dump)
+}
+
+/// [`create`] with pg_dump already found.
+pub fn create_with(
+    cx: &Context,
+    tools: &PgTools,
+    url: &Url,
+    dir: &Path,
+    prefix: &str,
+    dump: &DumpOptions,
+) -> Result<PathBuf> {
     // A file-size limit (ulimit -f) then fails a write with EFBIG instead of killing us.
     // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
@@ -201,7 +214,6 @@ pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOpti
         ));
         name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
     }
-    let tools = PgTools::find(&cx.sh, url)?;
     let args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
     let pending = Pending::create(dir, &name)?;

@@ -34,6 +34,13 @@ pub struct Summary {
 
 /// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
 pub fn verify_file(path: &Path) -> Result<Summary> {
+    check_file(path)?;
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    verify_stream(file).with_context(|| format!("{} is not a usable backup", path.display()))
+}
+
+/// The instant checks: the file exists, is a file, is not empty, and starts as gzip does.
+pub fn check_file(path: &Path) -> Result<()> {
     let shown = path.display();
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -60,8 +67,7 @@ pub fn verify_file(path: &Path) -> Result<Summary> {
             "{shown} is not gzip, so not a backup of ours\n  hint: backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly"
         );
     }
-    let file = File::open(path).with_context(|| format!("open {shown}"))?;
-    verify_stream(file).with_context(|| format!("{shown} is not a usable backup"))
+    Ok(())
 }
 
 /// Decompresses every member (each checks its CRC and length) and looks for pg_dump's header

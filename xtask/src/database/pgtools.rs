@@ -156,23 +156,29 @@ fn container_major(sh: &Shell, container: &str) -> Option<u32> {
     parse_major(&out)
 }
 
-/// The project's running Postgres container, if it can reach `url`: directly for a remote
-/// host, or as itself (localhost inside) when `url` is its published port.
+/// A running container with pg_dump that can reach `url`: for a local URL, the container that
+/// publishes its port (the server itself, reached as localhost inside); for a remote host, the
+/// project's Postgres container.
 fn project_container(sh: &Shell, url: &Url) -> Option<(String, Option<Url>)> {
     which::which("docker").ok()?;
-    let container = format!("{}-postgres", project_name());
-    let format = "{{.State.Running}}";
-    let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;
-    if running.trim() != "true" {
-        return None;
-    }
     if !db::url::is_local(url) {
-        return Some((container, None));
+        let container = format!("{}-postgres", project_name());
+        let format = "{{.State.Running}}";
+        let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;
+        return (running.trim() == "true").then_some((container, None));
     }
-    let published = cmd!(sh, "docker port {container} 5432/tcp").quiet().ignore_stderr().read().ok()?;
-    let port = url.port().unwrap_or(5432);
-    let ours = published.lines().any(|l| l.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok()) == Some(port));
-    ours.then(|| (container, Url::parse("postgres://127.0.0.1:5432/").ok()))
+    let port = url.port().unwrap_or(5432).to_string();
+    let publish = format!("publish={port}");
+    let format = "{{.Names}}";
+    let names = cmd!(sh, "docker ps --filter {publish} --format {format}").quiet().ignore_stderr().read().ok()?;
+    let container = names.lines().next()?.trim().to_string();
+    // Lines like `5432/tcp -> 127.0.0.1:54321`: the container's side of the URL's port.
+    let mappings = cmd!(sh, "docker port {container}").quiet().ignore_stderr().read().ok()?;
+    let inside = mappings.lines().find_map(|line| {
+        let (inner, outer) = line.split_once(" -> ")?;
+        (outer.rsplit(':').next()?.trim() == port).then(|| inner.split('/').next().map(str::to_owned))?
+    })?;
+    Some((container, Url::parse(&format!("postgres://127.0.0.1:{inside}/")).ok()))
 }
 
 /// Local images named `*postgres` whose tag starts with a major version, newest major first.

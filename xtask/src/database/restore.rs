@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use db::url::{database_name, redact, redact_str};
 use url::Url;
 
@@ -54,12 +54,31 @@ impl Restore {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
         let path = cx.user_path(&self.file);
-        let summary = dumpfile::verify_file(&path)?;
-        eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
-        let what = format!("replace the data in database `{}` with {}", database_name(&url), path.display());
-        self.guard.check(cx, &url, &what)?;
+        dumpfile::check_file(&path)?;
         let safety = (!self.no_safety_backup).then(|| cx.user_path(&self.safety_dir));
-        restore(cx, &url, &path, safety.as_deref())?;
+        // The full check (every member's CRC) runs while the guard asks and the safety backup
+        // reads the database; nothing is written to the database before it passed.
+        let (verified, prepared) = std::thread::scope(|scope| {
+            let verified = scope.spawn(|| dumpfile::verify_file(&path));
+            let what = format!("replace the data in database `{}` with {}", database_name(&url), path.display());
+            let prepared = self.guard.check(cx, &url, &what).and_then(|()| prepare(cx, &url, safety.as_deref()));
+            (verified.join(), prepared)
+        });
+        let verified = verified.map_err(|_| anyhow!("the backup check panicked")).and_then(|v| v);
+        let (tools, saved) = match (verified, prepared) {
+            (Err(bad), Ok((_, Some(saved)))) => {
+                let _ = std::fs::remove_file(saved);
+                return Err(bad);
+            }
+            (Err(bad), _) => return Err(bad),
+            (Ok(_), Err(e)) => return Err(e),
+            (Ok(summary), Ok(prepared)) => {
+                eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
+                prepared
+            }
+        };
+        announce_safety(saved.as_deref());
+        feed(cx, &tools, &url, &path)?;
         check_migrations(cx, &url)
     }
 }
@@ -67,16 +86,36 @@ impl Restore {
 /// Restores the verified backup at `path` into `url` in one transaction, after a safety backup
 /// into `safety_dir` when given.
 pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
+    let (tools, saved) = prepare(cx, url, safety_dir)?;
+    announce_safety(saved.as_deref());
+    feed(cx, &tools, url, path)
+}
+
+/// Finds psql for `url` and takes the safety backup into `safety_dir` when given.
+fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTools, Option<PathBuf>)> {
     let tools = PgTools::find(&cx.sh, url)?;
-    if let Some(dir) = safety_dir {
-        eprintln!("taking a safety backup of {} first", redact(url));
-        let saved = backup::create(cx, url, dir, SAFETY_PREFIX, &DumpOptions::default())?;
+    let saved = match safety_dir {
+        Some(dir) => {
+            eprintln!("taking a safety backup of {} first", redact(url));
+            Some(backup::create_with(cx, &tools, url, dir, SAFETY_PREFIX, &DumpOptions::default())?)
+        }
+        None => None,
+    };
+    Ok((tools, saved))
+}
+
+fn announce_safety(saved: Option<&Path>) {
+    if let Some(saved) = saved {
         eprintln!(
             "safety backup: {}\n  (to undo the restore: cargo xtask db restore {})",
             saved.display(),
             saved.display()
         );
     }
+}
+
+/// Feeds the backup's SQL to psql in one transaction whose COMMIT is ours.
+fn feed(cx: &Context, tools: &PgTools, url: &Url, path: &Path) -> Result<()> {
     eprintln!("restoring into {} with {}", redact(url), tools.describe());
     let started = Instant::now();
     let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1", "--file=-"].map(String::from).to_vec();
