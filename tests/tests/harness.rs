@@ -303,9 +303,10 @@ fn stale_databases_of_crashed_runs_are_dropped() {
 
 /// Makes database `name` under another name first: other processes' cleanups never see it half-made.
 fn make_database(admin: &mut PgConnection, name: &str, template: &str, comment: Option<String>) {
-    let making = format!("harness_making_{}", std::process::id());
+    let making = format!("making_{name}");
     for sql in [
         format!("DROP DATABASE IF EXISTS \"{name}\""),
+        format!("DROP DATABASE IF EXISTS \"{making}\""),
         format!("CREATE DATABASE \"{making}\" TEMPLATE \"{template}\""),
         format!("COMMENT ON DATABASE \"{making}\" IS {}", comment.map_or("NULL".into(), |c| format!("'{c}'"))),
         format!("ALTER DATABASE \"{making}\" RENAME TO \"{name}\""),

@@ -102,26 +102,31 @@ impl Server {
 }
 
 fn pick() -> Result<Server> {
-    let env_file = env_file();
-    let setting = |key: &str| -> Option<String> {
-        std::env::var(key)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| dotenvy::from_path_iter(&env_file).ok()?.flatten().find(|(k, _)| k == key).map(|(_, v)| v))
+    let from_file = |key: &str| -> Option<String> {
+        dotenvy::from_path_iter(env_file()).ok()?.flatten().find(|(k, _)| k == key).map(|(_, v)| v)
     };
-    if let Ok(raw) = std::env::var("TEST_DATABASE_URL") {
+    let from_env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    if let Some(raw) = from_env("TEST_DATABASE_URL") {
         let url = parse_database_url(&raw).context("TEST_DATABASE_URL")?;
-        let redis = std::env::var("TEST_REDIS_URL").ok().or_else(|| setting("REDIS_URL"));
+        let redis = from_env("TEST_REDIS_URL").or_else(|| from_env("REDIS_URL")).or_else(|| from_file("REDIS_URL"));
         return Server::open(url, "TEST_DATABASE_URL".into(), redis);
     }
-    // The `cargo xtask up` services (their URLs are in .env), or a local server CI provides.
+    // A local server CI provides, or the `cargo xtask up` services (their URLs are in .env).
     // Only a local one, never in production: tests create and drop databases there.
-    if let Some(raw) = setting("DATABASE_URL")
-        && setting("APP_ENV").as_deref() != Some("production")
-    {
-        let url = parse_database_url(&raw).context("DATABASE_URL")?;
+    let candidates = [
+        (from_env("DATABASE_URL"), from_env("APP_ENV"), from_env("REDIS_URL"), "DATABASE_URL"),
+        (
+            from_file("DATABASE_URL"),
+            from_file("APP_ENV"),
+            from_file("REDIS_URL"),
+            "DATABASE_URL in .env (the `cargo xtask up` server)",
+        ),
+    ];
+    for (raw, app_env, redis, origin) in candidates {
+        let Some(raw) = raw.filter(|_| app_env.as_deref() != Some("production")) else { continue };
+        let url = parse_database_url(&raw).with_context(|| origin.to_string())?;
         if is_local(&url) && answers(&url) {
-            return Server::open(url, "DATABASE_URL (the `cargo xtask up` server)".into(), setting("REDIS_URL"));
+            return Server::open(url, origin.into(), redis);
         }
     }
     let (url, redis) = test_container()?;
