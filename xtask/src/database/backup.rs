@@ -227,6 +227,9 @@ pub fn create_with(
         .spawn()
         .context("start pg_dump")?;
     let stdout = child.stdout.take().context("pg_dump's output")?;
+    // A 1 MiB pipe instead of 64 KiB: pg_dump and we wake each other far less often.
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdout), libc::F_SETPIPE_SZ, 1 << 20) };
     let stderr = child.stderr.take().context("pg_dump's errors")?;
     let errors = std::thread::spawn(move || read_all(stderr));
     let mut shown = Progress::new("dumped");

@@ -31,6 +31,10 @@ pub const SAFETY_PREFIX: &str = "railgun_pre_restore_";
 /// killed leaves the database exactly as it was, because the COMMIT is only sent once the whole
 /// file went through. Afterwards it says which migrations the restored database still lacks.
 ///
+/// The backup drops and recreates the objects it has (pg_dump --clean --if-exists); objects it
+/// does not have are left alone, and if one of them depends on a replaced object the restore
+/// fails (and changes nothing): restore into an empty database, or `cargo xtask schema drop` first.
+///
 /// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
 ///
 /// Example:
