@@ -1,8 +1,10 @@
 //! `cargo xtask test`: the test suite with everything it needs, on any machine of ours.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use xshell::cmd;
 
 use crate::context::Context;
@@ -53,8 +55,60 @@ impl Test {
                 .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
         )?;
         let args = self.args;
-        cmd!(sh, "cargo test --workspace {args...}").env("PATH", path).run()?;
+        eprintln!("$ cargo test --workspace {}", args.join(" "));
+        let mut cargo_test: Command = cmd!(sh, "cargo test --workspace {args...}").env("PATH", path).into();
+        let mut child = cargo_test.stdout(Stdio::piped()).spawn().context("run cargo test")?;
+        let mut totals = Totals::default();
+        for line in BufReader::new(child.stdout.take().context("cargo test's output")?).lines() {
+            let line = line?;
+            println!("{line}");
+            totals.add(&line);
+        }
+        let status = child.wait()?;
+        // cargo's last words are about doc-tests ("0 passed" when a crate has none): say the sum.
+        println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+        if !status.success() {
+            bail!("cargo test failed ({status})");
+        }
         Ok(())
+    }
+}
+
+/// The sum of cargo test's `test result:` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(counts) = line.strip_prefix("test result: ") else { return };
+        for part in counts.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_test_results() {
+        let mut totals = super::Totals::default();
+        totals.add("test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 14.39s");
+        totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        totals.add("running 2 tests");
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (8, 3, 1));
     }
 }
 
