@@ -100,18 +100,6 @@ impl Totals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sums_test_results() {
-        let mut totals = super::Totals::default();
-        totals.add("test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 14.39s");
-        totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
-        totals.add("running 2 tests");
-        assert_eq!((totals.passed, totals.failed, totals.ignored), (8, 3, 1));
-    }
-}
-
 /// Where tools built for the tests live.
 pub fn tools_dir() -> PathBuf {
     match std::env::var_os("RAILGUN_TOOLS") {
@@ -136,4 +124,16 @@ fn install_missing_packages(cx: &Context) -> Result<()> {
     cmd!(sh, "apt-get update -qq").run()?;
     cmd!(sh, "apt-get install -y -qq {packages...}").env("DEBIAN_FRONTEND", "noninteractive").run()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_test_results() {
+        let mut totals = super::Totals::default();
+        totals.add("test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 14.39s");
+        totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        totals.add("running 2 tests");
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (8, 3, 1));
+    }
 }
