@@ -31,7 +31,7 @@ pub struct Backup {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Our backup's gzip level (the pipeline stays at gzip -6)
-    #[arg(long, value_name = "1-9", default_value_t = 6)]
+    #[arg(long, value_name = "1-9", default_value_t = 8)]
     compression_level: u32,
 }
 

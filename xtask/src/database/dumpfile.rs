@@ -35,7 +35,102 @@ pub struct Summary {
 pub fn verify_file(path: &Path) -> Result<Summary> {
     check_file(path)?;
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    verify_stream(file).with_context(|| format!("{} is not a usable backup", path.display()))
+    let checked = match member_index(&file)? {
+        Some(members) => verify_members(&file, &members),
+        // Not all ours (another gzip, or cut short): one member after the other, as gunzip does.
+        None => verify_stream(&file),
+    };
+    checked.with_context(|| format!("{} is not a usable backup", path.display()))
+}
+
+/// Where each member is, from the sizes our headers carry; `None` unless every member has one
+/// and they add up to the file exactly.
+fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
+    let len = file.metadata().context("read the backup's size")?.len();
+    let mut members = Vec::new();
+    let mut at = 0u64;
+    let mut header = [0u8; GZIP_HEADER.len()];
+    while at < len {
+        if file.read_exact_at(&mut header, at).is_err() {
+            return Ok(None);
+        }
+        let size = u32::from_le_bytes(header[SIZE_AT..SIZE_AT + 4].try_into().expect("4 bytes")) as usize;
+        if header[..SIZE_AT] != GZIP_HEADER[..SIZE_AT] || size < GZIP_HEADER.len() + 8 || size > 4 * MEMBER {
+            return Ok(None);
+        }
+        members.push((at, size));
+        at += size as u64;
+    }
+    Ok((at == len).then_some(members))
+}
+
+/// Inflates and checks the members on several threads, each a contiguous share of them.
+fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let share = members.len().div_ceil(threads).max(1);
+    let results: Vec<Result<u64>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = members.chunks(share).map(|part| scope.spawn(move || verify_part(file, part))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked")))).collect()
+    });
+    let mut sql = 0;
+    for result in results {
+        sql += result?;
+    }
+    // The header and the marker, from the first and the last member.
+    let first = inflate_member(file, members[0])?;
+    if !first.starts_with(HEADER) {
+        bail!(
+            "it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)\n  hint: restore only files written by `cargo xtask db backup` or `pg_dump | gzip`"
+        );
+    }
+    let mut tail = Vec::new();
+    for member in members.iter().rev().take(2).rev() {
+        keep_tail(&mut tail, &inflate_member(file, *member)?, 1024);
+    }
+    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
+        bail!(
+            "truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early\n  hint: use another backup; this one was written by a pg_dump that did not finish",
+            String::from_utf8_lossy(MARKER)
+        );
+    }
+    let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
+    Ok(Summary { compressed, sql })
+}
+
+/// Checks `part`'s members; their SQL's length.
+fn verify_part(file: &File, part: &[(u64, usize)]) -> Result<u64> {
+    let mut sql = 0;
+    for member in part {
+        sql += inflate_member(file, *member)?.len() as u64;
+    }
+    Ok(sql)
+}
+
+/// One member's SQL, its CRC and length checked.
+fn inflate_member(file: &File, (at, size): (u64, usize)) -> Result<Vec<u8>> {
+    let corrupt = |what: &str| {
+        anyhow!("corrupt: the gzip member at byte {at} {what}\n  hint: the file was damaged; use another backup")
+    };
+    let mut bytes = vec![0u8; size];
+    file.read_exact_at(&mut bytes, at).context("read the backup")?;
+    let (body, trailer) = bytes[GZIP_HEADER.len()..].split_at(size - GZIP_HEADER.len() - 8);
+    let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    let length = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
+    if length > 4 * MEMBER {
+        return Err(corrupt("claims an impossible length"));
+    }
+    let mut sql = Vec::with_capacity(length + 1);
+    let mut inflate = flate2::Decompress::new(false);
+    let status = inflate.decompress_vec(body, &mut sql, flate2::FlushDecompress::Finish);
+    if !matches!(status, Ok(Status::StreamEnd)) || inflate.total_in() as usize != body.len() {
+        return Err(corrupt("does not inflate"));
+    }
+    let mut check = Crc::new();
+    check.update(&sql);
+    if sql.len() != length || check.sum() != crc {
+        return Err(corrupt("fails its CRC or length check"));
+    }
+    Ok(sql)
 }
 
 /// The instant checks: the file exists, is a file, is not empty, and starts as gzip does.
@@ -226,8 +321,11 @@ struct MemberEncoder {
     deflate: Compress,
 }
 
-/// No name, no time, unknown OS: the same bytes for the same data.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// No name, no time, unknown OS, and an extra field (RFC 1952 FEXTRA, as BGZF does) `RG` holding
+/// the member's whole size, so a reader can find every member without inflating the ones
+/// before it and check them in parallel. Other gzip readers skip the field.
+const GZIP_HEADER: [u8; 20] = [0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 8, 0, b'R', b'G', 4, 0, 0, 0, 0, 0];
+const SIZE_AT: usize = 16;
 
 impl MemberEncoder {
     fn new(level: u32) -> MemberEncoder {
@@ -253,6 +351,8 @@ impl MemberEncoder {
         crc.update(chunk);
         out.extend_from_slice(&crc.sum().to_le_bytes());
         out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        let size = out.len() as u32;
+        out[SIZE_AT..SIZE_AT + 4].copy_from_slice(&size.to_le_bytes());
     }
 }
 
@@ -462,6 +562,13 @@ mod tests {
         assert_eq!(back, sql);
         verify_file(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
+        let members = member_index(&File::open(&path).unwrap()).unwrap().expect("our members are indexed");
+        assert!(members.len() > 3, "{members:?}");
+        let mut damaged = bytes.clone();
+        damaged[members[2].0 as usize + GZIP_HEADER.len() + 100] ^= 0x10;
+        let bad = dir.join("bad.sql.gz");
+        std::fs::write(&bad, &damaged).unwrap();
+        assert!(format!("{:#}", verify_file(&bad).unwrap_err()).contains("corrupt"));
         let cut = dir.join("cut.sql.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
         assert!(format!("{:#}", verify_file(&cut).unwrap_err()).contains("truncated"));
