@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use db::url::{database_name, redact, redact_str};
+use diesel::RunQueryDsl;
 use url::Url;
 
 use super::backup::{self, DumpOptions, Progress, mib};
@@ -99,6 +100,10 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) 
 fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTools, Option<PathBuf>)> {
     let tools = PgTools::find(&cx.sh, url)?;
     let saved = match safety_dir {
+        Some(_) if is_empty(url)? => {
+            eprintln!("{} is empty: no safety backup needed", redact(url));
+            None
+        }
         Some(dir) => {
             eprintln!("taking a safety backup of {} first", redact(url));
             Some(backup::create_with(cx, &tools, url, dir, SAFETY_PREFIX, &DumpOptions::default())?)
@@ -106,6 +111,30 @@ fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTool
         None => None,
     };
     Ok((tools, saved))
+}
+
+/// True when the database holds nothing a backup would keep: no relation, function, type,
+/// schema (but `public`), extension (but plpgsql) or large object of its own.
+fn is_empty(url: &Url) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut conn = db::connect::establish(url)?;
+    let count: Count = diesel::sql_query(
+        "WITH own AS (SELECT oid FROM pg_namespace
+                      WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_')
+         SELECT (SELECT count(*) FROM pg_class WHERE relnamespace IN (SELECT oid FROM own))
+              + (SELECT count(*) FROM pg_proc WHERE pronamespace IN (SELECT oid FROM own))
+              + (SELECT count(*) FROM pg_type WHERE typnamespace IN (SELECT oid FROM own))
+              + (SELECT count(*) FROM pg_namespace WHERE oid IN (SELECT oid FROM own) AND nspname <> 'public')
+              + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
+              + (SELECT count(*) FROM pg_largeobject_metadata) AS n",
+    )
+    .get_result(&mut conn)
+    .context("look for data to keep")?;
+    Ok(count.n == 0)
 }
 
 fn announce_safety(saved: Option<&Path>) {
@@ -131,6 +160,9 @@ fn feed(cx: &Context, tools: &PgTools, url: &Url, path: &Path) -> Result<()> {
         .spawn()
         .context("start psql")?;
     let mut stdin = child.stdin.take().context("psql's input")?;
+    // A 1 MiB pipe instead of 64 KiB: we run ahead of psql and wake far less often.
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdin), libc::F_SETPIPE_SZ, 1 << 20) };
     let stderr = child.stderr.take().context("psql's errors")?;
     let errors = std::thread::spawn(move || {
         let mut bytes = Vec::new();
