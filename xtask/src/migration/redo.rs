@@ -3,10 +3,9 @@
 use anyhow::Result;
 use diesel::{Connection, PgConnection};
 
-use super::runner::{self, Locked};
-use super::source;
+use super::revert::Latest;
+use super::runner;
 use crate::context::Context;
-use crate::guard::Guard;
 
 /// Revert the latest applied migration (or N, or all) and apply it again, then regenerate schema.rs
 ///
@@ -15,29 +14,13 @@ use crate::guard::Guard;
 /// and refuses production.
 #[derive(clap::Args)]
 pub struct Redo {
-    /// How many migrations to redo, newest first
-    #[arg(long, short = 'n', default_value_t = 1, conflicts_with = "all")]
-    count: usize,
-    /// Redo every applied migration (destructive: its data goes; asks first)
-    #[arg(long)]
-    all: bool,
     #[command(flatten)]
-    guard: Guard,
+    latest: Latest,
 }
 
 impl Redo {
     pub fn run(self, cx: &Context) -> Result<()> {
-        let url = cx.database_url()?;
-        if self.all {
-            self.guard.check(cx, &url, "revert and re-apply every migration")?;
-        }
-        let migrations = source::load(&source::migration_dir(cx)?)?;
-        let mut session = Locked::acquire(&url)?;
-        let count = if self.all { usize::MAX } else { self.count };
-        let targets = super::revert::latest_applied(&mut session, &migrations, count)?;
-        if targets.is_empty() {
-            eprintln!("no applied migration to redo");
-        }
+        let (url, mut session, targets) = self.latest.select(cx, "redo")?;
         let redo = |conn: &mut PgConnection| -> Result<()> {
             for migration in &targets {
                 eprintln!("Rolling back migration {}", migration.name);

@@ -1,6 +1,7 @@
 //! `cargo xtask migration revert`: undo the latest applied migrations, newest first.
 
 use anyhow::Result;
+use url::Url;
 
 use super::runner::Locked;
 use super::source::{self, MigrationFiles};
@@ -14,29 +15,45 @@ use crate::guard::Guard;
 /// first and refuses production.
 #[derive(clap::Args)]
 pub struct Revert {
-    /// How many migrations to revert, newest first
+    #[command(flatten)]
+    latest: Latest,
+}
+
+/// Which applied migrations `revert` and `redo` work on.
+#[derive(clap::Args)]
+pub struct Latest {
+    /// How many migrations, newest first
     #[arg(long, short = 'n', default_value_t = 1, conflicts_with = "all")]
     count: usize,
-    /// Revert every applied migration (destructive: asks first)
+    /// Every applied migration (destructive: the app's data goes; asks first, refuses production)
     #[arg(long)]
     all: bool,
     #[command(flatten)]
     guard: Guard,
 }
 
-impl Revert {
-    pub fn run(self, cx: &Context) -> Result<()> {
+impl Latest {
+    /// Asks the guard first when `--all`, then takes the migration lock and finds the targets,
+    /// newest first.
+    pub fn select(&self, cx: &Context, what: &str) -> Result<(Url, Locked, Vec<MigrationFiles>)> {
         let url = cx.database_url()?;
         if self.all {
-            self.guard.check(cx, &url, "revert every migration")?;
+            self.guard.check(cx, &url, &format!("{what} every migration"))?;
         }
         let migrations = source::load(&source::migration_dir(cx)?)?;
         let mut session = Locked::acquire(&url)?;
         let count = if self.all { usize::MAX } else { self.count };
         let targets = latest_applied(&mut session, &migrations, count)?;
         if targets.is_empty() {
-            eprintln!("no applied migration to revert");
+            eprintln!("no applied migration to {what}");
         }
+        Ok((url, session, targets))
+    }
+}
+
+impl Revert {
+    pub fn run(self, cx: &Context) -> Result<()> {
+        let (url, mut session, targets) = self.latest.select(cx, "revert")?;
         for migration in &targets {
             eprintln!("Rolling back migration {}", migration.name);
             session.revert(migration)?;
@@ -47,7 +64,7 @@ impl Revert {
 }
 
 /// The `count` newest applied migrations, newest first; each must still be on disk.
-pub fn latest_applied(
+fn latest_applied(
     session: &mut Locked,
     migrations: &[MigrationFiles],
     count: usize,
