@@ -64,11 +64,7 @@ impl Revert {
 }
 
 /// The `count` newest applied migrations, newest first; each must still be on disk.
-fn latest_applied(
-    session: &mut Locked,
-    migrations: &[MigrationFiles],
-    count: usize,
-) -> Result<Vec<MigrationFiles>> {
+fn latest_applied(session: &mut Locked, migrations: &[MigrationFiles], count: usize) -> Result<Vec<MigrationFiles>> {
     session
         .applied()?
         .into_iter()
