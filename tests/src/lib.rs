@@ -27,6 +27,21 @@ pub fn xtask_bin() -> &'static Path {
     })
 }
 
+/// The xtask with `args`, outside any project: no terminal, no `.env`, no inherited database
+/// settings. Add `--database-url` and the environment a test needs.
+pub fn isolated(args: &[&str]) -> Command {
+    let dir = std::env::temp_dir();
+    let mut cmd = Command::new(xtask_bin());
+    cmd.args(args)
+        .current_dir(&dir)
+        .env("RAILGUN_ENV_FILE", dir.join(format!("no-such-env-{}", std::process::id())))
+        .env_remove("DATABASE_URL")
+        .env_remove("APP_ENV")
+        .env_remove("DIESEL_CONFIG_FILE")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// What a command printed, and how it ended.
 #[derive(Debug)]
 pub struct Run {

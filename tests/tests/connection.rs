@@ -5,21 +5,11 @@ use db::config::Settings;
 use db::connect::{ConnectError, Failure};
 use db::testing::TestDb;
 use diesel::{Connection, RunQueryDsl};
-use tests::{Run, xtask_bin};
+use tests::Run;
 
 /// The xtask with `args`, no terminal, no .env of the repository, no inherited settings.
 fn xtask(args: &[&str]) -> Run {
-    let dir = std::env::temp_dir();
-    std::process::Command::new(xtask_bin())
-        .args(args)
-        .current_dir(&dir)
-        .env("RAILGUN_ENV_FILE", dir.join(format!("no-such-env-{}", std::process::id())))
-        .env_remove("DATABASE_URL")
-        .env_remove("APP_ENV")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run xtask")
-        .into()
+    tests::isolated(args).output().expect("run xtask").into()
 }
 
 /// Fails as the guide says: once, `error: ...`, Postgres's words kept, the hint last, no secret.

@@ -3,7 +3,7 @@
 
 use db::testing::TestDb;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use tests::{Run, xtask_bin};
+use tests::Run;
 
 const APP_PASSWORD: &str = "app-canary-2718";
 const MIGRATOR_PASSWORD: &str = "migrator-canary-1618";
@@ -52,19 +52,11 @@ impl Drop for Roles {
 }
 
 fn xtask(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let dir = std::env::temp_dir();
-    std::process::Command::new(xtask_bin())
-        .arg("--database-url")
-        .arg(url)
+    tests::isolated(&["--database-url", url])
         .args(args)
-        .current_dir(&dir)
-        .env("RAILGUN_ENV_FILE", dir.join(format!("no-such-env-{}", std::process::id())))
-        .env_remove("DATABASE_URL")
-        .env_remove("APP_ENV")
         .env_remove("RAILGUN_APP_DB_PASSWORD")
         .env_remove("RAILGUN_MIGRATOR_DB_PASSWORD")
         .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
         .output()
         .expect("run xtask")
         .into()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use db::connect::{ConnectError, Failure, Retries, establish_with};
 use diesel::RunQueryDsl;
-use tests::{Run, xtask_bin};
+use tests::Run;
 
 /// The official Postgres image if this machine has it, else the offline build `up` makes.
 fn image() -> &'static str {
@@ -127,17 +127,7 @@ impl SslServer {
 }
 
 fn xtask(args: &[&str]) -> Run {
-    let dir = std::env::temp_dir();
-    Command::new(xtask_bin())
-        .args(args)
-        .current_dir(&dir)
-        .env("RAILGUN_ENV_FILE", dir.join(format!("no-such-env-{}", std::process::id())))
-        .env_remove("DATABASE_URL")
-        .env_remove("APP_ENV")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run xtask")
-        .into()
+    tests::isolated(args).output().expect("run xtask").into()
 }
 
 #[test]
