@@ -108,9 +108,20 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
         );
     }
     if which::which("debootstrap").is_err() {
-        bail!(
-            "building the offline images needs debootstrap\n  hint: `apt-get install debootstrap` (Debian/Ubuntu), then `cargo xtask images build`"
-        );
+        if which::which("apt-get").is_err() {
+            bail!(
+                "building the offline images needs debootstrap\n  hint: install it (Debian/Ubuntu: `apt-get install debootstrap`), then `cargo xtask images build`"
+            );
+        }
+        // Root on a Debian-like machine already: the one missing package is ours to fetch.
+        eprintln!("$ apt-get install debootstrap");
+        cmd!(sh, "apt-get update -qq").quiet().ignore_stdout().run().context("apt-get update")?;
+        cmd!(sh, "apt-get install -y -qq debootstrap")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("install debootstrap\n  hint: `apt-get install debootstrap` by hand, then `cargo xtask images build`")?;
     }
     let mirror = std::env::var("RAILGUN_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let work = std::env::temp_dir().join(format!("railgun-images-{}", std::process::id()));
