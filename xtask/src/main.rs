@@ -23,7 +23,7 @@ use crate::context::{Context, Global};
 
 /// Rail Gun's database workflow: local services, migrations, schema, backups.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, propagate_version = true)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true)]
 struct Xtask {
     #[command(flatten)]
     global: Global,
