@@ -2,6 +2,7 @@
 //! version, else the project's Postgres container, else a throwaway container of a local
 //! Postgres image. `RAILGUN_PGTOOLS=host|container|image` forces one.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
@@ -14,8 +15,8 @@ use crate::context::project_name;
 /// How pg_dump and psql are run.
 #[derive(Clone, Debug)]
 enum Runner {
-    /// The host's binaries, from `PATH`.
-    Host,
+    /// The host's binaries, in this folder.
+    Host { bindir: PathBuf },
     /// `docker exec -i` in a running container (the project's Postgres).
     Exec { container: String, inside: Option<Url> },
     /// `docker run --rm -i --network host` of an image, so the URL means what it means here.
@@ -37,11 +38,11 @@ impl PgTools {
         let forced = std::env::var("RAILGUN_PGTOOLS").ok().filter(|s| !s.is_empty());
         let mut tried = Vec::new();
         if matches!(forced.as_deref(), None | Some("host")) {
-            match host_major(sh) {
-                Some(major) if major >= server_major || forced.is_some() => {
-                    return Ok(PgTools { runner: Runner::Host, server_major, tools_major: major });
+            match host_tools(sh) {
+                Some((bindir, major)) if major >= server_major || forced.is_some() => {
+                    return Ok(PgTools { runner: Runner::Host { bindir }, server_major, tools_major: major });
                 }
-                Some(major) => tried.push(format!("the host's pg_dump is version {major}")),
+                Some((_, major)) => tried.push(format!("the host's pg_dump is version {major}")),
                 None => tried.push("the host has no pg_dump/psql".to_string()),
             }
         }
@@ -79,7 +80,9 @@ impl PgTools {
     /// Where the tools run, for messages.
     pub fn describe(&self) -> String {
         match &self.runner {
-            Runner::Host => format!("host pg_dump/psql {} (server {})", self.tools_major, self.server_major),
+            Runner::Host { bindir } => {
+                format!("pg_dump/psql {} from {} (server {})", self.tools_major, bindir.display(), self.server_major)
+            }
             Runner::Exec { container, .. } => format!("pg_dump/psql {} in container {container}", self.tools_major),
             Runner::Run { image } => format!("pg_dump/psql {} in a throwaway {image} container", self.tools_major),
         }
@@ -101,7 +104,10 @@ impl PgTools {
         let dbname = format!("--dbname={conninfo}");
         // Never a password prompt: libpq would open /dev/tty and hang a script.
         let cmd = match &self.runner {
-            Runner::Host => cmd!(sh, "{tool} --no-password {dbname} {args...}"),
+            Runner::Host { bindir } => {
+                let tool = bindir.join(tool);
+                cmd!(sh, "{tool} --no-password {dbname} {args...}")
+            }
             Runner::Exec { container, .. } => cmd!(
                 sh,
                 "docker exec -i -e PGPASSWORD -e PGOPTIONS {container} {tool} --no-password {dbname} {args...}"
@@ -143,12 +149,26 @@ fn parse_major(version: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn host_major(sh: &Shell) -> Option<u32> {
-    which::which("pg_dump").ok()?;
-    which::which("psql").ok()?;
-    let dump = cmd!(sh, "pg_dump --version").quiet().ignore_stderr().read().ok()?;
-    let psql = cmd!(sh, "psql --version").quiet().ignore_stderr().read().ok()?;
-    Some(parse_major(&dump)?.min(parse_major(&psql)?))
+/// The host's newest pg_dump and psql: Debian's versioned folders (/usr/lib/postgresql/N/bin)
+/// first, since `/usr/bin/pg_dump` there is a Perl wrapper that costs ~60 ms a call; else `PATH`'s.
+fn host_tools(sh: &Shell) -> Option<(PathBuf, u32)> {
+    let mut bindirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    bindirs.retain(|dir| dir.join("pg_dump").is_file() && dir.join("psql").is_file());
+    if bindirs.is_empty() {
+        bindirs.extend(which::which("pg_dump").ok().and_then(|dump| dump.parent().map(Path::to_path_buf)));
+    }
+    bindirs
+        .into_iter()
+        .filter(|dir| dir.join("pg_dump").is_file() && dir.join("psql").is_file())
+        .filter_map(|dir| {
+            let (dump, psql) = (dir.join("pg_dump"), dir.join("psql"));
+            let dump = cmd!(sh, "{dump} --version").quiet().ignore_stderr().read().ok()?;
+            let psql = cmd!(sh, "{psql} --version").quiet().ignore_stderr().read().ok()?;
+            Some((dir, parse_major(&dump)?.min(parse_major(&psql)?)))
+        })
+        .max_by_key(|(_, major)| *major)
 }
 
 fn container_major(sh: &Shell, container: &str) -> Option<u32> {
