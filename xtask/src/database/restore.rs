@@ -66,11 +66,15 @@ impl Restore {
         let (verified, prepared) = std::thread::scope(|scope| {
             let verified = scope.spawn(|| dumpfile::verify_file(&path));
             let what = format!("replace the data in database `{}` with {}", database_name(&url), path.display());
-            let prepared = self.guard.check(cx, &url, &what).and_then(|()| prepare(cx, &url, safety.as_deref()));
+            let prepared = self.guard.check(cx, &url, &what).and_then(|()| {
+                let (tools, saved) = prepare(cx, &url, safety.as_deref())?;
+                // psql starts and connects now; it gets its first statement once the check passed.
+                Ok((Psql::start(cx, &tools, &url)?, saved))
+            });
             (verified.join(), prepared)
         });
         let verified = verified.map_err(|_| anyhow!("the backup check panicked")).and_then(|v| v);
-        let (tools, saved) = match (verified, prepared) {
+        let (psql, saved) = match (verified, prepared) {
             (Err(bad), Ok((_, Some(saved)))) => {
                 let _ = std::fs::remove_file(saved);
                 return Err(bad);
@@ -83,7 +87,7 @@ impl Restore {
             }
         };
         announce_safety(saved.as_deref());
-        feed(cx, &tools, &url, &path)?;
+        psql.feed(&path)?;
         check_migrations(cx, &url)
     }
 }
@@ -93,7 +97,7 @@ impl Restore {
 pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
     let (tools, saved) = prepare(cx, url, safety_dir)?;
     announce_safety(saved.as_deref());
-    feed(cx, &tools, url, path)
+    Psql::start(cx, &tools, url)?.feed(path)
 }
 
 /// Finds psql for `url` and takes the safety backup into `safety_dir` when given.
@@ -147,77 +151,92 @@ fn announce_safety(saved: Option<&Path>) {
     }
 }
 
-/// Feeds the backup's SQL to psql in one transaction whose COMMIT is ours.
-fn feed(cx: &Context, tools: &PgTools, url: &Url, path: &Path) -> Result<()> {
-    eprintln!("restoring into {} with {}", redact(url), tools.describe());
-    let started = Instant::now();
-    let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1", "--file=-"].map(String::from).to_vec();
-    let mut child = tools
-        .command(&cx.sh, "psql", url, &args)?
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start psql")?;
-    let mut stdin = child.stdin.take().context("psql's input")?;
-    // A 1 MiB pipe instead of 64 KiB: we run ahead of psql and wake far less often.
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
-    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdin), libc::F_SETPIPE_SZ, 1 << 20) };
-    let stderr = child.stderr.take().context("psql's errors")?;
-    let errors = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = BufReader::new(stderr).read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    });
+/// psql, connected and waiting for the restore. Dropped unfed, its input just closes: an empty
+/// script, nothing done.
+struct Psql {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    errors: std::thread::JoinHandle<String>,
+    started: Instant,
+}
 
-    // One transaction whose COMMIT is ours: psql's --single-transaction would commit at end of
-    // input, and an input cut short (this process killed) would then commit half a restore.
-    let mut shown = Progress::new("restored");
-    let fed = (|| -> std::io::Result<u64> {
-        stdin.write_all(b"BEGIN;\n")?;
-        let mut sql = dumpfile::open_sql(path).map_err(std::io::Error::other)?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = match sql.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            stdin.write_all(&buf[..n])?;
-            total += n as u64;
-            shown.update(total, total);
+impl Psql {
+    fn start(cx: &Context, tools: &PgTools, url: &Url) -> Result<Psql> {
+        eprintln!("restoring into {} with {}", redact(url), tools.describe());
+        let started = Instant::now();
+        let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1", "--file=-"].map(String::from).to_vec();
+        let mut child = tools
+            .command(&cx.sh, "psql", url, &args)?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start psql")?;
+        let stdin = child.stdin.take().context("psql's input")?;
+        // A 1 MiB pipe instead of 64 KiB: we run ahead of psql and wake far less often.
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdin), libc::F_SETPIPE_SZ, 1 << 20) };
+        let stderr = child.stderr.take().context("psql's errors")?;
+        let errors = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = BufReader::new(stderr).read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        Ok(Psql { child, stdin, errors, started })
+    }
+
+    /// Feeds the backup's SQL in one transaction whose COMMIT is ours.
+    fn feed(self, path: &Path) -> Result<()> {
+        let Psql { mut child, mut stdin, errors, started } = self;
+        // psql's --single-transaction would commit at end of input, and an input cut short
+        // (this process killed) would then commit half a restore.
+        let mut shown = Progress::new("restored");
+        let fed = (|| -> std::io::Result<u64> {
+            stdin.write_all(b"BEGIN;\n")?;
+            let mut sql = dumpfile::open_sql(path).map_err(std::io::Error::other)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = match sql.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                stdin.write_all(&buf[..n])?;
+                total += n as u64;
+                shown.update(total, total);
+            }
+            stdin.write_all(b"\nCOMMIT;\n")?;
+            stdin.flush()?;
+            Ok(total)
+        })();
+        shown.done();
+        if fed.is_err() {
+            // Whatever happened, psql must not see a clean end of input: stop it, the server rolls back.
+            let _ = child.kill();
         }
-        stdin.write_all(b"\nCOMMIT;\n")?;
-        stdin.flush()?;
-        Ok(total)
-    })();
-    shown.done();
-    if fed.is_err() {
-        // Whatever happened, psql must not see a clean end of input: stop it, the server rolls back.
-        let _ = child.kill();
-    }
-    drop(stdin);
-    let status = child.wait().context("wait for psql")?;
-    let errors = redact_str(errors.join().unwrap_or_default().trim());
-    if !status.success() || errors.contains("ERROR:") {
-        let statement = failing_statement(path, &errors).unwrap_or_default();
-        let hint = if errors.contains("other objects depend on it") {
-            "objects that are not in the backup depend on objects it replaces: restore into an empty database, or drop them first (cargo xtask schema drop)"
-        } else {
-            "fix the cause above (a missing role or extension on this server?) and run again"
+        drop(stdin);
+        let status = child.wait().context("wait for psql")?;
+        let errors = redact_str(errors.join().unwrap_or_default().trim());
+        if !status.success() || errors.contains("ERROR:") {
+            let statement = failing_statement(path, &errors).unwrap_or_default();
+            let hint = if errors.contains("other objects depend on it") {
+                "objects that are not in the backup depend on objects it replaces: restore into an empty database, or drop them first (cargo xtask schema drop)"
+            } else {
+                "fix the cause above (a missing role or extension on this server?) and run again"
+            };
+            bail!(
+                "the restore failed ({status}) and was rolled back: the database is as it was\n{errors}{statement}\n  hint: {hint}"
+            );
+        }
+        let total = match fed {
+            Ok(total) => total,
+            Err(e) => bail!("the restore was stopped and rolled back: {e}"),
         };
-        bail!(
-            "the restore failed ({status}) and was rolled back: the database is as it was\n{errors}{statement}\n  hint: {hint}"
-        );
+        eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
+        Ok(())
     }
-    let total = match fed {
-        Ok(total) => total,
-        Err(e) => bail!("the restore was stopped and rolled back: {e}"),
-    };
-    eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// The statement at the line psql names in `psql:<stdin>:LINE: ERROR:`, from the backup.
