@@ -62,7 +62,7 @@ impl Backup {
         }
         for tool in ["pgbench", "pg_dump", "psql", "gzip", "gunzip", "sh"] {
             which::which(tool).with_context(|| {
-                format!("{tool} is not installed\n  hint: the benchmark compares with the host's tools: apt-get install postgresql-client postgresql-contrib gzip")
+                format!("{tool} is not installed\n  hint: the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
             })?;
         }
         let server = cx.database_url()?;
