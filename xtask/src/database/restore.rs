@@ -252,7 +252,7 @@ fn failing_statement(path: &Path, errors: &str) -> Option<String> {
     let mut statement: Vec<String> = Vec::new();
     for (number, text) in reader.split(b'\n').enumerate().take(line) {
         let text = String::from_utf8_lossy(&text.ok()?).into_owned();
-        if text.is_empty() {
+        if text.is_empty() || text.starts_with("--") {
             statement.clear();
             continue;
         }
