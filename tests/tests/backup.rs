@@ -558,6 +558,25 @@ fn tools_in_a_container_round_trip() {
     }
 }
 
+/// Roles are the server's, not a database's: dropped once the test's databases are gone.
+struct RoleCleanup {
+    server: TestDb,
+    roles: Vec<String>,
+}
+
+impl Drop for RoleCleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Ok(mut conn) = self.server.conn() {
+            for role in &self.roles {
+                let _ = conn.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
+            }
+        }
+    }
+}
+
 /// A Supabase-like source: the provider's schemas, roles, event trigger and publication.
 const MANAGED: &str = r#"
 DO $$ BEGIN CREATE ROLE supabase_admin; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
@@ -577,6 +596,9 @@ CREATE PUBLICATION supabase_realtime;
 
 #[test]
 fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
+    let role = format!("owner_copy_{}", std::process::id());
+    // Declared first, dropped last: after the databases that use the roles are gone.
+    let _roles = RoleCleanup { server: TestDb::empty().unwrap(), roles: vec![role.clone(), "supabase_admin".into()] };
     let dir = Dir::new("copy");
     let source = TestDb::new().unwrap();
     exec(&source, MANAGED);
@@ -589,7 +611,6 @@ fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
 
     // The new server's database belongs to an ordinary role, as on any provider.
     let target = TestDb::empty().unwrap();
-    let role = format!("owner_{}", target.name());
     exec(
         &target,
         &format!(
