@@ -13,7 +13,6 @@ use crate::context::Context;
 const TOOLS: &[(&str, &str)] = &[
     ("psql", "postgresql-client"),
     ("pg_dump", "postgresql-client"),
-    ("pgbench", "postgresql-contrib"),
     ("debootstrap", "debootstrap"),
     ("docker-compose", "docker-compose"),
     ("openssl", "openssl"),

@@ -121,7 +121,9 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
             .quiet()
             .ignore_stdout()
             .run()
-            .context("install debootstrap\n  hint: `apt-get install debootstrap` by hand, then `cargo xtask images build`")?;
+            .context(
+                "install debootstrap\n  hint: `apt-get install debootstrap` by hand, then `cargo xtask images build`",
+            )?;
     }
     let mirror = std::env::var("RAILGUN_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let work = std::env::temp_dir().join(format!("railgun-images-{}", std::process::id()));
