@@ -168,30 +168,16 @@ fn is_backup_name(name: &str) -> bool {
 
 /// Waits (bounded) until a backend of `application` waits on a lock in `db`.
 fn wait_for_lock_wait(db: &TestDb, application: &str) {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let mut conn = db.conn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c: Count = diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND application_name = '{application}' AND wait_event_type = 'Lock'",
-            db.name()
-        ))
-        .get_result(&mut conn)
-        .unwrap();
-        if c.n > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{application} never blocked on the lock");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_backends(db, application, "AND wait_event_type = 'Lock'", |n| n > 0, "never blocked on the lock");
 }
 
 /// Waits (bounded) until no backend of `application` is connected to `db`.
 fn wait_until_gone(db: &TestDb, application: &str) {
+    wait_for_backends(db, application, "", |n| n == 0, "is still connected");
+}
+
+/// Waits (bounded) until the number of `application`'s backends in `db` matching `filter` is `done`.
+fn wait_for_backends(db: &TestDb, application: &str, filter: &str, done: fn(i64) -> bool, failure: &str) {
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
@@ -201,15 +187,15 @@ fn wait_until_gone(db: &TestDb, application: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let c: Count = diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND application_name = '{application}'",
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND application_name = '{application}' {filter}",
             db.name()
         ))
         .get_result(&mut conn)
         .unwrap();
-        if c.n == 0 {
+        if done(c.n) {
             return;
         }
-        assert!(Instant::now() < deadline, "{application} is still connected");
+        assert!(Instant::now() < deadline, "{application} {failure}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
