@@ -42,7 +42,7 @@ impl Down {
                 .ignore_stderr()
                 .run()?;
             cmd!(sh, "docker stop --time 10 {ids...}").quiet().ignore_stdout().run()?;
-            cmd!(sh, "docker rm {ids...}").quiet().ignore_stdout().run()?;
+            cmd!(sh, "docker rm --volumes {ids...}").quiet().ignore_stdout().run()?;
             eprintln!("removed {} containers of project `{project}`", ids.len());
         }
         if self.volumes {

@@ -170,8 +170,12 @@ impl Services {
                     .ignore_status()
                     .read_stderr()
                     .unwrap_or_default();
-                let _ =
-                    cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+                let _ = cmd!(sh, "docker rm -f --volumes {container}")
+                    .quiet()
+                    .ignore_status()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run();
                 let text = crate::url::redact_str(&format!("{e}"));
                 let port = self.port_for(container_port);
                 if text.contains("port is already allocated") || text.contains("address already in use") {
