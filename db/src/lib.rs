@@ -10,6 +10,7 @@ pub mod connect;
 #[cfg(feature = "docker")]
 pub mod docker;
 pub mod models;
+pub mod redis;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -127,7 +127,7 @@ pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
     Ok((without_password.to_string(), env))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use db::docker::services::{redis_command, redis_ping};
+use db::redis::{self, Reply};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use tests::{Project, containers_labelled};
 
@@ -49,8 +49,8 @@ fn up_reuses_keeps_data_and_down_volumes_wipes_it() {
     diesel::sql_query("INSERT INTO survivor VALUES (1), (2)").execute(&mut conn).unwrap();
     drop(conn);
     let redis = p.setting("REDIS_URL").unwrap();
-    redis_ping(&redis).unwrap();
-    redis_command(&redis, &["SET", "survivor", "yes"]).unwrap();
+    redis::ping(&redis).unwrap();
+    redis::command(&redis, &["SET", "survivor", "yes"]).unwrap();
 
     let status = p.run(&["status", "--json"]);
     status.assert_ok();
@@ -79,7 +79,11 @@ fn up_reuses_keeps_data_and_down_volumes_wipes_it() {
     assert_eq!(p.volumes().len(), 2, "down must keep the volumes");
     p.run(&["up", "--no-migrate"]).assert_ok();
     assert_eq!(count_rows(&mut connect(&p)).unwrap(), 2, "data did not survive down/up");
-    assert_eq!(redis_command(&p.setting("REDIS_URL").unwrap(), &["GET", "survivor"]).unwrap(), "$3");
+    assert_eq!(
+        redis::command(&p.setting("REDIS_URL").unwrap(), &["GET", "survivor"]).unwrap(),
+        Reply::Bulk(Some("yes".into())),
+        "Redis data did not survive down/up"
+    );
 
     // down --volumes asks; without a terminal and without --yes it refuses and keeps everything.
     p.run(&["down", "--volumes"]).assert_fails_with("refused");

@@ -1,7 +1,7 @@
 //! `cargo xtask status`: what runs, where, and whether it answers.
 
 use anyhow::{Context as _, Result};
-use db::docker::services::{PROJECT_LABEL, redis_ping};
+use db::docker::services::PROJECT_LABEL;
 use db::url::{parse_database_url, redact};
 use diesel::{Connection, PgConnection};
 use serde::Serialize;
@@ -75,7 +75,7 @@ impl Status {
 
     fn redis(&self, cx: &Context, running: bool) -> Result<(Option<String>, bool)> {
         let Some(url) = cx.setting("REDIS_URL")? else { return Ok((None, false)) };
-        let healthy = running && redis_ping(&url).is_ok();
+        let healthy = running && db::redis::ping(&url).is_ok();
         Ok((Some(db::url::redact_str(&url)), healthy))
     }
 }

@@ -2,8 +2,6 @@
 //! when a real query succeeds and Redis answers PING.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -224,7 +222,7 @@ pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     loop {
-        match redis_ping(redis_url) {
+        match crate::redis::ping(redis_url) {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
                 return Err(e.context(format!("Redis did not answer PING within {}s", READY_TIMEOUT.as_secs())));
@@ -232,42 +230,6 @@ pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-}
-
-/// Sends one RESP command to the Redis at `redis_url` and returns its reply line.
-pub fn redis_command(redis_url: &str, args: &[&str]) -> Result<String> {
-    let url = Url::parse(redis_url)
-        .with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(redis_url)))?;
-    let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(6379));
-    let mut stream = TcpStream::connect(&addr).with_context(|| format!("connect to Redis at {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while stream.read(&mut byte)? == 1 {
-        reply.push(byte[0]);
-        if reply.ends_with(b"\r\n") {
-            break;
-        }
-    }
-    let reply = String::from_utf8_lossy(&reply).trim_end().to_string();
-    if let Some(err) = reply.strip_prefix('-') {
-        bail!("Redis answered an error: {err}");
-    }
-    Ok(reply)
-}
-
-/// Redis answers PING with PONG.
-pub fn redis_ping(redis_url: &str) -> Result<()> {
-    let reply = redis_command(redis_url, &["PING"])?;
-    if reply != "+PONG" {
-        bail!("Redis answered PING with `{reply}`");
-    }
-    Ok(())
 }
 
 fn split_image(image: &str) -> (&str, &str) {

@@ -44,8 +44,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::FileBasedMigrations;
 use url::Url;
 
+pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
-pub use redis::{Reply, TestRedis};
+pub use redis::TestRedis;
 use server::{FILL_LOCKS, Server, databases, server};
 
 const POOL_PREFIX: &str = "railgun_pool_";
