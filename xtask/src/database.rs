@@ -4,7 +4,7 @@ mod audit;
 mod backup;
 mod copy;
 mod dumpfile;
-mod pgtools;
+pub mod pgtools;
 mod restore;
 mod roles;
 mod verify;

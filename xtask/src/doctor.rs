@@ -5,12 +5,13 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use db::docker::images::{self, Service};
 use db::url::{is_local, redact, redact_str, sslmode};
-use diesel::{PgConnection, RunQueryDsl, sql_types::Text};
+use diesel::{PgConnection, RunQueryDsl};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use xshell::cmd;
 
 use crate::config::DieselConfig;
 use crate::context::Context;
+use crate::database::pgtools;
 
 /// Check the whole setup and say how to fix what fails
 ///
@@ -191,43 +192,22 @@ fn example_has_secret(path: &Path) -> Option<Outcome> {
     })
 }
 
-/// The major version in `pg_dump (PostgreSQL) 15.18 (Debian ...)`.
-fn tool_major(version: &str) -> Option<u32> {
-    let after = version.split(')').nth(1)?.trim();
-    after.split(['.', ' ']).next()?.parse().ok()
-}
-
 /// pg_dump must be at least the server's major; when it is older, backups run the pg_dump of
-/// a Postgres container instead, so that needs Docker.
+/// a Postgres container instead, so that needs Docker. The tools judged are the ones backups
+/// pick ([`pgtools::host_tools`]), not whatever `PATH` finds first.
 fn host_tools(cx: &Context, conn: Option<&mut PgConnection>, docker_up: bool) -> Outcome {
-    let sh = &cx.sh;
-    let mut versions = Vec::new();
-    for tool in ["pg_dump", "psql"] {
-        match cmd!(sh, "{tool} --version").quiet().ignore_stderr().read() {
-            Ok(text) => versions.push((tool, text.trim().to_string(), tool_major(&text))),
-            Err(_) => {
-                return fail(
-                    format!("{tool} is not installed on this machine"),
-                    "install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)",
-                );
-            }
-        }
-    }
-    let server = conn.and_then(|conn| {
-        diesel::select(diesel::dsl::sql::<Text>("current_setting('server_version_num')"))
-            .get_result::<String>(conn)
-            .ok()
-            .and_then(|n| n.parse::<u32>().ok())
-            .map(|n| n / 10000)
-    });
-    let listed = versions.iter().map(|(_, v, _)| v.as_str()).collect::<Vec<_>>().join("; ");
-    let Some(server) = server else {
+    let Some((bindir, major)) = pgtools::host_tools(&cx.sh) else {
+        return fail(
+            "pg_dump/psql are not installed on this machine",
+            "install the PostgreSQL client (Debian/Ubuntu: apt-get install postgresql-client)",
+        );
+    };
+    let listed = format!("pg_dump/psql {major} in {}", bindir.display());
+    let Some(server) = conn.and_then(|conn| pgtools::server_major_on(conn).ok()) else {
         return Outcome::Pass(format!("{listed} (server version unknown)"));
     };
-    let older: Vec<&str> =
-        versions.iter().filter(|(_, _, m)| m.is_none_or(|m| m < server)).map(|(t, _, _)| *t).collect();
-    if !older.is_empty() {
-        let what = format!("{} older than the server (PostgreSQL {server})", older.join(" and "));
+    if major < server {
+        let what = format!("{listed}: older than the server (PostgreSQL {server})");
         if docker_up {
             return Outcome::Pass(format!("{what}: backups and restores use a Postgres container's tools"));
         }
@@ -319,14 +299,6 @@ fn schema_drift(cx: &Context) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_tool_versions() {
-        assert_eq!(tool_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
-        assert_eq!(tool_major("psql (PostgreSQL) 17.2"), Some(17));
-        assert_eq!(tool_major("psql (PostgreSQL) 9.6.24"), Some(9));
-        assert_eq!(tool_major("nonsense"), None);
-    }
 
     #[test]
     fn finds_passwords_in_the_template() {

@@ -134,9 +134,13 @@ struct Setting {
 
 /// The server's major version (`server_version_num` / 10000; 90600 style before 10).
 pub fn server_major(url: &Url) -> Result<u32> {
-    let mut conn = db::connect::establish(url)?;
+    server_major_on(&mut db::connect::establish(url)?)
+}
+
+/// [`server_major`] on a connection at hand.
+pub fn server_major_on(conn: &mut diesel::PgConnection) -> Result<u32> {
     let row: Setting = diesel::sql_query("SELECT current_setting('server_version_num') AS setting")
-        .get_result(&mut conn)
+        .get_result(conn)
         .context("ask the server's version")?;
     let num: u32 = row.setting.trim().parse().context("parse server_version_num")?;
     Ok(num / 10000)
@@ -151,7 +155,7 @@ fn parse_major(version: &str) -> Option<u32> {
 
 /// The host's newest pg_dump and psql: Debian's versioned folders (/usr/lib/postgresql/N/bin)
 /// first, since `/usr/bin/pg_dump` there is a Perl wrapper that costs ~60 ms a call; else `PATH`'s.
-fn host_tools(sh: &Shell) -> Option<(PathBuf, u32)> {
+pub fn host_tools(sh: &Shell) -> Option<(PathBuf, u32)> {
     let mut bindirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
@@ -235,5 +239,7 @@ mod tests {
         assert_eq!(parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"), Some(15));
         assert_eq!(parse_major("psql (PostgreSQL) 17beta1"), Some(17));
         assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_major("psql (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(parse_major("nonsense"), None);
     }
 }
