@@ -11,7 +11,7 @@ use diesel::RunQueryDsl;
 use url::Url;
 
 use super::dumpfile::{self, Pending};
-use super::pgtools::PgTools;
+use super::pgtools::{self, PgTools};
 use crate::context::Context;
 
 /// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC.
@@ -228,11 +228,8 @@ pub fn create_with(
         .spawn()
         .context("start pg_dump")?;
     let stdout = child.stdout.take().context("pg_dump's output")?;
-    // A 1 MiB pipe instead of 64 KiB: pg_dump and we wake each other far less often.
-    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
-    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdout), libc::F_SETPIPE_SZ, 1 << 20) };
-    let stderr = child.stderr.take().context("pg_dump's errors")?;
-    let errors = std::thread::spawn(move || read_all(stderr));
+    pgtools::widen_pipe(&stdout);
+    let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
     let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
@@ -349,12 +346,6 @@ pub fn is_backup_name(name: &str) -> bool {
     };
     let bytes = stamp.as_bytes();
     bytes.len() == 15 && bytes[8] == b'_' && bytes.iter().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit())
-}
-
-fn read_all(mut stream: impl Read) -> String {
-    let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 pub fn mib(bytes: u64) -> String {

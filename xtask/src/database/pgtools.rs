@@ -126,6 +126,21 @@ impl PgTools {
     }
 }
 
+/// A 1 MiB pipe instead of 64 KiB: the tool and we wake each other far less often.
+pub fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+}
+
+/// Reads a tool's stderr to the end on a thread of its own (a full pipe would stall the tool).
+pub fn collect_errors(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut { stderr }, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
 #[derive(diesel::QueryableByName)]
 struct Setting {
     #[diesel(sql_type = diesel::sql_types::Text)]

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::backup::{self, DumpOptions, Progress, mib};
 use super::dumpfile;
-use super::pgtools::PgTools;
+use super::pgtools::{self, PgTools};
 use crate::context::Context;
 use crate::guard::Guard;
 use crate::migration::{runner, source};
@@ -173,15 +173,8 @@ impl Psql {
             .spawn()
             .context("start psql")?;
         let stdin = child.stdin.take().context("psql's input")?;
-        // A 1 MiB pipe instead of 64 KiB: we run ahead of psql and wake far less often.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.
-        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&stdin), libc::F_SETPIPE_SZ, 1 << 20) };
-        let stderr = child.stderr.take().context("psql's errors")?;
-        let errors = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = BufReader::new(stderr).read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        });
+        pgtools::widen_pipe(&stdin);
+        let errors = pgtools::collect_errors(child.stderr.take().context("psql's errors")?);
         Ok(Psql { child, stdin, errors, started })
     }
 
