@@ -40,19 +40,37 @@ impl Up {
         let started = Instant::now();
         db::docker::check_engine()?;
         let project = project_name();
+        let (postgres, redis) = (format!("{project}-postgres"), format!("{project}-redis"));
+        let existing = existing_containers(&cx.sh, &[&postgres, &redis]);
         // An existing container knows the password its data was initialised with: another
         // clone of the repo (or a lost .env) must not lock itself out of it.
-        let password = match container_env(&cx.sh, &format!("{project}-postgres"), "POSTGRES_PASSWORD") {
+        let password = match existing.iter().find(|c| c.name == postgres).and_then(|c| c.env("POSTGRES_PASSWORD")) {
             Some(password) => password,
             None => match cx.setting("RAILGUN_POSTGRES_PASSWORD")? {
                 Some(password) if !password.is_empty() => password,
                 _ => random_password()?,
             },
         };
+        // A container that exists is reused whatever image is asked for: no image to resolve.
+        let image = |container: &str, service: Service, asked: Option<&str>| match existing
+            .iter()
+            .find(|c| c.name == container)
+        {
+            Some(c) => {
+                if asked.is_some_and(|asked| asked != c.image) {
+                    eprintln!(
+                        "note: {container} exists with image {}; `cargo xtask down` first to switch images",
+                        c.image
+                    );
+                }
+                Ok(c.image.clone())
+            }
+            None => images::resolve(&cx.sh, service, asked),
+        };
         let services = Services {
             project,
-            postgres_image: images::resolve(&cx.sh, Service::Postgres, self.postgres_image.as_deref())?,
-            redis_image: images::resolve(&cx.sh, Service::Redis, self.redis_image.as_deref())?,
+            postgres_image: image(&postgres, Service::Postgres, self.postgres_image.as_deref())?,
+            redis_image: image(&redis, Service::Redis, self.redis_image.as_deref())?,
             postgres_port: self.postgres_port,
             redis_port: self.redis_port,
             user: "railgun".into(),
@@ -92,11 +110,36 @@ impl Up {
     }
 }
 
-/// The value of `key` in a container's environment, if the container exists.
-fn container_env(sh: &Shell, container: &str, key: &str) -> Option<String> {
-    let format = "{{range .Config.Env}}{{println .}}{{end}}";
-    let env = cmd!(sh, "docker inspect --format {format} {container}").quiet().ignore_stderr().read().ok()?;
-    env.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
+/// A container of ours that exists already, running or not.
+struct Existing {
+    name: String,
+    image: String,
+    env: Vec<String>,
+}
+
+impl Existing {
+    fn env(&self, key: &str) -> Option<String> {
+        self.env.iter().find_map(|line| line.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
+    }
+}
+
+/// The containers among `names` that exist, from one `docker inspect`.
+fn existing_containers(sh: &Shell, names: &[&str]) -> Vec<Existing> {
+    let Ok(out) = cmd!(sh, "docker inspect {names...}").quiet().ignore_status().ignore_stderr().read() else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Array(containers)) = serde_json::from_str(&out) else { return Vec::new() };
+    containers
+        .iter()
+        .map(|c| Existing {
+            name: c["Name"].as_str().unwrap_or_default().trim_start_matches('/').to_string(),
+            image: c["Config"]["Image"].as_str().unwrap_or_default().to_string(),
+            env: c["Config"]["Env"]
+                .as_array()
+                .map(|env| env.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// 24 random bytes, hex: the local database's password, kept in `.env` only.
