@@ -5,45 +5,22 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use dbkit::hint;
 use diesel::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
 use url::Url;
 
-use crate::connect::{Retries, establish_with};
-use crate::url::parse_database_url;
+use dbkit::connect::{Retries, establish_with};
+use dbkit::url::parse_database_url;
 
 /// Connections the pool may hold when `DATABASE_POOL_MAX` is not set.
 pub const DEFAULT_POOL_MAX: u32 = 10;
 /// An idle pooled connection is closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long opening one connection (libpq `connect_timeout`) or getting one from the pool may take.
-pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The app's database pool.
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 
-/// Where the app runs: production gets more connection retries, and destructive commands refuse.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Environment {
-    Development,
-    Production,
-}
-
-impl Environment {
-    /// `APP_ENV`: `production` or `staging` (a deployed database), `development`, `dev`, `test`,
-    /// `local` or unset. Anything else is an error, not a guess: a typo must not turn off the
-    /// production guard.
-    pub fn parse(app_env: Option<&str>) -> Result<Environment> {
-        let value = app_env.unwrap_or_default().trim();
-        match value.to_ascii_lowercase().as_str() {
-            "production" | "prod" | "staging" => Ok(Environment::Production),
-            "" | "development" | "dev" | "test" | "local" => Ok(Environment::Development),
-            _ => bail!(
-                "APP_ENV `{value}` is not an environment this project knows\n  hint: set APP_ENV=production (deployed: more retries, destructive commands refuse) or APP_ENV=development"
-            ),
-        }
-    }
-}
+pub use dbkit::connect::{CONNECTION_TIMEOUT, Environment};
 
 /// Everything the app needs to open database connections.
 #[derive(Clone, Debug)]
@@ -67,7 +44,7 @@ impl Settings {
         let raw = get("DATABASE_URL").filter(|url| !url.trim().is_empty());
         let Some(raw) = raw else {
             bail!(
-                "DATABASE_URL is not set\n  hint: start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL in the environment; never put credentials in code"
+                hint!("DATABASE_URL is not set"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL in the environment; never put credentials in code")
             );
         };
         let database_url = parse_database_url(&raw)?;
@@ -112,12 +89,18 @@ impl Settings {
 }
 
 fn parse_pool_max(value: &str) -> Result<u32> {
-    let hint = "\n  hint: DATABASE_POOL_MAX is the most connections the app holds; 5-10 suits a managed free tier (about 60 connections in all)";
+    const HINT: &str = "DATABASE_POOL_MAX is the most connections the app holds; 5-10 suits a managed free tier (about 60 connections in all)";
     match value.trim().parse::<u32>() {
-        Ok(0) => bail!("DATABASE_POOL_MAX is 0: the pool needs at least one connection{hint}"),
-        Ok(n) if n > 1000 => bail!("DATABASE_POOL_MAX is {n}, more than any Postgres server accepts{hint}"),
+        Ok(0) => bail!(dbkit::error::Hinted::new(
+            "DATABASE_POOL_MAX is 0: the pool needs at least one connection",
+            HINT
+        )),
+        Ok(n) if n > 1000 => bail!(dbkit::error::Hinted::new(
+            format!("DATABASE_POOL_MAX is {n}, more than any Postgres server accepts"),
+            HINT
+        )),
         Ok(n) => Ok(n),
-        Err(_) => bail!("DATABASE_POOL_MAX `{value}` is not a whole number{hint}"),
+        Err(_) => bail!(dbkit::error::Hinted::new(format!("DATABASE_POOL_MAX `{value}` is not a whole number"), HINT)),
     }
 }
 

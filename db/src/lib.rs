@@ -1,20 +1,30 @@
 //! Rail Gun's database: schema, models, migrations and connection settings.
 //!
-//! Features: `docker` runs the local services (used by `cargo xtask up`); `testing` adds the
-//! test harness that hands each test its own migrated database.
-
-use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+//! The workflow itself (the migration runner, the test harness, the tools) is the `dbkit`
+//! library; this crate is what the app owns. Feature `testing` adds [`testing`]: each test its
+//! own database with these migrations applied.
 
 pub mod config;
-pub mod connect;
-#[cfg(feature = "docker")]
-pub mod docker;
 pub mod models;
-pub mod redis;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod url;
 
-/// Every migration in `db/migrations`, built into the app.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+use anyhow::Result;
+use url::Url;
+
+/// Every migration in `db/migrations`, built into the app (see `build.rs`).
+pub const MIGRATIONS: &[dbkit::migration::Embedded] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+
+/// The migrations, as the runner takes them.
+pub fn migrations() -> Vec<dbkit::migration::MigrationFiles> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    dbkit::migration::source::embedded(&dir, MIGRATIONS).expect("the embedded migrations are well formed")
+}
+
+/// Applies the pending migrations to the database at `url` under the migration lock (the same
+/// runner and lock as `cargo xtask migration run`: app instances starting at once apply each
+/// migration once); returns how many ran.
+pub fn migrate(url: &Url) -> Result<usize> {
+    dbkit::migration::run(url, &migrations())
+}

@@ -1,4 +1,4 @@
-//! Helpers for the end-to-end tests: run the real `cargo xtask` binary, in a project of its
+//! Helpers for the end-to-end tests: run the real `cargo xtask` binary (the one cargo built for them), in a project of its
 //! own (containers, volumes, `.env`), cleaned up on drop even when the test panics.
 
 use std::path::{Path, PathBuf};
@@ -11,19 +11,22 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The xtask binary, built once per test process (as `cargo xtask` would).
+/// The xtask binary cargo built for this test: the files in tests/tests/ are xtask's integration
+/// tests, so cargo builds its binary first and puts it beside their `deps/` folder (nextest
+/// also names it in `CARGO_BIN_EXE_xtask`). No test builds it itself.
 pub fn xtask_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--package", "xtask"])
-            .current_dir(root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build --package xtask failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-        target.join("debug/xtask")
+        let bin = std::env::var_os("CARGO_BIN_EXE_xtask").map(PathBuf::from).unwrap_or_else(|| {
+            let exe = std::env::current_exe().expect("the test's own path");
+            exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join("xtask")
+        });
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the tests with `cargo test -p xtask` (it builds the binary)",
+            bin.display()
+        );
+        bin
     })
 }
 

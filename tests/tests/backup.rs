@@ -127,7 +127,7 @@ fn checksums(db: &TestDb) -> BTreeMap<String, (i64, String)> {
 
 /// The schema as pg_dump sees it, without the lines that differ between two dumps of one schema.
 fn schema(db: &TestDb) -> String {
-    let (conninfo, env) = db::url::libpq_env(db.url()).unwrap();
+    let (conninfo, env) = dbkit::url::libpq_env(db.url()).unwrap();
     let out = Command::new("pg_dump")
         .args(["--schema-only", "--no-owner", "--no-privileges", "--dbname", &conninfo])
         .envs(env)

@@ -2,8 +2,8 @@
 //! environment, and every connection failure printed once with Postgres's words and the fix.
 
 use db::config::Settings;
-use db::connect::{ConnectError, Failure};
 use db::testing::TestDb;
+use dbkit::connect::{ConnectError, Failure};
 use diesel::{Connection, RunQueryDsl};
 use tests::Run;
 

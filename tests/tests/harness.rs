@@ -178,7 +178,7 @@ fn the_embedded_migrations_serve_test_databases() {
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(count.n, 1);
-    let harness = Harness::embedded().unwrap();
+    let harness = db::testing::harness().unwrap();
     assert!(harness.template().starts_with("railgun_tpl_"), "{}", harness.template());
 
     let empty = TestDb::empty().unwrap();
@@ -413,7 +413,7 @@ fn child_container() {
     diesel::sql_query("SELECT 1").execute(&mut db.conn().unwrap()).unwrap();
     let redis = TestRedis::new().unwrap();
     redis.command(&["SET", "k", "v"]).unwrap();
-    println!("origin={}", Harness::embedded().unwrap().origin().replace(' ', "_"));
+    println!("origin={}", db::testing::harness().unwrap().origin().replace(' ', "_"));
     println!("server={}:{}", db.url().host_str().unwrap(), db.url().port().unwrap());
 }
 

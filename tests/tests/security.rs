@@ -104,7 +104,7 @@ fn env_is_ignored_and_the_template_has_no_secret() {
     let example = std::fs::read_to_string(root().join(".env.example")).unwrap();
     for line in example.lines().filter(|l| !l.trim_start().starts_with('#')) {
         let (key, value) = line.split_once('=').unwrap_or((line, ""));
-        assert_eq!(db::url::redact_str(value), value, ".env.example line `{key}` holds a password");
+        assert_eq!(dbkit::url::redact_str(value), value, ".env.example line `{key}` holds a password");
         if key.contains("PASSWORD") || key.contains("SECRET") || key.contains("TOKEN") {
             assert!(value.trim().is_empty(), ".env.example sets {key}");
         }

@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use db::connect::{ConnectError, Failure, Retries, establish_with};
+use dbkit::connect::{ConnectError, Failure, Retries, establish_with};
 use diesel::RunQueryDsl;
 use tests::Run;
 
 /// The official Postgres image if this machine has it, else the offline build `up` makes.
 fn image() -> &'static str {
-    use db::docker::images::{POSTGRES_OFFICIAL, POSTGRES_OFFLINE};
+    use dbkit::docker::images::{POSTGRES_OFFICIAL, POSTGRES_OFFLINE};
     let present = |image: &str| {
         Command::new("docker")
             .args(["image", "inspect", "--format", "{{.Id}}", image])
@@ -110,7 +110,7 @@ impl SslServer {
 
     /// Waits (bounded) until an SSL connection gets through: the init server listens on a socket only.
     fn wait_ready(&self) {
-        let url = db::url::parse_database_url(&self.url("require")).unwrap();
+        let url = dbkit::url::parse_database_url(&self.url("require")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(90);
         let once = Retries { attempts: 1, ..Retries::command_line() };
         loop {
@@ -136,8 +136,8 @@ fn sslmode_is_honoured_everywhere() {
     server.wait_ready();
 
     // diesel: sslmode=require connects, encrypted.
-    let require = db::url::parse_database_url(&server.url("require")).unwrap();
-    let mut conn = db::connect::establish(&require).unwrap();
+    let require = dbkit::url::parse_database_url(&server.url("require")).unwrap();
+    let mut conn = dbkit::connect::establish(&require).unwrap();
     let encrypted: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
         "(SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())",
     ))
@@ -146,8 +146,8 @@ fn sslmode_is_honoured_everywhere() {
     assert!(encrypted, "sslmode=require must give an encrypted connection");
 
     // A plain connection is turned away, with the guide's fix and the server's words.
-    let disable = db::url::parse_database_url(&server.url("disable")).unwrap();
-    let err = db::connect::establish(&disable).err().expect("a plain connection must be refused");
+    let disable = dbkit::url::parse_database_url(&server.url("disable")).unwrap();
+    let err = dbkit::connect::establish(&disable).err().expect("a plain connection must be refused");
     assert_eq!(err.downcast_ref::<ConnectError>().unwrap().failure, Failure::SslRequired);
     let text = format!("{err:#}");
     assert!(text.contains("no encryption"), "{text}");
@@ -163,7 +163,7 @@ fn sslmode_is_honoured_everywhere() {
     run.assert_ok();
 
     // psql and pg_dump read sslmode from the URL; the password travels in PGPASSWORD.
-    let (conninfo, env) = db::url::libpq_env(&require).unwrap();
+    let (conninfo, env) = dbkit::url::libpq_env(&require).unwrap();
     assert!(conninfo.contains("sslmode=require") && !conninfo.contains(PASSWORD));
     let psql = |conninfo: &str| {
         Command::new("psql")
@@ -174,7 +174,7 @@ fn sslmode_is_honoured_everywhere() {
     };
     let out = psql(&conninfo);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t", "{}", String::from_utf8_lossy(&out.stderr));
-    let (plain, _) = db::url::libpq_env(&disable).unwrap();
+    let (plain, _) = dbkit::url::libpq_env(&disable).unwrap();
     let out = psql(&plain);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no encryption"));
     let dump = Command::new("pg_dump").args([&conninfo, "--schema-only"]).envs(env.iter().cloned()).output().unwrap();

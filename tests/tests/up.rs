@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use db::redis::{self, Reply};
+use dbkit::redis::{self, Reply};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use tests::{Project, containers_labelled};
 

@@ -3,8 +3,6 @@
 mod audit;
 mod backup;
 mod copy;
-mod dumpfile;
-pub mod pgtools;
 mod restore;
 mod roles;
 mod verify;

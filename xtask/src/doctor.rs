@@ -2,16 +2,20 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
-use db::docker::images::{self, Service};
-use db::url::{is_local, redact, redact_str, sslmode};
+use anyhow::{Result, bail};
+use dbkit::docker::images::{self, Service};
+use dbkit::error::hint_of;
+use dbkit::migration::{runner, source};
+use dbkit::schema::print::output_schema;
+use dbkit::schema::settings::Settings;
+use dbkit::schema::{rustfmt_dir, schema_file};
+use dbkit::url::{is_local, redact, redact_str, sslmode};
 use diesel::{PgConnection, RunQueryDsl};
-use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use xshell::cmd;
 
-use crate::config::DieselConfig;
 use crate::context::Context;
-use crate::database::pgtools;
+use dbkit::backup::pgtools;
+use dbkit::diesel_config::DieselConfig;
 
 /// Check the whole setup and say how to fix what fails
 ///
@@ -40,7 +44,7 @@ impl Doctor {
         checks.push(("images", if docker_up { images(cx) } else { Outcome::Skip("Docker is not answering".into()) }));
         checks.push((".env", env_file(cx)));
 
-        let connection = cx.database_url().and_then(|url| Ok((db::connect::establish(&url)?, url)));
+        let connection = cx.database_url().and_then(|url| Ok((dbkit::connect::establish(&url)?, url)));
         let (mut conn, url) = match connection {
             Ok((conn, url)) => {
                 checks.push(("database", Outcome::Pass(format!("connected to {}", redact(&url)))));
@@ -97,7 +101,7 @@ fn split_hint(text: &str) -> (String, Option<String>) {
 }
 
 fn docker_engine() -> Outcome {
-    match db::docker::check_engine() {
+    match dbkit::docker::check_engine() {
         Ok(()) => Outcome::Pass("the engine answers".into()),
         Err(error) => {
             let (what, fix) = split_hint(&format!("{error:#}"));
@@ -182,7 +186,7 @@ fn example_has_secret(path: &Path) -> Option<Outcome> {
     let text = std::fs::read_to_string(path).ok()?;
     let leaks = text.lines().any(|line| {
         let value = line.split_once('=').map(|(_, v)| v.trim()).unwrap_or_default();
-        !line.trim_start().starts_with('#') && db::url::redact_str(value) != value
+        !line.trim_start().starts_with('#') && dbkit::url::redact_str(value) != value
     });
     leaks.then(|| {
         fail(
@@ -254,46 +258,36 @@ fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {
     if !dir.exists() {
         return Outcome::Skip(format!("no migrations directory at {}", dir.display()));
     }
-    let result = FileBasedMigrations::from_path(&dir)
-        .map_err(|e| anyhow!("{e}"))
-        .and_then(|m| conn.pending_migrations(m).map_err(|e| anyhow!("{e}")));
+    let result = source::load(&dir).and_then(|on_disk| {
+        let applied: Vec<String> = runner::applied(conn)?.unwrap_or_default().into_iter().map(|a| a.version).collect();
+        Ok(on_disk.into_iter().filter(|m| !applied.contains(&m.version)).collect::<Vec<_>>())
+    });
     match result {
         Ok(pending) if pending.is_empty() => Outcome::Pass("every migration on disk is applied".into()),
         Ok(pending) => {
-            let names: Vec<String> = pending.iter().map(|m| m.name().to_string()).collect();
+            let names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
             fail(format!("{} pending: {}", names.len(), names.join(", ")), "cargo xtask migration run")
         }
         Err(error) => fail(format!("{error:#}"), "check the migrations directory and __diesel_schema_migrations"),
     }
 }
 
-/// Runs this binary's own `schema generate --check` (same flags) and reads its verdict.
+/// `schema generate --check` with diesel.toml's settings, in this process.
 fn schema_drift(cx: &Context) -> Outcome {
-    let Ok(exe) = std::env::current_exe() else { return Outcome::Skip("cannot find the xtask binary".into()) };
-    let sh = &cx.sh;
-    let mut flags: Vec<std::ffi::OsString> = Vec::new();
-    if let Some(url) = &cx.global.database_url {
-        flags.extend(["--database-url".into(), url.into()]);
+    let checked = (|| -> Result<()> {
+        let url = cx.database_url()?;
+        let settings = Settings::from_config(&DieselConfig::load(cx)?)?;
+        let mut conn = dbkit::connect::establish(&url)?;
+        let text = output_schema(&mut conn, &settings, &rustfmt_dir(cx))?;
+        dbkit::schema::check(&schema_file(cx, &settings), &text)
+    })();
+    match checked {
+        Ok(()) => Outcome::Pass("matches the database".into()),
+        Err(error) => fail(
+            error.to_string().lines().next().unwrap_or("schema.rs differs from the database"),
+            hint_of(&error).unwrap_or_else(|| "cargo xtask schema generate (then commit db/src/schema.rs)".into()),
+        ),
     }
-    if let Some(dir) = &cx.global.migration_dir {
-        flags.extend(["--migration-dir".into(), dir.into()]);
-    }
-    if let Some(file) = &cx.global.config_file {
-        flags.extend(["--config-file".into(), file.into()]);
-    }
-    let out = cmd!(sh, "{exe} schema generate --check {flags...}").quiet().ignore_status().output();
-    let Ok(out) = out else { return Outcome::Skip("cannot run `schema generate --check`".into()) };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        return Outcome::Pass("matches the database".into());
-    }
-    if stderr.contains("not implemented") || stderr.contains("unexpected argument") {
-        return Outcome::Skip("`schema generate --check` is not available in this build".into());
-    }
-    let text = stderr.trim().trim_start_matches("error: ");
-    let what = text.lines().next().unwrap_or("schema.rs differs from the database");
-    let fix = text.lines().find_map(|l| l.trim().strip_prefix("hint:")).map(str::trim);
-    fail(what, fix.unwrap_or("cargo xtask schema generate (then commit db/src/schema.rs)"))
 }
 
 #[cfg(test)]

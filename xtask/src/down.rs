@@ -1,7 +1,7 @@
 //! `cargo xtask down`: stop and remove the local containers.
 
 use anyhow::{Result, bail};
-use db::docker::services::PROJECT_LABEL;
+use dbkit::docker::services::PROJECT_LABEL;
 use xshell::cmd;
 
 use crate::context::{Context, confirm, project_name};
@@ -19,13 +19,13 @@ pub struct Down {
 
 impl Down {
     pub fn run(self, cx: &Context) -> Result<()> {
-        db::docker::check_engine()?;
+        dbkit::docker::check_engine()?;
         let sh = &cx.sh;
         let project = project_name();
         let volumes = [format!("{project}-postgres-data"), format!("{project}-redis-data")];
         if self.volumes && !self.yes && !confirm(&format!("delete the data volumes {} for good?", volumes.join(", ")))?
         {
-            bail!("refused: the data volumes were not deleted\n  hint: pass --yes to delete them without asking");
+            bail!(hint!("refused: the data volumes were not deleted"; "pass --yes to delete them without asking"));
         }
         let filter = format!("label={PROJECT_LABEL}={project}");
         let ids = cmd!(sh, "docker ps -aq --filter {filter}").quiet().read()?;

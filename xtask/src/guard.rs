@@ -1,17 +1,10 @@
-//! The production guard: destructive commands ask first, and refuse production or remote
-//! targets unless forced with the database name typed back. It decides before anything
-//! connects, and without a terminal every question is answered "no", never a hang.
+//! The flags of every destructive command, for the library's production guard.
 
-use anyhow::{Result, bail};
-use db::config::Environment;
-use db::url::{database_name, is_local, redact};
-use url::Url;
-
-use crate::context::{Context, project_name, prompt};
+use dbkit::guard::Guard;
 
 /// Flags of every destructive command.
 #[derive(clap::Args, Clone, Debug, Default)]
-pub struct Guard {
+pub struct GuardArgs {
     /// Do not ask for confirmation (local, non-production targets only)
     #[arg(long, short)]
     pub yes: bool,
@@ -21,162 +14,10 @@ pub struct Guard {
     /// The target database's name, for scripts that pass --force without a terminal
     #[arg(long, value_name = "NAME")]
     pub confirm_db: Option<String>,
-    /// The protected target `check_target` cleared: `check` does not ask twice about it.
-    #[arg(skip)]
-    cleared: std::cell::RefCell<Option<Url>>,
 }
 
-/// What the guard knows about the target.
-struct Target {
-    shown: String,
-    name: String,
-    /// Why the target is protected: production, or not on this machine.
-    protected: Option<String>,
-}
-
-impl Guard {
-    /// Decides, before anything connects, whether `what` may happen to the database at `url`.
-    pub fn check(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
-        if self.cleared.borrow().as_ref() == Some(url) {
-            return Ok(());
-        }
-        let target = self.target(cx, url)?;
-        self.decide(&target, what, prompt)
-    }
-
-    /// The part of `check` for production and remote targets, for commands that connect before
-    /// asking (to show what would go): call it before connecting, and `check` after the listing.
-    /// A local target passes here and is asked about in `check`.
-    pub fn check_target(&self, cx: &Context, url: &Url, what: &str) -> Result<()> {
-        let target = self.target(cx, url)?;
-        if target.protected.is_none() {
-            return Ok(());
-        }
-        self.decide(&target, what, prompt)?;
-        self.cleared.replace(Some(url.clone()));
-        Ok(())
-    }
-
-    fn target(&self, cx: &Context, url: &Url) -> Result<Target> {
-        let app_env = cx.setting("APP_ENV")?;
-        let protected = match Environment::parse(app_env.as_deref()) {
-            Err(unknown) => {
-                Some(format!("{} (treated as production)", unknown.to_string().lines().next().unwrap_or_default()))
-            }
-            Ok(Environment::Production) => Some(format!("APP_ENV={}", app_env.unwrap_or_default().trim())),
-            Ok(Environment::Development) if !is_local(url) && !is_our_container(url) => {
-                Some("it is not a local database".to_string())
-            }
-            Ok(Environment::Development) => None,
-        };
-        Ok(Target { shown: redact(url), name: database_name(url), protected })
-    }
-
-    fn decide(&self, target: &Target, what: &str, ask: impl FnOnce(&str) -> Result<Option<String>>) -> Result<()> {
-        let Target { shown, name, protected } = target;
-        if let Some(typed) = &self.confirm_db
-            && typed != name
-        {
-            bail!(
-                "refused to {what}: --confirm-db `{typed}` does not match the target database `{name}` ({shown})\n  hint: check DATABASE_URL / --database-url: is this the database you meant?"
-            );
-        }
-        if let Some(why) = protected {
-            if !self.force {
-                bail!(
-                    "refused to {what} on {shown}: {why}\n  hint: this destroys data; if you really mean it, add --force and type the database name back (or --force --confirm-db {name} in scripts)"
-                );
-            }
-            if self.confirm_db.is_some() {
-                return Ok(());
-            }
-            let typed = ask(&format!("{what} on {shown} ({why}). Type the database name `{name}` to go on:"))?;
-            return match typed {
-                Some(typed) if typed == *name => Ok(()),
-                Some(_) => bail!("refused to {what}: the name typed back is not `{name}`"),
-                None => bail!(
-                    "refused to {what} on {shown}: no terminal to type the database name back\n  hint: in scripts pass --force --confirm-db {name}"
-                ),
-            };
-        }
-        if self.yes || self.confirm_db.is_some() {
-            return Ok(());
-        }
-        let answer = ask(&format!("{what} on {shown}? [y/N]"))?;
-        if answer.is_some_and(|a| matches!(a.to_ascii_lowercase().as_str(), "y" | "yes")) {
-            return Ok(());
-        }
-        bail!(
-            "refused to {what} on {shown}: not confirmed\n  hint: answer y at the prompt, or pass --yes in scripts (no terminal means no)"
-        );
-    }
-}
-
-/// The app in Docker reaches the xtask's own Postgres by its container name.
-fn is_our_container(url: &Url) -> bool {
-    url.host_str().is_some_and(|host| host == format!("{}-postgres", project_name()))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-
-    use super::*;
-
-    fn target(protected: bool) -> Target {
-        Target {
-            shown: "postgres://app:****@db.example.com/rail".into(),
-            name: "rail".into(),
-            protected: protected.then(|| "APP_ENV=production".to_string()),
-        }
-    }
-
-    fn guard(yes: bool, force: bool, confirm_db: Option<&str>) -> Guard {
-        Guard { yes, force, confirm_db: confirm_db.map(str::to_owned), ..Guard::default() }
-    }
-
-    /// Runs the guard with `answer` at any prompt; returns the outcome and whether it asked.
-    fn run(g: &Guard, protected: bool, answer: Option<&str>) -> (Result<()>, bool) {
-        let asked = Cell::new(false);
-        let result = g.decide(&target(protected), "drop every table", |_| {
-            asked.set(true);
-            Ok(answer.map(str::to_owned))
-        });
-        (result, asked.get())
-    }
-
-    fn refused(outcome: (Result<()>, bool), needle: &str) {
-        let err = format!("{:#}", outcome.0.expect_err("should refuse"));
-        assert!(err.contains("refused to drop every table") && err.contains(needle), "{err}");
-    }
-
-    #[test]
-    fn protected_targets_need_force_and_the_name() {
-        refused(run(&guard(true, false, None), true, Some("rail")), "add --force");
-        refused(run(&guard(false, false, Some("rail")), true, None), "add --force");
-        refused(run(&guard(false, true, None), true, None), "--confirm-db rail");
-        refused(run(&guard(false, true, None), true, Some("rai")), "not `rail`");
-        refused(run(&guard(false, true, Some("other")), true, None), "does not match");
-        assert!(run(&guard(false, true, Some("rail")), true, None).0.is_ok());
-        let (result, asked) = run(&guard(false, true, None), true, Some("rail"));
-        assert!(result.is_ok() && asked);
-    }
-
-    #[test]
-    fn local_targets_ask_once() {
-        refused(run(&guard(false, false, None), false, None), "no terminal means no");
-        refused(run(&guard(false, false, None), false, Some("n")), "not confirmed");
-        let (result, asked) = run(&guard(false, false, None), false, Some("y"));
-        assert!(result.is_ok() && asked);
-        let (result, asked) = run(&guard(true, false, None), false, None);
-        assert!(result.is_ok() && !asked);
-        refused(run(&guard(true, false, Some("other")), false, None), "does not match");
-    }
-
-    #[test]
-    fn the_apps_container_is_local() {
-        let url = Url::parse(&format!("postgres://u@{}-postgres:5432/d", project_name())).unwrap();
-        assert!(is_our_container(&url));
-        assert!(!is_our_container(&Url::parse("postgres://u@db.example.com/d").unwrap()));
+impl GuardArgs {
+    pub fn guard(&self) -> Guard {
+        Guard::new(self.yes, self.force, self.confirm_db.clone())
     }
 }

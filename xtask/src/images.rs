@@ -1,7 +1,7 @@
 //! `cargo xtask images`: the offline images, for machines that cannot pull.
 
 use anyhow::Result;
-use db::docker::images::{self, POSTGRES_OFFLINE, REDIS_OFFLINE};
+use dbkit::docker::images::{self, POSTGRES_OFFLINE, REDIS_OFFLINE};
 
 use crate::context::Context;
 
@@ -24,7 +24,7 @@ impl Images {
     pub fn run(self, cx: &Context) -> Result<()> {
         match self {
             Images::Build { force } => {
-                db::docker::check_engine()?;
+                dbkit::docker::check_engine()?;
                 if !force && images::present(&cx.sh, POSTGRES_OFFLINE) && images::present(&cx.sh, REDIS_OFFLINE) {
                     eprintln!("{POSTGRES_OFFLINE} and {REDIS_OFFLINE} are present (--force builds them again)");
                 } else {

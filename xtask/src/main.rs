@@ -1,12 +1,13 @@
 //! `cargo xtask`: Rail Gun's database workflow. Run `cargo xtask --help` for the commands.
 
+#[macro_use]
+extern crate dbkit;
+
 mod bench;
-mod config;
 mod context;
 mod database;
 mod doctor;
 mod down;
-mod env_file;
 mod guard;
 mod images;
 mod migration;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::context::{Context, Global};
+use crate::context::Global;
 
 /// Rail Gun's database workflow: local services, migrations, schema, backups.
 #[derive(Parser)]
@@ -52,7 +53,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let xtask = Xtask::parse();
-    let result = Context::new(xtask.global).and_then(|cx| match xtask.command {
+    let result = xtask.global.context().and_then(|cx| match xtask.command {
         Command::Up(cmd) => cmd.run(&cx),
         Command::Down(cmd) => cmd.run(&cx),
         Command::Status(cmd) => cmd.run(&cx),

@@ -1,8 +1,8 @@
 //! `cargo xtask status`: what runs, where, and whether it answers.
 
 use anyhow::{Context as _, Result};
-use db::docker::services::PROJECT_LABEL;
-use db::url::{parse_database_url, redact};
+use dbkit::docker::services::PROJECT_LABEL;
+use dbkit::url::{parse_database_url, redact};
 use diesel::{Connection, PgConnection};
 use serde::Serialize;
 use xshell::cmd;
@@ -29,7 +29,7 @@ struct Row {
 
 impl Status {
     pub fn run(self, cx: &Context) -> Result<()> {
-        db::docker::check_engine()?;
+        dbkit::docker::check_engine()?;
         let project = project_name();
         let filter = format!("label={PROJECT_LABEL}={project}");
         let sh = &cx.sh;
@@ -75,7 +75,7 @@ impl Status {
 
     fn redis(&self, cx: &Context, running: bool) -> Result<(Option<String>, bool)> {
         let Some(url) = cx.setting("REDIS_URL")? else { return Ok((None, false)) };
-        let healthy = running && db::redis::ping(&url).is_ok();
-        Ok((Some(db::url::redact_str(&url)), healthy))
+        let healthy = running && dbkit::redis::ping(&url).is_ok();
+        Ok((Some(dbkit::url::redact_str(&url)), healthy))
     }
 }

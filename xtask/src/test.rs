@@ -117,7 +117,7 @@ fn install_missing_packages(cx: &Context) -> Result<()> {
     }
     let root = cmd!(sh, "id -u").quiet().read()? == "0";
     if !root || which::which("apt-get").is_err() {
-        bail!("the tests need {}\n  hint: sudo apt-get install {}", packages.join(", "), packages.join(" "));
+        bail!(hint!("the tests need {}", packages.join(", "); "sudo apt-get install {}", packages.join(" ")));
     }
     eprintln!("installing {}", packages.join(" "));
     cmd!(sh, "apt-get update -qq").run()?;

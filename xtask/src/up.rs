@@ -3,14 +3,14 @@
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use db::docker::images::{self, Service};
-use db::docker::services::Services;
-use db::url::{is_local, redact};
+use dbkit::docker::images::{self, Service};
+use dbkit::docker::services::Services;
+use dbkit::url::{is_local, redact};
 
 use xshell::{Shell, cmd};
 
 use crate::context::{Context, project_name};
-use crate::env_file;
+use dbkit::env_file;
 
 /// Start local Postgres and Redis in Docker, write .env, run pending migrations.
 ///
@@ -38,7 +38,7 @@ pub struct Up {
 impl Up {
     pub fn run(self, cx: &Context) -> Result<()> {
         let started = Instant::now();
-        db::docker::check_engine()?;
+        dbkit::docker::check_engine()?;
         let project = project_name();
         let (postgres, redis) = (format!("{project}-postgres"), format!("{project}-redis"));
         let existing = existing_containers(&cx.sh, &[&postgres, &redis]);
@@ -80,10 +80,11 @@ impl Up {
         };
         let endpoints = services.up()?;
         let previous = env_file::get(&cx.env_file(), "DATABASE_URL")?.filter(|url| !url.is_empty());
-        if let Some(previous) = previous.filter(|url| db::url::parse_database_url(url).is_ok_and(|u| !is_local(&u))) {
+        if let Some(previous) = previous.filter(|url| dbkit::url::parse_database_url(url).is_ok_and(|u| !is_local(&u)))
+        {
             // A managed database the user pointed .env at is not ours to forget.
             env_file::set(&cx.env_file(), None, &[("#DATABASE_URL", &previous)])?;
-            eprintln!("note: .env's DATABASE_URL pointed at {}; kept as a comment", db::url::redact_str(&previous));
+            eprintln!("note: .env's DATABASE_URL pointed at {}; kept as a comment", dbkit::url::redact_str(&previous));
         }
         env_file::set(
             &cx.env_file(),
@@ -103,7 +104,7 @@ impl Up {
         println!("DATABASE_URL={}", redact(&endpoints.database_url));
         println!("REDIS_URL={}", endpoints.redis_url);
         if !self.no_migrate {
-            crate::migration::run_pending(cx, &endpoints.database_url)
+            dbkit::migration::run_pending(cx, &endpoints.database_url)
                 .context("run pending migrations (skip with --no-migrate)")?;
         }
         Ok(())

@@ -62,7 +62,7 @@ impl Backup {
         }
         for tool in ["pgbench", "pg_dump", "psql", "gzip", "gunzip", "sh"] {
             which::which(tool).with_context(|| {
-                format!("{tool} is not installed\n  hint: the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
+                hint!("{tool} is not installed"; "the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
             })?;
         }
         let server = cx.database_url()?;
@@ -73,7 +73,7 @@ impl Backup {
         std::fs::create_dir_all(&work)?;
         let scratch = Scratch::create(&server, &format!("railgun_bench_backup_{pid}"))?;
         eprintln!("pgbench -i -s {} into {} ...", self.scale, scratch.name);
-        let (conninfo, env) = db::url::libpq_env(&scratch.url)?;
+        let (conninfo, env) = dbkit::url::libpq_env(&scratch.url)?;
         let scale = self.scale.to_string();
         let mut init = cmd!(cx.sh, "pgbench -i -q -s {scale} {conninfo}").quiet().ignore_stderr();
         for (k, v) in &env {
@@ -128,7 +128,7 @@ impl Backup {
                             .arg(target.url.as_str()),
                     )?;
                 } else {
-                    let (target_info, _) = db::url::libpq_env(&target.url)?;
+                    let (target_info, _) = dbkit::url::libpq_env(&target.url)?;
                     pipe_restore = timed(&mut shell(
                         "gunzip -c \"$1\" | psql -X -q -v ON_ERROR_STOP=1 --single-transaction --dbname=\"$2\" > /dev/null",
                         &[path_str(&gz)?, &target_info],
@@ -233,7 +233,7 @@ fn timed(command: &mut Command) -> Result<Cost> {
     let started = Instant::now();
     let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id() as libc::pid_t;
-    let errors = crate::database::pgtools::collect_errors(child.stderr.context("the child's errors")?);
+    let errors = dbkit::backup::pgtools::collect_errors(child.stderr.context("the child's errors")?);
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -245,7 +245,7 @@ fn timed(command: &mut Command) -> Result<Cost> {
     }
     let errors = errors.join().unwrap_or_default();
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("{:?} failed:\n{}", command.get_program(), db::url::redact_str(&errors));
+        bail!("{:?} failed:\n{}", command.get_program(), dbkit::url::redact_str(&errors));
     }
     Ok(Cost { wall, peak_rss_kib: usage.ru_maxrss as u64 })
 }
@@ -266,7 +266,7 @@ impl Scratch {
     fn create(server: &Url, name: &str) -> Result<Scratch> {
         let mut admin = server.clone();
         admin.set_path("postgres");
-        let mut conn = db::connect::establish(&admin)?;
+        let mut conn = dbkit::connect::establish(&admin)?;
         diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn)?;
         diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).context("create a bench database")?;
         let mut url = server.clone();
@@ -277,7 +277,7 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if let Ok(mut conn) = db::connect::establish(&self.admin) {
+        if let Ok(mut conn) = dbkit::connect::establish(&self.admin) {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn);
         }
     }

@@ -110,7 +110,7 @@ fn timed_on_fresh_db(server: &Url, run: usize, tool: Tool, f: impl Fn(&Url) -> R
     let name = format!("railgun_bench_mig_{}_{run}_{tool:?}", std::process::id()).to_lowercase();
     let mut admin = server.clone();
     admin.set_path("postgres");
-    let mut conn = db::connect::establish(&admin)?;
+    let mut conn = dbkit::connect::establish(&admin)?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn)?;
     diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).context("create a bench database")?;
     let mut url = server.clone();
@@ -177,7 +177,7 @@ fn diesel_bin() -> Result<PathBuf> {
         return Ok(cached);
     }
     bail!(
-        "diesel_cli is not installed: the benchmark compares against it\n  hint: `cargo xtask test` installs it, or: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
+        hint!("diesel_cli is not installed: the benchmark compares against it"; "`cargo xtask test` installs it, or: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools")
     )
 }
 

@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use db::testing::Harness;
+use anyhow::{Context as _, Result, bail};
+use dbkit::testing::Harness;
 use diesel::{PgConnection, RunQueryDsl};
-use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use url::Url;
 
-use crate::config::DieselConfig;
 use crate::context::Context;
+use dbkit::diesel_config::DieselConfig;
 
 /// Benchmark test database acquisition against migrate-per-test
 ///
@@ -62,11 +61,8 @@ impl TestDb {
             Some(dir) => dir.to_path_buf(),
             None => DieselConfig::load(cx)?.migration_dir(cx),
         };
-        let source =
-            FileBasedMigrations::from_path(&dir).map_err(|e| anyhow!("no migrations in {}: {e}", dir.display()))?;
-        let count = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&source)
-            .map_err(|e| anyhow!("read the migrations in {}: {e}", dir.display()))?
-            .len();
+        let migrations = dbkit::migration::source::load(&dir)?;
+        let count = migrations.len();
         eprintln!("migrations: {count} in {}", dir.display());
 
         let started = Instant::now();
@@ -108,8 +104,8 @@ impl TestDb {
         }
 
         eprintln!("migrate-per-test: {} databases", self.migrate_iterations);
-        let admin = session(db::testing::server_url()?);
-        let mut admin_conn = db::connect::establish(&admin)?;
+        let admin = session(dbkit::testing::server_url()?);
+        let mut admin_conn = dbkit::connect::establish(&admin)?;
         let mut migrate = Vec::new();
         for i in 0..self.migrate_iterations {
             let name = format!("railgun_bench_migrate_{}_{i}", std::process::id());
@@ -118,10 +114,10 @@ impl TestDb {
             let started = Instant::now();
             diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin_conn)?;
             let result = (|| -> Result<()> {
-                let mut conn = db::connect::establish(&url)?;
-                let migrations = FileBasedMigrations::from_path(&dir).map_err(|e| anyhow!("{e}"))?;
-                conn.run_pending_migrations(migrations).map_err(|e| anyhow!("migrate {name}: {e}"))?;
-                ready(&mut conn)
+                let mut session = dbkit::migration::Locked::acquire(&url)?;
+                dbkit::migration::apply_pending_with(&mut session, &migrations, &mut |_| ())
+                    .with_context(|| format!("migrate {name}"))?;
+                ready(&mut session.conn)
             })();
             migrate.push(started.elapsed());
             diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin_conn)?;

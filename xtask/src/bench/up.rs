@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use db::docker::images::{self, Service};
-use db::docker::services::{PROJECT_LABEL, wait_until_ready};
+use dbkit::docker::images::{self, Service};
+use dbkit::docker::services::{PROJECT_LABEL, wait_until_ready};
 use url::Url;
 use xshell::{Shell, cmd};
 
@@ -28,7 +28,7 @@ pub struct Up {
 
 impl Up {
     pub fn run(self, cx: &Context) -> Result<()> {
-        db::docker::check_engine()?;
+        dbkit::docker::check_engine()?;
         let sh = &cx.sh;
         let postgres_image = images::resolve(sh, Service::Postgres, None)?;
         let redis_image = images::resolve(sh, Service::Redis, None)?;

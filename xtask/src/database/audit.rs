@@ -1,7 +1,7 @@
 //! `cargo xtask db audit`: the guide's security checklist, checked against a live database.
 
 use anyhow::Result;
-use db::url::{is_local, redact, sslmode};
+use dbkit::url::{is_local, redact, sslmode};
 use diesel::sql_types::{Bool, Nullable, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
@@ -47,7 +47,7 @@ const SAFE_NAMES: &str = "(hash|digest|encrypted|cipher|_enc$|prefix|_at$|_id$|_
 impl Audit {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let mut conn = db::connect::establish(&url)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         eprintln!("auditing {}", redact(&url));
         let checks = vec![
             ("ssl", ssl(&mut conn, &url)?),

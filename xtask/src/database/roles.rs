@@ -1,7 +1,7 @@
 //! `cargo xtask db roles`: the security checklist's two database users, made idempotently.
 
 use anyhow::{Context as _, Result, bail};
-use db::url::{database_name, redact};
+use dbkit::url::{database_name, redact};
 use diesel::sql_types::{Array, Bool, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 
@@ -45,14 +45,14 @@ impl Roles {
         }
         if self.app_role == self.migrator_role {
             bail!(
-                "the app role and the migrator role must differ\n  hint: pass different --app-role and --migrator-role"
+                hint!("the app role and the migrator role must differ"; "pass different --app-role and --migrator-role")
             );
         }
         let app_password = password(cx, APP_PASSWORD)?;
         let migrator_password = password(cx, MIGRATOR_PASSWORD)?;
         let url = cx.database_url()?;
         let database = database_name(&url);
-        let mut conn = db::connect::establish(&url)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         let (app, migrator, schema) = (self.app_role.as_str(), self.migrator_role.as_str(), self.schema.as_str());
         conn.transaction(|conn| {
             ensure_role(conn, migrator, &migrator_password)?;
@@ -106,7 +106,7 @@ fn check_identifier(name: &str) -> Result<()> {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !ok {
         bail!(
-            "`{name}` is not a plain identifier\n  hint: use lowercase letters, digits and _ (at most 63), starting with a letter"
+            hint!("`{name}` is not a plain identifier"; "use lowercase letters, digits and _ (at most 63), starting with a letter")
         );
     }
     Ok(())
@@ -116,7 +116,7 @@ fn password(cx: &Context, key: &str) -> Result<String> {
     match cx.setting(key)? {
         Some(password) if !password.is_empty() => Ok(password),
         _ => bail!(
-            "{key} is not set: the role's password comes from the environment, never the command line\n  hint: export {key}=$(openssl rand -hex 24), or put it in .env / your secret store"
+            hint!("{key} is not set: the role's password comes from the environment, never the command line"; "export {key}=$(openssl rand -hex 24), or put it in .env / your secret store")
         ),
     }
 }

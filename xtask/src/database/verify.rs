@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::backup::mib;
-use super::dumpfile;
+use dbkit::backup::dump::mib;
+use dbkit::backup::dumpfile;
+
 use crate::context::Context;
 
 /// Check a backup file: complete gzip, CRC, length, pg_dump's completion marker

@@ -1,11 +1,9 @@
 //! `cargo xtask migration create NAME`: a new, empty migration in diesel_cli's layout.
 
-use std::path::{Path, PathBuf};
+use anyhow::Result;
+use dbkit::migration::create::{DOWN_TEMPLATE, create_migration, up_template};
+use dbkit::migration::source::shown;
 
-use anyhow::{Context as _, Result, bail};
-use chrono::{NaiveDateTime, TimeDelta, Utc};
-
-use super::source::{self, shown};
 use crate::context::Context;
 
 /// Create an empty migration (commented up.sql and down.sql) and print its folder
@@ -19,97 +17,9 @@ pub struct Create {
 
 impl Create {
     pub fn run(self, cx: &Context) -> Result<()> {
-        let dir = source::migration_dir(cx)?;
-        let folder = create_migration(&dir, &self.name, &up_template(&self.name), DOWN_TEMPLATE)?;
+        let folder = create_migration(&cx.migration_dir()?, &self.name, &up_template(&self.name), DOWN_TEMPLATE)?;
         eprintln!("created {} (up.sql, down.sql)", shown(&folder));
         println!("{}", shown(&folder));
         Ok(())
-    }
-}
-
-const DOWN_TEMPLATE: &str = "\
--- Undo everything up.sql does, in reverse order, so `cargo xtask migration revert` (and redo)
--- bring the database back exactly. For example:
---
--- DROP INDEX \"IDX_users_status\";
--- ALTER TABLE \"users\" DROP COLUMN \"status\";
-";
-
-fn up_template(name: &str) -> String {
-    format!(
-        "\
--- Migration {name}: write the change as plain SQL (keep it to one logical change).
---
--- It runs in a transaction: if any statement fails, nothing of it stays. Statements that cannot
--- run in a transaction (CREATE INDEX CONCURRENTLY) need a metadata.toml next to this file with
--- `run_in_transaction = false`. For example:
---
--- ALTER TABLE \"users\" ADD COLUMN \"status\" varchar(20) DEFAULT 'active';
--- CREATE INDEX \"IDX_users_status\" ON \"users\" (\"status\");
-"
-    )
-}
-
-/// Makes `<dir>/<timestamp>_<name>` with the given up.sql and down.sql; the name is validated
-/// and must be new. The timestamp is now (UTC), moved on a second if another migration has it.
-pub fn create_migration(dir: &Path, name: &str, up: &str, down: &str) -> Result<PathBuf> {
-    validate_name(name)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("create the migrations folder {}", shown(dir)))?;
-    let existing = source::load(dir)?;
-    if let Some(same) = existing.iter().find(|m| m.name.split_once('_').is_some_and(|(_, n)| n == name)) {
-        bail!(
-            "a migration named {name} already exists: {}\n  hint: pick another name, or edit that migration if it was never applied",
-            shown(&same.dir)
-        );
-    }
-    let mut at: NaiveDateTime = Utc::now().naive_utc();
-    let folder = loop {
-        let version = at.format("%Y-%m-%d-%H%M%S").to_string();
-        if !existing.iter().any(|m| m.version == version.replace('-', "")) {
-            break dir.join(format!("{version}_{name}"));
-        }
-        at += TimeDelta::seconds(1);
-    };
-    std::fs::create_dir(&folder).with_context(|| format!("create {}", shown(&folder)))?;
-    std::fs::write(folder.join("up.sql"), up).with_context(|| format!("write {}", shown(&folder.join("up.sql"))))?;
-    std::fs::write(folder.join("down.sql"), down)
-        .with_context(|| format!("write {}", shown(&folder.join("down.sql"))))?;
-    Ok(folder)
-}
-
-/// snake_case: lowercase ASCII letters, digits and single underscores, starting with a letter.
-fn validate_name(name: &str) -> Result<()> {
-    let hint = "\n  hint: use snake_case, e.g. `cargo xtask migration create add_user_avatar`";
-    if name.is_empty() {
-        bail!("the migration name is empty{hint}");
-    }
-    if name.contains(['/', '\\']) || name.contains("..") {
-        bail!("the migration name `{name}` is a path: give a name, the folder comes from the migrations folder{hint}");
-    }
-    let snake = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.ends_with('_')
-        && !name.contains("__");
-    if !snake {
-        bail!("the migration name `{name}` is not snake_case (lowercase letters, digits, single underscores){hint}");
-    }
-    if name.len() > 200 {
-        bail!("the migration name is too long ({} characters, at most 200){hint}", name.len());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_name;
-
-    #[test]
-    fn names() {
-        for good in ["add_user_avatar", "a", "v2_billing"] {
-            assert!(validate_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", "AddUserAvatar", "add-user", "../x", "a/b", "a\\b", "_x", "x_", "a__b", "2fa", "añadir"] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
     }
 }

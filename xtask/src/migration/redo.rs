@@ -4,8 +4,8 @@ use anyhow::Result;
 use diesel::{Connection, PgConnection};
 
 use super::revert::Latest;
-use super::runner;
 use crate::context::Context;
+use dbkit::migration::runner;
 
 /// Revert the latest applied migration (or N, or all) and apply it again, then regenerate schema.rs
 ///
@@ -39,6 +39,6 @@ impl Redo {
             redo(&mut session.conn)?;
         }
         drop(session);
-        crate::schema::regenerate(cx, &url)
+        dbkit::schema::regenerate(cx, &url)
     }
 }

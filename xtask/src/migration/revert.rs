@@ -3,10 +3,10 @@
 use anyhow::Result;
 use url::Url;
 
-use super::runner::Locked;
-use super::source::{self, MigrationFiles};
 use crate::context::Context;
-use crate::guard::Guard;
+use crate::guard::GuardArgs;
+use dbkit::migration::Locked;
+use dbkit::migration::source::{self, MigrationFiles};
 
 /// Revert the latest applied migration (or the latest N, or all), then regenerate schema.rs
 ///
@@ -29,7 +29,7 @@ pub struct Latest {
     #[arg(long)]
     all: bool,
     #[command(flatten)]
-    guard: Guard,
+    guard: GuardArgs,
 }
 
 impl Latest {
@@ -38,9 +38,9 @@ impl Latest {
     pub fn select(&self, cx: &Context, what: &str) -> Result<(Url, Locked, Vec<MigrationFiles>)> {
         let url = cx.database_url()?;
         if self.all {
-            self.guard.check(cx, &url, &format!("{what} every migration"))?;
+            self.guard.guard().check(cx, &url, &format!("{what} every migration"))?;
         }
-        let migrations = source::load(&source::migration_dir(cx)?)?;
+        let migrations = source::load(&cx.migration_dir()?)?;
         let mut session = Locked::acquire(&url)?;
         let count = if self.all { usize::MAX } else { self.count };
         let targets = latest_applied(&mut session, &migrations, count)?;
@@ -59,7 +59,7 @@ impl Revert {
             session.revert(migration)?;
         }
         drop(session);
-        crate::schema::regenerate(cx, &url)
+        dbkit::schema::regenerate(cx, &url)
     }
 }
 
@@ -71,11 +71,7 @@ fn latest_applied(session: &mut Locked, migrations: &[MigrationFiles], count: us
         .take(count)
         .map(|applied| {
             migrations.iter().find(|m| m.version == applied.version).cloned().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "cannot revert version {}: it is recorded as applied, but no migration folder has that version\n  hint: {}",
-                    applied.version,
-                    super::show::MISSING_HINT
-                )
+                anyhow::anyhow!(hint!("cannot revert version {}: it is recorded as applied, but no migration folder has that version", applied.version; "{}", dbkit::migration::MISSING_HINT))
             })
         })
         .collect()

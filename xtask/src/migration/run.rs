@@ -15,12 +15,12 @@ pub struct Run {}
 impl Run {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let ran = super::run_pending(cx, &url)?;
+        let ran = dbkit::migration::run_pending(cx, &url)?;
         match ran {
             0 => eprintln!("no pending migrations"),
             1 => eprintln!("applied 1 migration"),
             n => eprintln!("applied {n} migrations"),
         }
-        crate::schema::regenerate(cx, &url)
+        dbkit::schema::regenerate(cx, &url)
     }
 }

@@ -5,16 +5,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
-use super::runner::{self, Applied};
-use super::source;
-use crate::context::Context;
+use dbkit::migration::MISSING_HINT;
+use dbkit::migration::runner::{self, Applied};
+use dbkit::migration::source;
 
-/// How to look at the bookkeeping when the database and the folder disagree.
-pub const MISSING_HINT: &str = "it was applied from another branch or checkout, or its folder was renamed or deleted. \
-Restore the folder (git log -- db/migrations), or inspect the bookkeeping: \
-psql \"$DATABASE_URL\" -c 'SELECT version, run_on FROM __diesel_schema_migrations ORDER BY version'; \
-if the migration's changes are truly gone from the database, forget it with \
-DELETE FROM __diesel_schema_migrations WHERE version = '<version>'";
+use crate::context::Context;
 
 /// Show every migration as `[X] name (applied at ...)` or `[ ] name`, then the counts
 ///
@@ -39,8 +34,8 @@ struct Row {
 impl Show {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let migrations = source::load(&source::migration_dir(cx)?)?;
-        let mut conn = db::connect::establish(&url)?;
+        let migrations = source::load(&cx.migration_dir()?)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         let applied = runner::applied(&mut conn)?.unwrap_or_default();
         let mut rows: BTreeMap<String, Row> = migrations
             .into_iter()
@@ -92,9 +87,7 @@ impl Show {
             if !pending.is_empty() {
                 let names: Vec<&str> = pending.iter().filter_map(|r| r.name.as_deref()).collect();
                 bail!(
-                    "{} pending migration(s): {}\n  hint: apply them with `cargo xtask migration run`",
-                    pending.len(),
-                    names.join(", ")
+                    hint!("{} pending migration(s): {}", pending.len(), names.join(", "); "apply them with `cargo xtask migration run`")
                 );
             }
             if !missing.is_empty() {

@@ -16,22 +16,22 @@ pub struct Drop {
     #[command(flatten)]
     scope: Scope,
     #[command(flatten)]
-    guard: crate::guard::Guard,
+    guard: crate::guard::GuardArgs,
 }
 
 impl Drop {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
         let what = "drop every table of the app";
-        self.guard.check_target(cx, &url, what)?;
-        let mut conn = db::connect::establish(&url)?;
+        self.guard.guard().check_target(cx, &url, what)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
-        eprintln!("schema drop: on {}", db::url::redact(&url));
+        eprintln!("schema drop: on {}", dbkit::url::redact(&url));
         print_objects(&objects);
         if objects.is_empty() {
             return Ok(());
         }
-        self.guard.check(cx, &url, what)?;
+        self.guard.guard().check(cx, &url, what)?;
         drop_objects(&mut conn, &objects)?;
         eprintln!("dropped {} objects; `cargo xtask migration run` builds the schema again", objects.len());
         Ok(())

@@ -1,13 +1,14 @@
 //! `cargo xtask schema generate`: the schema file from the live database, byte-identical to
 //! what `diesel print-schema` prints for the same database and settings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
+use dbkit::diesel_config::DieselConfig;
+use dbkit::schema::print::output_schema;
+use dbkit::schema::settings::{self, Settings};
+use dbkit::schema::{check, pending_hint, rustfmt_dir, schema_file, write_if_changed};
 
-use super::print::output_schema;
-use super::settings::{PrintFlags, Settings};
-use crate::config::DieselConfig;
 use crate::context::Context;
 
 /// Write the schema file (diesel.toml's print_schema.file) from the live database, as diesel print-schema would
@@ -35,8 +36,8 @@ impl Generate {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
         let config = DieselConfig::load(cx)?;
-        let settings = Settings::resolve(cx, &config, &self.flags)?;
-        let mut conn = db::connect::establish(&url)?;
+        let settings = self.flags.resolve(cx, &config)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         let text = output_schema(&mut conn, &settings, &rustfmt_dir(cx))?;
         if self.stdout {
             print!("{text}");
@@ -44,82 +45,107 @@ impl Generate {
         }
         let file = schema_file(cx, &settings);
         if self.check {
-            return check(&file, &text).map_err(|e| match pending_hint(cx, &mut conn) {
+            check(&file, &text).map_err(|e| match pending_hint(cx, &mut conn) {
                 Some(hint) => e.context(hint),
                 None => e,
-            });
+            })?;
+            eprintln!("{} is up to date", file.display());
+            return Ok(());
         }
         write_if_changed(&file, &text)
     }
 }
 
-/// print_schema.file, else the project's `db/src/schema.rs`.
-fn schema_file(cx: &Context, settings: &Settings) -> PathBuf {
-    settings.file.clone().unwrap_or_else(|| cx.root.join("db/src/schema.rs"))
+/// diesel print-schema's flags, same names.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct PrintFlags {
+    /// The name of the schema
+    #[arg(short, long)]
+    schema: Option<String>,
+    /// Table names (regexes) for --only-tables / --except-tables
+    #[arg(value_name = "TABLE_NAME")]
+    table_names: Vec<String>,
+    /// Only include tables from TABLE_NAME that match
+    #[arg(short, long, conflicts_with = "except_tables")]
+    only_tables: bool,
+    /// Exclude tables from TABLE_NAME that match
+    #[arg(short, long)]
+    except_tables: bool,
+    /// Render documentation comments for tables and columns
+    #[arg(long)]
+    with_docs: bool,
+    /// Render documentation comments for tables and columns
+    #[arg(long, value_name = "MODE", value_parser = ["database-comments-fallback-to-auto-generated-doc-comment", "only-database-comments", "no-doc-comments"])]
+    with_docs_config: Option<String>,
+    /// Group tables in allow_tables_to_appear_in_same_query!()
+    #[arg(long, value_name = "MODE", value_parser = ["fk_related_tables", "all_tables", "none"])]
+    allow_tables_to_appear_in_same_query_config: Option<String>,
+    /// Sort order for table columns
+    #[arg(long, value_name = "ORDER", value_parser = ["ordinal_position", "name"])]
+    column_sorting: Option<String>,
+    /// A unified diff file to be applied to the final schema
+    #[arg(long, value_name = "FILE")]
+    patch_file: Option<PathBuf>,
+    /// A type to import in every table (repeat the flag for several)
+    #[arg(long, value_name = "TYPE")]
+    import_types: Vec<String>,
+    /// Don't generate SQL type definitions for types diesel does not provide
+    #[arg(long)]
+    no_generate_missing_sql_type_definitions: bool,
+    /// Regexes of custom types not to define
+    #[arg(long, value_name = "REGEX", num_args = 1..)]
+    except_custom_type_definitions: Vec<String>,
+    /// A derive for every generated SqlType (repeat the flag for several)
+    #[arg(long, value_name = "DERIVE")]
+    custom_type_derives: Vec<String>,
+    /// Regexes of domain names to type as custom types instead of their base type
+    #[arg(long, value_name = "REGEX")]
+    pg_domains_as_custom_types: Vec<String>,
 }
 
-/// Where rustfmt runs: the user's directory, as for diesel_cli, so both find the same rustfmt.toml.
-pub fn rustfmt_dir(cx: &Context) -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| cx.root.clone())
-}
-
-pub fn write_if_changed(file: &Path, text: &str) -> Result<()> {
-    if std::fs::read_to_string(file).is_ok_and(|old| old == text) {
-        eprintln!("{} is up to date", file.display());
-        return Ok(());
-    }
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    std::fs::write(file, text).with_context(|| format!("write {}", file.display()))?;
-    eprintln!("wrote {}", file.display());
-    Ok(())
-}
-
-fn check(file: &Path, text: &str) -> Result<()> {
-    let old = match std::fs::read_to_string(file) {
-        Ok(old) => old,
-        Err(e) => bail!(
-            "{} cannot be read ({e}): the schema file is missing\n  hint: run `cargo xtask schema generate` and commit the file",
-            file.display()
-        ),
-    };
-    if old == text {
-        eprintln!("{} is up to date", file.display());
-        return Ok(());
-    }
-    let (line, was, now) = first_difference(&old, text);
-    bail!(
-        "{} is stale: it differs from the database's schema from line {line}\n  file:     {was}\n  database: {now}\n  hint: run `cargo xtask schema generate` (after `cargo xtask migration run`) and commit the file",
-        file.display()
-    )
-}
-
-/// When the database lacks migrations, that (not schema.rs) is the likely drift.
-fn pending_hint(cx: &Context, conn: &mut diesel::PgConnection) -> Option<String> {
-    let dir = DieselConfig::load(cx).ok()?.migration_dir(cx);
-    let applied: Vec<String> =
-        crate::migration::runner::applied(conn).ok()?.unwrap_or_default().into_iter().map(|a| a.version).collect();
-    let pending =
-        crate::migration::source::load(&dir).ok()?.into_iter().filter(|m| !applied.contains(&m.version)).count();
-    (pending > 0).then(|| {
-        format!(
-            "the database has {pending} pending migration(s): the schema file may be right and the database behind\n  hint: run `cargo xtask migration run` first (it rewrites the schema file too)"
-        )
-    })
-}
-
-/// The first line (1-based) where the texts differ, and that line in each.
-fn first_difference<'a>(old: &'a str, new: &'a str) -> (usize, &'a str, &'a str) {
-    let (mut a, mut b) = (old.split_inclusive('\n'), new.split_inclusive('\n'));
-    let mut n = 1;
-    loop {
-        match (a.next(), b.next()) {
-            (Some(x), Some(y)) if x == y => n += 1,
-            (x, y) => {
-                let show = |l: Option<&'a str>| l.map_or("<end of file>", |l| l.trim_end_matches('\n'));
-                return (n, show(x), show(y));
-            }
+impl PrintFlags {
+    /// The config with the flags over it, as diesel_cli's `update_config` and `set_filter` do.
+    pub fn resolve(&self, cx: &Context, config: &DieselConfig) -> Result<Settings> {
+        let flags = self;
+        let mut s = Settings::from_config(config)?;
+        if flags.only_tables {
+            s.filter = settings::Filtering::OnlyTables(settings::regexes(&flags.table_names)?);
+        } else if flags.except_tables {
+            s.filter = settings::Filtering::ExceptTables(settings::regexes(&flags.table_names)?);
         }
+        if let Some(schema) = &flags.schema {
+            s.schema = Some(schema.clone());
+        }
+        if flags.with_docs {
+            s.with_docs = settings::DocConfig::DatabaseCommentsFallbackToAutoGeneratedDocComment;
+        }
+        if let Some(mode) = &flags.with_docs_config {
+            s.with_docs = settings::doc_config(mode)?;
+        }
+        if let Some(mode) = &flags.allow_tables_to_appear_in_same_query_config {
+            s.allow_tables = settings::allow_tables(mode)?;
+        }
+        if let Some(sorting) = &flags.column_sorting {
+            s.column_sorting = settings::column_sorting(sorting)?;
+        }
+        if let Some(patch) = &flags.patch_file {
+            s.patch_file = Some(cx.user_path(patch));
+        }
+        if !flags.import_types.is_empty() {
+            s.import_types = Some(flags.import_types.clone());
+        }
+        if !flags.except_custom_type_definitions.is_empty() {
+            s.except_custom_type_definitions = settings::regexes(&flags.except_custom_type_definitions)?;
+        }
+        if flags.no_generate_missing_sql_type_definitions {
+            s.generate_missing_sql_type_definitions = false;
+        }
+        if !flags.custom_type_derives.is_empty() {
+            s.custom_type_derives = settings::with_sql_type(flags.custom_type_derives.clone());
+        }
+        if !flags.pg_domains_as_custom_types.is_empty() {
+            s.pg_domains_as_custom_types = settings::regexes(&flags.pg_domains_as_custom_types)?;
+        }
+        Ok(s)
     }
 }

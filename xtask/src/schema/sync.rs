@@ -6,11 +6,11 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Array, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 
-use crate::config::DieselConfig;
 use crate::context::Context;
-use crate::guard::Guard;
-use crate::migration::runner::Locked;
-use crate::migration::source::{self, shown};
+use crate::guard::GuardArgs;
+use dbkit::diesel_config::DieselConfig;
+use dbkit::migration::Locked;
+use dbkit::migration::source::{self, shown};
 
 /// DEV ONLY, destructive: drop the app's tables, views, sequences, functions and types (and the
 /// migration bookkeeping), then run every migration
@@ -22,7 +22,7 @@ pub struct Sync {
     #[command(flatten)]
     scope: Scope,
     #[command(flatten)]
-    guard: Guard,
+    guard: GuardArgs,
 }
 
 /// Which schemas are the app's.
@@ -37,23 +37,23 @@ impl Sync {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
         let what = "drop the app's objects and re-run every migration";
-        self.guard.check_target(cx, &url, what)?;
-        let migrations = source::load(&source::migration_dir(cx)?)?;
-        let mut conn = db::connect::establish(&url)?;
+        self.guard.guard().check_target(cx, &url, what)?;
+        let migrations = source::load(&cx.migration_dir()?)?;
+        let mut conn = dbkit::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
-        eprintln!("schema sync: on {}", db::url::redact(&url));
+        eprintln!("schema sync: on {}", dbkit::url::redact(&url));
         print_objects(&objects);
-        eprintln!("then run all {} migrations in {}", migrations.len(), shown(&source::migration_dir(cx)?));
-        self.guard.check(cx, &url, what)?;
+        eprintln!("then run all {} migrations in {}", migrations.len(), shown(&cx.migration_dir()?));
+        self.guard.guard().check(cx, &url, what)?;
         drop(conn);
         // Under the migration lock, so no runner applies anything between the drop and the run.
         let mut session = Locked::acquire(&url)?;
         drop_objects(&mut session.conn, &objects)?;
         session.ensure_table()?;
-        let ran = crate::migration::apply_pending(&mut session, &migrations)?;
+        let ran = dbkit::migration::apply_pending(&mut session, &migrations)?;
         drop(session);
         eprintln!("dropped {} objects, applied {ran} migrations", objects.len());
-        crate::schema::regenerate(cx, &url)
+        dbkit::schema::regenerate(cx, &url)
     }
 }
 

@@ -180,8 +180,7 @@ fn rustfmt(text: &str, cwd: &Path) -> String {
 fn apply_patch(text: &str, patch_file: &Path) -> Result<String> {
     if !patch_file.is_file() {
         bail!(
-            "read the patch file {}: no such file\n  hint: fix print_schema.patch_file in diesel.toml or --patch-file",
-            patch_file.display()
+            hint!("read the patch file {}: no such file", patch_file.display(); "fix print_schema.patch_file in diesel.toml or --patch-file")
         );
     }
     let sh = Shell::new()?;
@@ -201,11 +200,9 @@ fn apply_patch(text: &str, patch_file: &Path) -> Result<String> {
             std::fs::read_to_string(&patched).with_context(|| format!("read {}", patched.display()))
         }
         Ok(out) => Err(anyhow::anyhow!(
-            "the patch file {} does not apply to the generated schema:\n{}\n  hint: regenerate the patch against the current output (`cargo xtask schema generate --stdout`)",
-            patch_file.display(),
-            String::from_utf8_lossy(&out.stdout).trim()
+            hint!("the patch file {} does not apply to the generated schema:\n{}", patch_file.display(), String::from_utf8_lossy(&out.stdout).trim(); "regenerate the patch against the current output (`cargo xtask schema generate --stdout`)")
         )),
-        Err(e) => Err(anyhow::anyhow!("run patch: {e}\n  hint: install it (apt-get install patch)")),
+        Err(e) => Err(anyhow::anyhow!(hint!("run patch: {e}"; "install it (apt-get install patch)"))),
     };
     let _ = std::fs::remove_dir_all(&dir);
     result

@@ -59,9 +59,7 @@ pub fn resolve(sh: &Shell, service: Service, asked: Option<&str>) -> Result<Stri
             return Ok(image);
         }
         bail!(
-            "image `{image}` is not present and could not be pulled (no registry?)\n  hint: run `cargo xtask images build` and use {}={} instead, or `docker load` the image",
-            service.env_var(),
-            service.offline()
+            hint!("image `{image}` is not present and could not be pulled (no registry?)"; "run `cargo xtask images build` and use {}={} instead, or `docker load` the image", service.env_var(), service.offline())
         );
     }
     let official = service.official();
@@ -104,13 +102,13 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
     let euid = cmd!(sh, "id -u").quiet().read()?;
     if euid.trim() != "0" {
         bail!(
-            "building the offline images needs root (debootstrap makes device nodes)\n  hint: run `sudo cargo xtask images build` once, or `docker load` images built elsewhere"
+            hint!("building the offline images needs root (debootstrap makes device nodes)"; "run `sudo cargo xtask images build` once, or `docker load` images built elsewhere")
         );
     }
     if which::which("debootstrap").is_err() {
         if which::which("apt-get").is_err() {
             bail!(
-                "building the offline images needs debootstrap\n  hint: install it (Debian/Ubuntu: `apt-get install debootstrap`), then `cargo xtask images build`"
+                hint!("building the offline images needs debootstrap"; "install it (Debian/Ubuntu: `apt-get install debootstrap`), then `cargo xtask images build`")
             );
         }
         // Root on a Debian-like machine already: the one missing package is ours to fetch.
@@ -122,7 +120,7 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
             .ignore_stdout()
             .run()
             .context(
-                "install debootstrap\n  hint: `apt-get install debootstrap` by hand, then `cargo xtask images build`",
+                hint!("install debootstrap"; "`apt-get install debootstrap` by hand, then `cargo xtask images build`"),
             )?;
     }
     let mirror = std::env::var("RAILGUN_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());

@@ -26,7 +26,7 @@ pub struct DbTable {
     pub columns: Vec<ColumnDefinition>,
 }
 
-const BY_HAND: &str = "\n  hint: write this migration by hand: `cargo xtask migration create NAME`";
+const BY_HAND: &str = "write this migration by hand: `cargo xtask migration create NAME`";
 
 /// The steps, in the order up.sql runs them; down.sql runs their inverses in reverse.
 pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -> Result<Vec<Step>> {
@@ -103,7 +103,7 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
         steps.push(drop_table(&d.name, &cat));
     }
     if !refusals.is_empty() {
-        bail!("{}{BY_HAND}", refusals.join("\n"));
+        bail!(crate::error::Hinted::new(refusals.join("\n"), BY_HAND));
     }
     Ok(steps)
 }

@@ -14,7 +14,7 @@ pub fn check_engine() -> Result<()> {
         match host.strip_prefix("unix://") {
             Some(path) if ping(path) => return Ok(()),
             Some(_) => bail!(
-                "no Docker engine answers at DOCKER_HOST={host}\n  hint: start Docker there, or unset DOCKER_HOST to use the default socket /var/run/docker.sock"
+                hint!("no Docker engine answers at DOCKER_HOST={host}"; "start Docker there, or unset DOCKER_HOST to use the default socket /var/run/docker.sock")
             ),
             // A TCP or SSH engine: let the Docker client itself report on it.
             None => return Ok(()),
@@ -32,8 +32,7 @@ pub fn check_engine() -> Result<()> {
         tried.push(format!("{} ({})", path.display(), if path.exists() { "no answer" } else { "missing" }));
     }
     bail!(
-        "no Docker engine answers; tried: {}\n  hint: start Docker (`sudo systemctl start docker`, or Docker Desktop), or point DOCKER_HOST at a running engine; `cargo xtask up` is only for local development: every other command works against any DATABASE_URL",
-        tried.join(", ")
+        hint!("no Docker engine answers; tried: {}", tried.join(", "); "start Docker (`sudo systemctl start docker`, or Docker Desktop), or point DOCKER_HOST at a running engine; `cargo xtask up` is only for local development: every other command works against any DATABASE_URL")
     )
 }
 

@@ -42,7 +42,11 @@ pub struct Locked {
 impl Locked {
     /// Connects and takes the migration lock, waiting (and saying so) while another runner has it.
     pub fn acquire(url: &Url) -> Result<Locked> {
-        let mut conn = db::connect::establish(url)?;
+        Locked::lock(crate::connect::establish(url)?)
+    }
+
+    /// Takes the migration lock on an open connection (see [`Locked::acquire`]).
+    pub fn lock(mut conn: PgConnection) -> Result<Locked> {
         if !try_lock(&mut conn)? {
             let who = lock_holder(&mut conn).map(|pid| format!(" (server pid {pid})")).unwrap_or_default();
             eprintln!("waiting for another migration run on this database{who} to finish...");
@@ -92,11 +96,9 @@ pub fn apply(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()> 
 
 /// Runs `down.sql` and forgets the version, in one transaction unless the metadata says no.
 pub fn revert(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()> {
-    if !migration.down().is_file() {
+    if !migration.has_down() {
         bail!(
-            "cannot revert {}: it has no down.sql\n  hint: write {} to undo its up.sql",
-            migration.name,
-            shown(&migration.down())
+            hint!("cannot revert {}: it has no down.sql", migration.name; "write {} to undo its up.sql", shown(&migration.down()))
         );
     }
     let sql = read_sql(migration, "down.sql")?;
@@ -175,15 +177,13 @@ pub fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
 
 fn read_sql(migration: &MigrationFiles, file: &str) -> Result<String> {
     let path = migration.dir.join(file);
-    let sql = std::fs::read_to_string(&path).with_context(|| format!("read {}", shown(&path)))?;
+    let sql = migration.sql(file)?;
     if sql.trim().is_empty() {
-        bail!("migration {} has an empty {file}\n  hint: write the SQL in {}", migration.name, shown(&path));
+        bail!(hint!("migration {} has an empty {file}", migration.name; "write the SQL in {}", shown(&path)));
     }
     if sql::statements(&sql).is_empty() {
         bail!(
-            "migration {} has no SQL in {file}, only comments (Postgres calls it an empty query)\n  hint: write the change in {}, or delete the folder if the migration is not needed",
-            migration.name,
-            shown(&path)
+            hint!("migration {} has no SQL in {file}, only comments (Postgres calls it an empty query)", migration.name; "write the change in {}, or delete the folder if the migration is not needed", shown(&path))
         );
     }
     Ok(sql)
@@ -219,19 +219,16 @@ fn explain(
         message.push_str(&format!("\n  detail: {detail}"));
     }
     if let Some(hint) = info.hint() {
-        message.push_str(&format!("\n  hint: {hint} (Postgres)"));
+        message.push_str(&format!("\n  Postgres's hint: {hint}"));
     }
-    if migration.run_in_transaction {
-        message.push_str(&format!(
-            "\n  its transaction was rolled back: nothing of {} stays\n  hint: fix {path}, then run the command again",
-            migration.name
-        ));
+    let fix = if migration.run_in_transaction {
+        message.push_str(&format!("\n  its transaction was rolled back: nothing of {} stays", migration.name));
+        format!("fix {path}, then run the command again")
     } else {
-        message.push_str(&format!(
-            "\n  it ran outside a transaction (metadata.toml: run_in_transaction = false): what ran before the failing statement stays\n  hint: undo that by hand, fix {path}, then run the command again"
-        ));
-    }
-    anyhow!(message)
+        message.push_str("\n  it ran outside a transaction (metadata.toml: run_in_transaction = false): what ran before the failing statement stays");
+        format!("undo that by hand, fix {path}, then run the command again")
+    };
+    anyhow::Error::new(crate::error::Hinted::new(message, fix))
 }
 
 /// The line of the failing statement when Postgres gave no position: replays the file statement

@@ -178,15 +178,12 @@ impl Services {
                 let port = self.port_for(container_port);
                 if text.contains("port is already allocated") || text.contains("address already in use") {
                     bail!(
-                        "cannot start {container}: host port {port} is in use\n  hint: stop what listens there (`ss -ltnp 'sport = :{port}'`), or pick another port: --{}-port 0 (any free port) or RAILGUN_{}_PORT=NNNN",
-                        if container_port == 5432 { "postgres" } else { "redis" },
-                        if container_port == 5432 { "POSTGRES" } else { "REDIS" },
+                        hint!("cannot start {container}: host port {port} is in use"; "stop what listens there (`ss -ltnp 'sport = :{port}'`), or pick another port: --{}-port 0 (any free port) or RAILGUN_{}_PORT=NNNN", if container_port == 5432 { "postgres" } else { "redis" }, if container_port == 5432 { "POSTGRES" } else { "REDIS" })
                     );
                 }
                 let logs = crate::url::redact_str(logs.trim());
                 bail!(
-                    "cannot start {container}: {text}{}\n  hint: the half-made container was removed; see `docker logs` output above, or `cargo xtask down --volumes` to start from fresh data",
-                    if logs.is_empty() { String::new() } else { format!("\n  container log:\n{logs}") }
+                    hint!("cannot start {container}: {text}{}", if logs.is_empty() { String::new() } else { format!("\n  container log:\n{logs}") }; "the half-made container was removed; see `docker logs` output above, or `cargo xtask down --volumes` to start from fresh data")
                 )
             }
         }
@@ -208,8 +205,7 @@ pub fn wait_until_ready(database_url: &Url, redis_url: &str) -> Result<()> {
         }
         if last_error.contains("password authentication failed") {
             bail!(
-                "Postgres rejects the password in .env: {}\n  hint: the data volume was initialised with another password; put it back as RAILGUN_POSTGRES_PASSWORD in .env, or start from empty data with `cargo xtask down --volumes`",
-                crate::url::redact_str(&last_error)
+                hint!("Postgres rejects the password in .env: {}", crate::url::redact_str(&last_error); "the data volume was initialised with another password; put it back as RAILGUN_POSTGRES_PASSWORD in .env, or start from empty data with `cargo xtask down --volumes`")
             );
         }
         if Instant::now() > deadline {

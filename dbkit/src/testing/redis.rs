@@ -27,9 +27,7 @@ pub struct TestRedis {
 impl TestRedis {
     /// Claims a free database number on the test Redis (waits while all are in use).
     pub fn new() -> Result<TestRedis> {
-        let raw = server()?.redis.clone().context(
-            "no test Redis: TEST_DATABASE_URL is set but TEST_REDIS_URL / REDIS_URL are not\n  hint: set TEST_REDIS_URL=redis://HOST:6379",
-        )?;
+        let raw = server()?.redis.clone().context(hint!("no test Redis: TEST_DATABASE_URL is set but TEST_REDIS_URL / REDIS_URL are not"; "set TEST_REDIS_URL=redis://HOST:6379"))?;
         let mut server =
             Url::parse(&raw).with_context(|| format!("malformed Redis URL `{}`", crate::url::redact_str(&raw)))?;
         server.set_path("");

@@ -80,7 +80,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     let first = inflate_member(file, members[0])?;
     if !first.starts_with(HEADER) {
         bail!(
-            "it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)\n  hint: restore only files written by `cargo xtask db backup` or `pg_dump | gzip`"
+            hint!("it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
         );
     }
     let mut tail = Vec::new();
@@ -89,8 +89,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     }
     if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
         bail!(
-            "truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early\n  hint: use another backup; this one was written by a pg_dump that did not finish",
-            String::from_utf8_lossy(MARKER)
+            hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
         );
     }
     let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
@@ -109,7 +108,7 @@ fn verify_part(file: &File, part: &[(u64, usize)]) -> Result<u64> {
 /// One member's SQL, its CRC and length checked.
 fn inflate_member(file: &File, (at, size): (u64, usize)) -> Result<Vec<u8>> {
     let corrupt = |what: &str| {
-        anyhow!("corrupt: the gzip member at byte {at} {what}\n  hint: the file was damaged; use another backup")
+        anyhow!(hint!("corrupt: the gzip member at byte {at} {what}"; "the file was damaged; use another backup"))
     };
     let mut bytes = vec![0u8; size];
     file.read_exact_at(&mut bytes, at).context("read the backup")?;
@@ -139,18 +138,18 @@ pub fn check_file(path: &Path) -> Result<()> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
-            "backup file {shown} does not exist\n  hint: check the path; `cargo xtask db backup` writes to ./backups by default (ls backups/)"
+            hint!("backup file {shown} does not exist"; "check the path; `cargo xtask db backup` writes to ./backups by default (ls backups/)")
         ),
         Err(e) => return Err(e).with_context(|| format!("read {shown}")),
     };
     if meta.is_dir() {
         bail!(
-            "{shown} is a directory, not a backup file\n  hint: name one file in it, e.g. the newest: ls -t {shown}/railgun_backup_*.sql.gz | head -1"
+            hint!("{shown} is a directory, not a backup file"; "name one file in it, e.g. the newest: ls -t {shown}/railgun_backup_*.sql.gz | head -1")
         );
     }
     if meta.len() == 0 {
         bail!(
-            "{shown} is empty: not a backup\n  hint: use another backup; an empty file is what an interrupted copy leaves"
+            hint!("{shown} is empty: not a backup"; "use another backup; an empty file is what an interrupted copy leaves")
         );
     }
     let mut file = File::open(path).with_context(|| format!("open {shown}"))?;
@@ -158,7 +157,7 @@ pub fn check_file(path: &Path) -> Result<()> {
     let got = file.read(&mut magic).with_context(|| format!("read {shown}"))?;
     if got < 2 || magic != [0x1f, 0x8b] {
         bail!(
-            "{shown} is not gzip, so not a backup of ours\n  hint: backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly"
+            hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
         );
     }
     Ok(())
@@ -178,10 +177,10 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => bail!(
-                "truncated: the gzip stream ends early after {sql} bytes of SQL\n  hint: the copy was cut short (full disk, interrupted transfer); use another backup"
+                hint!("truncated: the gzip stream ends early after {sql} bytes of SQL"; "the copy was cut short (full disk, interrupted transfer); use another backup")
             ),
             Err(e) => {
-                bail!("corrupt: {e} (after {sql} bytes of SQL)\n  hint: the file was damaged; use another backup")
+                bail!(hint!("corrupt: {e} (after {sql} bytes of SQL)"; "the file was damaged; use another backup"))
             }
         };
         let chunk = &buf[..n];
@@ -193,13 +192,12 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
     }
     if !head.starts_with(HEADER) {
         bail!(
-            "it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)\n  hint: restore only files written by `cargo xtask db backup` or `pg_dump | gzip`"
+            hint!("it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
         );
     }
     if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
         bail!(
-            "truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early\n  hint: use another backup; this one was written by a pg_dump that did not finish",
-            String::from_utf8_lossy(MARKER)
+            hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
         );
     }
     let compressed = decoder.into_inner().into_inner().count;
@@ -388,7 +386,7 @@ fn write_in_order(
 pub fn explain_write(e: io::Error) -> anyhow::Error {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => anyhow!(
-            "no space left for the backup ({e})\n  hint: free some space, or write the backup elsewhere: cargo xtask db backup DIR"
+            hint!("no space left for the backup ({e})"; "free some space, or write the backup elsewhere: cargo xtask db backup DIR")
         ),
         _ => anyhow!("write the backup: {e}"),
     }
@@ -496,8 +494,7 @@ impl Pending {
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
-                "{} already exists, and backups are never overwritten\n  hint: wait a second and run again, or move the existing file away",
-                path.display()
+                hint!("{} already exists, and backups are never overwritten", path.display(); "wait a second and run again, or move the existing file away")
             ),
             Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
         }
@@ -522,8 +519,7 @@ impl Drop for Pending {
 fn explain_dir(dir: &Path, e: io::Error) -> anyhow::Error {
     match e.raw_os_error() {
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => anyhow!(
-            "cannot write to {}: {e}\n  hint: choose a writable directory (cargo xtask db backup DIR) or fix its permissions",
-            dir.display()
+            hint!("cannot write to {}: {e}", dir.display(); "choose a writable directory (cargo xtask db backup DIR) or fix its permissions")
         ),
         Some(libc::ENOSPC | libc::EDQUOT) => explain_write(e),
         _ => anyhow!("create a file in {}: {e}", dir.display()),

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::context::Context;
-
 /// One migration folder.
 #[derive(Debug, Clone)]
 pub struct MigrationFiles {
@@ -18,12 +16,57 @@ pub struct MigrationFiles {
     pub dir: PathBuf,
     /// From `metadata.toml`, as diesel reads it.
     pub run_in_transaction: bool,
+    /// The SQL built into the program, when it does not come from `dir`.
+    pub embedded: Option<Embedded>,
+}
+
+/// A migration built into a program (see `db/build.rs`): its folder's name and files.
+#[derive(Debug, Clone, Copy)]
+pub struct Embedded {
+    pub name: &'static str,
+    pub up: &'static str,
+    pub down: Option<&'static str>,
+    pub metadata: Option<&'static str>,
 }
 
 impl MigrationFiles {
     pub fn down(&self) -> PathBuf {
         self.dir.join("down.sql")
     }
+
+    /// Whether there is a down.sql to revert with.
+    pub fn has_down(&self) -> bool {
+        match &self.embedded {
+            Some(embedded) => embedded.down.is_some(),
+            None => self.down().is_file(),
+        }
+    }
+
+    /// The text of `up.sql` or `down.sql`.
+    pub fn sql(&self, file: &str) -> Result<String> {
+        if let Some(embedded) = &self.embedded {
+            let text = if file == "up.sql" { Some(embedded.up) } else { embedded.down };
+            return text.map(str::to_owned).with_context(|| format!("migration {} has no {file}", self.name));
+        }
+        let path = self.dir.join(file);
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", shown(&path)))
+    }
+}
+
+/// Migrations built into a program, oldest first. `dir` is where they came from (for messages).
+pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFiles>> {
+    let mut loaded: Vec<MigrationFiles> = migrations
+        .iter()
+        .map(|m| MigrationFiles {
+            name: m.name.to_string(),
+            version: version_of(m.name),
+            dir: dir.join(m.name),
+            run_in_transaction: m.metadata.is_none_or(metadata_run_in_transaction),
+            embedded: Some(*m),
+        })
+        .collect();
+    loaded.sort_by(|a, b| a.version.cmp(&b.version));
+    Ok(loaded)
 }
 
 /// diesel's version of a migration folder name.
@@ -34,10 +77,7 @@ pub fn version_of(name: &str) -> String {
 /// Every migration in `dir`, oldest first.
 pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
     let entries = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "read the migrations folder {}\n  hint: create the first migration with `cargo xtask migration create NAME`, or point --migration-dir (or diesel.toml's [migrations_directory]) at the right folder",
-            dir.display()
-        )
+        hint!("read the migrations folder {}", dir.display(); "create the first migration with `cargo xtask migration create NAME`, or point --migration-dir (or diesel.toml's [migrations_directory]) at the right folder")
     })?;
     let mut migrations = Vec::new();
     for entry in entries {
@@ -49,8 +89,7 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
         let path = entry.path();
         if !path.join("up.sql").is_file() {
             bail!(
-                "{} is not a migration: it has no up.sql\n  hint: every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)",
-                path.display()
+                hint!("{} is not a migration: it has no up.sql", path.display(); "every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)")
             );
         }
         migrations.push(MigrationFiles {
@@ -58,15 +97,13 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
             run_in_transaction: run_in_transaction(&path.join("metadata.toml")),
             name,
             dir: path,
+            embedded: None,
         });
     }
     migrations.sort_by(|a, b| a.version.cmp(&b.version));
     if let Some(pair) = migrations.windows(2).find(|pair| pair[0].version == pair[1].version) {
         bail!(
-            "two migrations share the version {}: {} and {}\n  hint: rename one so its timestamp differs; the version is the part before the first `_`",
-            pair[0].version,
-            pair[0].name,
-            pair[1].name
+            hint!("two migrations share the version {}: {} and {}", pair[0].version, pair[0].name, pair[1].name; "rename one so its timestamp differs; the version is the part before the first `_`")
         );
     }
     Ok(migrations)
@@ -75,18 +112,16 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
 /// diesel_migrations' reading of `metadata.toml`: no file (or one that does not parse) means a
 /// transaction; a file that parses but omits the key means none.
 fn run_in_transaction(path: &Path) -> bool {
+    std::fs::read_to_string(path).map_or(true, |text| metadata_run_in_transaction(&text))
+}
+
+fn metadata_run_in_transaction(text: &str) -> bool {
     #[derive(serde::Deserialize)]
     struct Metadata {
         #[serde(default)]
         run_in_transaction: bool,
     }
-    let Ok(text) = std::fs::read_to_string(path) else { return true };
-    toml::from_str::<Metadata>(&text).map_or(true, |m| m.run_in_transaction)
-}
-
-/// The migrations folder of this invocation (flags, then diesel.toml, then `db/migrations`).
-pub fn migration_dir(cx: &Context) -> Result<PathBuf> {
-    Ok(crate::config::DieselConfig::load(cx)?.migration_dir(cx))
+    toml::from_str::<Metadata>(text).map_or(true, |m| m.run_in_transaction)
 }
 
 /// A path as the user would type it: relative to the current folder when under it.

@@ -54,7 +54,7 @@ pub(crate) struct Server {
 /// The test server of this process, picked on first use.
 pub(crate) fn server() -> Result<&'static Server> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
-    SERVER.get_or_init(|| pick().map_err(|e| format!("{e:#}"))).as_ref().map_err(|e| anyhow!("{e}"))
+    SERVER.get_or_init(|| pick().map_err(|e| crate::error::describe(&e))).as_ref().map_err(|e| anyhow!("{e}"))
 }
 
 impl Server {
@@ -154,10 +154,7 @@ impl Server {
         .context("ask the test server about itself")?;
         if !facts.createdb {
             bail!(
-                "the test server's user `{}` cannot create databases ({})\n  hint: `ALTER ROLE {} CREATEDB`, or point TEST_DATABASE_URL at a server where it can",
-                base.username(),
-                redact(&base),
-                base.username()
+                hint!("the test server's user `{}` cannot create databases ({})", base.username(), redact(&base); "`ALTER ROLE {} CREATEDB`, or point TEST_DATABASE_URL at a server where it can", base.username())
             );
         }
         let owner = take_owner_lock(&mut session)?;
@@ -232,7 +229,7 @@ fn test_container() -> Result<(Url, String)> {
         return Ok(found);
     }
     crate::docker::check_engine()
-        .context("no test database server: none configured, and Docker cannot start one\n  hint: run `cargo xtask up`, or set TEST_DATABASE_URL")?;
+        .context(hint!("no test database server: none configured, and Docker cannot start one"; "run `cargo xtask up`, or set TEST_DATABASE_URL"))?;
     let sh = xshell::Shell::new()?;
     let services = Services {
         project: project.clone(),
@@ -269,8 +266,7 @@ impl DirLock {
                     }
                     if Instant::now() > deadline {
                         bail!(
-                            "waited too long for {}\n  hint: remove it if no test run is starting the test container",
-                            path.display()
+                            hint!("waited too long for {}", path.display(); "remove it if no test run is starting the test container")
                         );
                     }
                     std::thread::sleep(Duration::from_millis(100));

@@ -7,14 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use diesel::connection::{BoxableConnection, SimpleConnection};
-use diesel::migration::MigrationSource;
-use diesel::pg::Pg;
-use diesel::{PgConnection, QueryResult, RunQueryDsl};
-use diesel_migrations::MigrationHarness;
+use anyhow::{Context, Result};
+use diesel::{PgConnection, RunQueryDsl};
 
 use super::server::{BUILD_LOCKS, Server, now};
+use crate::migration::MigrationFiles;
 
 /// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
 const HARNESS_VERSION: &[u8] = b"railgun-testdb-1";
@@ -36,44 +33,20 @@ pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
     hash
 }
 
-/// Collects the SQL a migration would run: diesel exposes migrations only through `run`.
-struct Recorder(Vec<u8>);
-
-impl SimpleConnection for Recorder {
-    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        self.0.extend_from_slice(query.as_bytes());
-        self.0.push(0);
-        Ok(())
-    }
-}
-
-impl BoxableConnection<Pg> for Recorder {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-}
-
 /// The hash of every migration's name, SQL and transaction mode, and of the harness's version.
-pub(crate) fn fingerprint(source: &dyn MigrationSource<Pg>) -> Result<u64> {
-    let migrations = source.migrations().map_err(|e| anyhow!("read the migrations: {e}"))?;
-    let mut recorder = Recorder(HARNESS_VERSION.to_vec());
+pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {
+    let mut bytes = HARNESS_VERSION.to_vec();
     for migration in migrations {
-        recorder.0.extend_from_slice(migration.name().to_string().as_bytes());
-        recorder.0.push(u8::from(migration.metadata().run_in_transaction()));
-        migration.run(&mut recorder).map_err(|e| anyhow!("read migration {}: {e}", migration.name()))?;
+        bytes.extend_from_slice(migration.name.as_bytes());
+        bytes.push(u8::from(migration.run_in_transaction));
+        bytes.extend_from_slice(migration.sql("up.sql")?.as_bytes());
+        bytes.push(0);
     }
-    Ok(fnv(&[&recorder.0]))
+    Ok(fnv(&[&bytes]))
 }
 
 /// Makes sure the template for `hash` exists; returns its name and, when this call built it, how long that took.
-pub(crate) fn ensure(
-    server: &Server,
-    source: &dyn MigrationSource<Pg>,
-    hash: u64,
-) -> Result<(String, Option<Duration>)> {
+pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<(String, Option<Duration>)> {
     let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
     let mut session = server.connect_admin()?;
     if exists(&mut session, &name)? {
@@ -90,7 +63,7 @@ pub(crate) fn ensure(
             return Ok(None);
         }
         let started = Instant::now();
-        build(server, &mut session, source, hash, &name)?;
+        build(server, &mut session, migrations, hash, &name)?;
         Ok(Some(started.elapsed()))
     })();
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(&mut session);
@@ -104,7 +77,7 @@ pub(crate) fn ensure(
 fn build(
     server: &Server,
     session: &mut PgConnection,
-    source: &dyn MigrationSource<Pg>,
+    migrations: &[MigrationFiles],
     hash: u64,
     name: &str,
 ) -> Result<()> {
@@ -117,11 +90,12 @@ fn build(
     {
         let mut conn = crate::connect::establish(&server.url_for(&building))?;
         // No migrations, no bookkeeping table: an empty database stays empty.
-        let none = source.migrations().map_err(|e| anyhow!("read the migrations: {e}"))?.is_empty();
-        if !none {
-            conn.run_pending_migrations(Borrowed(source)).map_err(|e| {
-            anyhow!("the migrations fail on a fresh database: {e}\n  hint: the test template ({building}) is left unfinished and is rebuilt on the next run; fix the migration, or check it with `cargo xtask migration run` on a scratch database")
+        if !migrations.is_empty() {
+            let mut session = crate::migration::Locked::lock(conn)?;
+            crate::migration::apply_pending_with(&mut session, migrations, &mut |_| ()).map_err(|e| {
+                anyhow::Error::new(hint!("the migrations fail on a fresh database: {}", crate::error::describe(&e); "the test template ({building}) is left unfinished and is rebuilt on the next run; fix the migration, or check it with `cargo xtask migration run` on a scratch database"))
             })?;
+            conn = session.conn;
         }
         // Clones copy the statistics and hint bits: their first queries plan and read as on a settled database.
         diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).context("analyze the template")?;
@@ -133,24 +107,6 @@ fn build(
         diesel::sql_query(&statement).execute(session).with_context(|| format!("finish the template: {statement}"))?;
     }
     mark_used(session, name)
-}
-
-/// No migrations: the template of [`TestDb::empty`](super::TestDb::empty).
-pub(crate) struct NoMigrations;
-
-impl MigrationSource<Pg> for NoMigrations {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<Pg>>>> {
-        Ok(Vec::new())
-    }
-}
-
-/// `run_pending_migrations` takes a source by value.
-struct Borrowed<'a>(&'a dyn MigrationSource<Pg>);
-
-impl MigrationSource<Pg> for Borrowed<'_> {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<Pg>>>> {
-        self.0.migrations()
-    }
 }
 
 fn exists(conn: &mut PgConnection, name: &str) -> Result<bool> {

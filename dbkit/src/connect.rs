@@ -8,8 +8,33 @@ use std::time::Duration;
 use diesel::{Connection, ConnectionError, PgConnection};
 use url::Url;
 
-use crate::config::{CONNECTION_TIMEOUT, Environment};
 use crate::url::{redact, redact_str};
+
+/// How long opening one connection (libpq `connect_timeout`) or getting one from a pool may take.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the app runs: production gets more connection retries, and destructive commands refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl Environment {
+    /// `APP_ENV`: `production` or `staging` (a deployed database), `development`, `dev`, `test`,
+    /// `local` or unset. Anything else is an error, not a guess: a typo must not turn off the
+    /// production guard.
+    pub fn parse(app_env: Option<&str>) -> anyhow::Result<Environment> {
+        let value = app_env.unwrap_or_default().trim();
+        match value.to_ascii_lowercase().as_str() {
+            "production" | "prod" | "staging" => Ok(Environment::Production),
+            "" | "development" | "dev" | "test" | "local" => Ok(Environment::Development),
+            _ => anyhow::bail!(
+                hint!("APP_ENV `{value}` is not an environment this project knows"; "set APP_ENV=production (deployed: more retries, destructive commands refuse) or APP_ENV=development")
+            ),
+        }
+    }
+}
 
 /// What went wrong, as the guide's troubleshooting section sorts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,7 +141,8 @@ impl Failure {
     }
 }
 
-/// A failed connection: where to (password redacted), Postgres's words, and the fix.
+/// A failed connection: where to (password redacted), Postgres's words, and (as a value, see
+/// [`crate::error::hints_of`]) the fix.
 #[derive(Debug)]
 pub struct ConnectError {
     pub failure: Failure,
@@ -130,9 +156,6 @@ impl fmt::Display for ConnectError {
         write!(f, "cannot connect to {}: {}", self.target, self.message)?;
         if self.attempts > 1 {
             write!(f, " (after {} attempts)", self.attempts)?;
-        }
-        if let Some(hint) = self.failure.hint() {
-            write!(f, "\n  hint: {hint}")?;
         }
         Ok(())
     }
@@ -334,7 +357,7 @@ mod tests {
     fn error_keeps_the_cause_and_hides_the_password() {
         let url = Url::parse("postgres://app:canary-pw@127.0.0.1:1/x").unwrap();
         let err = establish_with(&url, &Retries { attempts: 1, ..Retries::command_line() }).err().unwrap();
-        let text = format!("{err:#}");
+        let text = crate::error::describe(&err);
         assert!(text.contains("Connection refused") && text.contains("cargo xtask up"), "{text}");
         assert!(!text.contains("canary-pw") && text.contains("app:****@127.0.0.1:1"), "{text}");
         assert_eq!(err.downcast_ref::<ConnectError>().unwrap().failure, Failure::Refused);

@@ -10,12 +10,9 @@ pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
         return Ok(None);
     }
     for item in dotenvy::from_path_iter(path).with_context(|| format!("read {}", path.display()))? {
-        let (k, v) = item.with_context(|| {
-            format!(
-                "parse {}\n  hint: one KEY=value a line; quote values with spaces: KEY=\"two words\"",
-                path.display()
-            )
-        })?;
+        let (k, v) = item.with_context(
+            || hint!("parse {}", path.display(); "one KEY=value a line; quote values with spaces: KEY=\"two words\""),
+        )?;
         if k == key {
             return Ok(Some(v));
         }

@@ -2,8 +2,8 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use db::testing::TestDb;
-//! let db = TestDb::new()?; // a database of this test's own, every migration applied
+//! use dbkit::testing::TestDb;
+//! let db = TestDb::with_migrations_dir("db/migrations")?; // a database of this test's own, migrated
 //! let mut conn = db.conn()?; // or hand `db.url()` to the code under test
 //! // ... dropped when the test passes; kept, its URL printed, when it panics
 //! # Ok(()) }
@@ -32,17 +32,16 @@ mod redis;
 mod server;
 mod template;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use diesel::migration::MigrationSource;
-use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel_migrations::FileBasedMigrations;
 use url::Url;
+
+use crate::migration::MigrationFiles;
 
 pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
@@ -71,11 +70,6 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A new database with every migration of `db::MIGRATIONS` applied.
-    pub fn new() -> Result<TestDb> {
-        Harness::embedded()?.test_db()
-    }
-
     /// A new database with the migrations of `dir` (a diesel migrations folder) applied.
     pub fn with_migrations_dir(dir: impl AsRef<Path>) -> Result<TestDb> {
         Harness::for_dir(dir.as_ref())?.test_db()
@@ -85,19 +79,10 @@ impl TestDb {
     pub fn empty() -> Result<TestDb> {
         static EMPTY: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
         EMPTY
-            .get_or_init(|| Harness::start(&template::NoMigrations).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| Harness::start(&[]).map_err(|e| crate::error::describe(&e)))
             .as_ref()
             .map_err(|e| anyhow!("{e}"))?
             .test_db()
-    }
-
-    /// A connection inside a transaction that is never committed, on a migrated database this
-    /// process shares between such tests: cheaper than [`TestDb::new`] for tests that need no commits.
-    ///
-    /// Concurrent tests do not see each other's rows, but a row one inserts holds its unique keys
-    /// until that test ends: use distinct keys, or [`TestDb::new`].
-    pub fn transaction() -> Result<PgConnection> {
-        Harness::embedded()?.transaction()
     }
 
     fn claimed(server: &'static Server, name: String, first_conn: Option<PgConnection>) -> TestDb {
@@ -180,35 +165,30 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// The harness for `db::MIGRATIONS`, made once per process.
-    pub fn embedded() -> Result<&'static Harness> {
-        static EMBEDDED: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
-        EMBEDDED
-            .get_or_init(|| Harness::start(&crate::MIGRATIONS).map_err(|e| format!("{e:#}")))
-            .as_ref()
-            .copied()
-            .map_err(|e| anyhow!("{e}"))
-    }
-
-    /// The harness for the migrations in `dir`, made once per process and set of migrations.
-    pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
-        static BY_DIR: Mutex<Vec<(PathBuf, u64, &'static Harness)>> = Mutex::new(Vec::new());
-        let source =
-            FileBasedMigrations::from_path(dir).map_err(|e| anyhow!("no migrations in {}: {e}", dir.display()))?;
-        let hash = template::fingerprint(&source)?;
-        let mut known = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, harness)) = known.iter().find(|(d, h, _)| d == dir && *h == hash) {
+    /// The harness for `migrations`, made once per process and set of migrations.
+    pub fn for_migrations(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
+        static KNOWN: Mutex<Vec<(u64, &'static Harness)>> = Mutex::new(Vec::new());
+        let hash = template::fingerprint(migrations)?;
+        let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, harness)) = known.iter().find(|(h, _)| *h == hash) {
             return Ok(harness);
         }
-        let harness = Harness::start(&source)?;
-        known.push((dir.to_path_buf(), hash, harness));
+        let harness = Harness::start(migrations)?;
+        known.push((hash, harness));
         Ok(harness)
     }
 
-    fn start(source: &dyn MigrationSource<Pg>) -> Result<&'static Harness> {
+    /// The harness for the migrations in `dir` (a diesel migrations folder).
+    pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
+        let migrations =
+            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
+        Harness::for_migrations(&migrations)
+    }
+
+    fn start(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
         let server = server()?;
-        let hash = template::fingerprint(source)?;
-        let (template, built_in) = template::ensure(server, source, hash)?;
+        let hash = template::fingerprint(migrations)?;
+        let (template, built_in) = template::ensure(server, migrations, hash)?;
         let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
@@ -255,7 +235,11 @@ impl Harness {
         Ok(TestDb::claimed(self.server, name, None))
     }
 
-    /// See [`TestDb::transaction`].
+    /// A connection inside a transaction that is never committed, on a migrated database this
+    /// process shares between such tests: cheaper than a [`TestDb`] for tests that need no commits.
+    ///
+    /// Concurrent tests do not see each other's rows, but a row one inserts holds its unique keys
+    /// until that test ends: use distinct keys, or a [`TestDb`].
     pub fn transaction(&self) -> Result<PgConnection> {
         let url = {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());

@@ -72,8 +72,7 @@ impl PgTools {
             bail!("RAILGUN_PGTOOLS={other} is not one of host, container, image");
         }
         bail!(
-            "the server runs Postgres {server_major}, and no pg_dump/psql of version {server_major} or newer is at hand ({})\n  hint: install the client tools of version {server_major} or newer (e.g. `apt-get install postgresql-client-{server_major}`, `brew install libpq`), or `docker pull postgres:{server_major}-alpine` so they can run in a container",
-            tried.join("; ")
+            hint!("the server runs Postgres {server_major}, and no pg_dump/psql of version {server_major} or newer is at hand ({})", tried.join("; "); "install the client tools of version {server_major} or newer (e.g. `apt-get install postgresql-client-{server_major}`, `brew install libpq`), or `docker pull postgres:{server_major}-alpine` so they can run in a container")
         )
     }
 
@@ -100,7 +99,7 @@ impl PgTools {
             }
             _ => url.clone(),
         };
-        let (conninfo, env) = db::url::libpq_env(&url)?;
+        let (conninfo, env) = crate::url::libpq_env(&url)?;
         let dbname = format!("--dbname={conninfo}");
         // Never a password prompt: libpq would open /dev/tty and hang a script.
         let cmd = match &self.runner {
@@ -149,7 +148,7 @@ struct Setting {
 
 /// The server's major version (`server_version_num` / 10000; 90600 style before 10).
 pub fn server_major(url: &Url) -> Result<u32> {
-    server_major_on(&mut db::connect::establish(url)?)
+    server_major_on(&mut crate::connect::establish(url)?)
 }
 
 /// [`server_major`] on a connection at hand.
@@ -200,7 +199,7 @@ fn container_major(sh: &Shell, container: &str) -> Option<u32> {
 /// project's Postgres container.
 fn project_container(sh: &Shell, url: &Url) -> Option<(String, Option<Url>)> {
     which::which("docker").ok()?;
-    if !db::url::is_local(url) {
+    if !crate::url::is_local(url) {
         let container = format!("{}-postgres", project_name());
         let format = "{{.State.Running}}";
         let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;

@@ -86,9 +86,9 @@ impl DieselConfig {
         if !named && !path.exists() {
             return Ok(DieselConfig { base: cx.root.clone(), ..Default::default() });
         }
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("read the diesel config {}\n  hint: pass an existing file to --config-file", path.display())
-        })?;
+        let text = std::fs::read_to_string(&path).with_context(
+            || hint!("read the diesel config {}", path.display(); "pass an existing file to --config-file"),
+        )?;
         let mut config: DieselConfig = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         config.base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| cx.root.clone());
         Ok(config)

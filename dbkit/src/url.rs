@@ -13,7 +13,7 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
     const FORM: &str = "\n  hint: the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password";
     if raw.trim().is_empty() {
         bail!(
-            "the database URL is empty\n  hint: start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url"
+            hint!("the database URL is empty"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url")
         );
     }
     let url = Url::parse(raw.trim())

@@ -1,0 +1,343 @@
+//! Backups: pg_dump's plain SQL, compressed on worker threads into a file that gets its name
+//! only once it is on disk and read back whole.
+
+use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::url::{redact, redact_str};
+use anyhow::{Context as _, Result, bail};
+use diesel::RunQueryDsl;
+use url::Url;
+
+use super::dumpfile::{self, Pending};
+use super::pgtools::{self, PgTools};
+use crate::context::Context;
+
+/// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC.
+pub const PREFIX: &str = "railgun_backup_";
+const SUFFIX: &str = ".sql.gz";
+
+/// What goes into the dump. Managed Postgres (Supabase) keeps its own schemas, extensions and
+/// event triggers in every database; restored elsewhere they fail, so they are left out.
+#[derive(Clone, Debug)]
+pub struct DumpOptions {
+    /// pg_dump's --exclude-schema patterns.
+    pub exclude_schema: Vec<String>,
+    /// Keep a managed provider's own schemas (see [`MANAGED_SCHEMAS`]).
+    pub keep_managed_schemas: bool,
+    /// Keep ownership (ALTER ... OWNER TO).
+    pub with_owners: bool,
+    /// Keep GRANTs and REVOKEs.
+    pub with_privileges: bool,
+    /// gzip level, 1 to 9.
+    pub compression_level: u32,
+}
+
+impl Default for DumpOptions {
+    fn default() -> DumpOptions {
+        DumpOptions {
+            exclude_schema: Vec::new(),
+            keep_managed_schemas: false,
+            with_owners: false,
+            with_privileges: false,
+            compression_level: 8,
+        }
+    }
+}
+
+/// Supabase's own schemas: present in every Supabase database, owned by its roles.
+pub const MANAGED_SCHEMAS: &[&str] = &[
+    "auth",
+    "storage",
+    "realtime",
+    "_realtime",
+    "supabase_functions",
+    "supabase_migrations",
+    "graphql",
+    "graphql_public",
+    "pgsodium",
+    "pgsodium_masks",
+    "vault",
+    "pgbouncer",
+    "net",
+    "cron",
+    "_analytics",
+];
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+impl DumpOptions {
+    /// pg_dump's arguments for the database at `url` (asks it which managed schemas it has).
+    pub fn pg_dump_args(&self, url: &Url) -> Result<Vec<String>> {
+        let mut args = vec!["--format=plain".to_string(), "--clean".into(), "--if-exists".into()];
+        if !self.with_owners {
+            args.push("--no-owner".into());
+        }
+        if !self.with_privileges {
+            args.push("--no-privileges".into());
+        }
+        args.extend(self.exclude_schema.iter().map(|s| format!("--exclude-schema={s}")));
+        if self.keep_managed_schemas {
+            return Ok(args);
+        }
+        let (managed, extensions) = managed_objects(url)?;
+        if managed.is_empty() {
+            return Ok(args);
+        }
+        eprintln!("leaving out the provider's schemas: {} (--keep-managed-schemas keeps them)", managed.join(", "));
+        // Naming schemas makes pg_dump leave out everything outside them (event triggers,
+        // publications, extensions not named with --extension): exactly the provider's parts.
+        args.push("--schema=*".into());
+        args.push("-b".into()); // large objects, which naming schemas leaves out
+        for schema in managed.iter().map(String::as_str).chain(["pg_*", "information_schema"]) {
+            args.push(format!("--exclude-schema={schema}"));
+        }
+        args.extend(extensions.iter().map(|e| format!("--extension={e}")));
+        Ok(args)
+    }
+}
+
+/// The managed schemas present, and the extensions that are the user's (not in or owning one).
+fn managed_objects(url: &Url) -> Result<(Vec<String>, Vec<String>)> {
+    let mut conn = crate::connect::establish(url)?;
+    let list = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+    let managed: Vec<Name> = diesel::sql_query(format!(
+        "SELECT nspname::text AS name FROM pg_namespace WHERE nspname IN ({list}) ORDER BY 1"
+    ))
+    .load(&mut conn)
+    .context("list the provider's schemas")?;
+    let extensions: Vec<Name> = diesel::sql_query(format!(
+        "SELECT e.extname::text AS name FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+         WHERE e.extname <> 'plpgsql' AND n.nspname NOT IN ({list})
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_namespace s ON s.oid = d.objid
+                           WHERE d.classid = 'pg_namespace'::regclass AND d.refclassid = 'pg_extension'::regclass
+                             AND d.refobjid = e.oid AND d.deptype = 'e' AND s.nspname IN ({list}))
+           AND e.extname NOT IN ('pg_graphql', 'pg_net', 'pgsodium', 'supabase_vault', 'pg_cron')
+         ORDER BY 1"
+    ))
+    .load(&mut conn)
+    .context("list the extensions")?;
+    Ok((managed.into_iter().map(|n| n.name).collect(), extensions.into_iter().map(|n| n.name).collect()))
+}
+
+/// Dumps the database at `url` into `dir/{prefix}YYYYMMDD_HHMMSS.sql.gz`, verified; returns its path.
+pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOptions) -> Result<PathBuf> {
+    let tools = PgTools::find(&cx.sh, url)?;
+    create_with(cx, &tools, url, dir, prefix, dump)
+}
+
+/// [`create`] with pg_dump already found.
+pub fn create_with(
+    cx: &Context,
+    tools: &PgTools,
+    url: &Url,
+    dir: &Path,
+    prefix: &str,
+    dump: &DumpOptions,
+) -> Result<PathBuf> {
+    // A file-size limit (ulimit -f) then fails a write with EFBIG instead of killing us.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    std::fs::create_dir_all(dir).with_context(
+        || hint!("create backup directory {}", dir.display(); "choose a writable directory: cargo xtask db backup DIR"),
+    )?;
+    // Names have a one-second resolution: a second backup within the same second waits for the
+    // next name rather than fail (the final link still never replaces a file).
+    let mut name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
+    for _ in 0..2 {
+        if !dir.join(&name).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(
+            1000 - u64::from(chrono::Utc::now().timestamp_subsec_millis()).min(999),
+        ));
+        name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
+    }
+    let args = dump.pg_dump_args(url)?;
+    eprintln!("backing up {} with {}", redact(url), tools.describe());
+    let pending = Pending::create(dir, &name)?;
+
+    let started = Instant::now();
+    let mut child = tools
+        .command(&cx.sh, "pg_dump", url, &args)?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_dump")?;
+    let stdout = child.stdout.take().context("pg_dump's output")?;
+    pgtools::widen_pipe(&stdout);
+    let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
+    let mut shown = Progress::new("dumped");
+    let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
+    let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
+    shown.done();
+    // After a failure of ours (a full disk), pg_dump may still be running: stop it. After its
+    // own failure it has exited already, and its words are the ones to show.
+    let mut stopped_by_us = false;
+    if result.is_err() {
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stopped_by_us = child.try_wait().ok().flatten().is_none() && child.kill().is_ok();
+    }
+    let status = child.wait().context("wait for pg_dump")?;
+    let errors = redact_str(errors.join().unwrap_or_default().trim());
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let broken_pipe = status.signal() == Some(libc::SIGPIPE);
+        match result {
+            // We stopped reading (our write failed): our error says why.
+            Err(ours) if broken_pipe || stopped_by_us => return Err(ours),
+            _ => bail!(
+                hint!("pg_dump failed ({status}); nothing was written\n{errors}"; "fix what pg_dump says above and run again")
+            ),
+        }
+    }
+    let summary = result?;
+    if !errors.is_empty() {
+        eprintln!("{errors}");
+    }
+    let path = pending.persist(&name)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "backup verified: {} of SQL in {} ({:.1}x smaller), {secs:.1}s",
+        mib(summary.sql),
+        mib(summary.compressed),
+        summary.sql as f64 / summary.compressed.max(1) as f64
+    );
+    Ok(path)
+}
+
+/// With schemas named (`--schema=*`), pg_dump drops and recreates `public` itself, which fails
+/// on a server where `public` holds anything else or belongs to another role. Until the data
+/// starts, those lines become `CREATE SCHEMA IF NOT EXISTS public;`; the rest passes untouched.
+struct KeepPublicSchema<R> {
+    inner: BufReader<R>,
+    in_schema_part: bool,
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read> KeepPublicSchema<R> {
+    fn new(inner: R, active: bool) -> KeepPublicSchema<R> {
+        KeepPublicSchema {
+            inner: BufReader::with_capacity(1 << 20, inner),
+            in_schema_part: active,
+            line: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for KeepPublicSchema<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.line.len() && self.in_schema_part {
+            self.line.clear();
+            self.at = 0;
+            if self.inner.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(0);
+            }
+            match self.line.as_slice() {
+                b"DROP SCHEMA IF EXISTS public;\n" => self.line.clear(),
+                b"CREATE SCHEMA public;\n" => self.line = b"CREATE SCHEMA IF NOT EXISTS public;\n".to_vec(),
+                line if line.starts_with(b"COMMENT ON SCHEMA public ") => self.line.clear(),
+                line if line.starts_with(b"COPY ") => self.in_schema_part = false,
+                _ => {}
+            }
+        }
+        if self.at < self.line.len() {
+            let n = buf.len().min(self.line.len() - self.at);
+            buf[..n].copy_from_slice(&self.line[self.at..self.at + n]);
+            self.at += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// Deletes all but the newest `keep` backups in `dir`, never `newest`.
+pub fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_str().is_some_and(is_backup_name))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| entry.path())
+        .filter(|path| path != newest)
+        .collect();
+    backups.sort();
+    let older_to_keep = (keep - 1) as usize;
+    let remove = backups.len().saturating_sub(older_to_keep);
+    for path in &backups[..remove] {
+        std::fs::remove_file(path).with_context(|| format!("remove old backup {}", path.display()))?;
+        eprintln!("removed old backup {}", path.display());
+    }
+    Ok(())
+}
+
+/// `railgun_backup_YYYYMMDD_HHMMSS.sql.gz` exactly.
+pub fn is_backup_name(name: &str) -> bool {
+    let Some(stamp) = name.strip_prefix(PREFIX).and_then(|rest| rest.strip_suffix(SUFFIX)) else {
+        return false;
+    };
+    let bytes = stamp.as_bytes();
+    bytes.len() == 15 && bytes[8] == b'_' && bytes.iter().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit())
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// A progress line on stderr when it is a terminal, redrawn at most four times a second.
+pub struct Progress {
+    verb: &'static str,
+    tty: bool,
+    started: Instant,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    pub fn new(verb: &'static str) -> Progress {
+        Progress { verb, tty: std::io::stderr().is_terminal(), started: Instant::now(), last: None }
+    }
+    pub fn update(&mut self, sql: u64, file: u64) {
+        if !self.tty || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let rate = sql as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        eprint!("\r{} {} of SQL ({}/s), {} written   ", self.verb, mib(sql), mib(rate as u64), mib(file));
+    }
+    pub fn done(&self) {
+        if self.tty && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_backup_name;
+
+    #[test]
+    fn backup_names() {
+        assert!(is_backup_name("railgun_backup_20251226_143022.sql.gz"));
+        for other in [
+            "railgun_backup_20251226_143022.sql.gz.bak",
+            "railgun_backup_2025122_143022.sql.gz",
+            "railgun_backup_20251226-143022.sql.gz",
+            "my_railgun_backup_20251226_143022.sql.gz",
+            ".railgun_backup_20251226_143022.sql.gz.partial-12",
+        ] {
+            assert!(!is_backup_name(other), "{other}");
+        }
+    }
+}

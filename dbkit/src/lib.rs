@@ -1,0 +1,40 @@
+//! Rail Gun's database workflow as a library: what `cargo xtask`, the app and its tests share.
+//!
+//! Without features it is what an app needs to migrate at start-up: URLs ([`url`]),
+//! connections with the guide's troubleshooting ([`connect`]) and the migration runner that
+//! holds a Postgres advisory lock ([`migration`]). Features add the rest:
+//! - `tools`: diesel.toml, `.env`, the production guard, schema.rs printing and diffing,
+//!   backup / verify / restore / copy;
+//! - `docker`: the local services and the offline images;
+//! - `testing`: the test harness (a migrated database per test, in milliseconds).
+//!
+//! It never depends on an app's schema.rs, models or embedded migrations: a tool built on it
+//! builds whatever state those files are in.
+
+#[macro_use]
+pub mod error;
+
+pub mod connect;
+pub mod migration;
+pub mod url;
+
+#[cfg(feature = "tools")]
+pub mod backup;
+#[cfg(feature = "tools")]
+pub mod context;
+#[cfg(feature = "tools")]
+pub mod diesel_config;
+#[cfg(feature = "docker")]
+pub mod docker;
+#[cfg(feature = "tools")]
+pub mod env_file;
+#[cfg(feature = "tools")]
+pub mod generate;
+#[cfg(feature = "tools")]
+pub mod guard;
+#[cfg(any(feature = "docker", feature = "testing"))]
+pub mod redis;
+#[cfg(feature = "tools")]
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
