@@ -91,10 +91,9 @@ impl Settings {
 fn parse_pool_max(value: &str) -> Result<u32> {
     const HINT: &str = "DATABASE_POOL_MAX is the most connections the app holds; 5-10 suits a managed free tier (about 60 connections in all)";
     match value.trim().parse::<u32>() {
-        Ok(0) => bail!(dbkit::error::Hinted::new(
-            "DATABASE_POOL_MAX is 0: the pool needs at least one connection",
-            HINT
-        )),
+        Ok(0) => {
+            bail!(dbkit::error::Hinted::new("DATABASE_POOL_MAX is 0: the pool needs at least one connection", HINT))
+        }
         Ok(n) if n > 1000 => bail!(dbkit::error::Hinted::new(
             format!("DATABASE_POOL_MAX is {n}, more than any Postgres server accepts"),
             HINT
@@ -132,8 +131,9 @@ mod tests {
         assert_eq!(s.retries.attempts, 10);
         let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "test")]).unwrap();
         assert_eq!(s.retries.attempts, 3);
-        let err =
-            format!("{:#}", settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "prodution")]).unwrap_err());
+        let err = dbkit::error::describe(
+            &settings(&[("DATABASE_URL", "postgres://a@h/d"), ("APP_ENV", "prodution")]).unwrap_err(),
+        );
         assert!(err.contains("APP_ENV `prodution`") && err.contains("hint:"), "{err}");
     }
 
@@ -143,20 +143,20 @@ mod tests {
         assert_eq!(s.pool_max, 5);
         for bad in ["0", "-1", "ten", "1.5", "100000"] {
             let err = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("DATABASE_POOL_MAX", bad)]).unwrap_err();
-            let text = format!("{err:#}");
+            let text = dbkit::error::describe(&err);
             assert!(text.contains("DATABASE_POOL_MAX") && text.contains("hint:"), "{bad}: {text}");
         }
     }
 
     #[test]
     fn missing_or_malformed_url_is_a_clear_error() {
-        let err = format!("{:#}", settings(&[]).unwrap_err());
+        let err = dbkit::error::describe(&settings(&[]).unwrap_err());
         assert!(err.contains("DATABASE_URL is not set") && err.contains("cargo xtask up"), "{err}");
-        let err = format!("{:#}", settings(&[("DATABASE_URL", "  ")]).unwrap_err());
+        let err = dbkit::error::describe(&settings(&[("DATABASE_URL", "  ")]).unwrap_err());
         assert!(err.contains("DATABASE_URL is not set"), "{err}");
-        let err = format!("{:#}", settings(&[("DATABASE_URL", "mysql://u:canary@h/d")]).unwrap_err());
+        let err = dbkit::error::describe(&settings(&[("DATABASE_URL", "mysql://u:canary@h/d")]).unwrap_err());
         assert!(err.contains("expected postgres://") && !err.contains("canary"), "{err}");
-        let err = format!("{:#}", settings(&[("DATABASE_URL", "postgres://u:canary@h:99999/d")]).unwrap_err());
+        let err = dbkit::error::describe(&settings(&[("DATABASE_URL", "postgres://u:canary@h:99999/d")]).unwrap_err());
         assert!(err.contains("malformed database URL") && !err.contains("canary"), "{err}");
     }
 

@@ -36,5 +36,7 @@ pub mod guard;
 pub mod redis;
 #[cfg(feature = "tools")]
 pub mod schema;
+#[cfg(any(feature = "tools", feature = "docker"))]
+pub mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -63,7 +63,7 @@ fn the_pool_fails_with_the_fix_after_its_retries() {
     let connect = err.downcast_ref::<ConnectError>().expect("a ConnectError");
     assert_eq!(connect.failure, Failure::Refused);
     assert_eq!(connect.attempts, 3, "development retries 3 times");
-    let text = format!("{err:#}");
+    let text = dbkit::error::describe(&err);
     assert!(text.contains("cargo xtask up") && !text.contains("pool-canary"), "{text}");
 }
 

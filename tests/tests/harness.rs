@@ -238,7 +238,7 @@ fn a_template_whose_migrations_fail_is_never_used() {
     write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id int); {unique}"));
     write_migration(&dir, "2024-01-02-000000_b", "INSERT INTO a VALUES (1 / 0);");
     for _ in 0..2 {
-        let error = format!("{:#}", Harness::for_dir(&dir).err().expect("a failing migration made a template"));
+        let error = dbkit::error::describe(&Harness::for_dir(&dir).err().expect("a failing migration made a template"));
         assert!(error.contains("the migrations fail") && error.contains("division by zero"), "{error}");
         let building = value_after(&error, "the test template (").trim_end_matches(')').to_string();
         assert!(building.starts_with("railgun_tplbuild_"), "{error}");
@@ -246,7 +246,7 @@ fn a_template_whose_migrations_fail_is_never_used() {
         assert!(database(&building).is_some(), "{building} is gone");
         assert_eq!(database(&building.replace("railgun_tplbuild_", "railgun_tpl_")), None);
     }
-    let error = format!("{:#}", Harness::for_dir(&dir).err().unwrap());
+    let error = dbkit::error::describe(&Harness::for_dir(&dir).err().unwrap());
     drop_database(value_after(&error, "the test template (").trim_end_matches(')'));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -149,7 +149,7 @@ fn sslmode_is_honoured_everywhere() {
     let disable = dbkit::url::parse_database_url(&server.url("disable")).unwrap();
     let err = dbkit::connect::establish(&disable).err().expect("a plain connection must be refused");
     assert_eq!(err.downcast_ref::<ConnectError>().unwrap().failure, Failure::SslRequired);
-    let text = format!("{err:#}");
+    let text = dbkit::error::describe(&err);
     assert!(text.contains("no encryption"), "{text}");
     assert!(text.contains("SSL/TLS") && text.contains("?sslmode=require"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");

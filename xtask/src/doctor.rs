@@ -51,7 +51,7 @@ impl Doctor {
                 (conn, url)
             }
             Err(error) => {
-                let (what, fix) = split_hint(&format!("{error:#}"));
+                let (what, fix) = split_hint(&error);
                 checks.push(("database", fail(what, fix.unwrap_or_else(|| "set DATABASE_URL".into()))));
                 checks.push(("tools", host_tools(cx, None, docker_up)));
                 for name in ["ssl", "migrations", "schema.rs"] {
@@ -88,23 +88,17 @@ pub fn print(checks: Vec<(&str, Outcome)>) -> Result<()> {
     Ok(())
 }
 
-/// An error's text without its hint lines, and the hint.
-fn split_hint(text: &str) -> (String, Option<String>) {
-    let (mut body, mut hint) = (Vec::new(), None);
-    for line in text.lines() {
-        match line.trim_start().strip_prefix("hint:") {
-            Some(h) => hint = Some(h.trim().to_string()),
-            None => body.push(line.trim()),
-        }
-    }
-    (body.join(" "), hint)
+/// An error's text on one line, and its hint.
+fn split_hint(error: &anyhow::Error) -> (String, Option<String>) {
+    let text = format!("{error:#}");
+    (text.split_whitespace().collect::<Vec<_>>().join(" "), hint_of(error))
 }
 
 fn docker_engine() -> Outcome {
     match dbkit::docker::check_engine() {
         Ok(()) => Outcome::Pass("the engine answers".into()),
         Err(error) => {
-            let (what, fix) = split_hint(&format!("{error:#}"));
+            let (what, fix) = split_hint(&error);
             fail(what, fix.unwrap_or_else(|| "start Docker (or set DOCKER_HOST)".into()))
         }
     }
@@ -308,7 +302,7 @@ mod tests {
 
     #[test]
     fn splits_the_hint_off() {
-        let (what, fix) = split_hint("cannot connect: refused\n  hint: cargo xtask up");
+        let (what, fix) = split_hint(&anyhow::Error::new(dbkit::hint!("cannot connect: refused"; "cargo xtask up")));
         assert_eq!(what, "cannot connect: refused");
         assert_eq!(fix.as_deref(), Some("cargo xtask up"));
     }

@@ -145,8 +145,5 @@ fn existing_containers(sh: &Shell, names: &[&str]) -> Vec<Existing> {
 
 /// 24 random bytes, hex: the local database's password, kept in `.env` only.
 fn random_password() -> Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).context("read /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    dbkit::secret::random_hex(24)
 }

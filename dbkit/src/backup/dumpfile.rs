@@ -14,6 +14,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use super::scan::{FORBIDDEN_HINT, Forbidden, Scanner};
+use crate::error::Hinted;
+
 /// pg_dump's first line and its last words: a file without both is not a whole dump.
 pub const HEADER: &[u8] = b"--\n-- PostgreSQL database dump\n";
 pub const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
@@ -64,18 +67,30 @@ fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
     Ok((at == len).then_some(members))
 }
 
-/// Inflates and checks the members on several threads, each a contiguous share of them.
+/// Inflates and checks the members on several threads, a batch at a time, and scans each batch's
+/// SQL in order (see [`scan`](super::scan)).
 fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let share = members.len().div_ceil(threads).max(1);
-    let results: Vec<Result<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = members.chunks(share).map(|part| scope.spawn(move || verify_part(file, part))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked")))).collect()
-    });
+    let mut scanner = Scanner::new();
     let mut sql = 0;
-    for result in results {
-        sql += result?;
+    for batch in members.chunks(threads * 8) {
+        let share = batch.len().div_ceil(threads).max(1);
+        let results: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                batch.chunks(share).map(|part| scope.spawn(move || inflate_part(file, part))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked"))))
+                .collect()
+        });
+        for part in results {
+            for member in part? {
+                sql += member.len() as u64;
+                scanner.feed(&member, &mut |_| ()).map_err(forbidden)?;
+            }
+        }
     }
+    scanner.finish(&mut |_| ()).map_err(forbidden)?;
     // The header and the marker, from the first and the last member.
     let first = inflate_member(file, members[0])?;
     if !first.starts_with(HEADER) {
@@ -96,13 +111,14 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     Ok(Summary { compressed, sql })
 }
 
-/// Checks `part`'s members; their SQL's length.
-fn verify_part(file: &File, part: &[(u64, usize)]) -> Result<u64> {
-    let mut sql = 0;
-    for member in part {
-        sql += inflate_member(file, *member)?.len() as u64;
-    }
-    Ok(sql)
+/// `part`'s members' SQL, each checked.
+fn inflate_part(file: &File, part: &[(u64, usize)]) -> Result<Vec<Vec<u8>>> {
+    part.iter().map(|member| inflate_member(file, *member)).collect()
+}
+
+/// A line psql must not run, as the error that says so and what to do.
+pub fn forbidden(line: Forbidden) -> anyhow::Error {
+    anyhow::Error::new(Hinted::new(line.to_string(), FORBIDDEN_HINT))
 }
 
 /// One member's SQL, its CRC and length checked.
@@ -160,6 +176,16 @@ pub fn check_file(path: &Path) -> Result<()> {
             hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
         );
     }
+    // pg_dump's header opens the SQL: another gzip is refused now, not after a safety backup.
+    let mut head = Vec::with_capacity(HEADER.len());
+    let _ = MultiGzDecoder::new(File::open(path).with_context(|| format!("open {shown}"))?)
+        .take(HEADER.len() as u64)
+        .read_to_end(&mut head);
+    if head.len() == HEADER.len() && head != HEADER {
+        bail!(
+            hint!("{shown} is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
+        );
+    }
     Ok(())
 }
 
@@ -171,6 +197,7 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
     let mut buf = vec![0u8; 256 << 10];
     let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Vec::with_capacity(1024));
     let mut sql = 0u64;
+    let mut scanner = Scanner::new();
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -189,6 +216,12 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
         }
         keep_tail(&mut tail, chunk, 1024);
         sql += n as u64;
+        if let Err(line) = scanner.feed(chunk, &mut |_| ()) {
+            if !head.starts_with(HEADER) {
+                break;
+            }
+            return Err(forbidden(line));
+        }
     }
     if !head.starts_with(HEADER) {
         bail!(
@@ -200,6 +233,7 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
             hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
         );
     }
+    scanner.finish(&mut |_| ()).map_err(forbidden)?;
     let compressed = decoder.into_inner().into_inner().count;
     Ok(Summary { compressed, sql })
 }

@@ -6,3 +6,4 @@ pub mod dump;
 pub mod dumpfile;
 pub mod pgtools;
 pub mod restore;
+pub mod scan;

@@ -125,6 +125,45 @@ impl PgTools {
     }
 }
 
+impl PgTools {
+    /// Refuses a psql without `\\restrict` (before 13.22, 14.19, 15.14, 16.10, 17.6): a restore
+    /// relies on it to run nothing but SQL.
+    pub fn check_restrict(&self, sh: &Shell) -> Result<()> {
+        let out = match &self.runner {
+            Runner::Host { bindir } => {
+                let psql = bindir.join("psql");
+                cmd!(sh, "{psql} --version").quiet().read()
+            }
+            Runner::Exec { container, .. } => cmd!(sh, "docker exec {container} psql --version").quiet().read(),
+            Runner::Run { image } => cmd!(sh, "docker run --rm --entrypoint psql {image} --version").quiet().read(),
+        }
+        .context("ask psql its version")?;
+        let version = out.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit())).unwrap_or_default();
+        if has_restrict(version) {
+            return Ok(());
+        }
+        bail!(
+            hint!("{} is psql {version}, which has no \\restrict: a restore needs it so that the backup can run nothing but SQL", self.describe();
+            "install a newer postgresql-client (13.22, 14.19, 15.14, 16.10, 17.6 or later), or run the tools in a container of a newer image (RAILGUN_PGTOOLS=container or image)")
+        )
+    }
+}
+
+/// Whether psql `version` (`15.18`, `17.6`, `18.0`) knows `\\restrict`.
+fn has_restrict(version: &str) -> bool {
+    let mut parts = version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    match major {
+        18.. => true,
+        17 => minor >= 6,
+        16 => minor >= 10,
+        15 => minor >= 14,
+        14 => minor >= 19,
+        13 => minor >= 22,
+        _ => false,
+    }
+}
+
 /// A 1 MiB pipe instead of 64 KiB: the tool and we wake each other far less often.
 pub fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
     // SAFETY: F_SETPIPE_SZ on a pipe we own; failure only leaves the default size.

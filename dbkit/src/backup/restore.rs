@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::url::{database_name, redact, redact_str};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -14,6 +14,7 @@ use url::Url;
 use super::dump::{self as backup, DumpOptions, Progress, mib};
 use super::dumpfile;
 use super::pgtools::{self, PgTools};
+use super::scan::{Forbidden, Scanner};
 use crate::context::Context;
 use crate::guard::Guard;
 use crate::migration::{runner, source};
@@ -24,7 +25,14 @@ pub const SAFETY_PREFIX: &str = "railgun_pre_restore_";
 /// Restores the backup at `path` into `url`: the whole file is checked first, `guard` asks,
 /// a safety backup goes into `safety` (when given), then one transaction replaces the data;
 /// afterwards it says which migrations the database lacks.
-pub fn restore_file(cx: &Context, url: &Url, path: &Path, safety: Option<&Path>, guard: &Guard) -> Result<()> {
+pub fn restore_file(
+    cx: &Context,
+    url: &Url,
+    path: &Path,
+    safety: Option<&Path>,
+    guard: &Guard,
+    lock_timeout: Duration,
+) -> Result<()> {
     dumpfile::check_file(path)?;
     // The full check (every member's CRC) runs while the guard asks and the safety backup
     // reads the database; nothing is written to the database before it passed.
@@ -34,7 +42,7 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, safety: Option<&Path>,
         let prepared = guard.check(cx, url, &what).and_then(|()| {
             let (tools, saved) = prepare(cx, url, safety)?;
             // psql starts and connects now; it gets its first statement once the check passed.
-            Ok((Psql::start(cx, &tools, url)?, saved))
+            Ok((Psql::start(cx, &tools, url, lock_timeout)?, saved))
         });
         (verified.join(), prepared)
     });
@@ -61,8 +69,14 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, safety: Option<&Path>,
 pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
     let (tools, saved) = prepare(cx, url, safety_dir)?;
     announce_safety(saved.as_deref());
-    Psql::start(cx, &tools, url)?.feed(path)
+    Psql::start(cx, &tools, url, DEFAULT_LOCK_TIMEOUT)?.feed(path)
 }
+
+/// How long a statement of the restore waits for a lock another session holds.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lines psql gets before the backup's: `\restrict` and the transaction's settings.
+const PRELUDE_LINES: usize = 2;
 
 /// Finds psql for `url` and takes the safety backup into `safety_dir` when given.
 fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTools, Option<PathBuf>)> {
@@ -122,15 +136,25 @@ struct Psql {
     stdin: std::process::ChildStdin,
     errors: std::thread::JoinHandle<String>,
     started: Instant,
+    /// psql's `\restrict` key, also the transaction's mark (`railgun.restore`).
+    key: String,
+    lock_timeout: Duration,
+    waits: LockWatch,
 }
 
 impl Psql {
-    fn start(cx: &Context, tools: &PgTools, url: &Url) -> Result<Psql> {
+    fn start(cx: &Context, tools: &PgTools, url: &Url, lock_timeout: Duration) -> Result<Psql> {
+        tools.check_restrict(&cx.sh)?;
         eprintln!("restoring into {} with {}", redact(url), tools.describe());
         let started = Instant::now();
+        let key = crate::secret::random_hex(16)?;
+        // Named, so that the lock watch finds psql's session among the server's.
+        let app = format!("railgun-restore-{}", &key[..8]);
+        let mut named = url.clone();
+        named.query_pairs_mut().append_pair("application_name", &app);
         let args: Vec<String> = ["-X", "--quiet", "-v", "ON_ERROR_STOP=1", "--file=-"].map(String::from).to_vec();
         let mut child = tools
-            .command(&cx.sh, "psql", url, &args)?
+            .command(&cx.sh, "psql", &named, &args)?
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -139,22 +163,47 @@ impl Psql {
         let stdin = child.stdin.take().context("psql's input")?;
         pgtools::widen_pipe(&stdin);
         let errors = pgtools::collect_errors(child.stderr.take().context("psql's errors")?);
-        Ok(Psql { child, stdin, errors, started })
+        let waits = LockWatch::start(url.clone(), app);
+        Ok(Psql { child, stdin, errors, started, key, lock_timeout, waits })
     }
 
-    /// Feeds the backup's SQL in one transaction whose COMMIT is ours.
+    /// Feeds the backup's SQL in one transaction whose COMMIT is ours, with nothing but its SQL
+    /// statements: psql is restricted with our key, and the scan stops at any other line.
     fn feed(self, path: &Path) -> Result<()> {
-        let Psql { mut child, mut stdin, errors, started } = self;
+        let Psql { mut child, mut stdin, errors, started, key, lock_timeout, waits } = self;
         // psql's --single-transaction would commit at end of input, and an input cut short
         // (this process killed) would then commit half a restore.
         let mut shown = Progress::new("restored");
+        let mut scanner = Scanner::new();
+        let mut refused = None;
         let fed = (|| -> std::io::Result<u64> {
             // Index builds at the end of a dump sort whole tables: give them memory (as pg_restore's
-            // docs advise), for this transaction only. Same line as BEGIN: line numbers stay.
-            stdin.write_all(b"BEGIN; SET LOCAL maintenance_work_mem = '256MB';\n")?;
+            // docs advise). A lock another session holds fails the restore after lock_timeout
+            // instead of queueing (and blocking that table's readers) forever.
+            stdin.write_all(
+                format!(
+                    "\\restrict {key}\nBEGIN; SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL standard_conforming_strings = on; \
+                     SET LOCAL lock_timeout = '{}ms'; SET LOCAL railgun.restore = '{key}';\n",
+                    lock_timeout.as_millis()
+                )
+                .as_bytes(),
+            )?;
             let mut sql = dumpfile::open_sql(path).map_err(std::io::Error::other)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut total = 0u64;
+            let mut scanned = |scanner: &mut Scanner, chunk: Option<&[u8]>| -> std::io::Result<Result<(), Forbidden>> {
+                let mut written = Ok(());
+                let mut write = |part: &[u8]| {
+                    if written.is_ok() {
+                        written = stdin.write_all(part);
+                    }
+                };
+                let result = match chunk {
+                    Some(chunk) => scanner.feed(chunk, &mut write),
+                    None => scanner.finish(&mut write),
+                };
+                written.map(|()| result)
+            };
             loop {
                 let n = match sql.read(&mut buf) {
                     Ok(0) => break,
@@ -162,11 +211,26 @@ impl Psql {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 };
-                stdin.write_all(&buf[..n])?;
+                // Scanned before psql gets a byte of it: the check does not trust the earlier one.
+                if let Err(line) = scanned(&mut scanner, Some(&buf[..n]))? {
+                    refused = Some(line);
+                    return Err(std::io::Error::other("refused"));
+                }
                 total += n as u64;
                 shown.update(total, total);
             }
-            stdin.write_all(b"\nCOMMIT;\n")?;
+            if let Err(line) = scanned(&mut scanner, None)? {
+                refused = Some(line);
+                return Err(std::io::Error::other("refused"));
+            }
+            // The transaction must still be ours when we commit it.
+            stdin.write_all(
+                format!(
+                    "\nDO $railgun$ BEGIN IF current_setting('railgun.restore', true) IS DISTINCT FROM '{key}' THEN \
+                     RAISE EXCEPTION 'the backup ended the restore''s transaction: what ran before that stays'; END IF; END $railgun$;\nCOMMIT;\n"
+                )
+                .as_bytes(),
+            )?;
             stdin.flush()?;
             Ok(total)
         })();
@@ -177,9 +241,21 @@ impl Psql {
         }
         drop(stdin);
         let status = child.wait().context("wait for psql")?;
+        let waited = waits.stop();
+        if let Some(line) = refused {
+            return Err(dumpfile::forbidden(line)
+                .context("the restore was stopped before that line and rolled back: the database is as it was"));
+        }
         let errors = redact_str(errors.join().unwrap_or_default().trim());
         if !status.success() || errors.contains("ERROR:") {
-            let statement = failing_statement(path, &errors).unwrap_or_default();
+            let statement = failing_statement(path, &errors, scanner.stripped()).unwrap_or_default();
+            if errors.contains("lock timeout") {
+                let holder = waited.unwrap_or_else(|| "another session (it let go before we could see it)".into());
+                bail!(
+                    hint!("the restore waited {}ms for a lock and was rolled back: the database is as it was\n  held by: {holder}\n{errors}{statement}", lock_timeout.as_millis();
+                    "end that session's transaction (COMMIT, ROLLBACK, or SELECT pg_terminate_backend(PID)), or allow a longer wait with --lock-timeout")
+                );
+            }
             let hint = if errors.contains("other objects depend on it") {
                 "objects that are not in the backup depend on objects it replaces: restore into an empty database, or drop them first (cargo xtask schema drop)"
             } else {
@@ -198,15 +274,74 @@ impl Psql {
     }
 }
 
+/// Watches psql's session while it restores: when it waits for a lock, who holds it (relation,
+/// pid, application_name, state), said once on stderr and kept for the error.
+struct LockWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<String>>,
+}
+
+impl LockWatch {
+    fn start(url: Url, app: String) -> LockWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            #[derive(diesel::QueryableByName)]
+            struct Holder {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                text: String,
+            }
+            let mut conn = crate::connect::establish(&url).ok()?;
+            let mut seen: Option<String> = None;
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let holders: Vec<Holder> = diesel::sql_query(
+                    "SELECT format('%s by pid %s (application_name %L, state %L)', coalesce(l.relation::regclass::text, l.locktype),
+                                   b.pid, coalesce(b.application_name, ''), coalesce(b.state, '')) AS text
+                     FROM pg_stat_activity w
+                     JOIN pg_locks l ON l.pid = w.pid AND NOT l.granted
+                     CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
+                     JOIN pg_stat_activity b ON b.pid = blocking.pid
+                     WHERE w.application_name = $1",
+                )
+                .bind::<diesel::sql_types::Text, _>(&app)
+                .load(&mut conn)
+                .unwrap_or_default();
+                if let Some(first) = holders.into_iter().next()
+                    && seen.as_deref() != Some(first.text.as_str())
+                {
+                    eprintln!("waiting for a lock on {}", first.text);
+                    seen = Some(first.text);
+                }
+            }
+            seen
+        });
+        LockWatch { stop, thread }
+    }
+
+    /// Ends the watch; the last lock holder seen, if any.
+    fn stop(self) -> Option<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
 /// The statement at the line psql names in `psql:<stdin>:LINE: ERROR:`, from the backup.
-fn failing_statement(path: &Path, errors: &str) -> Option<String> {
+fn failing_statement(path: &Path, errors: &str, stripped: &[u64]) -> Option<String> {
     let line: usize = errors.lines().find_map(|l| {
         let rest = l.strip_prefix("psql:<stdin>:")?;
         let (number, tail) = rest.split_once(':')?;
         tail.trim_start().starts_with("ERROR").then(|| number.parse().ok())?
     })?;
-    // Our BEGIN is line 1 of psql's input.
-    let line = line.checked_sub(1).filter(|l| *l > 0)?;
+    // Our prelude comes first; the lines the scan left out (pg_dump's `\restrict`) are not psql's.
+    let mut line = line.checked_sub(PRELUDE_LINES).filter(|l| *l > 0)? as u64;
+    for left_out in stripped {
+        if *left_out <= line {
+            line += 1;
+        }
+    }
+    let line = line as usize;
     let reader = BufReader::new(dumpfile::open_sql(path).ok()?);
     let mut statement: Vec<String> = Vec::new();
     for (number, text) in reader.split(b'\n').enumerate().take(line) {

@@ -37,6 +37,10 @@ pub struct Restore {
     /// Where the safety backup goes
     #[arg(long, value_name = "DIR", default_value = "backups")]
     safety_dir: PathBuf,
+    /// How long a statement may wait for a lock another session holds before the restore
+    /// fails (and rolls back), naming that session: e.g. 5s, 500ms, 2m
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    lock_timeout: std::time::Duration,
     #[command(flatten)]
     guard: GuardArgs,
 }
@@ -51,6 +55,25 @@ impl Restore {
             &cx.user_path(&self.file),
             safety.as_deref(),
             &self.guard.guard(),
+            self.lock_timeout,
         )
     }
+}
+
+/// `500ms`, `5s`, `2m`: a duration as Postgres writes one.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 5s, 500ms or 2m"))?;
+    let millis = match unit.trim() {
+        "ms" => number,
+        "s" | "" => number * 1000,
+        "m" | "min" => number * 60_000,
+        _ => return Err(format!("`{text}`: the unit is one of ms, s, m")),
+    };
+    if millis == 0 {
+        return Err("the lock timeout must be positive (0 would wait forever)".into());
+    }
+    Ok(std::time::Duration::from_millis(millis))
 }

@@ -21,9 +21,10 @@ pub struct Drop {
 
 impl Drop {
     pub fn run(self, cx: &Context) -> Result<()> {
+        let guard = self.guard.guard();
         let url = cx.database_url()?;
         let what = "drop every table of the app";
-        self.guard.guard().check_target(cx, &url, what)?;
+        guard.check_target(cx, &url, what)?;
         let mut conn = dbkit::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
         eprintln!("schema drop: on {}", dbkit::url::redact(&url));
@@ -31,7 +32,7 @@ impl Drop {
         if objects.is_empty() {
             return Ok(());
         }
-        self.guard.guard().check(cx, &url, what)?;
+        guard.check(cx, &url, what)?;
         drop_objects(&mut conn, &objects)?;
         eprintln!("dropped {} objects; `cargo xtask migration run` builds the schema again", objects.len());
         Ok(())

@@ -35,16 +35,17 @@ pub struct Scope {
 
 impl Sync {
     pub fn run(self, cx: &Context) -> Result<()> {
+        let guard = self.guard.guard();
         let url = cx.database_url()?;
         let what = "drop the app's objects and re-run every migration";
-        self.guard.guard().check_target(cx, &url, what)?;
+        guard.check_target(cx, &url, what)?;
         let migrations = source::load(&cx.migration_dir()?)?;
         let mut conn = dbkit::connect::establish(&url)?;
         let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
         eprintln!("schema sync: on {}", dbkit::url::redact(&url));
         print_objects(&objects);
         eprintln!("then run all {} migrations in {}", migrations.len(), shown(&cx.migration_dir()?));
-        self.guard.guard().check(cx, &url, what)?;
+        guard.check(cx, &url, what)?;
         drop(conn);
         // Under the migration lock, so no runner applies anything between the drop and the run.
         let mut session = Locked::acquire(&url)?;
