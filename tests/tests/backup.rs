@@ -187,7 +187,7 @@ fn wait_for_backends(db: &TestDb, application: &str, filter: &str, done: fn(i64)
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let c: Count = diesel::sql_query(format!(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND application_name = '{application}' {filter}",
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = '{}' AND application_name LIKE '{application}' {filter}",
             db.name()
         ))
         .get_result(&mut conn)
@@ -387,14 +387,14 @@ fn killed_restores_leave_the_target_as_it_was() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-        wait_for_lock_wait(&target, "psql");
+        wait_for_lock_wait(&target, "railgun-restore-%");
         match victim {
             "xtask" => kill(child.id()),
             _ => kill(child_named(&child, "psql")),
         }
         let out: Run = child.wait_with_output().unwrap().into();
         holder.batch_execute("COMMIT").unwrap();
-        wait_until_gone(&target, "psql");
+        wait_until_gone(&target, "railgun-restore-%");
         assert!(!out.ok(), "{victim} killed, yet the restore succeeded");
         if victim == "psql" {
             out.assert_fails_with("rolled back");
