@@ -25,6 +25,8 @@ pub struct Context {
     pub sh: Shell,
     pub root: PathBuf,
     pub global: Overrides,
+    /// What this checkout's containers, volumes and labels are named after (see [`project_of`]).
+    pub project: String,
 }
 
 impl Context {
@@ -32,15 +34,13 @@ impl Context {
     pub fn new(root: PathBuf, global: Overrides) -> Result<Context> {
         let sh = Shell::new()?;
         sh.change_dir(&root);
-        Ok(Context { sh, root, global })
+        let project = project_of(&root, &env_file_of(&root))?;
+        Ok(Context { sh, root, global, project })
     }
 
     /// The `.env` file this project reads and `up` writes (`RAILGUN_ENV_FILE` moves it).
     pub fn env_file(&self) -> PathBuf {
-        match std::env::var_os("RAILGUN_ENV_FILE") {
-            Some(path) => self.root.join(path),
-            None => self.root.join(".env"),
-        }
+        env_file_of(&self.root)
     }
 
     /// A setting from the environment, else from `.env`.
@@ -82,9 +82,44 @@ pub fn confirm(question: &str) -> Result<bool> {
     Ok(answer.is_some_and(|a| matches!(a.as_str(), "y" | "Y" | "yes" | "YES" | "Yes")))
 }
 
-/// The project's name: containers, volumes and labels carry it (`RAILGUN_PROJECT`, default `railgun`).
-pub fn project_name() -> String {
-    std::env::var("RAILGUN_PROJECT").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "railgun".into())
+/// The `.env` of the checkout at `root` (`RAILGUN_ENV_FILE` moves it).
+fn env_file_of(root: &Path) -> PathBuf {
+    match std::env::var_os("RAILGUN_ENV_FILE") {
+        Some(path) => root.join(path),
+        None => root.join(".env"),
+    }
+}
+
+/// The project name of the checkout at `root`: `RAILGUN_PROJECT` from the environment, else
+/// from its `.env` (written by `up`), else [`derived_project`]. Each checkout of the repository
+/// (a clone, a git worktree, CI's clone) so gets containers and data of its own.
+pub fn project_of(root: &Path, env_file: &Path) -> Result<String> {
+    if let Some(name) = std::env::var("RAILGUN_PROJECT").ok().filter(|s| !s.is_empty()) {
+        return Ok(name);
+    }
+    if let Some(name) = crate::env_file::get(env_file, "RAILGUN_PROJECT")?.filter(|s| !s.is_empty()) {
+        return Ok(name);
+    }
+    Ok(derived_project(root))
+}
+
+/// `railgun-<folder>-<hash of the checkout's path>`, as compose names projects after their
+/// folder, with the hash so that two clones in folders of the same name differ.
+pub fn derived_project(root: &Path) -> String {
+    let path = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let folder: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(20)
+        .collect();
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in path.as_os_str().as_encoded_bytes() {
+        hash = (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("railgun-{}-{:06x}", folder.trim_matches('-'), hash & 0xff_ffff)
 }
 
 /// Asks for a line on the terminal; `None` without a terminal (never hangs).

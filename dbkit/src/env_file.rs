@@ -4,20 +4,34 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// The value of `key` in the env file, if the file and the key exist.
+/// The value of `key` in the env file, if the file and the key exist. A line that does not
+/// parse is named by its number, never shown: it may hold a password.
 pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    for item in dotenvy::from_path_iter(path).with_context(|| format!("read {}", path.display()))? {
-        let (k, v) = item.with_context(
-            || hint!("parse {}", path.display(); "one KEY=value a line; quote values with spaces: KEY=\"two words\""),
-        )?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    // Editors on Windows start files with a byte-order mark; it is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        let (k, v) = item.map_err(|e| unparsable(path, text, e))?;
         if k == key {
             return Ok(Some(v));
         }
     }
     Ok(None)
+}
+
+/// dotenvy's error quotes the line: say where it is instead.
+fn unparsable(path: &Path, text: &str, error: dotenvy::Error) -> anyhow::Error {
+    let line = match &error {
+        dotenvy::Error::LineParse(content, _) => text.lines().position(|l| l == content || l.contains(content.as_str())),
+        _ => None,
+    };
+    let at = line.map(|n| format!(" line {}", n + 1)).unwrap_or_default();
+    anyhow::Error::new(hint!("{}{at} does not parse as KEY=value (its text is not shown: it may hold a password)", path.display();
+        "one KEY=value a line; quote values with spaces or #: KEY=\"two words\"; percent-encode special characters inside URLs"))
 }
 
 /// Sets `key=value` for each pair: replaces the line that sets it, or appends one. Every

@@ -7,7 +7,7 @@ use crate::url::{database_name, is_local, redact};
 use anyhow::{Result, bail};
 use url::Url;
 
-use crate::context::{Context, project_name, prompt};
+use crate::context::{Context, prompt};
 
 /// What a destructive operation was told: the answers the user gave on the command line.
 #[derive(Clone, Debug, Default)]
@@ -64,7 +64,7 @@ impl Guard {
                 Some(format!("{} (treated as production)", unknown.to_string().lines().next().unwrap_or_default()))
             }
             Ok(Environment::Production) => Some(format!("APP_ENV={}", app_env.unwrap_or_default().trim())),
-            Ok(Environment::Development) if !is_local(url) && !is_our_container(url) => {
+            Ok(Environment::Development) if !is_local(url) && !is_our_container(&cx.project, url) => {
                 Some("it is not a local database".to_string())
             }
             Ok(Environment::Development) => None,
@@ -113,8 +113,8 @@ impl Guard {
 }
 
 /// The app in Docker reaches the xtask's own Postgres by its container name.
-fn is_our_container(url: &Url) -> bool {
-    url.host_str().is_some_and(|host| host == format!("{}-postgres", project_name()))
+fn is_our_container(project: &str, url: &Url) -> bool {
+    url.host_str().is_some_and(|host| host == format!("{project}-postgres"))
 }
 
 #[cfg(test)]
@@ -175,8 +175,8 @@ mod tests {
 
     #[test]
     fn the_apps_container_is_local() {
-        let url = Url::parse(&format!("postgres://u@{}-postgres:5432/d", project_name())).unwrap();
-        assert!(is_our_container(&url));
-        assert!(!is_our_container(&Url::parse("postgres://u@db.example.com/d").unwrap()));
+        let url = Url::parse("postgres://u@railgun-x-123456-postgres:5432/d").unwrap();
+        assert!(is_our_container("railgun-x-123456", &url));
+        assert!(!is_our_container("railgun-x-123456", &Url::parse("postgres://u@db.example.com/d").unwrap()));
     }
 }

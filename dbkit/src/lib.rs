@@ -26,7 +26,7 @@ pub mod context;
 pub mod diesel_config;
 #[cfg(feature = "docker")]
 pub mod docker;
-#[cfg(feature = "tools")]
+#[cfg(any(feature = "tools", feature = "testing"))]
 pub mod env_file;
 #[cfg(feature = "tools")]
 pub mod generate;

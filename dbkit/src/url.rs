@@ -8,27 +8,69 @@ use url::Url;
 /// What stands in for a password wherever a URL is shown.
 pub const REDACTED: &str = "****";
 
-/// Parses a `postgres://` / `postgresql://` URL, naming what is wrong without echoing the secret.
+/// The form every message about a bad URL ends with.
+const FORM: &str = "the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the user and password (@ %40, : %3A, / %2F, # %23, ? %3F, % %25)";
+
+/// Parses a `postgres://` / `postgresql://` URL. When it is wrong, says which part is (scheme,
+/// host, port, a character the password needs percent-encoded) and never shows the text: it
+/// may hold a password.
 pub fn parse_database_url(raw: &str) -> Result<Url> {
-    const FORM: &str = "\n  hint: the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password";
-    if raw.trim().is_empty() {
+    let raw = raw.trim();
+    if raw.is_empty() {
         bail!(
             hint!("the database URL is empty"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url")
         );
     }
-    let url = Url::parse(raw.trim())
-        .map_err(|e| anyhow::anyhow!("malformed database URL `{}`: {e}{FORM}", redact_unparsed(raw)))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        bail!(
-            "database URL `{}` has scheme `{}`, expected postgres:// or postgresql://{FORM}",
-            redact_unparsed(&redact(&url)),
-            url.scheme()
-        );
+    let bad = |what: String| -> anyhow::Error { anyhow::Error::new(crate::error::Hinted::new(format!("malformed database URL: it {what}"), FORM)) };
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err(bad("has no scheme: expected postgres:// or postgresql://".into()));
+    };
+    if !matches!(scheme, "postgres" | "postgresql") {
+        let shown = if scheme.len() <= 16 && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b)) {
+            format!("`{scheme}`")
+        } else {
+            "that is not a scheme".into()
+        };
+        return Err(bad(format!("has scheme {shown}, expected postgres:// or postgresql://")));
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        bail!("database URL `{}` names no host{FORM}", redact_unparsed(&redact(&url)));
+    // Where the authority (user, password, host, port) would end if the password were encoded.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(authority_end);
+    if !authority.contains('@') && after.contains('@') {
+        let cut = after.chars().next().unwrap_or('/');
+        return Err(bad(format!("has an `@` after its host part: the password holds an unencoded `{cut}` (write it as {})", encoded(cut))));
+    }
+    if let Some(at) = authority.rfind('@') {
+        let userinfo = &authority[..at];
+        if userinfo.contains('@') {
+            return Err(bad("has two `@`: the user or password holds an unencoded `@` (write it as %40)".into()));
+        }
+        if let Some(bad_percent) = bad_percent(userinfo) {
+            return Err(bad(format!("has {bad_percent} in its user or password (write a literal `%` as %25)")));
+        }
+    }
+    let url = Url::parse(raw).map_err(|e| bad(format!("does not parse ({e})")))?;
+    if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host") {
+        return Err(bad("names no host (postgres://USER@HOST/DATABASE, or ?host=/path/to/socket/dir)".into()));
     }
     Ok(url)
+}
+
+/// How `c` is written inside a URL's password.
+fn encoded(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf).bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// A `%` not followed by two hex digits, described (without the text around it).
+fn bad_percent(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' && !(i + 2 < bytes.len() + 1 && bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))) {
+            return Some("a `%` that is not followed by two hex digits".into());
+        }
+    }
+    None
 }
 
 /// The URL with its password replaced by `****`.
@@ -63,7 +105,8 @@ pub fn redact_str(text: &str) -> String {
         let authority_end = tail.find(['/', '?', '#', ' ', '\n', '\'', '"', '`']).unwrap_or(tail.len());
         let authority = &tail[..authority_end];
         match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
+            // The placeholder in the hints' `postgres://USER:PASSWORD@HOST` is not a secret.
+            (Some(at), Some(colon)) if colon < at && &authority[colon + 1..at] != "PASSWORD" => {
                 out.push_str(&authority[..=colon]);
                 out.push_str(REDACTED);
                 out.push_str(&authority[at..]);
@@ -74,18 +117,6 @@ pub fn redact_str(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Hides the password of text that did not parse as a URL (`user:secret@host/db`, a scheme
-/// typo...): everything between the user's `:` and the last `@`.
-fn redact_unparsed(raw: &str) -> String {
-    let raw = redact_str(raw);
-    let Some(at) = raw.rfind('@') else { return raw };
-    let start = raw[..at].find("://").map_or(0, |i| i + 3);
-    match raw[start..at].find(':') {
-        Some(colon) => format!("{}{REDACTED}{}", &raw[..start + colon + 1], &raw[at..]),
-        None => raw,
-    }
 }
 
 /// The database name in the URL's path (`postgres` when none is given, as libpq does with the user).
@@ -101,6 +132,8 @@ pub fn is_local(url: &Url) -> bool {
     }
     match url.host() {
         // postgres:// is not a "special" scheme to the url crate: an IPv4 address arrives as a domain.
+        // A Unix socket's directory, percent-encoded in the host: `postgres://u@%2Fvar%2Frun%2Fpostgresql/db`.
+        Some(url::Host::Domain(d)) if percent_decode(d).starts_with('/') => true,
         Some(url::Host::Domain(d)) => {
             d.eq_ignore_ascii_case("localhost") || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
@@ -123,6 +156,19 @@ pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
     let mut env = Vec::new();
     if let Some(password) = url.password() {
         env.push(("PGPASSWORD", percent_decode(password)));
+    }
+    // `?password=` travels the same way; the query keeps everything else, in order.
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let (password, rest): (Vec<_>, Vec<_>) = url.query_pairs().into_owned().partition(|(k, _)| k == "password");
+        if env.is_empty()
+            && let Some((_, password)) = password.into_iter().last()
+        {
+            env.push(("PGPASSWORD", password));
+        }
+        without_password.set_query(None);
+        if !rest.is_empty() {
+            without_password.query_pairs_mut().extend_pairs(rest);
+        }
     }
     Ok((without_password.to_string(), env))
 }
@@ -163,6 +209,46 @@ mod tests {
         {
             let err = parse_database_url(raw).unwrap_err().to_string();
             assert!(!err.contains("topsecret") && !err.contains("top secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_url_says_which_part_is_wrong_and_never_shows_itself() {
+        for (raw, says) in [
+            ("postgres://adv:2024/Summer!@host/db", "unencoded `/`"),
+            ("postgres://adv:pa?ss@host/db", "unencoded `?`"),
+            ("postgres://adv:pa#ss@host/db", "unencoded `#`"),
+            ("postgres://adv:p@ss@host/db", "two `@`"),
+            ("postgres://adv:50%offSale@host/db", "a `%` that is not followed by two hex digits"),
+            ("mysql://adv:Summer2024@host/db", "has scheme `mysql`"),
+            ("adv:Summer2024@host/db", "has no scheme"),
+            ("postgres://adv:Summer2024@host:99999/db", "does not parse (invalid port number)"),
+            ("postgres://adv:Summer2024@/db", "host"),
+        ] {
+            let err = parse_database_url(raw).unwrap_err();
+            let text = crate::error::describe(&err);
+            assert!(text.contains(says), "{raw}: {text}");
+            for secret in ["Summer", "2024", "50%off", "offSale", "pa?ss", "pa#ss", "p@ss"] {
+                assert!(!text.contains(secret), "{raw} leaks `{secret}`: {text}");
+            }
+            assert!(text.contains("percent-encode"), "{text}");
+        }
+        assert!(parse_database_url("postgres://adv:p%40ss%2F@host/db").is_ok());
+        assert!(parse_database_url("postgres:///db?host=/var/run/postgresql").is_ok());
+    }
+
+    #[test]
+    fn a_query_password_goes_to_the_environment_too() {
+        let url = parse_database_url("postgres://app@localhost/db?sslmode=disable&password=s3cret&application_name=x").unwrap();
+        let (conninfo, env) = libpq_env(&url).unwrap();
+        assert_eq!(conninfo, "postgres://app@localhost/db?sslmode=disable&application_name=x");
+        assert_eq!(env, vec![("PGPASSWORD", "s3cret".to_string())]);
+    }
+
+    #[test]
+    fn unix_sockets_are_local() {
+        for local in ["postgres://u@%2Fvar%2Frun%2Fpostgresql:5432/db", "postgres:///db?host=/var/run/postgresql"] {
+            assert!(is_local(&parse_database_url(local).unwrap()), "{local}");
         }
     }
 

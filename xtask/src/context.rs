@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use dbkit::context::{Context, confirm, project_name};
+pub use dbkit::context::{Context, confirm};
 
 /// Flags every command takes, with diesel_cli's names and fallbacks.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -27,9 +27,13 @@ impl Global {
     }
 }
 
-/// The workspace root, from where this crate's sources are: never the current directory.
+/// The checkout this xtask works on: the one it was built from (where its sources are, never
+/// the current directory), unless `RAILGUN_CHECKOUT` names another.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    match std::env::var_os("RAILGUN_CHECKOUT").filter(|p| !p.is_empty()) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf(),
+    }
 }
 
 /// Prints an error once: `error: ...`, its causes, then its hints; every URL redacted.

@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use dbkit::docker::services::PROJECT_LABEL;
 use xshell::cmd;
 
-use crate::context::{Context, confirm, project_name};
+use crate::context::{Context, confirm};
 
 /// Stop and remove the local Postgres and Redis containers; their data stays on its volumes.
 #[derive(clap::Args)]
@@ -21,7 +21,7 @@ impl Down {
     pub fn run(self, cx: &Context) -> Result<()> {
         dbkit::docker::check_engine()?;
         let sh = &cx.sh;
-        let project = project_name();
+        let project = cx.project.clone();
         let volumes = [format!("{project}-postgres-data"), format!("{project}-redis-data")];
         if self.volumes && !self.yes && !confirm(&format!("delete the data volumes {} for good?", volumes.join(", ")))?
         {

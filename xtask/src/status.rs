@@ -7,7 +7,7 @@ use diesel::{Connection, PgConnection};
 use serde::Serialize;
 use xshell::cmd;
 
-use crate::context::{Context, project_name};
+use crate::context::Context;
 
 /// Show the local containers: image, state, URL (password redacted), healthy or not.
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ struct Row {
 impl Status {
     pub fn run(self, cx: &Context) -> Result<()> {
         dbkit::docker::check_engine()?;
-        let project = project_name();
+        let project = cx.project.clone();
         let filter = format!("label={PROJECT_LABEL}={project}");
         let sh = &cx.sh;
         let format = "{{json .}}";
@@ -42,9 +42,13 @@ impl Status {
             let container = field("Names");
             let service = container.strip_prefix(&format!("{project}-")).unwrap_or(&container).to_string();
             let running = field("State") == "running";
+            // `127.0.0.1:54321->5432/tcp`: where the container really listens, whatever .env says.
+            let published = field("Ports")
+                .split(", ")
+                .find_map(|p| p.split_once("->").and_then(|(host, _)| host.rsplit(':').next()?.parse::<u16>().ok()));
             let (url, healthy) = match service.as_str() {
-                "postgres" => self.postgres(cx, running)?,
-                "redis" => self.redis(cx, running)?,
+                "postgres" => self.postgres(cx, running, published)?,
+                "redis" => self.redis(cx, running, published)?,
                 _ => (None, false),
             };
             rows.push(Row { service, container, image: field("Image"), state: field("Status"), url, healthy });
@@ -66,16 +70,30 @@ impl Status {
         Ok(())
     }
 
-    fn postgres(&self, cx: &Context, running: bool) -> Result<(Option<String>, bool)> {
+    fn postgres(&self, cx: &Context, running: bool, published: Option<u16>) -> Result<(Option<String>, bool)> {
         let Some(raw) = cx.setting("DATABASE_URL")? else { return Ok((None, false)) };
-        let url = parse_database_url(&raw)?;
+        let url = at_port(parse_database_url(&raw)?, published, "DATABASE_URL");
         let healthy = running && PgConnection::establish(url.as_str()).is_ok();
         Ok((Some(redact(&url)), healthy))
     }
 
-    fn redis(&self, cx: &Context, running: bool) -> Result<(Option<String>, bool)> {
-        let Some(url) = cx.setting("REDIS_URL")? else { return Ok((None, false)) };
-        let healthy = running && dbkit::redis::ping(&url).is_ok();
-        Ok((Some(dbkit::url::redact_str(&url)), healthy))
+    fn redis(&self, cx: &Context, running: bool, published: Option<u16>) -> Result<(Option<String>, bool)> {
+        let Some(raw) = cx.setting("REDIS_URL")? else { return Ok((None, false)) };
+        let Ok(url) = url::Url::parse(&raw) else { return Ok((None, false)) };
+        let url = at_port(url, published, "REDIS_URL");
+        let healthy = running && dbkit::redis::ping(url.as_str()).is_ok();
+        Ok((Some(dbkit::url::redact_str(url.as_str())), healthy))
     }
+}
+
+/// `url` at the port the container publishes, saying so when `.env` disagrees.
+fn at_port(mut url: url::Url, published: Option<u16>, key: &str) -> url::Url {
+    if let Some(port) = published.filter(|p| url.port() != Some(*p)) {
+        eprintln!(
+            "note: .env's {key} says port {}, but the container listens on {port}: `cargo xtask up` rewrites .env",
+            url.port().map_or("(none)".into(), |p| p.to_string())
+        );
+        let _ = url.set_port(Some(port));
+    }
+    url
 }

@@ -9,13 +9,18 @@ use dbkit::url::{is_local, redact};
 
 use xshell::{Shell, cmd};
 
-use crate::context::{Context, project_name};
+use crate::context::Context;
 use dbkit::env_file;
 
 /// Start local Postgres and Redis in Docker, write .env, run pending migrations.
 ///
 /// The containers outlive the command and keep their data on named volumes; a second `up`
 /// finds them running and returns at once. Ports are published on 127.0.0.1 only.
+///
+/// Each checkout of the repository (a clone, a git worktree) has services of its own, named
+/// after it: RAILGUN_PROJECT in .env (written here; `railgun-<folder>-<hash of its path>` for a
+/// new checkout). When 5432 or 6379 is taken (another checkout's), a free port is chosen and
+/// written to .env. Several `up` at once wait for one another and share what the first made.
 #[derive(clap::Args)]
 pub struct Up {
     /// Do not run pending migrations
@@ -27,19 +32,21 @@ pub struct Up {
     /// Redis image [env: RAILGUN_REDIS_IMAGE; default: redis:7-alpine, else the offline build]
     #[arg(long, value_name = "IMAGE")]
     redis_image: Option<String>,
-    /// Host port for Postgres on 127.0.0.1; 0 picks a free one
-    #[arg(long, env = "RAILGUN_POSTGRES_PORT", default_value_t = 5432, value_name = "PORT")]
-    postgres_port: u16,
-    /// Host port for Redis on 127.0.0.1; 0 picks a free one
-    #[arg(long, env = "RAILGUN_REDIS_PORT", default_value_t = 6379, value_name = "PORT")]
-    redis_port: u16,
+    /// Host port for Postgres on 127.0.0.1; 0 picks a free one [default: the one in .env, else
+    /// 5432, else a free one]
+    #[arg(long, env = "RAILGUN_POSTGRES_PORT", value_name = "PORT")]
+    postgres_port: Option<u16>,
+    /// Host port for Redis on 127.0.0.1; 0 picks a free one [default: the one in .env, else
+    /// 6379, else a free one]
+    #[arg(long, env = "RAILGUN_REDIS_PORT", value_name = "PORT")]
+    redis_port: Option<u16>,
 }
 
 impl Up {
     pub fn run(self, cx: &Context) -> Result<()> {
         let started = Instant::now();
         dbkit::docker::check_engine()?;
-        let project = project_name();
+        let project = adopt_legacy_project(cx)?;
         let (postgres, redis) = (format!("{project}-postgres"), format!("{project}-redis"));
         let existing = existing_containers(&cx.sh, &[&postgres, &redis]);
         // An existing container knows the password its data was initialised with: another
@@ -51,6 +58,7 @@ impl Up {
                 _ => random_password()?,
             },
         };
+        let exists = |name: &str| existing.iter().any(|c| c.name == name);
         // A container that exists is reused whatever image is asked for: no image to resolve.
         let image = |container: &str, service: Service, asked: Option<&str>| match existing
             .iter()
@@ -71,8 +79,15 @@ impl Up {
             project,
             postgres_image: image(&postgres, Service::Postgres, self.postgres_image.as_deref())?,
             redis_image: image(&redis, Service::Redis, self.redis_image.as_deref())?,
-            postgres_port: self.postgres_port,
-            redis_port: self.redis_port,
+            // A container that exists keeps its port; a new one gets the last one used, else the default, if free.
+            postgres_port: self.postgres_port.unwrap_or_else(|| match exists(&postgres) {
+                true => 0,
+                false => free_or_any(previous_port(cx, "DATABASE_URL"), 5432),
+            }),
+            redis_port: self.redis_port.unwrap_or_else(|| match exists(&redis) {
+                true => 0,
+                false => free_or_any(previous_port(cx, "REDIS_URL"), 6379),
+            }),
             user: "railgun".into(),
             password: password.clone(),
             database: "railgun".into(),
@@ -93,6 +108,7 @@ impl Up {
                 ("DATABASE_URL", endpoints.database_url.as_str()),
                 ("REDIS_URL", &endpoints.redis_url),
                 ("RAILGUN_POSTGRES_PASSWORD", &password),
+                ("RAILGUN_PROJECT", &services.project),
             ],
         )?;
         eprintln!("ready in {:.2}s; wrote {}", started.elapsed().as_secs_f64(), cx.env_file().display());
@@ -108,6 +124,44 @@ impl Up {
                 .context("run pending migrations (skip with --no-migrate)")?;
         }
         Ok(())
+    }
+}
+
+/// Before checkouts had projects of their own, every checkout's were `railgun-*`: the checkout
+/// whose .env holds that Postgres's password keeps them (and says so in .env from now on).
+fn adopt_legacy_project(cx: &Context) -> Result<String> {
+    let named = std::env::var("RAILGUN_PROJECT").is_ok_and(|p| !p.is_empty())
+        || env_file::get(&cx.env_file(), "RAILGUN_PROJECT")?.is_some_and(|p| !p.is_empty());
+    if named {
+        return Ok(cx.project.clone());
+    }
+    let legacy = existing_containers(&cx.sh, &["railgun-postgres"]);
+    let ours = env_file::get(&cx.env_file(), "RAILGUN_POSTGRES_PASSWORD")?;
+    match legacy.first().and_then(|c| c.env("POSTGRES_PASSWORD")) {
+        Some(password) if ours.as_deref() == Some(password.as_str()) => {
+            eprintln!("note: this checkout's services are the `railgun-*` containers (its .env has their password)");
+            Ok("railgun".into())
+        }
+        _ => Ok(cx.project.clone()),
+    }
+}
+
+/// The port of `key`'s URL in .env, from an earlier `up` of this checkout.
+fn previous_port(cx: &Context, key: &str) -> Option<u16> {
+    let raw = env_file::get(&cx.env_file(), key).ok()??;
+    url::Url::parse(&raw).ok()?.port()
+}
+
+/// `preferred` (the last one used), else `default`, when nothing listens there; else 0: any free port.
+fn free_or_any(preferred: Option<u16>, default: u16) -> u16 {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    match preferred.filter(|p| *p != 0 && free(*p)) {
+        Some(port) => port,
+        None if free(default) => default,
+        None => {
+            eprintln!("note: port {default} is taken (another checkout's services?): using a free one");
+            0
+        }
     }
 }
 

@@ -28,8 +28,11 @@ pub fn copy(
 ) -> Result<PathBuf> {
     let from = parse_database_url(from).context("--from")?;
     let to = parse_database_url(to).context("--to")?;
-    if from.host_str() == to.host_str() && from.port() == to.port() && database_name(&from) == database_name(&to) {
-        bail!("--from and --to are the same database ({})", redact(&to));
+    // However the two URLs spell it (localhost or 127.0.0.1, options, sslmode), the servers say
+    // whether they are one database: never copy a database onto itself.
+    let (source, target) = (identity(&from).context("--from")?, identity(&to).context("--to")?);
+    if source == target {
+        bail!(hint!("--from and --to are the same database ({}): {source}", redact(&to); "point --to at another database; a copy onto itself would replace its data with itself"));
     }
     let what = format!("replace the data in database `{}` with a copy of {}", database_name(&to), redact(&from));
     guard.check(cx, &to, &what)?;
@@ -49,6 +52,30 @@ pub fn copy(
         eprintln!("applied {ran} pending migration(s) on the copy");
     }
     Ok(path)
+}
+
+/// What tells one database from every other: the cluster (its system identifier, or where that
+/// is not readable the postmaster's start time), its port, and the database's oid.
+fn identity(url: &Url) -> Result<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Identity {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    let mut conn = crate::connect::establish(url)?;
+    let cluster: Option<Identity> = diesel::sql_query("SELECT system_identifier::text AS text FROM pg_control_system()")
+        .get_result(&mut conn)
+        .ok();
+    let rest: Identity = diesel::sql_query(
+        "SELECT format('port %s, database oid %s, started %s', current_setting('port'),
+                (SELECT oid FROM pg_database WHERE datname = current_database()), pg_postmaster_start_time()) AS text",
+    )
+    .get_result(&mut conn)
+    .context("ask the server which database this is")?;
+    Ok(match cluster {
+        Some(cluster) => format!("system identifier {}, {}", cluster.text, rest.text),
+        None => rest.text,
+    })
 }
 
 /// Schema patterns left out of the dump, as anchored regular expressions.

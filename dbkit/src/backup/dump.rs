@@ -128,7 +128,7 @@ fn managed_objects(url: &Url) -> Result<(Vec<String>, Vec<String>)> {
 
 /// Dumps the database at `url` into `dir/{prefix}YYYYMMDD_HHMMSS.sql.gz`, verified; returns its path.
 pub fn create(cx: &Context, url: &Url, dir: &Path, prefix: &str, dump: &DumpOptions) -> Result<PathBuf> {
-    let tools = PgTools::find(&cx.sh, url)?;
+    let tools = PgTools::find(&cx.sh, &cx.project, url)?;
     create_with(cx, &tools, url, dir, prefix, dump)
 }
 

@@ -10,7 +10,6 @@ use diesel::RunQueryDsl;
 use url::Url;
 use xshell::{Shell, cmd};
 
-use crate::context::project_name;
 
 /// How pg_dump and psql are run.
 #[derive(Clone, Debug)]
@@ -33,7 +32,7 @@ pub struct PgTools {
 
 impl PgTools {
     /// Picks the tools for the server at `url` (connects once to ask its version).
-    pub fn find(sh: &Shell, url: &Url) -> Result<PgTools> {
+    pub fn find(sh: &Shell, project: &str, url: &Url) -> Result<PgTools> {
         let server_major = server_major(url)?;
         let forced = std::env::var("RAILGUN_PGTOOLS").ok().filter(|s| !s.is_empty());
         let mut tried = Vec::new();
@@ -47,7 +46,7 @@ impl PgTools {
             }
         }
         if matches!(forced.as_deref(), None | Some("container")) {
-            if let Some((container, inside)) = project_container(sh, url) {
+            if let Some((container, inside)) = project_container(sh, project, url) {
                 match container_major(sh, &container) {
                     Some(major) if major >= server_major => {
                         let runner = Runner::Exec { container, inside };
@@ -236,10 +235,10 @@ fn container_major(sh: &Shell, container: &str) -> Option<u32> {
 /// A running container with pg_dump that can reach `url`: for a local URL, the container that
 /// publishes its port (the server itself, reached as localhost inside); for a remote host, the
 /// project's Postgres container.
-fn project_container(sh: &Shell, url: &Url) -> Option<(String, Option<Url>)> {
+fn project_container(sh: &Shell, project: &str, url: &Url) -> Option<(String, Option<Url>)> {
     which::which("docker").ok()?;
     if !crate::url::is_local(url) {
-        let container = format!("{}-postgres", project_name());
+        let container = format!("{project}-postgres");
         let format = "{{.State.Running}}";
         let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;
         return (running.trim() == "true").then_some((container, None));

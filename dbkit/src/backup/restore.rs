@@ -80,7 +80,7 @@ const PRELUDE_LINES: usize = 2;
 
 /// Finds psql for `url` and takes the safety backup into `safety_dir` when given.
 fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTools, Option<PathBuf>)> {
-    let tools = PgTools::find(&cx.sh, url)?;
+    let tools = PgTools::find(&cx.sh, &cx.project, url)?;
     let saved = match safety_dir {
         Some(_) if is_empty(url)? => {
             eprintln!("{} is empty: no safety backup needed", redact(url));

@@ -55,14 +55,34 @@ impl Services {
     }
 
     /// Starts both services, or finds them running from an earlier call, and waits until usable.
+    ///
+    /// One call at a time per project on this machine (a file lock): a second `up` started at
+    /// once waits, then finds and shares what the first made. A failed start removes only the
+    /// containers this call created, the other service's included.
     pub fn up(&self) -> Result<Endpoints> {
+        let _lock = ProjectLock::take(&self.project)?;
+        let sh = Shell::new()?;
+        let existed = |name: &str| cmd!(sh, "docker inspect --type container {name}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        let (postgres_existed, redis_existed) = (existed(&self.postgres_container()), existed(&self.redis_container()));
         // Side by side: a cold start is as slow as the slower of the two, not their sum.
         let (postgres_port, redis_port) = std::thread::scope(|scope| {
-            let redis = scope.spawn(|| self.start_redis());
-            let postgres = self.start_postgres();
+            let redis = scope.spawn(|| self.start_redis(redis_existed));
+            let postgres = self.start_postgres(postgres_existed);
             (postgres, redis.join().unwrap_or_else(|_| bail!("the Redis start panicked")))
         });
-        let (postgres_port, redis_port) = (postgres_port?, redis_port?);
+        let (postgres_port, redis_port) = match (postgres_port, redis_port) {
+            (Ok(p), Ok(r)) => (p, r),
+            (postgres, redis) => {
+                // Neither service stays half up: remove the one that started, if this call made it.
+                if postgres.is_ok() && !postgres_existed {
+                    remove(&self.postgres_container());
+                }
+                if redis.is_ok() && !redis_existed {
+                    remove(&self.redis_container());
+                }
+                return Err(postgres.err().or(redis.err()).expect("one of them failed"));
+            }
+        };
         let database_url = Url::parse(&format!(
             "postgres://{}:{}@127.0.0.1:{postgres_port}/{}",
             self.user,
@@ -74,7 +94,7 @@ impl Services {
         Ok(Endpoints { database_url, redis_url })
     }
 
-    fn start_postgres(&self) -> Result<u16> {
+    fn start_postgres(&self, existed: bool) -> Result<u16> {
         let (name, tag) = split_image(&self.postgres_image);
         // The same command as infra/docker-compose.yml's (a test keeps the two in step).
         let mut args = vec!["postgres".to_string(), "-c".to_string(), "max_connections=200".to_string()];
@@ -94,10 +114,10 @@ impl Services {
             // and on every later one; the stdout line only comes with a first-time init.
             .with_ready_conditions(vec![WaitFor::message_on_stderr("database system is ready to accept connections")]);
         let request = self.common(request, &self.postgres_container(), 5432, "/var/lib/postgresql/data", 0);
-        self.start(request, &self.postgres_container(), 5432)
+        self.start(request, &self.postgres_container(), 5432, existed)
     }
 
-    fn start_redis(&self) -> Result<u16> {
+    fn start_redis(&self, existed: bool) -> Result<u16> {
         let (name, tag) = split_image(&self.redis_image);
         let mut args = vec!["redis-server", "--protected-mode", "no"];
         if self.persistent {
@@ -111,7 +131,7 @@ impl Services {
             .with_cmd(args)
             .with_ready_conditions(vec![WaitFor::message_on_stdout("Ready to accept connections")]);
         let request = self.common(request, &self.redis_container(), 6379, "/data", 1);
-        self.start(request, &self.redis_container(), 6379)
+        self.start(request, &self.redis_container(), 6379, existed)
     }
 
     fn common<I: Image>(
@@ -155,6 +175,7 @@ impl Services {
         request: testcontainers_modules::testcontainers::ContainerRequest<I>,
         container: &str,
         container_port: u16,
+        existed: bool,
     ) -> Result<u16> {
         match request.start() {
             Ok(running) => {
@@ -162,18 +183,16 @@ impl Services {
             }
             Err(e) => {
                 let sh = Shell::new()?;
-                // Nothing half-made stays behind: a container that was created but did not start goes.
+                // Nothing half-made stays behind: a container this call created but could not start
+                // goes (one that was there before is not ours to remove).
                 let logs = cmd!(sh, "docker logs --tail 20 {container}")
                     .quiet()
                     .ignore_status()
                     .read_stderr()
                     .unwrap_or_default();
-                let _ = cmd!(sh, "docker rm -f --volumes {container}")
-                    .quiet()
-                    .ignore_status()
-                    .ignore_stdout()
-                    .ignore_stderr()
-                    .run();
+                if !existed {
+                    remove(container);
+                }
                 let text = crate::url::redact_str(&format!("{e}"));
                 let port = self.port_for(container_port);
                 if text.contains("port is already allocated") || text.contains("address already in use") {
@@ -187,6 +206,41 @@ impl Services {
                 )
             }
         }
+    }
+}
+
+/// Removes a container this process created, with its anonymous volumes.
+fn remove(container: &str) {
+    if let Ok(sh) = Shell::new() {
+        let _ = cmd!(sh, "docker rm -f --volumes {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+    }
+}
+
+/// An exclusive lock on the project's services on this machine, held until dropped (a file in
+/// the temporary folder, locked with flock: released by the kernel when the process dies).
+struct ProjectLock {
+    _locked: std::fs::File,
+}
+
+impl ProjectLock {
+    fn take(project: &str) -> Result<ProjectLock> {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("{project}.up.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open the lock file {}", path.display()))?;
+        // SAFETY: flock on a descriptor this File owns; the lock goes with the descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            eprintln!("waiting for another `up` of project {project} to finish...");
+            // SAFETY: as above, blocking.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
+            }
+        }
+        Ok(ProjectLock { _locked: file })
     }
 }
 

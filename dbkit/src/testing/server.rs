@@ -103,7 +103,7 @@ impl Server {
 
 fn pick() -> Result<Server> {
     let from_file = |key: &str| -> Option<String> {
-        dotenvy::from_path_iter(env_file()).ok()?.flatten().find(|(k, _)| k == key).map(|(_, v)| v)
+        crate::env_file::get(&env_file(), key).ok().flatten()
     };
     let from_env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     if let Some(raw) = from_env("TEST_DATABASE_URL") {
