@@ -26,12 +26,16 @@ pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
 /// dotenvy's error quotes the line: say where it is instead.
 fn unparsable(path: &Path, text: &str, error: dotenvy::Error) -> anyhow::Error {
     let line = match &error {
-        dotenvy::Error::LineParse(content, _) => text.lines().position(|l| l == content || l.contains(content.as_str())),
+        dotenvy::Error::LineParse(content, _) => {
+            text.lines().position(|l| l == content || l.contains(content.as_str()))
+        }
         _ => None,
     };
     let at = line.map(|n| format!(" line {}", n + 1)).unwrap_or_default();
-    anyhow::Error::new(hint!("{}{at} does not parse as KEY=value (its text is not shown: it may hold a password)", path.display();
-        "one KEY=value a line; quote values with spaces or #: KEY=\"two words\"; percent-encode special characters inside URLs"))
+    anyhow::Error::new(
+        hint!("{}{at} does not parse as KEY=value (its text is not shown: it may hold a password)", path.display();
+        "one KEY=value a line; quote values with spaces or #: KEY=\"two words\"; percent-encode special characters inside URLs"),
+    )
 }
 
 /// Sets `key=value` for each pair: replaces the line that sets it, or appends one. Every

@@ -21,7 +21,9 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
             hint!("the database URL is empty"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url")
         );
     }
-    let bad = |what: String| -> anyhow::Error { anyhow::Error::new(crate::error::Hinted::new(format!("malformed database URL: it {what}"), FORM)) };
+    let bad = |what: String| -> anyhow::Error {
+        anyhow::Error::new(crate::error::Hinted::new(format!("malformed database URL: it {what}"), FORM))
+    };
     let Some((scheme, rest)) = raw.split_once("://") else {
         return Err(bad("has no scheme: expected postgres:// or postgresql://".into()));
     };
@@ -38,7 +40,10 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
     let (authority, after) = rest.split_at(authority_end);
     if !authority.contains('@') && after.contains('@') {
         let cut = after.chars().next().unwrap_or('/');
-        return Err(bad(format!("has an `@` after its host part: the password holds an unencoded `{cut}` (write it as {})", encoded(cut))));
+        return Err(bad(format!(
+            "has an `@` after its host part: the password holds an unencoded `{cut}` (write it as {})",
+            encoded(cut)
+        )));
     }
     if let Some(at) = authority.rfind('@') {
         let userinfo = &authority[..at];
@@ -66,7 +71,10 @@ fn encoded(c: char) -> String {
 fn bad_percent(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' && !(i + 2 < bytes.len() + 1 && bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))) {
+        if *b == b'%'
+            && !(i + 2 < bytes.len() + 1
+                && bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+        {
             return Some("a `%` that is not followed by two hex digits".into());
         }
     }
@@ -239,7 +247,8 @@ mod tests {
 
     #[test]
     fn a_query_password_goes_to_the_environment_too() {
-        let url = parse_database_url("postgres://app@localhost/db?sslmode=disable&password=s3cret&application_name=x").unwrap();
+        let url = parse_database_url("postgres://app@localhost/db?sslmode=disable&password=s3cret&application_name=x")
+            .unwrap();
         let (conninfo, env) = libpq_env(&url).unwrap();
         assert_eq!(conninfo, "postgres://app@localhost/db?sslmode=disable&application_name=x");
         assert_eq!(env, vec![("PGPASSWORD", "s3cret".to_string())]);

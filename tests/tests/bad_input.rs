@@ -87,6 +87,86 @@ fn with<U: Clone + ToString>(url: &U, f: impl FnOnce(&mut U)) -> String {
     url.to_string()
 }
 
+/// A gzipped file that looks like pg_dump's (header, completion marker) around `body`.
+fn crafted(scratch: &Scratch, name: &str, body: &str) -> String {
+    let path = scratch.0.join(format!("{name}.sql.gz"));
+    let text = format!(
+        "--\n-- PostgreSQL database dump\n--\n\nSET standard_conforming_strings = on;\n{body}\n--\n-- PostgreSQL database dump complete\n--\n"
+    );
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&path).unwrap())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    path.to_str().unwrap().to_string()
+}
+
+/// Files a crafted backup would write if psql ran its meta-commands.
+fn pwned(scratch: &Scratch) -> Vec<PathBuf> {
+    ["pwned", "o.txt", "w.txt", "program", "pipe", "env.txt"].iter().map(|f| scratch.0.join(f)).collect()
+}
+
+/// Crafted backups: each would make psql do something else than run SQL, or end the restore's
+/// transaction; verify and restore refuse each before the target is touched, naming the line.
+fn crafted_cases(scratch: &Scratch, victim: &TestDb) -> Vec<Case> {
+    let dir = scratch.0.display().to_string();
+    let files: Vec<(&str, String, &str)> = vec![
+        (
+            "shell",
+            format!("CREATE TABLE crafted (id int);\n\\! touch {dir}/pwned"),
+            "line 7 of the backup's SQL: the psql meta-command `\\!`",
+        ),
+        ("output file", format!("\\o {dir}/o.txt\nSELECT 1;"), "meta-command `\\o`"),
+        ("write buffer", format!("SELECT 1\n\\w {dir}/w.txt"), "meta-command `\\w`"),
+        ("copy to program", format!("\\copy (SELECT 1) to program 'touch {dir}/program'"), "meta-command `\\copy`"),
+        ("query to a pipe", format!("SELECT 1 \\g |touch {dir}/pipe"), "meta-command `\\g`"),
+        ("gexec", "SELECT 'DROP TABLE users' \\gexec".to_string(), "meta-command `\\gexec`"),
+        ("include a file", "\\i /etc/passwd".to_string(), "meta-command `\\i`"),
+        ("environment to a file", format!("\\setenv X 1\n\\! env > {dir}/env.txt"), "meta-command `\\setenv`"),
+        ("unrestrict", "\\restrict abc\n\\unrestrict xyz\nDROP TABLE users;".to_string(), "not pg_dump's own"),
+        ("another database", format!("\\connect {}\nDROP TABLE victim_table;", victim.name()), "`\\connect`"),
+        (
+            "commit in the middle",
+            "CREATE TABLE committed_early (id int);\nCOMMIT;\nSELECT 1/0;".to_string(),
+            "transaction control `COMMIT`",
+        ),
+        ("savepoint", "SAVEPOINT s;\nDROP TABLE users;\nRELEASE s;".to_string(), "transaction control `SAVEPOINT`"),
+        ("server-side program", format!("COPY users TO PROGRAM 'touch {dir}/program';"), "a COPY other than"),
+        (
+            "text after COPY's line",
+            "COPY users (id) FROM stdin; \\! id\n\\.".to_string(),
+            "text after `COPY ... FROM stdin;`",
+        ),
+        (
+            "strings read another way",
+            "SET standard_conforming_strings = off;".to_string(),
+            "standard_conforming_strings",
+        ),
+    ];
+    let mut cases = Vec::new();
+    for (name, body, says) in files {
+        let file = crafted(scratch, &name.replace(' ', "_"), &body);
+        let leaked: &'static str = Box::leak(format!("crafted backup ({name}): verify").into_boxed_str());
+        cases.push(Case {
+            name: leaked,
+            args: vec!["db".into(), "verify".into(), file.clone()],
+            env: Vec::new(),
+            says,
+        });
+        let leaked: &'static str = Box::leak(format!("crafted backup ({name}): restore").into_boxed_str());
+        cases.push(Case {
+            name: leaked,
+            args: ["db", "restore", &file, "--yes"].map(String::from).to_vec(),
+            env: Vec::new(),
+            says,
+        });
+    }
+    cases
+}
+
 fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
     let wrong_password = with(db.url(), |u| u.set_password(Some(CANARY)).unwrap());
     let no_database = with(db.url(), |u| u.set_path("bad_input_no_such_db"));
@@ -103,7 +183,58 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
     std::fs::write(&a_file, "not a folder").unwrap();
     let under_a_file = a_file.join("backups");
     let name = db.name();
+    let bad_env = scratch.0.join("bad.env");
+    std::fs::write(
+        &bad_env,
+        format!("\u{feff}DATABASE_POOL_MAX=5\nSECRET_LINE postgres://u:{CANARY}@h/d\nAPP_ENV=development\n"),
+    )
+    .unwrap();
+    let not_a_dump = crafted(scratch, "not_a_dump", "").replace("not_a_dump", "plain_gzip");
+    {
+        let mut child = Command::new("gzip")
+            .arg("-c")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::fs::File::create(&not_a_dump).unwrap())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello, not a dump\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let same_db_other_spelling = with(db.url(), |u| {
+        u.set_host(Some("localhost")).unwrap();
+        u.set_query(Some("sslmode=disable&application_name=copy"));
+    });
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port().to_string();
+    // Held open until the process ends: the `up` case finds it taken.
+    std::mem::forget(taken);
     vec![
+        // URLs that do not parse: which part is wrong, never the text.
+        case(
+            "password with an unencoded /",
+            &["--database-url", &format!("postgres://adv:2024/{CANARY}!@localhost/db"), "migration", "run"],
+            "unencoded `/`",
+        ),
+        case(
+            "password with a stray %",
+            &["--database-url", &format!("postgres://adv:50%off{CANARY}@localhost/db"), "migration", "run"],
+            "a `%` that is not followed by two hex digits",
+        ),
+        case(
+            "password with an unencoded @",
+            &["--database-url", &format!("postgres://adv:p@{CANARY}@localhost/db"), "db", "backup"],
+            "two `@`",
+        ),
+        case(".env line that does not parse", &["schema", "drop", "--yes"], "line 2 does not parse")
+            .env("RAILGUN_ENV_FILE", bad_env.to_str().unwrap()),
+        // Backups and copies that must not run.
+        case("gzip that is not a dump", &["db", "restore", &not_a_dump, "--yes"], "not a pg_dump SQL dump"),
+        case(
+            "copy onto itself, spelled another way",
+            &["db", "copy", "--from", db.url().as_str(), "--to", &same_db_other_spelling, "--yes"],
+            "are the same database",
+        ),
+        case("Postgres's port taken", &["up", "--no-migrate", "--postgres-port", &taken_port], "is in use"),
         // Malformed URLs.
         case(
             "URL with a bad port",
@@ -225,7 +356,10 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     let backup = run(&scratch, db.url().as_str(), &case("backup", &["db", "backup", "backups"], ""));
     backup.assert_ok();
     let backup = backup.stdout.lines().last().expect("backup prints its path").trim().to_string();
-    let table = cases(&db, &scratch, &backup);
+    let victim = TestDb::empty().unwrap();
+    diesel::sql_query("CREATE TABLE victim_table (id int)").execute(&mut victim.conn().unwrap()).unwrap();
+    let mut table = cases(&db, &scratch, &backup);
+    table.extend(crafted_cases(&scratch, &victim));
     assert!(table.len() >= 20, "the table has {} cases", table.len());
     eprintln!("bad-input table: {} cases", table.len());
 
@@ -239,7 +373,7 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
             problems.push("exited 0".to_string());
         }
         if run.code.is_none() || run.stderr.contains("panicked") {
-            problems.push("panicked or was killed".to_string());
+            problems.push(format!("panicked or was killed ({:?})", run.code));
         }
         if !run.stderr.contains(case.says) {
             problems.push(format!("stderr lacks `{}`", case.says));
@@ -263,4 +397,35 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), table.len(), failures.join("\n\n"));
+    // Nothing a crafted backup asked for happened: no file written, no other database touched,
+    // no safety backup taken of a file refused, no service left half up.
+    let written: Vec<_> = pwned(&scratch).into_iter().filter(|p| p.exists()).collect();
+    assert!(written.is_empty(), "a crafted backup wrote {written:?}");
+    let tables: Vec<Checksum> =
+        diesel::sql_query("SELECT string_agg(tablename, ',') AS md5 FROM pg_tables WHERE schemaname = 'public'")
+            .load(&mut victim.conn().unwrap())
+            .unwrap();
+    assert_eq!(tables[0].md5, "victim_table", "the other database is untouched");
+    let safety = std::fs::read_dir(scratch.0.join("backups"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("railgun_pre_restore_"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(safety, 0, "no safety backup before a refused restore");
+    // doctor reports a bad URL as its database check (stdout), with the same words.
+    let doctor = run(
+        &scratch,
+        db.url().as_str(),
+        &case("doctor", &["--database-url", &format!("postgres://adv:2024/{CANARY}!@localhost/db"), "doctor"], ""),
+    );
+    assert!(
+        !doctor.ok() && doctor.stdout.contains("unencoded `/`") && !doctor.all().contains(CANARY),
+        "{}",
+        doctor.all()
+    );
+    let left =
+        tests::containers_labelled(&format!("org.railgun.project=railgun-test-bad-input-{}", std::process::id()));
+    assert!(left.is_empty(), "a failed up left {left:?}");
 }

@@ -32,7 +32,9 @@ pub fn copy(
     // whether they are one database: never copy a database onto itself.
     let (source, target) = (identity(&from).context("--from")?, identity(&to).context("--to")?);
     if source == target {
-        bail!(hint!("--from and --to are the same database ({}): {source}", redact(&to); "point --to at another database; a copy onto itself would replace its data with itself"));
+        bail!(
+            hint!("--from and --to are the same database ({}): {source}", redact(&to); "point --to at another database; a copy onto itself would replace its data with itself")
+        );
     }
     let what = format!("replace the data in database `{}` with a copy of {}", database_name(&to), redact(&from));
     guard.check(cx, &to, &what)?;
@@ -63,9 +65,8 @@ fn identity(url: &Url) -> Result<String> {
         text: String,
     }
     let mut conn = crate::connect::establish(url)?;
-    let cluster: Option<Identity> = diesel::sql_query("SELECT system_identifier::text AS text FROM pg_control_system()")
-        .get_result(&mut conn)
-        .ok();
+    let cluster: Option<Identity> =
+        diesel::sql_query("SELECT system_identifier::text AS text FROM pg_control_system()").get_result(&mut conn).ok();
     let rest: Identity = diesel::sql_query(
         "SELECT format('port %s, database oid %s, started %s', current_setting('port'),
                 (SELECT oid FROM pg_database WHERE datname = current_database()), pg_postmaster_start_time()) AS text",

@@ -10,7 +10,6 @@ use diesel::RunQueryDsl;
 use url::Url;
 use xshell::{Shell, cmd};
 
-
 /// How pg_dump and psql are run.
 #[derive(Clone, Debug)]
 enum Runner {

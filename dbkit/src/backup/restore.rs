@@ -278,7 +278,7 @@ impl Psql {
 /// pid, application_name, state), said once on stderr and kept for the error.
 struct LockWatch {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<Option<String>>,
+    thread: Option<std::thread::JoinHandle<Option<String>>>,
 }
 
 impl LockWatch {
@@ -317,13 +317,25 @@ impl LockWatch {
             }
             seen
         });
-        LockWatch { stop, thread }
+        LockWatch { stop, thread: Some(thread) }
     }
 
     /// Ends the watch; the last lock holder seen, if any.
-    fn stop(self) -> Option<String> {
+    fn stop(mut self) -> Option<String> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Option<String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().ok().flatten()
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+/// The thread is inside libpq: it must be done before the process exits (libpq's Kerberos
+/// library aborts a process that exits under a thread using it).
+impl Drop for LockWatch {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

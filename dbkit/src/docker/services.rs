@@ -62,7 +62,9 @@ impl Services {
     pub fn up(&self) -> Result<Endpoints> {
         let _lock = ProjectLock::take(&self.project)?;
         let sh = Shell::new()?;
-        let existed = |name: &str| cmd!(sh, "docker inspect --type container {name}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+        let existed = |name: &str| {
+            cmd!(sh, "docker inspect --type container {name}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+        };
         let (postgres_existed, redis_existed) = (existed(&self.postgres_container()), existed(&self.redis_container()));
         // Side by side: a cold start is as slow as the slower of the two, not their sum.
         let (postgres_port, redis_port) = std::thread::scope(|scope| {
@@ -212,7 +214,12 @@ impl Services {
 /// Removes a container this process created, with its anonymous volumes.
 fn remove(container: &str) {
     if let Ok(sh) = Shell::new() {
-        let _ = cmd!(sh, "docker rm -f --volumes {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+        let _ = cmd!(sh, "docker rm -f --volumes {container}")
+            .quiet()
+            .ignore_status()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run();
     }
 }
 

@@ -50,9 +50,14 @@ impl Locked {
         if !try_lock(&mut conn)? {
             let who = lock_holder(&mut conn).map(|pid| format!(" (server pid {pid})")).unwrap_or_default();
             eprintln!("waiting for another migration run on this database{who} to finish...");
-            diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})"))
-                .execute(&mut conn)
-                .context("wait for the migration lock")?;
+            // Tries, not a blocking pg_advisory_lock: a waiting statement is an open transaction,
+            // and the runner holding the lock may be in a CREATE INDEX CONCURRENTLY, which waits
+            // for every open transaction to end: Postgres would call that a deadlock.
+            let mut pause = std::time::Duration::from_millis(20);
+            while !try_lock(&mut conn).context("wait for the migration lock")? {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
         }
         let mut locked = Locked { conn };
         locked.ensure_table()?;

@@ -102,9 +102,7 @@ impl Server {
 }
 
 fn pick() -> Result<Server> {
-    let from_file = |key: &str| -> Option<String> {
-        crate::env_file::get(&env_file(), key).ok().flatten()
-    };
+    let from_file = |key: &str| -> Option<String> { crate::env_file::get(&env_file(), key).ok().flatten() };
     let from_env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     if let Some(raw) = from_env("TEST_DATABASE_URL") {
         let url = parse_database_url(&raw).context("TEST_DATABASE_URL")?;
