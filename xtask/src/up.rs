@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use dbkit::docker::images::{self, Service};
-use dbkit::docker::services::Services;
+use dbkit::docker::services::{ProjectLock, Services};
 use dbkit::url::{is_local, redact};
 
 use xshell::{Shell, cmd};
@@ -47,6 +47,9 @@ impl Up {
         let started = Instant::now();
         dbkit::docker::check_engine()?;
         let project = adopt_legacy_project(cx)?;
+        // From here to .env: one `up` of this project at a time, so that a second one started at
+        // once sees the first one's containers (and their password) instead of racing it.
+        let _lock = ProjectLock::take(&project)?;
         let (postgres, redis) = (format!("{project}-postgres"), format!("{project}-redis"));
         let existing = existing_containers(&cx.sh, &[&postgres, &redis]);
         // An existing container knows the password its data was initialised with: another

@@ -175,6 +175,7 @@ impl Psql {
         // (this process killed) would then commit half a restore.
         let mut shown = Progress::new("restored");
         let mut scanner = Scanner::new();
+        scanner.reassert_after_lock_timeout(&format!(" SET LOCAL lock_timeout = '{}ms';", lock_timeout.as_millis()));
         let mut refused = None;
         let fed = (|| -> std::io::Result<u64> {
             // Index builds at the end of a dump sort whole tables: give them memory (as pg_restore's

@@ -102,6 +102,9 @@ pub struct Scanner {
     unrestricted: bool,
     statements: u64,
     stripped: Vec<u64>,
+    /// Emitted right after any statement that sets `lock_timeout` (pg_dump's `SET lock_timeout = 0;`).
+    reassert: Option<Vec<u8>>,
+    reassert_now: bool,
 }
 
 impl Default for Scanner {
@@ -130,7 +133,15 @@ impl Scanner {
             unrestricted: false,
             statements: 0,
             stripped: Vec::new(),
+            reassert: None,
+            reassert_now: false,
         }
+    }
+
+    /// Emits `sql` after every statement that sets `lock_timeout`, on the same line: the
+    /// restore's own timeout stays in force after pg_dump's `SET lock_timeout = 0;`.
+    pub fn reassert_after_lock_timeout(&mut self, sql: &str) {
+        self.reassert = Some(sql.as_bytes().to_vec());
     }
 
     /// The lines left out of what psql gets (pg_dump's `\restrict` and `\unrestrict`).
@@ -184,6 +195,12 @@ impl Scanner {
             if self.step(byte)? {
                 // Reprocess this byte in the state `step` moved to.
                 continue;
+            }
+            if self.reassert_now {
+                self.reassert_now = false;
+                emit(&chunk[emitted..=i]);
+                emit(self.reassert.as_deref().unwrap_or_default());
+                emitted = i + 1;
             }
             i += 1;
         }
@@ -524,6 +541,9 @@ impl Scanner {
         if sets_strings && (self.last_words[1] != "ON" || self.statement_has_string) {
             return Err(self.forbidden("`SET standard_conforming_strings` to anything but on".into()));
         }
+        let sets_lock_timeout =
+            matches!(words.as_slice(), ["SET", "LOCK_TIMEOUT", ..] | ["SET", "SESSION" | "LOCAL", "LOCK_TIMEOUT", ..]);
+        self.reassert_now = sets_lock_timeout && self.reassert.is_some();
         self.statements += 1;
         self.first_words.clear();
         self.last_words = Default::default();
@@ -688,5 +708,19 @@ mod tests {
             assert_eq!(same_in_pieces(sql), Err(err), "{sql}");
         }
         assert!(scan_all(b"SET standard_conforming_strings = on;\nPREPARE p AS SELECT 1;\nSELECT 1 AS end_;").is_ok());
+    }
+
+    #[test]
+    fn the_restores_lock_timeout_outlives_pg_dumps() {
+        let mut scanner = Scanner::new();
+        scanner.reassert_after_lock_timeout(" SET LOCAL lock_timeout = '5000ms';");
+        let mut out = Vec::new();
+        let sql = "SET statement_timeout = 0;\nSET lock_timeout = 0;\nDROP TABLE x;\n";
+        scanner.feed(sql.as_bytes(), &mut |p| out.extend_from_slice(p)).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            out,
+            "SET statement_timeout = 0;\nSET lock_timeout = 0; SET LOCAL lock_timeout = '5000ms';\nDROP TABLE x;\n"
+        );
     }
 }

@@ -56,11 +56,11 @@ impl Services {
 
     /// Starts both services, or finds them running from an earlier call, and waits until usable.
     ///
-    /// One call at a time per project on this machine (a file lock): a second `up` started at
-    /// once waits, then finds and shares what the first made. A failed start removes only the
-    /// containers this call created, the other service's included.
+    /// Callers hold the project's [`ProjectLock`] around this and what they decide before it
+    /// (the password): a second `up` started at once then waits, and finds and shares what the
+    /// first made. A failed start removes only the containers this call created, the other
+    /// service's included.
     pub fn up(&self) -> Result<Endpoints> {
-        let _lock = ProjectLock::take(&self.project)?;
         let sh = Shell::new()?;
         let existed = |name: &str| {
             cmd!(sh, "docker inspect --type container {name}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
@@ -225,12 +225,12 @@ fn remove(container: &str) {
 
 /// An exclusive lock on the project's services on this machine, held until dropped (a file in
 /// the temporary folder, locked with flock: released by the kernel when the process dies).
-struct ProjectLock {
+pub struct ProjectLock {
     _locked: std::fs::File,
 }
 
 impl ProjectLock {
-    fn take(project: &str) -> Result<ProjectLock> {
+    pub fn take(project: &str) -> Result<ProjectLock> {
         use std::os::fd::AsRawFd;
         let path = std::env::temp_dir().join(format!("{project}.up.lock"));
         let file = std::fs::OpenOptions::new()

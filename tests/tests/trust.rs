@@ -1,0 +1,324 @@
+//! Trust boundaries, tried as users and attackers would: a real dump with every tricky shape
+//! restores exactly; a lock held elsewhere fails the restore in seconds naming its holder; a
+//! `?password=` never reaches a command line; several `up` at once, and two checkouts on one
+//! machine, never destroy each other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use db::testing::TestDb;
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Text};
+use diesel::{QueryableByName, RunQueryDsl};
+use tests::{Project, Run, root, xtask_bin};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("railgun-trust-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn xtask(dir: &Path, url: &url::Url, args: &[&str]) -> Command {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("--database-url")
+        .arg(url.as_str())
+        .args(args)
+        .current_dir(dir)
+        .env("RAILGUN_ENV_FILE", dir.join("no.env"))
+        .env_remove("DATABASE_URL")
+        .env_remove("APP_ENV")
+        .stdin(Stdio::null());
+    cmd
+}
+
+#[derive(QueryableByName)]
+struct One {
+    #[diesel(sql_type = Text)]
+    text: String,
+}
+
+fn text(db: &TestDb, query: &str) -> String {
+    let rows: Vec<One> = diesel::sql_query(query).load(&mut db.conn().unwrap()).unwrap();
+    rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
+}
+
+/// Every table's rows and every function's definition, as text.
+fn content(db: &TestDb) -> String {
+    text(
+        db,
+        "SELECT coalesce(string_agg(t, E'\\n' ORDER BY t), '') AS text FROM (
+            SELECT format('%s: %s', 'tricky', (SELECT string_agg(format('%s=%s', id, body), ' | ' ORDER BY id) FROM tricky)) AS t
+            UNION ALL SELECT pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'
+         ) s",
+    )
+}
+
+const TRICKY: &str = r#"
+CREATE TABLE tricky (id int PRIMARY KEY, body text);
+INSERT INTO tricky VALUES
+  (1, E'\\! touch /tmp/railgun-should-not-exist'),
+  (2, E'line one\n\\connect postgres\nline three'),
+  (3, 'COMMIT; -- in a string'),
+  (4, E'tab\there, backslash \\ and \\. alone'),
+  (5, E'\\.'),
+  (6, '$$ dollar $$ and '' quote'),
+  (7, E'ends with a backslash \\');
+CREATE FUNCTION f_plpgsql() RETURNS text LANGUAGE plpgsql AS $body$
+BEGIN
+  -- \! not a meta-command in here
+  RETURN 'BEGIN; COMMIT; \gexec';
+END
+$body$;
+CREATE FUNCTION f_atomic(x int) RETURNS int LANGUAGE sql
+BEGIN ATOMIC
+  SELECT CASE WHEN x > 0 THEN x ELSE 0 END;
+END;
+CREATE FUNCTION "weird ""name"""() RETURNS text LANGUAGE sql AS $$ SELECT E'\\'::text $$;
+"#;
+
+#[test]
+fn a_real_dump_with_every_tricky_shape_restores_exactly() {
+    let dir = Dir::new("tricky");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute(TRICKY).unwrap();
+    let expected = content(&source);
+    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
+    out.assert_ok();
+    let file = out.stdout.lines().last().unwrap().trim().to_string();
+    xtask(&dir.0, source.url(), &["db", "verify", &file]).output().map(Run::from).unwrap().assert_ok();
+    let target = TestDb::empty().unwrap();
+    let out: Run =
+        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup"]).output().unwrap().into();
+    out.assert_ok();
+    assert_eq!(content(&target), expected);
+    assert!(!Path::new("/tmp/railgun-should-not-exist").exists());
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[test]
+fn a_lock_held_elsewhere_fails_the_restore_naming_its_holder_and_leaves_nothing_queued() {
+    let dir = Dir::new("locked");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);").unwrap();
+    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2);").unwrap();
+    // Another session reads orders in an open transaction: the dump's DROP TABLE must wait.
+    let mut reader = target.conn().unwrap();
+    reader.batch_execute("SET application_name = 'the-reader'; BEGIN; SELECT count(*) FROM orders;").unwrap();
+    let started = Instant::now();
+    let out: Run =
+        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "1s"])
+            .output()
+            .unwrap()
+            .into();
+    let took = started.elapsed();
+    out.assert_fails_with("waited 1000ms for a lock and was rolled back");
+    assert!(out.stderr.contains("public.orders") || out.stderr.contains("orders by pid"), "{}", out.stderr);
+    assert!(out.stderr.contains("the-reader") && out.stderr.contains("idle in transaction"), "{}", out.stderr);
+    assert!(took < Duration::from_secs(60), "the restore gave up ({took:?})");
+    // Nothing of the restore waits on the server any more: new readers of orders are not blocked.
+    let waiting: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' AND datname = current_database()",
+    )
+    .get_result(&mut target.conn().unwrap())
+    .unwrap();
+    assert_eq!(waiting.n, 0);
+    reader.batch_execute("COMMIT").unwrap();
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM orders"), "2", "the target is as it was");
+}
+
+/// The command lines of `parent`'s descendants named `name`.
+fn command_lines_of(name: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        if comm.trim() == name
+            && let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+        {
+            lines.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    lines
+}
+
+#[test]
+fn a_query_string_password_never_reaches_a_command_line() {
+    let dir = Dir::new("query-password");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1);").unwrap();
+    let mut url = source.url().clone();
+    let password = url.password().unwrap().to_string();
+    url.set_password(None).unwrap();
+    url.query_pairs_mut().append_pair("password", &password);
+    // pg_dump waits on a writer's lock, long enough to read its command line.
+    let mut holder = source.conn().unwrap();
+    holder.batch_execute("BEGIN; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;").unwrap();
+    let child =
+        xtask(&dir.0, &url, &["db", "backup", "out"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let lines = command_lines_of("pg_dump");
+        if let Some(line) = lines.into_iter().find(|l| l.contains(source.name())) {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    holder.batch_execute("COMMIT").unwrap();
+    let out: Run = child.wait_with_output().unwrap().into();
+    out.assert_ok();
+    assert!(!seen.contains(&password), "the password is on pg_dump's command line: {seen}");
+    assert!(!out.all().contains(&password));
+}
+
+#[test]
+fn three_ups_at_once_share_one_set_of_containers() {
+    let project = Project::new("three-ups");
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            project.command(&["up", "--no-migrate"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let runs: Vec<Run> = children.into_iter().map(|c| c.wait_with_output().unwrap().into()).collect();
+    for run in &runs {
+        run.assert_ok();
+    }
+    let urls: Vec<&str> =
+        runs.iter().filter_map(|r| r.stdout.lines().find(|l| l.starts_with("DATABASE_URL="))).collect();
+    assert_eq!(urls.len(), 3);
+    assert!(urls.iter().all(|u| *u == urls[0]), "{urls:?}");
+    let mut containers = project.containers();
+    containers.sort();
+    assert_eq!(containers, [format!("{}-postgres", project.name), format!("{}-redis", project.name)]);
+}
+
+/// A checkout of the repository of the test's own (what `up` and `down` read of it).
+struct Checkout {
+    dir: Dir,
+}
+
+impl Checkout {
+    fn new(tag: &str) -> Checkout {
+        let dir = Dir::new(tag);
+        std::fs::copy(root().join(".env.example"), dir.0.join(".env.example")).unwrap();
+        Checkout { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Command::new(xtask_bin())
+            .args(args)
+            .current_dir(&self.dir.0)
+            .env("RAILGUN_CHECKOUT", &self.dir.0)
+            .env_remove("RAILGUN_PROJECT")
+            .env_remove("RAILGUN_ENV_FILE")
+            .env_remove("RAILGUN_POSTGRES_PORT")
+            .env_remove("RAILGUN_REDIS_PORT")
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("RAILGUN_POSTGRES_PASSWORD")
+            .env_remove("APP_ENV")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    }
+
+    fn setting(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.0.join(".env")).unwrap();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let project = self.setting("RAILGUN_PROJECT");
+        if project.starts_with("railgun-") && project != "railgun" {
+            for c in tests::containers_labelled(&format!("org.railgun.project={project}")) {
+                let _ = Command::new("docker").args(["rm", "-f", "-v", &c]).output();
+            }
+            for v in ["postgres-data", "redis-data"] {
+                let _ = Command::new("docker").args(["volume", "rm", "-f", &format!("{project}-{v}")]).output();
+            }
+        }
+    }
+}
+
+#[test]
+fn two_checkouts_on_one_machine_keep_their_own_services_and_data() {
+    let (a, b) = (Checkout::new("checkout-a"), Checkout::new("checkout-b"));
+    a.run(&["up", "--no-migrate"]).assert_ok();
+    b.run(&["up", "--no-migrate"]).assert_ok();
+    let (project_a, project_b) = (a.setting("RAILGUN_PROJECT"), b.setting("RAILGUN_PROJECT"));
+    assert!(project_a.starts_with("railgun-") && project_b.starts_with("railgun-"), "{project_a} {project_b}");
+    assert_ne!(project_a, project_b);
+    assert_ne!(a.setting("DATABASE_URL"), b.setting("DATABASE_URL"), "each checkout has its own server and port");
+    let url_b = url::Url::parse(&b.setting("DATABASE_URL")).unwrap();
+    let mut conn_b = dbkit::connect::establish(&url_b).unwrap();
+    conn_b.batch_execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42);").unwrap();
+    // A second `up` in either finds its own, and `status` names its own.
+    b.run(&["up", "--no-migrate"]).assert_ok();
+    assert!(a.run(&["status", "--json"]).stdout.contains(&format!("\"{project_a}-postgres\"")));
+    // Deleting a's data leaves b's containers and rows alone.
+    a.run(&["down", "--volumes", "--yes"]).assert_ok();
+    assert!(tests::containers_labelled(&format!("org.railgun.project={project_a}")).is_empty());
+    assert_eq!(tests::containers_labelled(&format!("org.railgun.project={project_b}")).len(), 2);
+    let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM kept WHERE id = 42")
+        .get_result(&mut dbkit::connect::establish(&url_b).unwrap())
+        .unwrap();
+    assert_eq!(rows.n, 1, "b's data is intact");
+}
+
+#[test]
+fn an_env_file_with_a_byte_order_mark_is_read() {
+    let dir = Dir::new("bom");
+    let db = TestDb::empty().unwrap();
+    std::fs::write(dir.0.join("bom.env"), format!("\u{feff}DATABASE_URL={}\n", db.url())).unwrap();
+    let out: Run = Command::new(xtask_bin())
+        .args(["migration", "show", "--migration-dir"])
+        .arg(root().join("db/migrations"))
+        .current_dir(&dir.0)
+        .env("RAILGUN_ENV_FILE", dir.0.join("bom.env"))
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into();
+    out.assert_ok();
+    assert!(out.all().contains("pending"), "{}", out.all());
+    assert_eq!(out.stderr.matches("hint:").count(), 0, "{}", out.stderr);
+}
+
+#[test]
+fn status_shows_the_port_the_container_listens_on() {
+    let project = Project::new("status-port");
+    project.run(&["up", "--no-migrate"]).assert_ok();
+    let real = project.setting("REDIS_URL").unwrap();
+    let env = std::fs::read_to_string(project.env_file()).unwrap();
+    std::fs::write(project.env_file(), env.replace(&real, "redis://127.0.0.1:1/0")).unwrap();
+    let out = project.run(&["status", "--json"]);
+    out.assert_ok();
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let redis = rows.as_array().unwrap().iter().find(|r| r["service"] == "redis").unwrap();
+    assert_eq!(redis["url"].as_str().unwrap(), real, "{}", out.all());
+    assert_eq!(redis["healthy"], true);
+    assert!(out.stderr.contains("says port 1"), "{}", out.stderr);
+}
