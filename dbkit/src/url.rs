@@ -182,10 +182,7 @@ pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

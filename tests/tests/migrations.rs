@@ -353,20 +353,29 @@ fn a_runner_waits_for_the_lock_and_says_so() {
     // Someone else holds the migration lock (the key is "railgun" in ASCII).
     let mut holder = fx.conn();
     holder.batch_execute("SELECT pg_advisory_lock(x'007261696c67756e'::bigint)").unwrap();
-    let runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let waiting = "SELECT count(*)::text AS s FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let mut runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // The runner waits by tries (a queued pg_advisory_lock would deadlock a holder's CREATE INDEX
+    // CONCURRENTLY): it says so, then keeps asking while the lock is held.
+    let mut stderr = std::io::BufReader::new(runner.stderr.take().unwrap());
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
+    assert!(said.contains("waiting for another migration run on this database (server pid"), "{said}");
+    let tries = "SELECT count(*)::text AS s FROM pg_stat_activity WHERE query LIKE '%pg_try_advisory_lock%' \
+                 AND datname = current_database() AND pid <> pg_backend_pid()";
     let mut polls = 0;
-    while strings(&mut fx.conn(), waiting) != ["1"] {
+    while strings(&mut fx.conn(), tries) != ["1"] {
         polls += 1;
-        assert!(polls < 600, "the runner never queued for the lock");
+        assert!(polls < 600, "the runner never asked for the lock");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(fx.tables().is_empty(), "nothing happens while the lock is held");
     holder.batch_execute("SELECT pg_advisory_unlock_all()").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let run = Run::from(runner.wait_with_output().unwrap());
     run.assert_ok();
-    assert!(run.stderr.contains("waiting for another migration run on this database (server pid"), "{}", run.stderr);
+    assert!(rest.contains("Running migration"), "{rest}");
     assert_eq!(fx.recorded().len(), 3);
 }
 

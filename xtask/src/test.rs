@@ -17,7 +17,6 @@ const TOOLS: &[(&str, &str)] = &[
     ("docker-compose", "docker-compose"),
     ("openssl", "openssl"),
     ("script", "bsdutils"),
-    ("patch", "patch"),
 ];
 
 /// Run the tests: install what is missing, build offline images, start the services, then

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use diesel::PgConnection;
 use xshell::{Shell, cmd};
 
@@ -176,34 +176,26 @@ fn rustfmt(text: &str, cwd: &Path) -> String {
     }
 }
 
-/// Applies the unified diff `patch_file` to `text` with `patch` (no fuzz: the patch must fit).
+/// Applies the unified diff `patch_file` to `text`, as diesel_cli does (with diffy: exact
+/// context, no fuzz), so the result is the same byte for byte.
 fn apply_patch(text: &str, patch_file: &Path) -> Result<String> {
-    if !patch_file.is_file() {
-        bail!(
-            hint!("read the patch file {}: no such file", patch_file.display(); "fix print_schema.patch_file in diesel.toml or --patch-file")
-        );
-    }
-    let sh = Shell::new()?;
-    let dir = std::env::temp_dir().join(format!("railgun-schema-patch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let (original, patched) = (dir.join("schema.rs"), dir.join("schema.patched.rs"));
-    std::fs::write(&original, text).with_context(|| format!("write {}", original.display()))?;
-    let out = cmd!(
-        sh,
-        "patch --force --fuzz=0 --no-backup-if-mismatch --reject-file=- --output={patched} {original} --input={patch_file}"
-    )
-    .quiet()
-    .ignore_status()
-    .output();
-    let result = match out {
-        Ok(out) if out.status.success() => {
-            std::fs::read_to_string(&patched).with_context(|| format!("read {}", patched.display()))
-        }
-        Ok(out) => Err(anyhow::anyhow!(
-            hint!("the patch file {} does not apply to the generated schema:\n{}", patch_file.display(), String::from_utf8_lossy(&out.stdout).trim(); "regenerate the patch against the current output (`cargo xtask schema generate --stdout`)")
-        )),
-        Err(e) => Err(anyhow::anyhow!(hint!("run patch: {e}"; "install it (apt-get install patch)"))),
+    let diff = match std::fs::read_to_string(patch_file) {
+        Ok(diff) => diff,
+        Err(e) => bail!(
+            hint!("read the patch file {}: {e}", patch_file.display(); "fix print_schema.patch_file in diesel.toml or --patch-file")
+        ),
     };
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let regenerate = "regenerate the patch against the current output (`cargo xtask schema generate --stdout`)";
+    let patch = diffy::Patch::from_str(&diff).map_err(|e| {
+        anyhow::Error::new(crate::error::Hinted::new(
+            format!("the patch file {} is not a unified diff: {e}", patch_file.display()),
+            regenerate,
+        ))
+    })?;
+    diffy::apply(text, &patch).map_err(|e| {
+        anyhow::Error::new(crate::error::Hinted::new(
+            format!("the patch file {} does not apply to the generated schema: {e}", patch_file.display()),
+            regenerate,
+        ))
+    })
 }
