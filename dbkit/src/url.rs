@@ -160,7 +160,9 @@ pub fn sslmode(url: &Url) -> Option<String> {
 /// `PGPASSWORD`, never on a command line another user could read with `ps`.
 pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
     let mut without_password = url.clone();
-    without_password.set_password(None).ok().context("this URL cannot carry a password")?;
+    if url.password().is_some() {
+        without_password.set_password(None).ok().context("this URL cannot carry a password")?;
+    }
     let mut env = Vec::new();
     if let Some(password) = url.password() {
         env.push(("PGPASSWORD", percent_decode(password)));

@@ -322,3 +322,93 @@ fn status_shows_the_port_the_container_listens_on() {
     assert_eq!(redis["healthy"], true);
     assert!(out.stderr.contains("says port 1"), "{}", out.stderr);
 }
+
+/// A throwaway Postgres reached through its Unix socket only, in a folder of the test's own.
+struct SocketServer {
+    name: String,
+    dir: Dir,
+}
+
+impl SocketServer {
+    fn start() -> SocketServer {
+        let dir = Dir::new("socket");
+        let sockets = dir.0.join("run");
+        std::fs::create_dir_all(&sockets).unwrap();
+        std::fs::set_permissions(
+            &sockets,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+        )
+        .unwrap();
+        let name = format!("railgun-test-socket-{}", std::process::id());
+        let image = dbkit::docker::images::POSTGRES_OFFLINE;
+        let out = Command::new("docker")
+            .args(["run", "-d", "--rm", "--name", &name, "--label", &format!("org.railgun.project={name}")])
+            .args(["-v", &format!("{}:/var/run/postgresql", sockets.display())])
+            .args(["-e", "POSTGRES_USER=railgun", "-e", "POSTGRES_PASSWORD=socket-pw", "--network", "none", image])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let server = SocketServer { name, dir };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        // The image's first start initialises with a temporary server, then restarts for good.
+        let initialised = || {
+            let logs = Command::new("docker").args(["logs", &server.name]).output().unwrap();
+            String::from_utf8_lossy(&logs.stdout).contains("init process complete")
+                || String::from_utf8_lossy(&logs.stderr).contains("init process complete")
+        };
+        while !initialised() || dbkit::connect::establish(&server.url_encoded_host()).is_err() {
+            assert!(Instant::now() < deadline, "the socket server never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn sockets(&self) -> String {
+        self.dir.0.join("run").display().to_string()
+    }
+
+    /// `postgres://railgun:pw@%2Fpath%2Fto%2Frun:5432/postgres`
+    fn url_encoded_host(&self) -> url::Url {
+        let host: String = url::form_urlencoded::byte_serialize(self.sockets().as_bytes()).collect();
+        url::Url::parse(&format!("postgres://railgun:socket-pw@{host}:5432/postgres")).unwrap()
+    }
+
+    /// `postgres:///postgres?host=/path/to/run&user=railgun&password=pw`
+    fn url_host_param(&self) -> url::Url {
+        let mut url = url::Url::parse("postgres:///postgres").unwrap();
+        url.query_pairs_mut()
+            .append_pair("host", &self.sockets())
+            .append_pair("user", "railgun")
+            .append_pair("password", "socket-pw");
+        url
+    }
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.name]).output();
+    }
+}
+
+#[test]
+fn unix_socket_urls_back_up_and_restore_in_both_forms() {
+    let server = SocketServer::start();
+    let work = Dir::new("socket-work");
+    let mut conn = dbkit::connect::establish(&server.url_encoded_host()).unwrap();
+    conn.batch_execute("CREATE TABLE over_socket (id int); INSERT INTO over_socket VALUES (1), (2);").unwrap();
+    for (backup_url, restore_url) in
+        [(server.url_encoded_host(), server.url_host_param()), (server.url_host_param(), server.url_encoded_host())]
+    {
+        let out: Run = xtask(&work.0, &backup_url, &["db", "backup", "out"]).output().unwrap().into();
+        let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+        conn.batch_execute("INSERT INTO over_socket VALUES (3)").unwrap();
+        let out: Run = xtask(&work.0, &restore_url, &["db", "restore", &file, "--yes", "--no-safety-backup"])
+            .output()
+            .unwrap()
+            .into();
+        out.assert_ok();
+        assert!(!out.all().contains("socket-pw"), "{}", out.all());
+        let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM over_socket").get_result(&mut conn).unwrap();
+        assert_eq!(rows.n, 2, "the restore put back the backup's rows");
+    }
+}
