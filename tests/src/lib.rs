@@ -182,3 +182,33 @@ pub fn containers_labelled(filter: &str) -> Vec<String> {
         .expect("run docker ps");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
+
+/// The diesel_cli version the compatibility tests compare with (and `cargo xtask test` installs).
+pub const DIESEL_CLI_VERSION: &str = "2.3";
+
+/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it
+/// ($RAILGUN_TOOLS, default ~/.cache/railgun-tools); it must be [`DIESEL_CLI_VERSION`].
+pub fn diesel_cli() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
+        let tools = std::env::var_os("RAILGUN_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
+        let bin = on_path.unwrap_or_else(|| tools.join("bin/diesel"));
+        assert!(
+            bin.is_file(),
+            "diesel_cli is missing: cargo install diesel_cli --version ~{DIESEL_CLI_VERSION} --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
+        );
+        let out = Command::new(&bin).arg("--version").output().expect("run diesel --version");
+        let version = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            version.contains(&format!("Version: {DIESEL_CLI_VERSION}.")),
+            "these tests compare with diesel_cli {DIESEL_CLI_VERSION}, but {} is {}",
+            bin.display(),
+            version.trim()
+        );
+        bin
+    })
+}

@@ -1,7 +1,7 @@
-//! `cargo xtask migration ...` and the real diesel_cli take turns on one database: what one
+//! `cargo xtask migration ...` and the real diesel_cli (2.3, `tests::DIESEL_CLI_VERSION`) take turns on one database: what one
 //! applies the other sees applied, what one reverts the other sees pending.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,22 +10,9 @@ use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
 use tests::{Run, root, xtask_bin};
 
-/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it ($RAILGUN_TOOLS).
+/// The real diesel_cli 2.3 (see [`tests::diesel_cli`]).
 fn diesel_bin() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
-    if let Some(path) = on_path {
-        return path;
-    }
-    let tools = std::env::var_os("RAILGUN_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
-    let cached = tools.join("bin/diesel");
-    assert!(
-        cached.is_file(),
-        "diesel_cli is missing: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
-    );
-    cached
+    tests::diesel_cli().to_path_buf()
 }
 
 /// A database, a folder with a diesel.toml both tools read (schema.rs lands in the folder),

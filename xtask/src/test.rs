@@ -41,7 +41,7 @@ impl Test {
         if !diesel.exists() && which::which("diesel").is_err() {
             eprintln!("building diesel_cli into {} (once, a few minutes)", tools.display());
             let target = tools.join("target");
-            cmd!(sh, "cargo install diesel_cli --no-default-features --features postgres --locked --root {tools}")
+            cmd!(sh, "cargo install diesel_cli --version ~2.3 --no-default-features --features postgres --locked --root {tools}")
                 .env("CARGO_TARGET_DIR", target)
                 .run()?;
         }
