@@ -1,32 +1,15 @@
-//! `cargo xtask migration ...` and the real diesel_cli take turns on one database: what one
-//! applies the other sees applied, what one reverts the other sees pending.
+//! `cargo xtask migration ...` and the real diesel_cli (`tests::DIESEL_CLI_VERSION`, 2.3.14)
+//! take turns on one database: what one applies the other sees applied, what one reverts the
+//! other sees pending.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use db::testing::TestDb;
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
-use tests::{Run, root, xtask_bin};
-
-/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it ($RAILGUN_TOOLS).
-fn diesel_bin() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
-    if let Some(path) = on_path {
-        return path;
-    }
-    let tools = std::env::var_os("RAILGUN_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
-    let cached = tools.join("bin/diesel");
-    assert!(
-        cached.is_file(),
-        "diesel_cli is missing: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
-    );
-    cached
-}
+use tests::{Run, diesel_bin, root, xtask_bin};
 
 /// A database, a folder with a diesel.toml both tools read (schema.rs lands in the folder),
 /// and the migrations folder both are pointed at.
