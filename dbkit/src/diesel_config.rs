@@ -1,9 +1,10 @@
 //! diesel.toml, read the way diesel_cli reads it: `--config-file`, else `DIESEL_CONFIG_FILE`,
 //! else `diesel.toml` in the project root; paths inside it are relative to its folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
 use crate::context::Context;
@@ -11,8 +12,8 @@ use crate::context::Context;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DieselConfig {
-    #[serde(default, deserialize_with = "print_schema_table")]
-    pub print_schema: PrintSchema,
+    #[serde(default)]
+    pub print_schema: PrintSchemas,
     #[serde(default)]
     pub migrations_directory: Option<MigrationsDirectory>,
     /// The folder the file is in: its relative paths start there.
@@ -26,7 +27,7 @@ pub struct MigrationsDirectory {
     pub dir: PathBuf,
 }
 
-/// `[print_schema]`, every key diesel_cli 2.3 knows. `schema::settings` interprets them.
+/// One print_schema section, every setting diesel_cli 2.3 knows. `schema::settings` interprets them.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrintSchema {
@@ -55,7 +56,7 @@ pub enum WithDocs {
     Mode(String),
 }
 
-/// `[print_schema.filter]`: regexes matched against table names.
+/// A section's `filter` (`[print_schema.filter]`): regexes matched against table names.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
@@ -63,16 +64,53 @@ pub struct Filter {
     pub except_tables: Option<Vec<String>>,
 }
 
-/// diesel_cli also takes `[print_schema.NAME]` tables (one schema file each); this project has one.
-fn print_schema_table<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<PrintSchema, D::Error> {
-    use serde::de::Error;
-    let table = toml::Table::deserialize(deserializer)?;
-    if let Some(name) = table.iter().find(|(k, v)| v.is_table() && *k != "filter").map(|(k, _)| k) {
-        return Err(D::Error::custom(format!(
-            "[print_schema.{name}]: named print_schema sections (several schema files) are not supported; use a single [print_schema]"
-        )));
+/// The key of the unnamed `[print_schema]`, as diesel_cli names it (`--schema-key default`).
+pub const DEFAULT_KEY: &str = "default";
+
+/// `[print_schema]` (the key `default`) and every `[print_schema.NAME]`, by name: the order
+/// diesel_cli prints and writes them in. The default key is always there, empty when unset.
+#[derive(Clone, Debug)]
+pub struct PrintSchemas(pub BTreeMap<String, PrintSchema>);
+
+impl Default for PrintSchemas {
+    fn default() -> PrintSchemas {
+        PrintSchemas(BTreeMap::from([(DEFAULT_KEY.to_string(), PrintSchema::default())]))
     }
-    PrintSchema::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)
+}
+
+/// As diesel_cli 2.3 reads it: a table-valued entry other than `filter` is a named key, every
+/// other entry belongs to the unnamed one. Where diesel_cli silently lets `[print_schema.default]`
+/// win over settings in `[print_schema]`, this refuses.
+impl<'de> Deserialize<'de> for PrintSchemas {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<PrintSchemas, D::Error> {
+        use serde::de::Error;
+        let table = toml::Table::deserialize(deserializer)?;
+        let (named, unnamed): (toml::Table, toml::Table) =
+            table.into_iter().partition(|(key, value)| value.is_table() && key != "filter");
+        let mut keys = BTreeMap::new();
+        for (name, value) in named {
+            let print_schema =
+                PrintSchema::deserialize(value).map_err(|e| D::Error::custom(format!("{}: {e}", section(&name))))?;
+            keys.insert(name, print_schema);
+        }
+        if keys.contains_key(DEFAULT_KEY) && !unnamed.is_empty() {
+            return Err(D::Error::custom(
+                "[print_schema] and [print_schema.default] are the same key (diesel_cli would ignore the first): keep one",
+            ));
+        }
+        if !keys.contains_key(DEFAULT_KEY) {
+            keys.insert(
+                DEFAULT_KEY.to_string(),
+                PrintSchema::deserialize(toml::Value::Table(unnamed)).map_err(D::Error::custom)?,
+            );
+        }
+        Ok(PrintSchemas(keys))
+    }
+}
+
+/// How diesel.toml spells a key's section: `[print_schema]` for the default one.
+pub fn section(key: &str) -> String {
+    if key == DEFAULT_KEY { "[print_schema]".to_string() } else { format!("[print_schema.{key}]") }
 }
 
 impl DieselConfig {
@@ -91,7 +129,24 @@ impl DieselConfig {
         )?;
         let mut config: DieselConfig = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         config.base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| cx.root.clone());
+        config.refuse_shared_files().with_context(|| format!("check {}", path.display()))?;
         Ok(config)
+    }
+
+    /// Two keys writing one file would overwrite each other after every migration.
+    fn refuse_shared_files(&self) -> Result<()> {
+        let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+        for (key, print_schema) in &self.print_schema.0 {
+            let Some(file) = &print_schema.file else { continue };
+            let file = self.base.join(file);
+            if let Some((_, other)) = seen.iter().find(|(f, _)| *f == file) {
+                bail!(
+                    hint!("{} and {} both write {}", section(other), section(key), file.display(); "give each print_schema section a file of its own")
+                );
+            }
+            seen.push((file, key));
+        }
+        Ok(())
     }
 
     /// `--migration-dir`, else the config's `[migrations_directory] dir`, else `db/migrations`.

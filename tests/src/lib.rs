@@ -30,6 +30,38 @@ pub fn xtask_bin() -> &'static Path {
     })
 }
 
+/// The diesel_cli the comparison tests hold us to, byte for byte: `cargo xtask test` installs
+/// exactly this version.
+pub const DIESEL_CLI_VERSION: &str = "2.3.14";
+
+/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it
+/// ($RAILGUN_TOOLS, default ~/.cache/railgun-tools). It must be [`DIESEL_CLI_VERSION`]'s 2.3
+/// series: another series may print schemas differently.
+pub fn diesel_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let on_path = std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
+        let tools = std::env::var_os("RAILGUN_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
+        let bin = on_path.unwrap_or_else(|| tools.join("bin/diesel"));
+        let install = format!(
+            "cargo install diesel_cli@{DIESEL_CLI_VERSION} --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
+        );
+        assert!(bin.is_file(), "diesel_cli is missing: {install}");
+        let out = Command::new(&bin).arg("--version").output().expect("run diesel --version");
+        let version = String::from_utf8_lossy(&out.stdout);
+        let series = DIESEL_CLI_VERSION.rsplit_once('.').unwrap().0;
+        assert!(
+            version.contains(&format!("Version: {series}.")),
+            "{} is not diesel_cli {series}.x:\n{version}\n{install}",
+            bin.display()
+        );
+        bin
+    })
+}
+
 /// The xtask with `args`, outside any project: no terminal, no `.env`, no inherited database
 /// settings. Add `--database-url` and the environment a test needs.
 pub fn isolated(args: &[&str]) -> Command {
@@ -181,34 +213,4 @@ pub fn containers_labelled(filter: &str) -> Vec<String> {
         .output()
         .expect("run docker ps");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
-}
-
-/// The diesel_cli version the compatibility tests compare with (and `cargo xtask test` installs).
-pub const DIESEL_CLI_VERSION: &str = "2.3";
-
-/// The real diesel_cli: on PATH, else where `cargo xtask test` and CI install it
-/// ($RAILGUN_TOOLS, default ~/.cache/railgun-tools); it must be [`DIESEL_CLI_VERSION`].
-pub fn diesel_cli() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let on_path = std::env::var_os("PATH")
-            .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("diesel")).find(|p| p.is_file()));
-        let tools = std::env::var_os("RAILGUN_TOOLS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/railgun-tools"));
-        let bin = on_path.unwrap_or_else(|| tools.join("bin/diesel"));
-        assert!(
-            bin.is_file(),
-            "diesel_cli is missing: cargo install diesel_cli --version ~{DIESEL_CLI_VERSION} --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
-        );
-        let out = Command::new(&bin).arg("--version").output().expect("run diesel --version");
-        let version = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            version.contains(&format!("Version: {DIESEL_CLI_VERSION}.")),
-            "these tests compare with diesel_cli {DIESEL_CLI_VERSION}, but {} is {}",
-            bin.display(),
-            version.trim()
-        );
-        bin
-    })
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask migration ...` and the real diesel_cli (2.3, `tests::DIESEL_CLI_VERSION`) take turns on one database: what one
-//! applies the other sees applied, what one reverts the other sees pending.
+//! `cargo xtask migration ...` and the real diesel_cli (`tests::DIESEL_CLI_VERSION`, 2.3.14)
+//! take turns on one database: what one applies the other sees applied, what one reverts the
+//! other sees pending.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -8,12 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use db::testing::TestDb;
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
-use tests::{Run, root, xtask_bin};
-
-/// The real diesel_cli 2.3 (see [`tests::diesel_cli`]).
-fn diesel_bin() -> PathBuf {
-    tests::diesel_cli().to_path_buf()
-}
+use tests::{Run, diesel_bin, root, xtask_bin};
 
 /// A database, a folder with a diesel.toml both tools read (schema.rs lands in the folder),
 /// and the migrations folder both are pointed at.

@@ -20,15 +20,20 @@ impl EnvFile {
     }
 
     fn doctor(&self) -> Run {
+        self.xtask(&["doctor"])
+    }
+
+    /// The xtask in this file's folder, reading this file.
+    fn xtask(&self, args: &[&str]) -> Run {
         std::process::Command::new(xtask_bin())
-            .arg("doctor")
+            .args(args)
             .current_dir(self.0.parent().unwrap())
             .env("RAILGUN_ENV_FILE", &self.0)
             .env_remove("DATABASE_URL")
             .env_remove("APP_ENV")
             .stdin(std::process::Stdio::null())
             .output()
-            .expect("run xtask doctor")
+            .expect("run xtask")
             .into()
     }
 }
@@ -94,4 +99,28 @@ fn each_failure_names_its_fix_and_fails_the_run() {
     assert!(line(&run, "migrations").starts_with("skip"));
     assert!(line(&run, "docker").starts_with("pass"));
     assert!(!run.all().contains("doctor-canary"), "{}", run.all());
+}
+
+#[test]
+fn schema_drift_covers_every_schema_file() {
+    let db = TestDb::new().unwrap();
+    let env = EnvFile::new("keys", db.url().as_str(), 0o600);
+    let dir = env.0.parent().unwrap();
+    std::fs::write(
+        dir.join("diesel.toml"),
+        "[print_schema.users]\nfile = \"users.rs\"\nfilter = { only_tables = [\"^users$\"] }\n\n[print_schema.rest]\nfile = \"rest.rs\"\nfilter = { except_tables = [\"^users$\"] }\n",
+    )
+    .unwrap();
+    env.xtask(&["--config-file", "diesel.toml", "schema", "generate"]).assert_ok();
+    let run = env.xtask(&["--config-file", "diesel.toml", "doctor"]);
+    assert!(line(&run, "schema.rs").contains("all 2 schema files match the database"), "{}", run.all());
+
+    std::fs::write(dir.join("rest.rs"), "// @generated automatically by Diesel CLI.\n").unwrap();
+    let run = env.xtask(&["--config-file", "diesel.toml", "doctor"]);
+    assert!(
+        line(&run, "schema.rs").starts_with("FAIL") && line(&run, "schema.rs").contains("rest.rs is stale"),
+        "{}",
+        run.stdout
+    );
+    assert!(fix(&run, "schema.rs").contains("cargo xtask schema generate"), "{}", run.stdout);
 }

@@ -58,10 +58,15 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with("[print_schema]\nfile = \"schema.rs\"\n", "")
+    }
+
+    /// BASE_SCHEMA and `sql` in the database, `print_schema` in diesel.toml, its files generated.
+    fn with(print_schema: &str, sql: &str) -> Setup {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let db = TestDb::empty().unwrap();
-        db.conn().unwrap().batch_execute(BASE_SCHEMA).unwrap();
+        db.conn().unwrap().batch_execute(&format!("{BASE_SCHEMA}{sql}")).unwrap();
         let dir = std::env::temp_dir().join(format!(
             "railgun-migration-generate-{}-{}",
             std::process::id(),
@@ -70,7 +75,7 @@ impl Setup {
         std::fs::create_dir_all(dir.join("migrations")).unwrap();
         std::fs::write(
             dir.join("diesel.toml"),
-            "[print_schema]\nfile = \"schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
+            format!("{print_schema}\n[migrations_directory]\ndir = \"migrations\"\n"),
         )
         .unwrap();
         let setup = Setup { db, dir };
@@ -86,17 +91,25 @@ impl Setup {
     }
 
     fn schema_rs(&self) -> String {
-        std::fs::read_to_string(self.dir.join("schema.rs")).unwrap()
+        self.read("schema.rs")
+    }
+
+    fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap()
     }
 
     /// Rewrites schema.rs: each `(from, to)` must match.
     fn edit(&self, edits: &[(&str, &str)]) {
-        let mut text = self.schema_rs();
+        self.edit_file("schema.rs", edits)
+    }
+
+    fn edit_file(&self, file: &str, edits: &[(&str, &str)]) {
+        let mut text = self.read(file);
         for (from, to) in edits {
-            assert!(text.contains(from), "schema.rs lacks `{from}`:\n{text}");
+            assert!(text.contains(from), "{file} lacks `{from}`:\n{text}");
             text = text.replacen(from, to, 1);
         }
-        std::fs::write(self.dir.join("schema.rs"), text).unwrap();
+        std::fs::write(self.dir.join(file), text).unwrap();
     }
 
     /// The database's schema with columns sorted by name (comparable across re-added columns).
@@ -295,4 +308,68 @@ fn a_new_joinable_adds_its_foreign_key() {
         "{up}"
     );
     assert!(down.contains("DROP CONSTRAINT \"posts_editor_id_fkey\";"), "{down}");
+}
+
+/// diesel.toml with `[print_schema]` (schema.rs: public) and `[print_schema.billing]`
+/// (billing.rs: the billing schema).
+const TWO_FILES: &str =
+    "[print_schema]\nfile = \"schema.rs\"\n[print_schema.billing]\nfile = \"billing.rs\"\nschema = \"billing\"\n";
+const BILLING: &str = "CREATE SCHEMA billing; CREATE TABLE billing.accounts (id SERIAL PRIMARY KEY, note TEXT);";
+
+#[test]
+fn every_schema_file_goes_into_one_migration() {
+    let s = Setup::with(TWO_FILES, BILLING);
+    let by_name = ["schema", "generate", "--stdout", "--schema-key", "billing", "--column-sorting", "name"];
+    let by_name = [&by_name[..], &["--schema-key", "default", "--column-sorting", "name"]].concat();
+    let before = s.xtask(&by_name).assert_ok().stdout.clone();
+    s.edit(&[(
+        "        bio -> Nullable<Text>,\n",
+        "        bio -> Nullable<Text>,\n        nickname -> Nullable<Text>,\n",
+    )]);
+    s.edit_file("billing.rs", &[("            note -> Nullable<Text>,\n", "            closed -> Bool,\n")]);
+    let wanted = (s.schema_rs(), s.read("billing.rs"));
+
+    let run = s.xtask(&["migration", "generate", "both"]);
+    run.assert_ok();
+    let folder = s.migrations().pop().expect("a migration");
+    let up = std::fs::read_to_string(folder.join("up.sql")).unwrap();
+    assert!(up.contains("brings the database to billing.rs and schema.rs"), "{up}");
+    assert!(up.contains("ALTER TABLE \"users\" ADD COLUMN \"nickname\" text;"), "{up}");
+    assert!(up.contains("ALTER TABLE \"billing\".\"accounts\" ADD COLUMN \"closed\" boolean NOT NULL;"), "{up}");
+    assert!(up.contains("ALTER TABLE \"billing\".\"accounts\" DROP COLUMN \"note\";"), "{up}");
+
+    // migration run rewrites both files; with the edited ones back, nothing is left to generate.
+    s.xtask(&["migration", "run"]).assert_ok();
+    s.xtask(&["schema", "generate", "--check"]).assert_ok();
+    std::fs::write(s.dir.join("schema.rs"), &wanted.0).unwrap();
+    std::fs::write(s.dir.join("billing.rs"), &wanted.1).unwrap();
+    let again = s.xtask(&["migration", "generate", "again"]);
+    assert!(again.assert_ok().stderr.contains("no difference"), "{}", again.stderr);
+    s.xtask(&["migration", "revert"]).assert_ok();
+    assert_eq!(s.xtask(&by_name).assert_ok().stdout, before, "down.sql did not restore both schemas");
+}
+
+#[test]
+fn files_sharing_a_table_must_agree_on_it() {
+    let s = Setup::with(
+        "[print_schema]\nfile = \"schema.rs\"\n[print_schema.people]\nfile = \"people.rs\"\nfilter = { only_tables = [\"^users$\"] }\n",
+        "",
+    );
+    let nickname = |ty: &str| format!("        bio -> Nullable<Text>,\n        nickname -> {ty},\n");
+    s.edit(&[("        bio -> Nullable<Text>,\n", &nickname("Nullable<Text>"))]);
+    s.edit_file("people.rs", &[("        bio -> Nullable<Text>,\n", &nickname("Int4"))]);
+    let run = s.xtask(&["migration", "generate", "clash"]);
+    run.assert_fails_with("schema.rs and people.rs change table \"users\" differently");
+    assert!(s.migrations().is_empty(), "a refused generate wrote a migration");
+
+    // The same edit in both, or in one alone, is one change.
+    s.edit_file("people.rs", &[(&nickname("Int4"), &nickname("Nullable<Text>"))]);
+    s.xtask(&["migration", "generate", "agreed"]).assert_ok();
+    let up = std::fs::read_to_string(s.migrations()[0].join("up.sql")).unwrap();
+    assert_eq!(up.matches("ADD COLUMN \"nickname\"").count(), 1, "{up}");
+    std::fs::remove_dir_all(s.migrations().pop().unwrap()).unwrap();
+    s.edit_file("people.rs", &[(&nickname("Nullable<Text>"), "        bio -> Nullable<Text>,\n")]);
+    s.xtask(&["migration", "generate", "one_side"]).assert_ok();
+    let up = std::fs::read_to_string(s.migrations()[0].join("up.sql")).unwrap();
+    assert_eq!(up.matches("ADD COLUMN \"nickname\"").count(), 1, "{up}");
 }

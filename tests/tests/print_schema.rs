@@ -1,33 +1,16 @@
-//! `cargo xtask schema generate` against the real `diesel print-schema`, byte for byte, on a
-//! varied schema (tests/tests/fixtures/varied_schema.sql) under many settings: each case in a
-//! database of its own, both tools run from the same folder with the same diesel.toml.
+//! `cargo xtask schema generate` against the real `diesel print-schema` (diesel_cli 2.3.14,
+//! `tests::DIESEL_CLI_VERSION`), byte for byte, on a varied schema
+//! (tests/tests/fixtures/varied_schema.sql) under many settings: each case in a database of
+//! its own, both tools run from the same folder with the same diesel.toml.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use db::testing::TestDb;
 use diesel::connection::SimpleConnection;
-use tests::{Run, xtask_bin};
+use tests::{Run, diesel_bin, xtask_bin};
 
 const FIXTURE: &str = include_str!("fixtures/varied_schema.sql");
-
-/// The real diesel_cli: on PATH, else where `cargo xtask test` installs it.
-fn diesel_bin() -> PathBuf {
-    if let Ok(path) = which("diesel") {
-        return path;
-    }
-    let cached = Path::new(&std::env::var("HOME").unwrap()).join(".cache/railgun-tools/bin/diesel");
-    assert!(
-        cached.exists(),
-        "diesel_cli is missing: cargo install diesel_cli --no-default-features --features postgres --locked --root ~/.cache/railgun-tools"
-    );
-    cached
-}
-
-fn which(program: &str) -> Result<PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).ok_or(())
-}
 
 /// A database holding the fixture; `with_keyless_table: false` drops the table without a
 /// primary key, which diesel_cli refuses.
@@ -101,13 +84,17 @@ fn assert_same(ours: &str, diesel: &str) {
 /// Both tools on a fresh fixture database with this diesel.toml and these flags; returns the schema.
 #[track_caller]
 fn compare(config: &str, args: &[&str]) -> String {
-    let db = fixture_db(false);
-    let work = Workdir::new(config);
-    let diesel = diesel_print_schema(&db, &work, args);
+    compare_in(&fixture_db(false), &Workdir::new(config), args)
+}
+
+/// Both tools on `db` in `work` with these flags; returns the schema.
+#[track_caller]
+fn compare_in(db: &TestDb, work: &Workdir, args: &[&str]) -> String {
+    let diesel = diesel_print_schema(db, work, args);
     diesel.assert_ok();
     let mut ours_args = vec!["schema", "generate", "--stdout"];
     ours_args.extend_from_slice(args);
-    let ours = xtask(&db, &work, &ours_args);
+    let ours = xtask(db, work, &ours_args);
     ours.assert_ok();
     assert_same(&ours.stdout, &diesel.stdout);
     assert!(ours.stdout.starts_with("// @generated automatically by Diesel CLI.\n"));
@@ -266,10 +253,167 @@ fn committed_schema_is_up_to_date() {
 #[test]
 fn config_mistakes_are_named() {
     let db = TestDb::empty().unwrap();
-    let named = Workdir::new("[print_schema.other]\nfile = \"other.rs\"\n");
-    xtask(&db, &named, &["schema", "generate", "--stdout"]).assert_fails_with("[print_schema.other]");
     let typo = Workdir::new("[print_schema]\nwith_doc = true\n");
     xtask(&db, &typo, &["schema", "generate", "--stdout"]).assert_fails_with("with_doc");
+    let named_typo = Workdir::new("[print_schema.other]\nfile = \"other.rs\"\nwith_doc = true\n");
+    xtask(&db, &named_typo, &["schema", "generate", "--stdout"])
+        .assert_fails_with("[print_schema.other]")
+        .assert_fails_with("with_doc");
     let mode = Workdir::new("[print_schema]\nwith_docs = \"sometimes\"\n");
     xtask(&db, &mode, &["schema", "generate", "--stdout"]).assert_fails_with("invalid with_docs mode `sometimes`");
+    // Where diesel_cli silently keeps one of the two, or lets one file overwrite the other.
+    let twice = Workdir::new("[print_schema]\nfile = \"a.rs\"\n[print_schema.default]\nfile = \"b.rs\"\n");
+    xtask(&db, &twice, &["schema", "generate"]).assert_fails_with("are the same key");
+    let shared = Workdir::new("[print_schema.a]\nfile = \"s.rs\"\n[print_schema.b]\nfile = \"./s.rs\"\n");
+    xtask(&db, &shared, &["migration", "run"]).assert_fails_with("[print_schema.a] and [print_schema.b] both write");
+    let keys = Workdir::new("[print_schema.a]\nfile = \"a.rs\"\n");
+    xtask(&db, &keys, &["schema", "generate", "--schema-key", "nope"])
+        .assert_fails_with("no [print_schema.nope]")
+        .assert_fails_with("a, default");
+    // Where diesel_cli silently ignores the flags: with several keys, a flag needs its key.
+    xtask(&db, &keys, &["schema", "generate", "--with-docs", "--schema-key", "a"])
+        .assert_fails_with("--schema-key NAME");
+    xtask(&db, &keys, &["schema", "generate", "--schema-key", "a", "-o"]).assert_fails_with("TABLE_NAME");
+    xtask(&db, &keys, &["schema", "generate", "--schema-key", "default"])
+        .assert_fails_with("[print_schema] names no file");
+    xtask(&db, &keys, &["schema", "generate", "--schema-key", "a", "-s", "x", "-s", "y"])
+        .assert_fails_with("--schema is given 2 times for one key");
+}
+
+/// Two Postgres schemas (public, billing) and two keys: `[print_schema]` (the key `default`)
+/// and `[print_schema.billing]`, each with its own file, filter, schema and docs settings.
+const TWO_KEYS: &str = r#"
+[print_schema]
+file = "src/schema.rs"
+with_docs = true
+[print_schema.filter]
+except_tables = ["^exotic$", "numbers", "parted"]
+
+[print_schema.billing]
+file = "src/billing.rs"
+schema = "billing"
+with_docs = "only-database-comments"
+custom_type_derives = ["diesel::query_builder::QueryId"]
+column_sorting = "name"
+"#;
+
+/// One migration both tools apply, into the billing schema.
+fn billing_migration(dir: &Path) {
+    let migration = dir.join("migrations/2024-05-01-000000_paid_invoices");
+    std::fs::create_dir_all(&migration).unwrap();
+    std::fs::write(migration.join("up.sql"), "ALTER TABLE billing.invoices ADD COLUMN paid BOOLEAN;").unwrap();
+    std::fs::write(migration.join("down.sql"), "ALTER TABLE billing.invoices DROP COLUMN paid;").unwrap();
+}
+
+fn migration(tool: PathBuf, db: &TestDb, work: &Workdir, command: &str) -> Run {
+    let mut cmd = Command::new(tool);
+    cmd.arg("--database-url").arg(db.url().as_str()).arg("--config-file").arg(work.config());
+    cmd.args(["migration", command, "--migration-dir"]).arg(work.0.join("migrations"));
+    run(cmd, &work.0)
+}
+
+fn files(work: &Workdir) -> (String, String) {
+    let read = |f: &str| std::fs::read_to_string(work.0.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    (read("src/schema.rs"), read("src/billing.rs"))
+}
+
+#[test]
+fn several_keys_in_diesel_toml_match_diesel() {
+    let db = fixture_db(false);
+    let (ours, theirs) = (Workdir::new(TWO_KEYS), Workdir::new(TWO_KEYS));
+    billing_migration(&ours.0);
+    billing_migration(&theirs.0);
+
+    // generate writes each key's file; print-schema prints every key, in key order.
+    let printed = compare_in(&db, &ours, &[]);
+    xtask(&db, &ours, &["schema", "generate"]).assert_ok();
+    let (default, billing) = files(&ours);
+    assert_eq!(format!("{billing}{default}"), printed);
+    assert!(billing.contains("pub mod billing {") && billing.contains("/// Invoices, in the billing schema"));
+    assert!(!billing.contains("(Automatically generated by Diesel.)") && !billing.contains("users (id)"));
+    assert!(default.contains("/// People who use Rail Gun.") && !default.contains("exotic (id)"), "{default}");
+
+    // Both tools' migration run writes the same files.
+    migration(xtask_bin().to_path_buf(), &db, &ours, "run").assert_ok();
+    migration(diesel_bin().to_path_buf(), &db, &theirs, "run").assert_ok();
+    let migrated = files(&ours);
+    assert!(migrated.1.contains("paid -> Nullable<Bool>,"), "{}", migrated.1);
+    assert_same(&migrated.0, &files(&theirs).0);
+    assert_same(&migrated.1, &files(&theirs).1);
+    xtask(&db, &ours, &["schema", "generate", "--check"]).assert_ok();
+
+    // --check names every stale file and writes none.
+    db.conn().unwrap().batch_execute("ALTER TABLE comments ADD COLUMN edited BOOLEAN").unwrap();
+    db.conn().unwrap().batch_execute("ALTER TABLE billing.accounts ADD COLUMN closed BOOLEAN").unwrap();
+    xtask(&db, &ours, &["schema", "generate", "--check"])
+        .assert_fails_with("2 of 2 schema files are stale")
+        .assert_fails_with("src/billing.rs, ")
+        .assert_fails_with("src/schema.rs");
+    assert_eq!(files(&ours), migrated, "--check wrote a file");
+    xtask(&db, &ours, &["schema", "generate", "--check", "--schema-key", "billing"])
+        .assert_fails_with("billing.rs is stale");
+
+    // revert and redo rewrite every file too, as diesel's run does.
+    migration(xtask_bin().to_path_buf(), &db, &ours, "revert").assert_ok();
+    let reverted = files(&ours);
+    assert!(reverted.0.contains("edited -> Nullable<Bool>,") && !reverted.1.contains("paid ->"), "{}", reverted.1);
+    assert_same(&format!("{}{}", reverted.1, reverted.0), &diesel_print_schema(&db, &ours, &[]).assert_ok().stdout);
+    migration(diesel_bin().to_path_buf(), &db, &theirs, "run").assert_ok();
+    migration(xtask_bin().to_path_buf(), &db, &ours, "redo").assert_ok();
+    assert_same(&files(&ours).0, &files(&theirs).0);
+    assert_same(&files(&ours).1, &files(&theirs).1);
+}
+
+#[test]
+fn schema_key_flags_match_diesel() {
+    let db = fixture_db(false);
+    let work = Workdir::new(
+        "[print_schema.billing]\nschema = \"billing\"\n[print_schema.quoted]\nfilter = { only_tables = [\"Mixed\"] }\n",
+    );
+    // Each key's flags follow its --schema-key (diesel_cli's own multi-key case, and more).
+    let all = [
+        "--schema-key",
+        "default",
+        "-o",
+        "^users$",
+        "posts",
+        "--with-docs",
+        "--schema-key",
+        "billing",
+        "--with-docs-config",
+        "only-database-comments",
+        "--column-sorting",
+        "name",
+        "--custom-type-derives",
+        "Clone",
+        "--import-types",
+        "diesel::sql_types::*",
+        "--schema-key",
+        "quoted",
+        "--schema",
+        "Other Schema",
+        "-e",
+        "nothing",
+        "--allow-tables-to-appear-in-same-query-config",
+        "none",
+    ];
+    let printed = compare_in(&db, &work, &all);
+    assert!(printed.contains("pub mod Other_Schema {") && printed.contains("pub mod billing {"), "{printed}");
+    assert!(printed.contains("#[derive(Clone, diesel::sql_types::SqlType)]"), "{printed}");
+
+    // diesel prints every key, the flags changing only those named; ours prints the named ones.
+    let diesel = diesel_print_schema(&db, &work, &["--schema-key", "billing", "--with-docs", "-e", "invoices"]);
+    let billing = xtask(
+        &db,
+        &work,
+        &["schema", "generate", "--stdout", "--schema-key", "billing", "--with-docs", "-e", "invoices"],
+    );
+    let others: Vec<String> = ["default", "quoted"]
+        .iter()
+        .map(|key| {
+            xtask(&db, &work, &["schema", "generate", "--stdout", "--schema-key", key]).assert_ok().stdout.clone()
+        })
+        .collect();
+    assert!(billing.assert_ok().stdout.contains("billing.accounts (id)") && !billing.stdout.contains("invoices"));
+    assert_same(&format!("{}{}{}", billing.stdout, others[0], others[1]), &diesel.assert_ok().stdout);
 }

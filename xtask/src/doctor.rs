@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use dbkit::docker::images::{self, Service};
 use dbkit::error::hint_of;
 use dbkit::migration::{runner, source};
-use dbkit::schema::print::output_schema;
-use dbkit::schema::settings::Settings;
-use dbkit::schema::{rustfmt_dir, schema_file};
+use dbkit::schema::{check_all, configured_files, print_files};
 use dbkit::url::{is_local, redact, redact_str, sslmode};
 use diesel::{PgConnection, RunQueryDsl};
 use xshell::cmd;
@@ -266,17 +264,18 @@ fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {
     }
 }
 
-/// `schema generate --check` with diesel.toml's settings, in this process.
+/// `schema generate --check` with diesel.toml's settings, in this process: every schema file.
 fn schema_drift(cx: &Context) -> Outcome {
-    let checked = (|| -> Result<()> {
+    let checked = (|| -> Result<usize> {
         let url = cx.database_url()?;
-        let settings = Settings::from_config(&DieselConfig::load(cx)?)?;
+        let files = configured_files(cx, &DieselConfig::load(cx)?)?;
         let mut conn = dbkit::connect::establish(&url)?;
-        let text = output_schema(&mut conn, &settings, &rustfmt_dir(cx))?;
-        dbkit::schema::check(&schema_file(cx, &settings), &text)
+        check_all(&files, &print_files(cx, &mut conn, &files)?)?;
+        Ok(files.len())
     })();
     match checked {
-        Ok(()) => Outcome::Pass("matches the database".into()),
+        Ok(1) => Outcome::Pass("matches the database".into()),
+        Ok(n) => Outcome::Pass(format!("all {n} schema files match the database")),
         Err(error) => fail(
             error.to_string().lines().next().unwrap_or("schema.rs differs from the database"),
             hint_of(&error).unwrap_or_else(|| "cargo xtask schema generate (then commit db/src/schema.rs)".into()),

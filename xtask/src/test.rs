@@ -23,7 +23,7 @@ const TOOLS: &[(&str, &str)] = &[
 /// `cargo test --workspace`
 ///
 /// Missing programs come from apt when run as root (else the command to run is named);
-/// diesel_cli, for the compatibility tests, is built once into $RAILGUN_TOOLS
+/// diesel_cli 2.3.14, for the compatibility tests, is built once into $RAILGUN_TOOLS
 /// (default ~/.cache/railgun-tools).
 #[derive(clap::Args)]
 pub struct Test {
@@ -41,9 +41,13 @@ impl Test {
         if !diesel.exists() && which::which("diesel").is_err() {
             eprintln!("building diesel_cli into {} (once, a few minutes)", tools.display());
             let target = tools.join("target");
-            cmd!(sh, "cargo install diesel_cli --version ~2.3 --no-default-features --features postgres --locked --root {tools}")
-                .env("CARGO_TARGET_DIR", target)
-                .run()?;
+            // The version the comparison tests are held to (tests::DIESEL_CLI_VERSION).
+            cmd!(
+                sh,
+                "cargo install diesel_cli@2.3.14 --no-default-features --features postgres --locked --root {tools}"
+            )
+            .env("CARGO_TARGET_DIR", target)
+            .run()?;
         }
         let exe = std::env::current_exe()?;
         cmd!(sh, "{exe} images build").run()?;

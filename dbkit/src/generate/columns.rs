@@ -49,6 +49,7 @@ pub fn alter_table(
             def = format!("{def} {refs}");
         }
         adds.push(Step {
+            table: name.clone(),
             summary: format!("add column {shown}.{}", column.sql_name),
             up: vec![format!("ALTER TABLE {name} ADD COLUMN {def};")],
             down: vec![format!("ALTER TABLE {name} DROP COLUMN {};", quote(&column.sql_name))],
@@ -71,6 +72,7 @@ pub fn alter_table(
             }
             let (old, new) = (&info.type_sql, want.sql());
             types.push(Step {
+                table: name.clone(),
                 summary: format!("change the type of {shown}.{} from {old} to {new}", dc.sql_name),
                 up: vec![format!(
                     "ALTER TABLE {name} ALTER COLUMN {col} TYPE {new} USING {};",
@@ -90,7 +92,7 @@ pub fn alter_table(
             } else {
                 (format!("make {shown}.{} NOT NULL", dc.sql_name), set, unset)
             };
-            nulls.push(Step { summary, up: vec![up], down: vec![down] });
+            nulls.push(Step { table: name.clone(), summary, up: vec![up], down: vec![down] });
         }
     }
 
@@ -121,7 +123,7 @@ pub fn alter_table(
         "drop column(s) {shown}.{} (their data is lost: down.sql brings the columns back empty)",
         gone.join(", ")
     );
-    drops.push(Step { summary, up, down });
+    drops.push(Step { table: name, summary, up, down });
     Ok(())
 }
 

@@ -12,8 +12,10 @@ use crate::schema::introspect::{self, ColumnDefinition, TableName};
 use crate::schema::settings::{ColumnSorting, Settings};
 
 /// One change: `up` makes it, `down` undoes it.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// The table it changes, qualified and quoted as the SQL names it.
+    pub table: String,
     pub summary: String,
     pub up: Vec<String>,
     pub down: Vec<String>,
@@ -209,6 +211,7 @@ fn add_foreign_keys(
             let refs =
                 references(table, &column.sql_name, entities, d.name.schema.as_deref()).expect("joinable parent");
             steps.push(Step {
+                table: name.clone(),
                 summary: format!(
                     "add the foreign key {}.{} -> {}.{pk}",
                     d.name.full_sql_name(),
@@ -248,6 +251,7 @@ fn create_table(table: &Table, entities: &Entities, schema: Option<&str>) -> Ste
         summary: format!("create table {}", table.sql_name),
         up: vec![format!("CREATE TABLE {name} (\n{}\n);", lines.join(",\n"))],
         down: vec![format!("DROP TABLE {name};")],
+        table: name,
     }
 }
 
@@ -258,7 +262,7 @@ fn drop_table(name: &TableName, cat: &TableCatalog) -> Step {
     down.extend(cat.restore_sql(&table, None));
     let summary =
         format!("drop table {} (its rows are lost: down.sql brings the table back empty)", name.full_sql_name());
-    Step { summary, up: vec![format!("DROP TABLE {table};")], down }
+    Step { up: vec![format!("DROP TABLE {table};")], table, summary, down }
 }
 
 #[derive(diesel::QueryableByName)]

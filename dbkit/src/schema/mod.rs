@@ -8,39 +8,87 @@ pub mod print;
 pub mod render;
 pub mod settings;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use url::Url;
 
 use crate::context::Context;
-use crate::diesel_config::DieselConfig;
+use crate::diesel_config::{DieselConfig, section};
 use settings::Settings;
 
-/// Rewrites the schema file from the database at `url`, as diesel_cli does after migrating:
-/// only when diesel.toml names one (print_schema.file), with diesel.toml's settings alone.
+/// Rewrites the schema files from the database at `url`, as diesel_cli does after migrating:
+/// each print_schema key that names a file, with diesel.toml's settings alone. Every file is
+/// printed before any is written, so a failing key leaves them all as they were.
 pub fn regenerate(cx: &Context, url: &Url) -> Result<()> {
-    let config = DieselConfig::load(cx)?;
-    let settings = Settings::from_config(&config)?;
-    let Some(file) = settings.file.clone() else { return Ok(()) };
-    let mut conn = crate::connect::establish(url)?;
-    let text = print::output_schema(&mut conn, &settings, &rustfmt_dir(cx))?;
-    write_if_changed(&file, &text)
+    let files: Vec<SchemaFile> = settings::keys(&DieselConfig::load(cx)?)?
+        .into_iter()
+        .filter_map(|(key, settings)| Some(SchemaFile { key, path: settings.file.clone()?, settings }))
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    let texts = print_files(cx, &mut crate::connect::establish(url)?, &files)?;
+    for (file, text) in files.iter().zip(texts) {
+        write_if_changed(&file.path, &text)?;
+    }
+    Ok(())
 }
 
-/// What the schema file should hold, from the database at `url` with diesel.toml's settings,
-/// and where it is: `None` when diesel.toml names no file.
-pub fn expected(cx: &Context, url: &Url) -> Result<Option<(PathBuf, String)>> {
-    let config = DieselConfig::load(cx)?;
-    let settings = Settings::from_config(&config)?;
-    let Some(file) = settings.file.clone() else { return Ok(None) };
-    let mut conn = crate::connect::establish(url)?;
-    Ok(Some((file, print::output_schema(&mut conn, &settings, &rustfmt_dir(cx))?)))
+/// One schema file: the print_schema key it belongs to, where it is, what prints it.
+pub struct SchemaFile {
+    pub key: String,
+    pub path: PathBuf,
+    pub settings: Settings,
 }
 
-/// print_schema.file, else the project's `db/src/schema.rs`.
-pub fn schema_file(cx: &Context, settings: &Settings) -> PathBuf {
-    settings.file.clone().unwrap_or_else(|| cx.root.join("db/src/schema.rs"))
+/// The schema files of `keys`, in key order: each key's `file`. When diesel.toml has a single
+/// key (`several` false), a missing `file` means the project's `db/src/schema.rs`; among
+/// several, a key without a file has none (diesel_cli writes none for it either) and is named
+/// in the error when `refuse_fileless`, else left out.
+pub fn schema_files(
+    cx: &Context,
+    keys: BTreeMap<String, Settings>,
+    several: bool,
+    refuse_fileless: bool,
+) -> Result<Vec<SchemaFile>> {
+    let mut files = Vec::new();
+    for (key, settings) in keys {
+        let path = match (&settings.file, several) {
+            (Some(file), _) => file.clone(),
+            (None, false) => cx.root.join("db/src/schema.rs"),
+            (None, true) if refuse_fileless => bail!(
+                hint!("{} names no file to write or check", section(&key); "add `file = \"...\"` to it in diesel.toml, or print it with --stdout")
+            ),
+            (None, true) => continue,
+        };
+        files.push(SchemaFile { key, path, settings });
+    }
+    if files.is_empty() {
+        bail!(
+            hint!("none of diesel.toml's print_schema sections names a file"; "add `file = \"...\"` to the ones to write, or print them with --stdout")
+        );
+    }
+    Ok(files)
+}
+
+/// Every schema file diesel.toml configures, with its settings alone (doctor, migration generate).
+pub fn configured_files(cx: &Context, config: &DieselConfig) -> Result<Vec<SchemaFile>> {
+    let keys = settings::keys(config)?;
+    let several = keys.len() > 1;
+    schema_files(cx, keys, several, false)
+}
+
+/// What the database at `conn` gives for each file, in the files' order.
+pub fn print_files(cx: &Context, conn: &mut diesel::PgConnection, files: &[SchemaFile]) -> Result<Vec<String>> {
+    files
+        .iter()
+        .map(|file| {
+            print::output_schema(conn, &file.settings, &rustfmt_dir(cx))
+                .with_context(|| format!("print {}", section(&file.key)))
+        })
+        .collect()
 }
 
 /// Where rustfmt runs: the user's directory, as for diesel_cli, so both find the same rustfmt.toml.
@@ -75,6 +123,22 @@ pub fn check(file: &Path, text: &str) -> Result<()> {
     bail!(
         hint!("{} is stale: it differs from the database's schema from line {line}\n  file:     {was}\n  database: {now}", file.display(); "run `cargo xtask schema generate` (after `cargo xtask migration run`) and commit the file")
     )
+}
+
+/// [`check`] for each file with the text the database gives it: the error names every stale
+/// file, the first one's difference in full.
+pub fn check_all(files: &[SchemaFile], texts: &[String]) -> Result<()> {
+    let mut stale: Vec<(&Path, anyhow::Error)> = files
+        .iter()
+        .zip(texts)
+        .filter_map(|(file, text)| check(&file.path, text).err().map(|e| (file.path.as_path(), e)))
+        .collect();
+    if stale.len() < 2 {
+        return stale.pop().map_or(Ok(()), |(_, error)| Err(error));
+    }
+    let names: Vec<String> = stale.iter().map(|(path, _)| path.display().to_string()).collect();
+    let (_, first) = stale.remove(0);
+    Err(first.context(format!("{} of {} schema files are stale: {}", names.len(), files.len(), names.join(", "))))
 }
 
 /// When the database lacks migrations, that (not schema.rs) is the likely drift.

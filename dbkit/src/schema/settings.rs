@@ -1,12 +1,13 @@
-//! print-schema's settings: diesel.toml's `[print_schema]` with diesel_cli's names and defaults
-//! (the command line's flags go over them: see the xtask's `schema generate`).
+//! print-schema's settings: each of diesel.toml's print_schema sections with diesel_cli's names
+//! and defaults (the command line's flags go over them: see the xtask's `schema generate`).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use regex::Regex;
 
-use crate::diesel_config::{self, DieselConfig, WithDocs};
+use crate::diesel_config::{self, DieselConfig, PrintSchema, WithDocs, section};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DocConfig {
@@ -69,11 +70,25 @@ pub struct Settings {
     pub pg_domains_as_custom_types: Vec<Regex>,
 }
 
+/// Every print_schema key of diesel.toml (`default` for `[print_schema]`) with its settings, by
+/// name: what `migration run` regenerates with, in the order diesel_cli uses.
+pub fn keys(config: &DieselConfig) -> Result<BTreeMap<String, Settings>> {
+    config
+        .print_schema
+        .0
+        .iter()
+        .map(|(key, c)| {
+            let settings =
+                Settings::from_section(c, &config.base).with_context(|| format!("diesel.toml {}", section(key)))?;
+            Ok((key.clone(), settings))
+        })
+        .collect()
+}
+
 impl Settings {
-    /// diesel.toml's `[print_schema]` alone: what `migration run` regenerates with.
-    pub fn from_config(config: &DieselConfig) -> Result<Settings> {
-        let c = &config.print_schema;
-        let base = |p: &PathBuf| config.base.join(p);
+    /// One section's settings; its relative paths start at `base` (diesel.toml's folder).
+    fn from_section(c: &PrintSchema, base: &Path) -> Result<Settings> {
+        let base = |p: &PathBuf| base.join(p);
         Ok(Settings {
             file: c.file.as_ref().map(base),
             with_docs: match &c.with_docs {
@@ -87,7 +102,7 @@ impl Settings {
                 .map_or(Ok(AllowTables::default()), allow_tables)?,
             filter: match &c.filter {
                 Some(diesel_config::Filter { only_tables: Some(_), except_tables: Some(_) }) => {
-                    bail!("diesel.toml: [print_schema.filter] takes only_tables or except_tables, not both")
+                    bail!("filter takes only_tables or except_tables, not both")
                 }
                 Some(diesel_config::Filter { only_tables: Some(t), .. }) => Filtering::OnlyTables(regexes(t)?),
                 Some(diesel_config::Filter { except_tables: Some(t), .. }) => Filtering::ExceptTables(regexes(t)?),

@@ -9,7 +9,7 @@ use crate::context::Context;
 /// DANGEROUS: drop every table of the app (with its views, sequences, functions, types and the
 /// migration bookkeeping)
 ///
-/// The app's schemas are `public` and diesel.toml's [print_schema] schema (more with --schema).
+/// The app's schemas are `public` and the schema of each diesel.toml print_schema section (more with --schema).
 /// What goes is listed first; then it asks (`--yes` in scripts) and refuses production.
 #[derive(clap::Args)]
 pub struct Drop {

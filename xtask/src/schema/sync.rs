@@ -15,7 +15,7 @@ use dbkit::migration::source::{self, shown};
 /// DEV ONLY, destructive: drop the app's tables, views, sequences, functions and types (and the
 /// migration bookkeeping), then run every migration
 ///
-/// The app's schemas are `public` and diesel.toml's [print_schema] schema (more with --schema).
+/// The app's schemas are `public` and the schema of each diesel.toml print_schema section (more with --schema).
 /// What goes is listed first; then it asks (`--yes` in scripts) and refuses production.
 #[derive(clap::Args)]
 pub struct Sync {
@@ -59,10 +59,10 @@ impl Sync {
 }
 
 impl Scope {
-    /// `public`, diesel.toml's schema, and `--schema`s, without repeats.
+    /// `public`, the schema of each of diesel.toml's print_schema keys, and `--schema`s, without repeats.
     pub fn schemas(&self, cx: &Context) -> Result<Vec<String>> {
         let mut schemas = vec!["public".to_string()];
-        schemas.extend(DieselConfig::load(cx)?.print_schema.schema);
+        schemas.extend(DieselConfig::load(cx)?.print_schema.0.into_values().filter_map(|key| key.schema));
         schemas.extend(self.schemas.iter().cloned());
         let mut seen = std::collections::HashSet::new();
         schemas.retain(|s| seen.insert(s.clone()));
