@@ -412,3 +412,45 @@ fn unix_socket_urls_back_up_and_restore_in_both_forms() {
         assert_eq!(rows.n, 2, "the restore put back the backup's rows");
     }
 }
+
+#[test]
+fn ctrl_c_midway_leaves_nothing_queued_and_the_target_as_it_was() {
+    use std::os::unix::process::CommandExt;
+    let dir = Dir::new("ctrl-c");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);").unwrap();
+    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2);").unwrap();
+    let mut reader = target.conn().unwrap();
+    reader.batch_execute("BEGIN; SELECT count(*) FROM orders;").unwrap();
+    // Its own process group, as a terminal's foreground job: Ctrl-C reaches the xtask and psql.
+    let child =
+        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "60s"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let restoring = "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' \
+                     AND datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while diesel::sql_query(restoring).get_result::<Count>(&mut target.conn().unwrap()).unwrap().n == 0 {
+        assert!(Instant::now() < deadline, "the restore never waited for the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: a signal to the process group we just made.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert!(!out.ok(), "interrupted, yet the restore succeeded");
+    let gone = "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' \
+                AND datname = current_database()";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while diesel::sql_query(gone).get_result::<Count>(&mut target.conn().unwrap()).unwrap().n > 0 {
+        assert!(Instant::now() < deadline, "the interrupted restore is still queued on the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reader.batch_execute("COMMIT").unwrap();
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM orders"), "2", "the target is as it was");
+}

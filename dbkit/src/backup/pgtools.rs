@@ -32,13 +32,29 @@ pub struct PgTools {
 impl PgTools {
     /// Picks the tools for the server at `url` (connects once to ask its version).
     pub fn find(sh: &Shell, project: &str, url: &Url) -> Result<PgTools> {
+        PgTools::find_where(sh, project, url, |_| Ok(()))
+    }
+
+    /// [`find`](PgTools::find) for a restore: a psql with `\\restrict`, from whichever source has one.
+    pub fn find_for_restore(sh: &Shell, project: &str, url: &Url) -> Result<PgTools> {
+        PgTools::find_where(sh, project, url, |tools| tools.check_restrict(sh))
+    }
+
+    /// The first source (host, project container, local image) whose tools are new enough for
+    /// the server and that `usable` accepts.
+    fn find_where(sh: &Shell, project: &str, url: &Url, usable: impl Fn(&PgTools) -> Result<()>) -> Result<PgTools> {
         let server_major = server_major(url)?;
         let forced = std::env::var("RAILGUN_PGTOOLS").ok().filter(|s| !s.is_empty());
         let mut tried = Vec::new();
         if matches!(forced.as_deref(), None | Some("host")) {
             match host_tools(sh) {
                 Some((bindir, major)) if major >= server_major || forced.is_some() => {
-                    return Ok(PgTools { runner: Runner::Host { bindir }, server_major, tools_major: major });
+                    let tools = PgTools { runner: Runner::Host { bindir }, server_major, tools_major: major };
+                    match usable(&tools) {
+                        Ok(()) => return Ok(tools),
+                        Err(e) if forced.is_some() => return Err(e),
+                        Err(e) => tried.push(e.to_string()),
+                    }
                 }
                 Some((_, major)) => tried.push(format!("the host's pg_dump is version {major}")),
                 None => tried.push("the host has no pg_dump/psql".to_string()),
@@ -49,7 +65,11 @@ impl PgTools {
                 match container_major(sh, &container) {
                     Some(major) if major >= server_major => {
                         let runner = Runner::Exec { container, inside };
-                        return Ok(PgTools { runner, server_major, tools_major: major });
+                        let tools = PgTools { runner, server_major, tools_major: major };
+                        match usable(&tools) {
+                            Ok(()) => return Ok(tools),
+                            Err(e) => tried.push(e.to_string()),
+                        }
                     }
                     Some(major) => tried.push(format!("container {container} has pg_dump {major}")),
                     None => tried.push(format!("container {container} has no pg_dump")),
@@ -61,7 +81,11 @@ impl PgTools {
         if matches!(forced.as_deref(), None | Some("image")) {
             for (image, major) in local_images(sh) {
                 if major >= server_major {
-                    return Ok(PgTools { runner: Runner::Run { image }, server_major, tools_major: major });
+                    let tools = PgTools { runner: Runner::Run { image }, server_major, tools_major: major };
+                    match usable(&tools) {
+                        Ok(()) => return Ok(tools),
+                        Err(e) => tried.push(e.to_string()),
+                    }
                 }
             }
             tried.push(format!("no local Postgres image of version {server_major} or newer"));

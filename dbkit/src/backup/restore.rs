@@ -80,7 +80,7 @@ const PRELUDE_LINES: usize = 2;
 
 /// Finds psql for `url` and takes the safety backup into `safety_dir` when given.
 fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<(PgTools, Option<PathBuf>)> {
-    let tools = PgTools::find(&cx.sh, &cx.project, url)?;
+    let tools = PgTools::find_for_restore(&cx.sh, &cx.project, url)?;
     let saved = match safety_dir {
         Some(_) if is_empty(url)? => {
             eprintln!("{} is empty: no safety backup needed", redact(url));
@@ -144,7 +144,6 @@ struct Psql {
 
 impl Psql {
     fn start(cx: &Context, tools: &PgTools, url: &Url, lock_timeout: Duration) -> Result<Psql> {
-        tools.check_restrict(&cx.sh)?;
         eprintln!("restoring into {} with {}", redact(url), tools.describe());
         let started = Instant::now();
         let key = crate::secret::random_hex(16)?;
