@@ -79,7 +79,7 @@ fn drop_database(name: &str) {
 /// Runs the `child_*` test `name` of this binary in a process of its own.
 fn child(name: &str, envs: &[(&str, &str)]) -> Output {
     Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("HARNESS_CHILD", name)
         .envs(envs.iter().copied())
         .output()
@@ -130,6 +130,7 @@ fn concurrent_tests_do_not_see_each_others_rows() {
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_claims() {
     if !is_child("child_claims") {
         return;
@@ -151,7 +152,7 @@ fn child_claims() {
 fn two_processes_never_get_the_same_clone() {
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["child_claims", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["child_claims", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("HARNESS_CHILD", "child_claims")
             .env("RAILGUN_TEST_POOL", "4")
             .stdout(std::process::Stdio::piped())
@@ -189,6 +190,7 @@ fn the_embedded_migrations_serve_test_databases() {
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_template() {
     if !is_child("child_template") {
         return;
@@ -252,6 +254,7 @@ fn a_template_whose_migrations_fail_is_never_used() {
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_panics() {
     if !is_child("child_panics") {
         return;
@@ -405,6 +408,7 @@ fn raw_dbsize(url: &str, db: u8) -> i64 {
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_container() {
     if !is_child("child_container") {
         return;
@@ -434,7 +438,7 @@ fn without_a_configured_server_one_test_container_serves_every_process() {
     let project = ContainerProject(format!("railgun-testdb-test-{}", std::process::id()));
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["child_container", "--exact", "--nocapture", "--test-threads=1"])
+            .args(["child_container", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("HARNESS_CHILD", "child_container")
             .env("RAILGUN_TEST_CONTAINER", &project.0)
             .env("RAILGUN_ENV_FILE", "/nonexistent/.env")
