@@ -1,6 +1,7 @@
 //! `cargo xtask migration`: the guide's migration commands, in diesel_cli's format and
 //! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
+mod accept;
 mod create;
 mod generate;
 mod redo;
@@ -21,6 +22,7 @@ pub enum Migration {
     Revert(revert::Revert),
     Redo(redo::Redo),
     Show(show::Show),
+    Accept(accept::Accept),
 }
 
 impl Migration {
@@ -32,6 +34,7 @@ impl Migration {
             Migration::Revert(cmd) => cmd.run(cx),
             Migration::Redo(cmd) => cmd.run(cx),
             Migration::Show(cmd) => cmd.run(cx),
+            Migration::Accept(cmd) => cmd.run(cx),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask migration run`: apply pending migrations, then regenerate schema.rs.
 
 use anyhow::Result;
+use dbkit::migration::{settings, source};
 
 use crate::context::Context;
 
@@ -9,13 +10,36 @@ use crate::context::Context;
 /// Two runners at once are safe: the second waits for the first, then applies what is left.
 /// A migration whose metadata.toml says `run_in_transaction = false` runs outside a transaction
 /// (for `CREATE INDEX CONCURRENTLY` and the like).
+///
+/// Refused, naming them and the fix: an applied migration whose up.sql changed since it was
+/// applied (see `migration accept`), and a pending migration older than the newest applied one
+/// (unless --allow-out-of-order).
+///
+/// Timeouts for production runs, in railgun.toml beside diesel.toml (diesel_cli refuses keys of
+/// its own file it does not know):
+///   [migrations]
+///   lock_timeout = "5s"          # Postgres's lock_timeout for each migration
+///   statement_timeout = "10min"  # and its statement_timeout
+///   lock_retries = 3             # a migration that hit lock_timeout is tried again (default 3)
+///   retry_backoff = "1s"         # first wait between tries, doubled each time (default 1s)
+///   allow_out_of_order = false
+/// A migration's metadata.toml may set lock_timeout and statement_timeout for itself (and must
+/// then say run_in_transaction, which diesel otherwise reads as false).
 #[derive(clap::Args)]
-pub struct Run {}
+#[command(verbatim_doc_comment)]
+pub struct Run {
+    /// Apply pending migrations older than the newest applied one (merged from another branch)
+    #[arg(long)]
+    allow_out_of_order: bool,
+}
 
 impl Run {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let ran = dbkit::migration::run_pending(cx, &url)?;
+        let mut options = settings::load(cx)?.options();
+        options.allow_out_of_order |= self.allow_out_of_order;
+        let migrations = source::load(&cx.migration_dir()?)?;
+        let ran = dbkit::migration::run_with(&url, &migrations, &options)?;
         match ran {
             0 => eprintln!("no pending migrations"),
             1 => eprintln!("applied 1 migration"),
