@@ -760,3 +760,106 @@ fn a_lock_timeout_is_retried_with_backoff_and_reported() {
     fx.xtask(&["migration", "run"]).assert_fails_with("is not a setting Postgres takes");
     assert_eq!(fx.recorded().len(), 2);
 }
+
+/// Everything a dry run must leave as it found it: the bookkeeping, the checksums, the tables
+/// and their columns, the indexes, schema.rs, and the databases on the server.
+fn footprint(fx: &Fixture) -> Vec<String> {
+    let mut conn = fx.conn();
+    let mut all = fx.recorded();
+    for query in [
+        "SELECT version || ' ' || checksum AS s FROM __railgun_migration_checksums ORDER BY 1",
+        "SELECT table_name || '.' || column_name AS s FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1",
+        "SELECT indexname::text AS s FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        "SELECT datname::text AS s FROM pg_database WHERE datname LIKE 'railgun\\_dryrun%' ORDER BY 1",
+    ] {
+        all.extend(strings(&mut conn, query));
+    }
+    all.push(std::fs::read_to_string(fx.dir.join("schema.rs")).unwrap());
+    all
+}
+
+#[test]
+fn a_dry_run_shows_the_schema_diff_and_timings_and_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    fx.migration(
+        "2024-01-01-000001_create_posts",
+        "CREATE TABLE posts (id INT PRIMARY KEY);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.conn().batch_execute("INSERT INTO posts SELECT generate_series(1, 1000)").unwrap();
+    fx.migration(
+        "2024-01-01-000002_add_title",
+        "ALTER TABLE posts ADD COLUMN title TEXT;\n\nUPDATE posts SET title = 'p' || id;\n",
+        "ALTER TABLE posts DROP COLUMN title;\n",
+        None,
+    );
+    fx.migration(
+        "2024-01-01-000003_create_notes",
+        "CREATE TABLE notes (id INT PRIMARY KEY, body TEXT NOT NULL);\n",
+        "DROP TABLE notes;\n",
+        None,
+    );
+    let before = footprint(&fx);
+
+    // All transactional: applied and rolled back in the database itself.
+    let dry = fx.xtask(&["migration", "run", "--dry-run"]);
+    dry.assert_ok();
+    assert!(dry.stderr.contains("Would run migration 2024-01-01-000002_add_title"), "{}", dry.stderr);
+    assert!(
+        dry.stderr
+            .contains(" ms  migrations/2024-01-01-000002_add_title/up.sql:3  UPDATE posts SET title = 'p' || id;"),
+        "a timing per statement, with its line:\n{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("nothing was written (rolled back)"), "{}", dry.stderr);
+    assert!(
+        dry.stdout.starts_with("--- schema.rs (now)\n+++ schema.rs (after the pending migrations)\n"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("+        title -> Nullable<Text>,"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("+    notes (id) {"), "{}", dry.stdout);
+    assert_eq!(footprint(&fx), before, "the dry run wrote something");
+
+    // A migration outside a transaction: everything runs on a scratch copy, dropped afterwards.
+    fx.migration(
+        "2024-01-01-000004_index_titles",
+        "CREATE INDEX CONCURRENTLY posts_title_idx ON posts (title);\n",
+        "DROP INDEX CONCURRENTLY posts_title_idx;\n",
+        Some("run_in_transaction = false\n"),
+    );
+    let before = footprint(&fx);
+    let dry = fx.xtask(&["migration", "run", "--dry-run"]);
+    dry.assert_ok();
+    assert!(dry.stderr.contains("on a scratch copy of"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains("up.sql:1  CREATE INDEX CONCURRENTLY posts_title_idx ON posts (title);"),
+        "{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("now dropped"), "{}", dry.stderr);
+    assert!(dry.stdout.contains("+    notes (id) {"), "{}", dry.stdout);
+    assert_eq!(footprint(&fx), before, "the dry run wrote something");
+
+    // A failing migration is reported as the real run would, and nothing stays either.
+    std::fs::write(
+        fx.migrations().join("2024-01-01-000003_create_notes/up.sql"),
+        "CREATE TABLE notes (id INT);\nALTER TABLE nope ADD COLUMN x INT;\n",
+    )
+    .unwrap();
+    let before = footprint(&fx);
+    fx.xtask(&["migration", "run", "--dry-run"]).assert_fails_with(
+        "dry run: migration 2024-01-01-000003_create_notes fails at migrations/2024-01-01-000003_create_notes/up.sql:2",
+    );
+    assert_eq!(footprint(&fx), before);
+    // Then the real run applies them all.
+    std::fs::write(
+        fx.migrations().join("2024-01-01-000003_create_notes/up.sql"),
+        "CREATE TABLE notes (id INT PRIMARY KEY);\n",
+    )
+    .unwrap();
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert!(fx.xtask(&["migration", "run", "--dry-run"]).assert_ok().stderr.contains("dry run: no pending migrations"));
+}

@@ -5,6 +5,8 @@
 pub mod checksum;
 #[cfg(feature = "tools")]
 pub mod create;
+#[cfg(feature = "tools")]
+pub mod dry_run;
 pub mod runner;
 #[cfg(feature = "tools")]
 pub mod settings;

@@ -1,7 +1,9 @@
 //! `cargo xtask migration run`: apply pending migrations, then regenerate schema.rs.
 
 use anyhow::Result;
-use dbkit::migration::{settings, source};
+use dbkit::migration::dry_run::{self, Report};
+use dbkit::migration::{MigrationFiles, Options, settings, source};
+use url::Url;
 
 use crate::context::Context;
 
@@ -31,6 +33,11 @@ pub struct Run {
     /// Apply pending migrations older than the newest applied one (merged from another branch)
     #[arg(long)]
     allow_out_of_order: bool,
+    /// Apply the pending migrations and throw them away: print schema.rs's diff (stdout) and
+    /// each statement's time (stderr), write nothing. Rolled back, or on a scratch copy of the
+    /// database when one runs outside a transaction
+    #[arg(long)]
+    dry_run: bool,
 }
 
 impl Run {
@@ -39,6 +46,9 @@ impl Run {
         let mut options = settings::load(cx)?.options();
         options.allow_out_of_order |= self.allow_out_of_order;
         let migrations = source::load(&cx.migration_dir()?)?;
+        if self.dry_run {
+            return dry_run(cx, &url, &migrations, &options);
+        }
         let ran = dbkit::migration::run_with(&url, &migrations, &options)?;
         match ran {
             0 => eprintln!("no pending migrations"),
@@ -46,5 +56,49 @@ impl Run {
             n => eprintln!("applied {n} migrations"),
         }
         dbkit::schema::regenerate(cx, &url)
+    }
+}
+
+fn dry_run(cx: &Context, url: &Url, migrations: &[MigrationFiles], options: &Options) -> Result<()> {
+    let Some(report) = dry_run::dry_run(cx, url, migrations, options)? else {
+        eprintln!("dry run: no pending migrations");
+        return Ok(());
+    };
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(report: &Report) {
+    for ran in &report.migrations {
+        let total: std::time::Duration = ran.statements.iter().map(|s| s.elapsed).sum();
+        eprintln!("Would run migration {} ({:.1} ms)", ran.name, total.as_secs_f64() * 1000.0);
+        for statement in &ran.statements {
+            let mut text = statement.text.clone();
+            if text.chars().count() > 72 {
+                text = text.chars().take(71).collect::<String>() + "…";
+            }
+            eprintln!(
+                "  {:>9.1} ms  {}:{}  {text}",
+                statement.elapsed.as_secs_f64() * 1000.0,
+                ran.file,
+                statement.line
+            );
+        }
+    }
+    let diff = dry_run::diff(
+        &report.schema_before,
+        &report.schema_after,
+        "schema.rs (now)",
+        "schema.rs (after the pending migrations)",
+        3,
+    );
+    if diff.is_empty() {
+        eprintln!("schema.rs would not change");
+    } else {
+        print!("{diff}");
+    }
+    match &report.scratch {
+        Some(name) => eprintln!("dry run: nothing was written (it ran on the scratch copy {name}, now dropped)"),
+        None => eprintln!("dry run: nothing was written (rolled back)"),
     }
 }
