@@ -4,6 +4,7 @@
 mod accept;
 mod create;
 mod generate;
+mod lint;
 mod redo;
 mod revert;
 mod run;
@@ -23,6 +24,7 @@ pub enum Migration {
     Redo(redo::Redo),
     Show(show::Show),
     Accept(accept::Accept),
+    Lint(lint::Lint),
 }
 
 impl Migration {
@@ -35,6 +37,7 @@ impl Migration {
             Migration::Redo(cmd) => cmd.run(cx),
             Migration::Show(cmd) => cmd.run(cx),
             Migration::Accept(cmd) => cmd.run(cx),
+            Migration::Lint(cmd) => cmd.run(cx),
         }
     }
 }
