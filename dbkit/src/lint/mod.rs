@@ -7,6 +7,8 @@
 //! A statement is silenced, rule by rule, by a comment right before it that gives a reason:
 //! `-- lint-ignore adding-required-field: the table is empty in every environment`.
 
+#[cfg(feature = "testing")]
+pub mod measure;
 mod rules;
 
 use std::collections::BTreeSet;

@@ -2,6 +2,7 @@
 //! running, found on Postgres's own parse tree by squawk's rules.
 
 use anyhow::{Result, bail};
+use dbkit::lint::measure::{self, Measured};
 use dbkit::lint::{self, Linted, RULES, Settings};
 use dbkit::migration::{MigrationFiles, Plan, settings, source};
 
@@ -24,6 +25,13 @@ use crate::context::Context;
 /// comment right before it that says why it is safe:
 ///   -- lint-ignore require-concurrent-index-creation: the table has a dozen rows
 /// Exits 1 on findings (for CI).
+///
+/// --measure runs each statement in a throwaway clone (the test harness's template, migrated up
+/// to the migrations measured, on its server: TEST_DATABASE_URL, else the local DATABASE_URL,
+/// else a throwaway container) and reports, from a second connection, the lock it took on each
+/// relation and whether it rewrote a table (its relfilenode changed); each static finding is
+/// then confirmed or contradicted. The clone's tables are empty: locks and rewrites are those
+/// of the real run, durations are not.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Lint {
@@ -39,6 +47,9 @@ pub struct Lint {
     /// The Postgres major version the migrations will run on (default: the database's, else 15)
     #[arg(long, value_name = "MAJOR")]
     postgres: Option<u32>,
+    /// Also run them in a throwaway clone and report the locks and rewrites each statement caused
+    #[arg(long)]
+    measure: bool,
 }
 
 impl Lint {
@@ -51,7 +62,18 @@ impl Lint {
             lock_timeout_configured: config.migrations.lock_timeout.is_some(),
         };
         let linted: Vec<Linted> = targets.iter().map(|m| lint::lint(m, &settings)).collect::<Result<_>>()?;
-        report(&linted, self.json)
+        let measured = match (self.measure, targets.first()) {
+            (true, Some(first)) => {
+                let base: Vec<MigrationFiles> = migrations
+                    .iter()
+                    .filter(|m| m.version < first.version && !targets.iter().any(|t| t.version == m.version))
+                    .cloned()
+                    .collect();
+                Some(measure::measure(&base, &targets, &linted)?)
+            }
+            _ => None,
+        };
+        report(&linted, measured.as_ref(), self.json)
     }
 
     /// The migrations asked for, and the server's major version when we connected to find them.
@@ -90,12 +112,15 @@ fn server_major(conn: &mut diesel::PgConnection) -> Option<u32> {
     u32::try_from(version.v / 10000).ok()
 }
 
-fn report(linted: &[Linted], json: bool) -> Result<()> {
+fn report(linted: &[Linted], measured: Option<&(String, Vec<Measured>)>, json: bool) -> Result<()> {
     let findings: usize = linted.iter().map(|l| l.findings.len()).sum();
     let ignored: usize = linted.iter().map(|l| l.ignored.len()).sum();
     let statements: usize = linted.iter().map(|l| l.statements.len()).sum();
     if json {
-        let out = serde_json::json!({ "migrations": linted, "findings": findings, "ignored": ignored, "statements": statements });
+        let mut out = serde_json::json!({ "migrations": linted, "findings": findings, "ignored": ignored, "statements": statements });
+        if let Some((clone, rows)) = measured {
+            out["measured"] = serde_json::json!({ "clone": clone, "statements": rows });
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for finding in linted.iter().flat_map(|l| &l.findings) {
@@ -108,6 +133,9 @@ fn report(linted: &[Linted], json: bool) -> Result<()> {
                 eprintln!("{}:{}: {} ignored: {}", l.file, i.line, i.rule, i.reason);
             }
         }
+        if let Some((clone, rows)) = measured {
+            print_measured(clone, rows);
+        }
     }
     eprintln!(
         "{findings} finding(s) in {statements} statement(s) of {} migration(s){}",
@@ -119,4 +147,37 @@ fn report(linted: &[Linted], json: bool) -> Result<()> {
             "rewrite them as each finding's `fix` says, or, when one is safe here, say why just before it: -- lint-ignore RULE: REASON"));
     }
     Ok(())
+}
+
+/// The measured table: one row per statement, its locks and rewrites, and each finding's verdict.
+fn print_measured(clone: &str, rows: &[Measured]) {
+    println!("\nmeasured in the throwaway clone {clone} (dropped):");
+    println!(
+        "{:<44} {:<48} {:<44} {:<8} static findings",
+        "statement", "sql", "locks (read from a second connection)", "rewrite"
+    );
+    for row in rows {
+        let mut sql = row.statement.clone();
+        if sql.chars().count() > 48 {
+            sql = sql.chars().take(47).collect::<String>() + "…";
+        }
+        let locks = if row.unobserved {
+            "(released before they could be read)".to_string()
+        } else {
+            row.locks
+                .iter()
+                .map(|(rel, mode)| format!("{rel} {}", mode.trim_end_matches("Lock")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let rewrite = if row.rewrote.is_empty() { "no".to_string() } else { row.rewrote.join(",") };
+        let verdicts = row
+            .verdicts
+            .iter()
+            .map(|v| format!("{} {} ({})", v.rule, v.verdict, v.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let at = format!("{}:{}", row.migration, row.line);
+        println!("{at:<44} {sql:<48} {locks:<44} {rewrite:<8} {}", if verdicts.is_empty() { "-" } else { &verdicts });
+    }
 }
