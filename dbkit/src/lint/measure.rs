@@ -162,7 +162,7 @@ fn judge(finding: &Finding, locks: &BTreeMap<String, String>, rewrote: &[String]
     if let Some(rewrite) = expect.rewrite {
         let table =
             expect.locks.first().map(|(r, _)| r.rsplit('.').next().unwrap_or(r).to_string()).unwrap_or_default();
-        let did = rewrote.iter().any(|r| *r == table);
+        let did = rewrote.contains(&table);
         match (rewrite, did) {
             (true, true) => right.push(format!("rewrote {table}")),
             (false, false) => right.push(format!("no rewrite of {table}")),
