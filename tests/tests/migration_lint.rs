@@ -28,7 +28,7 @@ const RULES: &[&str] = &[
     "prefer-robust-stmts",
     "prefer-bigint-over-int",
     "prefer-identity",
-    "prefer-timestamptz",
+    "prefer-timestamp-tz",
     "prefer-text-field",
     "ban-char-field",
     "identifier-too-long",

@@ -106,7 +106,7 @@ pub const RULES: &[Rule] = &[
         fix: "bigint GENERATED ALWAYS AS IDENTITY (or BY DEFAULT)",
     },
     Rule {
-        name: "prefer-timestamptz",
+        name: "prefer-timestamp-tz",
         why: "timestamp without time zone stores wall-clock time: the instant depends on the session's time zone",
         fix: "use timestamptz",
     },
@@ -199,15 +199,17 @@ impl Checker<'_> {
 
     /// ACCESS EXCLUSIVE on an existing table wants a lock timeout (once per statement).
     fn exclusive(&mut self, table: &str) {
-        if self.existing(table)
-            && !self.lock_timeout_set
+        if self.existing(table) {
+            let expect = Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: None };
+            self.wants_lock_timeout(table, Some(expect));
+        }
+    }
+
+    fn wants_lock_timeout(&mut self, what: &str, expect: Option<Expectation>) {
+        if !self.lock_timeout_set
             && !self.findings.iter().any(|f| f.statement == self.index && f.rule == "require-lock-timeout")
         {
-            self.flag(
-                "require-lock-timeout",
-                format!("takes ACCESS EXCLUSIVE on {table} with no lock_timeout"),
-                Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: None }),
-            );
+            self.flag("require-lock-timeout", format!("takes ACCESS EXCLUSIVE on {what} with no lock_timeout"), expect);
         }
     }
 
@@ -512,6 +514,7 @@ impl Checker<'_> {
                             format!("DROP TABLE {name}"),
                             Some(Expectation { locks: vec![(name.clone(), "AccessExclusiveLock")], rewrite: None }),
                         );
+                        self.exclusive(name);
                     }
                 }
                 if !self.transactional && !drop.missing_ok {
@@ -531,6 +534,8 @@ impl Checker<'_> {
                         format!("DROP INDEX {} without CONCURRENTLY", names.join(", ")),
                         None,
                     );
+                    // The parser knows the index, not its table: nothing for --measure to check by name.
+                    self.wants_lock_timeout(&format!("the table of {}", names.join(", ")), None);
                 }
                 if !self.transactional && !drop.missing_ok {
                     self.flag(
@@ -571,7 +576,7 @@ impl Checker<'_> {
             "int4" | "serial" | "serial4" => {
                 self.flag("prefer-bigint-over-int", format!("{column} is {}", shown_type(&name)), None)
             }
-            "timestamp" => self.flag("prefer-timestamptz", format!("{column} is timestamp without time zone"), None),
+            "timestamp" => self.flag("prefer-timestamp-tz", format!("{column} is timestamp without time zone"), None),
             "varchar" if !type_name.typmods.is_empty() => {
                 self.flag("prefer-text-field", format!("{column} is varchar with a length limit"), None)
             }

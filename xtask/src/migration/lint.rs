@@ -17,7 +17,7 @@ use crate::context::Context;
 /// require-concurrent-index-deletion, ban-concurrent-index-creation-in-transaction,
 /// renaming-column, renaming-table, ban-drop-column, ban-drop-table, ban-drop-database,
 /// require-lock-timeout, prefer-robust-stmts, prefer-bigint-over-int, prefer-identity,
-/// prefer-timestamptz, prefer-text-field, ban-char-field, identifier-too-long,
+/// prefer-timestamp-tz, prefer-text-field, ban-char-field, identifier-too-long,
 /// transaction-nesting. It knows the runner: each migration runs in a transaction unless its
 /// metadata.toml says run_in_transaction = false, and railgun.toml may set lock_timeout.
 ///
