@@ -153,9 +153,12 @@ fn judge(finding: &Finding, locks: &BTreeMap<String, String>, rewrote: &[String]
     let mut right = Vec::new();
     for (relation, mode) in &expect.locks {
         let name = relation.rsplit('.').next().unwrap_or(relation);
+        // A stronger lock than the rule says (ADD COLUMN ... REFERENCES takes ACCESS EXCLUSIVE
+        // for the column, which holds the foreign key's SHARE ROW EXCLUSIVE) confirms it too.
         match locks.get(name) {
             Some(got) if got == mode => right.push(format!("{got} on {name}")),
-            Some(got) => wrong.push(format!("{got} on {name}, not {mode}")),
+            Some(got) if strength(got) > strength(mode) => right.push(format!("{got} on {name} (at least {mode})")),
+            Some(got) => wrong.push(format!("{got} on {name}, weaker than {mode}")),
             None => wrong.push(format!("no lock on {name}, not {mode}")),
         }
     }
