@@ -35,7 +35,8 @@ pub struct Run {
     allow_out_of_order: bool,
     /// Apply the pending migrations and throw them away: print schema.rs's diff (stdout) and
     /// each statement's time (stderr), write nothing. Rolled back, or on a scratch copy of the
-    /// database when one runs outside a transaction
+    /// database when one runs outside a transaction. It takes the real locks: lock_timeout is
+    /// 2s unless railgun.toml or metadata.toml says otherwise
     #[arg(long)]
     dry_run: bool,
 }
