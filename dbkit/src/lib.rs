@@ -6,7 +6,8 @@
 //! - `tools`: diesel.toml, `.env`, the production guard, schema.rs printing and diffing,
 //!   backup / verify / restore / copy;
 //! - `docker`: the local services and the offline images;
-//! - `testing`: the test harness (a migrated database per test, in milliseconds).
+//! - `testing`: the test harness (a migrated database per test, in milliseconds);
+//! - `lint`: `migration lint`, on Postgres's own parser (libpg_query, compiled from C).
 //!
 //! It never depends on an app's schema.rs, models or embedded migrations: a tool built on it
 //! builds whatever state those files are in.
@@ -32,6 +33,8 @@ pub mod env_file;
 pub mod generate;
 #[cfg(feature = "tools")]
 pub mod guard;
+#[cfg(feature = "lint")]
+pub mod lint;
 #[cfg(any(feature = "docker", feature = "testing"))]
 pub mod redis;
 #[cfg(feature = "tools")]

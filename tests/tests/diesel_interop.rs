@@ -218,3 +218,50 @@ fn committed_schema_rs_is_what_diesel_print_schema_says() {
         run.stdout
     );
 }
+
+#[test]
+fn what_diesel_applied_gets_its_checksum_on_our_next_run() {
+    let shared = Shared::new(None);
+    let names = ["2024-01-01-000001_create_posts", "2024-01-01-000002_create_tags"];
+    for (name, up, down) in [
+        (names[0], "CREATE TABLE posts (id SERIAL PRIMARY KEY);\n", "DROP TABLE posts;\n"),
+        (names[1], "CREATE TABLE tags (id SERIAL PRIMARY KEY);\n", "DROP TABLE tags;\n"),
+    ] {
+        let dir = shared.migrations.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("up.sql"), up).unwrap();
+        std::fs::write(dir.join("down.sql"), down).unwrap();
+    }
+    shared.diesel(&["migration", "run"]).assert_ok();
+    assert_eq!(shared.our_list(), shared.diesel_list());
+    shared.ours(&["migration", "show", "--check"]).assert_ok();
+
+    // Our next run records what diesel applied; from then on an edit is noticed.
+    let run = shared.ours(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("recorded the checksum of 2 migration(s) applied without one"), "{}", run.stderr);
+    let up = shared.migrations.join(names[0]).join("up.sql");
+    std::fs::write(&up, "CREATE TABLE posts (id BIGSERIAL PRIMARY KEY);\n").unwrap();
+    shared.ours(&["migration", "show", "--check"]).assert_fails_with("changed since they were applied");
+    assert_eq!(shared.our_list(), shared.diesel_list(), "the marks still agree");
+
+    // diesel applies the edited file again: a new application, whose checksum our next run records.
+    shared.diesel(&["migration", "revert", "--all"]).assert_ok();
+    shared.diesel(&["migration", "run"]).assert_ok();
+    shared.ours(&["migration", "show", "--check"]).assert_ok();
+    assert!(shared.ours(&["migration", "run"]).assert_ok().stderr.contains("recorded the checksum of 2 migration(s)"));
+    // And diesel runs what we did not; its bookkeeping is untouched by ours.
+    let dir = shared.migrations.join("2024-01-02-000000_create_notes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("up.sql"), "CREATE TABLE notes (id INT PRIMARY KEY);\n").unwrap();
+    std::fs::write(dir.join("down.sql"), "DROP TABLE notes;\n").unwrap();
+    assert!(
+        shared
+            .diesel(&["migration", "run"])
+            .assert_ok()
+            .stdout
+            .contains("Running migration 2024-01-02-000000_create_notes")
+    );
+    assert_eq!(shared.our_list(), shared.diesel_list());
+    assert_eq!(shared.recorded(), ["20240101000001", "20240101000002", "20240102000000"]);
+}

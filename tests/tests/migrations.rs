@@ -75,9 +75,18 @@ impl Fixture {
         strings(&mut self.conn(), "SELECT version AS s FROM __diesel_schema_migrations ORDER BY version")
     }
 
-    /// Tables in `public`, sorted.
+    /// Tables in `public`, sorted, without the checksums kept beside diesel's bookkeeping.
     fn tables(&self) -> Vec<String> {
-        strings(&mut self.conn(), "SELECT tablename AS s FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+        strings(
+            &mut self.conn(),
+            "SELECT tablename AS s FROM pg_tables WHERE schemaname = 'public' \
+             AND tablename <> '__railgun_migration_checksums' ORDER BY 1",
+        )
+    }
+
+    /// `railgun.toml` beside the fixture's diesel.toml.
+    fn settings(&self, toml: &str) {
+        std::fs::write(self.dir.join("railgun.toml"), toml).unwrap();
     }
 }
 
@@ -353,29 +362,20 @@ fn a_runner_waits_for_the_lock_and_says_so() {
     // Someone else holds the migration lock (the key is "railgun" in ASCII).
     let mut holder = fx.conn();
     holder.batch_execute("SELECT pg_advisory_lock(x'007261696c67756e'::bigint)").unwrap();
-    let mut runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // The runner waits by tries (a queued pg_advisory_lock would deadlock a holder's CREATE INDEX
-    // CONCURRENTLY): it says so, then keeps asking while the lock is held.
-    let mut stderr = std::io::BufReader::new(runner.stderr.take().unwrap());
-    let mut said = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut said).unwrap();
-    assert!(said.contains("waiting for another migration run on this database (server pid"), "{said}");
-    let tries = "SELECT count(*)::text AS s FROM pg_stat_activity WHERE query LIKE '%pg_try_advisory_lock%' \
-                 AND datname = current_database() AND pid <> pg_backend_pid()";
+    let runner = fx.command(&["migration", "run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let waiting = "SELECT count(*)::text AS s FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
     let mut polls = 0;
-    while strings(&mut fx.conn(), tries) != ["1"] {
+    while strings(&mut fx.conn(), waiting) != ["1"] {
         polls += 1;
-        assert!(polls < 600, "the runner never asked for the lock");
+        assert!(polls < 600, "the runner never queued for the lock");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(fx.tables().is_empty(), "nothing happens while the lock is held");
     holder.batch_execute("SELECT pg_advisory_unlock_all()").unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     let run = Run::from(runner.wait_with_output().unwrap());
     run.assert_ok();
-    assert!(rest.contains("Running migration"), "{rest}");
+    assert!(run.stderr.contains("waiting for another migration run on this database (server pid"), "{}", run.stderr);
     assert_eq!(fx.recorded().len(), 3);
 }
 
@@ -557,4 +557,309 @@ fn the_schema_keeps_secrets_hashed_and_billing_apart_from_user_ids() {
     diesel::insert_into(db::schema::api_tokens::table).values(token).execute(&mut conn).unwrap();
     let tokens: i64 = db::schema::api_tokens::table.count().get_result(&mut conn).unwrap();
     assert_eq!(tokens, 1);
+}
+
+#[test]
+fn an_edited_applied_migration_is_refused_until_reverted_or_accepted_and_crlf_is_no_edit() {
+    let fx = Fixture::new();
+    let posts = fx.migration(
+        "2024-01-01-000001_create_posts",
+        "-- posts\nCREATE TABLE posts (id INT PRIMARY KEY);\nCREATE INDEX posts_id_idx ON posts (id);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    fx.migration(
+        "2024-01-01-000002_create_tags",
+        "CREATE TABLE tags (id INT PRIMARY KEY);\n",
+        "DROP TABLE tags;\n",
+        None,
+    );
+    fx.xtask(&["migration", "run"]).assert_ok();
+    let up = posts.join("up.sql");
+
+    // A checkout with CRLF line endings is the same migration.
+    std::fs::write(&up, std::fs::read_to_string(&up).unwrap().replace('\n', "\r\n")).unwrap();
+    let show = fx.xtask(&["migration", "show", "--check"]);
+    show.assert_ok();
+    assert!(!show.stdout.contains("EDITED"), "{}", show.stdout);
+    assert!(fx.xtask(&["migration", "run"]).assert_ok().stderr.contains("no pending migrations"));
+
+    // A real edit: show marks it, --check fails, run refuses (naming it and the fixes) and applies nothing.
+    std::fs::write(
+        &up,
+        "-- posts\nCREATE TABLE posts (id BIGINT PRIMARY KEY);\nCREATE INDEX posts_id_idx ON posts (id);\n",
+    )
+    .unwrap();
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(
+        show.stdout.contains("[X] 2024-01-01-000001_create_posts (applied at ")
+            && show.stdout.contains("EDITED since it was applied"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("2 applied, 0 pending, 1 edited since applied"), "{}", show.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&fx.xtask(&["migration", "show", "--json"]).assert_ok().stdout).unwrap();
+    assert_eq!((json["edited"].clone(), json["migrations"][0]["edited"].clone()), (1.into(), true.into()));
+    assert_eq!(json["migrations"][1]["checksum"], "unchanged");
+    fx.xtask(&["migration", "show", "--check"])
+        .assert_fails_with("changed since they were applied: 2024-01-01-000001_create_posts");
+    fx.migration("2024-01-01-000003_create_notes", "CREATE TABLE notes (id INT);\n", "DROP TABLE notes;\n", None);
+    let refused = fx.xtask(&["migration", "run"]);
+    refused.assert_fails_with("1 applied migration(s) changed since they were applied: 2024-01-01-000001_create_posts");
+    assert!(refused.stderr.contains("cargo xtask migration accept 20240101000001"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("cargo xtask migration revert"), "{}", refused.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001", "20240101000002"], "nothing ran");
+
+    // Accepted after review: run goes on, show is clean.
+    fx.xtask(&["migration", "accept", "nope"]).assert_fails_with("no migration has the version or name nope");
+    let accept = fx.xtask(&["migration", "accept", "20240101000001"]);
+    accept.assert_ok();
+    assert!(
+        accept.stderr.contains("accepted 2024-01-01-000001_create_posts: its checksum is now fnv1a64:"),
+        "{}",
+        accept.stderr
+    );
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.xtask(&["migration", "show", "--check"]).assert_ok();
+    fx.xtask(&["migration", "accept", "20240101000003"]).assert_ok();
+
+    // The development fix: revert the edited one and run it again; the new file is what ran.
+    let notes = fx.migrations().join("2024-01-01-000003_create_notes/up.sql");
+    std::fs::write(&notes, "CREATE TABLE notes (id INT, body TEXT);\n").unwrap();
+    fx.xtask(&["migration", "run"]).assert_fails_with("create_notes");
+    fx.xtask(&["migration", "revert"]).assert_ok();
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.xtask(&["migration", "show", "--check"]).assert_ok();
+    assert_eq!(
+        strings(
+            &mut fx.conn(),
+            "SELECT count(*)::text AS s FROM information_schema.columns WHERE table_name = 'notes'"
+        ),
+        ["2"]
+    );
+    // A reverted migration leaves no checksum behind.
+    fx.xtask(&["migration", "revert", "--all", "--yes"]).assert_ok();
+    assert_eq!(strings(&mut fx.conn(), "SELECT count(*)::text AS s FROM __railgun_migration_checksums"), ["0"]);
+}
+
+#[test]
+fn an_out_of_order_migration_is_refused_unless_allowed_and_revert_undoes_the_latest_applied() {
+    let fx = Fixture::new();
+    fx.migration("2024-01-01-000001_create_posts", "CREATE TABLE posts (id INT);\n", "DROP TABLE posts;\n", None);
+    fx.migration("2024-01-03-000000_create_tags", "CREATE TABLE tags (id INT);\n", "DROP TABLE tags;\n", None);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    // Merged from another branch: older than the newest applied migration.
+    fx.migration("2024-01-02-000000_create_notes", "CREATE TABLE notes (id INT);\n", "DROP TABLE notes;\n", None);
+
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(
+        show.stdout.contains(
+            "[ ] 2024-01-02-000000_create_notes (OUT OF ORDER: older than the newest applied version, 20240103000000)"
+        ),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("2 applied, 1 pending, 1 out of order"), "{}", show.stdout);
+    let refused = fx.xtask(&["migration", "run"]);
+    refused.assert_fails_with("1 pending migration(s) out of order: 2024-01-02-000000_create_notes");
+    assert!(refused.stderr.contains("--allow-out-of-order"), "{}", refused.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001", "20240103000000"]);
+
+    let run = fx.xtask(&["migration", "run", "--allow-out-of-order"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("applying out of order (allowed): 2024-01-02-000000_create_notes"), "{}", run.stderr);
+    assert_eq!(fx.recorded().len(), 3);
+
+    // revert undoes the most recently applied, not the highest version, and says so.
+    let revert = fx.xtask(&["migration", "revert"]);
+    revert.assert_ok();
+    assert!(revert.stderr.contains("Rolling back migration 2024-01-02-000000_create_notes"), "{}", revert.stderr);
+    assert!(revert.stderr.contains("not the highest version 20240103000000"), "{}", revert.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001", "20240103000000"]);
+
+    // The setting in railgun.toml allows it too; then revert -n 2 goes back in the order applied.
+    fx.settings("[migrations]\nallow_out_of_order = true\n");
+    fx.xtask(&["migration", "run"]).assert_ok();
+    let revert = fx.xtask(&["migration", "revert", "-n", "2"]);
+    revert.assert_ok();
+    let notes = revert.stderr.find("Rolling back migration 2024-01-02-000000_create_notes").unwrap();
+    let tags = revert.stderr.find("Rolling back migration 2024-01-03-000000_create_tags").unwrap();
+    assert!(notes < tags, "{}", revert.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+    // In order, nothing is out of order and the highest version is also the latest.
+    let run = fx.xtask(&["migration", "run"]);
+    assert!(!run.assert_ok().stderr.contains("out of order"), "{}", run.stderr);
+    fx.settings("[migrations]\nallow_out_of_order = yes\n");
+    fx.xtask(&["migration", "run"]).assert_fails_with("parse");
+}
+
+#[test]
+fn a_lock_timeout_is_retried_with_backoff_and_reported() {
+    use std::io::BufRead;
+    let fx = Fixture::new();
+    fx.migration("2024-01-01-000001_create_posts", "CREATE TABLE posts (id INT);\n", "DROP TABLE posts;\n", None);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.migration(
+        "2024-01-01-000002_add_title",
+        "ALTER TABLE posts ADD COLUMN title TEXT;\n",
+        "ALTER TABLE posts DROP COLUMN title;\n",
+        None,
+    );
+    // A reader of posts holds ACCESS SHARE: the ALTER TABLE's ACCESS EXCLUSIVE waits behind it.
+    let mut reader = fx.conn();
+    reader.batch_execute("BEGIN; SELECT * FROM posts;").unwrap();
+
+    // Held throughout: every attempt times out, each retry is reported, nothing is applied.
+    fx.settings("[migrations]\nlock_timeout = \"100ms\"\nlock_retries = 2\nretry_backoff = \"10ms\"\n");
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("gave up on 2024-01-01-000002_add_title after 3 attempts");
+    assert!(run.stderr.contains("canceling statement due to lock timeout"), "{}", run.stderr);
+    assert!(run.stderr.contains("retrying in 10 ms (attempt 2 of 3)"), "{}", run.stderr);
+    assert!(run.stderr.contains("retrying in 20 ms (attempt 3 of 3)"), "the backoff doubles:\n{}", run.stderr);
+    assert!(run.stderr.contains("pg_stat_activity"), "the fix says how to find the holder:\n{}", run.stderr);
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+
+    // Released during the backoff: the next attempt succeeds.
+    fx.settings("[migrations]\nlock_timeout = \"100ms\"\nretry_backoff = \"3s\"\n");
+    let mut child = fx.command(&["migration", "run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line.contains("retrying in") {
+            reader.batch_execute("COMMIT").unwrap();
+        }
+        stderr.push_str(&line);
+        stderr.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{stderr}");
+    assert!(stderr.contains("applied 2024-01-01-000002_add_title on attempt 2"), "{stderr}");
+    assert_eq!(fx.recorded().len(), 2);
+
+    // A migration's metadata.toml sets its own statement_timeout; a statement timeout is not retried.
+    fx.migration(
+        "2024-01-01-000003_slow",
+        "SELECT pg_sleep(3);\n",
+        "SELECT 1;\n",
+        Some("run_in_transaction = true\nstatement_timeout = \"100ms\"\n"),
+    );
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("canceling statement due to statement timeout");
+    assert!(run.stderr.contains("it ran longer than statement_timeout (100ms)"), "{}", run.stderr);
+    assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    // A timeout without run_in_transaction would make diesel run it outside a transaction: refused.
+    std::fs::write(fx.migrations().join("2024-01-01-000003_slow/metadata.toml"), "lock_timeout = \"1s\"\n").unwrap();
+    fx.xtask(&["migration", "run"]).assert_fails_with("sets a timeout but not run_in_transaction");
+    std::fs::write(
+        fx.migrations().join("2024-01-01-000003_slow/metadata.toml"),
+        "run_in_transaction = true\nlock_timeout = \"1 parsec\"\n",
+    )
+    .unwrap();
+    fx.xtask(&["migration", "run"]).assert_fails_with("is not a setting Postgres takes");
+    assert_eq!(fx.recorded().len(), 2);
+}
+
+/// Everything a dry run must leave as it found it: the bookkeeping, the checksums, the tables
+/// and their columns, the indexes, schema.rs, and the databases on the server.
+fn footprint(fx: &Fixture) -> Vec<String> {
+    let mut conn = fx.conn();
+    let mut all = fx.recorded();
+    for query in [
+        "SELECT version || ' ' || checksum AS s FROM __railgun_migration_checksums ORDER BY 1",
+        "SELECT table_name || '.' || column_name AS s FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1",
+        "SELECT indexname::text AS s FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        "SELECT datname::text AS s FROM pg_database WHERE datname LIKE 'railgun\\_dryrun%' ORDER BY 1",
+    ] {
+        all.extend(strings(&mut conn, query));
+    }
+    all.push(std::fs::read_to_string(fx.dir.join("schema.rs")).unwrap());
+    all
+}
+
+#[test]
+fn a_dry_run_shows_the_schema_diff_and_timings_and_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    fx.migration(
+        "2024-01-01-000001_create_posts",
+        "CREATE TABLE posts (id INT PRIMARY KEY);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.conn().batch_execute("INSERT INTO posts SELECT generate_series(1, 1000)").unwrap();
+    fx.migration(
+        "2024-01-01-000002_add_title",
+        "ALTER TABLE posts ADD COLUMN title TEXT;\n\nUPDATE posts SET title = 'p' || id;\n",
+        "ALTER TABLE posts DROP COLUMN title;\n",
+        None,
+    );
+    fx.migration(
+        "2024-01-01-000003_create_notes",
+        "CREATE TABLE notes (id INT PRIMARY KEY, body TEXT NOT NULL);\n",
+        "DROP TABLE notes;\n",
+        None,
+    );
+    let before = footprint(&fx);
+
+    // All transactional: applied and rolled back in the database itself.
+    let dry = fx.xtask(&["migration", "run", "--dry-run"]);
+    dry.assert_ok();
+    assert!(dry.stderr.contains("Would run migration 2024-01-01-000002_add_title"), "{}", dry.stderr);
+    assert!(
+        dry.stderr
+            .contains(" ms  migrations/2024-01-01-000002_add_title/up.sql:3  UPDATE posts SET title = 'p' || id;"),
+        "a timing per statement, with its line:\n{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("nothing was written (rolled back)"), "{}", dry.stderr);
+    assert!(
+        dry.stdout.starts_with("--- schema.rs (now)\n+++ schema.rs (after the pending migrations)\n"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("+        title -> Nullable<Text>,"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("+    notes (id) {"), "{}", dry.stdout);
+    assert_eq!(footprint(&fx), before, "the dry run wrote something");
+
+    // A migration outside a transaction: everything runs on a scratch copy, dropped afterwards.
+    fx.migration(
+        "2024-01-01-000004_index_titles",
+        "CREATE INDEX CONCURRENTLY posts_title_idx ON posts (title);\n",
+        "DROP INDEX CONCURRENTLY posts_title_idx;\n",
+        Some("run_in_transaction = false\n"),
+    );
+    let before = footprint(&fx);
+    let dry = fx.xtask(&["migration", "run", "--dry-run"]);
+    dry.assert_ok();
+    assert!(dry.stderr.contains("on a scratch copy of"), "{}", dry.stderr);
+    assert!(
+        dry.stderr.contains("up.sql:1  CREATE INDEX CONCURRENTLY posts_title_idx ON posts (title);"),
+        "{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("now dropped"), "{}", dry.stderr);
+    assert!(dry.stdout.contains("+    notes (id) {"), "{}", dry.stdout);
+    assert_eq!(footprint(&fx), before, "the dry run wrote something");
+
+    // A failing migration is reported as the real run would, and nothing stays either.
+    std::fs::write(
+        fx.migrations().join("2024-01-01-000003_create_notes/up.sql"),
+        "CREATE TABLE notes (id INT);\nALTER TABLE nope ADD COLUMN x INT;\n",
+    )
+    .unwrap();
+    let before = footprint(&fx);
+    fx.xtask(&["migration", "run", "--dry-run"]).assert_fails_with(
+        "dry run: migration 2024-01-01-000003_create_notes fails at migrations/2024-01-01-000003_create_notes/up.sql:2",
+    );
+    assert_eq!(footprint(&fx), before);
+    // Then the real run applies them all.
+    std::fs::write(
+        fx.migrations().join("2024-01-01-000003_create_notes/up.sql"),
+        "CREATE TABLE notes (id INT PRIMARY KEY);\n",
+    )
+    .unwrap();
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert!(fx.xtask(&["migration", "run", "--dry-run"]).assert_ok().stderr.contains("dry run: no pending migrations"));
 }

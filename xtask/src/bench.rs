@@ -2,6 +2,7 @@
 //! and reports medians and ratios.
 
 mod backup;
+mod lint;
 mod migrations;
 mod test_db;
 mod up;
@@ -17,6 +18,7 @@ pub enum Bench {
     Backup(backup::Backup),
     Migrations(migrations::Migrations),
     TestDb(test_db::TestDb),
+    Lint(lint::Lint),
 }
 
 impl Bench {
@@ -26,6 +28,7 @@ impl Bench {
             Bench::Backup(cmd) => cmd.run(cx),
             Bench::Migrations(cmd) => cmd.run(cx),
             Bench::TestDb(cmd) => cmd.run(cx),
+            Bench::Lint(cmd) => cmd.run(cx),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! `cargo xtask migration`: the guide's migration commands, in diesel_cli's format and
 //! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
+mod accept;
 mod create;
 mod generate;
+mod lint;
 mod redo;
 mod revert;
 mod run;
@@ -21,6 +23,8 @@ pub enum Migration {
     Revert(revert::Revert),
     Redo(redo::Redo),
     Show(show::Show),
+    Accept(accept::Accept),
+    Lint(lint::Lint),
 }
 
 impl Migration {
@@ -32,6 +36,8 @@ impl Migration {
             Migration::Revert(cmd) => cmd.run(cx),
             Migration::Redo(cmd) => cmd.run(cx),
             Migration::Show(cmd) => cmd.run(cx),
+            Migration::Accept(cmd) => cmd.run(cx),
+            Migration::Lint(cmd) => cmd.run(cx),
         }
     }
 }

@@ -12,8 +12,8 @@ use diesel::sql_types::{Nullable, Text, Timestamp};
 use diesel::{Connection, QueryableByName, RunQueryDsl};
 use url::Url;
 
-use super::source::{MigrationFiles, shown};
-use super::sql;
+use super::source::{Limits, MigrationFiles, shown};
+use super::{checksum, sql};
 
 /// The advisory lock every migration runner of this database takes ("railgun" in ASCII).
 /// Advisory locks are per database, so other databases on the server are not held up.
@@ -50,23 +50,18 @@ impl Locked {
         if !try_lock(&mut conn)? {
             let who = lock_holder(&mut conn).map(|pid| format!(" (server pid {pid})")).unwrap_or_default();
             eprintln!("waiting for another migration run on this database{who} to finish...");
-            // Tries, not a blocking pg_advisory_lock: a waiting statement is an open transaction,
-            // and the runner holding the lock may be in a CREATE INDEX CONCURRENTLY, which waits
-            // for every open transaction to end: Postgres would call that a deadlock.
-            let mut pause = std::time::Duration::from_millis(20);
-            while !try_lock(&mut conn).context("wait for the migration lock")? {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(500));
-            }
+            wait_for_lock(&mut conn)?;
         }
         let mut locked = Locked { conn };
         locked.ensure_table()?;
         Ok(locked)
     }
 
-    /// Creates `__diesel_schema_migrations` if it is not there, as diesel does before each run.
+    /// Creates `__diesel_schema_migrations` if it is not there, as diesel does before each run,
+    /// and the checksums' table beside it.
     pub fn ensure_table(&mut self) -> Result<()> {
-        self.conn.batch_execute(CREATE_MIGRATIONS_TABLE).context("create __diesel_schema_migrations")
+        self.conn.batch_execute(CREATE_MIGRATIONS_TABLE).context("create __diesel_schema_migrations")?;
+        checksum::ensure_table(&mut self.conn)
     }
 
     /// Applied versions, newest first (diesel's order).
@@ -78,26 +73,100 @@ impl Locked {
         apply(&mut self.conn, migration)
     }
 
+    pub fn apply_limited(&mut self, migration: &MigrationFiles, limits: &Limits) -> Result<()> {
+        apply_limited(&mut self.conn, migration, limits)
+    }
+
     pub fn revert(&mut self, migration: &MigrationFiles) -> Result<()> {
         revert(&mut self.conn, migration)
     }
 }
 
-/// Runs `up.sql` and records the version, in one transaction unless the metadata says no (inside
-/// a transaction already, the migration's own becomes a savepoint).
+/// Runs `up.sql` and records the version and its checksum, in one transaction unless the
+/// metadata says no (inside a transaction already, the migration's own becomes a savepoint).
 pub fn apply(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()> {
-    let sql = read_sql(migration, "up.sql")?;
-    let record = |conn: &mut PgConnection| -> Result<()> {
-        conn.batch_execute(&sql).map_err(Failed)?;
-        diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1)")
-            .bind::<Text, _>(&migration.version)
-            .execute(conn)
-            .with_context(|| format!("record {} as applied", migration.name))?;
-        Ok(())
-    };
-    let result = if migration.run_in_transaction { conn.transaction(record) } else { record(conn) };
-    result.map_err(|e| explain(conn, e, migration, "up.sql", &sql))
+    apply_limited(conn, migration, &migration.limits)
 }
+
+/// [`apply`] under `limits` (`lock_timeout`, `statement_timeout`): for the migration's
+/// transaction, or for the session until it is done when it runs outside one.
+pub fn apply_limited(conn: &mut PgConnection, migration: &MigrationFiles, limits: &Limits) -> Result<()> {
+    let sql = read_sql(migration, "up.sql")?;
+    let sum = checksum::of(&sql);
+    let transactional = migration.run_in_transaction;
+    let record = |conn: &mut PgConnection| -> Result<()> {
+        set_limits(conn, limits, transactional, migration)?;
+        conn.batch_execute(&sql).map_err(Failed)?;
+        #[derive(QueryableByName)]
+        struct RunOn {
+            #[diesel(sql_type = Timestamp)]
+            run_on: NaiveDateTime,
+        }
+        let recorded: RunOn =
+            diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1) RETURNING run_on")
+                .bind::<Text, _>(&migration.version)
+                .get_result(conn)
+                .with_context(|| format!("record {} as applied", migration.name))?;
+        checksum::record(conn, &migration.version, &sum, recorded.run_on)
+    };
+    let result = if transactional {
+        conn.transaction(record)
+    } else {
+        let result = record(conn);
+        reset_limits(conn, limits);
+        result
+    };
+    result.map_err(|e| explain(conn, e, migration, "up.sql", &sql, limits))
+}
+
+/// Sets the limits for the migration's transaction (`transactional`) or for the session.
+fn set_limits(conn: &mut PgConnection, limits: &Limits, transactional: bool, migration: &MigrationFiles) -> Result<()> {
+    for (name, value) in [("lock_timeout", &limits.lock_timeout), ("statement_timeout", &limits.statement_timeout)] {
+        let Some(value) = value else { continue };
+        diesel::sql_query("SELECT set_config($1, $2, $3)")
+            .bind::<Text, _>(name)
+            .bind::<Text, _>(value)
+            .bind::<diesel::sql_types::Bool, _>(transactional)
+            .execute(conn)
+            .map_err(|e| {
+                anyhow!(hint!("{name} = {value:?} for migration {} is not a setting Postgres takes: {e}", migration.name; "write a duration as Postgres does (\"5s\", \"500ms\", \"2min\") in {} or in railgun.toml's [migrations]", shown(&migration.dir.join("metadata.toml"))))
+            })?;
+    }
+    Ok(())
+}
+
+/// Undoes [`set_limits`] on the session after a migration that ran outside a transaction.
+fn reset_limits(conn: &mut PgConnection, limits: &Limits) {
+    if limits.lock_timeout.is_some() {
+        let _ = conn.batch_execute("RESET lock_timeout");
+    }
+    if limits.statement_timeout.is_some() {
+        let _ = conn.batch_execute("RESET statement_timeout");
+    }
+}
+
+/// The cause of a migration's failure when Postgres cancelled a statement because it waited
+/// longer than `lock_timeout` for a lock: the runner may retry the migration.
+#[derive(Debug)]
+pub struct LockTimeout;
+
+impl std::fmt::Display for LockTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("lock_timeout expired while the statement waited for a lock")
+    }
+}
+
+impl std::error::Error for LockTimeout {}
+
+/// Whether `error` is a migration that failed on its lock timeout.
+pub fn is_lock_timeout(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<LockTimeout>())
+}
+
+// Postgres's words (SQLSTATE 55P03 and 57014, which diesel does not expose), in English as the
+// server sends them unless lc_messages says otherwise.
+const LOCK_TIMEOUT_MESSAGE: &str = "canceling statement due to lock timeout";
+const STATEMENT_TIMEOUT_MESSAGE: &str = "canceling statement due to statement timeout";
 
 /// Runs `down.sql` and forgets the version, in one transaction unless the metadata says no.
 pub fn revert(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()> {
@@ -113,10 +182,10 @@ pub fn revert(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()>
             .bind::<Text, _>(&migration.version)
             .execute(conn)
             .with_context(|| format!("record {} as reverted", migration.name))?;
-        Ok(())
+        checksum::forget(conn, &migration.version)
     };
     let result = if migration.run_in_transaction { conn.transaction(forget) } else { forget(conn) };
-    result.map_err(|e| explain(conn, e, migration, "down.sql", &sql))
+    result.map_err(|e| explain(conn, e, migration, "down.sql", &sql, &Limits::default()))
 }
 
 /// A migration file's SQL failed (as opposed to the bookkeeping around it).
@@ -141,6 +210,37 @@ fn try_lock(conn: &mut PgConnection) -> Result<bool> {
         .get_result(conn)
         .context("take the migration lock")?;
     Ok(got.locked)
+}
+
+/// Waits for the migration lock in short waits, each a statement of its own. One long wait would
+/// hold a snapshot all along, and the holder's `CREATE INDEX CONCURRENTLY` waits for every older
+/// snapshot to go: each would wait for the other until Postgres kills one as a deadlock.
+fn wait_for_lock(conn: &mut PgConnection) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        value: String,
+    }
+    let saved: Setting = diesel::sql_query("SELECT current_setting('lock_timeout') AS value")
+        .get_result(conn)
+        .context("read lock_timeout")?;
+    diesel::sql_query("SELECT set_config('lock_timeout', '200ms', false)").execute(conn).context("set lock_timeout")?;
+    let waited = loop {
+        match diesel::sql_query(format!("SELECT pg_advisory_lock({LOCK_KEY})")).execute(conn) {
+            Ok(_) => break Ok(()),
+            Err(DieselError::DatabaseError(_, info))
+                if info.message() == LOCK_TIMEOUT_MESSAGE || info.message() == "deadlock detected" =>
+            {
+                continue;
+            }
+            Err(e) => break Err(anyhow::Error::new(e).context("wait for the migration lock")),
+        }
+    };
+    diesel::sql_query("SELECT set_config('lock_timeout', $1, false)")
+        .bind::<Text, _>(&saved.value)
+        .execute(conn)
+        .context("restore lock_timeout")?;
+    waited
 }
 
 /// The server process holding the lock, to tell the user who they wait for.
@@ -202,6 +302,7 @@ fn explain(
     migration: &MigrationFiles,
     file: &str,
     sql: &str,
+    limits: &Limits,
 ) -> anyhow::Error {
     let path = shown(&migration.dir.join(file));
     let error = match error.downcast::<Failed>() {
@@ -211,8 +312,18 @@ fn explain(
     let DieselError::DatabaseError(_, info) = &error else {
         return anyhow!("migration {} failed in {path}: {error}", migration.name);
     };
+    let timeout = match info.message() {
+        LOCK_TIMEOUT_MESSAGE => Some(("lock_timeout", &limits.lock_timeout)),
+        STATEMENT_TIMEOUT_MESSAGE => Some(("statement_timeout", &limits.statement_timeout)),
+        _ => None,
+    };
     let line = match info.statement_position() {
         Some(position) => Some(sql::line_of_position(sql, position as usize)),
+        // Replaying a statement that waited or ran too long would wait or run as long again.
+        None if timeout.is_some() => {
+            let statements = sql::statements(sql);
+            (statements.len() == 1).then(|| statements[0].line)
+        }
         None => locate(conn, migration.run_in_transaction, sql, info.message()),
     };
     let at = line.map(|line| format!("{path}:{line}")).unwrap_or(path.clone());
@@ -226,14 +337,34 @@ fn explain(
     if let Some(hint) = info.hint() {
         message.push_str(&format!("\n  Postgres's hint: {hint}"));
     }
-    let fix = if migration.run_in_transaction {
+    let mut fix = if migration.run_in_transaction {
         message.push_str(&format!("\n  its transaction was rolled back: nothing of {} stays", migration.name));
         format!("fix {path}, then run the command again")
     } else {
         message.push_str("\n  it ran outside a transaction (metadata.toml: run_in_transaction = false): what ran before the failing statement stays");
         format!("undo that by hand, fix {path}, then run the command again")
     };
-    anyhow::Error::new(crate::error::Hinted::new(message, fix))
+    let metadata = shown(&migration.dir.join("metadata.toml"));
+    match timeout {
+        Some(("lock_timeout", value)) => {
+            let value = value.as_deref().unwrap_or("the server's");
+            fix = format!(
+                "it waited longer than lock_timeout ({value}) for a lock that another session holds on a table it changes (a long transaction or query): find it with psql -c \"SELECT pid, xact_start, state, query FROM pg_stat_activity WHERE state <> 'idle' ORDER BY xact_start\", then run again when it is done, or raise lock_timeout (railgun.toml's [migrations], or {metadata})"
+            );
+        }
+        Some((_, value)) => {
+            let value = value.as_deref().unwrap_or("the server's");
+            fix = format!(
+                "it ran longer than statement_timeout ({value}): raise statement_timeout for this migration in {metadata}, or split the work (an UPDATE in batches, an index CONCURRENTLY)"
+            );
+        }
+        None => {}
+    }
+    let hinted = crate::error::Hinted::new(message, fix);
+    if matches!(timeout, Some(("lock_timeout", _))) {
+        return anyhow::Error::new(LockTimeout).context(hinted);
+    }
+    anyhow::Error::new(hinted)
 }
 
 /// The line of the failing statement when Postgres gave no position: replays the file statement

@@ -16,8 +16,28 @@ pub struct MigrationFiles {
     pub dir: PathBuf,
     /// From `metadata.toml`, as diesel reads it.
     pub run_in_transaction: bool,
+    /// `lock_timeout` / `statement_timeout` from `metadata.toml` (keys diesel ignores).
+    pub limits: Limits,
     /// The SQL built into the program, when it does not come from `dir`.
     pub embedded: Option<Embedded>,
+}
+
+/// Postgres's `lock_timeout` and `statement_timeout` for a migration, as Postgres spells them
+/// (`"5s"`, `"250ms"`, `"2min"`); `None` leaves the server's setting alone.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub lock_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+}
+
+impl Limits {
+    /// These limits, each one this does not set taken from `defaults`.
+    pub fn or(&self, defaults: &Limits) -> Limits {
+        Limits {
+            lock_timeout: self.lock_timeout.clone().or_else(|| defaults.lock_timeout.clone()),
+            statement_timeout: self.statement_timeout.clone().or_else(|| defaults.statement_timeout.clone()),
+        }
+    }
 }
 
 /// A migration built into a program (see `db/build.rs`): its folder's name and files.
@@ -55,16 +75,18 @@ impl MigrationFiles {
 
 /// Migrations built into a program, oldest first. `dir` is where they came from (for messages).
 pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFiles>> {
-    let mut loaded: Vec<MigrationFiles> = migrations
-        .iter()
-        .map(|m| MigrationFiles {
+    let mut loaded = Vec::new();
+    for m in migrations {
+        let metadata_file = dir.join(m.name).join("metadata.toml");
+        loaded.push(MigrationFiles {
             name: m.name.to_string(),
             version: version_of(m.name),
             dir: dir.join(m.name),
             run_in_transaction: m.metadata.is_none_or(metadata_run_in_transaction),
+            limits: m.metadata.map_or(Ok(Limits::default()), |text| metadata_limits(text, &metadata_file))?,
             embedded: Some(*m),
-        })
-        .collect();
+        });
+    }
     loaded.sort_by(|a, b| a.version.cmp(&b.version));
     Ok(loaded)
 }
@@ -92,9 +114,15 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
                 hint!("{} is not a migration: it has no up.sql", path.display(); "every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)")
             );
         }
+        let metadata_file = path.join("metadata.toml");
+        let limits = match std::fs::read_to_string(&metadata_file) {
+            Ok(text) => metadata_limits(&text, &metadata_file)?,
+            Err(_) => Limits::default(),
+        };
         migrations.push(MigrationFiles {
             version: version_of(&name),
-            run_in_transaction: run_in_transaction(&path.join("metadata.toml")),
+            run_in_transaction: run_in_transaction(&metadata_file),
+            limits,
             name,
             dir: path,
             embedded: None,
@@ -122,6 +150,30 @@ fn metadata_run_in_transaction(text: &str) -> bool {
         run_in_transaction: bool,
     }
     toml::from_str::<Metadata>(text).map_or(true, |m| m.run_in_transaction)
+}
+
+/// Our keys in `metadata.toml`. diesel reads a file without `run_in_transaction` as `false`, so
+/// a file written only for a timeout would silently take the migration out of its transaction:
+/// such a file is refused until it says which it wants.
+fn metadata_limits(text: &str, file: &Path) -> Result<Limits> {
+    // diesel runs a file that does not parse in a transaction; it has no limits of ours either.
+    let Ok(table) = toml::from_str::<toml::Table>(text) else { return Ok(Limits::default()) };
+    let setting = |key: &str| -> Result<Option<String>> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(value)) => Ok(Some(value.clone())),
+            Some(other) => bail!(
+                hint!("{}: {key} is a {}, not a duration", shown(file), other.type_str(); "write it as Postgres does, in quotes: {key} = \"5s\" (or \"500ms\", \"2min\")")
+            ),
+        }
+    };
+    let limits = Limits { lock_timeout: setting("lock_timeout")?, statement_timeout: setting("statement_timeout")? };
+    if limits != Limits::default() && !table.contains_key("run_in_transaction") {
+        bail!(
+            hint!("{} sets a timeout but not run_in_transaction, which diesel then reads as false (no transaction)", shown(file); "add `run_in_transaction = true` (or `= false` if it must run outside a transaction) to {}", shown(file))
+        );
+    }
+    Ok(limits)
 }
 
 /// A path as the user would type it: relative to the current folder when under it.

@@ -125,7 +125,7 @@ fn timed_on_fresh_db(server: &Url, run: usize, tool: Tool, f: impl Fn(&Url) -> R
 
 /// Writes `count` migrations that build on each other, as a growing app's would: a table every
 /// few migrations, then columns, indexes, a view and some rows on it.
-fn generate(dir: &Path, count: usize) -> Result<()> {
+pub(super) fn generate(dir: &Path, count: usize) -> Result<()> {
     let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
     for i in 0..count {
         let table = format!("t{}", i / 5);
@@ -181,11 +181,11 @@ fn diesel_bin() -> Result<PathBuf> {
     )
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(super) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

@@ -150,7 +150,7 @@ fn row_level_security(conn: &mut PgConnection, schema: &str, app_role: &str) -> 
         conn,
         "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
-            AND c.relname <> '__diesel_schema_migrations' ORDER BY 1",
+            AND c.relname NOT IN ('__diesel_schema_migrations', '__railgun_migration_checksums') ORDER BY 1",
         &[schema],
     )?;
     Ok(if open.is_empty() {

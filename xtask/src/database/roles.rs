@@ -29,8 +29,8 @@ pub struct Roles {
 
 pub const APP_PASSWORD: &str = "RAILGUN_APP_DB_PASSWORD";
 pub const MIGRATOR_PASSWORD: &str = "RAILGUN_MIGRATOR_DB_PASSWORD";
-/// diesel's bookkeeping: the migrator's business, not the app's.
-const MIGRATIONS_TABLE: &str = "__diesel_schema_migrations";
+/// diesel's bookkeeping and the checksums beside it: the migrator's business, not the app's.
+const MIGRATION_TABLES: [&str; 2] = ["__diesel_schema_migrations", dbkit::migration::checksum::TABLE];
 
 #[derive(QueryableByName)]
 struct Value {
@@ -67,8 +67,10 @@ impl Roles {
             let moved = hand_over(conn, schema, migrator)?;
             exec(conn, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %I TO %I", &[schema, app])?;
             exec(conn, "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I", &[schema, app])?;
-            if table_exists(conn, schema, MIGRATIONS_TABLE)? {
-                exec(conn, "REVOKE ALL ON %I.%I FROM %I", &[schema, MIGRATIONS_TABLE, app])?;
+            for table in MIGRATION_TABLES {
+                if table_exists(conn, schema, table)? {
+                    exec(conn, "REVOKE ALL ON %I.%I FROM %I", &[schema, table, app])?;
+                }
             }
             // Tables the migrator (or this admin) creates later are the app's too.
             for owner in [migrator, "CURRENT_USER"] {

@@ -10,6 +10,8 @@ use dbkit::migration::source::{self, MigrationFiles};
 
 /// Revert the latest applied migration (or the latest N, or all), then regenerate schema.rs
 ///
+/// The latest is the most recently applied (by `run_on`), which differs from the highest version
+/// after an out-of-order run; it says so when it does (diesel_cli reverts the highest version).
 /// Each one runs its down.sql in its own transaction (unless its metadata says otherwise), under
 /// the same lock as `migration run`. `--all` empties the database of the app's tables: it asks
 /// first and refuses production.
@@ -22,7 +24,7 @@ pub struct Revert {
 /// Which applied migrations `revert` and `redo` work on.
 #[derive(clap::Args)]
 pub struct Latest {
-    /// How many migrations, newest first
+    /// How many migrations, most recently applied first
     #[arg(long, short = 'n', default_value_t = 1, conflicts_with = "all")]
     count: usize,
     /// Every applied migration (destructive: the app's data goes; asks first, refuses production)
@@ -63,10 +65,24 @@ impl Revert {
     }
 }
 
-/// The `count` newest applied migrations, newest first; each must still be on disk.
+/// The `count` most recently applied migrations (by `run_on`; the higher version first among
+/// those applied at once), most recent first; each must still be on disk.
 fn latest_applied(session: &mut Locked, migrations: &[MigrationFiles], count: usize) -> Result<Vec<MigrationFiles>> {
-    session
-        .applied()?
+    let mut applied = session.applied()?;
+    let highest = applied.iter().map(|a| a.version.clone()).max();
+    applied.sort_by(|a, b| b.run_on.cmp(&a.run_on).then_with(|| b.version.cmp(&a.version)));
+    if let (Some(latest), Some(highest)) = (applied.first(), highest)
+        && latest.version != highest
+        && count > 0
+    {
+        eprintln!(
+            "note: the most recently applied migration is {} (applied at {} UTC), not the highest version {}: it was applied out of order, so it goes first",
+            latest.version,
+            latest.run_on.format("%Y-%m-%d %H:%M:%S"),
+            highest
+        );
+    }
+    applied
         .into_iter()
         .take(count)
         .map(|applied| {

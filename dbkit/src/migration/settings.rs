@@ -1,0 +1,105 @@
+//! `railgun.toml`, beside diesel.toml: how `cargo xtask migration run` treats out-of-order
+//! migrations and lock and statement timeouts. diesel_cli refuses a diesel.toml with keys it
+//! does not know (its `Config` denies unknown fields), so these cannot live there.
+//!
+//! ```toml
+//! [migrations]
+//! allow_out_of_order = false
+//! lock_timeout = "5s"        # each migration's metadata.toml may say otherwise
+//! statement_timeout = "10min"
+//! lock_retries = 3           # after a lock timeout, tried again this many times
+//! retry_backoff = "1s"       # the first wait; it doubles each time
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+
+use super::{Limits, Options};
+use crate::context::Context;
+use crate::diesel_config::DieselConfig;
+
+pub const FILE: &str = "railgun.toml";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub migrations: MigrationSettings,
+    /// Where the file is (or would be).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationSettings {
+    #[serde(default)]
+    pub allow_out_of_order: bool,
+    pub lock_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub lock_retries: Option<u32>,
+    pub retry_backoff: Option<String>,
+}
+
+/// The settings beside the diesel config file in use (none when the file does not exist).
+pub fn load(cx: &Context) -> Result<Settings> {
+    let path = DieselConfig::load(cx)?.base.join(FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings { path, ..Settings::default() }),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let mut settings: Settings = toml::from_str(&text).with_context(
+        || hint!("parse {}", path.display(); "see `cargo xtask migration run --help` for its [migrations] keys"),
+    )?;
+    if let Some(backoff) = &settings.migrations.retry_backoff {
+        duration(backoff).with_context(|| format!("retry_backoff in {}", path.display()))?;
+    }
+    settings.path = path;
+    Ok(settings)
+}
+
+impl Settings {
+    pub fn options(&self) -> Options {
+        let m = &self.migrations;
+        let defaults = Options::default();
+        Options {
+            allow_out_of_order: m.allow_out_of_order,
+            limits: Limits { lock_timeout: m.lock_timeout.clone(), statement_timeout: m.statement_timeout.clone() },
+            lock_retries: m.lock_retries.unwrap_or(defaults.lock_retries),
+            retry_backoff: m.retry_backoff.as_deref().and_then(|b| duration(b).ok()).unwrap_or(defaults.retry_backoff),
+        }
+    }
+}
+
+/// `"250ms"`, `"2s"`, `"1min"`: the units Postgres's timeouts take that a backoff needs.
+pub fn duration(text: &str) -> Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(number) = number.parse::<u64>() else {
+        bail!(hint!("{text:?} is not a duration"; "write a whole number and a unit: \"500ms\", \"2s\", \"1min\""))
+    };
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(number),
+        "s" => Duration::from_secs(number),
+        "min" => Duration::from_secs(number * 60),
+        other => bail!(hint!("{text:?}: unknown unit {other:?}"; "use ms, s or min")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_postgres_units() {
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(duration("3 min").unwrap(), Duration::from_secs(180));
+        assert!(duration("fast").is_err() && duration("2h").is_err());
+    }
+}
