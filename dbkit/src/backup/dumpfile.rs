@@ -68,27 +68,30 @@ fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
 }
 
 /// Inflates and checks the members on several threads, a batch at a time, and scans each batch's
-/// SQL in order (see [`scan`](super::scan)).
+/// SQL in order (see [`scan`](super::scan)) while the next batch inflates. Two sets of buffers
+/// take turns: no member's memory is allocated twice.
 fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let batches: Vec<&[(u64, usize)]> = members.chunks(threads * 8).collect();
+    let mut ready = vec![Vec::new(); threads * 8];
+    let mut spare = vec![Vec::new(); threads * 8];
+    inflate_batch(file, batches[0], &mut ready, threads)?;
     let mut scanner = Scanner::new();
     let mut sql = 0;
-    for batch in members.chunks(threads * 8) {
-        let share = batch.len().div_ceil(threads).max(1);
-        let results: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                batch.chunks(share).map(|part| scope.spawn(move || inflate_part(file, part))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked"))))
-                .collect()
-        });
-        for part in results {
-            for member in part? {
+    for (i, batch) in batches.iter().enumerate() {
+        let next = batches.get(i + 1).copied();
+        let (scanned, inflated) = std::thread::scope(|scope| {
+            let inflating = next.map(|next| scope.spawn(|| inflate_batch(file, next, &mut spare, threads)));
+            let scanned = ready[..batch.len()].iter().try_for_each(|member| {
                 sql += member.len() as u64;
-                scanner.feed(&member, &mut |_| ()).map_err(forbidden)?;
-            }
-        }
+                scanner.feed(member, &mut |_| ()).map_err(forbidden)
+            });
+            let inflated = inflating.map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked"))));
+            (scanned, inflated)
+        });
+        scanned?;
+        inflated.transpose()?;
+        std::mem::swap(&mut ready, &mut spare);
     }
     scanner.finish(&mut |_| ()).map_err(forbidden)?;
     // The header and the marker, from the first and the last member.
@@ -111,9 +114,24 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     Ok(Summary { compressed, sql })
 }
 
-/// `part`'s members' SQL, each checked.
-fn inflate_part(file: &File, part: &[(u64, usize)]) -> Result<Vec<Vec<u8>>> {
-    part.iter().map(|member| inflate_member(file, *member)).collect()
+/// Inflates `batch` into `buffers` (one each, reused), on `threads` threads.
+fn inflate_batch(file: &File, batch: &[(u64, usize)], buffers: &mut [Vec<u8>], threads: usize) -> Result<()> {
+    let share = batch.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(share)
+            .zip(buffers.chunks_mut(share))
+            .map(|(part, buffers)| {
+                scope.spawn(move || {
+                    let mut compressed = Vec::new();
+                    part.iter()
+                        .zip(buffers)
+                        .try_for_each(|(member, sql)| inflate_into(file, *member, &mut compressed, sql))
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked"))))
+    })
 }
 
 /// A line psql must not run, as the error that says so and what to do.
@@ -122,30 +140,38 @@ pub fn forbidden(line: Forbidden) -> anyhow::Error {
 }
 
 /// One member's SQL, its CRC and length checked.
-fn inflate_member(file: &File, (at, size): (u64, usize)) -> Result<Vec<u8>> {
+fn inflate_member(file: &File, member: (u64, usize)) -> Result<Vec<u8>> {
+    let mut sql = Vec::new();
+    inflate_into(file, member, &mut Vec::new(), &mut sql)?;
+    Ok(sql)
+}
+
+/// [`inflate_member`] into `sql`, reading through `bytes`: both buffers are reused.
+fn inflate_into(file: &File, (at, size): (u64, usize), bytes: &mut Vec<u8>, sql: &mut Vec<u8>) -> Result<()> {
     let corrupt = |what: &str| {
         anyhow!(hint!("corrupt: the gzip member at byte {at} {what}"; "the file was damaged; use another backup"))
     };
-    let mut bytes = vec![0u8; size];
-    file.read_exact_at(&mut bytes, at).context("read the backup")?;
+    bytes.resize(size, 0);
+    file.read_exact_at(bytes, at).context("read the backup")?;
     let (body, trailer) = bytes[GZIP_HEADER.len()..].split_at(size - GZIP_HEADER.len() - 8);
     let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     let length = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
     if length > 4 * MEMBER {
         return Err(corrupt("claims an impossible length"));
     }
-    let mut sql = Vec::with_capacity(length + 1);
+    sql.clear();
+    sql.reserve(length + 1);
     let mut inflate = flate2::Decompress::new(false);
-    let status = inflate.decompress_vec(body, &mut sql, flate2::FlushDecompress::Finish);
+    let status = inflate.decompress_vec(body, sql, flate2::FlushDecompress::Finish);
     if !matches!(status, Ok(Status::StreamEnd)) || inflate.total_in() as usize != body.len() {
         return Err(corrupt("does not inflate"));
     }
     let mut check = Crc::new();
-    check.update(&sql);
+    check.update(sql);
     if sql.len() != length || check.sum() != crc {
         return Err(corrupt("fails its CRC or length check"));
     }
-    Ok(sql)
+    Ok(())
 }
 
 /// The instant checks: the file exists, is a file, is not empty, and starts as gzip does.
