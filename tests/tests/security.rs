@@ -34,6 +34,12 @@ fn a_canary_password_never_leaks() {
     let refused = format!("postgres://railgun:{canary}@127.0.0.1:1/railgun");
     let remote = format!("postgres://railgun:{canary}@db.example.com:5432/railgun?sslmode=require");
     let malformed = format!("postgres://railgun:{canary}@127.0.0.1:99999/railgun");
+    let slash = format!("postgres://adv:2024/{canary}!@127.0.0.1/railgun");
+    let percent = format!("postgres://adv:50%off{canary}@127.0.0.1/railgun");
+    let query = url.replace(&format!(":{canary}@"), "@").replace("/railgun", &format!("/railgun?password={canary}"));
+    let bad_env = p.dir.join("bad.env");
+    std::fs::write(&bad_env, format!("BROKEN {canary}\nAPP_ENV=development\n")).unwrap();
+    let bad_env = [("RAILGUN_ENV_FILE", bad_env.to_str().unwrap())];
     let backups = p.dir.join("backups");
     let backups = backups.to_str().unwrap();
     let roles_env =
@@ -61,6 +67,12 @@ fn a_canary_password_never_leaks() {
         ("production sync", vec!["schema", "sync", "--force", "--confirm-db", "wrong"], &production),
         ("wrong-password backup", vec!["--database-url", &wrong, "db", "backup", backups], &[]),
         ("refused audit", vec!["--database-url", &refused, "db", "audit"], &[]),
+        ("unencoded / in the password", vec!["--database-url", &slash, "migration", "show"], &[]),
+        ("unencoded / in doctor", vec!["--database-url", &slash, "doctor"], &[]),
+        ("stray % in the password", vec!["--database-url", &percent, "status"], &[]),
+        ("?password= backup", vec!["--database-url", &query, "db", "backup", backups], &[]),
+        ("?password= migration show", vec!["--database-url", &query, "migration", "show"], &[]),
+        (".env line that does not parse", vec!["schema", "drop", "--yes"], &bad_env),
     ];
     for (what, args, env) in &commands {
         runs.push((what.to_string(), run(&p, args, env)));
