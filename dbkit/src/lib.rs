@@ -21,6 +21,8 @@ pub mod url;
 
 #[cfg(feature = "tools")]
 pub mod backup;
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(feature = "tools")]
 pub mod context;
 #[cfg(feature = "tools")]

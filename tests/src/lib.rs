@@ -16,18 +16,24 @@ pub fn root() -> PathBuf {
 /// also names it in `CARGO_BIN_EXE_xtask`). No test builds it itself.
 pub fn xtask_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = std::env::var_os("CARGO_BIN_EXE_xtask").map(PathBuf::from).unwrap_or_else(|| {
-            let exe = std::env::current_exe().expect("the test's own path");
-            exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join("xtask")
-        });
-        assert!(
-            bin.is_file(),
-            "{} is missing: run the tests with `cargo test -p xtask` (it builds the binary)",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| binary("xtask"))
+}
+
+/// The linter's binary (`lint/`), for its own end-to-end tests (they are dblint's).
+pub fn dblint_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| binary("dblint"))
+}
+
+/// A binary cargo built for the running integration test: beside its `deps/` folder (nextest
+/// also names it in `CARGO_BIN_EXE_<name>`).
+fn binary(name: &str) -> PathBuf {
+    let bin = std::env::var_os(format!("CARGO_BIN_EXE_{name}")).map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").join(name)
+    });
+    assert!(bin.is_file(), "{} is missing: run the tests with cargo (it builds the binary first)", bin.display());
+    bin
 }
 
 /// The diesel_cli the comparison tests hold us to, byte for byte: `cargo xtask test` installs
@@ -65,8 +71,13 @@ pub fn diesel_bin() -> &'static Path {
 /// The xtask with `args`, outside any project: no terminal, no `.env`, no inherited database
 /// settings. Add `--database-url` and the environment a test needs.
 pub fn isolated(args: &[&str]) -> Command {
+    isolated_bin(xtask_bin(), args)
+}
+
+/// [`isolated`] for another binary of the workspace.
+pub fn isolated_bin(bin: &Path, args: &[&str]) -> Command {
     let dir = std::env::temp_dir();
-    let mut cmd = Command::new(xtask_bin());
+    let mut cmd = Command::new(bin);
     cmd.args(args)
         .current_dir(&dir)
         .env("RAILGUN_ENV_FILE", dir.join(format!("no-such-env-{}", std::process::id())))

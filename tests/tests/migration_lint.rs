@@ -5,7 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use tests::{Run, isolated, root};
+use tests::{Run, root};
+
+/// The linter's binary (what `cargo xtask migration lint` runs), outside any project.
+fn isolated(args: &[&str]) -> std::process::Command {
+    tests::isolated_bin(tests::dblint_bin(), args)
+}
 
 /// squawk's rule names the issue lists: each must have a flagged and a clean fixture.
 const RULES: &[&str] = &[
@@ -219,7 +224,8 @@ fn without_arguments_it_lints_the_pending_migrations_of_the_database() {
         "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n",
         None,
     );
-    xtask(&["migration", "run"]).assert_ok();
+    let applied = dbkit::migration::source::load(&dir).unwrap();
+    dbkit::migration::run(db.url(), &applied).unwrap();
     migration(&dir, "2024-01-01-000002_index_email", "CREATE INDEX users_email_idx ON users (email);\n", None);
     let run = xtask(&["migration", "lint", "--json"]);
     let found = findings(&run);

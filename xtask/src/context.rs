@@ -3,29 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use dbkit::cli::Global;
 pub use dbkit::context::{Context, confirm};
-
-/// Flags every command takes, with diesel_cli's names and fallbacks.
-#[derive(clap::Args, Clone, Debug, Default)]
-pub struct Global {
-    /// The database to work on [default: $DATABASE_URL, else DATABASE_URL in .env]
-    #[arg(long, global = true, value_name = "URL")]
-    pub database_url: Option<String>,
-    /// Where the migrations are [default: diesel.toml's migrations_directory, else db/migrations]
-    #[arg(long, global = true, value_name = "DIR")]
-    pub migration_dir: Option<PathBuf>,
-    /// diesel.toml to read [default: $DIESEL_CONFIG_FILE, else diesel.toml]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config_file: Option<PathBuf>,
-}
-
-impl Global {
-    /// The context of every command: this workspace, with these flags.
-    pub fn context(self) -> anyhow::Result<Context> {
-        let Global { database_url, migration_dir, config_file } = self;
-        Context::new(project_root(), dbkit::context::Overrides { database_url, migration_dir, config_file })
-    }
-}
 
 /// The checkout this xtask works on: the one it was built from (where its sources are, never
 /// the current directory), unless `RAILGUN_CHECKOUT` names another.
@@ -35,6 +14,18 @@ pub fn project_root() -> PathBuf {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf(),
     }
 }
+
+/// Ends the command with this exit code, having said what there was to say (a child's).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 /// Prints an error once: `error: ...`, its causes, then its hints; every URL redacted.
 pub fn report(error: &anyhow::Error) {

@@ -10,6 +10,7 @@ mod doctor;
 mod down;
 mod guard;
 mod images;
+mod linter;
 mod migration;
 mod schema;
 mod status;
@@ -53,7 +54,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let xtask = Xtask::parse();
-    let result = xtask.global.context().and_then(|cx| match xtask.command {
+    let result = xtask.global.context(context::project_root()).and_then(|cx| match xtask.command {
         Command::Up(cmd) => cmd.run(&cx),
         Command::Down(cmd) => cmd.run(&cx),
         Command::Status(cmd) => cmd.run(&cx),
@@ -67,9 +68,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            context::report(&error);
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<context::Exit>() {
+            Some(context::Exit(code)) => ExitCode::from(*code),
+            None => {
+                context::report(&error);
+                ExitCode::FAILURE
+            }
+        },
     }
 }

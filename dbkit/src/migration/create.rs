@@ -89,6 +89,50 @@ fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes `count` migrations that build on each other, as a growing app's would: a table every
+/// few migrations, then columns, indexes, a view and some rows on it.
+pub fn generate_app_like(dir: &Path, count: usize) -> Result<()> {
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    for i in 0..count {
+        let table = format!("t{}", i / 5);
+        let (name, up, down) = match i % 5 {
+            0 => (
+                format!("create_{table}"),
+                format!(
+                    "CREATE TABLE {table} (\n    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n    name TEXT NOT NULL,\n    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);\n"
+                ),
+                format!("DROP TABLE {table};\n"),
+            ),
+            1 => (
+                format!("add_{table}_status"),
+                format!("ALTER TABLE {table} ADD COLUMN status VARCHAR(20) DEFAULT 'active';\n"),
+                format!("ALTER TABLE {table} DROP COLUMN status;\n"),
+            ),
+            2 => (
+                format!("index_{table}_status"),
+                format!("CREATE INDEX {table}_status_idx ON {table} (status);\n"),
+                format!("DROP INDEX {table}_status_idx;\n"),
+            ),
+            3 => (
+                format!("seed_{table}"),
+                format!("INSERT INTO {table} (name) SELECT 'row ' || n FROM generate_series(1, 20) AS n;\n"),
+                format!("DELETE FROM {table};\n"),
+            ),
+            _ => (
+                format!("view_{table}_active"),
+                format!("CREATE VIEW {table}_active AS\n    SELECT id, name FROM {table} WHERE status = 'active';\n"),
+                format!("DROP VIEW {table}_active;\n"),
+            ),
+        };
+        let at = start + chrono::TimeDelta::seconds(i as i64);
+        let folder = dir.join(format!("{}_{name}", at.format("%Y-%m-%d-%H%M%S")));
+        std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+        std::fs::write(folder.join("up.sql"), up)?;
+        std::fs::write(folder.join("down.sql"), down)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate_name;
