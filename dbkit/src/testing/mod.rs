@@ -390,10 +390,7 @@ impl Harness {
         let pooled =
             format!("{}{:08x}{USED_MARK}{}", self.pool_prefix, self.server.owner, N.fetch_add(1, Ordering::Relaxed));
         self.server.admin(|c| {
-            if databases(c, &self.pool_prefix)?.len() >= kept {
-                return Ok(false);
-            }
-            if !recycle::close_clients(c, name, pids)? {
+            if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
                 return Ok(false);
             }
             Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c).is_ok())

@@ -172,22 +172,36 @@ impl Baseline {
 /// connections handed to the test) included: one that closed a moment ago may have left
 /// pg_stat_activity and still count for `ALTER DATABASE`, which would then sleep 100 ms. Polls
 /// (`pg_terminate_backend` finds a process only while it counts) rather than using its
-/// timeout, which also waits in steps of 100 ms. False when they outlive a couple of seconds.
-pub(crate) fn close_clients(admin: &mut PgConnection, name: &str, pids: &[i32]) -> Result<bool> {
+/// timeout, which also waits in steps of 100 ms. False when the pool (databases named
+/// `pool_prefix...`) already holds `kept`, or the clients outlive a couple of seconds.
+pub(crate) fn close_clients(
+    admin: &mut PgConnection,
+    name: &str,
+    pids: &[i32],
+    pool_prefix: &str,
+    kept: usize,
+) -> Result<bool> {
     #[derive(QueryableByName)]
     struct Alive {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
+        #[diesel(sql_type = Bool)]
         alive: bool,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pooled: i64,
     }
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let alive: Alive = diesel::sql_query(
-            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive FROM \
+            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive, \
+             (SELECT count(*) FROM pg_database WHERE starts_with(datname, $3)) AS pooled FROM \
              (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = $2 AND backend_type = 'client backend') p(pid)",
         )
         .bind::<diesel::sql_types::Array<diesel::sql_types::Integer>, _>(pids)
         .bind::<Text, _>(name)
+        .bind::<Text, _>(pool_prefix)
         .get_result(admin)?;
+        if alive.pooled as usize >= kept {
+            return Ok(false);
+        }
         if !alive.alive {
             return Ok(true);
         }

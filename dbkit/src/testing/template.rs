@@ -59,11 +59,14 @@ pub(crate) struct Template {
 pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<Template> {
     let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
     let found = server.admin(|c| {
-        let baseline = exists(c, &name)?;
-        if let Some(baseline) = &baseline {
+        let found = exists(c, &name)?;
+        // Stamped once in a while, not by every test process (a write to a shared catalog).
+        if let Some((baseline, used)) = &found
+            && now().saturating_sub(*used) > 600
+        {
             mark_used(c, &name, baseline)?;
         }
-        Ok(baseline)
+        Ok(found.map(|(baseline, _)| baseline))
     })?;
     if let Some(baseline) = found {
         return Ok(Template { baseline: Baseline::from_text(&baseline).ok(), name, built_in: None });
@@ -75,7 +78,7 @@ pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) 
         .execute(&mut session)
         .context("wait for the template build lock")?;
     let built = (|| -> Result<(String, Option<Duration>)> {
-        if let Some(baseline) = exists(&mut session, &name)? {
+        if let Some((baseline, _)) = exists(&mut session, &name)? {
             return Ok((baseline, None));
         }
         let started = Instant::now();
@@ -130,8 +133,8 @@ fn build(
 const COMMENT_PREFIX: &str = "railgun test template ";
 const COMMENT_USED: &str = " used ";
 
-/// The baseline kept in the comment of template `name`, when it exists.
-fn exists(conn: &mut PgConnection, name: &str) -> Result<Option<String>> {
+/// The baseline kept in the comment of template `name` and when it was last used, when it exists.
+fn exists(conn: &mut PgConnection, name: &str) -> Result<Option<(String, u64)>> {
     #[derive(diesel::QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
@@ -145,8 +148,9 @@ fn exists(conn: &mut PgConnection, name: &str) -> Result<Option<String>> {
     .context("look for the test template")?;
     Ok(found.into_iter().next().map(|f| {
         let comment = f.comment.unwrap_or_default();
-        let baseline = comment.strip_prefix(COMMENT_PREFIX).and_then(|rest| rest.rsplit_once(COMMENT_USED));
-        baseline.map(|(baseline, _)| baseline.to_string()).unwrap_or_default()
+        let stamp = comment.strip_prefix(COMMENT_PREFIX).and_then(|rest| rest.rsplit_once(COMMENT_USED));
+        let (baseline, used) = stamp.unwrap_or_default();
+        (baseline.to_string(), used.parse().unwrap_or(0))
     }))
 }
 
