@@ -287,6 +287,13 @@ fn test_container() -> Result<Option<(Url, String)>> {
     };
     eprintln!("starting the test container {project}-postgres (tmpfs, fsync off; kept for later runs)");
     let endpoints = services.up().context("start the test database container")?;
+    // Its pg_hba says md5; a password stored as md5 makes it md5 indeed (else SCRAM).
+    let mut admin = crate::connect::establish(&endpoints.database_url)?;
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("SET password_encryption = 'md5'; ALTER ROLE CURRENT_USER PASSWORD '{TEST_PASSWORD}'"),
+    )
+    .context("set the test container's password")?;
     std::fs::write(&cache, format!("{}\n{}\n", endpoints.database_url, endpoints.redis_url))
         .with_context(|| format!("write {}", cache.display()))?;
     Ok(Some((endpoints.database_url, endpoints.redis_url)))
