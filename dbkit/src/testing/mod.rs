@@ -361,12 +361,12 @@ impl Harness {
                 None => return Ok(None),
                 Some(false) => return Ok(Some(None)),
                 Some(true) => {
-                    let (mut conn, pid) = connect_tracked(&self.server.url_for(name))?;
+                    let mut conn = connect_waiting(&self.server.url_for(name))?;
                     let reset = match &self.baseline {
                         Some(baseline) => baseline.reset(&mut conn)?,
-                        None => false,
+                        None => None,
                     };
-                    if reset {
+                    if let Some(pid) = reset {
                         return Ok(Some(Some((conn, pid))));
                     }
                     // DDL ran in it after all (or nothing can reset it): it goes, the next one comes.

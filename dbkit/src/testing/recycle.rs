@@ -116,20 +116,23 @@ impl Baseline {
     }
 
     /// Brings the database `conn` is connected to back to the clean state (its other clients
-    /// told to go first); false when it cannot be: DDL ran, or the template's rows changed.
-    pub fn reset(&self, conn: &mut PgConnection) -> Result<bool> {
+    /// told to go first) and returns the connection's server process id; `None` when it cannot
+    /// be: DDL ran, or the template's rows changed.
+    pub fn reset(&self, conn: &mut PgConnection) -> Result<Option<i32>> {
         #[derive(QueryableByName)]
         struct Written {
             #[diesel(sql_type = Bool)]
             ddl: bool,
             #[diesel(sql_type = Array<Oid>)]
             tables: Vec<u32>,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
         }
         let written: Written = diesel::sql_query(
             "SELECT EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
               pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS ddl, \
              ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) + \
-              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables \
+              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables, pg_backend_pid() AS pid \
              FROM (SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
               WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend') closed",
         )
@@ -138,12 +141,12 @@ impl Baseline {
         .get_result(conn)
         .context("read what the last test wrote")?;
         if written.ddl {
-            return Ok(false);
+            return Ok(None);
         }
         let mut reset = Vec::new();
         for table in self.tables.iter().filter(|t| written.tables.contains(&t.oid)) {
             if table.seeded {
-                return Ok(false);
+                return Ok(None);
             }
             reset.push(format!("DELETE FROM ONLY {};", table.name));
         }
@@ -164,7 +167,7 @@ impl Baseline {
             );
             conn.batch_execute(&script).context("reset the test database")?;
         }
-        Ok(true)
+        Ok(Some(written.pid))
     }
 }
 
