@@ -30,8 +30,8 @@
 //! free slot when the server has none, rather than fail.
 //!
 //! Names on the server: `railgun_tpl_<hash>` templates, `railgun_prep_*` clones warming up,
-//! `railgun_pool_<hash>_*` ready clones, `railgun_test_<process>_<n>` databases in use (or kept
-//! after a failure).
+//! `railgun_pool_<hash>_*` ready clones (`..._used<n>`: a passing test's, reset when claimed),
+//! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
 
 mod cleanup;
 mod recycle;
@@ -334,8 +334,8 @@ impl Harness {
         &self.server.origin
     }
 
-    /// Takes a ready clone by renaming it to `name`; false when the pool is empty. Clean ones
-    /// first; `Some(true)`: a used one, to be reset before a test gets it.
+    /// Takes a ready clone by renaming it to `name`; `None` when the pool is empty, `Some(true)`
+    /// when the clone is a used one, to be reset before a test gets it (clean ones go first).
     fn claim(&self, name: &str) -> Result<Option<bool>> {
         self.server.admin(|c| {
             let mut ready = databases(c, &self.pool_prefix)?;

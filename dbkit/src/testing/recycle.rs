@@ -73,7 +73,8 @@ impl Baseline {
             let Relation { oid, kind, name, owner } = relation;
             if oid < 16384 {
                 // ANALYZE (autovacuum's too) writes statistics: not DDL.
-                if name != "pg_catalog.pg_statistic" && kind == "r" {
+                let statistics = ["pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data"];
+                if !statistics.contains(&name.as_str()) && kind == "r" {
                     baseline.catalogs.push(oid);
                 }
             } else if kind == "S" {
