@@ -352,6 +352,188 @@ fn clones_a_crashed_process_held_unused_go_back_to_the_pool_while_it_has_room() 
 }
 
 #[test]
+fn child_recycle() {
+    if !is_child("child_recycle") {
+        return;
+    }
+    let db = TestDb::with_migrations_dir(std::env::var("HARNESS_DIR").unwrap()).unwrap();
+    let mut conn = db.conn().unwrap();
+    let sql = |conn: &mut PgConnection, sql: &str| diesel::sql_query(sql).execute(conn).unwrap();
+    let count = |conn: &mut PgConnection, table: &str| -> i64 {
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")).get_result::<Count>(conn).unwrap().n
+    };
+    let oid: Count = diesel::sql_query("SELECT oid::int8 AS n FROM pg_database WHERE datname = current_database()")
+        .get_result(&mut conn)
+        .unwrap();
+    println!("oid={}", oid.n);
+    match std::env::var("HARNESS_ACTION").unwrap().as_str() {
+        "write" => {
+            sql(&mut conn, "INSERT INTO items (name) VALUES ('a'), ('b')");
+            sql(&mut conn, "INSERT INTO notes (item) SELECT id FROM items");
+            // A rolled-back insert moves the sequence too.
+            conn.transaction::<(), diesel::result::Error, _>(|c| {
+                sql(c, "INSERT INTO items (name) VALUES ('rolled back')");
+                Err(diesel::result::Error::RollbackTransaction)
+            })
+            .unwrap_err();
+        }
+        "ddl" => {
+            sql(&mut conn, "ALTER TABLE items ADD COLUMN made_in_a_test int");
+        }
+        "seed" => {
+            sql(&mut conn, "DELETE FROM seeds");
+        }
+        _ => {}
+    }
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        id: i32,
+    }
+    let next: Id =
+        diesel::sql_query("INSERT INTO items (name) VALUES ('probe') RETURNING id").get_result(&mut conn).unwrap();
+    let columns: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'made_in_a_test'",
+    )
+    .get_result(&mut conn)
+    .unwrap();
+    println!(
+        "items={} notes={} seeds={} next_id={} ddl_column={}",
+        count(&mut conn, "items"),
+        count(&mut conn, "notes"),
+        count(&mut conn, "seeds"),
+        next.id,
+        columns.n
+    );
+}
+
+#[test]
+fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_seed_rows() {
+    let dir = tempdir("recycle");
+    write_migration(
+        &dir,
+        "2024-01-01-000000_tables",
+        &format!(
+            "CREATE TABLE items (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);\n\
+             CREATE TABLE notes (id serial PRIMARY KEY, item int NOT NULL REFERENCES items (id));\n\
+             CREATE TABLE seeds (id serial PRIMARY KEY, name text);\n\
+             INSERT INTO seeds (name) VALUES ('from the migration');\n-- {:?}",
+            std::time::SystemTime::now()
+        ),
+    );
+    // A process per test, as under nextest: no pool thread, so the pool holds exactly what the
+    // tests gave back (it starts empty: the template is new).
+    let run = |action: &str| -> (i64, String) {
+        let out = child(
+            "child_recycle",
+            &[
+                ("HARNESS_DIR", dir.to_str().unwrap()),
+                ("HARNESS_ACTION", action),
+                ("NEXTEST_EXECUTION_MODE", "process-per-test"),
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let oid = value_after(&stdout, "oid=").parse().unwrap();
+        (oid, stdout[stdout.find("items=").unwrap()..].lines().next().unwrap().to_string())
+    };
+    let (written, state) = run("write");
+    assert_eq!(state, "items=3 notes=2 seeds=1 next_id=4 ddl_column=0");
+    let (reused, state) = run("read");
+    assert_eq!(reused, written, "the passing test's database was not reused");
+    assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0", "not reset to the template's state");
+
+    let (altered, _) = run("ddl");
+    assert_eq!(altered, reused, "the reset database was not reused again");
+    let (after_ddl, state) = run("read");
+    assert_ne!(after_ddl, altered, "a database that ran DDL was handed out again");
+    assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0");
+
+    let (seed_changed, _) = run("seed");
+    let (after_seed, state) = run("read");
+    assert_ne!(after_seed, seed_changed, "a database whose seed rows changed was handed out again");
+    assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0");
+
+    // This test's template and pool go with it.
+    let hash = {
+        let out = child("child_template", &[("HARNESS_DIR", dir.to_str().unwrap()), ("RAILGUN_TEST_POOL", "0")]);
+        value_after(&String::from_utf8_lossy(&out.stdout), "template=").trim_start_matches("railgun_tpl_").to_string()
+    };
+    let mut admin = admin();
+    let left: Vec<Name> = diesel::sql_query("SELECT datname AS name FROM pg_database WHERE datname LIKE $1")
+        .bind::<Text, _>(format!("railgun_pool_{hash}_%"))
+        .load(&mut admin)
+        .unwrap();
+    for Name { name } in left {
+        drop_database(&name);
+    }
+    let template = format!("railgun_tpl_{hash}");
+    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
+    drop_database(&template);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn child_waits_for_a_connection() {
+    if !is_child("child_waits_for_a_connection") {
+        return;
+    }
+    let db = TestDb::with_migrations_dir(std::env::var("HARNESS_DIR").unwrap()).unwrap();
+    // The role may hold 3 connections: the harness's own session and these two.
+    let (first, second) = (db.conn().unwrap(), db.conn().unwrap());
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(first);
+    });
+    let mut third = db.conn().expect("a test out of connection slots must wait, not fail");
+    diesel::sql_query("SELECT 1").execute(&mut third).unwrap();
+    release.join().unwrap();
+    drop(second);
+    println!("connected");
+}
+
+#[test]
+fn a_test_out_of_connection_slots_waits_for_one_and_says_so() {
+    let role = format!("railgun_limited_{}", std::process::id());
+    let mut admin = admin();
+    diesel::sql_query(format!("DROP ROLE IF EXISTS {role}")).execute(&mut admin).unwrap();
+    diesel::sql_query(format!("CREATE ROLE {role} LOGIN CREATEDB CONNECTION LIMIT 3 PASSWORD 'limited'"))
+        .execute(&mut admin)
+        .unwrap();
+    let mut url = server_url().unwrap();
+    url.set_username(&role).unwrap();
+    url.set_password(Some("limited")).unwrap();
+    // A template of the role's own (it must own what it stamps).
+    let dir = tempdir("limited");
+    write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id int); -- {role}"));
+    let out = child(
+        "child_waits_for_a_connection",
+        &[
+            ("HARNESS_DIR", dir.to_str().unwrap()),
+            ("TEST_DATABASE_URL", url.as_str()),
+            // No pool thread: its connections would count too.
+            ("NEXTEST_EXECUTION_MODE", "process-per-test"),
+        ],
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let owned: Vec<Name> = diesel::sql_query(
+        "SELECT datname AS name FROM pg_database WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind::<Text, _>(&role)
+    .load(&mut admin)
+    .unwrap();
+    for Name { name } in owned {
+        let _ = diesel::sql_query(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false")).execute(&mut admin);
+        drop_database(&name);
+    }
+    diesel::sql_query(format!("DROP ROLE {role}")).execute(&mut admin).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success() && stdout.contains("connected"), "the child failed:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("waiting for a free connection slot on the test server"), "no word of the wait:\n{stderr}");
+    assert!(!stderr.contains("password"), "the password was printed:\n{stderr}");
+}
+
+#[test]
 fn a_leaked_connection_does_not_block_the_drop() {
     let db = TestDb::with_migrations_dir(fixture()).unwrap();
     let name = db.name().to_string();

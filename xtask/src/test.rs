@@ -20,20 +20,40 @@ const TOOLS: &[(&str, &str)] = &[
 ];
 
 /// Run the tests: install what is missing, build offline images, start the services, then
-/// `cargo test --workspace`
+/// `cargo nextest run --workspace` and the doc tests (`cargo test --workspace` without nextest)
 ///
 /// Missing programs come from apt when run as root (else the command to run is named);
 /// diesel_cli 2.3.14, for the compatibility tests, is built once into $RAILGUN_TOOLS
-/// (default ~/.cache/railgun-tools).
+/// (default ~/.cache/railgun-tools). nextest runs a process per test; the test harness serves
+/// each from a pool kept across processes (see `cargo xtask bench test-db`).
 #[derive(clap::Args)]
 pub struct Test {
-    /// Arguments for `cargo test` (after `--`), e.g. `-- --test up`
+    /// Run `cargo test` even when cargo-nextest is installed
+    #[arg(long)]
+    cargo_test: bool,
+    /// Only prepare the test databases and exit: the template built, its pool of clones filled,
+    /// stale databases of crashed runs dropped (nextest's setup script runs this once per run)
+    #[arg(long)]
+    prepare_db: bool,
+    /// Arguments for the test runner (after `--`), e.g. `-- --test up`
     #[arg(last = true)]
     args: Vec<String>,
 }
 
 impl Test {
     pub fn run(self, cx: &Context) -> Result<()> {
+        if self.prepare_db {
+            let dir = dbkit::diesel_config::DieselConfig::load(cx)?.migration_dir(cx);
+            let started = std::time::Instant::now();
+            let (harness, ready) = dbkit::testing::Harness::prepare(&dir)?;
+            eprintln!(
+                "test databases ready in {} ms: template {}, {ready} clones in its pool ({})",
+                started.elapsed().as_millis(),
+                harness.template(),
+                harness.origin()
+            );
+            return Ok(());
+        }
         let sh = &cx.sh;
         install_missing_packages(cx)?;
         let tools = tools_dir();
@@ -57,26 +77,55 @@ impl Test {
                 .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
         )?;
         let args = self.args;
-        eprintln!("$ cargo test --workspace {}", args.join(" "));
-        let mut cargo_test: Command = cmd!(sh, "cargo test --workspace {args...}").env("PATH", path).into();
-        let mut child = cargo_test.stdout(Stdio::piped()).spawn().context("run cargo test")?;
+        let nextest = !self.cargo_test && which::which("cargo-nextest").is_ok();
         let mut totals = Totals::default();
-        for line in BufReader::new(child.stdout.take().context("cargo test's output")?).lines() {
-            let line = line?;
-            println!("{line}");
-            totals.add(&line);
+        let mut failed = Vec::new();
+        let runs: Vec<Vec<String>> = if nextest {
+            // nextest does not run doc tests: cargo test does, after it.
+            let words = |w: &str| w.split_whitespace().map(String::from).collect::<Vec<_>>();
+            vec![
+                [words("nextest run --workspace --no-fail-fast"), args.clone()].concat(),
+                words("test --workspace --doc"),
+            ]
+        } else {
+            vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
+        };
+        for run in runs {
+            eprintln!("$ cargo {}", run.join(" "));
+            let words = &run;
+            let mut command: Command = cmd!(sh, "cargo {words...}").env("PATH", &path).into();
+            let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("run the tests")?;
+            // nextest reports on stderr, cargo test on stdout: both are read and passed on.
+            let stderr = child.stderr.take().context("the test runner's errors")?;
+            let errors = std::thread::spawn(move || -> Totals {
+                let mut totals = Totals::default();
+                for line in BufReader::new(stderr).lines().map_while(std::io::Result::ok) {
+                    eprintln!("{line}");
+                    totals.add(&line);
+                }
+                totals
+            });
+            for line in BufReader::new(child.stdout.take().context("the test runner's output")?).lines() {
+                let line = line?;
+                println!("{line}");
+                totals.add(&line);
+            }
+            let status = child.wait()?;
+            totals.merge(errors.join().unwrap_or_default());
+            if !status.success() {
+                failed.push(format!("cargo {} ({status})", run.first().map_or("", String::as_str)));
+            }
         }
-        let status = child.wait()?;
         // cargo's last words are about doc-tests ("0 passed" when a crate has none): say the sum.
         println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
-        if !status.success() {
-            bail!("cargo test failed ({status})");
+        if !failed.is_empty() {
+            bail!("{} failed", failed.join(", "));
         }
         Ok(())
     }
 }
 
-/// The sum of cargo test's `test result:` lines.
+/// The sum of cargo test's `test result:` lines and nextest's `Summary` line.
 #[derive(Default)]
 struct Totals {
     passed: u64,
@@ -86,8 +135,12 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, line: &str) {
-        let Some(counts) = line.strip_prefix("test result: ") else { return };
-        for part in counts.split(['.', ';']) {
+        // nextest: `     Summary [  12.3s] 120 tests run: 118 passed, 2 failed, 3 skipped`
+        let summary = line.trim_start().strip_prefix("Summary ").and_then(|rest| rest.split_once(" run: "));
+        let Some(counts) = line.strip_prefix("test result: ").or(summary.map(|(_, counts)| counts)) else {
+            return;
+        };
+        for part in counts.split(['.', ';', ',']) {
             let mut words = part.split_whitespace();
             let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) else {
                 continue;
@@ -95,10 +148,18 @@ impl Totals {
             match what {
                 "passed" => self.passed += n,
                 "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
+                "ignored" | "skipped" => self.ignored += n,
                 _ => {}
             }
         }
+    }
+}
+
+impl Totals {
+    fn merge(&mut self, other: Totals) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
     }
 }
 
@@ -136,6 +197,7 @@ mod tests {
         totals.add("test result: ok. 6 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 14.39s");
         totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         totals.add("running 2 tests");
-        assert_eq!((totals.passed, totals.failed, totals.ignored), (8, 3, 1));
+        totals.add("     Summary [  12.345s] 120 tests run: 118 passed (1 slow), 2 failed, 3 skipped");
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (126, 5, 4));
     }
 }

@@ -72,9 +72,9 @@ pub fn measure(
     linted: &[Linted],
 ) -> Result<(String, Vec<Measured>)> {
     let harness = Harness::for_migrations(base).context("build the template to measure in")?;
-    // One clone, now: no pool of ready clones for a one-off command.
-    harness.set_pool_size(0);
-    let db = harness.test_db_unpooled()?;
+    // A database in the template's state (a clone, or a recycled one reset to it); it ran DDL
+    // when dropped, so the harness drops it rather than reusing it.
+    let db = harness.test_db()?;
     let name = db.name().to_string();
     let mut conn = db.conn()?;
     let mut observer = crate::connect::establish(db.url())?;

@@ -10,24 +10,31 @@
 //! ```
 //!
 //! How: the migrations run once into a template database named after their hash (reused by
-//! later runs until a migration changes), and each test gets `CREATE DATABASE ... TEMPLATE`.
-//! Cloning still costs a server-side file copy, so a background thread keeps a few clones
-//! ready (`RAILGUN_TEST_POOL`, default 3) and a test claims one by renaming it: one rename wins,
-//! across threads and processes alike. The same thread also claims two for this process's next
-//! tests and opens their first connection. Databases of crashed runs are dropped by the next
-//! run (unused claimed ones go back to the pool).
+//! later runs until a migration changes), and clones of it wait in a pool on the server
+//! (`RAILGUN_TEST_POOL`, default 3, made ahead of demand), which outlives the run. A test claims
+//! one by renaming it: one rename wins, across threads and processes alike. When the test passes
+//! and changed only rows and sequences, its rows are deleted and its sequences set back, and the
+//! database returns to the pool for the next test (up to 16 wait there); a test that ran DDL
+//! (the catalogs changed) gets its database dropped. Under `cargo test` a background thread keeps
+//! the pool filled and claims two clones ahead of this process's next tests, connected; under
+//! nextest (a process per test) a process does no background work, and the setup script
+//! `cargo xtask test --prepare-db` fills the pool and cleans up once per run. Databases of
+//! crashed runs are dropped by the next run (unused claimed ones go back to the pool).
 //!
 //! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].
 //!
-//! The server: `TEST_DATABASE_URL`; else `DATABASE_URL` (environment, then `.env`) when it is
-//! local and answers, as the `cargo xtask up` server does; else a throwaway container
-//! (`railgun-testdb`, tmpfs, fsync off) started once and shared by every test process.
+//! The server: `TEST_DATABASE_URL`; else a throwaway container (`railgun-testdb`, tmpfs, fsync
+//! off) started once and shared by every test process, even when the dev server is up; else
+//! (no Docker, or `RAILGUN_TEST_SERVER=dev` first) `DATABASE_URL` (environment, then `.env`)
+//! when it is local and answers, as the `cargo xtask up` server does. Connections wait for a
+//! free slot when the server has none, rather than fail.
 //!
 //! Names on the server: `railgun_tpl_<hash>` templates, `railgun_prep_*` clones warming up,
-//! `railgun_pool_<hash>_*` ready clones, `railgun_test_<process>_<n>` databases in use (or kept
-//! after a failure).
+//! `railgun_pool_<hash>_*` ready clones (`..._used<n>`: a passing test's, reset when claimed),
+//! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
 
 mod cleanup;
+mod recycle;
 mod redis;
 mod server;
 mod template;
@@ -35,9 +42,9 @@ mod template;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use url::Url;
 
@@ -45,8 +52,9 @@ use crate::migration::MigrationFiles;
 
 pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
+use recycle::Baseline;
 pub use redis::TestRedis;
-use server::{FILL_LOCKS, Server, databases, server};
+use server::{FILL_LOCKS, Server, connect_waiting, databases, server};
 
 const POOL_PREFIX: &str = "railgun_pool_";
 /// A clone being warmed up before it joins the pool (owner in the name, like test databases).
@@ -56,6 +64,10 @@ pub(crate) const TEST_PREFIX: &str = "railgun_test_";
 const HELD_AHEAD: usize = 2;
 /// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
 pub(crate) const UNUSED: &str = "railgun test unused ";
+/// In the name of a pooled database a test used (and passed): the claimer resets it first.
+const USED_MARK: &str = "_used";
+/// How many ready clones a pool keeps at most: passing tests' databases return to it up to this.
+const POOL_KEPT: usize = 16;
 /// How long a failed test's database is kept before a later run drops it.
 pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 
@@ -64,9 +76,13 @@ pub struct TestDb {
     url: Url,
     name: String,
     server: &'static Server,
+    harness: &'static Harness,
     keep: bool,
     /// A connection opened ahead of the test, handed out by the first `conn()`.
     first_conn: Mutex<Option<PgConnection>>,
+    /// The server processes of the connections handed out: the database is reused only once
+    /// they are gone.
+    pids: Mutex<Vec<i32>>,
 }
 
 impl TestDb {
@@ -85,8 +101,21 @@ impl TestDb {
             .test_db()
     }
 
-    fn claimed(server: &'static Server, name: String, first_conn: Option<PgConnection>) -> TestDb {
-        TestDb { url: server.url_for(&name), name, server, keep: false, first_conn: Mutex::new(first_conn) }
+    fn claimed(harness: &'static Harness, name: String, first_conn: Option<(PgConnection, i32)>) -> TestDb {
+        let server = harness.server;
+        let (first_conn, pids) = match first_conn {
+            Some((conn, pid)) => (Some(conn), vec![pid]),
+            None => (None, Vec::new()),
+        };
+        TestDb {
+            url: server.url_for(&name),
+            name,
+            server,
+            harness,
+            keep: false,
+            first_conn: Mutex::new(first_conn),
+            pids: Mutex::new(pids),
+        }
     }
 
     /// The URL of this database (with the server's credentials).
@@ -107,7 +136,10 @@ impl TestDb {
         if let Some(conn) = self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take() {
             return Ok(conn);
         }
-        crate::connect::establish(&self.url).with_context(|| format!("connect to the test database {}", self.name))
+        let (conn, pid) =
+            connect_tracked(&self.url).with_context(|| format!("connect to the test database {}", self.name))?;
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Ok(conn)
     }
 
     /// Keeps the database after the test whatever its outcome (a test that returns `Err` does not
@@ -131,6 +163,11 @@ impl Drop for TestDb {
                 if stamped.is_err() { " (not stamped: a later run may drop it at once)" } else { "" },
                 KEEP_FOR.as_secs() / 3600
             );
+            return;
+        }
+        drop(self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let pids = std::mem::take(&mut *self.pids.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.harness.recycle(name, &pids).unwrap_or(false) {
             return;
         }
         // FORCE: a connection the test leaked must not keep its database alive.
@@ -157,11 +194,13 @@ pub struct Harness {
     pool_prefix: String,
     hash: u64,
     built_in: Option<Duration>,
-    pool_size: AtomicUsize,
+    pool_size: usize,
+    /// What a clean clone holds (kept with the template); `None`: used databases are dropped.
+    baseline: Option<Baseline>,
     wake: (Mutex<u64>, Condvar),
     shared: Mutex<Option<Url>>,
     /// Clones this process claimed ahead of demand, each with a connection open.
-    held: Mutex<Vec<(String, PgConnection)>>,
+    held: Mutex<Vec<(String, (PgConnection, i32))>>,
 }
 
 impl Harness {
@@ -185,10 +224,30 @@ impl Harness {
         Harness::for_migrations(&migrations)
     }
 
+    /// Prepares a test run (nextest's setup script): the template of the migrations in `dir`
+    /// built, its pool filled, stale databases of crashed runs dropped. Returns the harness
+    /// (no pool thread of its own) and how many clones wait in the pool.
+    pub fn prepare(dir: &Path) -> Result<(&'static Harness, usize)> {
+        let migrations =
+            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
+        let harness = Harness::build(&migrations, false)?;
+        harness.fill_pool(&mut None, &mut 0)?;
+        clean_stale()?;
+        let ready = harness.server.admin(|c| Ok(databases(c, &harness.pool_prefix)?.len()))?;
+        Ok((harness, ready))
+    }
+
     fn start(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
+        // A process per test (nextest) runs one test: background work would be wasted.
+        let background = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() != Ok("process-per-test");
+        Harness::build(migrations, background)
+    }
+
+    fn build(migrations: &[MigrationFiles], background: bool) -> Result<&'static Harness> {
         let server = server()?;
         let hash = template::fingerprint(migrations)?;
-        let (template, built_in) = template::ensure(server, migrations, hash)?;
+        let template::Template { name: template, baseline, built_in } = template::ensure(server, migrations, hash)?;
+        let baseline = baseline.filter(|_| server.recycles);
         let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
@@ -196,11 +255,15 @@ impl Harness {
             pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
             hash,
             built_in,
-            pool_size: AtomicUsize::new(pool_size),
+            pool_size,
+            baseline,
             wake: (Mutex::new(0), Condvar::new()),
             shared: Mutex::new(None),
             held: Mutex::new(Vec::new()),
         }));
+        if !background {
+            return Ok(harness);
+        }
         std::thread::Builder::new()
             .name("test-db-pool".into())
             .spawn(move || harness.refill_forever())
@@ -209,7 +272,7 @@ impl Harness {
     }
 
     /// A database of the test's own: a ready clone when the pool has one, else a clone made now.
-    pub fn test_db(&self) -> Result<TestDb> {
+    pub fn test_db(&'static self) -> Result<TestDb> {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.wake_refill();
         if let Some((name, conn)) = held {
@@ -217,22 +280,17 @@ impl Harness {
                 .server
                 .admin(|c| Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?));
             if in_use.is_ok() {
-                return Ok(TestDb::claimed(self.server, name, Some(conn)));
+                return Ok(TestDb::claimed(self, name, Some(conn)));
             }
         }
         let name = next_test_name(self.server);
-        if self.claim(&name)? {
-            return Ok(TestDb::claimed(self.server, name, None));
+        match self.claim_ready(&name)? {
+            Some(conn) => Ok(TestDb::claimed(self, name, conn)),
+            None => {
+                self.clone_template(&name)?;
+                Ok(TestDb::claimed(self, name, None))
+            }
         }
-        self.clone_template(&name)?;
-        Ok(TestDb::claimed(self.server, name, None))
-    }
-
-    /// A database cloned from the template now, past the pool (what an empty pool costs).
-    pub fn test_db_unpooled(&self) -> Result<TestDb> {
-        let name = next_test_name(self.server);
-        self.clone_template(&name)?;
-        Ok(TestDb::claimed(self.server, name, None))
     }
 
     /// A connection inside a transaction that is never committed, on a migrated database this
@@ -240,7 +298,7 @@ impl Harness {
     ///
     /// Concurrent tests do not see each other's rows, but a row one inserts holds its unique keys
     /// until that test ends: use distinct keys, or a [`TestDb`].
-    pub fn transaction(&self) -> Result<PgConnection> {
+    pub fn transaction(&'static self) -> Result<PgConnection> {
         let url = {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             match &*shared {
@@ -256,7 +314,7 @@ impl Harness {
                 }
             }
         };
-        let mut conn = crate::connect::establish(&url)?;
+        let mut conn = connect_waiting(&url)?;
         conn.begin_test_transaction().context("begin the test transaction")?;
         Ok(conn)
     }
@@ -276,44 +334,66 @@ impl Harness {
         &self.server.origin
     }
 
-    /// How many ready clones the pool keeps (0: none, every test clones on demand).
-    pub fn set_pool_size(&self, size: usize) {
-        self.pool_size.store(size, Ordering::Relaxed);
-        self.wake_refill();
-    }
-
-    /// Waits until the pool holds its full number of ready clones, and this process its clones held ahead.
-    pub fn wait_for_pool(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let ready = self.server.admin(|c| Ok(databases(c, &self.pool_prefix)?.len()))?;
-            let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).len();
-            if ready >= self.pool_size.load(Ordering::Relaxed) && held >= self.held_ahead() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the test database pool did not fill within {}s ({ready} ready)", timeout.as_secs());
-            }
-            self.wake_refill();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Takes a ready clone by renaming it to `name`; false when the pool is empty.
-    fn claim(&self, name: &str) -> Result<bool> {
+    /// Takes a ready clone by renaming it to `name`; `None` when the pool is empty, `Some(true)`
+    /// when the clone is a used one, to be reset before a test gets it (clean ones go first).
+    fn claim(&self, name: &str) -> Result<Option<bool>> {
         self.server.admin(|c| {
             let mut ready = databases(c, &self.pool_prefix)?;
-            // Our own clones first: other processes are likelier to go for theirs.
+            // Clean ones first, then our own: other processes are likelier to go for theirs.
             let ours = format!("{}{:08x}_", self.pool_prefix, self.server.owner);
-            ready.sort_by_key(|(n, _)| !n.starts_with(&ours));
+            ready.sort_by_key(|(n, _)| (n.contains(USED_MARK), !n.starts_with(&ours)));
             for (candidate, _) in ready {
                 // Two claimers of one clone: one rename wins, the other finds it gone and moves on.
                 if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok()
                 {
-                    return Ok(true);
+                    return Ok(Some(candidate.contains(USED_MARK)));
                 }
             }
-            Ok(false)
+            Ok(None)
+        })
+    }
+
+    /// Claims a clone from the pool as `name`, reset when a test used it before (with the
+    /// connection that did it, for the test); `None` when the pool has none to give.
+    fn claim_ready(&self, name: &str) -> Result<Option<Option<(PgConnection, i32)>>> {
+        loop {
+            match self.claim(name)? {
+                None => return Ok(None),
+                Some(false) => return Ok(Some(None)),
+                Some(true) => {
+                    let mut conn = connect_waiting(&self.server.url_for(name))?;
+                    let reset = match &self.baseline {
+                        Some(baseline) => baseline.reset(&mut conn)?,
+                        None => None,
+                    };
+                    if let Some(pid) = reset {
+                        return Ok(Some(Some((conn, pid))));
+                    }
+                    // DDL ran in it after all (or nothing can reset it): it goes, the next one comes.
+                    drop(conn);
+                    self.server.admin(|c| {
+                        Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
+                    })?;
+                }
+            }
+        }
+    }
+
+    /// After a passing test: its database back to the pool, marked used (the next claimer resets
+    /// it), when the pool has room; false when it must be dropped instead.
+    fn recycle(&self, name: &str, pids: &[i32]) -> Result<bool> {
+        let kept = if self.pool_size == 0 { 0 } else { self.pool_size.max(POOL_KEPT) };
+        if self.baseline.is_none() || kept == 0 {
+            return Ok(false);
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let pooled =
+            format!("{}{:08x}{USED_MARK}{}", self.pool_prefix, self.server.owner, N.fetch_add(1, Ordering::Relaxed));
+        self.server.admin(|c| {
+            if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
+                return Ok(false);
+            }
+            Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c).is_ok())
         })
     }
 
@@ -362,7 +442,7 @@ impl Harness {
     }
 
     fn held_ahead(&self) -> usize {
-        HELD_AHEAD.min(self.pool_size.load(Ordering::Relaxed))
+        HELD_AHEAD.min(self.pool_size)
     }
 
     /// Claims clones for this process's next tests and opens their connections: the test then
@@ -370,13 +450,14 @@ impl Harness {
     fn hold_ahead(&self) -> Result<()> {
         while self.held.lock().unwrap_or_else(|e| e.into_inner()).len() < self.held_ahead() {
             let name = next_test_name(self.server);
-            if !self.claim(&name)? {
-                return Ok(());
-            }
+            let Some(conn) = self.claim_ready(&name)? else { return Ok(()) };
             let conn = self.server.admin(|c| {
                 let comment = format!("{UNUSED}{:016x}", self.hash);
                 diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?;
-                crate::connect::establish(&self.server.url_for(&name))
+                match conn {
+                    Some(conn) => Ok(conn),
+                    None => connect_tracked(&self.server.url_for(&name)),
+                }
             })?;
             self.held.lock().unwrap_or_else(|e| e.into_inner()).push((name, conn));
         }
@@ -384,8 +465,7 @@ impl Harness {
     }
 
     fn refill(&self, conn: &mut Option<PgConnection>, next: &mut u64) -> Result<()> {
-        let size = self.pool_size.load(Ordering::Relaxed);
-        if size == 0 {
+        if self.pool_size == 0 {
             return Ok(());
         }
         // Held clones come from the pool: take them, fill the pool, take again, fill again.
@@ -413,7 +493,7 @@ impl Harness {
         }
         let strategy = if self.server.file_copy { " STRATEGY FILE_COPY" } else { "" };
         let filled = (|| {
-            while databases(conn, &self.pool_prefix)?.len() < self.pool_size.load(Ordering::Relaxed) {
+            while databases(conn, &self.pool_prefix)?.len() < self.pool_size {
                 let suffix = format!("{:016x}_{:08x}_{next}", self.hash, self.server.owner);
                 let (preparing, ready) = (format!("{PREP_PREFIX}{suffix}"), format!("{POOL_PREFIX}{suffix}"));
                 *next += 1;
@@ -422,7 +502,7 @@ impl Harness {
                     .with_context(|| format!("clone the test template into {preparing}"))?;
                 // A first connection builds the database's relation cache file: the test's
                 // connection then starts in a few ms instead of a dozen or more.
-                if let Ok(mut warm) = crate::connect::establish(&self.server.url_for(&preparing)) {
+                if let Ok(mut warm) = connect_waiting(&self.server.url_for(&preparing)) {
                     let _ = diesel::sql_query("SELECT count(*) FROM pg_attribute").execute(&mut warm);
                 }
                 // Renaming waits for that connection to end; then a claimer may take it.
@@ -448,6 +528,18 @@ fn pool_size_setting() -> Result<usize> {
         Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases"),
         Err(_) => Ok(3),
     }
+}
+
+/// A connection and its server process id.
+fn connect_tracked(url: &Url) -> Result<(PgConnection, i32)> {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let mut conn = connect_waiting(url)?;
+    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut conn)?;
+    Ok((conn, pid.pid))
 }
 
 fn next_test_name(server: &Server) -> String {

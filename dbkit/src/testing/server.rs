@@ -11,7 +11,6 @@ use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use url::Url;
 
-use crate::connect::establish;
 use crate::docker::images::{self, Service};
 use crate::docker::services::Services;
 use crate::url::{is_local, parse_database_url, redact};
@@ -25,10 +24,14 @@ pub(crate) const FILL_LOCKS: i32 = 0x5247_0003;
 /// Advisory lock namespace of a stale-database cleanup.
 pub(crate) const CLEAN_LOCKS: i32 = 0x5247_0004;
 
-/// The project of the throwaway test container, shared by every test process on this machine
+/// The project of the throwaway test container, shared by every test process on this machine:
+/// `railgun-testdb`, or `<RAILGUN_PROJECT>-testdb` next to a renamed project
 /// (`RAILGUN_TEST_CONTAINER` names another: the harness's own tests start one and remove it).
 fn test_project() -> String {
-    std::env::var("RAILGUN_TEST_CONTAINER").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "railgun-testdb".into())
+    let set = |key: &str| std::env::var(key).ok().filter(|s| !s.is_empty());
+    set("RAILGUN_TEST_CONTAINER")
+        .or_else(|| set("RAILGUN_PROJECT").map(|p| format!("{p}-testdb")))
+        .unwrap_or_else(|| "railgun-testdb".into())
 }
 /// Its password: the container listens on loopback only and its data lives on tmpfs.
 const TEST_PASSWORD: &str = "railgun-test-only";
@@ -44,11 +47,16 @@ pub(crate) struct Server {
     pub redis: Option<String>,
     /// This process's id on the server (names of its databases carry it).
     pub owner: u32,
-    /// Holds the owner lock; never used for anything else.
-    _owner_session: Mutex<PgConnection>,
+    /// Holds the owner lock, and is the first admin connection (one connection less per process);
+    /// never dropped while the process runs.
+    owner_session: Mutex<PgConnection>,
     idle: Mutex<Vec<PgConnection>>,
     /// `CREATE DATABASE ... STRATEGY FILE_COPY` is faster when checkpoints skip fsync.
     pub file_copy: bool,
+    /// A passing test's database can be reset for the next test: by a superuser (triggers off
+    /// while its rows go, statistics reset) on a server that counts rows written (`track_counts`).
+    /// Otherwise test databases are dropped.
+    pub recycles: bool,
 }
 
 /// The test server of this process, picked on first use.
@@ -65,8 +73,12 @@ impl Server {
         url
     }
 
-    /// Runs `f` on an admin connection from a small idle list (connecting costs a few ms).
+    /// Runs `f` on an admin connection: the owner session when free, else one from a small idle
+    /// list (connecting costs a few ms).
     pub fn admin<T>(&self, f: impl FnOnce(&mut PgConnection) -> Result<T>) -> Result<T> {
+        if let Ok(mut session) = self.owner_session.try_lock() {
+            return f(&mut session);
+        }
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match idle {
             Some(conn) => conn,
@@ -81,7 +93,7 @@ impl Server {
 
     /// A fresh admin connection of its own (for a session-level lock, or a background thread).
     pub fn connect_admin(&self) -> Result<PgConnection> {
-        establish(&self.admin)
+        connect_waiting(&self.admin)
     }
 
     /// Owner ids whose process is alive: their owner lock is held.
@@ -109,6 +121,13 @@ fn pick() -> Result<Server> {
         let redis = from_env("TEST_REDIS_URL").or_else(|| from_env("REDIS_URL")).or_else(|| from_file("REDIS_URL"));
         return Server::open(url, "TEST_DATABASE_URL".into(), redis);
     }
+    // The test container first, even when the dev server is up: tmpfs and no fsync make clones
+    // and commits cheap, and the tests neither fill the dev server's WAL nor litter it.
+    // `RAILGUN_TEST_SERVER=dev` prefers the dev server; without Docker it is the fallback.
+    let prefer_dev = from_env("RAILGUN_TEST_SERVER").as_deref() == Some("dev");
+    if !prefer_dev && let Some(server) = test_container_server()? {
+        return Ok(server);
+    }
     // A local server CI provides, or the `cargo xtask up` services (their URLs are in .env).
     // Only a local one, never in production: tests create and drop databases there.
     let candidates = [
@@ -127,8 +146,35 @@ fn pick() -> Result<Server> {
             return Server::open(url, origin.into(), redis);
         }
     }
-    let (url, redis) = test_container()?;
-    Server::open(url, format!("the test container {}-postgres", test_project()), Some(redis))
+    match prefer_dev {
+        true => test_container_server()?,
+        false => None,
+    }
+    .ok_or_else(|| anyhow!(hint!("no test database server: none configured, and Docker cannot start one"; "run `cargo xtask up`, or set TEST_DATABASE_URL")))
+}
+
+/// The shared test container as this process's server; `None` when Docker cannot run it.
+fn test_container_server() -> Result<Option<Server>> {
+    let origin = format!("the test container {}-postgres", test_project());
+    // The usual case, with no probe: this first connection is the probe (one connection less per process).
+    if let Some((url, redis)) = cached_endpoints()
+        && let Ok(server) = Server::open(url, origin.clone(), Some(redis))
+    {
+        return Ok(Some(server));
+    }
+    let Some((url, redis)) = test_container()? else { return Ok(None) };
+    Server::open(url, origin, Some(redis)).map(Some)
+}
+
+fn endpoints_file() -> PathBuf {
+    std::env::temp_dir().join(format!("{}.endpoints", test_project()))
+}
+
+/// The running test container's URLs, as its starter wrote them.
+fn cached_endpoints() -> Option<(Url, String)> {
+    let text = std::fs::read_to_string(endpoints_file()).ok()?;
+    let (pg, redis) = text.trim().split_once('\n')?;
+    Some((Url::parse(pg).ok()?, redis.to_string()))
 }
 
 impl Server {
@@ -136,17 +182,20 @@ impl Server {
         let mut admin = base.clone();
         admin.set_path("postgres");
         admin.query_pairs_mut().append_pair("options", "-csynchronous_commit=off");
-        let mut session = establish(&admin).with_context(|| format!("connect to the test server ({origin})"))?;
+        let mut session = connect_waiting(&admin).with_context(|| format!("connect to the test server ({origin})"))?;
         #[derive(QueryableByName)]
         struct Facts {
             #[diesel(sql_type = Bool)]
             createdb: bool,
             #[diesel(sql_type = Bool)]
             file_copy: bool,
+            #[diesel(sql_type = Bool)]
+            recycles: bool,
         }
         let facts: Facts = diesel::sql_query(
             "SELECT (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user) AS createdb, \
-             current_setting('server_version_num')::int >= 150000 AND current_setting('fsync') = 'off' AS file_copy",
+             current_setting('server_version_num')::int >= 150000 AND current_setting('fsync') = 'off' AS file_copy, \
+             current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' AS recycles",
         )
         .get_result(&mut session)
         .context("ask the test server about itself")?;
@@ -162,9 +211,10 @@ impl Server {
             origin,
             redis,
             owner,
-            _owner_session: Mutex::new(session),
+            owner_session: Mutex::new(session),
             idle: Mutex::new(Vec::new()),
             file_copy: facts.file_copy,
+            recycles: facts.recycles,
         })
     }
 }
@@ -209,25 +259,18 @@ fn answers(url: &Url) -> bool {
 
 /// The shared test container: found through a cache file when it runs, else started once, under
 /// a lock directory so that parallel test processes neither race nor remove each other's start.
-fn test_container() -> Result<(Url, String)> {
+/// `None` when it does not run and Docker cannot start it.
+fn test_container() -> Result<Option<(Url, String)>> {
     let dir = std::env::temp_dir();
     let project = test_project();
-    let cache = dir.join(format!("{project}.endpoints"));
-    let cached = || -> Option<(Url, String)> {
-        let text = std::fs::read_to_string(&cache).ok()?;
-        let (pg, redis) = text.trim().split_once('\n')?;
-        let url = Url::parse(pg).ok()?;
-        answers(&url).then(|| (url, redis.to_string()))
-    };
-    if let Some(found) = cached() {
-        return Ok(found);
-    }
+    let cache = endpoints_file();
     let _lock = DirLock::take(&dir.join(format!("{project}.lock")))?;
-    if let Some(found) = cached() {
-        return Ok(found);
+    if let Some(found) = cached_endpoints().filter(|(url, _)| answers(url)) {
+        return Ok(Some(found));
     }
-    crate::docker::check_engine()
-        .context(hint!("no test database server: none configured, and Docker cannot start one"; "run `cargo xtask up`, or set TEST_DATABASE_URL"))?;
+    if crate::docker::check_engine().is_err() {
+        return Ok(None);
+    }
     let sh = xshell::Shell::new()?;
     let services = Services {
         project: project.clone(),
@@ -242,9 +285,50 @@ fn test_container() -> Result<(Url, String)> {
     };
     eprintln!("starting the test container {project}-postgres (tmpfs, fsync off; kept for later runs)");
     let endpoints = services.up().context("start the test database container")?;
+    // Its pg_hba says md5; a password stored as md5 makes it md5 indeed (else SCRAM).
+    let mut admin = crate::connect::establish(&endpoints.database_url)?;
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut admin,
+        &format!("SET password_encryption = 'md5'; ALTER ROLE CURRENT_USER PASSWORD '{TEST_PASSWORD}'"),
+    )
+    .context("set the test container's password")?;
     std::fs::write(&cache, format!("{}\n{}\n", endpoints.database_url, endpoints.redis_url))
         .with_context(|| format!("write {}", cache.display()))?;
-    Ok((endpoints.database_url, endpoints.redis_url))
+    Ok(Some((endpoints.database_url, endpoints.redis_url)))
+}
+
+/// Connects to `url`, waiting while the server has no free connection slot (many parallel tests)
+/// rather than failing; says so after a few seconds.
+pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
+    let once = crate::connect::Retries { attempts: 1, ..crate::connect::Retries::command_line() };
+    // No GSSAPI on a test server: probing for Kerberos credentials costs each connection time.
+    let mut url = url.clone();
+    if !url.query_pairs().any(|(k, _)| k == "gssencmode") {
+        url.query_pairs_mut().append_pair("gssencmode", "disable");
+    }
+    let url = &url;
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        let error = match crate::connect::establish_with(url, &once) {
+            Ok(conn) => return Ok(conn),
+            Err(error) => error,
+        };
+        let full = error
+            .downcast_ref::<crate::connect::ConnectError>()
+            .is_some_and(|e| e.failure == crate::connect::Failure::TooManyConnections);
+        if !full || started.elapsed() > Duration::from_secs(600) {
+            return Err(error);
+        }
+        if !told && started.elapsed() > Duration::from_secs(3) {
+            eprintln!(
+                "waiting for a free connection slot on the test server {} (its max_connections are all in use)",
+                redact(url)
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 /// A cross-process lock: a directory only one process can create. One left by a crash expires.

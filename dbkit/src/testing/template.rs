@@ -3,18 +3,20 @@
 //! Its name carries a hash of every migration's SQL and of this harness's settings, so
 //! unchanged migrations find it from the last run and changed ones get a new one. It is built
 //! under another name and renamed only once migrated and marked a template: a database with a
-//! template's name is always whole, whoever crashed wherever.
+//! template's name is always whole, whoever crashed wherever. Its comment keeps what a clean
+//! clone holds (see `recycle`) and when it was last used.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use diesel::{PgConnection, RunQueryDsl};
 
+use super::recycle::Baseline;
 use super::server::{BUILD_LOCKS, Server, now};
 use crate::migration::MigrationFiles;
 
 /// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
-const HARNESS_VERSION: &[u8] = b"railgun-testdb-1";
+const HARNESS_VERSION: &[u8] = b"railgun-testdb-2";
 pub(crate) const TEMPLATE_PREFIX: &str = "railgun_tpl_";
 const BUILD_PREFIX: &str = "railgun_tplbuild_";
 /// How many templates (migration sets: branches, benches) stay on the server; one used within
@@ -45,33 +47,50 @@ pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {
     Ok(fnv(&[&bytes]))
 }
 
-/// Makes sure the template for `hash` exists; returns its name and, when this call built it, how long that took.
-pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<(String, Option<Duration>)> {
+/// A template on the server: its name, what a clean clone holds, and how long building it took
+/// when this process built it.
+pub(crate) struct Template {
+    pub name: String,
+    pub baseline: Option<Baseline>,
+    pub built_in: Option<Duration>,
+}
+
+/// Makes sure the template for `hash` exists.
+pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<Template> {
     let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
-    let mut session = server.connect_admin()?;
-    if exists(&mut session, &name)? {
-        mark_used(&mut session, &name)?;
-        return Ok((name, None));
+    let found = server.admin(|c| {
+        let found = exists(c, &name)?;
+        // Stamped once in a while, not by every test process (a write to a shared catalog).
+        if let Some((baseline, used)) = &found
+            && now().saturating_sub(*used) > 600
+        {
+            mark_used(c, &name, baseline)?;
+        }
+        Ok(found.map(|(baseline, _)| baseline))
+    })?;
+    if let Some(baseline) = found {
+        return Ok(Template { baseline: Baseline::from_text(&baseline).ok(), name, built_in: None });
     }
+    let mut session = server.connect_admin()?;
     // One builder per template across every process; the others wait here, then find it.
     let key = hash as i32;
     diesel::sql_query(format!("SELECT pg_advisory_lock({BUILD_LOCKS}, {key})"))
         .execute(&mut session)
         .context("wait for the template build lock")?;
-    let built = (|| -> Result<Option<Duration>> {
-        if exists(&mut session, &name)? {
-            return Ok(None);
+    let built = (|| -> Result<(String, Option<Duration>)> {
+        if let Some((baseline, _)) = exists(&mut session, &name)? {
+            return Ok((baseline, None));
         }
         let started = Instant::now();
-        build(server, &mut session, migrations, hash, &name)?;
-        Ok(Some(started.elapsed()))
+        let baseline = build(server, &mut session, migrations, hash, &name)?;
+        Ok((baseline, Some(started.elapsed())))
     })();
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(&mut session);
-    let built = built?;
-    if built.is_some() {
+    let (baseline, built_in) = built?;
+    if built_in.is_some() {
         evict_old_templates(&mut session, &name);
     }
-    Ok((name, built))
+    Ok(Template { baseline: Baseline::from_text(&baseline).ok(), name, built_in })
 }
 
 fn build(
@@ -80,14 +99,14 @@ fn build(
     migrations: &[MigrationFiles],
     hash: u64,
     name: &str,
-) -> Result<()> {
+) -> Result<String> {
     let building = format!("{BUILD_PREFIX}{hash:016x}");
     // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
     diesel::sql_query(format!("CREATE DATABASE \"{building}\""))
         .execute(session)
         .with_context(|| format!("create the template database {building}"))?;
-    {
+    let baseline = {
         let mut conn = crate::connect::establish(&server.url_for(&building))?;
         // No migrations, no bookkeeping table: an empty database stays empty.
         if !migrations.is_empty() {
@@ -99,32 +118,46 @@ fn build(
         }
         // Clones copy the statistics and hint bits: their first queries plan and read as on a settled database.
         diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).context("analyze the template")?;
-    }
+        Baseline::learn(&mut conn).context("read what the test template holds")?.to_text()?
+    };
     for statement in [
         format!("ALTER DATABASE \"{building}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
         format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\""),
     ] {
         diesel::sql_query(&statement).execute(session).with_context(|| format!("finish the template: {statement}"))?;
     }
-    mark_used(session, name)
+    mark_used(session, name, &baseline)?;
+    Ok(baseline)
 }
 
-fn exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+const COMMENT_PREFIX: &str = "railgun test template ";
+const COMMENT_USED: &str = " used ";
+
+/// The baseline kept in the comment of template `name` and when it was last used, when it exists.
+fn exists(conn: &mut PgConnection, name: &str) -> Result<Option<(String, u64)>> {
     #[derive(diesel::QueryableByName)]
     struct Found {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        comment: Option<String>,
     }
-    let found: Found = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1 AND datistemplate")
-        .bind::<diesel::sql_types::Text, _>(name)
-        .get_result(conn)
-        .context("look for the test template")?;
-    Ok(found.n > 0)
+    let found: Vec<Found> = diesel::sql_query(
+        "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = $1 AND datistemplate",
+    )
+    .bind::<diesel::sql_types::Text, _>(name)
+    .load(conn)
+    .context("look for the test template")?;
+    Ok(found.into_iter().next().map(|f| {
+        let comment = f.comment.unwrap_or_default();
+        let stamp = comment.strip_prefix(COMMENT_PREFIX).and_then(|rest| rest.rsplit_once(COMMENT_USED));
+        let (baseline, used) = stamp.unwrap_or_default();
+        (baseline.to_string(), used.parse().unwrap_or(0))
+    }))
 }
 
-/// Stamps the template with the time it was last used, for eviction.
-fn mark_used(conn: &mut PgConnection, name: &str) -> Result<()> {
-    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS 'railgun test template, used {}'", now()))
+/// Stamps the template with the time it was last used (the comment's last word, for eviction).
+fn mark_used(conn: &mut PgConnection, name: &str, baseline: &str) -> Result<()> {
+    let comment = format!("{COMMENT_PREFIX}{baseline}{COMMENT_USED}{}", now()).replace('\'', "''");
+    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'"))
         .execute(conn)
         .context("stamp the test template")?;
     Ok(())

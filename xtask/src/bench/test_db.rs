@@ -1,27 +1,31 @@
-//! `cargo xtask bench test-db`: how long a test waits for its migrated database, with the
-//! harness (`db::testing`) and the sqlx::test way (create a database, run every migration), on
-//! the same migrations, server and session settings, in one run.
+//! `cargo xtask bench test-db`: a whole test suite's wall time with the test harness, side by
+//! side in one run with the same suite creating and migrating a database per test (what
+//! `#[sqlx::test]` does) and with no database, under `cargo test` and `cargo nextest run`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use dbkit::testing::Harness;
-use diesel::{PgConnection, RunQueryDsl};
+use diesel::RunQueryDsl;
 use url::Url;
+use xshell::cmd;
 
 use crate::context::Context;
 use dbkit::diesel_config::DieselConfig;
 
-/// Benchmark test database acquisition against migrate-per-test
+/// Benchmark a test suite's wall time: the harness against create-and-migrate per test
 ///
-/// Both sides are timed from nothing to a first query on a database with every migration
-/// applied. The harness: a clone from its pool, refilled between acquisitions as it is between
-/// tests (the last line's figure); also back to back (the pool drains) and cloned on demand (no
-/// pool). The anchor, as `#[sqlx::test]` does it: CREATE DATABASE, connect, run every migration.
+/// Generates a crate of N tests outside the repository (each gets a database and commits one
+/// row), builds it once, and runs it under `cargo test` (default threads, and 8 threads) and
+/// `cargo nextest run` (with the setup script `cargo xtask test --prepare-db`), three ways:
+/// through the harness (`dbkit::testing`), creating a database and running every migration per
+/// test (the anchor), and with no database (the floor). Reports median wall times, the per-test
+/// overhead ((suite - no database) / tests x threads) and the ratios; then how long the server
+/// takes to clone a database (`STRATEGY WAL_LOG` and `FILE_COPY`), on the test server and on the
+/// dev server, which bounds any harness that clones.
 ///
-/// Uses the test harness's server: TEST_DATABASE_URL, else the `cargo xtask up` Postgres,
-/// else the shared test container.
+/// Uses the test harness's server (TEST_DATABASE_URL, else the test container, else the
+/// `cargo xtask up` Postgres), and that server for the anchor too.
 ///
 /// Example: cargo xtask bench test-db --generate 250
 #[derive(clap::Args)]
@@ -29,18 +33,35 @@ pub struct TestDb {
     /// Bench N generated migrations (in a temporary folder) instead of the project's
     #[arg(long, value_name = "N")]
     generate: Option<usize>,
-    /// Acquisitions through the harness's pool
-    #[arg(long, default_value_t = 50)]
-    iterations: usize,
-    /// Databases created and migrated the sqlx::test way (and clones made without the pool)
-    #[arg(long, default_value_t = 10)]
-    migrate_iterations: usize,
+    /// Tests in the suite
+    #[arg(long, default_value_t = 200)]
+    tests: usize,
+    /// Runs of each suite and runner (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Runs of the create-and-migrate suite (slow with many migrations)
+    #[arg(long, value_name = "N")]
+    anchor_runs: Option<usize>,
+}
+
+/// The suite's three ways.
+const MODES: [&str; 3] = ["harness", "migrate", "none"];
+
+struct Runner {
+    label: String,
+    threads: usize,
+    command: Vec<String>,
+    /// The nextest profile of the harness's runs (with the setup script).
+    nextest: bool,
 }
 
 impl TestDb {
     pub fn run(self, cx: &Context) -> Result<()> {
-        if self.iterations == 0 || self.migrate_iterations == 0 {
-            bail!("--iterations and --migrate-iterations must be at least 1");
+        if self.tests == 0 || self.runs == 0 || self.anchor_runs == Some(0) {
+            bail!("--tests, --runs and --anchor-runs must be at least 1");
+        }
+        if which::which("cargo-nextest").is_err() {
+            bail!(hint!("cargo-nextest is not installed"; "cargo install cargo-nextest --locked"));
         }
         let generated = match self.generate {
             Some(_) if cx.global.migration_dir.is_some() => {
@@ -62,106 +83,281 @@ impl TestDb {
             None => DieselConfig::load(cx)?.migration_dir(cx),
         };
         let migrations = dbkit::migration::source::load(&dir)?;
-        let count = migrations.len();
-        eprintln!("migrations: {count} in {}", dir.display());
-
-        let started = Instant::now();
-        let harness = Harness::for_dir(&dir)?;
-        let template = match harness.built_in() {
-            Some(took) => format!("built in {}", ms(took)),
-            None => format!("reused from an earlier run ({} to find)", ms(started.elapsed())),
+        eprintln!("migrations: {} in {}", migrations.len(), dir.display());
+        // The project's first table, or the generated one.
+        let insert = match generated {
+            Some(_) => "INSERT INTO t0 (name) VALUES ('a test row')",
+            None => {
+                "INSERT INTO users (email, display_name, password_hash) VALUES ('a@example.com', 'A', '$argon2id$v=19$x')"
+            }
         };
-        eprintln!("server: {}; template {}: {template}", harness.origin(), harness.template());
+        let server = session(dbkit::testing::server_url()?);
+        let suite = write_suite(cx, self.tests, &dir)?;
+        let sh = &cx.sh;
+        let _in_suite = sh.push_dir(&suite);
+        let target = cx.root.join("target");
+        let _target = sh.push_env("CARGO_TARGET_DIR", &target);
+        eprintln!("building the suite in {} (once)", suite.display());
+        cmd!(sh, "cargo test --quiet --no-run --test suite").quiet().run()?;
+        cmd!(sh, "cargo nextest list --test suite").quiet().ignore_stdout().run()?;
 
-        eprintln!("harness, from the pool: {} acquisitions", self.iterations);
-        let (mut pooled, mut claimed) = (Vec::new(), Vec::new());
-        for _ in 0..self.iterations {
-            // Between two tests the pool refills; a suite that outruns it sees the on-demand figure below.
-            harness.wait_for_pool(Duration::from_secs(120))?;
-            let started = Instant::now();
-            let db = harness.test_db()?;
-            claimed.push(started.elapsed());
-            ready(&mut db.conn()?)?;
-            pooled.push(started.elapsed());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let strings = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let runners = [
+            Runner {
+                label: format!("cargo test ({cores} threads)"),
+                threads: cores,
+                command: strings(&["cargo", "test", "--quiet", "--test", "suite"]),
+                nextest: false,
+            },
+            Runner {
+                label: "cargo test --test-threads 8".into(),
+                threads: 8,
+                command: strings(&["cargo", "test", "--quiet", "--test", "suite", "--", "--test-threads", "8"]),
+                nextest: false,
+            },
+            Runner {
+                label: format!("cargo nextest run ({cores} threads)"),
+                threads: cores,
+                command: strings(&["cargo", "nextest", "run", "--test", "suite", "--no-fail-fast"]),
+                nextest: true,
+            },
+        ];
+        let load_before = load();
+        eprintln!("load before: {load_before}");
+        let mut times = vec![vec![Vec::new(); MODES.len()]; runners.len()];
+        let anchor_runs = self.anchor_runs.unwrap_or(self.runs);
+        for run in 0..self.runs.max(anchor_runs) {
+            for (r, runner) in runners.iter().enumerate() {
+                for (m, mode) in MODES.iter().enumerate() {
+                    let runs = if *mode == "migrate" { anchor_runs } else { self.runs };
+                    if run >= runs {
+                        continue;
+                    }
+                    let mut command = runner.command.clone();
+                    if runner.nextest && *mode == "harness" {
+                        command.extend(strings(&["--profile", "harness"]));
+                    }
+                    let (program, args) = command.split_first().expect("a command");
+                    let started = Instant::now();
+                    let out = cmd!(sh, "{program} {args...}")
+                        .env("RAILGUN_BENCH_MODE", mode)
+                        .env("RAILGUN_BENCH_MIGRATIONS", &dir)
+                        .env("RAILGUN_BENCH_INSERT", insert)
+                        // A secret: through the environment, never the command line.
+                        .env("RAILGUN_BENCH_SERVER", server.as_str())
+                        .quiet()
+                        .ignore_status()
+                        .output()?;
+                    let took = started.elapsed();
+                    if !out.status.success() {
+                        let stderr = String::from_utf8_lossy(&out.stderr);
+                        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+                        bail!(
+                            "the {mode} suite failed under {}:\n{}",
+                            runner.label,
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        );
+                    }
+                    eprintln!("  run {}: {} / {mode}: {}", run + 1, runner.label, secs(took));
+                    times[r][m].push(took);
+                }
+            }
         }
+        let load_after = load();
 
-        eprintln!("harness, back to back: {} acquisitions", self.iterations);
-        let mut back_to_back = Vec::new();
-        for _ in 0..self.iterations {
-            let started = Instant::now();
-            let db = harness.test_db()?;
-            ready(&mut db.conn()?)?;
-            back_to_back.push(started.elapsed());
+        let tests = self.tests as f64;
+        println!(
+            "suite: {} tests, {} migrations; server: {}",
+            self.tests,
+            migrations.len(),
+            dbkit::url::redact(&server)
+        );
+        println!("load: {load_before} before, {load_after} after");
+        println!(
+            "| runner | harness | create + migrate per test | no database | harness per test | create + migrate per test | faster (per-test overhead) | faster (wall) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for (r, runner) in runners.iter().enumerate() {
+            let [harness, migrate, none] = [0, 1, 2].map(|m| median(&mut times[r][m]));
+            let per_test =
+                |suite: Duration| (suite.as_secs_f64() - none.as_secs_f64()).max(0.0) / tests * runner.threads as f64;
+            let (ours, anchor) = (per_test(harness), per_test(migrate));
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {}x | {}x |",
+                runner.label,
+                secs(harness),
+                secs(migrate),
+                secs(none),
+                ms(ours),
+                ms(anchor),
+                ratio(anchor / ours.max(1e-6)),
+                ratio(migrate.as_secs_f64() / harness.as_secs_f64())
+            );
         }
-
-        eprintln!("harness, cloned on demand: {} acquisitions", self.migrate_iterations);
-        let mut on_demand = Vec::new();
-        for _ in 0..self.migrate_iterations {
-            let started = Instant::now();
-            let db = harness.test_db_unpooled()?;
-            ready(&mut db.conn()?)?;
-            on_demand.push(started.elapsed());
-        }
-
-        eprintln!("migrate-per-test: {} databases", self.migrate_iterations);
-        let admin = session(dbkit::testing::server_url()?);
-        let mut admin_conn = dbkit::connect::establish(&admin)?;
-        let mut migrate = Vec::new();
-        for i in 0..self.migrate_iterations {
-            let name = format!("railgun_bench_migrate_{}_{i}", std::process::id());
-            let mut url = admin.clone();
-            url.set_path(&name);
-            let started = Instant::now();
-            diesel::sql_query(format!("CREATE DATABASE \"{name}\"")).execute(&mut admin_conn)?;
-            let result = (|| -> Result<()> {
-                let mut session = dbkit::migration::Locked::acquire(&url)?;
-                dbkit::migration::apply_pending_with(&mut session, &migrations, &mut |_| ())
-                    .with_context(|| format!("migrate {name}"))?;
-                ready(&mut session.conn)
-            })();
-            migrate.push(started.elapsed());
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin_conn)?;
-            result?;
-        }
-
-        let (p50, p95) = (percentile(&mut pooled, 50), percentile(&mut pooled, 95));
-        let migrate_p50 = percentile(&mut migrate, 50);
-        println!("migrations: {count}; server: {}", harness.origin());
-        println!("template: {template}");
-        println!("harness from the pool: p50 {}, p95 {} ({} runs)", ms(p50), ms(p95), pooled.len());
-        println!(
-            "  of which getting the database (TestDb): p50 {}, p95 {}; the rest is the first connection (usually opened ahead) and query",
-            ms(percentile(&mut claimed, 50)),
-            ms(percentile(&mut claimed, 95))
-        );
-        println!(
-            "harness back to back (tests faster than the pool refills): p50 {}, p95 {} ({} runs)",
-            ms(percentile(&mut back_to_back, 50)),
-            ms(percentile(&mut back_to_back, 95)),
-            back_to_back.len()
-        );
-        println!(
-            "harness cloned on demand (empty pool): p50 {}, p95 {} ({} runs)",
-            ms(percentile(&mut on_demand, 50)),
-            ms(percentile(&mut on_demand, 95)),
-            on_demand.len()
-        );
-        println!(
-            "migrate-per-test: p50 {}, p95 {} ({} runs)",
-            ms(migrate_p50),
-            ms(percentile(&mut migrate, 95)),
-            migrate.len()
-        );
-        let ratio = migrate_p50.as_secs_f64() / p50.as_secs_f64();
-        println!(
-            "test-db: p50 {}, p95 {}; migrate-per-test p50 {}; {}x faster",
-            ms(p50),
-            ms(p95),
-            ms(migrate_p50),
-            if ratio >= 10.0 { format!("{ratio:.0}") } else { format!("{ratio:.1}") }
-        );
-        Ok(())
+        clone_times(cx, &server, &migrations)
     }
+}
+
+/// How long the server takes to clone a migrated database, by strategy, on the test server and
+/// on the dev server: the floor of a clone made while a test waits.
+fn clone_times(cx: &Context, test_server: &Url, migrations: &[dbkit::migration::MigrationFiles]) -> Result<()> {
+    let mut servers = vec![("test server", test_server.clone())];
+    if let Ok(dev) = cx.database_url()
+        && (dev.host_str(), dev.port()) != (test_server.host_str(), test_server.port())
+    {
+        let mut admin = session(dev);
+        admin.set_path("postgres");
+        servers.push(("dev server", admin));
+    }
+    println!("| server | CREATE DATABASE ... STRATEGY WAL_LOG | STRATEGY FILE_COPY |");
+    println!("|---|---|---|");
+    for (label, admin) in servers {
+        let mut conn = dbkit::connect::establish(&admin)?;
+        let template = format!("railgun_bench_tpl_{}", std::process::id());
+        let mut url = admin.clone();
+        url.set_path(&template);
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{template}\"")).execute(&mut conn)?;
+        diesel::sql_query(format!("CREATE DATABASE \"{template}\"")).execute(&mut conn)?;
+        let result = (|| -> Result<[Duration; 2]> {
+            {
+                let mut session = dbkit::migration::Locked::acquire(&url)?;
+                dbkit::migration::apply_pending_with(&mut session, migrations, &mut |_| ())?;
+            }
+            let mut medians = [Duration::ZERO; 2];
+            for (i, strategy) in ["WAL_LOG", "FILE_COPY"].iter().enumerate() {
+                let mut samples = Vec::new();
+                for n in 0..7 {
+                    let clone = format!("{template}_{n}");
+                    let started = Instant::now();
+                    diesel::sql_query(format!(
+                        "CREATE DATABASE \"{clone}\" TEMPLATE \"{template}\" STRATEGY {strategy}"
+                    ))
+                    .execute(&mut conn)?;
+                    samples.push(started.elapsed());
+                    diesel::sql_query(format!("DROP DATABASE \"{clone}\"")).execute(&mut conn)?;
+                }
+                medians[i] = median(&mut samples);
+            }
+            Ok(medians)
+        })();
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)")).execute(&mut conn)?;
+        let [wal_log, file_copy] = result.with_context(|| format!("clone on the {label}"))?;
+        println!("| {label} | {} | {} |", ms_of(wal_log), ms_of(file_copy));
+    }
+    Ok(())
+}
+
+/// The suite crate, in a scratch folder outside the repository; its dependencies are the
+/// workspace's (same lock file, same profile, same target folder: built once).
+fn write_suite(cx: &Context, tests: usize, migrations: &Path) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("railgun-bench-suite");
+    std::fs::create_dir_all(dir.join("tests")).context("create the suite folder")?;
+    std::fs::create_dir_all(dir.join(".config"))?;
+    let dbkit = cx.root.join("dbkit");
+    let manifest = format!(
+        r#"# Generated by `cargo xtask bench test-db`, do not edit by hand.
+[package]
+name = "railgun-bench-suite"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[dev-dependencies]
+dbkit = {{ path = "{}", features = ["testing"] }}
+diesel = {{ version = "2.3", default-features = false, features = ["postgres", "r2d2", "chrono", "32-column-tables"] }}
+url = "2.5"
+
+[profile.dev]
+debug = 0
+
+[profile.dev.package."*"]
+opt-level = 1
+"#,
+        dbkit.display()
+    );
+    write_if_changed(&dir.join("Cargo.toml"), &manifest)?;
+    std::fs::copy(cx.root.join("Cargo.lock"), dir.join("Cargo.lock")).context("copy Cargo.lock")?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    write_if_changed(&dir.join("src/lib.rs"), "")?;
+    let exe = std::env::current_exe()?;
+    let nextest = format!(
+        r#"# Generated by `cargo xtask bench test-db`, do not edit by hand.
+experimental = ["setup-scripts"]
+
+[scripts.setup.prepare-test-db]
+command = {{ command-line = ["{}", "--migration-dir", "{}", "test", "--prepare-db"] }}
+
+[profile.harness]
+
+[[profile.harness.scripts]]
+filter = "all()"
+setup = "prepare-test-db"
+"#,
+        exe.display(),
+        migrations.display()
+    );
+    write_if_changed(&dir.join(".config/nextest.toml"), &nextest)?;
+    let mut source = String::from(SUITE);
+    for i in 0..tests {
+        source.push_str(&format!("\n#[test]\nfn test_{i:04}() {{\n    case();\n}}\n"));
+    }
+    write_if_changed(&dir.join("tests/suite.rs"), &source)?;
+    Ok(dir)
+}
+
+/// The suite's shared code: what each test does in each mode.
+const SUITE: &str = r#"// Generated by `cargo xtask bench test-db`, do not edit by hand.
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set"))
+}
+
+fn case() {
+    match env("RAILGUN_BENCH_MODE").as_str() {
+        "harness" => {
+            let dir = env("RAILGUN_BENCH_MIGRATIONS");
+            let db = dbkit::testing::Harness::for_dir(dir.as_ref()).unwrap().test_db().unwrap();
+            diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut db.conn().unwrap()).unwrap();
+        }
+        // As #[sqlx::test] does: a server connection per process, a database per test, every migration.
+        "migrate" => {
+            static ADMIN: Mutex<Option<PgConnection>> = Mutex::new(None);
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let server: url::Url = env("RAILGUN_BENCH_SERVER").parse().unwrap();
+            let name = format!("railgun_bench_migrate_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+            let admin = |sql: String| {
+                let mut admin = ADMIN.lock().unwrap();
+                let conn = admin.get_or_insert_with(|| PgConnection::establish(server.as_str()).unwrap());
+                diesel::sql_query(sql).execute(conn).unwrap();
+            };
+            admin(format!("CREATE DATABASE \"{name}\""));
+            let mut url = server.clone();
+            url.set_path(&name);
+            let migrations = dbkit::migration::source::load(env("RAILGUN_BENCH_MIGRATIONS").as_ref()).unwrap();
+            {
+                let mut session = dbkit::migration::Locked::acquire(&url).unwrap();
+                dbkit::migration::apply_pending_with(&mut session, &migrations, &mut |_| ()).unwrap();
+                diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut session.conn).unwrap();
+            }
+            admin(format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+        }
+        _ => {}
+    }
+}
+"#;
+
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
 
 /// The harness's admin sessions skip waiting for WAL flushes; the anchor gets the same.
@@ -170,20 +366,33 @@ fn session(mut url: Url) -> Url {
     url
 }
 
-/// A first query: the database is usable, not just connected.
-fn ready(conn: &mut PgConnection) -> Result<()> {
-    diesel::sql_query("SELECT 1").execute(conn).context("query the test database")?;
-    Ok(())
+/// The load averages, as `uptime` says them: the figures are noisy while others build.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
-fn percentile(samples: &mut [Duration], p: usize) -> Duration {
+fn median(samples: &mut [Duration]) -> Duration {
     samples.sort();
-    samples[((samples.len() - 1) * p).div_ceil(100)]
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
 }
 
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn ms(seconds: f64) -> String {
+    let ms = seconds * 1000.0;
     if ms < 10.0 { format!("{ms:.1} ms") } else { format!("{ms:.0} ms") }
+}
+
+fn ms_of(d: Duration) -> String {
+    ms(d.as_secs_f64())
+}
+
+fn ratio(r: f64) -> String {
+    if r >= 10.0 { format!("{r:.0}") } else { format!("{r:.1}") }
 }
 
 /// `count` migrations shaped like an app's history: tables, then columns, indexes, foreign keys

@@ -1,0 +1,217 @@
+//! Recycling a passing test's database: what a clean clone holds (learnt when the template is
+//! built, and kept in its comment), and the reset that brings a used one back to it (rows
+//! deleted, sequences set back) when the test changed nothing but rows. A test that ran DDL
+//! wrote to the catalogs: its database is dropped. The next claimer resets, on the connection it
+//! opens for its test anyway: a passing test's end costs a rename, not another connection.
+//!
+//! What a test wrote, the server's statistics say: per table, rows inserted, updated and deleted
+//! since the last reset (which zeroes them), DDL included (rows written to the catalogs). Reading
+//! them is a few function calls, with no table or catalog scan; they are complete once the
+//! test's connections have ended (a server process reports them as it exits), which the test's
+//! end waits for.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{Array, Bool, Oid, Text};
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use serde::{Deserialize, Serialize};
+
+/// What a clean clone holds.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Baseline {
+    /// The database's own catalogs (not the shared ones: the harness writes to those).
+    catalogs: Vec<u32>,
+    tables: Vec<Table>,
+    sequences: Vec<Sequence>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Table {
+    oid: u32,
+    name: String,
+    /// Rows the template has: a test that changes them gets its database dropped.
+    seeded: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sequence {
+    name: String,
+    /// The table whose column owns it, set back when that table was written.
+    table: Option<u32>,
+    last_value: i64,
+    is_called: bool,
+}
+
+impl Baseline {
+    /// Learns it from `conn`, connected to the template being built.
+    pub fn learn(conn: &mut PgConnection) -> Result<Baseline> {
+        #[derive(QueryableByName)]
+        struct Relation {
+            #[diesel(sql_type = Oid)]
+            oid: u32,
+            #[diesel(sql_type = Text)]
+            kind: String,
+            #[diesel(sql_type = Text)]
+            name: String,
+            #[diesel(sql_type = diesel::sql_types::Nullable<Oid>)]
+            owner: Option<u32>,
+        }
+        let relations: Vec<Relation> = diesel::sql_query(
+            "SELECT c.oid, c.relkind::text AS kind, format('%I.%I', n.nspname, c.relname) AS name, \
+             (SELECT d.refobjid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid \
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1) AS owner \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'S') AND NOT c.relisshared AND (n.nspname = 'pg_catalog' OR \
+              n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%') \
+             ORDER BY c.oid",
+        )
+        .load(conn)?;
+        let mut baseline = Baseline { catalogs: Vec::new(), tables: Vec::new(), sequences: Vec::new() };
+        for relation in relations {
+            let Relation { oid, kind, name, owner } = relation;
+            if oid < 16384 {
+                // ANALYZE (autovacuum's too) writes statistics: not DDL.
+                let statistics = ["pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data"];
+                if !statistics.contains(&name.as_str()) && kind == "r" {
+                    baseline.catalogs.push(oid);
+                }
+            } else if kind == "S" {
+                #[derive(QueryableByName)]
+                struct Position {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    last_value: i64,
+                    #[diesel(sql_type = Bool)]
+                    is_called: bool,
+                }
+                let at: Position =
+                    diesel::sql_query(format!("SELECT last_value, is_called FROM {name}")).get_result(conn)?;
+                baseline.sequences.push(Sequence {
+                    name,
+                    table: owner,
+                    last_value: at.last_value,
+                    is_called: at.is_called,
+                });
+            } else {
+                #[derive(QueryableByName)]
+                struct Rows {
+                    #[diesel(sql_type = Bool)]
+                    any: bool,
+                }
+                let rows: Rows =
+                    diesel::sql_query(format!("SELECT EXISTS (SELECT FROM ONLY {name}) AS any")).get_result(conn)?;
+                baseline.tables.push(Table { oid, name, seeded: rows.any });
+            }
+        }
+        Ok(baseline)
+    }
+
+    /// As kept in the template's comment.
+    pub fn to_text(&self) -> Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+
+    pub fn from_text(text: &str) -> Result<Baseline> {
+        serde_json::from_str(text).context("the test template's baseline")
+    }
+
+    /// Brings the database `conn` is connected to back to the clean state (its other clients
+    /// told to go first) and returns the connection's server process id; `None` when it cannot
+    /// be: DDL ran, or the template's rows changed.
+    pub fn reset(&self, conn: &mut PgConnection) -> Result<Option<i32>> {
+        #[derive(QueryableByName)]
+        struct Written {
+            #[diesel(sql_type = Bool)]
+            ddl: bool,
+            #[diesel(sql_type = Array<Oid>)]
+            tables: Vec<u32>,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let written: Written = diesel::sql_query(
+            "SELECT EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
+              pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS ddl, \
+             ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) + \
+              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables, pg_backend_pid() AS pid \
+             FROM (SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend') closed",
+        )
+        .bind::<Array<Oid>, _>(&self.catalogs)
+        .bind::<Array<Oid>, _>(self.tables.iter().map(|t| t.oid).collect::<Vec<_>>())
+        .get_result(conn)
+        .context("read what the last test wrote")?;
+        if written.ddl {
+            return Ok(None);
+        }
+        let mut reset = Vec::new();
+        for table in self.tables.iter().filter(|t| written.tables.contains(&t.oid)) {
+            if table.seeded {
+                return Ok(None);
+            }
+            reset.push(format!("DELETE FROM ONLY {};", table.name));
+        }
+        // A sequence moves with its table's inserts (rolled back ones too); one of no table may
+        // have moved on its own.
+        for sequence in &self.sequences {
+            if sequence.table.is_none_or(|t| written.tables.contains(&t)) {
+                let literal = sequence.name.replace('\'', "''");
+                reset.push(format!("SELECT setval('{literal}', {}, {});", sequence.last_value, sequence.is_called));
+            }
+        }
+        if !reset.is_empty() {
+            // Replica mode: no foreign key checks nor triggers while the tables are emptied. The
+            // counts start again from zero (this reset's own deletes may still show next time).
+            let script = format!(
+                "SET session_replication_role = replica; {} RESET session_replication_role; SELECT pg_stat_reset();",
+                reset.join(" ")
+            );
+            conn.batch_execute(&script).context("reset the test database")?;
+        }
+        Ok(Some(written.pid))
+    }
+}
+
+/// Ends every client of database `name` and waits until their processes are gone, `pids` (the
+/// connections handed to the test) included: one that closed a moment ago may have left
+/// pg_stat_activity and still count for `ALTER DATABASE`, which would then sleep 100 ms. Polls
+/// (`pg_terminate_backend` finds a process only while it counts) rather than using its
+/// timeout, which also waits in steps of 100 ms. False when the pool (databases named
+/// `pool_prefix...`) already holds `kept`, or the clients outlive a couple of seconds.
+pub(crate) fn close_clients(
+    admin: &mut PgConnection,
+    name: &str,
+    pids: &[i32],
+    pool_prefix: &str,
+    kept: usize,
+) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Alive {
+        #[diesel(sql_type = Bool)]
+        alive: bool,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        pooled: i64,
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let alive: Alive = diesel::sql_query(
+            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive, \
+             (SELECT count(*) FROM pg_database WHERE starts_with(datname, $3)) AS pooled FROM \
+             (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = $2 AND backend_type = 'client backend') p(pid)",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Integer>, _>(pids)
+        .bind::<Text, _>(name)
+        .bind::<Text, _>(pool_prefix)
+        .get_result(admin)?;
+        if alive.pooled as usize >= kept {
+            return Ok(false);
+        }
+        if !alive.alive {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
