@@ -352,6 +352,7 @@ fn clones_a_crashed_process_held_unused_go_back_to_the_pool_while_it_has_room() 
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_recycle() {
     if !is_child("child_recycle") {
         return;
@@ -474,6 +475,7 @@ fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_see
 }
 
 #[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_waits_for_a_connection() {
     if !is_child("child_waits_for_a_connection") {
         return;
