@@ -225,3 +225,58 @@ pub fn containers_labelled(filter: &str) -> Vec<String> {
         .expect("run docker ps");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
+
+/// A database and a project folder of the test's own: its diesel.toml writes schema.rs into
+/// the folder (never into the repository) and reads the migrations from `migrations`, else from
+/// the folder's own `migrations/` (created empty).
+pub struct Folder {
+    pub db: db::testing::TestDb,
+    pub dir: PathBuf,
+}
+
+impl Folder {
+    pub fn new(tag: &str, migrations: Option<&Path>) -> Folder {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "railgun-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        let migrations = migrations.map_or_else(|| "migrations".to_string(), |m| m.display().to_string());
+        let config =
+            format!("[print_schema]\nfile = \"schema.rs\"\n\n[migrations_directory]\ndir = \"{migrations}\"\n");
+        std::fs::write(dir.join("diesel.toml"), config).unwrap();
+        Folder { db: db::testing::TestDb::empty().unwrap(), dir }
+    }
+
+    /// `cargo xtask ARGS` in the folder, on the test's database, with no `.env` and no terminal.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(xtask_bin());
+        cmd.arg("--database-url")
+            .arg(self.db.url().as_str())
+            .arg("--config-file")
+            .arg(self.dir.join("diesel.toml"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("RAILGUN_ENV_FILE", self.dir.join("no.env"))
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env_remove("DIESEL_CONFIG_FILE")
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        self.command(args).output().unwrap().into()
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

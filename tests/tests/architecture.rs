@@ -2,14 +2,12 @@
 //! `db` crate (schema.rs, models, embedded migrations), so no state of those files stops it
 //! from building or running, and the app's own migrations go through the same locking runner.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use db::testing::TestDb;
 use diesel::sql_types::Text;
 use diesel::{QueryableByName, RunQueryDsl};
-use tests::{Run, root, xtask_bin};
+use tests::root;
 
 #[test]
 fn the_xtask_depends_on_the_library_never_on_the_app() {
@@ -28,87 +26,43 @@ fn the_xtask_depends_on_the_library_never_on_the_app() {
 
 /// A project folder of the test's own with the repository's migrations and a schema file that
 /// `migration run` / `revert` rewrite.
-struct Project {
-    db: TestDb,
-    dir: PathBuf,
+fn project() -> tests::Folder {
+    tests::Folder::new("architecture", Some(&root().join("db/migrations")))
 }
 
-impl Project {
-    fn new() -> Project {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "railgun-architecture-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "[print_schema]\nfile = \"schema.rs\"\n\n[migrations_directory]\ndir = \"{}\"\n",
-            root().join("db/migrations").display()
-        );
-        std::fs::write(dir.join("diesel.toml"), config).unwrap();
-        Project { db: TestDb::empty().unwrap(), dir }
-    }
-
-    fn xtask(&self, args: &[&str]) -> Run {
-        Command::new(xtask_bin())
-            .arg("--database-url")
-            .arg(self.db.url().as_str())
-            .arg("--config-file")
-            .arg(self.dir.join("diesel.toml"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("RAILGUN_ENV_FILE", self.dir.join("no.env"))
-            .env_remove("DATABASE_URL")
-            .env_remove("APP_ENV")
-            .env_remove("DIESEL_CONFIG_FILE")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run xtask")
-            .into()
-    }
-
-    fn schema(&self) -> String {
-        std::fs::read_to_string(self.dir.join("schema.rs")).unwrap_or_default()
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn schema(project: &tests::Folder) -> String {
+    std::fs::read_to_string(project.dir.join("schema.rs")).unwrap_or_default()
 }
 
 #[test]
 fn run_revert_all_and_run_again_all_work() {
-    let project = Project::new();
+    let project = project();
     project.xtask(&["migration", "run"]).assert_ok();
-    assert!(project.schema().contains("users (id)"), "{}", project.schema());
+    assert!(schema(&project).contains("users (id)"), "{}", schema(&project));
     project.xtask(&["migration", "revert", "--all", "--yes"]).assert_ok();
-    assert!(!project.schema().contains("table!"), "an empty database has no tables: {}", project.schema());
+    assert!(!schema(&project).contains("table!"), "an empty database has no tables: {}", schema(&project));
     // The schema file is now empty of the tables the app's models use; the tool does not care.
     let again = project.xtask(&["migration", "run"]);
     again.assert_ok();
     assert!(again.stderr.contains("Running migration"), "{}", again.stderr);
-    assert!(project.schema().contains("users (id)"));
+    assert!(schema(&project).contains("users (id)"));
 }
 
 #[test]
 fn a_garbled_schema_file_stops_nothing_and_schema_generate_repairs_it() {
-    let project = Project::new();
+    let project = project();
     project.xtask(&["migration", "run"]).assert_ok();
-    let good = project.schema();
+    let good = schema(&project);
     for garbage in ["", "diesel::table! { users ( id -> ", "fn main() { this is not rust"] {
         std::fs::write(project.dir.join("schema.rs"), garbage).unwrap();
         project.xtask(&["migration", "show"]).assert_ok();
         project.xtask(&["schema", "generate", "--check"]).assert_fails_with("is stale");
         project.xtask(&["schema", "generate"]).assert_ok();
-        assert_eq!(project.schema(), good, "schema generate writes the file anew");
+        assert_eq!(schema(&project), good, "schema generate writes the file anew");
     }
     std::fs::write(project.dir.join("schema.rs"), "garbage").unwrap();
     project.xtask(&["migration", "redo"]).assert_ok();
-    assert_eq!(project.schema(), good, "the regeneration after redo repairs it too");
+    assert_eq!(schema(&project), good, "the regeneration after redo repairs it too");
 }
 
 #[derive(QueryableByName)]

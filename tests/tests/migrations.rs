@@ -2,63 +2,32 @@
 //! binary against real Postgres: each test has its own database and its own migrations folder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Stdio;
 
 use db::testing::TestDb;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::Text;
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
-use tests::{Run, root, xtask_bin};
+use tests::{Run, root};
 
-/// A database and a project folder of the test's own: `diesel.toml` points at `migrations/`
-/// and writes schema.rs into the folder, never into the repository.
-struct Fixture {
-    db: TestDb,
-    dir: PathBuf,
+/// A database and a project folder of the test's own (`tests::Folder`): `diesel.toml` points at
+/// `migrations/` and writes schema.rs into the folder, never into the repository.
+struct Fixture(tests::Folder);
+
+impl std::ops::Deref for Fixture {
+    type Target = tests::Folder;
+    fn deref(&self) -> &tests::Folder {
+        &self.0
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "railgun-migrations-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("migrations")).unwrap();
-        std::fs::write(
-            dir.join("diesel.toml"),
-            "[print_schema]\nfile = \"schema.rs\"\n\n[migrations_directory]\ndir = \"migrations\"\n",
-        )
-        .unwrap();
-        Fixture { db: TestDb::empty().unwrap(), dir }
+        Fixture(tests::Folder::new("migrations", None))
     }
 
     fn migrations(&self) -> PathBuf {
         self.dir.join("migrations")
-    }
-
-    /// `cargo xtask ARGS` in the folder, on the test's database, with no `.env` and no terminal.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(xtask_bin());
-        cmd.arg("--database-url")
-            .arg(self.db.url().as_str())
-            .arg("--config-file")
-            .arg(self.dir.join("diesel.toml"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("RAILGUN_ENV_FILE", self.dir.join("no.env"))
-            .env_remove("DATABASE_URL")
-            .env_remove("APP_ENV")
-            .env_remove("DIESEL_CONFIG_FILE")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn xtask(&self, args: &[&str]) -> Run {
-        self.command(args).output().unwrap().into()
     }
 
     /// Writes `migrations/<name>/{up,down}.sql` (and metadata.toml when given).
@@ -87,14 +56,6 @@ impl Fixture {
     /// `railgun.toml` beside the fixture's diesel.toml.
     fn settings(&self, toml: &str) {
         std::fs::write(self.dir.join("railgun.toml"), toml).unwrap();
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
