@@ -176,6 +176,12 @@ fn install_missing_packages(cx: &Context) -> Result<()> {
     let mut packages: Vec<&str> =
         TOOLS.iter().filter(|(program, _)| which::which(program).is_err()).map(|(_, package)| *package).collect();
     packages.dedup();
+    // The linter's tests build Postgres's parser (pg_query), whose bindgen needs libclang.
+    if which::which("dpkg").is_ok()
+        && cmd!(sh, "dpkg -s libclang-dev").quiet().ignore_stdout().ignore_stderr().run().is_err()
+    {
+        packages.push("libclang-dev");
+    }
     if packages.is_empty() {
         return Ok(());
     }
