@@ -3,6 +3,7 @@
 
 mod backup;
 mod migrations;
+mod pooler;
 mod test_db;
 mod up;
 
@@ -17,6 +18,7 @@ pub enum Bench {
     Backup(backup::Backup),
     Migrations(migrations::Migrations),
     TestDb(test_db::TestDb),
+    Pooler(pooler::Pooler),
 }
 
 impl Bench {
@@ -26,6 +28,7 @@ impl Bench {
             Bench::Backup(cmd) => cmd.run(cx),
             Bench::Migrations(cmd) => cmd.run(cx),
             Bench::TestDb(cmd) => cmd.run(cx),
+            Bench::Pooler(cmd) => cmd.run(cx),
         }
     }
 }
