@@ -37,6 +37,10 @@ fn app_settings(pairs: &[(&str, String)]) -> Settings {
 /// running the app's model queries (insert a user, find them by email, list the latest);
 /// returns every error they met, as text.
 fn run_app(settings: &Settings, tag: &str) -> Vec<String> {
+    run_app_queries(settings, tag, QUERIES_PER_CLIENT)
+}
+
+fn run_app_queries(settings: &Settings, tag: &str, queries: usize) -> Vec<String> {
     let start = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -50,7 +54,7 @@ fn run_app(settings: &Settings, tag: &str) -> Vec<String> {
                 };
                 start.wait();
                 let mut errors = Vec::new();
-                for i in 0..QUERIES_PER_CLIENT {
+                for i in 0..queries {
                     let result = (|| -> anyhow::Result<()> {
                         let mut conn = pool.get()?;
                         let email = format!("{tag}-{client}-{i}@example.com");
@@ -161,7 +165,11 @@ fn the_statement_cache_left_on_through_pgbouncer() {
         ("DATABASE_POOL_MAX", "10".into()),
     ]);
     settings.statement_cache = true;
-    let errors = run_app(&settings, "on");
+    // A broken connection fails r2d2's check-out test (diesel's `SELECT 1` is a cached
+    // statement too) until the pool's timeout: a short one and a few queries keep this quick.
+    settings.connection_timeout = std::time::Duration::from_secs(1);
+    const QUERIES: usize = 5;
+    let errors = run_app_queries(&settings, "on", QUERIES);
     let tracked = dbkit::pooler::pgbouncer_config(&pooled)
         .expect("the pooler's admin console answers its admin user")
         .into_iter()
@@ -169,10 +177,13 @@ fn the_statement_cache_left_on_through_pgbouncer() {
         .is_some_and(|(_, v)| v.parse::<u32>().is_ok_and(|n| n > 0));
     let statement_errors =
         errors.iter().filter(|e| e.contains("prepared statement") && e.contains("__diesel_stmt_")).count();
+    let count = |needle: &str| errors.iter().filter(|e| e.contains(needle)).count();
     eprintln!(
-        "statement cache on, through PgBouncer (max_prepared_statements > 0: {tracked}): {} of {} clients' queries failed, {statement_errors} with prepared statement errors; first: {:?}",
+        "statement cache on, through PgBouncer (max_prepared_statements > 0: {tracked}): {} of {} clients' operations failed, {statement_errors} with prepared statement errors ({} \"already exists\", {} \"does not exist\"); first: {:?}",
         errors.len(),
-        CLIENTS * QUERIES_PER_CLIENT,
+        CLIENTS * QUERIES,
+        count("already exists"),
+        count("does not exist"),
         errors.first()
     );
     if tracked {
@@ -280,4 +291,31 @@ fn tools_refuse_the_pooled_url_and_use_direct_url() {
     assert!(fixture.join("schema.rs").is_file());
     let errors = app.join().unwrap();
     assert!(errors.is_empty(), "{} app errors during the migrations, first: {:?}", errors.len(), errors.first());
+}
+
+/// A pooler that cannot start takes down only what that `up` created: Postgres and Redis too
+/// on a first start, nothing of an earlier `up`'s.
+#[test]
+fn a_failed_pooler_start_removes_only_what_it_created() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let p = Project::new("pooler-fail");
+    let fresh = p.run(&["up", "--no-migrate", "--pooler", "--pooler-port", &port]);
+    fresh.assert_fails_with(&format!("host port {port} is in use"));
+    fresh.assert_fails_with("--pooler-port 0");
+    assert!(p.containers().is_empty(), "left behind: {:?}", p.containers());
+    // Its data volume too: initialised with a password that never reached .env.
+    assert!(p.volumes().is_empty(), "left behind: {:?}", p.volumes());
+
+    p.run(&["up", "--no-migrate"]).assert_ok();
+    let before = (p.container_id("postgres"), p.container_id("redis"));
+    p.run(&["up", "--no-migrate", "--pooler", "--pooler-port", &port]).assert_fails_with("is in use");
+    assert_eq!(
+        (p.container_id("postgres"), p.container_id("redis")),
+        before,
+        "an earlier up's containers were touched"
+    );
+    let mut left = p.containers();
+    left.sort();
+    assert_eq!(left, [format!("{}-postgres", p.name), format!("{}-redis", p.name)]);
 }

@@ -97,6 +97,11 @@ impl Services {
         };
         let (postgres_existed, redis_existed) = (existed(&self.postgres_container()), existed(&self.redis_container()));
         let pooler_existed = pooler.is_some() && existed(&self.pooler_container());
+        // A volume this call creates holds data initialised with a password that only reaches
+        // .env on success: a failed start removes it with its container.
+        let volumes_existed = self
+            .volumes()
+            .map(|v| cmd!(sh, "docker volume inspect {v}").quiet().ignore_stdout().ignore_stderr().run().is_ok());
         // Side by side: a cold start is as slow as the slower of the two, not their sum.
         let (postgres_port, redis_port) = std::thread::scope(|scope| {
             let redis = scope.spawn(|| self.start_redis(redis_existed));
@@ -119,6 +124,16 @@ impl Services {
             }
             if pooler_port.as_ref().is_some_and(|p| p.is_ok()) && !pooler_existed {
                 remove(&self.pooler_container());
+            }
+            for (volume, existed) in self.volumes().iter().zip(volumes_existed) {
+                if self.persistent && !existed {
+                    let _ = cmd!(sh, "docker volume rm -f {volume}")
+                        .quiet()
+                        .ignore_status()
+                        .ignore_stdout()
+                        .ignore_stderr()
+                        .run();
+                }
             }
             let pooler_error = pooler_port.and_then(|p| p.err());
             return Err(postgres_port.err().or(redis_port.err()).or(pooler_error).expect("one of them failed"));
