@@ -73,14 +73,16 @@ impl Context {
         if let Some(url) = &self.global.database_url {
             return Ok((parse_database_url(url)?, "--database-url".into()));
         }
-        let from_env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
-        let from_file = |key: &str| -> Result<Option<String>> {
-            Ok(crate::env_file::get(&self.env_file(), key)?.filter(|v| !v.trim().is_empty()))
-        };
-        let (direct, app, place) = if from_env("DATABASE_URL").is_some() || from_env("DIRECT_URL").is_some() {
-            (from_env("DIRECT_URL"), from_env("DATABASE_URL"), "the environment")
-        } else {
-            (from_file("DIRECT_URL")?, from_file("DATABASE_URL")?, ".env")
+        // An empty DIRECT_URL is unset (`up` empties it when the pooler goes); an empty
+        // DATABASE_URL is an error of its own, said as such.
+        let direct_env = std::env::var("DIRECT_URL").ok().filter(|v| !v.trim().is_empty());
+        let (direct, app, place) = match (direct_env, std::env::var("DATABASE_URL").ok()) {
+            (None, None) => (
+                crate::env_file::get(&self.env_file(), "DIRECT_URL")?.filter(|v| !v.trim().is_empty()),
+                crate::env_file::get(&self.env_file(), "DATABASE_URL")?,
+                ".env",
+            ),
+            (direct, app) => (direct, app, "the environment"),
         };
         match (direct, app) {
             (Some(direct), _) => Ok((parse_database_url(&direct)?, format!("DIRECT_URL (from {place})"))),
