@@ -1,16 +1,24 @@
 //! Connection settings from the environment, and the pool built from them (the guide's
 //! "Connection Pooling": pool max 10, idle timeout 30 s, connection timeout 10 s, retry
 //! attempts 10 in production / 3 in development). Credentials come from `DATABASE_URL` only.
+//!
+//! Behind a transaction pooler (PgBouncer, Supabase's port 6543), said by `DATABASE_POOLER` or
+//! the URL's `?pgbouncer=true`, a connection is a server connection for one transaction only:
+//! the pool then turns diesel's prepared statement cache off (named statements would be
+//! prepared on one server connection and executed on another), and migrations go to
+//! `DIRECT_URL`.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use dbkit::hint;
 use diesel::PgConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::connection::{CacheSize, Connection as _};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use url::Url;
 
 use dbkit::connect::{Retries, establish_with};
+pub use dbkit::pooler::Mode as PoolMode;
 use dbkit::url::parse_database_url;
 
 /// Connections the pool may hold when `DATABASE_POOL_MAX` is not set.
@@ -25,7 +33,15 @@ pub use dbkit::connect::{CONNECTION_TIMEOUT, Environment};
 /// Everything the app needs to open database connections.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The app's connections: through the pooler when there is one.
     pub database_url: Url,
+    /// `DIRECT_URL`: straight to Postgres, for migrations (their advisory lock needs a session).
+    pub direct_url: Option<Url>,
+    /// How `database_url` is pooled (`DATABASE_POOLER`, else the URL's convention).
+    pub pooler: Option<PoolMode>,
+    /// diesel's prepared statement cache: on for direct and session-pooled connections, off
+    /// behind a transaction or statement pooler.
+    pub statement_cache: bool,
     pub pool_max: u32,
     pub idle_timeout: Duration,
     pub connection_timeout: Duration,
@@ -34,7 +50,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads `DATABASE_URL`, `DATABASE_POOL_MAX` and `APP_ENV` from the process environment.
+    /// Reads `DATABASE_URL`, `DIRECT_URL`, `DATABASE_POOLER`, `DATABASE_POOL_MAX` and `APP_ENV`
+    /// from the process environment.
     pub fn from_env() -> Result<Settings> {
         Settings::from_lookup(|key| std::env::var(key).ok())
     }
@@ -48,6 +65,11 @@ impl Settings {
             );
         };
         let database_url = parse_database_url(&raw)?;
+        let direct_url = get("DIRECT_URL")
+            .filter(|url| !url.trim().is_empty())
+            .map(|raw| parse_database_url(&raw).context("DIRECT_URL"))
+            .transpose()?;
+        let pooler = dbkit::pooler::declared(&database_url, get(dbkit::pooler::SETTING).as_deref())?;
         let pool_max = match get("DATABASE_POOL_MAX").filter(|v| !v.trim().is_empty()) {
             None => DEFAULT_POOL_MAX,
             Some(value) => parse_pool_max(&value)?,
@@ -55,6 +77,9 @@ impl Settings {
         let environment = Environment::parse(get("APP_ENV").as_deref())?;
         Ok(Settings {
             database_url,
+            direct_url,
+            pooler,
+            statement_cache: pooler.is_none_or(PoolMode::keeps_sessions),
             pool_max,
             idle_timeout: IDLE_TIMEOUT,
             connection_timeout: CONNECTION_TIMEOUT,
@@ -63,13 +88,26 @@ impl Settings {
         })
     }
 
-    /// The URL connections use: `connect_timeout` added unless the URL sets its own.
+    /// The URL connections use: `connect_timeout` added unless the URL sets its own, and
+    /// `?pgbouncer=true` (a mark for us, unknown to libpq) taken out.
     pub fn connection_url(&self) -> Url {
-        let mut url = self.database_url.clone();
+        let mut url = dbkit::pooler::strip_convention(&self.database_url);
         if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
             url.query_pairs_mut().append_pair("connect_timeout", &self.connection_timeout.as_secs().to_string());
         }
         url
+    }
+
+    /// Where migrations run (`db::migrate`): `DIRECT_URL`, else `DATABASE_URL` unless it goes
+    /// through a pooler that breaks sessions (the migration lock is a session advisory lock).
+    pub fn migration_url(&self) -> Result<Url> {
+        match (&self.direct_url, self.pooler) {
+            (Some(direct), _) => Ok(direct.clone()),
+            (None, Some(mode)) if !mode.keeps_sessions() => bail!(
+                hint!("migrations cannot run through DATABASE_URL: it goes through a {mode}-mode pooler, where the migration lock (a session advisory lock) is not held"; "set DIRECT_URL to a direct connection to Postgres (Supabase: port 5432 on db.<project>.supabase.co)")
+            ),
+            (None, _) => Ok(self.database_url.clone()),
+        }
     }
 
     /// The pool: first one connection with retries and backoff (so a database that is still
@@ -77,7 +115,11 @@ impl Settings {
     pub fn pool(&self) -> Result<PgPool> {
         let url = self.connection_url();
         drop(establish_with(&url, &self.retries)?);
-        Pool::builder()
+        let mut builder = Pool::builder();
+        if !self.statement_cache {
+            builder = builder.connection_customizer(Box::new(NoStatementCache));
+        }
+        builder
             .max_size(self.pool_max)
             .min_idle(Some(0))
             .idle_timeout(Some(self.idle_timeout))
@@ -85,6 +127,18 @@ impl Settings {
             .test_on_check_out(true)
             .build(ConnectionManager::new(url.as_str()))
             .context("build the connection pool")
+    }
+}
+
+/// Turns diesel's prepared statement cache off on every connection the pool opens: each query
+/// then goes as the unnamed statement, which lives within its own round trip.
+#[derive(Debug)]
+struct NoStatementCache;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for NoStatementCache {
+    fn on_acquire(&self, conn: &mut PgConnection) -> std::result::Result<(), diesel::r2d2::Error> {
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        Ok(())
     }
 }
 
@@ -158,6 +212,31 @@ mod tests {
         assert!(err.contains("expected postgres://") && !err.contains("canary"), "{err}");
         let err = dbkit::error::describe(&settings(&[("DATABASE_URL", "postgres://u:canary@h:99999/d")]).unwrap_err());
         assert!(err.contains("malformed database URL") && !err.contains("canary"), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_pooler_turns_the_statement_cache_off() {
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d")]).unwrap();
+        assert!(s.statement_cache && s.pooler.is_none());
+        assert_eq!(s.migration_url().unwrap().as_str(), "postgres://a@h/d");
+        let s = settings(&[("DATABASE_URL", "postgres://a@h:6432/d?pgbouncer=true")]).unwrap();
+        assert_eq!(s.pooler, Some(PoolMode::Transaction));
+        assert!(!s.statement_cache);
+        assert_eq!(s.connection_url().as_str(), "postgres://a@h:6432/d?connect_timeout=10");
+        let err = dbkit::error::describe(&s.migration_url().unwrap_err());
+        assert!(err.contains("transaction-mode pooler") && err.contains("DIRECT_URL"), "{err}");
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://a@h:6432/d"),
+            ("DATABASE_POOLER", "transaction"),
+            ("DIRECT_URL", "postgres://a@h:5432/d"),
+        ])
+        .unwrap();
+        assert!(!s.statement_cache);
+        assert_eq!(s.migration_url().unwrap().as_str(), "postgres://a@h:5432/d");
+        let s = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("DATABASE_POOLER", "session")]).unwrap();
+        assert!(s.statement_cache);
+        let err = settings(&[("DATABASE_URL", "postgres://a@h/d"), ("DIRECT_URL", "mysql://x@h/d")]).unwrap_err();
+        assert!(dbkit::error::describe(&err).contains("DIRECT_URL"));
     }
 
     #[test]

@@ -51,18 +51,59 @@ impl Context {
         crate::env_file::get(&self.env_file(), key)
     }
 
-    /// `--database-url`, else `DATABASE_URL` from the environment, else from `.env`.
+    /// The URL of commands that need a session of their own (migrations and their advisory
+    /// lock, backup, restore, roles, schema generation): `--database-url`, else `DIRECT_URL`,
+    /// else `DATABASE_URL`, each from the environment, else from `.env` (the two are taken from
+    /// one place: a `DATABASE_URL` exported for another database never pairs with `.env`'s
+    /// `DIRECT_URL`). A URL that goes through a transaction pooler is refused, before anything
+    /// is done, with the fix: set `DIRECT_URL`.
     pub fn database_url(&self) -> Result<Url> {
-        let raw = match &self.global.database_url {
-            Some(url) => url.clone(),
-            None => match self.setting("DATABASE_URL")? {
-                Some(url) => url,
-                None => bail!(
-                    hint!("no database to work on: DATABASE_URL is not set"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url")
-                ),
-            },
+        let (url, origin) = self.session_url()?;
+        crate::pooler::require_session(
+            &url,
+            self.pooler_setting(&origin)?.as_deref(),
+            "work on the database",
+            &origin,
+        )?;
+        Ok(url)
+    }
+
+    /// The session URL and where it came from, unchecked (doctor reports it as it is).
+    pub fn session_url(&self) -> Result<(Url, String)> {
+        if let Some(url) = &self.global.database_url {
+            return Ok((parse_database_url(url)?, "--database-url".into()));
+        }
+        // An empty DIRECT_URL is unset (`up` empties it when the pooler goes); an empty
+        // DATABASE_URL is an error of its own, said as such.
+        let direct_env = std::env::var("DIRECT_URL").ok().filter(|v| !v.trim().is_empty());
+        let (direct, app, place) = match (direct_env, std::env::var("DATABASE_URL").ok()) {
+            (None, None) => (
+                crate::env_file::get(&self.env_file(), "DIRECT_URL")?.filter(|v| !v.trim().is_empty()),
+                crate::env_file::get(&self.env_file(), "DATABASE_URL")?,
+                ".env",
+            ),
+            (direct, app) => (direct, app, "the environment"),
         };
-        parse_database_url(&raw)
+        match (direct, app) {
+            (Some(direct), _) => Ok((parse_database_url(&direct)?, format!("DIRECT_URL (from {place})"))),
+            (None, Some(app)) => Ok((parse_database_url(&app)?, format!("DATABASE_URL (from {place})"))),
+            (None, None) => bail!(
+                hint!("no database to work on: DATABASE_URL is not set"; "start local Postgres with `cargo xtask up` (it writes .env), or set DATABASE_URL / pass --database-url")
+            ),
+        }
+    }
+
+    /// The app's URL (`DATABASE_URL`, which may go through a pooler), if set: doctor reports it.
+    pub fn app_url(&self) -> Result<Option<Url>> {
+        self.setting("DATABASE_URL")?.filter(|v| !v.trim().is_empty()).map(|raw| parse_database_url(&raw)).transpose()
+    }
+
+    /// `DATABASE_POOLER`, which describes `DATABASE_URL` only: a `DIRECT_URL` is direct by name.
+    fn pooler_setting(&self, origin: &str) -> Result<Option<String>> {
+        match origin.starts_with("DATABASE_URL") {
+            true => self.setting(crate::pooler::SETTING),
+            false => Ok(None),
+        }
     }
 
     /// A path given on the command line, relative to where the user ran cargo.

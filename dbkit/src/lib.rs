@@ -17,6 +17,7 @@ pub mod error;
 
 pub mod connect;
 pub mod migration;
+pub mod pooler;
 pub mod url;
 
 #[cfg(feature = "tools")]

@@ -1,5 +1,5 @@
-//! infra/docker-compose.yml runs the same services as `cargo xtask up`: same images, command,
-//! environment, loopback ports, volumes and labels. Compose runs here as `docker-compose` (v1)
+//! infra/docker-compose.yml runs the same services as `cargo xtask up --pooler`: same images,
+//! command, environment, loopback ports, volumes and labels (PgBouncer in the `pooler` profile). Compose runs here as `docker-compose` (v1)
 //! or `docker compose` (v2), whichever the machine has.
 
 use std::process::Command;
@@ -19,7 +19,21 @@ fn settings(container: &str) -> Value {
         .unwrap()
         .iter()
         .filter_map(|e| e.as_str())
-        .filter(|e| e.starts_with("POSTGRES_"))
+        .filter(|e| {
+            const POOLER: [&str; 10] = [
+                "DB_HOST=",
+                "DB_PORT=",
+                "DB_USER=",
+                "DB_PASSWORD=",
+                "POOL_MODE=",
+                "LISTEN_PORT=",
+                "AUTH_TYPE=",
+                "MAX_CLIENT_CONN=",
+                "DEFAULT_POOL_SIZE=",
+                "ADMIN_USERS=",
+            ];
+            e.starts_with("POSTGRES_") || POOLER.iter().any(|p| e.starts_with(p))
+        })
         .map(str::to_owned)
         .collect();
     env.sort();
@@ -45,7 +59,7 @@ fn settings(container: &str) -> Value {
     })
 }
 
-fn compose(p: &Project, images: &(String, String), args: &[&str]) -> Command {
+fn compose(p: &Project, images: &(String, String, String), args: &[&str]) -> Command {
     let v2 = Command::new("docker").args(["compose", "version"]).output().is_ok_and(|o| o.status.success());
     let mut cmd = if v2 {
         let mut c = Command::new("docker");
@@ -54,13 +68,15 @@ fn compose(p: &Project, images: &(String, String), args: &[&str]) -> Command {
     } else {
         Command::new("docker-compose")
     };
-    cmd.args(["-p", &p.name, "-f"])
+    cmd.args(["-p", &p.name, "--profile", "pooler", "-f"])
         .arg(root().join("infra/docker-compose.yml"))
         .args(args)
         .env("RAILGUN_PROJECT", &p.name)
         .env("RAILGUN_POSTGRES_PASSWORD", p.setting("RAILGUN_POSTGRES_PASSWORD").unwrap())
         .env("RAILGUN_POSTGRES_IMAGE", &images.0)
         .env("RAILGUN_REDIS_IMAGE", &images.1)
+        .env("RAILGUN_PGBOUNCER_IMAGE", &images.2)
+        .env("RAILGUN_POOLER_PORT", "0")
         .env("RAILGUN_POSTGRES_PORT", "0")
         .env("RAILGUN_REDIS_PORT", "0");
     cmd
@@ -69,24 +85,27 @@ fn compose(p: &Project, images: &(String, String), args: &[&str]) -> Command {
 #[test]
 fn compose_file_runs_what_up_runs() {
     let p = Project::new("compose");
-    p.run(&["up", "--no-migrate"]).assert_ok();
+    p.run(&["up", "--no-migrate", "--pooler"]).assert_ok();
     let pg = format!("{}-postgres", p.name);
     let redis = format!("{}-redis", p.name);
-    let ours = (settings(&pg), settings(&redis));
-    let images = (ours.0["image"].as_str().unwrap().to_string(), ours.1["image"].as_str().unwrap().to_string());
+    let pgbouncer = format!("{}-pgbouncer", p.name);
+    let ours = (settings(&pg), settings(&redis), settings(&pgbouncer));
+    let image = |s: &Value| s["image"].as_str().unwrap().to_string();
+    let images = (image(&ours.0), image(&ours.1), image(&ours.2));
     p.run(&["down"]).assert_ok();
 
     let up = compose(&p, &images, &["up", "-d"])
         .output()
         .expect("docker-compose is installed (apt-get install docker-compose)");
     assert!(up.status.success(), "compose up failed: {}", String::from_utf8_lossy(&up.stderr));
-    let theirs = (settings(&pg), settings(&redis));
+    let theirs = (settings(&pg), settings(&redis), settings(&pgbouncer));
     assert_eq!(ours.0, theirs.0, "postgres differs between `cargo xtask up` and infra/docker-compose.yml");
     assert_eq!(ours.1, theirs.1, "redis differs between `cargo xtask up` and infra/docker-compose.yml");
+    assert_eq!(ours.2, theirs.2, "pgbouncer differs between `cargo xtask up --pooler` and infra/docker-compose.yml");
 
     // The compose file's healthchecks pass on these images.
     let deadline = Instant::now() + Duration::from_secs(90);
-    for container in [&pg, &redis] {
+    for container in [&pg, &redis, &pgbouncer] {
         loop {
             let out = Command::new("docker")
                 .args(["inspect", "--format", "{{.State.Health.Status}}", container])

@@ -4,6 +4,7 @@
 mod backup;
 mod lint;
 mod migrations;
+mod pooler;
 mod test_db;
 mod up;
 
@@ -19,6 +20,7 @@ pub enum Bench {
     Migrations(migrations::Migrations),
     TestDb(test_db::TestDb),
     Lint(lint::Lint),
+    Pooler(pooler::Pooler),
 }
 
 impl Bench {
@@ -29,6 +31,7 @@ impl Bench {
             Bench::Migrations(cmd) => cmd.run(cx),
             Bench::TestDb(cmd) => cmd.run(cx),
             Bench::Lint(cmd) => cmd.run(cx),
+            Bench::Pooler(cmd) => cmd.run(cx),
         }
     }
 }

@@ -18,7 +18,9 @@ use dbkit::diesel_config::DieselConfig;
 /// Check the whole setup and say how to fix what fails
 ///
 /// Docker, the images, host pg_dump/psql against the server, .env (exists, private,
-/// git-ignored), connectivity, SSL, pending migrations and schema.rs drift. Prints one line a
+/// git-ignored), connectivity, the two URLs (DATABASE_URL, the app's, and DIRECT_URL, the
+/// tools'; which goes through a pooler, in which mode), SSL, pending migrations and schema.rs
+/// drift. Prints one line a
 /// check on stdout; exits non-zero when any fails.
 #[derive(clap::Args)]
 pub struct Doctor {}
@@ -42,7 +44,8 @@ impl Doctor {
         checks.push(("images", if docker_up { images(cx) } else { Outcome::Skip("Docker is not answering".into()) }));
         checks.push((".env", env_file(cx)));
 
-        let connection = cx.database_url().and_then(|url| Ok((dbkit::connect::establish(&url)?, url)));
+        checks.push(("pooler", pooler(cx)));
+        let connection = cx.session_url().and_then(|(url, _)| Ok((dbkit::connect::establish(&url)?, url)));
         let (mut conn, url) = match connection {
             Ok((conn, url)) => {
                 checks.push(("database", Outcome::Pass(format!("connected to {}", redact(&url)))));
@@ -90,6 +93,64 @@ pub fn print(checks: Vec<(&str, Outcome)>) -> Result<()> {
 fn split_hint(error: &anyhow::Error) -> (String, Option<String>) {
     let text = format!("{error:#}");
     (text.split_whitespace().collect::<Vec<_>>().join(" "), hint_of(error))
+}
+
+/// Both URLs, which one goes through a pooler and in which mode; fails when the tools would
+/// refuse (a pooled URL and no DIRECT_URL) or DIRECT_URL is not direct.
+fn pooler(cx: &Context) -> Outcome {
+    use dbkit::pooler::{Probe, SETTING, declared, pgbouncer_config, probe};
+    let report = (|| -> Result<Outcome> {
+        let (session, origin) = cx.session_url()?;
+        let Some(app) = cx.app_url()?.filter(|_| cx.global.database_url.is_none()) else {
+            return Ok(Outcome::Pass(format!("{origin}: {} (one URL, no pooler declared)", redact(&session))));
+        };
+        let setting = cx.setting(SETTING)?;
+        let describe = |url: &url::Url, setting: Option<&str>| -> Result<(String, bool)> {
+            let declared = declared(url, setting)?;
+            let seen = probe(url);
+            let console_mode = pgbouncer_config(url)
+                .and_then(|config| config.into_iter().find(|(k, _)| k == "pool_mode").map(|(_, v)| v));
+            let pooled = declared.is_some() || seen == Some(Probe::Pooled);
+            let text = match (declared, seen, console_mode) {
+                (_, _, Some(mode)) => format!("through PgBouncer, pool_mode={mode} (its admin console says)"),
+                (Some(mode), Some(Probe::Pooled), None) => {
+                    format!("through a {mode}-mode pooler (declared; the server confirms a pooler)")
+                }
+                (Some(mode), _, None) => format!("through a {mode}-mode pooler (declared)"),
+                (None, Some(Probe::Pooled), None) => {
+                    format!("through a pooler of unknown mode (the server shows one; say which with {SETTING})")
+                }
+                (None, Some(Probe::Direct), None) => "direct (the server confirms)".into(),
+                (None, None, None) => "direct by its settings (the server did not answer)".into(),
+            };
+            let session_safe = declared.map(|m| m.keeps_sessions()).unwrap_or(seen != Some(Probe::Pooled));
+            Ok((format!("{} {text}", redact(url)), pooled && !session_safe))
+        };
+        let (app_text, app_breaks_sessions) = describe(&app, setting.as_deref())?;
+        if !origin.starts_with("DIRECT_URL") {
+            if app_breaks_sessions {
+                return Ok(fail(
+                    format!(
+                        "DATABASE_URL {app_text}, and DIRECT_URL is not set: migrations, backups and the other tools refuse it"
+                    ),
+                    "set DIRECT_URL to a direct connection to Postgres (in .env or the environment); `cargo xtask up --pooler` writes both",
+                ));
+            }
+            return Ok(Outcome::Pass(format!("DATABASE_URL {app_text}; no DIRECT_URL: the tools use DATABASE_URL")));
+        }
+        let (direct_text, direct_breaks_sessions) = describe(&session, None)?;
+        if direct_breaks_sessions {
+            return Ok(fail(
+                format!("DIRECT_URL {direct_text}: it must reach Postgres directly"),
+                "point DIRECT_URL at Postgres itself (Supabase: port 5432 on db.<project>.supabase.co), not the pooler",
+            ));
+        }
+        Ok(Outcome::Pass(format!("DATABASE_URL (the app's) {app_text}; DIRECT_URL (the tools') {direct_text}")))
+    })();
+    report.unwrap_or_else(|error| {
+        let (what, fix) = split_hint(&error);
+        fail(what, fix.unwrap_or_else(|| "set DATABASE_URL (and DIRECT_URL behind a pooler)".into()))
+    })
 }
 
 fn docker_engine() -> Outcome {
@@ -267,7 +328,7 @@ fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {
 /// `schema generate --check` with diesel.toml's settings, in this process: every schema file.
 fn schema_drift(cx: &Context) -> Outcome {
     let checked = (|| -> Result<usize> {
-        let url = cx.database_url()?;
+        let (url, _) = cx.session_url()?;
         let files = configured_files(cx, &DieselConfig::load(cx)?)?;
         let mut conn = dbkit::connect::establish(&url)?;
         check_all(&files, &print_files(cx, &mut conn, &files)?)?;

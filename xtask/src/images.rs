@@ -1,20 +1,22 @@
 //! `cargo xtask images`: the offline images, for machines that cannot pull.
 
 use anyhow::Result;
-use dbkit::docker::images::{self, POSTGRES_OFFLINE, REDIS_OFFLINE};
+use dbkit::docker::images::{self, Service};
 
 use crate::context::Context;
 
 /// Images for machines without a registry.
 #[derive(clap::Subcommand)]
 pub enum Images {
-    /// Build Postgres and Redis images from Debian packages (root, debootstrap; about a minute)
+    /// Build the Postgres, Redis and PgBouncer images from Debian packages (root, debootstrap;
+    /// about a minute each), only those missing
     ///
     /// They behave like the official images (POSTGRES_USER/PASSWORD/DB, initdb.d scripts,
-    /// `-c` flags) and are tagged with their real major versions. `up` and the test harness
-    /// use them by themselves when the official images cannot be pulled.
+    /// `-c` flags; edoburu/pgbouncer's DB_HOST, POOL_MODE, ... settings) and are tagged with
+    /// their real versions. `up` and the test harness use them by themselves when the official
+    /// images cannot be pulled.
     Build {
-        /// Build even when both images are present
+        /// Build all of them, even those present
         #[arg(long)]
         force: bool,
     },
@@ -25,13 +27,20 @@ impl Images {
         match self {
             Images::Build { force } => {
                 dbkit::docker::check_engine()?;
-                if !force && images::present(&cx.sh, POSTGRES_OFFLINE) && images::present(&cx.sh, REDIS_OFFLINE) {
-                    eprintln!("{POSTGRES_OFFLINE} and {REDIS_OFFLINE} are present (--force builds them again)");
+                let missing: Vec<Service> = if force {
+                    Service::ALL.to_vec()
                 } else {
-                    images::build_offline(&cx.sh)?;
+                    Service::ALL.into_iter().filter(|s| !images::present(&cx.sh, s.offline())).collect()
+                };
+                for service in Service::ALL.iter().filter(|s| !missing.contains(s)) {
+                    eprintln!("{} is present (--force builds it again)", service.offline());
                 }
-                println!("{POSTGRES_OFFLINE}");
-                println!("{REDIS_OFFLINE}");
+                if !missing.is_empty() {
+                    images::build_offline(&cx.sh, &missing)?;
+                }
+                for service in Service::ALL {
+                    println!("{}", service.offline());
+                }
                 Ok(())
             }
         }

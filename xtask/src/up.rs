@@ -1,10 +1,10 @@
-//! `cargo xtask up`: local Postgres and Redis in Docker, `.env`, migrations.
+//! `cargo xtask up`: local Postgres and Redis (and PgBouncer) in Docker, `.env`, migrations.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use dbkit::docker::images::{self, Service};
-use dbkit::docker::services::{ProjectLock, Services};
+use dbkit::docker::services::{POOLER_PORT, Pooler, ProjectLock, Services};
 use dbkit::url::{is_local, redact};
 
 use xshell::{Shell, cmd};
@@ -21,6 +21,10 @@ use dbkit::env_file;
 /// after it: RAILGUN_PROJECT in .env (written here; `railgun-<folder>-<hash of its path>` for a
 /// new checkout). When 5432 or 6379 is taken (another checkout's), a free port is chosen and
 /// written to .env. Several `up` at once wait for one another and share what the first made.
+///
+/// With --pooler (or RAILGUN_POOLER=1 in .env), PgBouncer runs in transaction mode in front of
+/// Postgres, as managed providers run it: .env's DATABASE_URL goes through it (the app's) and
+/// DIRECT_URL straight to Postgres (migrations, backups and the other tools use that one).
 #[derive(clap::Args)]
 pub struct Up {
     /// Do not run pending migrations
@@ -40,6 +44,17 @@ pub struct Up {
     /// 6379, else a free one]
     #[arg(long, env = "RAILGUN_REDIS_PORT", value_name = "PORT")]
     redis_port: Option<u16>,
+    /// Also run PgBouncer in transaction mode in front of Postgres [default: RAILGUN_POOLER in
+    /// the environment or .env]
+    #[arg(long)]
+    pooler: bool,
+    /// PgBouncer image [env: RAILGUN_PGBOUNCER_IMAGE; default: edoburu/pgbouncer, else the offline build]
+    #[arg(long, value_name = "IMAGE")]
+    pooler_image: Option<String>,
+    /// Host port for PgBouncer on 127.0.0.1; 0 picks a free one [default: the one in .env, else
+    /// 6432, else a free one]
+    #[arg(long, env = "RAILGUN_POOLER_PORT", value_name = "PORT")]
+    pooler_port: Option<u16>,
 }
 
 impl Up {
@@ -50,8 +65,10 @@ impl Up {
         // From here to .env: one `up` of this project at a time, so that a second one started at
         // once sees the first one's containers (and their password) instead of racing it.
         let _lock = ProjectLock::take(&project)?;
-        let (postgres, redis) = (format!("{project}-postgres"), format!("{project}-redis"));
-        let existing = existing_containers(&cx.sh, &[&postgres, &redis]);
+        let (postgres, redis, pgbouncer) =
+            (format!("{project}-postgres"), format!("{project}-redis"), format!("{project}-pgbouncer"));
+        let existing = existing_containers(&cx.sh, &[&postgres, &redis, &pgbouncer]);
+        let pooled = self.pooler || pooler_by_default(cx)?;
         // An existing container knows the password its data was initialised with: another
         // clone of the repo (or a lost .env) must not lock itself out of it.
         let password = match existing.iter().find(|c| c.name == postgres).and_then(|c| c.env("POSTGRES_PASSWORD")) {
@@ -85,7 +102,9 @@ impl Up {
             // A container that exists keeps its port; a new one gets the last one used, else the default, if free.
             postgres_port: self.postgres_port.unwrap_or_else(|| match exists(&postgres) {
                 true => 0,
-                false => free_or_any(previous_port(cx, "DATABASE_URL"), 5432),
+                false => {
+                    free_or_any(previous_port(cx, if was_pooled(cx) { "DIRECT_URL" } else { "DATABASE_URL" }), 5432)
+                }
             }),
             redis_port: self.redis_port.unwrap_or_else(|| match exists(&redis) {
                 true => 0,
@@ -96,7 +115,17 @@ impl Up {
             database: "railgun".into(),
             persistent: true,
         };
-        let endpoints = services.up()?;
+        let pooler = match pooled {
+            false => None,
+            true => Some(Pooler {
+                image: image(&pgbouncer, Service::Pgbouncer, self.pooler_image.as_deref())?,
+                port: self.pooler_port.unwrap_or_else(|| match exists(&pgbouncer) {
+                    true => 0,
+                    false => free_or_any(previous_port(cx, "DATABASE_URL").filter(|_| was_pooled(cx)), POOLER_PORT),
+                }),
+            }),
+        };
+        let endpoints = services.up_with(pooler.as_ref())?;
         let previous = env_file::get(&cx.env_file(), "DATABASE_URL")?.filter(|url| !url.is_empty());
         if let Some(previous) = previous.filter(|url| dbkit::url::parse_database_url(url).is_ok_and(|u| !is_local(&u)))
         {
@@ -104,23 +133,37 @@ impl Up {
             env_file::set(&cx.env_file(), None, &[("#DATABASE_URL", &previous)])?;
             eprintln!("note: .env's DATABASE_URL pointed at {}; kept as a comment", dbkit::url::redact_str(&previous));
         }
-        env_file::set(
-            &cx.env_file(),
-            Some(&cx.root.join(".env.example")),
-            &[
-                ("DATABASE_URL", endpoints.database_url.as_str()),
-                ("REDIS_URL", &endpoints.redis_url),
-                ("RAILGUN_POSTGRES_PASSWORD", &password),
-                ("RAILGUN_PROJECT", &services.project),
-            ],
-        )?;
+        // As managed providers hand them out: the app's URL through the pooler, the tools' direct.
+        let (app_url, direct_url, pooler_mode) = match &endpoints.pooled_url {
+            Some(pooled) => (pooled.as_str(), endpoints.database_url.as_str(), "transaction"),
+            None => (endpoints.database_url.as_str(), "", ""),
+        };
+        let mut pairs = vec![
+            ("DATABASE_URL", app_url),
+            ("REDIS_URL", endpoints.redis_url.as_str()),
+            ("RAILGUN_POSTGRES_PASSWORD", password.as_str()),
+            ("RAILGUN_PROJECT", services.project.as_str()),
+        ];
+        for (key, value) in [("DIRECT_URL", direct_url), (dbkit::pooler::SETTING, pooler_mode)] {
+            // Written with the pooler; emptied (not left stale) without it, if an earlier `up` wrote it.
+            if !value.is_empty() || env_file::get(&cx.env_file(), key)?.is_some() {
+                pairs.push((key, value));
+            }
+        }
+        env_file::set(&cx.env_file(), Some(&cx.root.join(".env.example")), &pairs)?;
         eprintln!("ready in {:.2}s; wrote {}", started.elapsed().as_secs_f64(), cx.env_file().display());
-        if std::env::var("DATABASE_URL").is_ok_and(|url| url != endpoints.database_url.as_str()) {
+        if std::env::var("DATABASE_URL").is_ok_and(|url| url != app_url) {
             eprintln!(
                 "warning: DATABASE_URL in your environment wins over .env; `unset DATABASE_URL` to use these services"
             );
         }
-        println!("DATABASE_URL={}", redact(&endpoints.database_url));
+        match &endpoints.pooled_url {
+            Some(pooled) => {
+                println!("DATABASE_URL={}", redact(pooled));
+                println!("DIRECT_URL={}", redact(&endpoints.database_url));
+            }
+            None => println!("DATABASE_URL={}", redact(&endpoints.database_url)),
+        }
         println!("REDIS_URL={}", endpoints.redis_url);
         if !self.no_migrate {
             dbkit::migration::run_pending(cx, &endpoints.database_url)
@@ -147,6 +190,25 @@ fn adopt_legacy_project(cx: &Context) -> Result<String> {
         }
         _ => Ok(cx.project.clone()),
     }
+}
+
+/// RAILGUN_POOLER (environment, else .env): `1`/`true` makes `--pooler` the default.
+fn pooler_by_default(cx: &Context) -> Result<bool> {
+    Ok(match cx.setting("RAILGUN_POOLER")? {
+        None => false,
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "" | "0" | "false" | "no" | "off" => false,
+            "1" | "true" | "yes" | "on" => true,
+            _ => anyhow::bail!(
+                hint!("RAILGUN_POOLER `{value}` is neither on nor off"; "set RAILGUN_POOLER=1 to run PgBouncer with every `up`, or 0")
+            ),
+        },
+    })
+}
+
+/// True when .env's DATABASE_URL is the pooler's, from an earlier `up --pooler`.
+fn was_pooled(cx: &Context) -> bool {
+    env_file::get(&cx.env_file(), "DIRECT_URL").ok().flatten().is_some_and(|v| !v.is_empty())
 }
 
 /// The port of `key`'s URL in .env, from an earlier `up` of this checkout.

@@ -28,6 +28,9 @@ pub fn copy(
 ) -> Result<PathBuf> {
     let from = parse_database_url(from).context("--from")?;
     let to = parse_database_url(to).context("--to")?;
+    // pg_dump and the restore's single transaction need sessions: never through a transaction pooler.
+    crate::pooler::require_session(&from, None, "copy from it", "--from")?;
+    crate::pooler::require_session(&to, None, "copy into it", "--to")?;
     // However the two URLs spell it (localhost or 127.0.0.1, options, sslmode), the servers say
     // whether they are one database: never copy a database onto itself.
     let (source, target) = (identity(&from).context("--from")?, identity(&to).context("--to")?);

@@ -1,8 +1,8 @@
 //! Which images run the services, and how to build them offline.
 //!
-//! The official `postgres` and `redis` images are the default. A machine without a registry
-//! (CI here, air-gapped offices) cannot pull them, so [`build_offline`] makes equivalent images
-//! from Debian packages: debootstrap, our entry points, `docker import`.
+//! The official `postgres`, `redis` and `edoburu/pgbouncer` images are the default. A machine
+//! without a registry (CI here, air-gapped offices) cannot pull them, so [`build_offline`] makes
+//! equivalent images from Debian packages: debootstrap, our entry points, `docker import`.
 
 use std::path::Path;
 
@@ -12,17 +12,24 @@ use xshell::{Shell, cmd};
 /// Official Postgres 17: 18's images moved PGDATA, which breaks volumes made for earlier majors.
 pub const POSTGRES_OFFICIAL: &str = "postgres:17-alpine";
 pub const REDIS_OFFICIAL: &str = "redis:7-alpine";
+/// PgBouncer from the official registry: edoburu's image is configured from the environment
+/// (DB_HOST, POOL_MODE, ...), small (Alpine), and kept current with PgBouncer's releases;
+/// Bitnami's stopped being published freely in 2025.
+pub const PGBOUNCER_OFFICIAL: &str = "edoburu/pgbouncer:v1.24.1-p1";
 /// Tagged with the real majors of Debian bookworm's packages.
 pub const POSTGRES_OFFLINE: &str = "railgun-local/postgres:15-bookworm";
 pub const REDIS_OFFLINE: &str = "railgun-local/redis:7-bookworm";
+pub const PGBOUNCER_OFFLINE: &str = "railgun-local/pgbouncer:1.18-bookworm";
 
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../../infra/images/postgres-entrypoint.sh");
 const REDIS_ENTRYPOINT: &str = include_str!("../../../infra/images/redis-entrypoint.sh");
+const PGBOUNCER_ENTRYPOINT: &str = include_str!("../../../infra/images/pgbouncer-entrypoint.sh");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {
     Postgres,
     Redis,
+    Pgbouncer,
 }
 
 impl Service {
@@ -30,20 +37,25 @@ impl Service {
         match self {
             Service::Postgres => "RAILGUN_POSTGRES_IMAGE",
             Service::Redis => "RAILGUN_REDIS_IMAGE",
+            Service::Pgbouncer => "RAILGUN_PGBOUNCER_IMAGE",
         }
     }
     fn official(self) -> &'static str {
         match self {
             Service::Postgres => POSTGRES_OFFICIAL,
             Service::Redis => REDIS_OFFICIAL,
+            Service::Pgbouncer => PGBOUNCER_OFFICIAL,
         }
     }
-    fn offline(self) -> &'static str {
+    pub fn offline(self) -> &'static str {
         match self {
             Service::Postgres => POSTGRES_OFFLINE,
             Service::Redis => REDIS_OFFLINE,
+            Service::Pgbouncer => PGBOUNCER_OFFLINE,
         }
     }
+    /// Every service, in the order `images build` reports them.
+    pub const ALL: [Service; 3] = [Service::Postgres, Service::Redis, Service::Pgbouncer];
 }
 
 /// The image to run for `service`: the one asked for (flag, then `RAILGUN_*_IMAGE`), else the
@@ -55,7 +67,7 @@ pub fn resolve(sh: &Shell, service: Service, asked: Option<&str>) -> Result<Stri
             return Ok(image);
         }
         if image == service.offline() {
-            build_offline(sh)?;
+            build_offline(sh, &[service])?;
             return Ok(image);
         }
         bail!(
@@ -75,7 +87,7 @@ pub fn resolve(sh: &Shell, service: Service, asked: Option<&str>) -> Result<Stri
             eprintln!(
                 "note: cannot pull {official} ({pull_error:#}); building the offline images from Debian packages instead (about a minute, once)"
             );
-            build_offline(sh)
+            build_offline(sh, &[service])
                 .context(format!("{official} is not present, cannot be pulled, and the offline build failed"))?;
             Ok(service.offline().to_owned())
         }
@@ -97,8 +109,9 @@ fn pull(sh: &Shell, image: &str) -> Result<()> {
     bail!("{}", err.lines().last().unwrap_or("docker pull failed").trim())
 }
 
-/// Builds both offline images from Debian bookworm's packages (root, debootstrap and docker needed).
-pub fn build_offline(sh: &Shell) -> Result<()> {
+/// Builds the offline images of `services` from Debian bookworm's packages (root, debootstrap
+/// and docker needed): Postgres and Redis share one root file system, PgBouncer has its own.
+pub fn build_offline(sh: &Shell, services: &[Service]) -> Result<()> {
     let euid = cmd!(sh, "id -u").quiet().read()?;
     if euid.trim() != "0" {
         bail!(
@@ -123,67 +136,102 @@ pub fn build_offline(sh: &Shell) -> Result<()> {
                 hint!("install debootstrap"; "`apt-get install debootstrap` by hand, then `cargo xtask images build`"),
             )?;
     }
+    if services.iter().any(|s| matches!(s, Service::Postgres | Service::Redis)) {
+        build_rootfs(sh, "postgresql-15,redis-server", |sh, rootfs, tarball| {
+            prepare_postgres_redis(sh, rootfs)?;
+            pack(sh, rootfs, tarball)?;
+            let postgres = [
+                "ENV PGDATA=/var/lib/postgresql/data",
+                "VOLUME /var/lib/postgresql/data",
+                "EXPOSE 5432",
+                "ENTRYPOINT [\"docker-entrypoint.sh\"]",
+                "CMD [\"postgres\"]",
+            ];
+            let redis = [
+                "WORKDIR /data",
+                "VOLUME /data",
+                "EXPOSE 6379",
+                "ENTRYPOINT [\"redis-entrypoint.sh\"]",
+                "CMD [\"redis-server\"]",
+            ];
+            import(sh, tarball, POSTGRES_OFFLINE, COMMON.iter().chain(&postgres))?;
+            import(sh, tarball, REDIS_OFFLINE, COMMON.iter().chain(&redis))
+        })?;
+    }
+    if services.contains(&Service::Pgbouncer) {
+        // postgresql-client-15 for pg_isready, the healthcheck (edoburu's image has it too).
+        build_rootfs(sh, "pgbouncer,postgresql-client-15", |sh, rootfs, tarball| {
+            if !rootfs.join("usr/sbin/pgbouncer").exists() {
+                bail!("the Debian packages did not bring PgBouncer");
+            }
+            strip_rootfs(rootfs, &["etc/pgbouncer/pgbouncer.ini", "etc/pgbouncer/userlist.txt"]);
+            // The user the entry point runs PgBouncer as (postgresql-common makes it, when present).
+            let ensure_user =
+                "id -u postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres";
+            cmd!(sh, "chroot {rootfs} sh -c {ensure_user}").quiet().run().context("create the postgres user")?;
+            write_executable(&rootfs.join("usr/local/bin/pgbouncer-entrypoint.sh"), PGBOUNCER_ENTRYPOINT)?;
+            pack(sh, rootfs, tarball)?;
+            let pgbouncer = [
+                "EXPOSE 6432",
+                "ENTRYPOINT [\"pgbouncer-entrypoint.sh\"]",
+                "CMD [\"pgbouncer\", \"/etc/pgbouncer/pgbouncer.ini\"]",
+            ];
+            import(sh, tarball, PGBOUNCER_OFFLINE, COMMON.iter().chain(&pgbouncer))
+        })?;
+    }
+    Ok(())
+}
+
+const COMMON: [&str; 3] = [
+    "ENV LANG=C.UTF-8",
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LABEL org.railgun.offline-image=true",
+];
+
+/// debootstrap with `packages` into a fresh folder, then `finish(rootfs, tarball)`; the folder goes after.
+fn build_rootfs(sh: &Shell, packages: &str, finish: impl FnOnce(&Shell, &Path, &Path) -> Result<()>) -> Result<()> {
     let mirror = std::env::var("RAILGUN_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let work = std::env::temp_dir().join(format!("railgun-images-{}", std::process::id()));
     let rootfs = work.join("rootfs");
     let result = (|| {
-        eprintln!(
-            "$ debootstrap --variant=minbase --include=postgresql-15,redis-server bookworm {} {mirror}",
-            rootfs.display()
-        );
-        cmd!(sh, "debootstrap --variant=minbase --include=postgresql-15,redis-server bookworm {rootfs} {mirror}")
+        let include = format!("--include={packages}");
+        eprintln!("$ debootstrap --variant=minbase {include} bookworm {} {mirror}", rootfs.display());
+        cmd!(sh, "debootstrap --variant=minbase {include} bookworm {rootfs} {mirror}")
             .quiet()
             .ignore_stdout()
             .run()
             .context(
                 "debootstrap failed; is the Debian mirror reachable? (set RAILGUN_DEBIAN_MIRROR to use another)",
             )?;
-        prepare_rootfs(sh, &rootfs)?;
-        let tarball = work.join("rootfs.tar");
-        cmd!(sh, "tar -C {rootfs} -cf {tarball} .").quiet().run().context("pack the root file system")?;
-        let common = [
-            "ENV LANG=C.UTF-8",
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LABEL org.railgun.offline-image=true",
-        ];
-        let postgres = [
-            "ENV PGDATA=/var/lib/postgresql/data",
-            "VOLUME /var/lib/postgresql/data",
-            "EXPOSE 5432",
-            "ENTRYPOINT [\"docker-entrypoint.sh\"]",
-            "CMD [\"postgres\"]",
-        ];
-        let redis = [
-            "WORKDIR /data",
-            "VOLUME /data",
-            "EXPOSE 6379",
-            "ENTRYPOINT [\"redis-entrypoint.sh\"]",
-            "CMD [\"redis-server\"]",
-        ];
-        import(sh, &tarball, POSTGRES_OFFLINE, common.iter().chain(&postgres))?;
-        import(sh, &tarball, REDIS_OFFLINE, common.iter().chain(&redis))?;
-        Ok(())
+        finish(sh, &rootfs, &work.join("rootfs.tar"))
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn prepare_rootfs(sh: &Shell, rootfs: &Path) -> Result<()> {
+fn pack(sh: &Shell, rootfs: &Path, tarball: &Path) -> Result<()> {
+    cmd!(sh, "tar -C {rootfs} -cf {tarball} .").quiet().run().context("pack the root file system")
+}
+
+/// Caches, docs and `extra` paths are dead weight in an image.
+fn strip_rootfs(rootfs: &Path, extra: &[&str]) {
+    for dir in ["var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"] {
+        let _ = std::fs::remove_dir_all(rootfs.join(dir));
+    }
+    for file in extra {
+        let _ = std::fs::remove_file(rootfs.join(file));
+    }
+}
+
+fn prepare_postgres_redis(sh: &Shell, rootfs: &Path) -> Result<()> {
     if !rootfs.join("usr/lib/postgresql/15/bin/postgres").exists() {
         bail!("the Debian packages did not bring Postgres 15; the image would be mislabelled");
     }
-    // The package's own cluster and caches are dead weight: the entry point runs initdb.
-    for dir in [
-        "var/lib/postgresql/15",
-        "etc/postgresql/15",
-        "var/cache/apt/archives",
-        "var/lib/apt/lists",
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/locale",
-    ] {
+    // The package's own cluster is dead weight: the entry point runs initdb.
+    for dir in ["var/lib/postgresql/15", "etc/postgresql/15"] {
         let _ = std::fs::remove_dir_all(rootfs.join(dir));
     }
+    strip_rootfs(rootfs, &[]);
     let bin = rootfs.join("usr/local/bin");
     write_executable(&bin.join("docker-entrypoint.sh"), POSTGRES_ENTRYPOINT)?;
     write_executable(&bin.join("redis-entrypoint.sh"), REDIS_ENTRYPOINT)?;

@@ -1,5 +1,6 @@
-//! The Postgres and Redis containers: started with testcontainers, kept for reuse, ready
-//! when a real query succeeds and Redis answers PING.
+//! The Postgres and Redis containers, and PgBouncer in front of Postgres when asked: started
+//! with testcontainers, kept for reuse, ready when a real query succeeds (directly and through
+//! the pooler) and Redis answers PING.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use testcontainers_modules::redis::Redis;
 use testcontainers_modules::testcontainers::bollard::models::{HostConfig, PortBinding};
 use testcontainers_modules::testcontainers::core::{Mount, WaitFor};
 use testcontainers_modules::testcontainers::runners::SyncRunner;
-use testcontainers_modules::testcontainers::{Image, ImageExt, ReuseDirective};
+use testcontainers_modules::testcontainers::{GenericImage, Image, ImageExt, ReuseDirective};
 use url::Url;
 use xshell::{Shell, cmd};
 
@@ -36,10 +37,30 @@ pub struct Services {
     pub persistent: bool,
 }
 
+/// PgBouncer in transaction mode in front of the Postgres of [`Services`], the way managed
+/// providers run it (Supabase's pooler on port 6543).
+#[derive(Clone, Debug)]
+pub struct Pooler {
+    pub image: String,
+    /// Host port on 127.0.0.1; 0 lets Docker pick a free one.
+    pub port: u16,
+}
+
+/// The port PgBouncer listens on in its container (its own default, and the compose file's).
+pub const POOLER_PORT: u16 = 6432;
+/// Client connections PgBouncer accepts, and server connections it opens to Postgres per
+/// database and user: many app instances share a few real connections (Supabase's free tier:
+/// 200 clients, pools of 15-20).
+pub const POOLER_MAX_CLIENT_CONN: u32 = 500;
+pub const POOLER_DEFAULT_POOL_SIZE: u32 = 20;
+
 /// Where the running services answer.
 #[derive(Clone, Debug)]
 pub struct Endpoints {
+    /// Straight to Postgres.
     pub database_url: Url,
+    /// Through PgBouncer (transaction mode), when it runs.
+    pub pooled_url: Option<Url>,
     pub redis_url: String,
 }
 
@@ -49,6 +70,9 @@ impl Services {
     }
     pub fn redis_container(&self) -> String {
         format!("{}-redis", self.project)
+    }
+    pub fn pooler_container(&self) -> String {
+        format!("{}-pgbouncer", self.project)
     }
     pub fn volumes(&self) -> [String; 2] {
         [format!("{}-postgres-data", self.project), format!("{}-redis-data", self.project)]
@@ -61,39 +85,117 @@ impl Services {
     /// first made. A failed start removes only the containers this call created, the other
     /// service's included.
     pub fn up(&self) -> Result<Endpoints> {
+        self.up_with(None)
+    }
+
+    /// [`Services::up`], with PgBouncer in front of Postgres when `pooler` is given: a third
+    /// reusable container, started once Postgres runs, removed with the others on a failed start.
+    pub fn up_with(&self, pooler: Option<&Pooler>) -> Result<Endpoints> {
         let sh = Shell::new()?;
         let existed = |name: &str| {
             cmd!(sh, "docker inspect --type container {name}").quiet().ignore_stdout().ignore_stderr().run().is_ok()
         };
         let (postgres_existed, redis_existed) = (existed(&self.postgres_container()), existed(&self.redis_container()));
+        let pooler_existed = pooler.is_some() && existed(&self.pooler_container());
+        // A volume this call creates holds data initialised with a password that only reaches
+        // .env on success: a failed start removes it with its container.
+        let volumes_existed = self
+            .volumes()
+            .map(|v| cmd!(sh, "docker volume inspect {v}").quiet().ignore_stdout().ignore_stderr().run().is_ok());
         // Side by side: a cold start is as slow as the slower of the two, not their sum.
         let (postgres_port, redis_port) = std::thread::scope(|scope| {
             let redis = scope.spawn(|| self.start_redis(redis_existed));
             let postgres = self.start_postgres(postgres_existed);
             (postgres, redis.join().unwrap_or_else(|_| bail!("the Redis start panicked")))
         });
-        let (postgres_port, redis_port) = match (postgres_port, redis_port) {
-            (Ok(p), Ok(r)) => (p, r),
-            (postgres, redis) => {
-                // Neither service stays half up: remove the one that started, if this call made it.
-                if postgres.is_ok() && !postgres_existed {
-                    remove(&self.postgres_container());
-                }
-                if redis.is_ok() && !redis_existed {
-                    remove(&self.redis_container());
-                }
-                return Err(postgres.err().or(redis.err()).expect("one of them failed"));
-            }
+        // The pooler links to the Postgres container: it starts once that one exists.
+        let pooler_port = match (&postgres_port, pooler) {
+            (Ok(_), Some(pooler)) => Some(self.start_pooler(pooler, pooler_existed)),
+            _ => None,
         };
-        let database_url = Url::parse(&format!(
-            "postgres://{}:{}@127.0.0.1:{postgres_port}/{}",
-            self.user,
-            url::form_urlencoded::byte_serialize(self.password.as_bytes()).collect::<String>(),
-            self.database
-        ))?;
+        let failed = postgres_port.is_err() || redis_port.is_err() || pooler_port.as_ref().is_some_and(|p| p.is_err());
+        if failed {
+            // No service stays half up: remove those that started, if this call made them.
+            if postgres_port.is_ok() && !postgres_existed {
+                remove(&self.postgres_container());
+            }
+            if redis_port.is_ok() && !redis_existed {
+                remove(&self.redis_container());
+            }
+            if pooler_port.as_ref().is_some_and(|p| p.is_ok()) && !pooler_existed {
+                remove(&self.pooler_container());
+            }
+            for (volume, existed) in self.volumes().iter().zip(volumes_existed) {
+                if self.persistent && !existed {
+                    let _ = cmd!(sh, "docker volume rm -f {volume}")
+                        .quiet()
+                        .ignore_status()
+                        .ignore_stdout()
+                        .ignore_stderr()
+                        .run();
+                }
+            }
+            let pooler_error = pooler_port.and_then(|p| p.err());
+            return Err(postgres_port.err().or(redis_port.err()).or(pooler_error).expect("one of them failed"));
+        }
+        let (postgres_port, redis_port) = (postgres_port?, redis_port?);
+        let url_at = |port: u16| {
+            Url::parse(&format!(
+                "postgres://{}:{}@127.0.0.1:{port}/{}",
+                self.user,
+                url::form_urlencoded::byte_serialize(self.password.as_bytes()).collect::<String>(),
+                self.database
+            ))
+        };
+        let database_url = url_at(postgres_port)?;
+        let pooled_url = pooler_port.transpose()?.map(url_at).transpose()?;
         let redis_url = format!("redis://127.0.0.1:{redis_port}/0");
         wait_until_ready(&database_url, &redis_url)?;
-        Ok(Endpoints { database_url, redis_url })
+        if let Some(pooled) = &pooled_url {
+            wait_for_query(pooled, "PgBouncer").context(
+                hint!("{} does not pass queries on to Postgres", self.pooler_container(); "see `docker logs {}`; `cargo xtask down` and `up --pooler` again recreate it", self.pooler_container()),
+            )?;
+        }
+        Ok(Endpoints { database_url, pooled_url, redis_url })
+    }
+
+    fn start_pooler(&self, pooler: &Pooler, existed: bool) -> Result<u16> {
+        let (name, tag) = split_image(&pooler.image);
+        let postgres = self.postgres_container();
+        // The same environment as infra/docker-compose.yml's (a test keeps the two in step):
+        // edoburu/pgbouncer's names, which the offline image reads too.
+        let request = GenericImage::new(name, tag)
+            .with_exposed_port(testcontainers_modules::testcontainers::core::IntoContainerPort::tcp(POOLER_PORT))
+            .with_env_var("DB_HOST", "postgres")
+            .with_env_var("DB_PORT", "5432")
+            .with_env_var("DB_USER", &self.user)
+            .with_env_var("DB_PASSWORD", &self.password)
+            .with_env_var("POOL_MODE", "transaction")
+            .with_env_var("LISTEN_PORT", POOLER_PORT.to_string())
+            .with_env_var("AUTH_TYPE", "scram-sha-256")
+            .with_env_var("MAX_CLIENT_CONN", POOLER_MAX_CLIENT_CONN.to_string())
+            .with_env_var("DEFAULT_POOL_SIZE", POOLER_DEFAULT_POOL_SIZE.to_string())
+            .with_env_var("ADMIN_USERS", &self.user);
+        let port = pooler.port;
+        let request = request
+            .with_container_name(self.pooler_container())
+            .with_label(PROJECT_LABEL, &self.project)
+            .with_reuse(ReuseDirective::Always)
+            .with_startup_timeout(READY_TIMEOUT)
+            .with_host_config_modifier(move |host: &mut HostConfig| {
+                host.publish_all_ports = Some(false);
+                host.port_bindings = Some(HashMap::from([(
+                    format!("{POOLER_PORT}/tcp"),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(if port == 0 { String::new() } else { port.to_string() }),
+                    }]),
+                )]));
+                // `postgres` in the pooler's /etc/hosts, kept current by Docker when Postgres
+                // restarts (compose's service name does the same on its network).
+                host.links = Some(vec![format!("{postgres}:postgres")]);
+            });
+        self.start(request, &self.pooler_container(), POOLER_PORT, existed, pooler.port)
     }
 
     fn start_postgres(&self, existed: bool) -> Result<u16> {
@@ -117,12 +219,12 @@ impl Services {
             .with_ready_conditions(vec![WaitFor::message_on_stderr("database system is ready to accept connections")]);
         let request = self.common(request, &self.postgres_container(), 5432, "/var/lib/postgresql/data", 0);
         if self.persistent {
-            return self.start(request, &self.postgres_container(), 5432, existed);
+            return self.start(request, &self.postgres_container(), 5432, existed, self.postgres_port);
         }
         // A throwaway server: md5 passwords (set by the test harness once it runs) spare every
         // test connection a SCRAM exchange, milliseconds of CPU each; a wrong password still fails.
         let request = request.with_env_var("POSTGRES_HOST_AUTH_METHOD", "md5");
-        self.start(request, &self.postgres_container(), 5432, existed)
+        self.start(request, &self.postgres_container(), 5432, existed, self.postgres_port)
     }
 
     fn start_redis(&self, existed: bool) -> Result<u16> {
@@ -139,7 +241,7 @@ impl Services {
             .with_cmd(args)
             .with_ready_conditions(vec![WaitFor::message_on_stdout("Ready to accept connections")]);
         let request = self.common(request, &self.redis_container(), 6379, "/data", 1);
-        self.start(request, &self.redis_container(), 6379, existed)
+        self.start(request, &self.redis_container(), 6379, existed, self.redis_port)
     }
 
     fn common<I: Image>(
@@ -184,6 +286,7 @@ impl Services {
         container: &str,
         container_port: u16,
         existed: bool,
+        port: u16,
     ) -> Result<u16> {
         match request.start() {
             Ok(running) => {
@@ -202,10 +305,14 @@ impl Services {
                     remove(container);
                 }
                 let text = crate::url::redact_str(&format!("{e}"));
-                let port = self.port_for(container_port);
                 if text.contains("port is already allocated") || text.contains("address already in use") {
+                    let service = match container_port {
+                        5432 => "postgres",
+                        POOLER_PORT => "pooler",
+                        _ => "redis",
+                    };
                     bail!(
-                        hint!("cannot start {container}: host port {port} is in use"; "stop what listens there (`ss -ltnp 'sport = :{port}'`), or pick another port: --{}-port 0 (any free port) or RAILGUN_{}_PORT=NNNN", if container_port == 5432 { "postgres" } else { "redis" }, if container_port == 5432 { "POSTGRES" } else { "REDIS" })
+                        hint!("cannot start {container}: host port {port} is in use"; "stop what listens there (`ss -ltnp 'sport = :{port}'`), or pick another port: --{service}-port 0 (any free port) or RAILGUN_{}_PORT=NNNN", service.to_ascii_uppercase())
                     );
                 }
                 let logs = crate::url::redact_str(logs.trim());
@@ -254,6 +361,24 @@ impl ProjectLock {
             }
         }
         Ok(ProjectLock { _locked: file })
+    }
+}
+
+/// Waits, within [`READY_TIMEOUT`], until a real query runs at `url` (a pooler's, here).
+pub fn wait_for_query(url: &Url, what: &str) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let error = match PgConnection::establish(url.as_str()) {
+            Ok(mut c) => match diesel::sql_query("SELECT 1").execute(&mut c) {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("{what} did not run a query within {}s: {}", READY_TIMEOUT.as_secs(), crate::url::redact_str(&error));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -130,10 +130,17 @@ fn pick() -> Result<Server> {
     }
     // A local server CI provides, or the `cargo xtask up` services (their URLs are in .env).
     // Only a local one, never in production: tests create and drop databases there.
+    // DIRECT_URL first: behind `up --pooler`, DATABASE_URL goes through PgBouncer, and the harness
+    // needs sessions (its locks, CREATE DATABASE ... TEMPLATE).
     let candidates = [
-        (from_env("DATABASE_URL"), from_env("APP_ENV"), from_env("REDIS_URL"), "DATABASE_URL"),
         (
-            from_file("DATABASE_URL"),
+            from_env("DIRECT_URL").or_else(|| from_env("DATABASE_URL")),
+            from_env("APP_ENV"),
+            from_env("REDIS_URL"),
+            "DATABASE_URL",
+        ),
+        (
+            from_file("DIRECT_URL").filter(|v| !v.is_empty()).or_else(|| from_file("DATABASE_URL")),
             from_file("APP_ENV"),
             from_file("REDIS_URL"),
             "DATABASE_URL in .env (the `cargo xtask up` server)",
