@@ -428,4 +428,10 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     let left =
         tests::containers_labelled(&format!("org.railgun.project=railgun-test-bad-input-{}", std::process::id()));
     assert!(left.is_empty(), "a failed up left {left:?}");
+    let volumes = Command::new("docker")
+        .args(["volume", "ls", "--quiet", "--filter", &format!("name=railgun-test-bad-input-{}-", std::process::id())])
+        .output()
+        .unwrap();
+    let volumes = String::from_utf8_lossy(&volumes.stdout);
+    assert!(volumes.trim().is_empty(), "a failed up left its volumes: {volumes}");
 }
