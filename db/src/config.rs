@@ -13,8 +13,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use dbkit::hint;
 use diesel::PgConnection;
-use diesel::connection::{CacheSize, Connection as _};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, Pool};
 use url::Url;
 
 use dbkit::connect::{Retries, establish_with};
@@ -117,7 +116,7 @@ impl Settings {
         drop(establish_with(&url, &self.retries)?);
         let mut builder = Pool::builder();
         if !self.statement_cache {
-            builder = builder.connection_customizer(Box::new(NoStatementCache));
+            builder = builder.connection_customizer(Box::new(dbkit::pooler::NoStatementCache));
         }
         builder
             .max_size(self.pool_max)
@@ -127,18 +126,6 @@ impl Settings {
             .test_on_check_out(true)
             .build(ConnectionManager::new(url.as_str()))
             .context("build the connection pool")
-    }
-}
-
-/// Turns diesel's prepared statement cache off on every connection the pool opens: each query
-/// then goes as the unnamed statement, which lives within its own round trip.
-#[derive(Debug)]
-struct NoStatementCache;
-
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for NoStatementCache {
-    fn on_acquire(&self, conn: &mut PgConnection) -> std::result::Result<(), diesel::r2d2::Error> {
-        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-        Ok(())
     }
 }
 

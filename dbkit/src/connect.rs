@@ -258,7 +258,7 @@ fn describe(error: &ConnectionError) -> (Failure, String) {
 }
 
 /// libpq waits for the operating system's TCP timeout (minutes) unless told otherwise.
-fn with_connect_timeout(url: &Url) -> Url {
+pub(crate) fn with_connect_timeout(url: &Url) -> Url {
     let mut url = url.clone();
     if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
         url.query_pairs_mut().append_pair("connect_timeout", &CONNECTION_TIMEOUT.as_secs().to_string());

@@ -121,36 +121,19 @@ pub enum Probe {
 /// needs no admin access to the pooler and no guess about ports or host names.
 #[cfg(feature = "tools")]
 pub fn probe(url: &Url) -> Option<Probe> {
-    use std::ffi::{CStr, CString};
-
-    let mut url = strip_convention(url);
-    if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-        url.query_pairs_mut().append_pair("connect_timeout", "5");
-    }
-    let conninfo = CString::new(url.as_str()).ok()?;
-    // SAFETY: libpq's documented use: a connection, one query, its result freed, the
-    // connection finished on every path.
-    unsafe {
-        let conn = pq_sys::PQconnectdb(conninfo.as_ptr());
-        if conn.is_null() {
-            return None;
-        }
-        let answer = (|| {
-            if pq_sys::PQstatus(conn) != pq_sys::ConnStatusType::CONNECTION_OK {
-                return None;
-            }
+    libpq_session(&strip_convention(url), |conn| {
+        // SAFETY: `conn` is open; the result is read, then freed.
+        unsafe {
             let announced = pq_sys::PQbackendPID(conn);
             let result = pq_sys::PQexec(conn, c"SELECT pg_backend_pid()".as_ptr());
             let running = (pq_sys::PQresultStatus(result) == pq_sys::ExecStatusType::PGRES_TUPLES_OK
                 && pq_sys::PQntuples(result) == 1)
-                .then(|| CStr::from_ptr(pq_sys::PQgetvalue(result, 0, 0)).to_str().ok()?.parse::<i32>().ok())
+                .then(|| std::ffi::CStr::from_ptr(pq_sys::PQgetvalue(result, 0, 0)).to_str().ok()?.parse::<i32>().ok())
                 .flatten();
             pq_sys::PQclear(result);
             Some(if running? == announced { Probe::Direct } else { Probe::Pooled })
-        })();
-        pq_sys::PQfinish(conn);
-        answer
-    }
+        }
+    })
 }
 
 /// PgBouncer's own settings (`SHOW CONFIG` on its admin console, the `pgbouncer` database at
@@ -159,36 +142,57 @@ pub fn probe(url: &Url) -> Option<Probe> {
 /// console: their mode comes from the setting or the URL's convention.
 #[cfg(feature = "tools")]
 pub fn pgbouncer_config(url: &Url) -> Option<Vec<(String, String)>> {
-    use std::ffi::{CStr, CString};
-
     let mut url = strip_convention(url);
     url.set_path("pgbouncer");
-    if !url.query_pairs().any(|(k, _)| k == "connect_timeout") {
-        url.query_pairs_mut().append_pair("connect_timeout", "5");
-    }
-    let conninfo = CString::new(url.as_str()).ok()?;
-    // SAFETY: as in `probe`: one connection, one simple query (the console knows no other
-    // protocol), everything freed on every path.
+    libpq_session(&url, |conn| {
+        // SAFETY: `conn` is open; one simple query (the console knows no other protocol), its
+        // result read, then freed.
+        unsafe {
+            let result = pq_sys::PQexec(conn, c"SHOW CONFIG".as_ptr());
+            let rows = (pq_sys::PQresultStatus(result) == pq_sys::ExecStatusType::PGRES_TUPLES_OK).then(|| {
+                let text = |row, col| {
+                    std::ffi::CStr::from_ptr(pq_sys::PQgetvalue(result, row, col)).to_string_lossy().into_owned()
+                };
+                (0..pq_sys::PQntuples(result)).map(|row| (text(row, 0), text(row, 1))).collect()
+            });
+            pq_sys::PQclear(result);
+            rows
+        }
+    })
+}
+
+/// A raw libpq connection to `url` (with the commands' connect timeout) for `work`, finished on
+/// every path: for what diesel does not expose (the announced backend pid, the admin console's
+/// simple-query-only protocol). `None` when it does not connect.
+#[cfg(feature = "tools")]
+fn libpq_session<T>(url: &Url, work: impl FnOnce(*mut pq_sys::PGconn) -> Option<T>) -> Option<T> {
+    let conninfo = std::ffi::CString::new(crate::connect::with_connect_timeout(url).as_str()).ok()?;
+    // SAFETY: libpq's documented use: the connection is checked, used by `work`, and finished
+    // whatever `work` returns.
     unsafe {
         let conn = pq_sys::PQconnectdb(conninfo.as_ptr());
         if conn.is_null() {
             return None;
         }
-        let rows = (|| {
-            if pq_sys::PQstatus(conn) != pq_sys::ConnStatusType::CONNECTION_OK {
-                return None;
-            }
-            let result = pq_sys::PQexec(conn, c"SHOW CONFIG".as_ptr());
-            let rows = (pq_sys::PQresultStatus(result) == pq_sys::ExecStatusType::PGRES_TUPLES_OK).then(|| {
-                let text =
-                    |row, col| CStr::from_ptr(pq_sys::PQgetvalue(result, row, col)).to_string_lossy().into_owned();
-                (0..pq_sys::PQntuples(result)).map(|row| (text(row, 0), text(row, 1))).collect()
-            });
-            pq_sys::PQclear(result);
-            rows
-        })();
+        let answer = (pq_sys::PQstatus(conn) == pq_sys::ConnStatusType::CONNECTION_OK).then(|| work(conn)).flatten();
         pq_sys::PQfinish(conn);
-        rows
+        answer
+    }
+}
+
+/// Turns diesel's prepared statement cache off on every connection an r2d2 pool opens: each
+/// query then goes as the unnamed statement, which lives within its own round trip (what a
+/// transaction pooler needs; the app's settings and the pooler bench use it).
+#[derive(Debug)]
+pub struct NoStatementCache;
+
+impl diesel::r2d2::CustomizeConnection<diesel::PgConnection, diesel::r2d2::Error> for NoStatementCache {
+    fn on_acquire(&self, conn: &mut diesel::PgConnection) -> std::result::Result<(), diesel::r2d2::Error> {
+        diesel::connection::Connection::set_prepared_statement_cache_size(
+            conn,
+            diesel::connection::CacheSize::Disabled,
+        );
+        Ok(())
     }
 }
 

@@ -112,15 +112,21 @@ struct Count {
     n: i64,
 }
 
-#[test]
-fn a_lock_held_elsewhere_fails_the_restore_naming_its_holder_and_leaves_nothing_queued() {
-    let dir = Dir::new("locked");
+/// A backup of a database with `orders` (one row), and a target whose `orders` has two rows.
+fn orders_backup_and_target(dir: &Dir) -> (String, TestDb) {
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);").unwrap();
     let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
     let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     let target = TestDb::empty().unwrap();
     target.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2);").unwrap();
+    (file, target)
+}
+
+#[test]
+fn a_lock_held_elsewhere_fails_the_restore_naming_its_holder_and_leaves_nothing_queued() {
+    let dir = Dir::new("locked");
+    let (file, target) = orders_backup_and_target(&dir);
     // Another session reads orders in an open transaction: the dump's DROP TABLE must wait.
     let mut reader = target.conn().unwrap();
     reader.batch_execute("SET application_name = 'the-reader'; BEGIN; SELECT count(*) FROM orders;").unwrap();
@@ -417,12 +423,7 @@ fn unix_socket_urls_back_up_and_restore_in_both_forms() {
 fn ctrl_c_midway_leaves_nothing_queued_and_the_target_as_it_was() {
     use std::os::unix::process::CommandExt;
     let dir = Dir::new("ctrl-c");
-    let source = TestDb::empty().unwrap();
-    source.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);").unwrap();
-    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
-    let target = TestDb::empty().unwrap();
-    target.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2);").unwrap();
+    let (file, target) = orders_backup_and_target(&dir);
     let mut reader = target.conn().unwrap();
     reader.batch_execute("BEGIN; SELECT count(*) FROM orders;").unwrap();
     // Its own process group, as a terminal's foreground job: Ctrl-C reaches the xtask and psql.

@@ -7,9 +7,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use diesel::connection::{CacheSize, Connection as _};
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, Pool};
 use url::Url;
 use xshell::cmd;
 
@@ -143,7 +142,7 @@ impl Pooler {
         }
         let mut builder = Pool::builder();
         if !statement_cache {
-            builder = builder.connection_customizer(Box::new(NoStatementCache));
+            builder = builder.connection_customizer(Box::new(dbkit::pooler::NoStatementCache));
         }
         let pool = builder
             .max_size(POOL_MAX)
@@ -181,17 +180,6 @@ impl Pooler {
             worker.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
         }
         Ok(count as f64 / elapsed.as_secs_f64())
-    }
-}
-
-/// What db::config does behind a transaction pooler: no named prepared statements.
-#[derive(Debug)]
-struct NoStatementCache;
-
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for NoStatementCache {
-    fn on_acquire(&self, conn: &mut PgConnection) -> std::result::Result<(), diesel::r2d2::Error> {
-        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
-        Ok(())
     }
 }
 
