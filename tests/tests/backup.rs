@@ -637,7 +637,7 @@ fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let mut conn: PgConnection = target.conn().unwrap();
+    let mut conn: PgConnection = target.connect().unwrap();
     let managed: Count =
         diesel::sql_query("SELECT count(*) AS n FROM pg_namespace WHERE nspname IN ('auth', 'storage')")
             .get_result(&mut conn)

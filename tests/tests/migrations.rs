@@ -36,7 +36,7 @@ impl Fixture {
     }
 
     fn conn(&self) -> PgConnection {
-        self.db.conn().unwrap()
+        self.db.connect().unwrap()
     }
 
     /// Versions recorded in `__diesel_schema_migrations`, oldest first.

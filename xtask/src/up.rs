@@ -114,6 +114,7 @@ impl Up {
             password: password.clone(),
             database: "railgun".into(),
             persistent: true,
+            socket_dir: None,
         };
         let pooler = match pooled {
             false => None,

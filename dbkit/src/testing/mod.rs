@@ -14,17 +14,21 @@
 //! (`RAILGUN_TEST_POOL`, default 3, made ahead of demand), which outlives the run. A test claims
 //! one by renaming it: one rename wins, across threads and processes alike. When the test passes
 //! and changed only rows and sequences, its rows are deleted and its sequences set back, and the
-//! database returns to the pool for the next test (up to 16 wait there); a test that ran DDL
-//! (the catalogs changed) gets its database dropped. Under `cargo test` a background thread keeps
-//! the pool filled and claims two clones ahead of this process's next tests, connected; under
-//! nextest (a process per test) a process does no background work, and the setup script
-//! `cargo xtask test --prepare-db` fills the pool and cleans up once per run. Databases of
-//! crashed runs are dropped by the next run (unused claimed ones go back to the pool).
+//! database serves another test; a test that ran DDL (the catalogs changed) gets its database
+//! dropped. Under `cargo test` a passing test's end costs nothing: a background thread resets its
+//! database, connects to it and keeps it for this process's next test (no rename, no new clone),
+//! claims clones from the pool ahead of demand and keeps the pool filled; a test that finds none
+//! ready resets a returned one itself. Under nextest (a process per test) a process does no
+//! background work: a passing test's database goes back to the pool, reset by its next claimer,
+//! and the setup script `cargo xtask test --prepare-db` fills the pool and cleans up once per
+//! run. Databases of crashed runs are dropped by the next run (unused claimed ones go back to the
+//! pool).
 //!
 //! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].
 //!
 //! The server: `TEST_DATABASE_URL`; else a throwaway container (`railgun-testdb`, tmpfs, fsync
-//! off) started once and shared by every test process, even when the dev server is up; else
+//! off, reached through its Unix socket) started once and shared by every test process, even
+//! when the dev server is up; else
 //! (no Docker, or `RAILGUN_TEST_SERVER=dev` first) `DATABASE_URL` (environment, then `.env`)
 //! when it is local and answers, as the `cargo xtask up` server does. Connections wait for a
 //! free slot when the server has none, rather than fail.
@@ -34,6 +38,7 @@
 //! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
 
 mod cleanup;
+mod conns;
 mod recycle;
 mod redis;
 mod server;
@@ -52,6 +57,8 @@ use crate::migration::MigrationFiles;
 
 pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
+use conns::Slot;
+pub use conns::{TestConn, TestManager};
 use recycle::Baseline;
 pub use redis::TestRedis;
 use server::{FILL_LOCKS, Server, connect_waiting, databases, server};
@@ -74,15 +81,11 @@ pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A database of the test's own: dropped when the test passes, kept (URL printed) when it panics.
 pub struct TestDb {
     url: Url,
-    name: String,
     server: &'static Server,
     harness: &'static Harness,
     keep: bool,
-    /// A connection opened ahead of the test, handed out by the first `conn()`.
-    first_conn: Mutex<Option<PgConnection>>,
-    /// The server processes of the connections handed out: the database is reused only once
-    /// they are gone.
-    pids: Mutex<Vec<i32>>,
+    /// The database and its connections (taken by the drop).
+    slot: Option<Slot>,
 }
 
 impl TestDb {
@@ -101,45 +104,41 @@ impl TestDb {
             .test_db()
     }
 
-    fn claimed(harness: &'static Harness, name: String, first_conn: Option<(PgConnection, i32)>) -> TestDb {
+    fn claimed(harness: &'static Harness, slot: Slot) -> TestDb {
         let server = harness.server;
-        let (first_conn, pids) = match first_conn {
-            Some((conn, pid)) => (Some(conn), vec![pid]),
-            None => (None, Vec::new()),
-        };
-        TestDb {
-            url: server.url_for(&name),
-            name,
-            server,
-            harness,
-            keep: false,
-            first_conn: Mutex::new(first_conn),
-            pids: Mutex::new(pids),
-        }
+        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, slot: Some(slot) }
+    }
+
+    fn slot(&self) -> &Slot {
+        self.slot.as_ref().expect("a test database has its slot until dropped")
     }
 
     /// The URL of this database (with the server's credentials).
     ///
-    /// Closes the connection opened ahead if `conn()` has not taken it: a tool given the URL
-    /// (`pg_restore --clean`, `DROP DATABASE`) may want the database to itself.
+    /// Closes the idle connections of [`TestDb::conn`]'s pool (one is usually opened ahead of
+    /// the test): a tool given the URL (`pg_restore --clean`, `DROP DATABASE`) may want the
+    /// database to itself.
     pub fn url(&self) -> &Url {
-        drop(self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.slot().close_idle();
         &self.url
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.slot().name
     }
 
-    /// A new connection to this database (the first one was usually opened ahead of the test).
-    pub fn conn(&self) -> Result<PgConnection> {
-        if let Some(conn) = self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Ok(conn);
-        }
-        let (conn, pid) =
-            connect_tracked(&self.url).with_context(|| format!("connect to the test database {}", self.name))?;
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
-        Ok(conn)
+    /// A connection to this database, from a pool of its own: usually one opened before the
+    /// test (or kept from an earlier test on this database, reset), and back to the pool when
+    /// dropped. It derefs to a `PgConnection`, and diesel's queries take it as one.
+    pub fn conn(&self) -> Result<TestConn> {
+        let name = &self.slot().name;
+        self.slot().get().with_context(|| format!("connect to the test database {name}"))
+    }
+
+    /// A connection of its own, outside the pool (a new server process, closed when dropped):
+    /// for code that wants a `PgConnection` by value.
+    pub fn connect(&self) -> Result<PgConnection> {
+        connect_waiting(&self.url).with_context(|| format!("connect to the test database {}", self.slot().name))
     }
 
     /// Keeps the database after the test whatever its outcome (a test that returns `Err` does not
@@ -151,7 +150,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = &self.name;
+        let Some(slot) = self.slot.take() else { return };
+        let name = slot.name.clone();
         if self.keep || std::thread::panicking() {
             let stamped = self.server.admin(|c| {
                 let comment = format!("railgun test kept {}", server::now());
@@ -165,9 +165,10 @@ impl Drop for TestDb {
             );
             return;
         }
-        drop(self.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
-        let pids = std::mem::take(&mut *self.pids.lock().unwrap_or_else(|e| e.into_inner()));
-        if self.harness.recycle(name, &pids).unwrap_or(false) {
+        let Some(slot) = self.harness.give_back(slot) else { return };
+        let pids = slot.pids();
+        drop(slot);
+        if self.harness.recycle(&name, &pids).unwrap_or(false) {
             return;
         }
         // FORCE: a connection the test leaked must not keep its database alive.
@@ -199,8 +200,20 @@ pub struct Harness {
     baseline: Option<Baseline>,
     wake: (Mutex<u64>, Condvar),
     shared: Mutex<Option<Url>>,
-    /// Clones this process claimed ahead of demand, each with a connection open.
-    held: Mutex<Vec<(String, (PgConnection, i32))>>,
+    /// This process's databases between tests.
+    local: Mutex<Local>,
+    /// A background thread keeps the pool filled and resets returned databases (not under nextest).
+    background: bool,
+}
+
+/// A process's databases between two tests.
+#[derive(Default)]
+struct Local {
+    /// Clean, a connection open, marked unused (a later run pools them again if this process
+    /// ends first): the next tests take them.
+    held: Vec<Slot>,
+    /// Passing tests' databases, their connections back in their pools: reset before they serve again.
+    returned: Vec<Slot>,
 }
 
 impl Harness {
@@ -259,7 +272,8 @@ impl Harness {
             baseline,
             wake: (Mutex::new(0), Condvar::new()),
             shared: Mutex::new(None),
-            held: Mutex::new(Vec::new()),
+            local: Mutex::new(Local::default()),
+            background,
         }));
         if !background {
             return Ok(harness);
@@ -273,24 +287,34 @@ impl Harness {
 
     /// A database of the test's own: a ready clone when the pool has one, else a clone made now.
     pub fn test_db(&'static self) -> Result<TestDb> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let held = self.local().held.pop();
         self.wake_refill();
-        if let Some((name, conn)) = held {
-            let in_use = self
-                .server
-                .admin(|c| Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?));
+        if let Some(slot) = held {
+            // In use from now on: a later run must not pool it again.
+            let name = &slot.name;
+            let in_use = slot.get().and_then(|mut conn| {
+                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(&mut conn)?)
+            });
             if in_use.is_ok() {
-                return Ok(TestDb::claimed(self, name, Some(conn)));
+                return Ok(TestDb::claimed(self, slot));
             }
+        }
+        // None ready: a passing test's database of this process, reset here, beats a claim.
+        let returned = self.local().returned.pop();
+        if let Some(slot) = returned
+            && let Some(slot) = self.reset_returned(slot)?
+        {
+            return Ok(TestDb::claimed(self, slot));
         }
         let name = next_test_name(self.server);
-        match self.claim_ready(&name)? {
-            Some(conn) => Ok(TestDb::claimed(self, name, conn)),
+        let slot = match self.claim_ready(&name)? {
+            Some(slot) => slot,
             None => {
                 self.clone_template(&name)?;
-                Ok(TestDb::claimed(self, name, None))
+                Slot::new(name.clone(), self.server.url_for(&name))
             }
-        }
+        };
+        Ok(TestDb::claimed(self, slot))
     }
 
     /// A connection inside a transaction that is never committed, on a migrated database this
@@ -305,8 +329,7 @@ impl Harness {
                 Some(url) => url.clone(),
                 None => {
                     let db = self.test_db()?;
-                    drop(db.first_conn.lock().unwrap_or_else(|e| e.into_inner()).take());
-                    let url = db.url.clone();
+                    let url = db.url().clone();
                     // Never dropped by this process (tests share it to its end): the next run drops it.
                     std::mem::forget(db);
                     *shared = Some(url.clone());
@@ -353,30 +376,89 @@ impl Harness {
         })
     }
 
-    /// Claims a clone from the pool as `name`, reset when a test used it before (with the
-    /// connection that did it, for the test); `None` when the pool has none to give.
-    fn claim_ready(&self, name: &str) -> Result<Option<Option<(PgConnection, i32)>>> {
+    /// Claims a clone from the pool as `name`, reset when a test used it before (on a connection
+    /// of its pool, for the test); `None` when the pool has none to give.
+    fn claim_ready(&self, name: &str) -> Result<Option<Slot>> {
         loop {
-            match self.claim(name)? {
+            let used = match self.claim(name)? {
                 None => return Ok(None),
-                Some(false) => return Ok(Some(None)),
-                Some(true) => {
-                    let mut conn = connect_waiting(&self.server.url_for(name))?;
-                    let reset = match &self.baseline {
-                        Some(baseline) => baseline.reset(&mut conn)?,
-                        None => None,
-                    };
-                    if let Some(pid) = reset {
-                        return Ok(Some(Some((conn, pid))));
-                    }
-                    // DDL ran in it after all (or nothing can reset it): it goes, the next one comes.
-                    drop(conn);
-                    self.server.admin(|c| {
-                        Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
-                    })?;
-                }
+                Some(used) => used,
+            };
+            let slot = Slot::new(name.to_string(), self.server.url_for(name));
+            if !used {
+                return Ok(Some(slot));
             }
+            // Renamed: nobody else was connected, and nobody knows the new name.
+            let reset = match &self.baseline {
+                Some(baseline) => baseline.reset(&mut *slot.get()?)?,
+                None => false,
+            };
+            if reset {
+                return Ok(Some(slot));
+            }
+            // DDL ran in it after all (or nothing can reset it): it goes, the next one comes.
+            drop(slot);
+            self.server.admin(|c| {
+                Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
+            })?;
         }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// After a passing test, when a background thread runs: its database is queued for a reset
+    /// and this process's next test (the test's end waits for nothing). Handed back when it must
+    /// go another way (no background, no reset possible, a connection still out of its pool).
+    fn give_back(&self, slot: Slot) -> Option<Slot> {
+        if !self.background || self.baseline.is_none() || self.pool_size == 0 || !slot.all_back() {
+            return Some(slot);
+        }
+        self.local().returned.push(slot);
+        self.wake_refill();
+        None
+    }
+
+    /// Resets a returned database: its pool's sessions reset, every other connection ended,
+    /// then the rows the last test wrote. `None` when it cannot be reset (DDL ran): it is dropped.
+    fn reset_returned(&self, slot: Slot) -> Result<Option<Slot>> {
+        let reset = (|| -> Result<bool> {
+            let Some(baseline) = &self.baseline else { return Ok(false) };
+            let mut conns = slot.idle_reset()?;
+            let ours: Vec<i32> = conns.iter().map(|(_, pid)| *pid).collect();
+            let mut conn = match conns.pop() {
+                Some((conn, _)) => conn,
+                None => slot.get()?,
+            };
+            let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
+            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn)?)
+        })();
+        if reset.unwrap_or(false) {
+            return Ok(Some(slot));
+        }
+        let name = slot.name.clone();
+        drop(slot);
+        self.server
+            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?))?;
+        Ok(None)
+    }
+
+    /// The background thread's turn at the returned databases: reset, marked unused, held.
+    fn reset_returned_ahead(&self) -> Result<()> {
+        loop {
+            let Some(slot) = self.local().returned.pop() else { return Ok(()) };
+            let Some(slot) = self.reset_returned(slot)? else { continue };
+            self.mark_unused(&slot)?;
+            self.local().held.push(slot);
+        }
+    }
+
+    fn mark_unused(&self, slot: &Slot) -> Result<()> {
+        let comment = format!("{UNUSED}{:016x}", self.hash);
+        let name = &slot.name;
+        diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(&mut slot.get()?)?;
+        Ok(())
     }
 
     /// After a passing test: its database back to the pool, marked used (the next claimer resets
@@ -448,18 +530,12 @@ impl Harness {
     /// Claims clones for this process's next tests and opens their connections: the test then
     /// waits for neither. Marked unused, so that if this process ends first a later run pools them again.
     fn hold_ahead(&self) -> Result<()> {
-        while self.held.lock().unwrap_or_else(|e| e.into_inner()).len() < self.held_ahead() {
+        while self.local().held.len() < self.held_ahead() {
             let name = next_test_name(self.server);
-            let Some(conn) = self.claim_ready(&name)? else { return Ok(()) };
-            let conn = self.server.admin(|c| {
-                let comment = format!("{UNUSED}{:016x}", self.hash);
-                diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?;
-                match conn {
-                    Some(conn) => Ok(conn),
-                    None => connect_tracked(&self.server.url_for(&name)),
-                }
-            })?;
-            self.held.lock().unwrap_or_else(|e| e.into_inner()).push((name, conn));
+            let Some(slot) = self.claim_ready(&name)? else { return Ok(()) };
+            // Marking it opens its first connection.
+            self.mark_unused(&slot)?;
+            self.local().held.push(slot);
         }
         Ok(())
     }
@@ -468,7 +544,9 @@ impl Harness {
         if self.pool_size == 0 {
             return Ok(());
         }
-        // Held clones come from the pool: take them, fill the pool, take again, fill again.
+        // Returned databases first (the cheapest for the next tests), then held clones from the
+        // pool: take them, fill the pool, take again, fill again.
+        self.reset_returned_ahead()?;
         self.hold_ahead()?;
         self.fill_pool(conn, next)?;
         self.hold_ahead()?;
@@ -493,7 +571,8 @@ impl Harness {
         }
         let strategy = if self.server.file_copy { " STRATEGY FILE_COPY" } else { "" };
         let filled = (|| {
-            while databases(conn, &self.pool_prefix)?.len() < self.pool_size {
+            // Between clones, returned databases first: a test may be waiting for one.
+            while self.reset_returned_ahead().is_ok() && databases(conn, &self.pool_prefix)?.len() < self.pool_size {
                 let suffix = format!("{:016x}_{:08x}_{next}", self.hash, self.server.owner);
                 let (preparing, ready) = (format!("{PREP_PREFIX}{suffix}"), format!("{POOL_PREFIX}{suffix}"));
                 *next += 1;
@@ -528,18 +607,6 @@ fn pool_size_setting() -> Result<usize> {
         Ok(n) => n.parse().context("RAILGUN_TEST_POOL must be a number of databases"),
         Err(_) => Ok(3),
     }
-}
-
-/// A connection and its server process id.
-fn connect_tracked(url: &Url) -> Result<(PgConnection, i32)> {
-    #[derive(diesel::QueryableByName)]
-    struct Pid {
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        pid: i32,
-    }
-    let mut conn = connect_waiting(url)?;
-    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut conn)?;
-    Ok((conn, pid.pid))
 }
 
 fn next_test_name(server: &Server) -> String {

@@ -1,14 +1,15 @@
 //! Recycling a passing test's database: what a clean clone holds (learnt when the template is
 //! built, and kept in its comment), and the reset that brings a used one back to it (rows
 //! deleted, sequences set back) when the test changed nothing but rows. A test that ran DDL
-//! wrote to the catalogs: its database is dropped. The next claimer resets, on the connection it
-//! opens for its test anyway: a passing test's end costs a rename, not another connection.
+//! wrote to the catalogs: its database is dropped. The reset runs on a connection the next test
+//! gets: under `cargo test` the one the last test used, under nextest the one the next claimer
+//! opens for its test anyway.
 //!
 //! What a test wrote, the server's statistics say: per table, rows inserted, updated and deleted
 //! since the last reset (which zeroes them), DDL included (rows written to the catalogs). Reading
 //! them is a few function calls, with no table or catalog scan; they are complete once the
-//! test's connections have ended (a server process reports them as it exits), which the test's
-//! end waits for.
+//! test's connections have ended (a server process reports them as it exits) or flushed them
+//! (`pg_stat_force_next_flush()`, on the pooled connections kept for the next test).
 
 use std::time::{Duration, Instant};
 
@@ -116,38 +117,34 @@ impl Baseline {
         serde_json::from_str(text).context("the test template's baseline")
     }
 
-    /// Brings the database `conn` is connected to back to the clean state (its other clients
-    /// told to go first) and returns the connection's server process id; `None` when it cannot
-    /// be: DDL ran, or the template's rows changed.
-    pub fn reset(&self, conn: &mut PgConnection) -> Result<Option<i32>> {
+    /// Brings the database `conn` is connected to back to the clean state; false when it
+    /// cannot be: DDL ran, or the template's rows changed. Every other connection that wrote to
+    /// it must have ended or flushed its statistics first (see [`wait_alone`]).
+    pub fn reset(&self, conn: &mut PgConnection) -> Result<bool> {
         #[derive(QueryableByName)]
         struct Written {
             #[diesel(sql_type = Bool)]
             ddl: bool,
             #[diesel(sql_type = Array<Oid>)]
             tables: Vec<u32>,
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            pid: i32,
         }
         let written: Written = diesel::sql_query(
             "SELECT EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
               pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS ddl, \
              ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) + \
-              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables, pg_backend_pid() AS pid \
-             FROM (SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-              WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend') closed",
+              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables",
         )
         .bind::<Array<Oid>, _>(&self.catalogs)
         .bind::<Array<Oid>, _>(self.tables.iter().map(|t| t.oid).collect::<Vec<_>>())
         .get_result(conn)
         .context("read what the last test wrote")?;
         if written.ddl {
-            return Ok(None);
+            return Ok(false);
         }
         let mut reset = Vec::new();
         for table in self.tables.iter().filter(|t| written.tables.contains(&t.oid)) {
             if table.seeded {
-                return Ok(None);
+                return Ok(false);
             }
             reset.push(format!("DELETE FROM ONLY {};", table.name));
         }
@@ -160,15 +157,47 @@ impl Baseline {
             }
         }
         if !reset.is_empty() {
-            // Replica mode: no foreign key checks nor triggers while the tables are emptied. The
-            // counts start again from zero (this reset's own deletes may still show next time).
+            // Replica mode: no foreign key checks nor triggers while the tables are emptied.
+            // These deletes' own counts are flushed, then every count starts again from zero.
             let script = format!(
-                "SET session_replication_role = replica; {} RESET session_replication_role; SELECT pg_stat_reset();",
+                "SET session_replication_role = replica; {} RESET session_replication_role; SELECT pg_stat_force_next_flush();",
                 reset.join(" ")
             );
             conn.batch_execute(&script).context("reset the test database")?;
+            conn.batch_execute("SELECT pg_stat_reset()").context("reset the test database's statistics")?;
         }
-        Ok(Some(written.pid))
+        Ok(true)
+    }
+}
+
+/// Ends every other client of the database `conn` is connected to but `keep` (its pool's idle
+/// connections, their statistics flushed), `pids` (the last test's connections) included, and
+/// waits until their processes are gone: only then are their statistics complete, for
+/// [`Baseline::reset`]. False when they outlive a couple of seconds.
+pub(crate) fn wait_alone(conn: &mut PgConnection, pids: &[i32], keep: &[i32]) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Alive {
+        #[diesel(sql_type = Bool)]
+        alive: bool,
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let alive: Alive = diesel::sql_query(
+            "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive FROM \
+             (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+              AND backend_type = 'client backend') p(pid) WHERE pid <> pg_backend_pid() AND pid <> ALL($2::int4[])",
+        )
+        .bind::<Array<diesel::sql_types::Integer>, _>(pids)
+        .bind::<Array<diesel::sql_types::Integer>, _>(keep)
+        .get_result(conn)
+        .context("wait for the last test's connections to end")?;
+        if !alive.alive {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_micros(300));
     }
 }
 

@@ -198,12 +198,19 @@ impl Server {
             file_copy: bool,
             #[diesel(sql_type = Bool)]
             recycles: bool,
+            #[diesel(sql_type = Bool)]
+            taken: bool,
         }
-        let facts: Facts = diesel::sql_query(
+        // One round trip: what the server allows, and this process's owner lock (a random id,
+        // free but for a 2^-32 chance; then the next ones are tried).
+        let candidate = owner_candidate();
+        let facts: Facts = diesel::sql_query(format!(
             "SELECT (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user) AS createdb, \
              current_setting('server_version_num')::int >= 150000 AND current_setting('fsync') = 'off' AS file_copy, \
-             current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' AS recycles",
-        )
+             current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' AS recycles, \
+             pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken",
+            candidate as i32
+        ))
         .get_result(&mut session)
         .context("ask the test server about itself")?;
         if !facts.createdb {
@@ -211,7 +218,10 @@ impl Server {
                 hint!("the test server's user `{}` cannot create databases ({})", base.username(), redact(&base); "`ALTER ROLE {} CREATEDB`, or point TEST_DATABASE_URL at a server where it can", base.username())
             );
         }
-        let owner = take_owner_lock(&mut session)?;
+        let owner = match facts.taken {
+            true => candidate,
+            false => take_owner_lock(&mut session, candidate)?,
+        };
         Ok(Server {
             base,
             admin,
@@ -226,16 +236,22 @@ impl Server {
     }
 }
 
-/// A random id, locked on `session` until the process ends.
-fn take_owner_lock(session: &mut PgConnection) -> Result<u32> {
+/// A random owner id for this process.
+fn owner_candidate() -> u32 {
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    super::template::fnv(&[&seed.to_le_bytes(), &std::process::id().to_le_bytes()]) as u32
+}
+
+/// An id after `taken`, locked on `session` until the process ends.
+fn take_owner_lock(session: &mut PgConnection, taken: u32) -> Result<u32> {
     #[derive(QueryableByName)]
     struct Taken {
         #[diesel(sql_type = Bool)]
         taken: bool,
     }
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let mut candidate = super::template::fnv(&[&seed.to_le_bytes(), &std::process::id().to_le_bytes()]) as u32;
+    let mut candidate = taken;
     for _ in 0..16 {
+        candidate = candidate.wrapping_mul(2_654_435_761).wrapping_add(1);
         let taken: Taken =
             diesel::sql_query(format!("SELECT pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken", candidate as i32))
                 .get_result(session)
@@ -243,7 +259,6 @@ fn take_owner_lock(session: &mut PgConnection) -> Result<u32> {
         if taken.taken {
             return Ok(candidate);
         }
-        candidate = candidate.wrapping_mul(2_654_435_761).wrapping_add(1);
     }
     bail!("could not pick a free test owner id")
 }
@@ -278,6 +293,8 @@ fn test_container() -> Result<Option<(Url, String)>> {
     if crate::docker::check_engine().is_err() {
         return Ok(None);
     }
+    let sockets = dir.join(format!("{project}.pg"));
+    let sockets = std::fs::create_dir_all(&sockets).is_ok().then_some(sockets);
     let sh = xshell::Shell::new()?;
     let services = Services {
         project: project.clone(),
@@ -289,6 +306,7 @@ fn test_container() -> Result<Option<(Url, String)>> {
         password: TEST_PASSWORD.into(),
         database: "postgres".into(),
         persistent: false,
+        socket_dir: sockets.clone(),
     };
     eprintln!("starting the test container {project}-postgres (tmpfs, fsync off; kept for later runs)");
     let endpoints = services.up().context("start the test database container")?;
@@ -299,9 +317,27 @@ fn test_container() -> Result<Option<(Url, String)>> {
         &format!("SET password_encryption = 'md5'; ALTER ROLE CURRENT_USER PASSWORD '{TEST_PASSWORD}'"),
     )
     .context("set the test container's password")?;
-    std::fs::write(&cache, format!("{}\n{}\n", endpoints.database_url, endpoints.redis_url))
+    let url = sockets.and_then(|s| via_socket(&s, &project, &endpoints.database_url));
+    let url = url.unwrap_or(endpoints.database_url);
+    std::fs::write(&cache, format!("{url}\n{}\n", endpoints.redis_url))
         .with_context(|| format!("write {}", cache.display()))?;
-    Ok(Some((endpoints.database_url, endpoints.redis_url)))
+    Ok(Some((url, endpoints.redis_url)))
+}
+
+/// The test container's URL through its Unix socket, when the host can reach it: the same
+/// host, port and credentials plus `host=<folder>`, so a client that ignores `host=` reaches
+/// the same server over TCP. libpq looks for `.s.PGSQL.<port>` in that folder: a link of that
+/// name points at the container's socket (`.s.PGSQL.5432` in the bind-mounted `sockets`).
+fn via_socket(sockets: &Path, project: &str, tcp: &Url) -> Option<Url> {
+    let port = tcp.port()?;
+    let links = std::env::temp_dir().join(format!("{project}.socket"));
+    let _ = std::fs::remove_dir_all(&links);
+    std::fs::create_dir_all(&links).ok()?;
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(sockets.join(".s.PGSQL.5432"), links.join(format!(".s.PGSQL.{port}"))).ok()?;
+    let mut url = tcp.clone();
+    url.query_pairs_mut().append_pair("host", links.to_str()?);
+    answers(&url).then_some(url)
 }
 
 /// Connects to `url`, waiting while the server has no free connection slot (many parallel tests)

@@ -1,0 +1,179 @@
+//! A test database's connections: a pool of its own, kept with the database when it is reset for
+//! the next test, so that a test usually gets a connection the server started long before (a new
+//! server process costs milliseconds of CPU: fork, exit, page faults).
+//!
+//! The pool is r2d2's, the one pool diesel implements `Connection` for: a [`TestConn`] is used
+//! wherever a `PgConnection` is (it derefs to one, and diesel's query methods take it).
+//! Connections are made by [`connect_waiting`] (a test out of connection slots waits for one).
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use url::Url;
+
+use super::server::connect_waiting;
+
+/// A connection to a test database, from its pool: back to the pool when dropped (a broken one,
+/// or one left inside a transaction, is closed instead).
+pub type TestConn = PooledConnection<TestManager>;
+
+/// Opens a test database's connections.
+#[derive(Debug)]
+pub struct TestManager {
+    url: Url,
+    /// The last connection error, for the test waiting on the pool (r2d2 only retries).
+    failed: Arc<Mutex<Option<String>>>,
+    /// Server processes of every connection opened.
+    pids: Arc<Mutex<Vec<i32>>>,
+}
+
+/// The server process of a pooled connection (in its r2d2 extensions).
+struct Pid(i32);
+
+impl ManageConnection for TestManager {
+    type Connection = PgConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<PgConnection, r2d2::Error> {
+        let failed = |e: String| {
+            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
+            r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(e))
+        };
+        let mut conn = connect_waiting(&self.url).map_err(|e| failed(crate::error::describe(&e)))?;
+        let pid = backend_pid(&mut conn).map_err(|e| failed(format!("{e:#}")))?;
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// A test database and its pool: what a test holds, and what waits for the next one.
+pub(crate) struct Slot {
+    pub name: String,
+    pool: Mutex<Pool<TestManager>>,
+    url: Url,
+    failed: Arc<Mutex<Option<String>>>,
+    pids: Arc<Mutex<Vec<i32>>>,
+}
+
+/// The threads that open pooled connections, shared by every pool of the process.
+fn connect_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+    static THREADS: OnceLock<Arc<scheduled_thread_pool::ScheduledThreadPool>> = OnceLock::new();
+    THREADS
+        .get_or_init(|| {
+            Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(2)
+                    .thread_name_pattern("test-db-connect-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
+impl Slot {
+    pub fn new(name: String, url: Url) -> Slot {
+        let (failed, pids) = (Arc::default(), Arc::default());
+        let pool = Mutex::new(Slot::pool(&url, &failed, &pids));
+        Slot { name, pool, url, failed, pids }
+    }
+
+    fn pool(url: &Url, failed: &Arc<Mutex<Option<String>>>, pids: &Arc<Mutex<Vec<i32>>>) -> Pool<TestManager> {
+        let manager = TestManager { url: url.clone(), failed: failed.clone(), pids: pids.clone() };
+        Pool::builder()
+            .max_size(64)
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // connect_waiting waits for a free slot up to 10 minutes; failures end the wait at once (see `get`).
+            .connection_timeout(Duration::from_secs(660))
+            .thread_pool(connect_threads())
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager)
+    }
+
+    fn current(&self) -> Pool<TestManager> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A connection: an idle one of the pool, else a new one (its error, if it fails).
+    pub fn get(&self) -> Result<TestConn> {
+        let pool = self.current();
+        if let Some(conn) = pool.try_get() {
+            return Ok(conn);
+        }
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        loop {
+            if let Ok(conn) = pool.get_timeout(Duration::from_millis(50)) {
+                return Ok(conn);
+            }
+            if let Some(error) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                return Err(anyhow!("{error}"));
+            }
+        }
+    }
+
+    /// Closes the idle connections (a tool given the URL may want the database to itself).
+    pub fn close_idle(&self) {
+        let fresh = Slot::pool(&self.url, &self.failed, &self.pids);
+        drop(std::mem::replace(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()), fresh));
+    }
+
+    /// True when no connection is out of the pool (the test let go of every one).
+    pub fn all_back(&self) -> bool {
+        let state = self.current().state();
+        state.connections == state.idle_connections
+    }
+
+    /// Server processes of every connection the pool opened.
+    pub fn pids(&self) -> Vec<i32> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Every idle connection, each brought back to a fresh session's state (settings, role,
+    /// cursors, listens, advisory locks, temporary objects) with its pending statistics flushed,
+    /// and with its server process id; an error when one is inside a transaction. Prepared statements stay: the schema has not changed
+    /// (a test that changed it gets its database dropped), and diesel's statement cache names them.
+    pub fn idle_reset(&self) -> Result<Vec<(TestConn, i32)>> {
+        let pool = self.current();
+        let mut conns = Vec::new();
+        while let Some(mut conn) = pool.try_get() {
+            // One left inside a transaction (diesel's pool keeps a `begin_test_transaction`
+            // one) fails the first statement: the database is then dropped, not reused.
+            conn.batch_execute(
+                "DO $$ BEGIN IF now() <> statement_timestamp() THEN RAISE 'left inside a transaction'; END IF; END $$; \
+                 CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_stat_force_next_flush()",
+            )?;
+            let pid = match PooledConnection::extensions(&conn).get::<Pid>() {
+                Some(pid) => pid.0,
+                None => backend_pid(&mut conn)?,
+            };
+            PooledConnection::extensions_mut(&mut conn).insert(Pid(pid));
+            conns.push((conn, pid));
+        }
+        Ok(conns)
+    }
+}
+
+fn backend_pid(conn: &mut PgConnection) -> Result<i32> {
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(conn)?;
+    Ok(pid.pid)
+}
