@@ -206,7 +206,10 @@ impl Services {
         // The same command as infra/docker-compose.yml's (a test keeps the two in step).
         let mut args = vec!["postgres".to_string(), "-c".to_string(), "max_connections=200".to_string()];
         if !self.persistent {
-            for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+            // No autovacuum either: its worker in a test database makes `ALTER DATABASE ...
+            // RENAME` (a claim) sleep 100 ms, and test databases live seconds (the template is
+            // vacuumed and analyzed when built).
+            for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "autovacuum=off"] {
                 args.extend(["-c".to_string(), setting.to_string()]);
             }
         }

@@ -15,14 +15,16 @@
 //! one by renaming it: one rename wins, across threads and processes alike. When the test passes
 //! and changed only rows and sequences, its rows are deleted and its sequences set back, and the
 //! database serves another test; a test that ran DDL (the catalogs changed) gets its database
-//! dropped. Under `cargo test` a passing test's end costs nothing: a background thread resets its
-//! database, connects to it and keeps it for this process's next test (no rename, no new clone),
-//! claims clones from the pool ahead of demand and keeps the pool filled; a test that finds none
-//! ready resets a returned one itself. Under nextest (a process per test) a process does no
-//! background work: a passing test's database goes back to the pool, reset by its next claimer,
-//! and the setup script `cargo xtask test --prepare-db` fills the pool and cleans up once per
-//! run. Databases of crashed runs are dropped by the next run (unused claimed ones go back to the
-//! pool).
+//! dropped. A test database keeps its connections in a pool of its own ([`TestDb::conn`] hands
+//! them out): a new server process costs milliseconds of CPU, a reused one nothing.
+//! Under `cargo test` a passing test's end costs nothing: a background thread resets its
+//! database and the sessions of its connections (settings, role, locks, listens) and keeps both
+//! for this process's next test (no rename, no new clone, no new connection), claims clones
+//! from the pool ahead of demand and keeps the pool filled; a test that finds none ready resets
+//! a returned one itself. Under nextest (a process per test) a process does no background work:
+//! a passing test's database goes back to the pool, reset by its next claimer, and the setup
+//! script `cargo xtask test --prepare-db` fills the pool and cleans up once per run. Databases of
+//! crashed runs are dropped by the next run (unused claimed ones go back to the pool).
 //!
 //! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].
 //!

@@ -207,7 +207,8 @@ impl Server {
         let facts: Facts = diesel::sql_query(format!(
             "SELECT (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user) AS createdb, \
              current_setting('server_version_num')::int >= 150000 AND current_setting('fsync') = 'off' AS file_copy, \
-             current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' AS recycles, \
+             current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' \
+             AND current_setting('server_version_num')::int >= 150000 AS recycles, \
              pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken",
             candidate as i32
         ))
