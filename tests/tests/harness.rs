@@ -76,10 +76,12 @@ fn drop_database(name: &str) {
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin()).unwrap();
 }
 
-/// Runs the `child_*` test `name` of this binary in a process of its own.
+/// Runs the `child_*` test `name` of this binary in a process of its own, as `cargo test` runs
+/// a test (nextest's NEXTEST_EXECUTION_MODE of this process is not passed on; `envs` may set it).
 fn child(name: &str, envs: &[(&str, &str)]) -> Output {
     Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env_remove("NEXTEST_EXECUTION_MODE")
         .env("HARNESS_CHILD", name)
         .envs(envs.iter().copied())
         .output()

@@ -233,10 +233,25 @@ impl Harness {
     }
 
     /// The harness for the migrations in `dir` (a diesel migrations folder).
+    ///
+    /// Read once per process while no migration is added or removed: a suite calling this in
+    /// every test reads 250 migrations once, not per test.
     pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
+        static BY_DIR: Mutex<Vec<(std::path::PathBuf, u64, &'static Harness)>> = Mutex::new(Vec::new());
+        let stamp = folder_stamp(dir);
+        if let Some(stamp) = stamp {
+            let known = BY_DIR.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, harness)) = known.iter().find(|(d, s, _)| d == dir && *s == stamp) {
+                return Ok(harness);
+            }
+        }
         let migrations =
             crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        Harness::for_migrations(&migrations)
+        let harness = Harness::for_migrations(&migrations)?;
+        if let Some(stamp) = stamp {
+            BY_DIR.lock().unwrap_or_else(|e| e.into_inner()).push((dir.to_path_buf(), stamp, harness));
+        }
+        Ok(harness)
     }
 
     /// Prepares a test run (nextest's setup script): the template of the migrations in `dir`
@@ -284,6 +299,12 @@ impl Harness {
             .name("test-db-pool".into())
             .spawn(move || harness.refill_forever())
             .context("start the test database pool thread")?;
+        // What crashed and finished runs left, dropped once per process on a thread of its own:
+        // a short suite ends before its pool thread has a quiet moment.
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        CLEANED.call_once(|| {
+            let _ = std::thread::Builder::new().name("test-db-clean".into()).spawn(|| clean_stale());
+        });
         Ok(harness)
     }
 
@@ -499,7 +520,6 @@ impl Harness {
 
     /// The pool thread: keeps `pool_size` clones ready; one process at a time fills a pool.
     fn refill_forever(&self) {
-        static CLEANED: std::sync::Once = std::sync::Once::new();
         let mut conn = None;
         let mut next = 0u64;
         let mut complained = false;
@@ -514,10 +534,6 @@ impl Harness {
                 }
                 std::thread::sleep(Duration::from_secs(2));
             }
-            // Once the pool is full, clean up after crashed runs: never in a test's way.
-            CLEANED.call_once(|| {
-                let _ = clean_stale();
-            });
             let guard = generation.lock().unwrap_or_else(|e| e.into_inner());
             if *guard == seen {
                 let _ = wake.wait_timeout(guard, Duration::from_millis(500));
@@ -601,6 +617,13 @@ impl Harness {
 /// The test server's `postgres` database: where the harness creates and drops databases.
 pub fn server_url() -> Result<Url> {
     Ok(server()?.url_for("postgres"))
+}
+
+/// A migrations folder's modification time: changes when a migration is added or removed (an
+/// edit inside one is seen by the next test process, as with migrations built in).
+fn folder_stamp(dir: &Path) -> Option<u64> {
+    let modified = std::fs::metadata(dir).ok()?.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(modified.as_nanos() as u64)
 }
 
 /// `RAILGUN_TEST_POOL`: how many ready clones a migration set keeps on the server.
