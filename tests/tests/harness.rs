@@ -77,11 +77,13 @@ fn drop_database(name: &str) {
 }
 
 /// Runs the `child_*` test `name` of this binary in a process of its own, as `cargo test` runs
-/// a test (nextest's NEXTEST_EXECUTION_MODE of this process is not passed on; `envs` may set it).
+/// a test (nextest's NEXTEST_EXECUTION_MODE and slot of this process are not passed on: the
+/// child would take this process's slot database; `envs` may set the mode).
 fn child(name: &str, envs: &[(&str, &str)]) -> Output {
     Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env_remove("NEXTEST_EXECUTION_MODE")
+        .env_remove("NEXTEST_TEST_GLOBAL_SLOT")
         .env("HARNESS_CHILD", name)
         .envs(envs.iter().copied())
         .output()

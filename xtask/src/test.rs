@@ -46,6 +46,15 @@ impl Test {
             let dir = dbkit::diesel_config::DieselConfig::load(cx)?.migration_dir(cx);
             let started = std::time::Instant::now();
             let (harness, ready) = dbkit::testing::Harness::prepare(&dir)?;
+            // As nextest's setup script: what its test processes may skip (they then open one
+            // connection each, to their slot's database).
+            if let Some(path) = std::env::var_os("NEXTEST_ENV") {
+                use std::io::Write as _;
+                let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
+                for (key, value) in harness.nextest_env() {
+                    writeln!(file, "{key}={value}")?;
+                }
+            }
             eprintln!(
                 "test databases ready in {} ms: template {}, {ready} clones in its pool ({})",
                 started.elapsed().as_millis(),

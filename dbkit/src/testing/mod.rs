@@ -44,6 +44,7 @@ mod conns;
 mod recycle;
 mod redis;
 mod server;
+mod slot;
 mod template;
 
 use std::path::Path;
@@ -74,7 +75,7 @@ const HELD_AHEAD: usize = 2;
 /// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
 pub(crate) const UNUSED: &str = "railgun test unused ";
 /// In the name of a pooled database a test used (and passed): the claimer resets it first.
-const USED_MARK: &str = "_used";
+pub(crate) const USED_MARK: &str = "_used";
 /// How many ready clones a pool keeps at most: passing tests' databases return to it up to this.
 const POOL_KEPT: usize = 16;
 /// How long a failed test's database is kept before a later run drops it.
@@ -88,6 +89,8 @@ pub struct TestDb {
     keep: bool,
     /// The database and its connections (taken by the drop).
     slot: Option<Slot>,
+    /// A nextest slot's database (see `slot`): it stays for the slot's next test.
+    in_slot: bool,
 }
 
 impl TestDb {
@@ -108,7 +111,7 @@ impl TestDb {
 
     fn claimed(harness: &'static Harness, slot: Slot) -> TestDb {
         let server = harness.server;
-        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, slot: Some(slot) }
+        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, slot: Some(slot), in_slot: false }
     }
 
     fn slot(&self) -> &Slot {
@@ -154,24 +157,35 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
         let name = slot.name.clone();
-        if self.keep || std::thread::panicking() {
-            let stamped = self.server.admin(|c| {
-                let comment = format!("railgun test kept {}", server::now());
-                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?)
-            });
-            eprintln!(
-                "test database kept for inspection: {}{}\n  it is dropped by the first test run {} hours from now; sooner with `DROP DATABASE \"{name}\"`",
-                crate::url::redact(&self.url),
-                if stamped.is_err() { " (not stamped: a later run may drop it at once)" } else { "" },
-                KEEP_FOR.as_secs() / 3600
-            );
+        let failed = self.keep || std::thread::panicking();
+        if failed && self.in_slot {
+            // Out of the slot, so that the slot's next test gets another database.
+            match self.harness.leave_slot(slot) {
+                Ok(renamed) => self.kept(&renamed),
+                Err(e) => {
+                    eprintln!(
+                        "warning: the failed test's database stays in its nextest slot ({e:#}); the slot's next test resets it"
+                    );
+                    self.kept(&name);
+                }
+            }
             return;
         }
-        let Some(slot) = self.harness.give_back(slot) else { return };
-        let pids = slot.pids();
-        drop(slot);
-        if self.harness.recycle(&name, &pids).unwrap_or(false) {
-            return;
+        if failed {
+            return self.kept(&name);
+        }
+        if self.in_slot {
+            if self.harness.finish_slot(&slot).unwrap_or(false) {
+                return;
+            }
+            drop(slot);
+        } else {
+            let Some(slot) = self.harness.give_back(slot) else { return };
+            let pids = slot.pids();
+            drop(slot);
+            if self.harness.recycle(&name, &pids).unwrap_or(false) {
+                return;
+            }
         }
         // FORCE: a connection the test leaked must not keep its database alive.
         let dropped = self
@@ -180,6 +194,22 @@ impl Drop for TestDb {
         if let Err(e) = dropped {
             eprintln!("warning: could not drop the test database {name}: {e:#} (the next run drops it)");
         }
+    }
+}
+
+impl TestDb {
+    /// A failed (or kept) test's database: stamped, its URL printed.
+    fn kept(&self, name: &str) {
+        let stamped = self.server.admin(|c| {
+            let comment = format!("railgun test kept {}", server::now());
+            Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(c)?)
+        });
+        eprintln!(
+            "test database kept for inspection: {}{}\n  it is dropped by the first test run {} hours from now; sooner with `DROP DATABASE \"{name}\"`",
+            crate::url::redact(&self.server.url_for(name)),
+            if stamped.is_err() { " (not stamped: a later run may drop it at once)" } else { "" },
+            KEEP_FOR.as_secs() / 3600
+        );
     }
 }
 
@@ -196,10 +226,12 @@ pub struct Harness {
     template: String,
     pool_prefix: String,
     hash: u64,
-    built_in: Option<Duration>,
+    migrations: Vec<MigrationFiles>,
+    /// The template made sure of (built when missing): what a clean clone holds (`None`: used
+    /// databases are dropped) and how long building took. At start, or on first need in a
+    /// nextest process whose slot database is ready (it reads the baseline itself).
+    ready: OnceLock<(Option<Baseline>, Option<Duration>)>,
     pool_size: usize,
-    /// What a clean clone holds (kept with the template); `None`: used databases are dropped.
-    baseline: Option<Baseline>,
     wake: (Mutex<u64>, Condvar),
     shared: Mutex<Option<Url>>,
     /// This process's databases between tests.
@@ -276,22 +308,23 @@ impl Harness {
     fn build(migrations: &[MigrationFiles], background: bool) -> Result<&'static Harness> {
         let server = server()?;
         let hash = template::fingerprint(migrations)?;
-        let template::Template { name: template, baseline, built_in } = template::ensure(server, migrations, hash)?;
-        let baseline = baseline.filter(|_| server.recycles);
         let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
-            template,
+            template: template::name_of(hash),
             pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
             hash,
-            built_in,
+            migrations: migrations.to_vec(),
+            ready: OnceLock::new(),
             pool_size,
-            baseline,
             wake: (Mutex::new(0), Condvar::new()),
             shared: Mutex::new(None),
             local: Mutex::new(Local::default()),
             background,
         }));
+        if slot::name(hash, server).is_none() {
+            harness.ensure()?;
+        }
         if !background {
             return Ok(harness);
         }
@@ -303,13 +336,36 @@ impl Harness {
         // a short suite ends before its pool thread has a quiet moment.
         static CLEANED: std::sync::Once = std::sync::Once::new();
         CLEANED.call_once(|| {
-            let _ = std::thread::Builder::new().name("test-db-clean".into()).spawn(|| clean_stale());
+            let _ = std::thread::Builder::new().name("test-db-clean".into()).spawn(clean_stale);
         });
         Ok(harness)
     }
 
     /// A database of the test's own: a ready clone when the pool has one, else a clone made now.
     pub fn test_db(&'static self) -> Result<TestDb> {
+        // Under nextest, the process's first test database is its slot's.
+        static SLOT_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if let Some(name) = slot::name(self.hash, self.server)
+            && !SLOT_TAKEN.swap(true, Ordering::SeqCst)
+        {
+            let slot = match self.ready_slot(&name)? {
+                Some(slot) => slot,
+                // None yet (or it ran DDL): one from the pool, under the slot's name.
+                None => {
+                    self.ensure()?;
+                    match self.claim_ready(&name)? {
+                        Some(slot) => slot,
+                        None => {
+                            self.clone_template(&name)?;
+                            Slot::new(name.clone(), self.server.url_for(&name))
+                        }
+                    }
+                }
+            };
+            let mut db = TestDb::claimed(self, slot);
+            db.in_slot = true;
+            return Ok(db);
+        }
         let held = self.local().held.pop();
         self.wake_refill();
         if let Some(slot) = held {
@@ -372,7 +428,31 @@ impl Harness {
 
     /// How long building the template took, when this process built it (`None`: it was reused).
     pub fn built_in(&self) -> Option<Duration> {
-        self.built_in
+        self.ready.get().and_then(|(_, built_in)| *built_in)
+    }
+
+    /// The template made sure of, once (built when missing, by one process across all).
+    fn ensure(&self) -> Result<&(Option<Baseline>, Option<Duration>)> {
+        if let Some(ready) = self.ready.get() {
+            return Ok(ready);
+        }
+        let template::Template { baseline, built_in, .. } = template::ensure(self.server, &self.migrations, self.hash)?;
+        let baseline = baseline.filter(|_| self.server.recycles);
+        Ok(self.ready.get_or_init(|| (baseline, built_in)))
+    }
+
+    /// What a clean clone holds; `None` when used databases cannot be reset.
+    fn baseline(&self) -> Result<Option<&Baseline>> {
+        Ok(self.ensure()?.0.as_ref())
+    }
+
+    /// The nextest variables of a prepared run (`NEXTEST_ENV`): its test processes then skip
+    /// what the setup script already did, and a ready slot database is all they connect to.
+    pub fn nextest_env(&self) -> Vec<(String, String)> {
+        vec![
+            (server::FACTS_ENV.to_string(), self.server.facts()),
+            (slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)),
+        ]
     }
 
     /// Where the test server came from (`TEST_DATABASE_URL`, `DATABASE_URL`, the test container).
@@ -412,7 +492,7 @@ impl Harness {
                 return Ok(Some(slot));
             }
             // Renamed: nobody else was connected, and nobody knows the new name.
-            let reset = match &self.baseline {
+            let reset = match self.baseline()? {
                 Some(baseline) => baseline.reset(&mut *slot.get()?)?,
                 None => false,
             };
@@ -427,6 +507,69 @@ impl Harness {
         }
     }
 
+    /// The slot database `name`, reset for this test, when it exists and can be reset: the one
+    /// connection this test process opens (the template's baseline is read on it too).
+    fn ready_slot(&self, name: &str) -> Result<Option<Slot>> {
+        let slot = Slot::new(name.to_string(), self.server.url_for(name));
+        let mut conn = match slot.get() {
+            Ok(conn) => conn,
+            Err(e) if crate::error::describe(&e).contains("does not exist") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let baseline = match self.ready.get() {
+            Some((baseline, _)) => baseline.as_ref(),
+            None => match template::baseline_of(&mut conn, self.hash)? {
+                Some(baseline) => self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref(),
+                None => return Ok(None),
+            },
+        };
+        let Some(baseline) = baseline else { return Ok(None) };
+        // The slot's last test ended cleanly (it marked its end): a killed one may have left
+        // writes its statistics do not show yet. Unmarked from now, until this test ends.
+        let reset = slot::finished_cleanly(&mut conn, name)?
+            && recycle::wait_alone(&mut conn, &[], &[])?
+            && baseline.reset(&mut conn)?;
+        drop(conn);
+        if reset {
+            return Ok(Some(slot));
+        }
+        drop(slot);
+        self.server
+            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?))?;
+        Ok(None)
+    }
+
+    /// After a passing test in a slot: its connections' statistics flushed and every other
+    /// connection (the test's own, through the URL) ended, for the slot's next test. False
+    /// when that cannot be (a connection still out, or one left inside a transaction).
+    fn finish_slot(&self, slot: &Slot) -> Result<bool> {
+        if !slot.all_back() {
+            return Ok(false);
+        }
+        let mut conns = slot.idle_reset()?;
+        let ours: Vec<i32> = conns.iter().map(|(_, pid)| *pid).collect();
+        let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
+        let mut conn = match conns.pop() {
+            Some((conn, _)) => conn,
+            None => slot.get()?,
+        };
+        Ok(recycle::wait_alone(&mut conn, &others, &ours)? && slot::mark_finished(&mut conn, &slot.name).is_ok())
+    }
+
+    /// A failed test's slot database renamed out of the slot (to a test database's name);
+    /// returns the new name.
+    fn leave_slot(&self, slot: Slot) -> Result<String> {
+        let (name, pids) = (slot.name.clone(), slot.pids());
+        drop(slot);
+        let kept = next_test_name(self.server);
+        self.server.admin(|c| {
+            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
+            diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\"")).execute(c)?;
+            Ok(())
+        })?;
+        Ok(kept)
+    }
+
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -435,7 +578,8 @@ impl Harness {
     /// and this process's next test (the test's end waits for nothing). Handed back when it must
     /// go another way (no background, no reset possible, a connection still out of its pool).
     fn give_back(&self, slot: Slot) -> Option<Slot> {
-        if !self.background || self.baseline.is_none() || self.pool_size == 0 || !slot.all_back() {
+        let resets = self.ready.get().is_some_and(|(baseline, _)| baseline.is_some());
+        if !self.background || !resets || self.pool_size == 0 || !slot.all_back() {
             return Some(slot);
         }
         self.local().returned.push(slot);
@@ -447,7 +591,7 @@ impl Harness {
     /// then the rows the last test wrote. `None` when it cannot be reset (DDL ran): it is dropped.
     fn reset_returned(&self, slot: Slot) -> Result<Option<Slot>> {
         let reset = (|| -> Result<bool> {
-            let Some(baseline) = &self.baseline else { return Ok(false) };
+            let Some(baseline) = self.baseline()? else { return Ok(false) };
             let mut conns = slot.idle_reset()?;
             let ours: Vec<i32> = conns.iter().map(|(_, pid)| *pid).collect();
             let mut conn = match conns.pop() {
@@ -488,7 +632,7 @@ impl Harness {
     /// it), when the pool has room; false when it must be dropped instead.
     fn recycle(&self, name: &str, pids: &[i32]) -> Result<bool> {
         let kept = if self.pool_size == 0 { 0 } else { self.pool_size.max(POOL_KEPT) };
-        if self.baseline.is_none() || kept == 0 {
+        if self.baseline()?.is_none() || kept == 0 {
             return Ok(false);
         }
         static N: AtomicUsize = AtomicUsize::new(0);

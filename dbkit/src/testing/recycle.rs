@@ -185,7 +185,8 @@ pub(crate) fn wait_alone(conn: &mut PgConnection, pids: &[i32], keep: &[i32]) ->
         let alive: Alive = diesel::sql_query(
             "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive FROM \
              (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-              AND backend_type = 'client backend') p(pid) WHERE pid <> pg_backend_pid() AND pid <> ALL($2::int4[])",
+              AND backend_type = 'client backend') p(pid) WHERE pid <> pg_backend_pid() AND pid <> ALL($2::int4[]) \
+              AND pid NOT IN (SELECT pid FROM pg_stat_activity WHERE datname IS DISTINCT FROM current_database())",
         )
         .bind::<Array<diesel::sql_types::Integer>, _>(pids)
         .bind::<Array<diesel::sql_types::Integer>, _>(keep)
@@ -226,7 +227,8 @@ pub(crate) fn close_clients(
         let alive: Alive = diesel::sql_query(
             "SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive, \
              (SELECT count(*) FROM pg_database WHERE starts_with(datname, $3)) AS pooled FROM \
-             (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = $2 AND backend_type = 'client backend') p(pid)",
+             (SELECT unnest($1::int4[]) UNION SELECT pid FROM pg_stat_activity WHERE datname = $2 AND backend_type = 'client backend') p(pid) \
+             WHERE pid NOT IN (SELECT pid FROM pg_stat_activity WHERE datname IS DISTINCT FROM $2)",
         )
         .bind::<diesel::sql_types::Array<diesel::sql_types::Integer>, _>(pids)
         .bind::<Text, _>(name)

@@ -48,8 +48,9 @@ pub(crate) struct Server {
     /// This process's id on the server (names of its databases carry it).
     pub owner: u32,
     /// Holds the owner lock, and is the first admin connection (one connection less per process);
-    /// never dropped while the process runs.
-    owner_session: Mutex<PgConnection>,
+    /// never dropped while the process runs. Opened on first use when the server was picked
+    /// without connecting (a nextest test process whose slot database is ready needs none).
+    owner_session: Mutex<Option<PgConnection>>,
     idle: Mutex<Vec<PgConnection>>,
     /// `CREATE DATABASE ... STRATEGY FILE_COPY` is faster when checkpoints skip fsync.
     pub file_copy: bool,
@@ -77,7 +78,11 @@ impl Server {
     /// list (connecting costs a few ms).
     pub fn admin<T>(&self, f: impl FnOnce(&mut PgConnection) -> Result<T>) -> Result<T> {
         if let Ok(mut session) = self.owner_session.try_lock() {
-            return f(&mut session);
+            let session = match &mut *session {
+                Some(session) => session,
+                None => session.insert(self.open_owner_session()?),
+            };
+            return f(session);
         }
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut conn = match idle {
@@ -89,6 +94,25 @@ impl Server {
             self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         }
         result
+    }
+
+    /// The owner session of a server picked without connecting: this process's owner lock taken.
+    fn open_owner_session(&self) -> Result<PgConnection> {
+        #[derive(QueryableByName)]
+        struct Taken {
+            #[diesel(sql_type = Bool)]
+            taken: bool,
+        }
+        let mut session =
+            self.connect_admin().with_context(|| format!("connect to the test server ({})", self.origin))?;
+        let taken: Taken =
+            diesel::sql_query(format!("SELECT pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken", self.owner as i32))
+                .get_result(&mut session)
+                .context("take the test process's advisory lock")?;
+        if !taken.taken {
+            bail!("another test process took this one's random owner id (a 2^-32 chance): run the test again");
+        }
+        Ok(session)
     }
 
     /// A fresh admin connection of its own (for a session-level lock, or a background thread).
@@ -113,7 +137,74 @@ impl Server {
     }
 }
 
+/// The facts a nextest setup script (`cargo xtask test --prepare-db`) learnt of the server, for
+/// its test processes (`RAILGUN_TEST_FACTS`, through `NEXTEST_ENV`): they then connect only
+/// to their own database.
+pub(crate) const FACTS_ENV: &str = "RAILGUN_TEST_FACTS";
+
+impl Server {
+    /// What [`FACTS_ENV`] says of this server: who it is (user, host, port, socket; no secret)
+    /// and what it allows.
+    pub fn facts(&self) -> String {
+        let mut facts = vec![identity(&self.base)];
+        facts.extend(self.file_copy.then(|| "file_copy".to_string()));
+        facts.extend(self.recycles.then(|| "recycles".to_string()));
+        facts.join(" ")
+    }
+}
+
+/// The server as the setup script found it, without connecting: TEST_DATABASE_URL, else the
+/// running test container. `None` outside such a run.
+fn pick_prepared() -> Option<Server> {
+    let facts = std::env::var(FACTS_ENV).ok()?;
+    let facts: Vec<&str> = facts.split(' ').collect();
+    let (base, origin, redis) = match std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
+        Some(raw) => {
+            (parse_database_url(&raw).ok()?, "TEST_DATABASE_URL".to_string(), std::env::var("TEST_REDIS_URL").ok())
+        }
+        None if std::env::var("RAILGUN_TEST_SERVER").as_deref() != Ok("dev") => {
+            let (url, redis) = cached_endpoints()?;
+            (url, format!("the test container {}-postgres", test_project()), Some(redis))
+        }
+        None => return None,
+    };
+    // Facts of another server (or user) say nothing of this one.
+    if facts.first() != Some(&identity(&base).as_str()) {
+        return None;
+    }
+    let mut admin = base.clone();
+    admin.set_path("postgres");
+    admin.query_pairs_mut().append_pair("options", "-csynchronous_commit=off");
+    Some(Server {
+        base,
+        admin,
+        origin,
+        redis,
+        owner: owner_candidate(),
+        owner_session: Mutex::new(None),
+        idle: Mutex::new(Vec::new()),
+        file_copy: facts.contains(&"file_copy"),
+        recycles: facts.contains(&"recycles"),
+    })
+}
+
+/// A server URL's user, host, port and query (the socket folder), without its password.
+fn identity(url: &Url) -> String {
+    format!(
+        "{}@{}:{}?{}",
+        url.username(),
+        url.host_str().unwrap_or_default(),
+        url.port().unwrap_or(5432),
+        url.query_pairs().filter(|(k, _)| k == "host").map(|(_, v)| v.into_owned()).collect::<String>()
+    )
+}
+
 fn pick() -> Result<Server> {
+    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+        && let Some(server) = pick_prepared()
+    {
+        return Ok(server);
+    }
     let from_file = |key: &str| -> Option<String> { crate::env_file::get(&env_file(), key).ok().flatten() };
     let from_env = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     if let Some(raw) = from_env("TEST_DATABASE_URL") {
@@ -229,7 +320,7 @@ impl Server {
             origin,
             redis,
             owner,
-            owner_session: Mutex::new(session),
+            owner_session: Mutex::new(Some(session)),
             idle: Mutex::new(Vec::new()),
             file_copy: facts.file_copy,
             recycles: facts.recycles,

@@ -50,14 +50,24 @@ pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {
 /// A template on the server: its name, what a clean clone holds, and how long building it took
 /// when this process built it.
 pub(crate) struct Template {
-    pub name: String,
     pub baseline: Option<Baseline>,
     pub built_in: Option<Duration>,
 }
 
+/// The name of the template for `hash`.
+pub(crate) fn name_of(hash: u64) -> String {
+    format!("{TEMPLATE_PREFIX}{hash:016x}")
+}
+
+/// What a clean clone of the template for `hash` holds, read on any connection to the server;
+/// `None` when the template does not exist (or says nothing).
+pub(crate) fn baseline_of(conn: &mut PgConnection, hash: u64) -> Result<Option<Baseline>> {
+    Ok(exists(conn, &name_of(hash))?.and_then(|(baseline, _)| Baseline::from_text(&baseline).ok()))
+}
+
 /// Makes sure the template for `hash` exists.
 pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<Template> {
-    let name = format!("{TEMPLATE_PREFIX}{hash:016x}");
+    let name = name_of(hash);
     let found = server.admin(|c| {
         let found = exists(c, &name)?;
         // Stamped once in a while, not by every test process (a write to a shared catalog).
@@ -69,7 +79,7 @@ pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) 
         Ok(found.map(|(baseline, _)| baseline))
     })?;
     if let Some(baseline) = found {
-        return Ok(Template { baseline: Baseline::from_text(&baseline).ok(), name, built_in: None });
+        return Ok(Template { baseline: Baseline::from_text(&baseline).ok(), built_in: None });
     }
     let mut session = server.connect_admin()?;
     // One builder per template across every process; the others wait here, then find it.
@@ -90,7 +100,7 @@ pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) 
     if built_in.is_some() {
         evict_old_templates(&mut session, &name);
     }
-    Ok(Template { baseline: Baseline::from_text(&baseline).ok(), name, built_in })
+    Ok(Template { baseline: Baseline::from_text(&baseline).ok(), built_in })
 }
 
 fn build(
