@@ -7,7 +7,7 @@ use diesel::RunQueryDsl;
 use super::server::{BUILD_LOCKS, CLEAN_LOCKS, databases, now, server};
 use super::slot::{self, SLOT_PREFIX};
 use super::template::TEMPLATE_PREFIX;
-use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX, UNUSED, USED_MARK};
+use super::{KEEP_FOR, POOL_PREFIX, PREP_PREFIX, TEST_PREFIX, UNUSED};
 
 /// Unused clones of a gone process go back to a pool holding fewer than this (the default pool
 /// size; a process that wants more makes them).
@@ -49,25 +49,14 @@ pub fn clean_stale() -> Result<Vec<String>> {
             }
             !alive && kept_at.is_none_or(|at: u64| now().saturating_sub(at) > KEEP_FOR.as_secs())
         } else if let Some(rest) = name.strip_prefix(SLOT_PREFIX) {
-            // Another run's (nextest's run id): back to the pool when its last test finished
-            // cleanly, else dropped; never while connected (the rename and the drop fail then).
+            // Another run's (nextest's run id): dropped, never while connected (the drop fails
+            // then). Not pooled: a finished slot database pooled here was once handed out with
+            // its last test's row still in it (issue 11, not understood yet).
             if slot::run_of(rest).is_some_and(|run| Some(run.to_string()) != slot::current_run()) {
-                let hash = rest.split('_').next().unwrap_or_default();
-                let finished = comment.as_deref() == Some(slot::FINISHED);
-                let room = pooled_count(hash) + returned.iter().filter(|&&h| h == hash).count() < RETURNED_UP_TO;
-                let pooled = format!("{POOL_PREFIX}{hash}_{rest}{USED_MARK}");
-                let gone = server.admin(|c| {
-                    if finished && room && templates.contains(&hash) {
-                        diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?;
-                        return Ok(false);
-                    }
-                    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(c)?;
-                    Ok(true)
-                });
-                match gone {
-                    Ok(true) => stale.push(name.clone()),
-                    Ok(false) => returned.push(hash),
-                    Err(_) => {}
+                let gone =
+                    server.admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(c)?));
+                if gone.is_ok() {
+                    stale.push(name.clone());
                 }
             }
             false

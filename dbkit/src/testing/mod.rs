@@ -75,7 +75,7 @@ const HELD_AHEAD: usize = 2;
 /// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
 pub(crate) const UNUSED: &str = "railgun test unused ";
 /// In the name of a pooled database a test used (and passed): the claimer resets it first.
-pub(crate) const USED_MARK: &str = "_used";
+const USED_MARK: &str = "_used";
 /// How many ready clones a pool keeps at most: passing tests' databases return to it up to this.
 const POOL_KEPT: usize = 16;
 /// How long a failed test's database is kept before a later run drops it.

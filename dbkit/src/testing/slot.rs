@@ -5,8 +5,7 @@
 //! end flushes its statistics for the next one. One server connection per test, none to the
 //! `postgres` database. A failed test's database is renamed out of the slot and kept; one that
 //! ran DDL is dropped; a slot with no database yet gets one from the pool under its name.
-//! Slot databases of other runs go back to the pool (or are dropped) by the next cleanup, never
-//! while connected.
+//! Slot databases of other runs are dropped by the next cleanup, never while connected.
 
 use anyhow::{Context, Result};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
