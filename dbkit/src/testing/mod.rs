@@ -143,7 +143,8 @@ impl TestDb {
     /// A connection of its own, outside the pool (a new server process, closed when dropped):
     /// for code that wants a `PgConnection` by value.
     pub fn connect(&self) -> Result<PgConnection> {
-        connect_waiting(&self.url).with_context(|| format!("connect to the test database {}", self.slot().name))
+        let name = &self.slot().name;
+        connect_waiting(&self.server.fast_url_for(name)).with_context(|| format!("connect to the test database {name}"))
     }
 
     /// Keeps the database after the test whatever its outcome (a test that returns `Err` does not
@@ -357,7 +358,7 @@ impl Harness {
                         Some(slot) => slot,
                         None => {
                             self.clone_template(&name)?;
-                            Slot::new(name.clone(), self.server.url_for(&name))
+                            Slot::new(name.clone(), self.server.fast_url_for(&name))
                         }
                     }
                 }
@@ -390,7 +391,7 @@ impl Harness {
             Some(slot) => slot,
             None => {
                 self.clone_template(&name)?;
-                Slot::new(name.clone(), self.server.url_for(&name))
+                Slot::new(name.clone(), self.server.fast_url_for(&name))
             }
         };
         Ok(TestDb::claimed(self, slot))
@@ -487,7 +488,7 @@ impl Harness {
                 None => return Ok(None),
                 Some(used) => used,
             };
-            let slot = Slot::new(name.to_string(), self.server.url_for(name));
+            let slot = Slot::new(name.to_string(), self.server.fast_url_for(name));
             if !used {
                 return Ok(Some(slot));
             }
@@ -510,25 +511,24 @@ impl Harness {
     /// The slot database `name`, reset for this test, when it exists and can be reset: the one
     /// connection this test process opens (the template's baseline is read on it too).
     fn ready_slot(&self, name: &str) -> Result<Option<Slot>> {
-        let slot = Slot::new(name.to_string(), self.server.url_for(name));
+        let slot = Slot::new(name.to_string(), self.server.fast_url_for(name));
         let mut conn = match slot.get() {
             Ok(conn) => conn,
             Err(e) if crate::error::describe(&e).contains("does not exist") => return Ok(None),
             Err(e) => return Err(e),
         };
+        // The slot's last test ended cleanly (it marked its end): a killed one may have left
+        // writes its statistics do not show yet. Unmarked from now, until this test ends.
+        let (finished, template) = slot::marks(&mut conn, name, &self.template)?;
         let baseline = match self.ready.get() {
             Some((baseline, _)) => baseline.as_ref(),
-            None => match template::baseline_of(&mut conn, self.hash)? {
+            None => match template.and_then(|t| template::baseline_in(&t)) {
                 Some(baseline) => self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref(),
                 None => return Ok(None),
             },
         };
         let Some(baseline) = baseline else { return Ok(None) };
-        // The slot's last test ended cleanly (it marked its end): a killed one may have left
-        // writes its statistics do not show yet. Unmarked from now, until this test ends.
-        let reset = slot::finished_cleanly(&mut conn, name)?
-            && recycle::wait_alone(&mut conn, &[], &[])?
-            && baseline.reset(&mut conn)?;
+        let reset = finished && recycle::wait_alone(&mut conn, &[], &[])? && baseline.reset(&mut conn)?;
         drop(conn);
         if reset {
             return Ok(Some(slot));
@@ -546,14 +546,11 @@ impl Harness {
         if !slot.all_back() {
             return Ok(false);
         }
-        let mut conns = slot.idle_reset()?;
-        let ours: Vec<i32> = conns.iter().map(|(_, pid)| *pid).collect();
-        let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
-        let mut conn = match conns.pop() {
-            Some((conn, _)) => conn,
-            None => slot.get()?,
-        };
-        Ok(recycle::wait_alone(&mut conn, &others, &ours)? && slot::mark_finished(&mut conn, &slot.name).is_ok())
+        // Every other connection ended (their statistics are flushed as they exit), then this
+        // one's flushed and the end marked. One left inside a transaction marks nothing (its
+        // transaction never commits): the slot's next test drops the database.
+        let mut conn = slot.get()?;
+        Ok(recycle::wait_alone(&mut conn, &slot.pids(), &[])? && slot::mark_finished(&mut conn, &slot.name).is_ok())
     }
 
     /// A failed test's slot database renamed out of the slot (to a test database's name);
@@ -743,7 +740,7 @@ impl Harness {
                     .with_context(|| format!("clone the test template into {preparing}"))?;
                 // A first connection builds the database's relation cache file: the test's
                 // connection then starts in a few ms instead of a dozen or more.
-                if let Ok(mut warm) = connect_waiting(&self.server.url_for(&preparing)) {
+                if let Ok(mut warm) = connect_waiting(&self.server.fast_url_for(&preparing)) {
                     let _ = diesel::sql_query("SELECT count(*) FROM pg_attribute").execute(&mut warm);
                 }
                 // Renaming waits for that connection to end; then a claimer may take it.
@@ -761,6 +758,12 @@ impl Harness {
 /// The test server's `postgres` database: where the harness creates and drops databases.
 pub fn server_url() -> Result<Url> {
     Ok(server()?.url_for("postgres"))
+}
+
+/// The same, as the harness itself connects (the test container through its Unix socket): for
+/// benchmarks that compare against the harness on equal terms.
+pub fn harness_server_url() -> Result<Url> {
+    Ok(server()?.fast_url_for("postgres"))
 }
 
 /// A migrations folder's modification time: changes when a migration is added or removed (an

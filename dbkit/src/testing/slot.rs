@@ -8,6 +8,7 @@
 //! Slot databases of other runs are dropped by the next cleanup, never while connected.
 
 use anyhow::{Context, Result};
+use diesel::connection::SimpleConnection;
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
 use super::server::{FACTS_ENV, Server};
@@ -17,26 +18,33 @@ pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
 /// connection gone): the slot's next test may reset it.
 pub(crate) const FINISHED: &str = "railgun slot finished";
 
-/// True when the slot database `name` (which `conn` is connected to) was marked finished; the
-/// mark is cleared either way.
-pub(crate) fn finished_cleanly(conn: &mut PgConnection, name: &str) -> Result<bool> {
+/// Whether the slot database `name` (which `conn` is connected to) was marked finished, and
+/// the comment of the template `template` (what a clean clone holds), in one round trip; the
+/// mark is then cleared.
+pub(crate) fn marks(conn: &mut PgConnection, name: &str, template: &str) -> Result<(bool, Option<String>)> {
     #[derive(QueryableByName)]
-    struct Comment {
+    struct Marks {
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        comment: Option<String>,
+        mark: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        template: Option<String>,
     }
-    let comment: Comment = diesel::sql_query(
-        "SELECT shobj_description(oid, 'pg_database') AS comment FROM pg_database WHERE datname = current_database()",
+    let marks: Marks = diesel::sql_query(
+        "SELECT shobj_description(d.oid, 'pg_database') AS mark, \
+         (SELECT shobj_description(t.oid, 'pg_database') FROM pg_database t WHERE t.datname = $1 AND t.datistemplate) AS template \
+         FROM pg_database d WHERE d.datname = current_database()",
     )
+    .bind::<diesel::sql_types::Text, _>(template)
     .get_result(conn)
     .context("read the slot database's mark")?;
     diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(conn)?;
-    Ok(comment.comment.as_deref() == Some(FINISHED))
+    Ok((marks.mark.as_deref() == Some(FINISHED), marks.template))
 }
 
-/// Marks the slot database `name` finished (see [`FINISHED`]).
+/// Flushes this connection's statistics and marks the slot database `name` finished (see
+/// [`FINISHED`]), in one round trip.
 pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str) -> Result<()> {
-    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{FINISHED}'")).execute(conn)?;
+    conn.batch_execute(&format!("SELECT pg_stat_force_next_flush(); COMMENT ON DATABASE \"{name}\" IS '{FINISHED}'"))?;
     Ok(())
 }
 

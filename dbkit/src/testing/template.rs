@@ -59,10 +59,10 @@ pub(crate) fn name_of(hash: u64) -> String {
     format!("{TEMPLATE_PREFIX}{hash:016x}")
 }
 
-/// What a clean clone of the template for `hash` holds, read on any connection to the server;
-/// `None` when the template does not exist (or says nothing).
-pub(crate) fn baseline_of(conn: &mut PgConnection, hash: u64) -> Result<Option<Baseline>> {
-    Ok(exists(conn, &name_of(hash))?.and_then(|(baseline, _)| Baseline::from_text(&baseline).ok()))
+/// What a clean clone holds, from the template's comment (`None`: it says nothing usable).
+pub(crate) fn baseline_in(comment: &str) -> Option<Baseline> {
+    let (baseline, _) = comment.strip_prefix(COMMENT_PREFIX)?.rsplit_once(COMMENT_USED)?;
+    Baseline::from_text(baseline).ok()
 }
 
 /// Makes sure the template for `hash` exists.
@@ -117,7 +117,7 @@ fn build(
         .execute(session)
         .with_context(|| format!("create the template database {building}"))?;
     let baseline = {
-        let mut conn = crate::connect::establish(&server.url_for(&building))?;
+        let mut conn = crate::connect::establish(&server.fast_url_for(&building))?;
         // No migrations, no bookkeeping table: an empty database stays empty.
         if !migrations.is_empty() {
             let mut session = crate::migration::Locked::lock(conn)?;

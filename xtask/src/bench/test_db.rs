@@ -91,7 +91,8 @@ impl TestDb {
                 "INSERT INTO users (email, display_name, password_hash) VALUES ('a@example.com', 'A', '$argon2id$v=19$x')"
             }
         };
-        let server = session(dbkit::testing::server_url()?);
+        // The anchor connects as the harness does (the test container's socket): the same terms.
+        let server = session(dbkit::testing::harness_server_url()?);
         let suite = write_suite(cx, self.tests, &dir)?;
         let sh = &cx.sh;
         let _in_suite = sh.push_dir(&suite);
