@@ -19,8 +19,10 @@ use dbkit::diesel_config::DieselConfig;
 /// row), builds it once, and runs it under `cargo test` (default threads, and 8 threads) and
 /// `cargo nextest run` (with the setup script `cargo xtask test --prepare-db`), three ways:
 /// through the harness (`dbkit::testing`), creating a database and running every migration per
-/// test (the anchor), and with no database (the floor). Reports median wall times, the per-test
-/// overhead ((suite - no database) / tests x threads) and the ratios; then how long the server
+/// test (the anchor), with no database, and with one new connection per test to a shared
+/// database (the floor of any harness that connects per test, as under nextest). Reports median
+/// wall times, the per-test overhead ((suite - no database) / tests x threads) and the ratios;
+/// then how long the server
 /// takes to clone a database (`STRATEGY WAL_LOG` and `FILE_COPY`), on the test server and on the
 /// dev server, which bounds any harness that clones.
 ///
@@ -44,8 +46,21 @@ pub struct TestDb {
     anchor_runs: Option<usize>,
 }
 
-/// The suite's three ways.
-const MODES: [&str; 3] = ["harness", "migrate", "none"];
+/// One suite's run: where it is, what it migrates and inserts, the servers' URLs.
+struct Plan {
+    suite: PathBuf,
+    dir: PathBuf,
+    insert: &'static str,
+    server: Url,
+    floor: Url,
+    migrations: Vec<dbkit::migration::MigrationFiles>,
+}
+
+/// The suite's ways.
+/// The suite's ways: through the harness, the anchor, no database, and the floor of any harness
+/// that opens a server connection per test (one connection to a shared migrated database, the
+/// insert rolled back).
+const MODES: [&str; 4] = ["harness", "migrate", "none", "connect"];
 
 struct Runner {
     label: String,
@@ -94,8 +109,23 @@ impl TestDb {
         // The anchor connects as the harness does (the test container's socket): the same terms.
         let server = session(dbkit::testing::harness_server_url()?);
         let suite = write_suite(cx, self.tests, &dir)?;
+        // The floor's database: a clone of the harness's template.
+        let floor = format!("railgun_bench_floor_{}", std::process::id());
+        let template = dbkit::testing::Harness::for_dir(&dir)?.template().to_string();
+        let mut admin = dbkit::connect::establish(&server)?;
+        diesel::sql_query(format!("CREATE DATABASE \"{floor}\" TEMPLATE \"{template}\"")).execute(&mut admin)?;
+        let mut floor_url = server.clone();
+        floor_url.set_path(&floor);
+        let plan = Plan { suite, dir, insert, server, floor: floor_url, migrations };
+        let result = self.run_suites(cx, &plan);
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{floor}\" WITH (FORCE)")).execute(&mut admin);
+        result
+    }
+
+    fn run_suites(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        let Plan { suite, dir, insert, server, floor, migrations } = plan;
         let sh = &cx.sh;
-        let _in_suite = sh.push_dir(&suite);
+        let _in_suite = sh.push_dir(suite);
         let target = cx.root.join("target");
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
         eprintln!("building the suite in {} (once)", suite.display());
@@ -143,10 +173,11 @@ impl TestDb {
                     let started = Instant::now();
                     let out = cmd!(sh, "{program} {args...}")
                         .env("RAILGUN_BENCH_MODE", mode)
-                        .env("RAILGUN_BENCH_MIGRATIONS", &dir)
+                        .env("RAILGUN_BENCH_MIGRATIONS", dir)
                         .env("RAILGUN_BENCH_INSERT", insert)
                         // A secret: through the environment, never the command line.
                         .env("RAILGUN_BENCH_SERVER", server.as_str())
+                        .env("RAILGUN_BENCH_FLOOR", floor.as_str())
                         .quiet()
                         .ignore_status()
                         .output()?;
@@ -172,20 +203,20 @@ impl TestDb {
             "suite: {} tests, {} migrations; server: {}",
             self.tests,
             migrations.len(),
-            dbkit::url::redact(&server)
+            dbkit::url::redact(server)
         );
         println!("load: {load_before} before, {load_after} after");
         println!(
-            "| runner | harness | create + migrate per test | no database | harness per test | create + migrate per test | faster (per-test overhead) | faster (wall) |"
+            "| runner | harness | create + migrate per test | no database | harness per test | create + migrate per test | faster (per-test overhead) | faster (wall) | floor: a connection per test |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         for (r, runner) in runners.iter().enumerate() {
-            let [harness, migrate, none] = [0, 1, 2].map(|m| median(&mut times[r][m]));
+            let [harness, migrate, none, connect] = [0, 1, 2, 3].map(|m| median(&mut times[r][m]));
             let per_test =
                 |suite: Duration| (suite.as_secs_f64() - none.as_secs_f64()).max(0.0) / tests * runner.threads as f64;
             let (ours, anchor) = (per_test(harness), per_test(migrate));
             println!(
-                "| {} | {} | {} | {} | {} | {} | {}x | {}x |",
+                "| {} | {} | {} | {} | {} | {} | {}x | {}x | {} |",
                 runner.label,
                 secs(harness),
                 secs(migrate),
@@ -193,10 +224,11 @@ impl TestDb {
                 ms(ours),
                 ms(anchor),
                 ratio(anchor / ours.max(1e-6)),
-                ratio(migrate.as_secs_f64() / harness.as_secs_f64())
+                ratio(migrate.as_secs_f64() / harness.as_secs_f64()),
+                ms(per_test(connect))
             );
         }
-        clone_times(cx, &server, &migrations)
+        clone_times(cx, server, migrations)
     }
 }
 
@@ -348,6 +380,11 @@ fn case() {
                 diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut session.conn).unwrap();
             }
             admin(format!("DROP DATABASE \"{name}\" WITH (FORCE)"));
+        }
+        "connect" => {
+            let mut conn = PgConnection::establish(&env("RAILGUN_BENCH_FLOOR")).unwrap();
+            conn.begin_test_transaction().unwrap();
+            diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut conn).unwrap();
         }
         _ => {}
     }
