@@ -606,6 +606,95 @@ fn under_cargo_test_a_passing_tests_database_and_connection_serve_the_next_test_
 
 #[test]
 #[ignore = "a child process of another test: it checks nothing on its own"]
+fn child_slot() {
+    if !is_child("child_slot") {
+        return;
+    }
+    let mut db = TestDb::with_migrations_dir(std::env::var("HARNESS_DIR").unwrap()).unwrap();
+    let mut conn = db.conn().unwrap();
+    let oid: Count = diesel::sql_query("SELECT oid::int8 AS n FROM pg_database WHERE datname = current_database()")
+        .get_result(&mut conn)
+        .unwrap();
+    let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM items").get_result(&mut conn).unwrap();
+    println!("name={} oid={} rows={}", db.name(), oid.n, rows.n);
+    diesel::sql_query("INSERT INTO items (name) VALUES ('a'), ('b')").execute(&mut conn).unwrap();
+    drop(conn);
+    match std::env::var("HARNESS_ACTION").unwrap().as_str() {
+        // As `kill -9` midway: no destructor runs, the slot is never marked finished.
+        "killed" => std::process::abort(),
+        "failed" => db.keep(),
+        _ => {}
+    }
+}
+
+#[test]
+fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after_a_kill_or_a_failure() {
+    let dir = tempdir("slot");
+    write_migration(
+        &dir,
+        "2024-01-01-000000_items",
+        &format!(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n-- {:?}",
+            std::time::SystemTime::now()
+        ),
+    );
+    // Play nextest: the setup script's variables, a run id, slot 7; this process as the parent.
+    let mut env: Vec<(String, String)> = Harness::for_dir(&dir).unwrap().nextest_env();
+    let run = format!(
+        "{:012x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            & 0xffff_ffff_ffff
+    );
+    env.extend([
+        ("NEXTEST_EXECUTION_MODE".into(), "process-per-test".into()),
+        ("NEXTEST_TEST_GLOBAL_SLOT".into(), "7".into()),
+        ("NEXTEST_RUN_ID".into(), run.clone()),
+        ("RAILGUN_TEST_SLOT_PARENT".into(), std::process::id().to_string()),
+        ("HARNESS_DIR".into(), dir.to_str().unwrap().into()),
+    ]);
+    let run_child = |action: &str| -> (String, String, String, bool) {
+        let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        envs.push(("HARNESS_ACTION", action));
+        let out = child("child_slot", &envs);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = stdout.lines().find_map(|l| l.find("name=").map(|at| l[at..].to_string())).unwrap_or_default();
+        let field = |key: &str| value_after(&line, &format!("{key}=")).to_string();
+        (field("name"), field("oid"), field("rows"), out.status.success())
+    };
+    let (slot_name, first, rows, ok) = run_child("pass");
+    assert!(ok && slot_name.starts_with("railgun_slot_") && slot_name.ends_with(&format!("_{run}_7")), "{slot_name}");
+    assert_eq!(rows, "0");
+    let (name, again, rows, _) = run_child("killed");
+    assert_eq!(
+        (name.as_str(), again.as_str(), rows.as_str()),
+        (slot_name.as_str(), first.as_str(), "0"),
+        "not reused, or not reset"
+    );
+    // The killed test never marked its end: its rows may not show in the statistics yet, so the
+    // slot's database is replaced rather than reset.
+    let (name, after_kill, rows, ok) = run_child("failed");
+    assert!(ok && name == slot_name && after_kill != again && rows == "0", "{name} {after_kill} {rows}");
+    // The failed test's database left the slot and is kept; the slot gets another one.
+    let (_, after_failure, rows, ok) = run_child("pass");
+    assert!(ok && after_failure != after_kill && rows == "0");
+    let mut admin = admin();
+    let kept: Vec<Name> = diesel::sql_query(
+        "SELECT datname AS name FROM pg_database WHERE oid = $1::oid AND shobj_description(oid, 'pg_database') LIKE 'railgun test kept%'",
+    )
+    .bind::<Text, _>(&after_kill)
+    .load(&mut admin)
+    .unwrap();
+    assert_eq!(kept.len(), 1, "the failed test's database was not kept");
+    drop_database(&kept[0].name);
+    drop_database(&slot_name);
+    let template = Harness::for_dir(&dir).unwrap().template().to_string();
+    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
+    drop_database(&template);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_waits_for_a_connection() {
     if !is_child("child_waits_for_a_connection") {
         return;

@@ -67,10 +67,12 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
 pub(crate) const TEMPLATES_ENV: &str = "RAILGUN_TEST_TEMPLATES";
 
 /// True in the process nextest started, not in one a test started (it inherits the slot
-/// number, and would share the slot's database).
+/// number, and would share the slot's database). `RAILGUN_TEST_SLOT_PARENT` names another
+/// parent whose children may take slots (the harness's own tests play nextest that way).
 fn started_by_nextest() -> bool {
     let parent = std::os::unix::process::parent_id();
-    std::fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|comm| comm.trim() == "cargo-nextest")
+    std::env::var("RAILGUN_TEST_SLOT_PARENT").is_ok_and(|p| p == parent.to_string())
+        || std::fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|comm| comm.trim() == "cargo-nextest")
 }
 
 /// The run a slot database belongs to (`<hash>_<run>_<slot>` after the prefix).
