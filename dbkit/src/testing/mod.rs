@@ -22,9 +22,12 @@
 //! for this process's next test (no rename, no new clone, no new connection), claims clones
 //! from the pool ahead of demand and keeps the pool filled; a test that finds none ready resets
 //! a returned one itself. Under nextest (a process per test) a process does no background work:
-//! a passing test's database goes back to the pool, reset by its next claimer, and the setup
-//! script `cargo xtask test --prepare-db` fills the pool and cleans up once per run. Databases of
-//! crashed runs are dropped by the next run (unused claimed ones go back to the pool).
+//! each test slot of the run has a database of its own (see `slot`), which its tests reset in
+//! turn, so a test process opens one connection and claims nothing; other test databases of the
+//! process go back to the pool, reset by their next claimer. The setup script
+//! `cargo xtask test --prepare-db` builds the template, fills the pool, cleans up and hands its
+//! findings to the test processes once per run. Databases of crashed runs are dropped by the
+//! next run (unused claimed ones go back to the pool).
 //!
 //! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].
 //!
@@ -37,7 +40,8 @@
 //!
 //! Names on the server: `railgun_tpl_<hash>` templates, `railgun_prep_*` clones warming up,
 //! `railgun_pool_<hash>_*` ready clones (`..._used<n>`: a passing test's, reset when claimed),
-//! `railgun_test_<process>_<n>` databases in use (or kept after a failure).
+//! `railgun_test_<process>_<n>` databases in use (or kept after a failure), and under nextest
+//! `railgun_slot_<hash>_<run>_<slot>` slot databases.
 
 mod cleanup;
 mod conns;
