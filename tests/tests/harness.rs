@@ -72,8 +72,19 @@ fn database(name: &str) -> Option<Option<String>> {
     rows.into_iter().next().map(|r| r.comment)
 }
 
+/// Drops database `name` if it exists, a template too.
 fn drop_database(name: &str) {
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin()).unwrap();
+    let mut admin = admin();
+    let _ = diesel::sql_query(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false")).execute(&mut admin);
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).unwrap();
+}
+
+/// The oid of the database `conn` is connected to.
+fn current_oid(conn: &mut PgConnection) -> i64 {
+    diesel::sql_query("SELECT oid::int8 AS n FROM pg_database WHERE datname = current_database()")
+        .get_result::<Count>(conn)
+        .unwrap()
+        .n
 }
 
 /// Runs the `child_*` test `name` of this binary in a process of its own, as `cargo test` runs
@@ -232,8 +243,6 @@ fn the_template_is_reused_by_later_runs_and_rebuilt_when_a_migration_changes() {
     for template in [&first, &third] {
         assert!(database(template).is_some(), "{template} is gone");
         assert_eq!(database(&template.replace("railgun_tpl_", "railgun_tplbuild_")), None, "a half-built one is left");
-        let _ =
-            diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin());
         drop_database(template);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -352,7 +361,6 @@ fn clones_a_crashed_process_held_unused_go_back_to_the_pool_while_it_has_room() 
     for name in held.iter().chain(&pool) {
         drop_database(name);
     }
-    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
     drop_database(&template);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -369,10 +377,7 @@ fn child_recycle() {
     let count = |conn: &mut PgConnection, table: &str| -> i64 {
         diesel::sql_query(format!("SELECT count(*) AS n FROM {table}")).get_result::<Count>(conn).unwrap().n
     };
-    let oid: Count = diesel::sql_query("SELECT oid::int8 AS n FROM pg_database WHERE datname = current_database()")
-        .get_result(&mut conn)
-        .unwrap();
-    println!("oid={}", oid.n);
+    println!("oid={}", current_oid(&mut conn));
     match std::env::var("HARNESS_ACTION").unwrap().as_str() {
         "write" => {
             sql(&mut conn, "INSERT INTO items (name) VALUES ('a'), ('b')");
@@ -475,7 +480,6 @@ fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_see
         drop_database(&name);
     }
     let template = format!("railgun_tpl_{hash}");
-    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
     drop_database(&template);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -612,11 +616,8 @@ fn child_slot() {
     }
     let mut db = TestDb::with_migrations_dir(std::env::var("HARNESS_DIR").unwrap()).unwrap();
     let mut conn = db.conn().unwrap();
-    let oid: Count = diesel::sql_query("SELECT oid::int8 AS n FROM pg_database WHERE datname = current_database()")
-        .get_result(&mut conn)
-        .unwrap();
     let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM items").get_result(&mut conn).unwrap();
-    println!("name={} oid={} rows={}", db.name(), oid.n, rows.n);
+    println!("name={} oid={} rows={}", db.name(), current_oid(&mut conn), rows.n);
     diesel::sql_query("INSERT INTO items (name) VALUES ('a'), ('b')").execute(&mut conn).unwrap();
     drop(conn);
     match std::env::var("HARNESS_ACTION").unwrap().as_str() {
@@ -688,7 +689,6 @@ fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after
     drop_database(&kept[0].name);
     drop_database(&slot_name);
     let template = Harness::for_dir(&dir).unwrap().template().to_string();
-    let _ = diesel::sql_query(format!("ALTER DATABASE \"{template}\" WITH IS_TEMPLATE false")).execute(&mut admin);
     drop_database(&template);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -744,7 +744,6 @@ fn a_test_out_of_connection_slots_waits_for_one_and_says_so() {
     .load(&mut admin)
     .unwrap();
     for Name { name } in owned {
-        let _ = diesel::sql_query(format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE false")).execute(&mut admin);
         drop_database(&name);
     }
     diesel::sql_query(format!("DROP ROLE {role}")).execute(&mut admin).unwrap();

@@ -232,6 +232,8 @@ pub struct Harness {
     pool_prefix: String,
     hash: u64,
     migrations: Vec<MigrationFiles>,
+    /// Under nextest, this process's slot database for the template (see `slot`).
+    slot_name: Option<String>,
     /// The template made sure of (built when missing): what a clean clone holds (`None`: used
     /// databases are dropped) and how long building took. At start, or on first need in a
     /// nextest process whose slot database is ready (it reads the baseline itself).
@@ -320,6 +322,7 @@ impl Harness {
             pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
             hash,
             migrations: migrations.to_vec(),
+            slot_name: slot::name(hash, server),
             ready: OnceLock::new(),
             pool_size,
             wake: (Mutex::new(0), Condvar::new()),
@@ -327,7 +330,7 @@ impl Harness {
             local: Mutex::new(Local::default()),
             background,
         }));
-        if slot::name(hash, server).is_none() {
+        if harness.slot_name.is_none() {
             harness.ensure()?;
         }
         if !background {
@@ -350,7 +353,7 @@ impl Harness {
     pub fn test_db(&'static self) -> Result<TestDb> {
         // Under nextest, the process's first test database is its slot's.
         static SLOT_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if let Some(name) = slot::name(self.hash, self.server)
+        if let Some(name) = self.slot_name.clone()
             && !SLOT_TAKEN.swap(true, Ordering::SeqCst)
         {
             let slot = match self.ready_slot(&name)? {

@@ -185,9 +185,7 @@ fn pick_prepared() -> Option<Server> {
     if facts.first() != Some(&identity(&base).as_str()) {
         return None;
     }
-    let mut admin = fast.clone();
-    admin.set_path("postgres");
-    admin.query_pairs_mut().append_pair("options", "-csynchronous_commit=off");
+    let admin = admin_url(&fast);
     Some(Server {
         base,
         fast,
@@ -200,6 +198,14 @@ fn pick_prepared() -> Option<Server> {
         file_copy: facts.contains(&"file_copy"),
         recycles: facts.contains(&"recycles"),
     })
+}
+
+/// The `postgres` database with durability off for our sessions: for CREATE/DROP DATABASE.
+fn admin_url(server: &Url) -> Url {
+    let mut admin = server.clone();
+    admin.set_path("postgres");
+    admin.query_pairs_mut().append_pair("options", "-csynchronous_commit=off");
+    admin
 }
 
 /// A server URL's user, host, port and query (the socket folder), without its password.
@@ -306,9 +312,7 @@ impl Server {
     /// Connects to `fast` (see the field); tests are given it without the test container's socket.
     fn open(fast: Url, origin: String, redis: Option<String>) -> Result<Server> {
         let base = without_socket(&fast);
-        let mut admin = fast.clone();
-        admin.set_path("postgres");
-        admin.query_pairs_mut().append_pair("options", "-csynchronous_commit=off");
+        let admin = admin_url(&fast);
         let mut session = connect_waiting(&admin).with_context(|| format!("connect to the test server ({origin})"))?;
         #[derive(QueryableByName)]
         struct Facts {

@@ -57,10 +57,9 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
         return None;
     }
     let slot: u32 = var("NEXTEST_TEST_GLOBAL_SLOT")?.parse().ok()?;
-    let run: String = var("NEXTEST_RUN_ID")?.chars().filter(char::is_ascii_hexdigit).take(12).collect();
+    let run = current_run()?;
     let prepared = var(TEMPLATES_ENV).is_some_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")));
-    (server.recycles && prepared && !run.is_empty() && started_by_nextest())
-        .then(|| format!("{SLOT_PREFIX}{hash:016x}_{run}_{slot}"))
+    (server.recycles && prepared && started_by_nextest()).then(|| format!("{SLOT_PREFIX}{hash:016x}_{run}_{slot}"))
 }
 
 /// The templates the setup script prepared (their hashes): only their tests skip the check.

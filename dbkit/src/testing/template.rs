@@ -61,8 +61,12 @@ pub(crate) fn name_of(hash: u64) -> String {
 
 /// What a clean clone holds, from the template's comment (`None`: it says nothing usable).
 pub(crate) fn baseline_in(comment: &str) -> Option<Baseline> {
-    let (baseline, _) = comment.strip_prefix(COMMENT_PREFIX)?.rsplit_once(COMMENT_USED)?;
-    Baseline::from_text(baseline).ok()
+    Baseline::from_text(parse_comment(comment)?.0).ok()
+}
+
+/// A template's comment: the baseline's text and when it was last used.
+fn parse_comment(comment: &str) -> Option<(&str, &str)> {
+    comment.strip_prefix(COMMENT_PREFIX)?.rsplit_once(COMMENT_USED)
 }
 
 /// Makes sure the template for `hash` exists.
@@ -158,8 +162,7 @@ fn exists(conn: &mut PgConnection, name: &str) -> Result<Option<(String, u64)>> 
     .context("look for the test template")?;
     Ok(found.into_iter().next().map(|f| {
         let comment = f.comment.unwrap_or_default();
-        let stamp = comment.strip_prefix(COMMENT_PREFIX).and_then(|rest| rest.rsplit_once(COMMENT_USED));
-        let (baseline, used) = stamp.unwrap_or_default();
+        let (baseline, used) = parse_comment(&comment).unwrap_or_default();
         (baseline.to_string(), used.parse().unwrap_or(0))
     }))
 }
