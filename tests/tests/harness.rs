@@ -617,7 +617,8 @@ fn child_slot() {
     let mut db = TestDb::with_migrations_dir(std::env::var("HARNESS_DIR").unwrap()).unwrap();
     let mut conn = db.conn().unwrap();
     let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM items").get_result(&mut conn).unwrap();
-    println!("name={} oid={} rows={}", db.name(), current_oid(&mut conn), rows.n);
+    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut conn).unwrap();
+    println!("name={} oid={} rows={} pid={}", db.name(), current_oid(&mut conn), rows.n, pid.pid);
     diesel::sql_query("INSERT INTO items (name) VALUES ('a'), ('b')").execute(&mut conn).unwrap();
     drop(conn);
     match std::env::var("HARNESS_ACTION").unwrap().as_str() {
@@ -630,7 +631,26 @@ fn child_slot() {
 
 #[test]
 fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after_a_kill_or_a_failure() {
-    let dir = tempdir("slot");
+    slot_cycle(false);
+}
+
+/// The same through the setup script's PgBouncer (the test container's): the slot's tests also
+/// get the server process its last test left.
+#[test]
+fn under_nextest_the_setup_scripts_pooler_hands_a_slots_next_test_its_last_server_process() {
+    slot_cycle(true);
+}
+
+#[derive(QueryableByName)]
+struct Pid {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pid: i32,
+}
+
+/// A slot's tests in turn (pass, killed, failed, pass); `prepared`: the variables come from
+/// the setup script's preparation (with the pooler), else from the harness of this process.
+fn slot_cycle(prepared: bool) {
+    let dir = tempdir(if prepared { "slot-pooled" } else { "slot" });
     write_migration(
         &dir,
         "2024-01-01-000000_items",
@@ -640,7 +660,17 @@ fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after
         ),
     );
     // Play nextest: the setup script's variables, a run id, slot 7; this process as the parent.
-    let mut env: Vec<(String, String)> = Harness::for_dir(&dir).unwrap().nextest_env();
+    let mut env: Vec<(String, String)> = match prepared {
+        true => Harness::prepare(&dir).unwrap().0.nextest_env(),
+        false => Harness::for_dir(&dir).unwrap().nextest_env(),
+    };
+    if !prepared {
+        // Straight to Postgres, even where this process got the pooler (under nextest).
+        env.retain(|(key, _)| key != "RAILGUN_TEST_POOLER");
+    }
+    let pooled = env.iter().any(|(key, _)| key == "RAILGUN_TEST_POOLER");
+    let container = Harness::for_dir(&dir).unwrap().origin().starts_with("the test container");
+    assert_eq!(pooled, prepared && container, "the pooler runs for a prepared run on the test container only");
     let run = format!(
         "{:012x}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -653,19 +683,27 @@ fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after
         ("RAILGUN_TEST_SLOT_PARENT".into(), std::process::id().to_string()),
         ("HARNESS_DIR".into(), dir.to_str().unwrap().into()),
     ]);
-    let run_child = |action: &str| -> (String, String, String, bool) {
+    let run_child = |action: &str| -> (String, String, String, bool, String) {
         let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         envs.push(("HARNESS_ACTION", action));
         let out = child("child_slot", &envs);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let line = stdout.lines().find_map(|l| l.find("name=").map(|at| l[at..].to_string())).unwrap_or_default();
+        let line = stdout.lines().find_map(|l| l.find("name=").map(|at| l[at..].to_string()));
+        let line = line
+            .unwrap_or_else(|| panic!("the {action} test printed nothing:\n{}", String::from_utf8_lossy(&out.stderr)));
         let field = |key: &str| value_after(&line, &format!("{key}=")).to_string();
-        (field("name"), field("oid"), field("rows"), out.status.success())
+        (field("name"), field("oid"), field("rows"), out.status.success(), field("pid"))
     };
-    let (slot_name, first, rows, ok) = run_child("pass");
+    let (slot_name, first, rows, ok, first_pid) = run_child("pass");
     assert!(ok && slot_name.starts_with("railgun_slot_") && slot_name.ends_with(&format!("_{run}_7")), "{slot_name}");
     assert_eq!(rows, "0");
-    let (name, again, rows, _) = run_child("killed");
+    if pooled {
+        // A passing test's server process serves the slot's next test, reset and fresh.
+        let (name, again, rows, ok, pid) = run_child("pass");
+        assert_eq!((name.as_str(), again.as_str(), rows.as_str(), ok), (slot_name.as_str(), first.as_str(), "0", true));
+        assert_eq!(pid, first_pid, "the pooler did not keep the slot's server process");
+    }
+    let (name, again, rows, _, _) = run_child("killed");
     assert_eq!(
         (name.as_str(), again.as_str(), rows.as_str()),
         (slot_name.as_str(), first.as_str(), "0"),
@@ -673,10 +711,10 @@ fn under_nextest_each_slot_has_a_database_reset_between_tests_and_replaced_after
     );
     // The killed test never marked its end: its rows may not show in the statistics yet, so the
     // slot's database is replaced rather than reset.
-    let (name, after_kill, rows, ok) = run_child("failed");
+    let (name, after_kill, rows, ok, _) = run_child("failed");
     assert!(ok && name == slot_name && after_kill != again && rows == "0", "{name} {after_kill} {rows}");
     // The failed test's database left the slot and is kept; the slot gets another one.
-    let (_, after_failure, rows, ok) = run_child("pass");
+    let (_, after_failure, rows, ok, _) = run_child("pass");
     assert!(ok && after_failure != after_kill && rows == "0");
     let mut admin = admin();
     let kept: Vec<Name> = diesel::sql_query(

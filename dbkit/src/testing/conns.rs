@@ -142,26 +142,53 @@ impl Slot {
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The server process of `conn`, one of this pool's: known when the pool opened that one
+    /// connection only (as in a nextest test process), else asked once and kept with it.
+    pub fn pid_of(&self, conn: &mut TestConn) -> Result<i32> {
+        if let Some(pid) = PooledConnection::extensions(conn).get::<Pid>() {
+            return Ok(pid.0);
+        }
+        let only = match self.pids.lock().unwrap_or_else(|e| e.into_inner()).as_slice() {
+            [pid] if self.current().state().connections == 1 => Some(*pid),
+            _ => None,
+        };
+        let pid = match only {
+            Some(pid) => pid,
+            None => backend_pid(conn)?,
+        };
+        PooledConnection::extensions_mut(conn).insert(Pid(pid));
+        Ok(pid)
+    }
+
     /// Every idle connection, each brought back to a fresh session's state (settings, role,
     /// cursors, listens, advisory locks, temporary objects) with its pending statistics flushed,
-    /// and with its server process id; an error when one is inside a transaction. Prepared statements stay: the schema has not changed
-    /// (a test that changed it gets its database dropped), and diesel's statement cache names them.
+    /// and with its server process id; an error when one is inside a transaction. Prepared
+    /// statements stay: the schema has not changed (a test that changed it gets its database
+    /// dropped), and diesel's statement cache names them.
     pub fn idle_reset(&self) -> Result<Vec<(TestConn, i32)>> {
+        self.each_idle(
+            "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+             SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_stat_force_next_flush()",
+        )
+    }
+
+    /// Every idle connection with its pending statistics flushed (the pooler resets the
+    /// sessions), and with its server process id; an error when one is inside a transaction.
+    pub fn idle_flush(&self) -> Result<Vec<(TestConn, i32)>> {
+        self.each_idle("SELECT pg_stat_force_next_flush()")
+    }
+
+    /// Runs `script` on every idle connection, which stay out of the pool until dropped. One
+    /// left inside a transaction (diesel's pool keeps a `begin_test_transaction` one) fails
+    /// first: its database is then dropped, not reused.
+    fn each_idle(&self, script: &str) -> Result<Vec<(TestConn, i32)>> {
         let pool = self.current();
         let mut conns = Vec::new();
         while let Some(mut conn) = pool.try_get() {
-            // One left inside a transaction (diesel's pool keeps a `begin_test_transaction`
-            // one) fails the first statement: the database is then dropped, not reused.
-            conn.batch_execute(
-                "DO $$ BEGIN IF now() <> statement_timestamp() THEN RAISE 'left inside a transaction'; END IF; END $$; \
-                 CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; SELECT pg_stat_force_next_flush()",
-            )?;
-            let pid = match PooledConnection::extensions(&conn).get::<Pid>() {
-                Some(pid) => pid.0,
-                None => backend_pid(&mut conn)?,
-            };
-            PooledConnection::extensions_mut(&mut conn).insert(Pid(pid));
+            conn.batch_execute(&format!(
+                "DO $$ BEGIN IF now() <> statement_timestamp() THEN RAISE 'left inside a transaction'; END IF; END $$; {script}"
+            ))?;
+            let pid = self.pid_of(&mut conn)?;
             conns.push((conn, pid));
         }
         Ok(conns)

@@ -45,6 +45,7 @@
 
 mod cleanup;
 mod conns;
+mod pooler;
 mod recycle;
 mod redis;
 mod server;
@@ -57,6 +58,7 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use url::Url;
 
@@ -107,7 +109,7 @@ impl TestDb {
     pub fn empty() -> Result<TestDb> {
         static EMPTY: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
         EMPTY
-            .get_or_init(|| Harness::start(&[]).map_err(|e| crate::error::describe(&e)))
+            .get_or_init(|| Harness::for_migrations(&[]).map_err(|e| crate::error::describe(&e)))
             .as_ref()
             .map_err(|e| anyhow!("{e}"))?
             .test_db()
@@ -266,7 +268,7 @@ impl Harness {
         if let Some((_, harness)) = known.iter().find(|(h, _)| *h == hash) {
             return Ok(harness);
         }
-        let harness = Harness::start(migrations)?;
+        let harness = Harness::start(migrations, hash)?;
         known.push((hash, harness));
         Ok(harness)
     }
@@ -299,22 +301,23 @@ impl Harness {
     pub fn prepare(dir: &Path) -> Result<(&'static Harness, usize)> {
         let migrations =
             crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        let harness = Harness::build(&migrations, false)?;
+        let harness = Harness::build(&migrations, template::fingerprint(&migrations)?, false)?;
+        harness.server.start_pooler();
         harness.fill_pool(&mut None, &mut 0)?;
         clean_stale()?;
         let ready = harness.server.admin(|c| Ok(databases(c, &harness.pool_prefix)?.len()))?;
         Ok((harness, ready))
     }
 
-    fn start(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
+    /// The harness for `migrations`, whose fingerprint is `hash` (read once: it reads every up.sql).
+    fn start(migrations: &[MigrationFiles], hash: u64) -> Result<&'static Harness> {
         // A process per test (nextest) runs one test: background work would be wasted.
         let background = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() != Ok("process-per-test");
-        Harness::build(migrations, background)
+        Harness::build(migrations, hash, background)
     }
 
-    fn build(migrations: &[MigrationFiles], background: bool) -> Result<&'static Harness> {
+    fn build(migrations: &[MigrationFiles], hash: u64, background: bool) -> Result<&'static Harness> {
         let server = server()?;
-        let hash = template::fingerprint(migrations)?;
         let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
@@ -457,10 +460,9 @@ impl Harness {
     /// The nextest variables of a prepared run (`NEXTEST_ENV`): its test processes then skip
     /// what the setup script already did, and a ready slot database is all they connect to.
     pub fn nextest_env(&self) -> Vec<(String, String)> {
-        vec![
-            (server::FACTS_ENV.to_string(), self.server.facts()),
-            (slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)),
-        ]
+        let mut env = self.server.nextest_env();
+        env.push((slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)));
+        env
     }
 
     /// Where the test server came from (`TEST_DATABASE_URL`, `DATABASE_URL`, the test container).
@@ -501,7 +503,7 @@ impl Harness {
             }
             // Renamed: nobody else was connected, and nobody knows the new name.
             let reset = match self.baseline()? {
-                Some(baseline) => baseline.reset(&mut *slot.get()?)?,
+                Some(baseline) => baseline.reset(&mut *slot.get()?, "")?,
                 None => false,
             };
             if reset {
@@ -525,17 +527,29 @@ impl Harness {
             Err(e) => return Err(e),
         };
         // The slot's last test ended cleanly (it marked its end): a killed one may have left
-        // writes its statistics do not show yet. Unmarked from now, until this test ends.
-        let (finished, template) = slot::marks(&mut conn, name, &self.template)?;
+        // writes its statistics do not show yet. Unmarked from now (with the reset, in one
+        // transaction), until this test ends.
+        let slot::Marks { left, template, alive } = slot::marks(&mut conn, &self.template)?;
         let baseline = match self.ready.get() {
             Some((baseline, _)) => baseline.as_ref(),
-            None => match template.and_then(|t| template::baseline_in(&t)) {
-                Some(baseline) => self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref(),
-                None => return Ok(None),
-            },
+            None => template
+                .and_then(|t| template::baseline_in(&t))
+                .and_then(|baseline| self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref()),
         };
-        let Some(baseline) = baseline else { return Ok(None) };
-        let reset = finished && recycle::wait_alone(&mut conn, &[], &[])? && baseline.reset(&mut conn)?;
+        // Its connections the pooler kept are flushed; any other is ended first (the marks'
+        // query began that: waited for here when it found one).
+        let reset = match (left, baseline) {
+            (Some(left), Some(baseline)) => {
+                (!alive || recycle::wait_alone(&mut conn, &[], &left)?)
+                    && baseline.reset(&mut conn, &slot::unmark(name))?
+            }
+            _ => false,
+        };
+        if !reset {
+            // Left inside a transaction, so that the pooler closes its server connection rather
+            // than keep it for a database about to be dropped.
+            let _ = conn.batch_execute("BEGIN");
+        }
         drop(conn);
         if reset {
             return Ok(Some(slot));
@@ -546,18 +560,20 @@ impl Harness {
         Ok(None)
     }
 
-    /// After a passing test in a slot: its connections' statistics flushed and every other
-    /// connection (the test's own, through the URL) ended, for the slot's next test. False
-    /// when that cannot be (a connection still out, or one left inside a transaction).
+    /// After a passing test in a slot: its pool's connections' statistics flushed (the pooler
+    /// keeps them for the slot's next test) and every other connection (the test's own,
+    /// through the URL) ended. False when that cannot be (a connection still out, or one left
+    /// inside a transaction: the slot's next test then drops the database).
     fn finish_slot(&self, slot: &Slot) -> Result<bool> {
         if !slot.all_back() {
             return Ok(false);
         }
-        // Every other connection ended (their statistics are flushed as they exit), then this
-        // one's flushed and the end marked. One left inside a transaction marks nothing (its
-        // transaction never commits): the slot's next test drops the database.
+        // One connection marks the end: one the test used, else a new one (it used the URL only).
         let mut conn = slot.get()?;
-        Ok(recycle::wait_alone(&mut conn, &slot.pids(), &[])? && slot::mark_finished(&mut conn, &slot.name).is_ok())
+        let others = slot.idle_flush()?;
+        let mut left = vec![slot.pid_of(&mut conn)?];
+        left.extend(others.iter().map(|(_, pid)| *pid));
+        Ok(slot::mark_finished(&mut conn, &slot.name, &slot.pids(), &left).is_ok())
     }
 
     /// A failed test's slot database renamed out of the slot (to a test database's name);
@@ -571,7 +587,25 @@ impl Harness {
             diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\"")).execute(c)?;
             Ok(())
         })?;
+        // Not for the kept database's sake: a failure here only costs the slot's next test a clone.
+        let _ = self.replace_slot(&name);
         Ok(kept)
+    }
+
+    /// A clean clone in the slot `name` that a failed test's database left, marked as a finished
+    /// test's for the slot's next test: so that the pooler never tries to log in to a missing
+    /// database twice in a row (it would then turn that database's clients away for a while).
+    fn replace_slot(&self, name: &str) -> Result<()> {
+        let clean = match self.claim(name)? {
+            Some(used) => !used,
+            None => self.clone_template(name).is_ok(),
+        };
+        if clean {
+            self.server.admin(|c| {
+                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{}'", slot::FINISHED)).execute(c)?)
+            })?;
+        }
+        Ok(())
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
@@ -603,7 +637,7 @@ impl Harness {
                 None => slot.get()?,
             };
             let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
-            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn)?)
+            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn, "")?)
         })();
         if reset.unwrap_or(false) {
             return Ok(Some(slot));

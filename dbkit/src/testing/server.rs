@@ -56,6 +56,11 @@ pub(crate) struct Server {
     /// without connecting (a nextest test process whose slot database is ready needs none).
     owner_session: Mutex<Option<PgConnection>>,
     idle: Mutex<Vec<PgConnection>>,
+    /// Under nextest, PgBouncer in front of the test container (see `pooler`): the slot
+    /// databases' connections go through it. Set by the setup script, read by test processes.
+    pooled: OnceLock<Url>,
+    /// The test container's project, when the server is the test container.
+    container: Option<String>,
     /// `CREATE DATABASE ... STRATEGY FILE_COPY` is faster when checkpoints skip fsync.
     pub file_copy: bool,
     /// A passing test's database can be reset for the next test: by a superuser (triggers off
@@ -78,11 +83,24 @@ impl Server {
         url
     }
 
-    /// The URL the harness itself connects to database `name` with (see `fast`).
+    /// The URL the harness itself connects to database `name` with: `fast` (see the field), or
+    /// for a nextest slot database the pooler, when the setup script started one.
     pub fn fast_url_for(&self, name: &str) -> Url {
-        let mut url = self.fast.clone();
+        let pooled = self.pooled.get().filter(|_| name.starts_with(super::slot::SLOT_PREFIX));
+        let mut url = pooled.unwrap_or(&self.fast).clone();
         url.set_path(name);
         url
+    }
+
+    /// Starts PgBouncer in front of the test container, for the slot databases of a nextest
+    /// run (see `pooler`); nothing on another server, or when it cannot run.
+    pub fn start_pooler(&self) {
+        let Some(project) = &self.container else { return };
+        let dir = std::env::temp_dir();
+        let Ok(_lock) = DirLock::take(&dir.join(format!("{project}.lock"))) else { return };
+        if let Some(url) = super::pooler::ensure(project, &dir.join(format!("{project}.pg")), &self.base) {
+            let _ = self.pooled.set(url);
+        }
     }
 
     /// Runs `f` on an admin connection: the owner session when free, else one from a small idle
@@ -162,6 +180,13 @@ impl Server {
         facts.extend(self.recycles.then(|| "recycles".to_string()));
         facts.join(" ")
     }
+
+    /// The variables a prepared run's test processes read: [`FACTS_ENV`], and the pooler's URL.
+    pub fn nextest_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![(FACTS_ENV.to_string(), self.facts())];
+        env.extend(self.pooled.get().map(|url| (super::pooler::POOLER_ENV.to_string(), url.to_string())));
+        env
+    }
 }
 
 /// The server as the setup script found it, without connecting: TEST_DATABASE_URL, else the
@@ -169,13 +194,16 @@ impl Server {
 fn pick_prepared() -> Option<Server> {
     let facts = std::env::var(FACTS_ENV).ok()?;
     let facts: Vec<&str> = facts.split(' ').collect();
-    let (base, origin, redis) = match std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
-        Some(raw) => {
-            (parse_database_url(&raw).ok()?, "TEST_DATABASE_URL".to_string(), std::env::var("TEST_REDIS_URL").ok())
-        }
+    let (base, origin, redis, container) = match std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
+        Some(raw) => (
+            parse_database_url(&raw).ok()?,
+            "TEST_DATABASE_URL".to_string(),
+            std::env::var("TEST_REDIS_URL").ok(),
+            None,
+        ),
         None if std::env::var("RAILGUN_TEST_SERVER").as_deref() != Ok("dev") => {
             let (url, redis) = cached_endpoints()?;
-            (url, format!("the test container {}-postgres", test_project()), Some(redis))
+            (url, format!("the test container {}-postgres", test_project()), Some(redis), Some(test_project()))
         }
         None => return None,
     };
@@ -186,6 +214,10 @@ fn pick_prepared() -> Option<Server> {
         return None;
     }
     let admin = admin_url(&fast);
+    let pooled = OnceLock::new();
+    if let Some(url) = std::env::var(super::pooler::POOLER_ENV).ok().and_then(|u| Url::parse(&u).ok()) {
+        let _ = pooled.set(url);
+    }
     Some(Server {
         base,
         fast,
@@ -195,6 +227,8 @@ fn pick_prepared() -> Option<Server> {
         owner: owner_candidate(),
         owner_session: Mutex::new(None),
         idle: Mutex::new(Vec::new()),
+        pooled,
+        container,
         file_copy: facts.contains(&"file_copy"),
         recycles: facts.contains(&"recycles"),
     })
@@ -243,7 +277,7 @@ fn pick() -> Result<Server> {
     if let Some(raw) = from_env("TEST_DATABASE_URL") {
         let url = parse_database_url(&raw).context("TEST_DATABASE_URL")?;
         let redis = from_env("TEST_REDIS_URL").or_else(|| from_env("REDIS_URL")).or_else(|| from_file("REDIS_URL"));
-        return Server::open(url, "TEST_DATABASE_URL".into(), redis);
+        return Server::open(url, "TEST_DATABASE_URL".into(), redis, None);
     }
     // The test container first, even when the dev server is up: tmpfs and no fsync make clones
     // and commits cheap, and the tests neither fill the dev server's WAL nor litter it.
@@ -274,7 +308,7 @@ fn pick() -> Result<Server> {
         let Some(raw) = raw.filter(|_| app_env.as_deref() != Some("production")) else { continue };
         let url = parse_database_url(&raw).with_context(|| origin.to_string())?;
         if is_local(&url) && answers(&url) {
-            return Server::open(url, origin.into(), redis);
+            return Server::open(url, origin.into(), redis, None);
         }
     }
     match prefer_dev {
@@ -289,12 +323,12 @@ fn test_container_server() -> Result<Option<Server>> {
     let origin = format!("the test container {}-postgres", test_project());
     // The usual case, with no probe: this first connection is the probe (one connection less per process).
     if let Some((url, redis)) = cached_endpoints()
-        && let Ok(server) = Server::open(url, origin.clone(), Some(redis))
+        && let Ok(server) = Server::open(url, origin.clone(), Some(redis), Some(test_project()))
     {
         return Ok(Some(server));
     }
     let Some((url, redis)) = test_container()? else { return Ok(None) };
-    Server::open(url, origin, Some(redis)).map(Some)
+    Server::open(url, origin, Some(redis), Some(test_project())).map(Some)
 }
 
 fn endpoints_file() -> PathBuf {
@@ -310,7 +344,7 @@ fn cached_endpoints() -> Option<(Url, String)> {
 
 impl Server {
     /// Connects to `fast` (see the field); tests are given it without the test container's socket.
-    fn open(fast: Url, origin: String, redis: Option<String>) -> Result<Server> {
+    fn open(fast: Url, origin: String, redis: Option<String>, container: Option<String>) -> Result<Server> {
         let base = without_socket(&fast);
         let admin = admin_url(&fast);
         let mut session = connect_waiting(&admin).with_context(|| format!("connect to the test server ({origin})"))?;
@@ -356,6 +390,8 @@ impl Server {
             owner,
             owner_session: Mutex::new(Some(session)),
             idle: Mutex::new(Vec::new()),
+            pooled: OnceLock::new(),
+            container,
             file_copy: facts.file_copy,
             recycles: facts.recycles,
         })
@@ -398,7 +434,7 @@ fn env_file() -> PathBuf {
 }
 
 /// True when a connection succeeds within a couple of seconds.
-fn answers(url: &Url) -> bool {
+pub(crate) fn answers(url: &Url) -> bool {
     let mut probe = url.clone();
     probe.query_pairs_mut().append_pair("connect_timeout", "2");
     let once = crate::connect::Retries { attempts: 1, ..crate::connect::Retries::command_line() };
@@ -486,6 +522,14 @@ pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
         let full = error
             .downcast_ref::<crate::connect::ConnectError>()
             .is_some_and(|e| e.failure == crate::connect::Failure::TooManyConnections);
+        // PgBouncer refuses clients of a database for a moment after a login to it failed (a
+        // slot database made just now did not exist a moment ago).
+        if started.elapsed() < Duration::from_secs(2)
+            && crate::error::describe(&error).contains("server login has been failing")
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         if !full || started.elapsed() > Duration::from_secs(600) {
             return Err(error);
         }

@@ -15,36 +15,93 @@ use super::server::{FACTS_ENV, Server};
 
 pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
 /// The comment a slot database gets when its test ended cleanly (statistics flushed, every
-/// connection gone): the slot's next test may reset it.
+/// other connection gone), followed by the server processes of the connections it left
+/// (idle, flushed: kept by the pooler for the next test): the slot's next test may reset it.
 pub(crate) const FINISHED: &str = "railgun slot finished";
 
-/// Whether the slot database `name` (which `conn` is connected to) was marked finished, and
-/// the comment of the template `template` (what a clean clone holds), in one round trip; the
-/// mark is then cleared.
-pub(crate) fn marks(conn: &mut PgConnection, name: &str, template: &str) -> Result<(bool, Option<String>)> {
+/// The end of the slot's last test, from the slot database `conn` is connected to.
+pub(crate) struct Marks {
+    /// The server processes the last test left when it ended cleanly (see [`FINISHED`]).
+    pub left: Option<Vec<i32>>,
+    /// The comment of the template (what a clean clone holds).
+    pub template: Option<String>,
+    /// When it ended cleanly: whether any other client was still there (now being ended).
+    pub alive: bool,
+}
+
+/// The [`Marks`] of the slot database `conn` is connected to and of the template `template`,
+/// in one round trip. The caller clears the mark ([`unmark`]) before the test runs.
+pub(crate) fn marks(conn: &mut PgConnection, template: &str) -> Result<Marks> {
     #[derive(QueryableByName)]
-    struct Marks {
+    struct Row {
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
         mark: Option<String>,
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
         template: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        alive: bool,
     }
-    let marks: Marks = diesel::sql_query(
-        "SELECT shobj_description(d.oid, 'pg_database') AS mark, \
-         (SELECT shobj_description(t.oid, 'pg_database') FROM pg_database t WHERE t.datname = $1 AND t.datistemplate) AS template \
-         FROM pg_database d WHERE d.datname = current_database()",
-    )
+    // Every client but those the mark names is ended, in the same query.
+    let others = super::recycle::terminate_clients(
+        "current_database()",
+        "'{}'",
+        "",
+        "AND pid <> pg_backend_pid() AND pid <> ALL(k.keep)",
+    );
+    let row: Row = diesel::sql_query(format!(
+        "WITH m AS (SELECT shobj_description(oid, 'pg_database') AS mark FROM pg_database \
+           WHERE datname = current_database()), \
+         k AS (SELECT CASE WHEN mark ~ '^{FINISHED}( [0-9]+)*$' \
+           THEN string_to_array(btrim(substr(mark, {skip})), ' ')::int4[] END AS keep FROM m) \
+         SELECT m.mark, (SELECT shobj_description(t.oid, 'pg_database') FROM pg_database t \
+           WHERE t.datname = $1 AND t.datistemplate) AS template, \
+         coalesce((SELECT CASE WHEN k.keep IS NOT NULL THEN ({others}) END FROM k), false) AS alive FROM m",
+        skip = FINISHED.len() + 1
+    ))
     .bind::<diesel::sql_types::Text, _>(template)
     .get_result(conn)
     .context("read the slot database's mark")?;
-    diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(conn)?;
-    Ok((marks.mark.as_deref() == Some(FINISHED), marks.template))
+    let left = row
+        .mark
+        .as_deref()
+        .and_then(|m| m.strip_prefix(FINISHED))
+        .and_then(|pids| pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>());
+    Ok(Marks { left, template: row.template, alive: row.alive })
 }
 
-/// Flushes this connection's statistics and marks the slot database `name` finished (see
-/// [`FINISHED`]), in one round trip.
-pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str) -> Result<()> {
-    conn.batch_execute(&format!("SELECT pg_stat_force_next_flush(); COMMENT ON DATABASE \"{name}\" IS '{FINISHED}'"))?;
+/// The SQL that clears the slot database `name`'s mark: from then on, until the test marks its
+/// end, a test killed midway leaves no mark, and the slot's next test drops the database.
+pub(crate) fn unmark(name: &str) -> String {
+    format!("COMMENT ON DATABASE \"{name}\" IS NULL;")
+}
+
+/// Marks the slot database `name` finished (see [`FINISHED`]) once every other client but
+/// `left` (the pool's idle connections, flushed) has ended, the server processes `pids` (the
+/// test's connections) included, with `conn`'s statistics flushed: one round trip, the server
+/// waiting (as [`super::recycle::wait_alone`] does) up to a couple of seconds. An error when
+/// they outlive that, or when `conn` is inside a transaction (a mark would never commit).
+pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, pids: &[i32], left: &[i32]) -> Result<()> {
+    let array = |pids: &[i32]| format!("'{{{}}}'", pids.iter().map(i32::to_string).collect::<Vec<_>>().join(","));
+    let others = super::recycle::terminate_clients(
+        "current_database()",
+        &array(pids),
+        "",
+        &format!("AND pid <> pg_backend_pid() AND pid <> ALL({}::int4[])", array(left)),
+    );
+    let left: String = left.iter().map(|pid| format!(" {pid}")).collect();
+    // The activity snapshot is the transaction's until cleared.
+    conn.batch_execute(&format!(
+        "DO $railgun$ DECLARE deadline timestamptz := clock_timestamp() + interval '2 s'; BEGIN \
+           IF now() <> statement_timestamp() THEN RAISE 'left inside a transaction'; END IF; \
+           WHILE ({others}) LOOP \
+             IF clock_timestamp() > deadline THEN RAISE 'the test''s connections outlive it'; END IF; \
+             PERFORM pg_sleep(0.0003); PERFORM pg_stat_clear_snapshot(); \
+           END LOOP; \
+           PERFORM pg_stat_force_next_flush(); \
+           COMMENT ON DATABASE \"{name}\" IS '{FINISHED}{left}'; \
+         END $railgun$"
+    ))
+    .context("mark the slot database's test finished")?;
     Ok(())
 }
 

@@ -1,0 +1,119 @@
+//! Under nextest, PgBouncer in front of the test container: a test process is a new client,
+//! and a new Postgres connection is a new server process (fork, exit, page faults: ~5 ms of
+//! CPU here) whose first queries find its catalog caches cold. PgBouncer, in session mode and
+//! on Unix sockets only, keeps the server connections of a slot database (see `slot`) between
+//! the slot's tests: the next test process connects to PgBouncer (a fifth of a millisecond)
+//! and gets the connection its slot's last test left, reset by PgBouncer (`DISCARD ALL`).
+//!
+//! Started by the setup script (`cargo xtask test --prepare-db`), once per machine like the
+//! test container (`<project>-pgbouncer`, no network: it reaches Postgres through the
+//! container's bind-mounted socket folder and listens in `<temp>/<project>.pooler`); the
+//! script hands its URL to the test processes ([`POOLER_ENV`]). Only slot databases go through
+//! it. Without Docker or the PgBouncer image, tests connect straight to Postgres as before.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use url::Url;
+use xshell::{Shell, cmd};
+
+use crate::docker::images::{self, Service};
+use crate::docker::services::PROJECT_LABEL;
+
+/// The pooler's URL, for the test processes of a prepared run (through `NEXTEST_ENV`).
+pub(crate) const POOLER_ENV: &str = "RAILGUN_TEST_POOLER";
+
+/// Where the pooler listens (the socket is `.s.PGSQL.6432` in that folder).
+const PORT: u16 = 6432;
+/// Its folder inside its container (config, user list and socket).
+const INSIDE: &str = "/run/railgun-pooler";
+
+/// PgBouncer's settings: session mode (a client keeps its server connection to its end, so
+/// locks, prepared statements and LISTEN work as straight to Postgres); no TCP; trust on its
+/// socket as Postgres's own socket has; server connections of a slot database kept 20 s (a
+/// slot's next test comes within milliseconds; a finished run's go, so that the next run's
+/// cleanup can drop its slot databases); a server login that failed (a slot database not made
+/// yet) retried at once.
+fn config(user: &str) -> (String, String) {
+    let ini = format!(
+        "[databases]\n* = host=/var/run/postgresql port=5432\n\n[pgbouncer]\nlisten_addr =\nlisten_port = {PORT}\n\
+         unix_socket_dir = {INSIDE}\nunix_socket_mode = 0777\nauth_type = trust\nauth_file = {INSIDE}/userlist.txt\n\
+         pool_mode = session\nserver_reset_query = DISCARD ALL\nmax_client_conn = 2000\ndefault_pool_size = 50\n\
+         server_idle_timeout = 20\nserver_login_retry = 0\nlog_connections = 0\nlog_disconnections = 0\n"
+    );
+    // userlist.txt: a `"` inside a name is written twice; trust needs no password.
+    let users = format!("\"{}\" \"\"\n", user.replace('"', "\"\""));
+    (ini, users)
+}
+
+/// The URL of the pooler of the test container `project` for `base`'s user, with no password
+/// (PgBouncer trusts its socket).
+pub(crate) fn url(project: &str, base: &Url) -> Option<Url> {
+    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
+    let mut url = Url::parse(&format!("postgres://localhost:{PORT}/postgres")).ok()?;
+    url.set_username(base.username()).ok()?;
+    url.query_pairs_mut().append_pair("host", folder.to_str()?);
+    Some(url)
+}
+
+/// The pooler of the test container `project` (whose Postgres socket is in `sockets`), started
+/// unless it runs and passes a query on; `None` when it cannot run (no image, no Docker).
+/// The caller holds the test container's start lock.
+pub(crate) fn ensure(project: &str, sockets: &Path, base: &Url) -> Option<Url> {
+    let url = url(project, base)?;
+    if passes_queries(&url, Duration::ZERO) {
+        return Some(url);
+    }
+    if !sockets.join(".s.PGSQL.5432").exists() {
+        return None;
+    }
+    let sh = Shell::new().ok()?;
+    let image = images::resolve(&sh, Service::Pgbouncer, None).ok()?;
+    let container = format!("{project}-pgbouncer");
+    // One that runs but does not answer (its socket folder was removed, say) is replaced.
+    let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).ok()?;
+    // Its user in the container (not ours) creates the socket here: writable by all, sticky, as /tmp.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o1777)).ok()?;
+    }
+    let (ini, users) = config(base.username());
+    std::fs::write(folder.join("pgbouncer.ini"), ini).ok()?;
+    std::fs::write(folder.join("userlist.txt"), users).ok()?;
+    let (own, theirs) =
+        (format!("{}:{INSIDE}", folder.display()), format!("{}:/var/run/postgresql", sockets.display()));
+    let label = format!("{PROJECT_LABEL}={project}");
+    let ini = format!("{INSIDE}/pgbouncer.ini");
+    // The image's own entry point configures PgBouncer from its environment for TCP: bypassed.
+    let started = cmd!(
+        sh,
+        "docker run -d --name {container} --label {label} --network none --user postgres --entrypoint pgbouncer -v {own} -v {theirs} {image} {ini}"
+    )
+    .quiet()
+    .ignore_stdout()
+    .ignore_stderr()
+    .run();
+    if started.is_err() || !passes_queries(&url, Duration::from_secs(10)) {
+        let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+        return None;
+    }
+    Some(url)
+}
+
+/// True when a query through `url` succeeds within `wait`.
+fn passes_queries(url: &Url, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if super::server::answers(url) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
