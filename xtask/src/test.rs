@@ -43,24 +43,16 @@ pub struct Test {
 impl Test {
     pub fn run(self, cx: &Context) -> Result<()> {
         if self.prepare_db {
-            let dir = dbkit::diesel_config::DieselConfig::load(cx)?.migration_dir(cx);
-            let started = std::time::Instant::now();
-            let (harness, ready) = dbkit::testing::Harness::prepare(&dir)?;
             // As nextest's setup script: what its test processes may skip (they then open one
             // connection each, to their slot's database).
+            let env = prepare(cx)?;
             if let Some(path) = std::env::var_os("NEXTEST_ENV") {
                 use std::io::Write as _;
                 let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
-                for (key, value) in harness.nextest_env() {
+                for (key, value) in env {
                     writeln!(file, "{key}={value}")?;
                 }
             }
-            eprintln!(
-                "test databases ready in {} ms: template {}, {ready} clones in its pool ({})",
-                started.elapsed().as_millis(),
-                harness.template(),
-                harness.origin()
-            );
             return Ok(());
         }
         let sh = &cx.sh;
@@ -99,10 +91,19 @@ impl Test {
         } else {
             vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
         };
-        for run in runs {
+        // Prepared here rather than by the setup script, which then skips (RAILGUN_TEST_PREPARED):
+        // `cargo xtask` again would cost cargo's own start, a third of a second, per run.
+        let prepared = match nextest {
+            true => [prepare(cx)?, vec![(PREPARED.to_string(), "1".to_string())]].concat(),
+            false => Vec::new(),
+        };
+        for (n, run) in runs.into_iter().enumerate() {
             eprintln!("$ cargo {}", run.join(" "));
             let words = &run;
             let mut command: Command = cmd!(sh, "cargo {words...}").env("PATH", &path).into();
+            if n == 0 {
+                command.envs(prepared.iter().map(|(k, v)| (k, v)));
+            }
             let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("run the tests")?;
             // nextest reports on stderr, cargo test on stdout: both are read and passed on.
             let stderr = child.stderr.take().context("the test runner's errors")?;
@@ -132,6 +133,24 @@ impl Test {
         }
         Ok(())
     }
+}
+
+/// Set for nextest's run when the test databases are prepared: its setup script then skips.
+const PREPARED: &str = "RAILGUN_TEST_PREPARED";
+
+/// The test databases of the project's migrations prepared (see `--prepare-db`); returns the
+/// variables for the test processes.
+fn prepare(cx: &Context) -> Result<Vec<(String, String)>> {
+    let dir = dbkit::diesel_config::DieselConfig::load(cx)?.migration_dir(cx);
+    let started = std::time::Instant::now();
+    let (harness, ready) = dbkit::testing::Harness::prepare(&dir)?;
+    eprintln!(
+        "test databases ready in {} ms: template {}, {ready} clones in its pool ({})",
+        started.elapsed().as_millis(),
+        harness.template(),
+        harness.origin()
+    );
+    Ok(harness.nextest_env())
 }
 
 /// The sum of cargo test's `test result:` lines and nextest's `Summary` line.

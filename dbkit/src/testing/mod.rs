@@ -23,8 +23,9 @@
 //! from the pool ahead of demand and keeps the pool filled; a test that finds none ready resets
 //! a returned one itself. Under nextest (a process per test) a process does no background work:
 //! each test slot of the run has a database of its own (see `slot`), which its tests reset in
-//! turn, so a test process opens one connection and claims nothing; other test databases of the
-//! process go back to the pool, reset by their next claimer. The setup script
+//! turn, so a test process opens one connection and claims nothing: through PgBouncer (see
+//! `pooler`), which hands it the server process the slot's last test left; other test
+//! databases of the process go back to the pool, reset by their next claimer. The setup script
 //! `cargo xtask test --prepare-db` builds the template, fills the pool, cleans up and hands its
 //! findings to the test processes once per run. Databases of crashed runs are dropped by the
 //! next run (unused claimed ones go back to the pool).

@@ -30,7 +30,7 @@ const INSIDE: &str = "/run/railgun-pooler";
 
 /// PgBouncer's settings: session mode (a client keeps its server connection to its end, so
 /// locks, prepared statements and LISTEN work as straight to Postgres); no TCP; trust on its
-/// socket as Postgres's own socket has; server connections of a slot database kept 20 s (a
+/// socket as Postgres's own socket has; server connections of a slot database kept 5 s (a
 /// slot's next test comes within milliseconds; a finished run's go, so that the next run's
 /// cleanup can drop its slot databases); a server login that failed (a slot database not made
 /// yet) retried at once.
@@ -39,7 +39,7 @@ fn config(user: &str) -> (String, String) {
         "[databases]\n* = host=/var/run/postgresql port=5432\n\n[pgbouncer]\nlisten_addr =\nlisten_port = {PORT}\n\
          unix_socket_dir = {INSIDE}\nunix_socket_mode = 0777\nauth_type = trust\nauth_file = {INSIDE}/userlist.txt\n\
          pool_mode = session\nserver_reset_query = DISCARD ALL\nmax_client_conn = 2000\ndefault_pool_size = 50\n\
-         server_idle_timeout = 20\nserver_login_retry = 0\nlog_connections = 0\nlog_disconnections = 0\n"
+         server_idle_timeout = 5\nserver_login_retry = 0\nlog_connections = 0\nlog_disconnections = 0\n"
     );
     // userlist.txt: a `"` inside a name is written twice; trust needs no password.
     let users = format!("\"{}\" \"\"\n", user.replace('"', "\"\""));
@@ -61,7 +61,13 @@ pub(crate) fn url(project: &str, base: &Url) -> Option<Url> {
 /// The caller holds the test container's start lock.
 pub(crate) fn ensure(project: &str, sockets: &Path, base: &Url) -> Option<Url> {
     let url = url(project, base)?;
-    if passes_queries(&url, Duration::ZERO) {
+    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
+    let (ini, users) = config(base.username());
+    // One started with other settings (an older harness's) is replaced.
+    let holds =
+        |file: &str, text: &str| std::fs::read_to_string(folder.join(file)).is_ok_and(|current| current == text);
+    let same = holds("pgbouncer.ini", &ini) && holds("userlist.txt", &users);
+    if same && passes_queries(&url, Duration::ZERO) {
         return Some(url);
     }
     if !sockets.join(".s.PGSQL.5432").exists() {
@@ -72,26 +78,25 @@ pub(crate) fn ensure(project: &str, sockets: &Path, base: &Url) -> Option<Url> {
     let container = format!("{project}-pgbouncer");
     // One that runs but does not answer (its socket folder was removed, say) is replaced.
     let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
-    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
     let _ = std::fs::remove_dir_all(&folder);
-    std::fs::create_dir_all(&folder).ok()?;
+    // Made here, not found (someone else's folder in the shared temp dir would hold our settings).
+    std::fs::create_dir(&folder).ok()?;
     // Its user in the container (not ours) creates the socket here: writable by all, sticky, as /tmp.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o1777)).ok()?;
     }
-    let (ini, users) = config(base.username());
-    std::fs::write(folder.join("pgbouncer.ini"), ini).ok()?;
+    std::fs::write(folder.join("pgbouncer.ini"), &ini).ok()?;
     std::fs::write(folder.join("userlist.txt"), users).ok()?;
     let (own, theirs) =
         (format!("{}:{INSIDE}", folder.display()), format!("{}:/var/run/postgresql", sockets.display()));
     let label = format!("{PROJECT_LABEL}={project}");
-    let ini = format!("{INSIDE}/pgbouncer.ini");
+    let settings = format!("{INSIDE}/pgbouncer.ini");
     // The image's own entry point configures PgBouncer from its environment for TCP: bypassed.
     let started = cmd!(
         sh,
-        "docker run -d --name {container} --label {label} --network none --user postgres --entrypoint pgbouncer -v {own} -v {theirs} {image} {ini}"
+        "docker run -d --name {container} --label {label} --network none --user postgres --entrypoint pgbouncer -v {own} -v {theirs} {image} {settings}"
     )
     .quiet()
     .ignore_stdout()

@@ -2,10 +2,12 @@
 //! the tests running at once (`NEXTEST_TEST_GLOBAL_SLOT`, unique among them) and names the run
 //! (`NEXTEST_RUN_ID`), so `railgun_slot_<template hash>_<run>_<slot>` is this process's alone
 //! with no claim: its test connects to it, resets what the slot's last test left, and at its
-//! end flushes its statistics for the next one. One server connection per test, none to the
-//! `postgres` database. A failed test's database is renamed out of the slot and kept; one that
+//! end flushes its statistics for the next one. One connection per test, none to the
+//! `postgres` database; through the setup script's PgBouncer (see `pooler`) it is the server
+//! process the slot's last test left, so no test process starts one. A failed test's database is renamed out of the slot and kept; one that
 //! ran DDL is dropped; a slot with no database yet gets one from the pool under its name.
-//! Slot databases of other runs are dropped by the next cleanup, never while connected.
+//! Slot databases of other runs are dropped by the next cleanup, never while connected (the
+//! pooler lets a finished run's server connections go after 5 s idle).
 
 use anyhow::{Context, Result};
 use diesel::connection::SimpleConnection;
