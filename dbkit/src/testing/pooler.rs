@@ -6,10 +6,11 @@
 //! and gets the connection its slot's last test left, reset by PgBouncer (`DISCARD ALL`).
 //!
 //! Started by the setup script (`cargo xtask test --prepare-db`), once per machine like the
-//! test container (`<project>-pgbouncer`, no network: it reaches Postgres through the
-//! container's bind-mounted socket folder and listens in `<temp>/<project>.pooler`); the
-//! script hands its URL to the test processes ([`POOLER_ENV`]). Only slot databases go through
-//! it. Without Docker or the PgBouncer image, tests connect straight to Postgres as before.
+//! test container (`<project>-pgbouncer-<hash of its settings>`, no network: it reaches
+//! Postgres through the container's bind-mounted socket folder and listens in a folder of the
+//! same name in the temp dir); the script hands its URL to the test processes
+//! ([`POOLER_ENV`]). Only slot databases go through it. Without Docker or the PgBouncer image,
+//! tests connect straight to Postgres as before.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,36 +47,37 @@ fn config(user: &str) -> (String, String) {
     (ini, users)
 }
 
-/// The URL of the pooler of the test container `project` for `base`'s user, with no password
-/// (PgBouncer trusts its socket).
-pub(crate) fn url(project: &str, base: &Url) -> Option<Url> {
-    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
+/// The pooler of the test container `project` with settings `(ini, users)`: its name (its
+/// container's, and its folder's in the temp dir), and its URL for `base`'s user, with no
+/// password (PgBouncer trusts its socket). Named by its settings: a checkout whose harness
+/// wants other settings starts a pooler of its own beside this one, rather than replace one
+/// another checkout's tests are using.
+fn named(project: &str, (ini, users): &(String, String), base: &Url) -> Option<(String, Url)> {
+    let settings = super::template::fnv(&[ini.as_bytes(), users.as_bytes()]);
+    let name = format!("{project}-pgbouncer-{:08x}", settings as u32);
+    let folder = std::env::temp_dir().join(&name);
     let mut url = Url::parse(&format!("postgres://localhost:{PORT}/postgres")).ok()?;
     url.set_username(base.username()).ok()?;
     url.query_pairs_mut().append_pair("host", folder.to_str()?);
-    Some(url)
+    Some((name, url))
 }
 
 /// The pooler of the test container `project` (whose Postgres socket is in `sockets`), started
 /// unless it runs and passes a query on; `None` when it cannot run (no image, no Docker).
 /// The caller holds the test container's start lock.
 pub(crate) fn ensure(project: &str, sockets: &Path, base: &Url) -> Option<Url> {
-    let url = url(project, base)?;
-    let folder = std::env::temp_dir().join(format!("{project}.pooler"));
-    let (ini, users) = config(base.username());
-    // One started with other settings (an older harness's) is replaced.
-    let holds =
-        |file: &str, text: &str| std::fs::read_to_string(folder.join(file)).is_ok_and(|current| current == text);
-    let same = holds("pgbouncer.ini", &ini) && holds("userlist.txt", &users);
-    if same && passes_queries(&url, Duration::ZERO) {
+    let settings = config(base.username());
+    let (container, url) = named(project, &settings, base)?;
+    if passes_queries(&url, Duration::ZERO) {
         return Some(url);
     }
+    let (ini, users) = settings;
+    let folder = std::env::temp_dir().join(&container);
     if !sockets.join(".s.PGSQL.5432").exists() {
         return None;
     }
     let sh = Shell::new().ok()?;
     let image = images::resolve(&sh, Service::Pgbouncer, None).ok()?;
-    let container = format!("{project}-pgbouncer");
     // One that runs but does not answer (its socket folder was removed, say) is replaced.
     let _ = cmd!(sh, "docker rm -f {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
     let _ = std::fs::remove_dir_all(&folder);
