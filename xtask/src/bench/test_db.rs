@@ -158,13 +158,12 @@ impl TestDb {
         eprintln!("load before: {load_before}");
         let mut times = vec![vec![Vec::new(); MODES.len()]; runners.len()];
         let anchor_runs = self.anchor_runs.unwrap_or(self.runs);
-        for run in 0..self.runs.max(anchor_runs) {
-            for (r, runner) in runners.iter().enumerate() {
-                for (m, mode) in MODES.iter().enumerate() {
-                    let runs = if *mode == "migrate" { anchor_runs } else { self.runs };
-                    if run >= runs {
-                        continue;
-                    }
+        // A suite's runs one right after the other, as a user re-runs tests: what one run
+        // leaves (the pooler's connections to its slot databases, say) meets the next.
+        for (r, runner) in runners.iter().enumerate() {
+            for (m, mode) in MODES.iter().enumerate() {
+                let runs = if *mode == "migrate" { anchor_runs } else { self.runs };
+                for run in 0..runs {
                     let mut command = runner.command.clone();
                     if runner.nextest && *mode == "harness" {
                         command.extend(strings(&["--profile", "harness"]));
