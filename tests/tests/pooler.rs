@@ -185,7 +185,7 @@ fn the_statement_cache_left_on_through_pgbouncer() {
     eprintln!(
         "statement cache on, through PgBouncer (max_prepared_statements > 0: {tracked}): {} of {} clients' operations failed, {statement_errors} with prepared statement errors ({} \"already exists\", {} \"does not exist\"); first: {:?}",
         errors.len(),
-        CLIENTS * QUERIES + 2,
+        CLIENTS * QUERIES + IN_TURN,
         count("already exists"),
         count("does not exist"),
         errors.first()
@@ -208,10 +208,13 @@ fn the_statement_cache_left_on_through_pgbouncer() {
     assert!(errors.is_empty(), "direct: {:?}", errors.first());
 }
 
+/// Clients of [`two_clients_in_turn`].
+const IN_TURN: usize = 2;
+
 /// Two connections of their own (diesel's statement cache on, as a `PgConnection` has it) run
 /// the same query in turn through the pooler; returns the errors they met, as text.
 fn two_clients_in_turn(pooled: &url::Url) -> Vec<String> {
-    (0..2)
+    (0..IN_TURN)
         .filter_map(|_| {
             let mut conn = match diesel::PgConnection::establish(pooled.as_str()) {
                 Ok(conn) => conn,

@@ -22,6 +22,8 @@ pub fn clean_stale() -> Result<Vec<String>> {
     diesel::sql_query(format!("SELECT pg_advisory_lock({CLEAN_LOCKS}, 0)")).execute(&mut session)?;
     let live = server.live_owners()?;
     let all = server.admin(|c| databases(c, "railgun_"))?;
+    // Read once, not per database: a run's setup script walks every slot database of the server.
+    let in_use = server.admin(connected)?;
     let templates: Vec<&str> = all.iter().filter_map(|(n, _)| n.strip_prefix(TEMPLATE_PREFIX)).collect();
     let pooled_count = |hash: &str| all.iter().filter(|(n, _)| n.starts_with(&format!("{POOL_PREFIX}{hash}_"))).count();
     let mut returned: Vec<&str> = Vec::new();
@@ -56,7 +58,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
             // finished slot database pooled here was once handed out with its last test's row
             // still in it (issue 11, not understood yet).
             if slot::run_of(rest).is_some_and(|run| Some(run.to_string()) != slot::current_run())
-                && !server.admin(|c| connected(c, name)).unwrap_or(true)
+                && !in_use.contains(name)
             {
                 let gone =
                     server.admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(c)?));
@@ -107,18 +109,16 @@ pub fn clean_stale() -> Result<Vec<String>> {
     Ok(stale)
 }
 
-/// Whether any server process is connected to the database `name`.
-fn connected(conn: &mut diesel::PgConnection, name: &str) -> Result<bool> {
+/// The databases a server process is connected to.
+fn connected(conn: &mut diesel::PgConnection) -> Result<Vec<String>> {
     #[derive(diesel::QueryableByName)]
     struct Connected {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        connected: bool,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
     }
-    let row: Connected = diesel::sql_query(
-        "SELECT EXISTS (SELECT FROM pg_stat_get_activity(NULL) s JOIN pg_database d ON d.oid = s.datid \
-         WHERE d.datname = $1) AS connected",
+    let rows: Vec<Connected> = diesel::sql_query(
+        "SELECT DISTINCT d.datname::text FROM pg_stat_get_activity(NULL) s JOIN pg_database d ON d.oid = s.datid",
     )
-    .bind::<diesel::sql_types::Text, _>(name)
-    .get_result(conn)?;
-    Ok(row.connected)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.datname).collect())
 }
