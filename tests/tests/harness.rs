@@ -619,12 +619,23 @@ fn child_slot() {
     let rows: Count = diesel::sql_query("SELECT count(*) AS n FROM items").get_result(&mut conn).unwrap();
     let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut conn).unwrap();
     println!("name={} oid={} rows={} pid={}", db.name(), current_oid(&mut conn), rows.n, pid.pid);
-    diesel::sql_query("INSERT INTO items (name) VALUES ('a'), ('b')").execute(&mut conn).unwrap();
+    let action = std::env::var("HARNESS_ACTION").unwrap();
+    if action != "stray" {
+        diesel::sql_query("INSERT INTO items (name) VALUES ('a'), ('b')").execute(&mut conn).unwrap();
+    }
     drop(conn);
-    match std::env::var("HARNESS_ACTION").unwrap().as_str() {
+    match action.as_str() {
         // As `kill -9` midway: no destructor runs, the slot is never marked finished.
         "killed" => std::process::abort(),
         "failed" => db.keep(),
+        // Rows written on a connection of its own only, their statistics not flushed yet (a
+        // server process flushes at most once a second; the pooler keeps it, idle, and it may
+        // serve the slot's next test).
+        "stray" => {
+            let mut own = db.connect().unwrap();
+            diesel::sql_query("SELECT count(*) AS n FROM items").execute(&mut own).unwrap();
+            diesel::sql_query("INSERT INTO items (name) VALUES ('c'), ('d'), ('e')").execute(&mut own).unwrap();
+        }
         _ => {}
     }
 }
@@ -703,6 +714,9 @@ fn slot_cycle(prepared: bool) {
         assert_eq!((name.as_str(), again.as_str(), rows.as_str(), ok), (slot_name.as_str(), first.as_str(), "0", true));
         assert_eq!(pid, first_pid, "the pooler did not keep the slot's server process");
     }
+    // A test that wrote on a connection of its own: the slot's next test still finds it empty.
+    let (name, again, rows, ok, _) = run_child("stray");
+    assert_eq!((name.as_str(), again.as_str(), rows.as_str(), ok), (slot_name.as_str(), first.as_str(), "0", true));
     let (name, again, rows, _, _) = run_child("killed");
     assert_eq!(
         (name.as_str(), again.as_str(), rows.as_str()),

@@ -29,6 +29,8 @@ pub struct TestManager {
     failed: Arc<Mutex<Option<String>>>,
     /// Server processes of every connection opened.
     pids: Arc<Mutex<Vec<i32>>>,
+    /// The first connection's server process is left for its user to note (see [`Slot::note_pid`]).
+    first_pid_later: std::sync::atomic::AtomicBool,
 }
 
 /// The server process of a pooled connection (in its r2d2 extensions).
@@ -44,6 +46,9 @@ impl ManageConnection for TestManager {
             r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(e))
         };
         let mut conn = connect_waiting(&self.url).map_err(|e| failed(crate::error::describe(&e)))?;
+        if self.first_pid_later.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Ok(conn);
+        }
         let pid = backend_pid(&mut conn).map_err(|e| failed(format!("{e:#}")))?;
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         Ok(conn)
@@ -84,13 +89,29 @@ fn connect_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
 
 impl Slot {
     pub fn new(name: String, url: Url) -> Slot {
+        Slot::with_first_pid(name, url, false)
+    }
+
+    /// A nextest slot's: its first connection's server process is learnt with its first query,
+    /// and given to [`Slot::note_pid`] (a round trip saved).
+    pub fn in_slot(name: String, url: Url) -> Slot {
+        Slot::with_first_pid(name, url, true)
+    }
+
+    fn with_first_pid(name: String, url: Url, later: bool) -> Slot {
         let (failed, pids) = (Arc::default(), Arc::default());
-        let pool = Mutex::new(Slot::pool(&url, &failed, &pids));
+        let pool = Mutex::new(Slot::pool(&url, &failed, &pids, later));
         Slot { name, pool, url, failed, pids }
     }
 
-    fn pool(url: &Url, failed: &Arc<Mutex<Option<String>>>, pids: &Arc<Mutex<Vec<i32>>>) -> Pool<TestManager> {
-        let manager = TestManager { url: url.clone(), failed: failed.clone(), pids: pids.clone() };
+    fn pool(
+        url: &Url,
+        failed: &Arc<Mutex<Option<String>>>,
+        pids: &Arc<Mutex<Vec<i32>>>,
+        later: bool,
+    ) -> Pool<TestManager> {
+        let manager =
+            TestManager { url: url.clone(), failed: failed.clone(), pids: pids.clone(), first_pid_later: later.into() };
         Pool::builder()
             .max_size(64)
             .min_idle(Some(0))
@@ -127,7 +148,7 @@ impl Slot {
 
     /// Closes the idle connections (a tool given the URL may want the database to itself).
     pub fn close_idle(&self) {
-        let fresh = Slot::pool(&self.url, &self.failed, &self.pids);
+        let fresh = Slot::pool(&self.url, &self.failed, &self.pids, false);
         drop(std::mem::replace(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()), fresh));
     }
 
@@ -140,6 +161,12 @@ impl Slot {
     /// Server processes of every connection the pool opened.
     pub fn pids(&self) -> Vec<i32> {
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Notes `pid`, the server process of `conn` (the first connection of [`Slot::in_slot`]).
+    pub fn note_pid(&self, conn: &mut TestConn, pid: i32) {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        PooledConnection::extensions_mut(conn).insert(Pid(pid));
     }
 
     /// The server process of `conn`, one of this pool's: known when the pool opened that one

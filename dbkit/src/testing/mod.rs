@@ -463,6 +463,12 @@ impl Harness {
     pub fn nextest_env(&self) -> Vec<(String, String)> {
         let mut env = self.server.nextest_env();
         env.push((slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)));
+        // What a clean clone holds, so that a test process reads nothing but its slot database.
+        if let Some((Some(baseline), _)) = self.ready.get()
+            && let Ok(text) = baseline.to_text()
+        {
+            env.push((slot::baseline_env(self.hash), text));
+        }
         env
     }
 
@@ -519,9 +525,10 @@ impl Harness {
     }
 
     /// The slot database `name`, reset for this test, when it exists and can be reset: the one
-    /// connection this test process opens (the template's baseline is read on it too).
+    /// connection this test process opens.
     fn ready_slot(&self, name: &str) -> Result<Option<Slot>> {
-        let slot = Slot::new(name.to_string(), self.server.fast_url_for(name));
+        let baseline = self.slot_baseline()?;
+        let slot = Slot::in_slot(name.to_string(), self.server.fast_url_for(name));
         let mut conn = match slot.get() {
             Ok(conn) => conn,
             Err(e) if crate::error::describe(&e).contains("does not exist") => return Ok(None),
@@ -530,21 +537,21 @@ impl Harness {
         // The slot's last test ended cleanly (it marked its end): a killed one may have left
         // writes its statistics do not show yet. Unmarked from now (with the reset, in one
         // transaction), until this test ends.
-        let slot::Marks { left, template, alive } = slot::marks(&mut conn, &self.template)?;
-        let baseline = match self.ready.get() {
-            Some((baseline, _)) => baseline.as_ref(),
-            None => template
-                .and_then(|t| template::baseline_in(&t))
-                .and_then(|baseline| self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref()),
-        };
-        // Its connections the pooler kept are flushed; any other is ended first (the marks'
-        // query began that: waited for here when it found one).
-        let reset = match (left, baseline) {
-            (Some(left), Some(baseline)) => {
-                (!alive || recycle::wait_alone(&mut conn, &[], &left)?)
-                    && baseline.reset(&mut conn, &slot::unmark(name))?
+        let reset = match baseline {
+            Some(baseline) => {
+                let start = slot::start(&mut conn, baseline)?;
+                slot.note_pid(&mut conn, start.pid);
+                match &start.left {
+                    _ if start.settled() => baseline.reset_written(&mut conn, &start.written, &slot::unmark(name))?,
+                    // Other clients are ended (they flush as they exit), this one's statistics flushed.
+                    Some(left) => {
+                        conn.batch_execute("SELECT pg_stat_force_next_flush()")?;
+                        recycle::wait_alone(&mut conn, &[], left)? && baseline.reset(&mut conn, &slot::unmark(name))?
+                    }
+                    None => false,
+                }
             }
-            _ => false,
+            None => false,
         };
         if !reset {
             // Left inside a transaction, so that the pooler closes its server connection rather
@@ -561,10 +568,23 @@ impl Harness {
         Ok(None)
     }
 
+    /// The baseline of a slot's template: from the setup script (see [`Harness::nextest_env`]),
+    /// else from the template (made sure of).
+    fn slot_baseline(&self) -> Result<Option<&Baseline>> {
+        if let Some((baseline, _)) = self.ready.get() {
+            return Ok(baseline.as_ref());
+        }
+        let handed = std::env::var(slot::baseline_env(self.hash)).ok().and_then(|b| Baseline::from_text(&b).ok());
+        match handed {
+            Some(baseline) => Ok(self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref()),
+            None => self.baseline(),
+        }
+    }
+
     /// After a passing test in a slot: its pool's connections' statistics flushed (the pooler
-    /// keeps them for the slot's next test) and every other connection (the test's own,
-    /// through the URL) ended. False when that cannot be (a connection still out, or one left
-    /// inside a transaction: the slot's next test then drops the database).
+    /// keeps them for the slot's next test), the slot marked finished. False when that cannot
+    /// be (a connection still out, or one left inside a transaction: the slot's next test then
+    /// drops the database).
     fn finish_slot(&self, slot: &Slot) -> Result<bool> {
         if !slot.all_back() {
             return Ok(false);
@@ -574,7 +594,7 @@ impl Harness {
         let others = slot.idle_flush()?;
         let mut left = vec![slot.pid_of(&mut conn)?];
         left.extend(others.iter().map(|(_, pid)| *pid));
-        Ok(slot::mark_finished(&mut conn, &slot.name, &slot.pids(), &left).is_ok())
+        Ok(slot::mark_finished(&mut conn, &slot.name, &left).is_ok())
     }
 
     /// A failed test's slot database renamed out of the slot (to a test database's name);

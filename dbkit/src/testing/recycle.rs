@@ -123,33 +123,48 @@ impl Baseline {
     /// runs in the same transaction as the reset, or alone when nothing needs resetting; not
     /// when it cannot be.
     pub fn reset(&self, conn: &mut PgConnection, then: &str) -> Result<bool> {
-        #[derive(QueryableByName)]
-        struct Written {
-            #[diesel(sql_type = Bool)]
-            ddl: bool,
-            #[diesel(sql_type = Array<Oid>)]
-            tables: Vec<u32>,
-        }
-        let written: Written = diesel::sql_query(
-            "SELECT EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
-              pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS ddl, \
-             ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) + \
-              pg_stat_get_tuples_updated(t) + pg_stat_get_tuples_deleted(t) > 0) AS tables",
-        )
-        .bind::<Array<Oid>, _>(&self.catalogs)
-        .bind::<Array<Oid>, _>(self.tables.iter().map(|t| t.oid).collect::<Vec<_>>())
-        .get_result(conn)
-        .context("read what the last test wrote")?;
-        if written.ddl {
+        let written: Written = diesel::sql_query(format!("SELECT {}", Baseline::WRITTEN))
+            .bind::<Array<Oid>, _>(self.guarded())
+            .bind::<Array<Oid>, _>(self.emptied())
+            .get_result(conn)
+            .context("read what the last test wrote")?;
+        self.reset_written(conn, &written, then)
+    }
+
+    /// SQL columns saying what the last test wrote, from the statistics: `dirty` (DDL ran, or
+    /// the template's rows changed: no reset) and `tables` (the tables to empty), with the
+    /// oid arrays [`Baseline::guarded`] bound at `$1` and [`Baseline::emptied`] at `$2`.
+    ///
+    /// A table the template leaves empty holds rows after a test only if the test inserted
+    /// some (updates and deletes of an empty table change nothing), so its inserts alone
+    /// count: the reset's own deletes, counted after the statistics are zeroed, never make it
+    /// look written again.
+    pub const WRITTEN: &str = "EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
+          pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS dirty, \
+         ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) > 0) AS tables";
+
+    /// What a test may not write to: the database's catalogs (DDL) and the template's rows.
+    pub fn guarded(&self) -> Vec<u32> {
+        let seeded = self.tables.iter().filter(|t| t.seeded).map(|t| t.oid);
+        self.catalogs.iter().copied().chain(seeded).collect()
+    }
+
+    /// The tables the template leaves empty: emptied again after a test that wrote to them.
+    pub fn emptied(&self) -> Vec<u32> {
+        self.tables.iter().filter(|t| !t.seeded).map(|t| t.oid).collect()
+    }
+
+    /// [`Baseline::reset`] with what the last test wrote already read.
+    pub fn reset_written(&self, conn: &mut PgConnection, written: &Written, then: &str) -> Result<bool> {
+        if written.dirty {
             return Ok(false);
         }
-        let mut reset = Vec::new();
-        for table in self.tables.iter().filter(|t| written.tables.contains(&t.oid)) {
-            if table.seeded {
-                return Ok(false);
-            }
-            reset.push(format!("DELETE FROM ONLY {};", table.name));
-        }
+        let mut reset: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| written.tables.contains(&t.oid))
+            .map(|t| format!("DELETE FROM ONLY {};", t.name))
+            .collect();
         // A sequence moves with its table's inserts (rolled back ones too); one of no table may
         // have moved on its own.
         for sequence in &self.sequences {
@@ -160,18 +175,26 @@ impl Baseline {
         }
         if !reset.is_empty() {
             // Replica mode: no foreign key checks nor triggers while the tables are emptied.
-            // These deletes' own counts are flushed, then every count starts again from zero.
+            // Every count starts again from zero (this connection's deletes are counted after).
             let script = format!(
-                "SET session_replication_role = replica; {} RESET session_replication_role; {then} SELECT pg_stat_force_next_flush();",
+                "SET session_replication_role = replica; {} RESET session_replication_role; {then} SELECT pg_stat_reset();",
                 reset.join(" ")
             );
             conn.batch_execute(&script).context("reset the test database")?;
-            conn.batch_execute("SELECT pg_stat_reset()").context("reset the test database's statistics")?;
         } else if !then.is_empty() {
             conn.batch_execute(then)?;
         }
         Ok(true)
     }
+}
+
+/// What the last test wrote (see [`Baseline::WRITTEN`]).
+#[derive(QueryableByName)]
+pub(crate) struct Written {
+    #[diesel(sql_type = Bool)]
+    pub dirty: bool,
+    #[diesel(sql_type = Array<Oid>)]
+    pub tables: Vec<u32>,
 }
 
 /// Ends every other client of the database `conn` is connected to but `keep` (its pool's idle

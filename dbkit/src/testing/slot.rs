@@ -11,8 +11,10 @@
 
 use anyhow::{Context, Result};
 use diesel::connection::SimpleConnection;
+use diesel::sql_types::{Array, Integer, Nullable, Oid, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
+use super::recycle::{Baseline, Written};
 use super::server::{FACTS_ENV, Server};
 
 pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
@@ -21,46 +23,56 @@ pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
 /// (idle, flushed: kept by the pooler for the next test): the slot's next test may reset it.
 pub(crate) const FINISHED: &str = "railgun slot finished";
 
-/// The end of the slot's last test, from the slot database `conn` is connected to.
-pub(crate) struct Marks {
+/// What a test learns of its slot database as it starts, in one round trip (see [`start`]).
+pub(crate) struct Start {
+    /// The server process of the connection asked.
+    pub pid: i32,
     /// The server processes the last test left when it ended cleanly (see [`FINISHED`]).
     pub left: Option<Vec<i32>>,
-    /// The comment of the template (what a clean clone holds).
-    pub template: Option<String>,
-    /// When it ended cleanly: whether any other client was still there (now being ended).
-    pub alive: bool,
+    /// Every other client of the database.
+    pub others: Vec<i32>,
+    /// What the last test wrote, by the statistics: complete when the last test ended cleanly
+    /// and no client but those it left is there (see [`Start::settled`]).
+    pub written: Written,
 }
 
-/// The [`Marks`] of the slot database `conn` is connected to and of the template `template`,
-/// in one round trip. The caller clears the mark ([`unmark`]) before the test runs.
-pub(crate) fn marks(conn: &mut PgConnection, template: &str) -> Result<Marks> {
+impl Start {
+    /// True when the last test ended cleanly and only the connections it left (their
+    /// statistics flushed) are there, this one included: [`Start::written`] is then all the
+    /// last test wrote. Else its other clients must end first (their statistics are flushed
+    /// as they exit), and this connection's own pending statistics be flushed.
+    pub fn settled(&self) -> bool {
+        self.left.as_ref().is_some_and(|left| left.contains(&self.pid) && self.others.iter().all(|p| left.contains(p)))
+    }
+}
+
+/// The [`Start`] of a test in the slot database `conn` is connected to, whose template's
+/// baseline is `baseline`. The clients are read before the statistics: a client gone by then
+/// flushed its statistics as it exited. The caller clears the mark ([`unmark`]) before the
+/// test runs.
+pub(crate) fn start(conn: &mut PgConnection, baseline: &Baseline) -> Result<Start> {
     #[derive(QueryableByName)]
     struct Row {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+        #[diesel(sql_type = Array<Integer>)]
+        others: Vec<i32>,
+        #[diesel(sql_type = Nullable<Text>)]
         mark: Option<String>,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        template: Option<String>,
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        alive: bool,
+        #[diesel(embed)]
+        written: Written,
     }
-    // Every client but those the mark names is ended, in the same query.
-    let others = super::recycle::terminate_clients(
-        "current_database()",
-        "'{}'",
-        "",
-        "AND pid <> pg_backend_pid() AND pid <> ALL(k.keep)",
-    );
     let row: Row = diesel::sql_query(format!(
-        "WITH m AS (SELECT shobj_description(oid, 'pg_database') AS mark FROM pg_database \
-           WHERE datname = current_database()), \
-         k AS (SELECT CASE WHEN mark ~ '^{FINISHED}( [0-9]+)*$' \
-           THEN string_to_array(btrim(substr(mark, {skip})), ' ')::int4[] END AS keep FROM m) \
-         SELECT m.mark, (SELECT shobj_description(t.oid, 'pg_database') FROM pg_database t \
-           WHERE t.datname = $1 AND t.datistemplate) AS template, \
-         coalesce((SELECT CASE WHEN k.keep IS NOT NULL THEN ({others}) END FROM k), false) AS alive FROM m",
-        skip = FINISHED.len() + 1
+        "SELECT pg_backend_pid() AS pid, \
+           ARRAY(SELECT s.pid FROM pg_stat_get_activity(NULL) s WHERE s.datid = d.oid \
+             AND s.backend_type = 'client backend' AND s.pid <> pg_backend_pid()) AS others, \
+           (SELECT c.description FROM pg_shdescription c WHERE c.objoid = d.oid \
+             AND c.classoid = 'pg_database'::regclass) AS mark, {} \
+         FROM pg_database d WHERE d.datname = current_database()",
+        Baseline::WRITTEN
     ))
-    .bind::<diesel::sql_types::Text, _>(template)
+    .bind::<Array<Oid>, _>(baseline.guarded())
+    .bind::<Array<Oid>, _>(baseline.emptied())
     .get_result(conn)
     .context("read the slot database's mark")?;
     let left = row
@@ -68,7 +80,7 @@ pub(crate) fn marks(conn: &mut PgConnection, template: &str) -> Result<Marks> {
         .as_deref()
         .and_then(|m| m.strip_prefix(FINISHED))
         .and_then(|pids| pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>());
-    Ok(Marks { left, template: row.template, alive: row.alive })
+    Ok(Start { pid: row.pid, left, others: row.others, written: row.written })
 }
 
 /// The SQL that clears the slot database `name`'s mark: from then on, until the test marks its
@@ -77,31 +89,20 @@ pub(crate) fn unmark(name: &str) -> String {
     format!("COMMENT ON DATABASE \"{name}\" IS NULL;")
 }
 
-/// Marks the slot database `name` finished (see [`FINISHED`]) once every other client but
-/// `left` (the pool's idle connections, flushed) has ended, the server processes `pids` (the
-/// test's connections) included, with `conn`'s statistics flushed: one round trip, the server
-/// waiting (as [`super::recycle::wait_alone`] does) up to a couple of seconds. An error when
-/// they outlive that, or when `conn` is inside a transaction (a mark would never commit).
-pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, pids: &[i32], left: &[i32]) -> Result<()> {
-    let array = |pids: &[i32]| format!("'{{{}}}'", pids.iter().map(i32::to_string).collect::<Vec<_>>().join(","));
-    let others = super::recycle::terminate_clients(
-        "current_database()",
-        &array(pids),
-        "",
-        &format!("AND pid <> pg_backend_pid() AND pid <> ALL({}::int4[])", array(left)),
-    );
+/// Marks the slot database `name` finished (see [`FINISHED`]), `left` (the server processes
+/// of the pool's connections, the one of `conn` included) with their statistics flushed: the
+/// others of `left` flushed already, `conn`'s as this ends. Any other client (a connection
+/// the test opened itself) the slot's next test ends and waits for. An error when `conn` is
+/// inside a transaction (the mark would never commit).
+pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -> Result<()> {
     let left: String = left.iter().map(|pid| format!(" {pid}")).collect();
-    // The activity snapshot is the transaction's until cleared.
+    // One transaction: now() is its start, statement_timestamp() this message's receipt. The
+    // error (a cast) is of a value made at run time: a constant would fail at planning.
     conn.batch_execute(&format!(
-        "DO $railgun$ DECLARE deadline timestamptz := clock_timestamp() + interval '2 s'; BEGIN \
-           IF now() <> statement_timestamp() THEN RAISE 'left inside a transaction'; END IF; \
-           WHILE ({others}) LOOP \
-             IF clock_timestamp() > deadline THEN RAISE 'the test''s connections outlive it'; END IF; \
-             PERFORM pg_sleep(0.0003); PERFORM pg_stat_clear_snapshot(); \
-           END LOOP; \
-           PERFORM pg_stat_force_next_flush(); \
-           COMMENT ON DATABASE \"{name}\" IS '{FINISHED}{left}'; \
-         END $railgun$"
+        "SELECT CASE WHEN now() <> statement_timestamp() \
+           THEN ('the test left its connection inside a transaction' || left(now()::text, 0))::int END; \
+         SELECT pg_stat_force_next_flush(); \
+         COMMENT ON DATABASE \"{name}\" IS '{FINISHED}{left}';"
     ))
     .context("mark the slot database's test finished")?;
     Ok(())
@@ -123,6 +124,11 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
 
 /// The templates the setup script prepared (their hashes): only their tests skip the check.
 pub(crate) const TEMPLATES_ENV: &str = "RAILGUN_TEST_TEMPLATES";
+
+/// The variable where the setup script hands a prepared template's baseline (its JSON).
+pub(crate) fn baseline_env(hash: u64) -> String {
+    format!("RAILGUN_TEST_BASELINE_{hash:016x}")
+}
 
 /// True in the process nextest started, not in one a test started (it inherits the slot
 /// number, and would share the slot's database). `RAILGUN_TEST_SLOT_PARENT` names another

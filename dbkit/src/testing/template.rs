@@ -59,11 +59,6 @@ pub(crate) fn name_of(hash: u64) -> String {
     format!("{TEMPLATE_PREFIX}{hash:016x}")
 }
 
-/// What a clean clone holds, from the template's comment (`None`: it says nothing usable).
-pub(crate) fn baseline_in(comment: &str) -> Option<Baseline> {
-    Baseline::from_text(parse_comment(comment)?.0).ok()
-}
-
 /// A template's comment: the baseline's text and when it was last used.
 fn parse_comment(comment: &str) -> Option<(&str, &str)> {
     comment.strip_prefix(COMMENT_PREFIX)?.rsplit_once(COMMENT_USED)
