@@ -670,10 +670,27 @@ fn slot_cycle(prepared: bool) {
             std::time::SystemTime::now()
         ),
     );
-    // Play nextest: the setup script's variables, a run id, slot 7; this process as the parent.
+    let run = format!(
+        "{:012x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            & 0xffff_ffff_ffff
+    );
+    // Play nextest: the setup script's variables, a run id, slot 1 of 2; this process as the parent.
     let mut env: Vec<(String, String)> = match prepared {
-        true => Harness::prepare(&dir).unwrap().0.nextest_env(),
+        true => Harness::prepare_run(&dir, Some((&run, 2))).unwrap().0.nextest_env(),
         false => Harness::for_dir(&dir).unwrap().nextest_env(),
+    };
+    // The setup script put the run's slot databases ready, each marked as a finished test's.
+    let hash = Harness::for_dir(&dir).unwrap().template().trim_start_matches("railgun_tpl_").to_string();
+    let ready_oid = {
+        let ready = database(&format!("railgun_slot_{hash}_{run}_1"));
+        let expected = prepared.then(|| Some("railgun slot finished".to_string()));
+        assert_eq!(ready, expected, "slot 1's database before its first test");
+        let oids: Vec<Name> = diesel::sql_query("SELECT oid::text AS name FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(format!("railgun_slot_{hash}_{run}_1"))
+            .load(&mut admin())
+            .unwrap();
+        oids.into_iter().next().map(|n| n.name)
     };
     if !prepared {
         // Straight to Postgres, even where this process got the pooler (under nextest).
@@ -682,14 +699,9 @@ fn slot_cycle(prepared: bool) {
     let pooled = env.iter().any(|(key, _)| key == "RAILGUN_TEST_POOLER");
     let container = Harness::for_dir(&dir).unwrap().origin().starts_with("the test container");
     assert_eq!(pooled, prepared && container, "the pooler runs for a prepared run on the test container only");
-    let run = format!(
-        "{:012x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            & 0xffff_ffff_ffff
-    );
     env.extend([
         ("NEXTEST_EXECUTION_MODE".into(), "process-per-test".into()),
-        ("NEXTEST_TEST_GLOBAL_SLOT".into(), "7".into()),
+        ("NEXTEST_TEST_GLOBAL_SLOT".into(), "1".into()),
         ("NEXTEST_RUN_ID".into(), run.clone()),
         ("RAILGUN_TEST_SLOT_PARENT".into(), std::process::id().to_string()),
         ("HARNESS_DIR".into(), dir.to_str().unwrap().into()),
@@ -706,8 +718,15 @@ fn slot_cycle(prepared: bool) {
         (field("name"), field("oid"), field("rows"), out.status.success(), field("pid"))
     };
     let (slot_name, first, rows, ok, first_pid) = run_child("pass");
-    assert!(ok && slot_name.starts_with("railgun_slot_") && slot_name.ends_with(&format!("_{run}_7")), "{slot_name}");
+    assert!(ok && slot_name.starts_with("railgun_slot_") && slot_name.ends_with(&format!("_{run}_1")), "{slot_name}");
     assert_eq!(rows, "0");
+    if prepared {
+        assert_eq!(
+            ready_oid.as_deref(),
+            Some(first.as_str()),
+            "the slot's first test did not get the prepared database"
+        );
+    }
     if pooled {
         // A passing test's server process serves the slot's next test, reset and fresh.
         let (name, again, rows, ok, pid) = run_child("pass");

@@ -32,7 +32,8 @@ pub struct Test {
     #[arg(long)]
     cargo_test: bool,
     /// Only prepare the test databases and exit: the template built, its pool of clones filled,
-    /// stale databases of crashed runs dropped (nextest's setup script runs this once per run)
+    /// stale databases of crashed runs dropped, the run's slot databases put ready (nextest's
+    /// setup script runs this once per run)
     #[arg(long)]
     prepare_db: bool,
     /// Arguments for the test runner (after `--`), e.g. `-- --test up`
@@ -91,10 +92,11 @@ impl Test {
         } else {
             vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
         };
-        // Prepared here rather than by the setup script, which then skips (RAILGUN_TEST_PREPARED):
-        // `cargo xtask` again would cost cargo's own start, a third of a second, per run.
+        // The setup script runs this binary (RAILGUN_XTASK): `cargo xtask` again would cost
+        // cargo's own start, a third of a second, per run. Only the setup script knows the run
+        // (its id and threads) whose slot databases it puts ready.
         let prepared = match nextest {
-            true => [prepare(cx)?, vec![(PREPARED.to_string(), "1".to_string())]].concat(),
+            true => vec![(XTASK.to_string(), exe.display().to_string())],
             false => Vec::new(),
         };
         for (n, run) in runs.into_iter().enumerate() {
@@ -135,8 +137,8 @@ impl Test {
     }
 }
 
-/// Set for nextest's run when the test databases are prepared: its setup script then skips.
-const PREPARED: &str = "RAILGUN_TEST_PREPARED";
+/// This binary, for nextest's setup script (`.config/nextest.toml`) to run.
+const XTASK: &str = "RAILGUN_XTASK";
 
 /// The test databases of the project's migrations prepared (see `--prepare-db`); returns the
 /// variables for the test processes.

@@ -186,7 +186,10 @@ impl Drop for TestDb {
             if self.harness.finish_slot(&slot).unwrap_or(false) {
                 return;
             }
-            drop(slot);
+            // A clean clone in its place: the slot's next test never finds it missing.
+            if self.harness.renew_slot(slot).is_ok() {
+                return;
+            }
         } else {
             let Some(slot) = self.harness.give_back(slot) else { return };
             let pids = slot.pids();
@@ -297,17 +300,43 @@ impl Harness {
     }
 
     /// Prepares a test run (nextest's setup script): the template of the migrations in `dir`
-    /// built, its pool filled, stale databases of crashed runs dropped. Returns the harness
-    /// (no pool thread of its own) and how many clones wait in the pool.
+    /// built, its pool filled, stale databases of crashed runs dropped, the run's slot
+    /// databases put ready (the run and how many tests it runs at once, nextest tells the
+    /// setup script). Returns the harness (no pool thread of its own) and how many clones
+    /// wait in the pool.
     pub fn prepare(dir: &Path) -> Result<(&'static Harness, usize)> {
+        let run = slot::current_run().zip(slot::run_threads());
+        Harness::prepare_run(dir, run.as_ref().map(|(id, threads)| (id.as_str(), *threads)))
+    }
+
+    /// [`Harness::prepare`] for the run `run` (its id as slot names carry it, and its threads).
+    pub fn prepare_run(dir: &Path, run: Option<(&str, u32)>) -> Result<(&'static Harness, usize)> {
         let migrations =
             crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
         let harness = Harness::build(&migrations, template::fingerprint(&migrations)?, false)?;
         harness.server.start_pooler();
         harness.fill_pool(&mut None, &mut 0)?;
         clean_stale()?;
+        if let Some((id, threads)) = run {
+            harness.prepare_slots(id, threads)?;
+        }
         let ready = harness.server.admin(|c| Ok(databases(c, &harness.pool_prefix)?.len()))?;
         Ok((harness, ready))
+    }
+
+    /// This run's slot databases (as many as the tests it runs at once), from the pool's clean
+    /// clones, each marked as a finished test's: so the slots' first tests claim nothing and
+    /// find their database there. Slots the pool has no clone for get one on demand.
+    fn prepare_slots(&self, run: &str, threads: u32) -> Result<()> {
+        if !self.server.recycles {
+            return Ok(());
+        }
+        for n in 0..threads {
+            if !self.put_in_slot(&slot::name_of(self.hash, run, n), false)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The harness for `migrations`, whose fingerprint is `hash` (read once: it reads every up.sql).
@@ -532,6 +561,12 @@ impl Harness {
         let mut conn = match slot.get() {
             Ok(conn) => conn,
             Err(e) if crate::error::describe(&e).contains("does not exist") => return Ok(None),
+            // The pooler says only this when it already failed to log in to a missing database
+            // (one dropped while the pooler kept no connection to it, by another run's cleanup).
+            Err(e) if crate::error::describe(&e).contains("server login has been failing") => {
+                let exists = self.server.admin(|c| Ok(!databases(c, name)?.iter().all(|(n, _)| n != name)))?;
+                return if exists { Err(e) } else { Ok(None) };
+            }
             Err(e) => return Err(e),
         };
         // The slot's last test ended cleanly (it marked its end): a killed one may have left
@@ -613,20 +648,44 @@ impl Harness {
         Ok(kept)
     }
 
+    /// The slot's database dropped (a connection of its test still out, or left inside a
+    /// transaction) and a clean clone put in its place.
+    fn renew_slot(&self, slot: Slot) -> Result<()> {
+        let (name, pids) = (slot.name.clone(), slot.pids());
+        drop(slot);
+        self.server.admin(|c| {
+            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?;
+            Ok(())
+        })?;
+        self.replace_slot(&name)
+    }
+
     /// A clean clone in the slot `name` that a failed test's database left, marked as a finished
     /// test's for the slot's next test: so that the pooler never tries to log in to a missing
     /// database twice in a row (it would then turn that database's clients away for a while).
     fn replace_slot(&self, name: &str) -> Result<()> {
+        self.put_in_slot(name, true).map(|_| ())
+    }
+
+    /// A clone put in the slot `name`: from the pool, else (when `make`) made now; marked as a
+    /// finished test's when clean (a used one's first test finds no mark and replaces it).
+    /// False when the pool had none and none was made.
+    fn put_in_slot(&self, name: &str, make: bool) -> Result<bool> {
         let clean = match self.claim(name)? {
             Some(used) => !used,
-            None => self.clone_template(name).is_ok(),
+            None if make => {
+                self.clone_template(name)?;
+                true
+            }
+            None => return Ok(false),
         };
         if clean {
             self.server.admin(|c| {
                 Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{}'", slot::FINISHED)).execute(c)?)
             })?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {

@@ -41,8 +41,14 @@ impl Start {
     /// statistics flushed) are there, this one included: [`Start::written`] is then all the
     /// last test wrote. Else its other clients must end first (their statistics are flushed
     /// as they exit), and this connection's own pending statistics be flushed.
+    /// A slot database marked finished with no connection left (a clean clone put in the slot
+    /// by the setup script or after a failure) is settled while no client but this one (new:
+    /// nobody connected to it before) is there.
     pub fn settled(&self) -> bool {
-        self.left.as_ref().is_some_and(|left| left.contains(&self.pid) && self.others.iter().all(|p| left.contains(p)))
+        self.left.as_ref().is_some_and(|left| {
+            let only_left = self.others.iter().all(|p| left.contains(p));
+            only_left && (left.contains(&self.pid) || left.is_empty())
+        })
     }
 }
 
@@ -119,7 +125,18 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
     let slot: u32 = var("NEXTEST_TEST_GLOBAL_SLOT")?.parse().ok()?;
     let run = current_run()?;
     let prepared = var(TEMPLATES_ENV).is_some_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")));
-    (server.recycles && prepared && started_by_nextest()).then(|| format!("{SLOT_PREFIX}{hash:016x}_{run}_{slot}"))
+    (server.recycles && prepared && started_by_nextest()).then(|| name_of(hash, &run, slot))
+}
+
+/// The slot database of the template `hash` for the slot `slot` of the run `run`.
+pub(crate) fn name_of(hash: u64, run: &str, slot: u32) -> String {
+    format!("{SLOT_PREFIX}{hash:016x}_{run}_{slot}")
+}
+
+/// How many tests the run runs at once (nextest tells its setup script): the slots whose
+/// databases the setup script puts ready.
+pub(crate) fn run_threads() -> Option<u32> {
+    std::env::var("NEXTEST_TEST_THREADS").ok()?.parse().ok()
 }
 
 /// The templates the setup script prepared (their hashes): only their tests skip the check.
