@@ -268,6 +268,40 @@ fn a_template_whose_migrations_fail_is_never_used() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Under nextest the setup script reads the migrations folder once for the whole run: its test
+/// processes test the migrations as they were when the run started (an edit inside one is seen
+/// by the next run), and read the folder again once a migration is added or removed.
+#[test]
+fn a_nextest_run_reads_the_migrations_folder_once_until_a_migration_is_added() {
+    let dir = tempdir("run-reads-once");
+    let unique = format!("-- run {:?}", std::time::SystemTime::now());
+    write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id int);\n{unique}"));
+    let (harness, _) = Harness::prepare_run(&dir, None).unwrap();
+    let prepared = harness.template().to_string();
+    let env = harness.nextest_env();
+    let run = |with_env: bool| {
+        let mut envs: Vec<(&str, &str)> = vec![("HARNESS_DIR", dir.to_str().unwrap()), ("RAILGUN_TEST_POOL", "0")];
+        if with_env {
+            envs.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        let out = child("child_template", &envs);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        value_after(&stdout, "template=").to_string()
+    };
+    write_migration(&dir, "2024-01-01-000000_a", &format!("CREATE TABLE a (id bigint);\n{unique}"));
+    assert_eq!(run(true), prepared, "a test process of the run read the folder again");
+    let edited = run(false);
+    assert_ne!(edited, prepared, "outside the run, the edit makes a new template");
+    write_migration(&dir, "2024-01-02-000000_b", "CREATE TABLE b (id int);");
+    let added = run(true);
+    assert!(added != prepared && added != edited, "a migration added during the run was not read: {added}");
+    for template in [&prepared, &edited, &added] {
+        drop_database(template);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 #[ignore = "a child process of another test: it checks nothing on its own"]
 fn child_panics() {

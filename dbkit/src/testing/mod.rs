@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use url::Url;
@@ -237,7 +237,10 @@ pub struct Harness {
     template: String,
     pool_prefix: String,
     hash: u64,
-    migrations: Vec<MigrationFiles>,
+    /// The migrations, or the folder to read them from when first needed.
+    source: Source,
+    /// The setup script's word of the migrations folder it read (see [`Harness::nextest_env`]).
+    prepared_dir: OnceLock<(String, String)>,
     /// Under nextest, this process's slot database for the template (see `slot`).
     slot_name: Option<String>,
     /// The template made sure of (built when missing): what a clean clone holds (`None`: used
@@ -253,6 +256,13 @@ pub struct Harness {
     background: bool,
 }
 
+/// Where a harness's migrations come from.
+enum Source {
+    Read(Vec<MigrationFiles>),
+    /// A folder the setup script read: read again only if the template must be built.
+    Dir(std::path::PathBuf),
+}
+
 /// A process's databases between two tests.
 #[derive(Default)]
 struct Local {
@@ -266,13 +276,17 @@ struct Local {
 impl Harness {
     /// The harness for `migrations`, made once per process and set of migrations.
     pub fn for_migrations(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
+        Harness::known(template::fingerprint(migrations)?, Source::Read(migrations.to_vec()))
+    }
+
+    /// The harness of the template `hash`, made once per process.
+    fn known(hash: u64, source: Source) -> Result<&'static Harness> {
         static KNOWN: Mutex<Vec<(u64, &'static Harness)>> = Mutex::new(Vec::new());
-        let hash = template::fingerprint(migrations)?;
         let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, harness)) = known.iter().find(|(h, _)| *h == hash) {
             return Ok(harness);
         }
-        let harness = Harness::start(migrations, hash)?;
+        let harness = Harness::start(source, hash)?;
         known.push((hash, harness));
         Ok(harness)
     }
@@ -280,7 +294,9 @@ impl Harness {
     /// The harness for the migrations in `dir` (a diesel migrations folder).
     ///
     /// Read once per process while no migration is added or removed: a suite calling this in
-    /// every test reads 250 migrations once, not per test.
+    /// every test reads 250 migrations once, not per test. Not at all in a nextest run whose
+    /// setup script read them (and no migration was added or removed since): the run tests
+    /// the migrations as they were when it started.
     pub fn for_dir(dir: &Path) -> Result<&'static Harness> {
         static BY_DIR: Mutex<Vec<(std::path::PathBuf, u64, &'static Harness)>> = Mutex::new(Vec::new());
         let stamp = folder_stamp(dir);
@@ -290,9 +306,14 @@ impl Harness {
                 return Ok(harness);
             }
         }
-        let migrations =
-            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        let harness = Harness::for_migrations(&migrations)?;
+        let harness = match stamp.and_then(|stamp| slot::prepared_dir(dir, stamp)) {
+            Some(hash) => Harness::known(hash, Source::Dir(dir.to_path_buf()))?,
+            None => {
+                let migrations = crate::migration::source::load(dir)
+                    .with_context(|| format!("no migrations in {}", dir.display()))?;
+                Harness::for_migrations(&migrations)?
+            }
+        };
         if let Some(stamp) = stamp {
             BY_DIR.lock().unwrap_or_else(|e| e.into_inner()).push((dir.to_path_buf(), stamp, harness));
         }
@@ -313,7 +334,11 @@ impl Harness {
     pub fn prepare_run(dir: &Path, run: Option<(&str, u32)>) -> Result<(&'static Harness, usize)> {
         let migrations =
             crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        let harness = Harness::build(&migrations, template::fingerprint(&migrations)?, false)?;
+        let hash = template::fingerprint(&migrations)?;
+        let harness = Harness::build(Source::Read(migrations), hash, false)?;
+        if let Some(stamp) = folder_stamp(dir) {
+            let _ = harness.prepared_dir.set(slot::dir_env(dir, hash, stamp));
+        }
         harness.server.start_pooler();
         harness.fill_pool(&mut None, &mut 0)?;
         clean_stale()?;
@@ -340,13 +365,13 @@ impl Harness {
     }
 
     /// The harness for `migrations`, whose fingerprint is `hash` (read once: it reads every up.sql).
-    fn start(migrations: &[MigrationFiles], hash: u64) -> Result<&'static Harness> {
+    fn start(source: Source, hash: u64) -> Result<&'static Harness> {
         // A process per test (nextest) runs one test: background work would be wasted.
         let background = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() != Ok("process-per-test");
-        Harness::build(migrations, hash, background)
+        Harness::build(source, hash, background)
     }
 
-    fn build(migrations: &[MigrationFiles], hash: u64, background: bool) -> Result<&'static Harness> {
+    fn build(source: Source, hash: u64, background: bool) -> Result<&'static Harness> {
         let server = server()?;
         let pool_size = pool_size_setting()?;
         let harness: &'static Harness = Box::leak(Box::new(Harness {
@@ -354,7 +379,8 @@ impl Harness {
             template: template::name_of(hash),
             pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
             hash,
-            migrations: migrations.to_vec(),
+            source,
+            prepared_dir: OnceLock::new(),
             slot_name: slot::name(hash, server),
             ready: OnceLock::new(),
             pool_size,
@@ -477,7 +503,23 @@ impl Harness {
         if let Some(ready) = self.ready.get() {
             return Ok(ready);
         }
-        let template::Template { baseline, built_in, .. } = template::ensure(self.server, &self.migrations, self.hash)?;
+        let migrations = || -> Result<std::borrow::Cow<'_, [MigrationFiles]>> {
+            match &self.source {
+                Source::Read(migrations) => Ok(migrations.into()),
+                Source::Dir(dir) => {
+                    let read = crate::migration::source::load(dir)
+                        .with_context(|| format!("no migrations in {}", dir.display()))?;
+                    if template::fingerprint(&read)? != self.hash {
+                        bail!(
+                            "the migrations in {} changed during this test run, whose setup script read them before, and its template is gone; run the tests again",
+                            dir.display()
+                        );
+                    }
+                    Ok(read.into())
+                }
+            }
+        };
+        let template::Template { baseline, built_in, .. } = template::ensure(self.server, &migrations, self.hash)?;
         let baseline = baseline.filter(|_| self.server.recycles);
         Ok(self.ready.get_or_init(|| (baseline, built_in)))
     }
@@ -492,6 +534,7 @@ impl Harness {
     pub fn nextest_env(&self) -> Vec<(String, String)> {
         let mut env = self.server.nextest_env();
         env.push((slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)));
+        env.extend(self.prepared_dir.get().cloned());
         // What a clean clone holds, so that a test process reads nothing but its slot database.
         if let Some((Some(baseline), _)) = self.ready.get()
             && let Ok(text) = baseline.to_text()

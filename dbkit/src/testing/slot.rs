@@ -9,6 +9,8 @@
 //! Slot databases of other runs are dropped by the next cleanup, never while connected (the
 //! pooler lets a finished run's server connections go after 5 s idle).
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Array, Integer, Nullable, Oid, Text};
@@ -141,6 +143,25 @@ pub(crate) fn run_threads() -> Option<u32> {
 
 /// The templates the setup script prepared (their hashes): only their tests skip the check.
 pub(crate) const TEMPLATES_ENV: &str = "RAILGUN_TEST_TEMPLATES";
+
+/// The variable where the setup script says which template the migrations folder `dir` had
+/// (its modification time `stamp`: a migration added or removed since changes it), and its value.
+pub(crate) fn dir_env(dir: &Path, hash: u64, stamp: u64) -> (String, String) {
+    let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let key = super::template::fnv(&[path.as_os_str().as_encoded_bytes()]);
+    (format!("RAILGUN_TEST_DIR_{key:016x}"), format!("{hash:016x} {stamp}"))
+}
+
+/// The template the setup script found for the migrations folder `dir`, unless a migration
+/// was added or removed since (its modification time is not `stamp` any more).
+pub(crate) fn prepared_dir(dir: &Path, stamp: u64) -> Option<u64> {
+    let (key, _) = dir_env(dir, 0, stamp);
+    let value = std::env::var(key).ok()?;
+    let (hash, seen) = value.split_once(' ')?;
+    let hash = u64::from_str_radix(hash, 16).ok()?;
+    let prepared = std::env::var(TEMPLATES_ENV).is_ok_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")));
+    (seen == stamp.to_string() && prepared).then_some(hash)
+}
 
 /// The variable where the setup script hands a prepared template's baseline (its JSON).
 pub(crate) fn baseline_env(hash: u64) -> String {

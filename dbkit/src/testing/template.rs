@@ -65,7 +65,12 @@ fn parse_comment(comment: &str) -> Option<(&str, &str)> {
 }
 
 /// Makes sure the template for `hash` exists.
-pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) -> Result<Template> {
+/// The migrations are asked for (`migrations`) only when it must be built.
+pub(crate) fn ensure<'m>(
+    server: &Server,
+    migrations: &dyn Fn() -> Result<std::borrow::Cow<'m, [MigrationFiles]>>,
+    hash: u64,
+) -> Result<Template> {
     let name = name_of(hash);
     let found = server.admin(|c| {
         let found = exists(c, &name)?;
@@ -91,7 +96,7 @@ pub(crate) fn ensure(server: &Server, migrations: &[MigrationFiles], hash: u64) 
             return Ok((baseline, None));
         }
         let started = Instant::now();
-        let baseline = build(server, &mut session, migrations, hash, &name)?;
+        let baseline = build(server, &mut session, &migrations()?, hash, &name)?;
         Ok((baseline, Some(started.elapsed())))
     })();
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(&mut session);
