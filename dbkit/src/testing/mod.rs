@@ -907,7 +907,9 @@ impl Harness {
                 if let Ok(mut warm) = connect_waiting(&self.server.fast_url_for(&preparing)) {
                     let _ = diesel::sql_query("SELECT count(*) FROM pg_attribute").execute(&mut warm);
                 }
-                // Renaming waits for that connection to end; then a claimer may take it.
+                // Renaming waits for that connection's process to be gone, in steps of 100 ms:
+                // waited for here, in steps of a fraction of a millisecond.
+                recycle::close_clients(conn, &preparing, &[], &self.pool_prefix, usize::MAX)?;
                 diesel::sql_query(format!("ALTER DATABASE \"{preparing}\" RENAME TO \"{ready}\""))
                     .execute(conn)
                     .with_context(|| format!("add {ready} to the pool"))?;
