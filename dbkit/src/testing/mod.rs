@@ -26,8 +26,9 @@
 //! turn, so a test process opens one connection and claims nothing: through PgBouncer (see
 //! `pooler`), which hands it the server process the slot's last test left; other test
 //! databases of the process go back to the pool, reset by their next claimer. The setup script
-//! `cargo xtask test --prepare-db` builds the template, fills the pool, cleans up and hands its
-//! findings to the test processes once per run. Databases of crashed runs are dropped by the
+//! `cargo xtask test --prepare-db` builds the template, fills the pool, cleans up, puts the
+//! run's slot databases ready and hands its findings (the template of a migrations folder and
+//! its baseline) to the test processes once per run. Databases of crashed runs are dropped by the
 //! next run (unused claimed ones go back to the pool).
 //!
 //! Cheaper still, for tests that commit nothing: [`TestDb::transaction`]. Redis: [`TestRedis`].

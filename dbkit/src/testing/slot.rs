@@ -4,8 +4,12 @@
 //! with no claim: its test connects to it, resets what the slot's last test left, and at its
 //! end flushes its statistics for the next one. One connection per test, none to the
 //! `postgres` database; through the setup script's PgBouncer (see `pooler`) it is the server
-//! process the slot's last test left, so no test process starts one. A failed test's database is renamed out of the slot and kept; one that
+//! process the slot's last test left, so no test process starts one. The setup script puts
+//! the run's slot databases ready (clean clones, marked as finished tests'). A failed test's
+//! database is renamed out of the slot and kept, and a clean clone takes its place; one that
 //! ran DDL is dropped; a slot with no database yet gets one from the pool under its name.
+//! The start of a test is one query (see [`start`]) and, when the last test wrote rows, one
+//! batch; its end is one batch (see [`mark_finished`]).
 //! Slot databases of other runs are dropped by the next cleanup, never while connected (the
 //! pooler lets a finished run's server connections go after 5 s idle).
 
