@@ -57,8 +57,11 @@ pub fn clean_stale() -> Result<Vec<String>> {
             // another wait that long in its setup script. A later run drops it. Not pooled: a
             // finished slot database pooled here was once handed out with its last test's row
             // still in it (issue 11, not understood yet).
+            // One made ready a moment ago waits for its run's first test.
+            let ready = comment.as_deref().and_then(slot::ready_since);
             if slot::run_of(rest).is_some_and(|run| Some(run.to_string()) != slot::current_run())
                 && !in_use.contains(name)
+                && ready.is_none_or(|at| now().saturating_sub(at) > slot::READY_FOR)
             {
                 let gone =
                     server.admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\"")).execute(c)?));

@@ -726,7 +726,8 @@ impl Harness {
         };
         if clean {
             self.server.admin(|c| {
-                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{}'", slot::FINISHED)).execute(c)?)
+                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{}'", slot::ready_mark()))
+                    .execute(c)?)
             })?;
         }
         Ok(true)

@@ -24,10 +24,26 @@ use super::recycle::{Baseline, Written};
 use super::server::{FACTS_ENV, Server};
 
 pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
-/// The comment a slot database gets when its test ended cleanly (statistics flushed, every
-/// other connection gone), followed by the server processes of the connections it left
-/// (idle, flushed: kept by the pooler for the next test): the slot's next test may reset it.
+/// The comment a slot database gets when its test ended cleanly, followed by the server
+/// processes of the connections it left (idle, their statistics flushed: kept by the pooler
+/// for the next test): the slot's next test may reset it, once any other client is gone.
 pub(crate) const FINISHED: &str = "railgun slot finished";
+/// The comment of a clean clone put in a slot (by the setup script, or after a failure),
+/// followed by when (seconds since the epoch): its first test resets nothing, and another
+/// run's cleanup leaves it alone a while, though nobody is connected to it yet.
+pub(crate) const READY: &str = "railgun slot ready ";
+/// How long another run's cleanup leaves a ready slot database nobody connected to.
+pub(crate) const READY_FOR: u64 = 120;
+
+/// The comment of a clean clone put in a slot now (see [`READY`]).
+pub(crate) fn ready_mark() -> String {
+    format!("{READY}{}", super::server::now())
+}
+
+/// When a slot database was made ready, by its comment (see [`READY`]).
+pub(crate) fn ready_since(comment: &str) -> Option<u64> {
+    comment.strip_prefix(READY)?.parse().ok()
+}
 
 /// What a test learns of its slot database as it starts, in one round trip (see [`start`]).
 pub(crate) struct Start {
@@ -47,9 +63,8 @@ impl Start {
     /// statistics flushed) are there, this one included: [`Start::written`] is then all the
     /// last test wrote. Else its other clients must end first (their statistics are flushed
     /// as they exit), and this connection's own pending statistics be flushed.
-    /// A slot database marked finished with no connection left (a clean clone put in the slot
-    /// by the setup script or after a failure) is settled while no client but this one (new:
-    /// nobody connected to it before) is there.
+    /// A ready slot database (see [`READY`]: nobody connected to it before) is settled while no
+    /// client but this one is there.
     pub fn settled(&self) -> bool {
         self.left.as_ref().is_some_and(|left| {
             let only_left = self.others.iter().all(|p| left.contains(p));
@@ -87,11 +102,12 @@ pub(crate) fn start(conn: &mut PgConnection, baseline: &Baseline) -> Result<Star
     .bind::<Array<Oid>, _>(baseline.emptied())
     .get_result(conn)
     .context("read the slot database's mark")?;
-    let left = row
-        .mark
-        .as_deref()
-        .and_then(|m| m.strip_prefix(FINISHED))
-        .and_then(|pids| pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>());
+    let left = match row.mark.as_deref() {
+        Some(mark) if ready_since(mark).is_some() => Some(Vec::new()),
+        mark => mark
+            .and_then(|m| m.strip_prefix(FINISHED))
+            .and_then(|pids| pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>()),
+    };
     Ok(Start { pid: row.pid, left, others: row.others, written: row.written })
 }
 
