@@ -336,12 +336,19 @@ fn stale_databases_of_crashed_runs_are_dropped() {
     let dead = "railgun_test_00000000_";
     let (crashed, kept_recently, kept_long_ago) =
         (format!("{dead}crashed"), format!("{dead}kept_recently"), format!("{dead}kept_long_ago"));
+    // Slot databases of another nextest run: finished, made ready just now (its first test
+    // has not connected yet), made ready long ago (the run is gone).
+    let slot = format!("railgun_slot_00000000000000aa_{:012x}_", std::process::id());
+    let (finished, ready_now, ready_long_ago) = (format!("{slot}0"), format!("{slot}1"), format!("{slot}2"));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let mut admin = admin();
     for (name, comment) in [
         (&crashed, None),
         (&kept_recently, Some(format!("railgun test kept {now}"))),
         (&kept_long_ago, Some(format!("railgun test kept {}", now - 3 * 24 * 3600))),
+        (&finished, Some("railgun slot finished 123".to_string())),
+        (&ready_now, Some(format!("railgun slot ready {now}"))),
+        (&ready_long_ago, Some(format!("railgun slot ready {}", now - 3600))),
     ] {
         make_database(&mut admin, name, "template1", comment);
     }
@@ -350,7 +357,11 @@ fn stale_databases_of_crashed_runs_are_dropped() {
     assert_eq!(database(&kept_long_ago), None, "an expired kept database survived");
     assert!(database(&kept_recently).is_some(), "a recently kept database was dropped");
     assert!(database(live.name()).is_some(), "a live process's database was dropped");
+    assert_eq!(database(&finished), None, "a finished run's slot database survived");
+    assert_eq!(database(&ready_long_ago), None, "a slot database made ready an hour ago survived");
+    assert!(database(&ready_now).is_some(), "a slot database made ready just now was dropped before its first test");
     drop_database(&kept_recently);
+    drop_database(&ready_now);
 }
 
 /// Makes database `name` under another name first: other processes' cleanups never see it half-made.
