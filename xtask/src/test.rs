@@ -92,19 +92,15 @@ impl Test {
         } else {
             vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
         };
-        // The setup script runs this binary (RAILGUN_XTASK): `cargo xtask` again would cost
-        // cargo's own start, a third of a second, per run. Only the setup script knows the run
-        // (its id and threads) whose slot databases it puts ready.
-        let prepared = match nextest {
-            true => vec![(XTASK.to_string(), exe.display().to_string())],
-            false => Vec::new(),
-        };
         for (n, run) in runs.into_iter().enumerate() {
             eprintln!("$ cargo {}", run.join(" "));
             let words = &run;
             let mut command: Command = cmd!(sh, "cargo {words...}").env("PATH", &path).into();
-            if n == 0 {
-                command.envs(prepared.iter().map(|(k, v)| (k, v)));
+            // The setup script runs this binary (RAILGUN_XTASK): `cargo xtask` again would cost
+            // cargo's own start, a third of a second, per run. Only the setup script knows the
+            // run (its id and threads) whose slot databases it puts ready.
+            if n == 0 && nextest {
+                command.env(XTASK, &exe);
             }
             let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("run the tests")?;
             // nextest reports on stderr, cargo test on stdout: both are read and passed on.

@@ -351,7 +351,7 @@ impl Harness {
     }
 
     /// This run's slot databases (as many as the tests it runs at once), from the pool's clean
-    /// clones, each marked as a finished test's: so the slots' first tests claim nothing and
+    /// clones, each marked ready (see `slot::READY`): so the slots' first tests claim nothing and
     /// find their database there. Slots the pool has no clone for get one on demand.
     fn prepare_slots(&self, run: &str, threads: u32) -> Result<()> {
         if !self.server.recycles {
@@ -504,25 +504,28 @@ impl Harness {
         if let Some(ready) = self.ready.get() {
             return Ok(ready);
         }
-        let migrations = || -> Result<std::borrow::Cow<'_, [MigrationFiles]>> {
-            match &self.source {
-                Source::Read(migrations) => Ok(migrations.into()),
-                Source::Dir(dir) => {
-                    let read = crate::migration::source::load(dir)
-                        .with_context(|| format!("no migrations in {}", dir.display()))?;
-                    if template::fingerprint(&read)? != self.hash {
-                        bail!(
-                            "the migrations in {} changed during this test run, whose setup script read them before, and its template is gone; run the tests again",
-                            dir.display()
-                        );
-                    }
-                    Ok(read.into())
-                }
-            }
-        };
-        let template::Template { baseline, built_in, .. } = template::ensure(self.server, &migrations, self.hash)?;
+        let template::Template { baseline, built_in, .. } =
+            template::ensure(self.server, &|| self.migrations(), self.hash)?;
         let baseline = baseline.filter(|_| self.server.recycles);
         Ok(self.ready.get_or_init(|| (baseline, built_in)))
+    }
+
+    /// The migrations: those given, or the folder's read now (only to build a missing
+    /// template: its fingerprint must still be the one the setup script found).
+    fn migrations(&self) -> Result<std::borrow::Cow<'_, [MigrationFiles]>> {
+        let dir = match &self.source {
+            Source::Read(migrations) => return Ok(migrations.into()),
+            Source::Dir(dir) => dir,
+        };
+        let read =
+            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
+        if template::fingerprint(&read)? != self.hash {
+            bail!(
+                "the migrations in {} changed during this test run, whose setup script read them before, and its template is gone; run the tests again",
+                dir.display()
+            );
+        }
+        Ok(read.into())
     }
 
     /// What a clean clone holds; `None` when used databases cannot be reset.
@@ -608,7 +611,7 @@ impl Harness {
             // The pooler says only this when it already failed to log in to a missing database
             // (one dropped while the pooler kept no connection to it, by another run's cleanup).
             Err(e) if crate::error::describe(&e).contains("server login has been failing") => {
-                let exists = self.server.admin(|c| Ok(!databases(c, name)?.iter().all(|(n, _)| n != name)))?;
+                let exists = self.server.admin(|c| Ok(databases(c, name)?.iter().any(|(n, _)| n == name)))?;
                 return if exists { Err(e) } else { Ok(None) };
             }
             Err(e) => return Err(e),
@@ -705,15 +708,15 @@ impl Harness {
         self.replace_slot(&name)
     }
 
-    /// A clean clone in the slot `name` that a failed test's database left, marked as a finished
-    /// test's for the slot's next test: so that the pooler never tries to log in to a missing
+    /// A clean clone in the slot `name` that a failed test's database left, marked ready for
+    /// the slot's next test: so that the pooler never tries to log in to a missing
     /// database twice in a row (it would then turn that database's clients away for a while).
     fn replace_slot(&self, name: &str) -> Result<()> {
         self.put_in_slot(name, true).map(|_| ())
     }
 
-    /// A clone put in the slot `name`: from the pool, else (when `make`) made now; marked as a
-    /// finished test's when clean (a used one's first test finds no mark and replaces it).
+    /// A clone put in the slot `name`: from the pool, else (when `make`) made now; marked ready
+    /// when clean (a used one's first test finds no mark and replaces it).
     /// False when the pool had none and none was made.
     fn put_in_slot(&self, name: &str, make: bool) -> Result<bool> {
         let clean = match self.claim(name)? {

@@ -146,8 +146,7 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
     }
     let slot: u32 = var("NEXTEST_TEST_GLOBAL_SLOT")?.parse().ok()?;
     let run = current_run()?;
-    let prepared = var(TEMPLATES_ENV).is_some_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")));
-    (server.recycles && prepared && started_by_nextest()).then(|| name_of(hash, &run, slot))
+    (server.recycles && prepared(hash) && started_by_nextest()).then(|| name_of(hash, &run, slot))
 }
 
 /// The slot database of the template `hash` for the slot `slot` of the run `run`.
@@ -164,23 +163,30 @@ pub(crate) fn run_threads() -> Option<u32> {
 /// The templates the setup script prepared (their hashes): only their tests skip the check.
 pub(crate) const TEMPLATES_ENV: &str = "RAILGUN_TEST_TEMPLATES";
 
-/// The variable where the setup script says which template the migrations folder `dir` had
-/// (its modification time `stamp`: a migration added or removed since changes it), and its value.
-pub(crate) fn dir_env(dir: &Path, hash: u64, stamp: u64) -> (String, String) {
+/// True when the setup script prepared the template `hash` (see [`TEMPLATES_ENV`]).
+fn prepared(hash: u64) -> bool {
+    std::env::var(TEMPLATES_ENV).is_ok_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")))
+}
+
+/// The variable where the setup script says which template the migrations folder `dir` had.
+fn dir_key(dir: &Path) -> String {
     let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let key = super::template::fnv(&[path.as_os_str().as_encoded_bytes()]);
-    (format!("RAILGUN_TEST_DIR_{key:016x}"), format!("{hash:016x} {stamp}"))
+    format!("RAILGUN_TEST_DIR_{:016x}", super::template::fnv(&[path.as_os_str().as_encoded_bytes()]))
+}
+
+/// That variable and its value: the template `hash`, and the folder's modification time
+/// `stamp` (a migration added or removed since changes it).
+pub(crate) fn dir_env(dir: &Path, hash: u64, stamp: u64) -> (String, String) {
+    (dir_key(dir), format!("{hash:016x} {stamp}"))
 }
 
 /// The template the setup script found for the migrations folder `dir`, unless a migration
 /// was added or removed since (its modification time is not `stamp` any more).
 pub(crate) fn prepared_dir(dir: &Path, stamp: u64) -> Option<u64> {
-    let (key, _) = dir_env(dir, 0, stamp);
-    let value = std::env::var(key).ok()?;
+    let value = std::env::var(dir_key(dir)).ok()?;
     let (hash, seen) = value.split_once(' ')?;
     let hash = u64::from_str_radix(hash, 16).ok()?;
-    let prepared = std::env::var(TEMPLATES_ENV).is_ok_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")));
-    (seen == stamp.to_string() && prepared).then_some(hash)
+    (seen == stamp.to_string() && prepared(hash)).then_some(hash)
 }
 
 /// The variable where the setup script hands a prepared template's baseline (its JSON).
