@@ -14,7 +14,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-use super::scan::{FORBIDDEN_HINT, Forbidden, Scanner};
+use super::scan::{FORBIDDEN_HINT, Forbidden};
+use super::statement::Statements;
 use crate::error::Hinted;
 
 /// pg_dump's first line and its last words: a file without both is not a whole dump.
@@ -76,7 +77,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     let mut ready = vec![Vec::new(); threads * 8];
     let mut spare = vec![Vec::new(); threads * 8];
     inflate_batch(file, batches[0], &mut ready, threads)?;
-    let mut scanner = Scanner::new();
+    let mut scanner = Statements::new();
     let mut sql = 0;
     for (i, batch) in batches.iter().enumerate() {
         let next = batches.get(i + 1).copied();
@@ -223,7 +224,7 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
     let mut buf = vec![0u8; 256 << 10];
     let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Vec::with_capacity(1024));
     let mut sql = 0u64;
-    let mut scanner = Scanner::new();
+    let mut scanner = Statements::new();
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,

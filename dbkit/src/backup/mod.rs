@@ -1,9 +1,13 @@
-//! Backups, restores and provider moves: pg_dump's plain SQL in verified gzip files, restored
-//! by psql in one transaction, and the pg_dump/psql they run ([`pgtools`]).
+//! Backups, restores and provider moves: pg_dump's plain SQL in verified gzip files, judged
+//! statement by statement and loaded in one transaction by a role with no more rights than the
+//! data needs ([`load`]), and the pg_dump/psql they run ([`pgtools`]).
 
 pub mod copy;
 pub mod dump;
 pub mod dumpfile;
+pub mod load;
 pub mod pgtools;
 pub mod restore;
 pub mod scan;
+pub mod session;
+pub mod statement;

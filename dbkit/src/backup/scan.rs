@@ -1,14 +1,16 @@
-//! What a backup may make psql do: run SQL statements, and nothing else.
+//! Where a dump's statements begin and end: the lexer of psql's script format.
 //!
-//! psql executes more than SQL: a backslash outside a string starts a meta-command (`\!` runs a
-//! shell command, `\o` and `\copy ... to program` write files, `\connect` switches databases),
-//! and transaction control in the file would end the one transaction a restore relies on. This
-//! scanner follows psql's own lexer (strings, `E''` escapes, quoted identifiers, dollar quotes,
-//! nested comments, parentheses, `BEGIN ATOMIC` bodies, COPY data up to `\.`) and refuses, with
-//! its line, any meta-command, any transaction control, any COPY but `FROM stdin`, and any change
-//! of `standard_conforming_strings` (which would make psql read strings differently from this
-//! scanner). pg_dump's own `\restrict KEY` (first) and `\unrestrict KEY` (last) lines are
-//! dropped from what psql gets: the restore arms `\restrict` with a key of its own instead.
+//! A plain dump is a psql script: SQL statements, COPY data up to `\.`, and possibly backslash
+//! meta-commands (`\!` runs a shell command, `\connect` switches databases). This scanner follows
+//! psql's own lexer (strings, `E''` escapes, `standard_conforming_strings` as the dump sets it,
+//! quoted identifiers, dollar quotes, nested comments, parentheses, `BEGIN ATOMIC` bodies, COPY
+//! data) and hands out the pieces in order: each statement's text and its end, with the words that
+//! say what it is, and each COPY's data. It refuses, with its line, any meta-command but pg_dump's
+//! own `\restrict KEY` (first) and `\unrestrict KEY` (last) lines (left out), any transaction
+//! control, any COPY but `FROM stdin`, and any change of `standard_conforming_strings` but
+//! pg_dump's `SET standard_conforming_strings = on|off;`. What each statement may do is
+//! [`statement`](super::statement)'s to judge; the restore sends each one alone, so the server
+//! refuses a statement this scanner would have cut elsewhere.
 
 use std::fmt;
 
@@ -31,6 +33,47 @@ impl std::error::Error for Forbidden {}
 /// The fix for a [`Forbidden`] line.
 pub const FORBIDDEN_HINT: &str = "this file is not what pg_dump wrote (it was edited or crafted): do not restore it; \
 look at the line with `gunzip -c FILE | sed -n 'LINEp'`, and take the backup again from the source database";
+
+/// A piece of the dump, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Text of the current statement (with the comments before it).
+    Sql(&'a [u8]),
+    /// The statement whose text came before ends here (its `;` was the last byte).
+    End(&'a Words),
+    /// Data of the COPY that just ended, lines as pg_dump wrote them (the `\.` line left out).
+    CopyData(&'a [u8]),
+    /// The COPY's data is complete.
+    CopyEnd,
+}
+
+/// What the scanner saw of a statement: enough to tell what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Words {
+    /// The line it starts on (1-based, in the decompressed SQL).
+    pub line: u64,
+    /// Its first words, uppercased (a quoted identifier is `""`).
+    pub first: Vec<String>,
+    /// Its last three words.
+    pub last: [String; 3],
+    /// `ON` appeared outside parentheses (a GRANT of privileges, not of a role).
+    pub on_at_top: bool,
+    /// It holds a string or dollar-quoted text.
+    pub has_string: bool,
+}
+
+impl Words {
+    /// The first words, as `&str`s.
+    pub fn first(&self) -> Vec<&str> {
+        self.first.iter().map(String::as_str).collect()
+    }
+}
+
+const FIRST_WORDS: usize = 8;
+/// A dollar-quote tag longer than this is no dump's.
+const TAG_MAX: usize = 1024;
+/// Bytes of an identifier kept: enough for any keyword; a longer name is not a keyword.
+const WORD_MAX: usize = 64;
 
 const TRANSACTION_CONTROL: &[&str] = &["BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "END", "ABORT"];
 const META_LINE_MAX: usize = 512;
@@ -90,11 +133,7 @@ pub struct Scanner {
     tag: Vec<u8>,
     paren: u32,
     begin_depth: u32,
-    /// The statement's identifiers so far (uppercased; the first few and the last two).
-    first_words: Vec<String>,
-    last_words: [String; 2],
-    word_count: usize,
-    statement_has_string: bool,
+    words: Words,
     /// The start of the current single-quoted string, uppercased, to spot `set_config('standard_conforming_strings', ...)`.
     string_start: Vec<u8>,
     in_statement: bool,
@@ -102,10 +141,26 @@ pub struct Scanner {
     unrestricted: bool,
     statements: u64,
     stripped: Vec<u64>,
-    /// Emitted right after any statement that sets `lock_timeout` (pg_dump's `SET lock_timeout = 0;`).
-    reassert: Option<Vec<u8>>,
-    reassert_now: bool,
+    /// How plain `'...'` strings read: `standard_conforming_strings` as the dump set it.
+    standard_strings: bool,
+    /// What the byte just stepped over did.
+    event: Event,
+    /// Where, in the chunk being fed, the current COPY data line starts (None: in an earlier chunk).
+    copy_line: Option<usize>,
+    /// Bytes of a possible `\.` line held back at the end of the last chunk.
+    copy_held: usize,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    None,
+    StatementEnd,
+    CopyStart,
+    CopyEnd,
+}
+
+/// A possible end-of-data line, as far as it went: `\`, `\.`, `\.\r`.
+const COPY_END: &[u8] = b"\\.\r";
 
 impl Default for Scanner {
     fn default() -> Scanner {
@@ -123,28 +178,21 @@ impl Scanner {
             tag: Vec::new(),
             paren: 0,
             begin_depth: 0,
-            first_words: Vec::new(),
-            last_words: Default::default(),
-            word_count: 0,
-            statement_has_string: false,
+            words: Words::default(),
             string_start: Vec::new(),
             in_statement: false,
             restrict_key: None,
             unrestricted: false,
             statements: 0,
             stripped: Vec::new(),
-            reassert: None,
-            reassert_now: false,
+            standard_strings: true,
+            event: Event::None,
+            copy_line: None,
+            copy_held: 0,
         }
     }
 
-    /// Emits `sql` after every statement that sets `lock_timeout`, on the same line: the
-    /// restore's own timeout stays in force after pg_dump's `SET lock_timeout = 0;`.
-    pub fn reassert_after_lock_timeout(&mut self, sql: &str) {
-        self.reassert = Some(sql.as_bytes().to_vec());
-    }
-
-    /// The lines left out of what psql gets (pg_dump's `\restrict` and `\unrestrict`).
+    /// The lines left out (pg_dump's `\restrict` and `\unrestrict`).
     pub fn stripped(&self) -> &[u64] {
         &self.stripped
     }
@@ -154,10 +202,15 @@ impl Scanner {
         self.statements
     }
 
-    /// Scans `chunk`; `emit` gets what psql may run (pg_dump's `\restrict` lines left out).
-    pub fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(&[u8])) -> Result<(), Forbidden> {
+    /// Scans `chunk`; `emit` gets its pieces in order (pg_dump's `\restrict` lines left out).
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(Piece<'_>)) -> Result<(), Forbidden> {
+        let emit = &mut |piece: Piece<'_>| match piece {
+            Piece::Sql([]) | Piece::CopyData([]) => {}
+            piece => emit(piece),
+        };
         let mut emitted = 0;
         let mut i = 0;
+        self.copy_line = None;
         while i < chunk.len() {
             if let State::CopyData { matched: None } = self.state {
                 // The fast path through table data: straight to the next line start.
@@ -166,6 +219,7 @@ impl Scanner {
                         i += at + 1;
                         self.line += 1;
                         self.state = State::CopyData { matched: Some(0) };
+                        self.copy_line = Some(i);
                         continue;
                     }
                     None => break,
@@ -178,7 +232,7 @@ impl Scanner {
                     if stripped {
                         // Leave out the line, its newline too.
                         let start = i.saturating_sub(self.buf.len());
-                        emit(&chunk[emitted..start.max(emitted)]);
+                        emit(Piece::Sql(&chunk[emitted..start.max(emitted)]));
                         emitted = i + 1;
                     }
                     self.buf.clear();
@@ -196,34 +250,83 @@ impl Scanner {
                 // Reprocess this byte in the state `step` moved to.
                 continue;
             }
-            if self.reassert_now {
-                self.reassert_now = false;
-                emit(&chunk[emitted..=i]);
-                emit(self.reassert.as_deref().unwrap_or_default());
-                emitted = i + 1;
+            if self.copy_held > 0 && !matches!(self.state, State::CopyData { matched: Some(1..) }) {
+                // The held bytes were data after all, unless they ended it.
+                if self.event != Event::CopyEnd {
+                    emit(Piece::CopyData(&COPY_END[..self.copy_held]));
+                }
+                self.copy_held = 0;
+            }
+            match std::mem::replace(&mut self.event, Event::None) {
+                Event::None => {}
+                Event::StatementEnd => {
+                    emit(Piece::Sql(&chunk[emitted..=i]));
+                    emit(Piece::End(&self.words));
+                    self.words = Words::default();
+                    emitted = i + 1;
+                }
+                Event::CopyStart => {
+                    // The rest of the COPY line: blanks.
+                    emit(Piece::Sql(&chunk[emitted..=i]));
+                    emitted = i + 1;
+                    self.copy_line = Some(i + 1);
+                }
+                Event::CopyEnd => {
+                    let data_end = self.copy_line.unwrap_or(emitted).max(emitted);
+                    emit(Piece::CopyData(&chunk[emitted..data_end]));
+                    emit(Piece::CopyEnd);
+                    emitted = i + 1;
+                }
+            }
+            if self.state == (State::CopyData { matched: Some(0) }) && byte == b'\n' {
+                self.copy_line = Some(i + 1);
             }
             i += 1;
         }
-        if let State::Meta { .. } = self.state {
+        match self.state {
             // A meta line cut by the chunk's end: hold it back until it is judged.
-            let held = self.buf.len().min(chunk.len() - emitted);
-            emit(&chunk[emitted..chunk.len() - held]);
-        } else {
-            emit(&chunk[emitted..]);
+            State::Meta { .. } => {
+                let held = self.buf.len().min(chunk.len() - emitted);
+                emit(Piece::Sql(&chunk[emitted..chunk.len() - held]));
+            }
+            State::CopyData { matched } => {
+                // A line start that may be `\.`: hold it back until the next chunk says.
+                let held = match (matched, self.copy_line) {
+                    (Some(k @ 1..), Some(start)) if start >= emitted => {
+                        self.copy_held = k as usize;
+                        chunk.len() - start
+                    }
+                    (Some(k @ 1..), _) => {
+                        self.copy_held = k as usize;
+                        chunk.len() - emitted
+                    }
+                    _ => 0,
+                };
+                emit(Piece::CopyData(&chunk[emitted..chunk.len() - held]));
+            }
+            _ => emit(Piece::Sql(&chunk[emitted..])),
         }
         Ok(())
     }
 
-    /// The end of the SQL: a dangling meta line is judged; returns what was held back, if allowed.
-    pub fn finish(&mut self, emit: &mut dyn FnMut(&[u8])) -> Result<(), Forbidden> {
+    /// The end of the SQL: a dangling meta line is judged; an unfinished statement or COPY is refused.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Piece<'_>)) -> Result<(), Forbidden> {
         if let State::Meta { .. } = self.state {
             if !self.end_meta_line()? {
                 let held = std::mem::take(&mut self.buf);
-                emit(&held);
+                emit(Piece::Sql(&held));
             }
             self.state = State::Normal;
         }
+        if let State::CopyData { .. } | State::AfterCopy = self.state {
+            return Err(self.forbidden("COPY data without its end (`\\.`)".into()));
+        }
         Ok(())
+    }
+
+    /// The statement under way, if any (the end of the SQL without a `;`).
+    pub fn unfinished(&self) -> Option<&Words> {
+        self.in_statement.then_some(&self.words)
     }
 
     fn newline(&mut self) {
@@ -324,11 +427,14 @@ impl Scanner {
                 if byte == b'$' {
                     self.tag.push(b'$');
                     self.state = Dollar { matched: 0 };
-                    self.statement_has_string = true;
+                    self.words.has_string = true;
                     return Ok(false);
                 }
                 let first = self.tag.len() == 1;
                 if is_ident_start(byte) || (!first && byte.is_ascii_digit()) {
+                    if self.tag.len() > TAG_MAX {
+                        return Err(self.forbidden(format!("a dollar-quote tag over {TAG_MAX} bytes")));
+                    }
                     self.tag.push(byte);
                     return Ok(false);
                 }
@@ -358,14 +464,16 @@ impl Scanner {
             }
             Identifier => {
                 if is_ident_cont(byte) {
-                    self.buf.push(byte);
+                    if self.buf.len() < WORD_MAX {
+                        self.buf.push(byte);
+                    }
                     return Ok(false);
                 }
                 let word = String::from_utf8_lossy(&self.buf).to_ascii_uppercase();
                 self.buf.clear();
                 self.state = Normal;
                 if byte == b'\'' && matches!(word.as_str(), "E" | "N" | "B" | "X") {
-                    self.statement_has_string = true;
+                    self.words.has_string = true;
                     self.string_start.clear();
                     self.state = Single { escapes: word == "E", backslash: false, quote: false };
                     return Ok(false);
@@ -386,6 +494,7 @@ impl Scanner {
                     b'\n' => {
                         self.line += 1;
                         self.state = CopyData { matched: Some(0) };
+                        self.event = Event::CopyStart;
                     }
                     b' ' | b'\t' | b'\r' => {}
                     _ => return Err(self.forbidden("text after `COPY ... FROM stdin;` on its line".into())),
@@ -398,15 +507,12 @@ impl Scanner {
                 self.state = match (matched, byte) {
                     (0, b'\\') => CopyData { matched: Some(1) },
                     (1, b'.') => CopyData { matched: Some(2) },
-                    (2, b'\n') => {
+                    (2 | 3, b'\n') => {
                         self.newline();
+                        self.event = Event::CopyEnd;
                         Normal
                     }
                     (2, b'\r') => CopyData { matched: Some(3) },
-                    (3, b'\n') => {
-                        self.newline();
-                        Normal
-                    }
                     (_, b'\n') => {
                         self.line += 1;
                         CopyData { matched: Some(0) }
@@ -432,9 +538,10 @@ impl Scanner {
             }
             b'\'' => {
                 self.start_token()?;
-                self.statement_has_string = true;
+                self.words.has_string = true;
                 self.string_start.clear();
-                self.state = State::Single { escapes: false, backslash: false, quote: false };
+                // With standard_conforming_strings off, a plain string reads backslashes as E'' does.
+                self.state = State::Single { escapes: !self.standard_strings, backslash: false, quote: false };
             }
             b'"' => {
                 self.start_token()?;
@@ -483,19 +590,22 @@ impl Scanner {
                 return Err(self.forbidden("SQL after pg_dump's closing `\\unrestrict`".into()));
             }
             self.in_statement = true;
+            self.words.line = self.line;
         }
         Ok(())
     }
 
     fn word(&mut self, word: String) {
-        if self.first_words.len() < 4 {
-            self.first_words.push(word.clone());
+        if self.words.first.len() < FIRST_WORDS {
+            self.words.first.push(word.clone());
+        }
+        if self.paren == 0 && word == "ON" {
+            self.words.on_at_top = true;
         }
         // psql's heuristic for `CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END`:
         // semicolons inside do not end the statement.
-        let words: Vec<&str> = self.first_words.iter().map(String::as_str).collect();
-        let routine = matches!(words.as_slice(), ["CREATE", "FUNCTION" | "PROCEDURE", ..])
-            || matches!(words.as_slice(), ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]);
+        let routine = matches!(self.words.first().as_slice(), ["CREATE", "FUNCTION" | "PROCEDURE", ..])
+            || matches!(self.words.first().as_slice(), ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]);
         if routine && self.paren == 0 {
             match word.as_str() {
                 "BEGIN" => self.begin_depth += 1,
@@ -504,14 +614,15 @@ impl Scanner {
                 _ => {}
             }
         }
-        self.last_words = [std::mem::take(&mut self.last_words[1]), word];
-        self.word_count += 1;
+        let last = &mut self.words.last;
+        last.rotate_left(1);
+        last[2] = word;
     }
 
     /// Refuses transaction control and settings that change how strings read, as soon as the
     /// statement's first words say so.
     fn check_words(&self) -> Result<(), Forbidden> {
-        let words: Vec<&str> = self.first_words.iter().map(String::as_str).collect();
+        let words = self.words.first();
         let refuse = |what: String| Err(self.forbidden(what));
         match words.as_slice() {
             [first] if TRANSACTION_CONTROL.contains(first) => {
@@ -526,31 +637,35 @@ impl Scanner {
     }
 
     fn end_statement(&mut self) -> Result<(), Forbidden> {
-        let copy = self.first_words.first().is_some_and(|w| w == "COPY");
-        if copy && (self.last_words != ["FROM", "STDIN"] || self.statement_has_string) {
+        let words = &self.words;
+        let copy = words.first.first().is_some_and(|w| w == "COPY");
+        if copy && (words.last[1..] != ["FROM", "STDIN"] || words.has_string) {
             return Err(
                 self.forbidden("a COPY other than `COPY table (columns) FROM stdin;` (pg_dump's only form)".into())
             );
         }
-        let words: Vec<&str> = self.first_words.iter().map(String::as_str).collect();
         let sets_strings = matches!(
-            words.as_slice(),
+            words.first().as_slice(),
             ["SET", "STANDARD_CONFORMING_STRINGS", ..]
                 | ["SET", "SESSION" | "LOCAL", "STANDARD_CONFORMING_STRINGS", ..]
         );
-        if sets_strings && (self.last_words[1] != "ON" || self.statement_has_string) {
-            return Err(self.forbidden("`SET standard_conforming_strings` to anything but on".into()));
+        if sets_strings {
+            // pg_dump's own line, `SET standard_conforming_strings = on|off;`: followed.
+            match (words.first().as_slice(), words.last[2].as_str(), words.has_string) {
+                (["SET", _, "ON" | "OFF"], value, false) if words.first.len() == 3 => {
+                    self.standard_strings = value == "ON";
+                }
+                _ => {
+                    return Err(self.forbidden(
+                        "a change of `standard_conforming_strings` other than pg_dump's `SET standard_conforming_strings = on|off;`".into(),
+                    ));
+                }
+            }
         }
-        let sets_lock_timeout =
-            matches!(words.as_slice(), ["SET", "LOCK_TIMEOUT", ..] | ["SET", "SESSION" | "LOCAL", "LOCK_TIMEOUT", ..]);
-        self.reassert_now = sets_lock_timeout && self.reassert.is_some();
         self.statements += 1;
-        self.first_words.clear();
-        self.last_words = Default::default();
-        self.word_count = 0;
-        self.statement_has_string = false;
         self.in_statement = false;
         self.begin_depth = 0;
+        self.event = Event::StatementEnd;
         if copy {
             // Data starts on the next line; the rest of this one is psql's to ignore.
             self.state = State::AfterCopy;
@@ -614,12 +729,17 @@ fn is_ident_cont(byte: u8) -> bool {
     is_ident_start(byte) || byte.is_ascii_digit() || byte == b'$'
 }
 
-/// Scans a whole SQL text at once; what psql may run.
+/// Scans a whole SQL text at once; its pieces put back together (COPY data ended by `\\.`).
 pub fn scan_all(sql: &[u8]) -> Result<Vec<u8>, Forbidden> {
     let mut scanner = Scanner::new();
     let mut out = Vec::with_capacity(sql.len());
-    scanner.feed(sql, &mut |part| out.extend_from_slice(part))?;
-    scanner.finish(&mut |part| out.extend_from_slice(part))?;
+    let mut put = |piece: Piece<'_>| match piece {
+        Piece::Sql(bytes) | Piece::CopyData(bytes) => out.extend_from_slice(bytes),
+        Piece::CopyEnd => out.extend_from_slice(b"\\.\n"),
+        Piece::End(_) => {}
+    };
+    scanner.feed(sql, &mut put)?;
+    scanner.finish(&mut put)?;
     Ok(out)
 }
 
@@ -637,10 +757,15 @@ mod tests {
         for cut in 0..=sql.len() {
             let mut scanner = Scanner::new();
             let mut out = Vec::new();
+            let mut put = |piece: Piece<'_>| match piece {
+                Piece::Sql(bytes) | Piece::CopyData(bytes) => out.extend_from_slice(bytes),
+                Piece::CopyEnd => out.extend_from_slice(b"\\.\n"),
+                Piece::End(_) => {}
+            };
             let result = scanner
-                .feed(&sql.as_bytes()[..cut], &mut |p| out.extend_from_slice(p))
-                .and_then(|()| scanner.feed(&sql.as_bytes()[cut..], &mut |p| out.extend_from_slice(p)))
-                .and_then(|()| scanner.finish(&mut |p| out.extend_from_slice(p)))
+                .feed(&sql.as_bytes()[..cut], &mut put)
+                .and_then(|()| scanner.feed(&sql.as_bytes()[cut..], &mut put))
+                .and_then(|()| scanner.finish(&mut put))
                 .map(|()| out);
             assert_eq!(result, whole, "cut at {cut}: {sql:?}");
         }
@@ -694,7 +819,6 @@ mod tests {
             "ABORT;",
             "START TRANSACTION;",
             "PREPARE TRANSACTION 'x';",
-            "SET standard_conforming_strings = off;",
             "SET SESSION standard_conforming_strings TO 'off';",
             "COPY t TO PROGRAM 'id';",
             "COPY t FROM '/etc/passwd';",
@@ -708,19 +832,87 @@ mod tests {
             assert_eq!(same_in_pieces(sql), Err(err), "{sql}");
         }
         assert!(scan_all(b"SET standard_conforming_strings = on;\nPREPARE p AS SELECT 1;\nSELECT 1 AS end_;").is_ok());
+        // pg_dump's own line for a database whose strings are not standard: followed, not refused.
+        assert!(scan_all(b"SET standard_conforming_strings = off;\nSELECT 'a\\'';\n").is_ok());
+    }
+
+    /// Every piece of `sql`, fed in two chunks cut at `cut`, as text: statements with their first
+    /// words and line, COPY data as one string per COPY.
+    fn pieces(sql: &str, cut: usize) -> Vec<String> {
+        let mut scanner = Scanner::new();
+        let mut out = vec![String::new()];
+        let mut put = |piece: Piece<'_>| match piece {
+            Piece::Sql(b) => out.last_mut().unwrap().push_str(std::str::from_utf8(b).unwrap()),
+            Piece::CopyData(b) => {
+                let last = out.last_mut().unwrap();
+                if !last.starts_with("data:") {
+                    out.push("data:".into());
+                }
+                out.last_mut().unwrap().push_str(std::str::from_utf8(b).unwrap());
+            }
+            Piece::End(w) => {
+                let text = out.pop().unwrap();
+                out.push(format!("{}@{} {}", w.first.join(" "), w.line, text.trim()));
+                out.push(String::new());
+            }
+            Piece::CopyEnd => out.push(String::new()),
+        };
+        scanner.feed(&sql.as_bytes()[..cut], &mut put).unwrap();
+        scanner.feed(&sql.as_bytes()[cut..], &mut put).unwrap();
+        scanner.finish(&mut put).unwrap();
+        out.retain(|p| !p.trim().is_empty());
+        out
     }
 
     #[test]
-    fn the_restores_lock_timeout_outlives_pg_dumps() {
-        let mut scanner = Scanner::new();
-        scanner.reassert_after_lock_timeout(" SET LOCAL lock_timeout = '5000ms';");
-        let mut out = Vec::new();
-        let sql = "SET statement_timeout = 0;\nSET lock_timeout = 0;\nDROP TABLE x;\n";
-        scanner.feed(sql.as_bytes(), &mut |p| out.extend_from_slice(p)).unwrap();
-        let out = String::from_utf8(out).unwrap();
+    fn statements_and_copy_data_come_out_whole_however_the_input_is_cut() {
+        let sql = "SET x = 1;\n-- c\nCOPY public.t (a) FROM stdin;\n\\N\n\\.x\n\\\\.\n\\.\nSELECT 'a;b';\nCOPY u FROM stdin;\n\\.\r\nDROP TABLE u;\n";
+        let whole = pieces(sql, sql.len());
         assert_eq!(
-            out,
-            "SET statement_timeout = 0;\nSET lock_timeout = 0; SET LOCAL lock_timeout = '5000ms';\nDROP TABLE x;\n"
+            whole,
+            [
+                "SET X@1 SET x = 1;",
+                "COPY PUBLIC T A FROM STDIN@3 -- c\nCOPY public.t (a) FROM stdin;",
+                "data:\\N\n\\.x\n\\\\.\n",
+                "SELECT@8 SELECT 'a;b';",
+                "COPY U FROM STDIN@9 COPY u FROM stdin;",
+                "DROP TABLE U@11 DROP TABLE u;",
+            ]
         );
+        for cut in 0..=sql.len() {
+            assert_eq!(pieces(sql, cut), whole, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn strings_read_as_the_dump_sets_standard_conforming_strings() {
+        // Off: a backslash escapes the quote, so the `;` and COMMIT are inside the string.
+        let off = "SET standard_conforming_strings = off;\nSELECT 'a\\' ; COMMIT ; --';\nSET standard_conforming_strings = on;\nSELECT 'b\\';\n";
+        let statements: Vec<String> = pieces(off, off.len());
+        assert_eq!(statements.len(), 4, "{statements:?}");
+        assert!(statements[1].ends_with("SELECT 'a\\' ; COMMIT ; --';"), "{statements:?}");
+        // On (the default): the same text ends the string at the backslash, and COMMIT is refused.
+        let on = "SELECT 'a\\' ; COMMIT ; --';\n";
+        assert!(refused(on).what.contains("COMMIT"), "{on}");
+        for sql in [
+            "SET standard_conforming_strings TO off;",
+            "SET standard_conforming_strings = 'off';",
+            "SET LOCAL standard_conforming_strings = off;",
+        ] {
+            assert!(refused(sql).what.contains("standard_conforming_strings"), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_huge_identifier_or_tag_takes_no_memory() {
+        let mut scanner = Scanner::new();
+        let chunk = vec![b'a'; 1 << 20];
+        scanner.feed(b"CREATE TABLE ", &mut |_| ()).unwrap();
+        for _ in 0..64 {
+            scanner.feed(&chunk, &mut |_| ()).unwrap();
+        }
+        assert!(scanner.buf.capacity() <= 1024, "{}", scanner.buf.capacity());
+        let tag = format!("SELECT ${}$", "t".repeat(5000));
+        assert!(refused(&tag).what.contains("tag"));
     }
 }

@@ -1,0 +1,495 @@
+//! Loading a dump into a database: one transaction, committed only by this process, with a role
+//! that has no more rights than the data needs.
+//!
+//! - The loading session is this process's own libpq connection ([`Session`]): a killed xtask
+//!   closes it and the server rolls back (it checks a vanished client every second, even while
+//!   waiting for a lock). COMMIT is sent only once every statement's result was read back.
+//! - Each statement is judged first ([`statement`](super::statement)) and sent alone.
+//! - The session never runs as a superuser, nor as a member of `pg_read_server_files`,
+//!   `pg_write_server_files` or `pg_execute_server_program`. Given a superuser's URL (a local
+//!   server, CI), the restore loads as the database's restore owner, `railgun_owner_<database>`: a
+//!   role of ours with no attributes and no memberships, which can log in only for the load (a
+//!   random password, taken back once connected) and owns what the dump creates. The target is
+//!   emptied inside the same transaction by a function the superuser lends for it (it drops the
+//!   database's schemas, the provider's and ours aside, and puts `public` back as it was), so
+//!   pg_dump's `--clean` prelude is left out: a backup restores the same into an empty database
+//!   as over an existing one. Given any other role's URL (a managed provider's), it loads as that
+//!   role, which then has only its own rights, and the dump's own `--clean` prelude empties what it
+//!   replaces.
+//! - Event triggers and `OWNER TO` are left out and said; SECURITY DEFINER functions are named,
+//!   with the role whose rights they carry.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use diesel::connection::SimpleConnection;
+use diesel::{PgConnection, RunQueryDsl};
+use url::Url;
+
+use super::dump::{MANAGED_SCHEMAS, Progress, mib};
+use super::session::{PgError, Session, code};
+use super::statement::{self, Event, Kind, Statements};
+use crate::url::database_name;
+
+/// Server roles whose members read or write the server's files or run its programs.
+const SERVER_ROLES: [&str; 3] = ["pg_read_server_files", "pg_write_server_files", "pg_execute_server_program"];
+
+/// Who loads, and how the target is emptied.
+enum Loader {
+    /// The URL's own role (no superuser): the dump's `--clean` prelude empties the target.
+    Itself,
+    /// Our restore owner, with the superuser's emptying function in `helper` (a schema).
+    Owner { role: String, helper: String, admin: PgConnection },
+}
+
+/// A load under way: the target prepared, the loading session connected.
+pub struct Load {
+    session: Session,
+    loader: Loader,
+    key: String,
+    lock_timeout: Duration,
+    started: Instant,
+}
+
+impl Load {
+    /// Prepares `url`'s database for a load and connects the loading session, named
+    /// `railgun-restore-<key>` (so that a lock watch finds it).
+    pub fn start(url: &Url, key: &str, lock_timeout: Duration) -> Result<Load> {
+        let started = Instant::now();
+        let mut admin = crate::connect::establish(url)?;
+        let me = who(&mut admin)?;
+        let app = format!("railgun-restore-{}", &key[..8]);
+        let (mut loader, mut load_url) = if me.superuser {
+            let role = owner_role(&database_name(url));
+            let password = crate::secret::random_hex(24)?;
+            let helper = prepare_owner(&mut admin, &role, &password)?;
+            // The role and its password as parameters: a socket URL (`postgres:///db?host=/dir`) has no userinfo.
+            let mut as_owner = url.clone();
+            if as_owner.has_host() {
+                let _ = as_owner.set_username("");
+                let _ = as_owner.set_password(None);
+            }
+            let kept: Vec<(String, String)> =
+                url.query_pairs().into_owned().filter(|(k, _)| k != "user" && k != "password").collect();
+            as_owner.set_query(None);
+            as_owner.query_pairs_mut().extend_pairs(kept).append_pair("user", &role).append_pair("password", &password);
+            (Loader::Owner { role, helper, admin }, as_owner)
+        } else {
+            if let Some(role) = me.server_role {
+                bail!(
+                    hint!("{} is a member of {role}: a restore with its rights could read and write the server's files", me.name;
+                    "restore with a role that is not (the database's owner), or with a superuser's URL: the restore then loads with a role of its own")
+                );
+            }
+            (Loader::Itself, url.clone())
+        };
+        load_url.query_pairs_mut().append_pair("application_name", &app);
+        let session = Session::connect(&load_url);
+        if let Loader::Owner { role, admin, helper } = &mut loader {
+            // The password served its one login.
+            let _ = admin.batch_execute(&format!("ALTER ROLE {} NOLOGIN PASSWORD NULL", ident(role)));
+            if session.is_err() {
+                let _ = admin.batch_execute(&format!("REVOKE USAGE ON SCHEMA {} FROM {}", ident(helper), ident(role)));
+            }
+        }
+        let session = session.context("connect the restore's session")?;
+        let mut load = Load { session, loader, key: key.into(), lock_timeout, started };
+        load.begin()?;
+        Ok(load)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        // A client that vanished is noticed within a second, even while waiting for a lock (Postgres 14+).
+        let _ = self.session.exec(b"SET client_connection_check_interval = 1000");
+        let prelude = format!(
+            "BEGIN; SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL lock_timeout = '{}ms'; \
+             SET LOCAL standard_conforming_strings = on; SET LOCAL railgun.restore = '{}'",
+            self.lock_timeout.as_millis(),
+            self.key
+        );
+        for statement in prelude.split("; ") {
+            self.session.exec(statement.as_bytes()).map_err(|e| anyhow!("start the restore's transaction: {e}"))?;
+        }
+        if let Loader::Owner { helper, .. } = &self.loader {
+            let clear = format!("SELECT {}.railgun_clear()", ident(helper));
+            self.session.exec(clear.as_bytes()).map_err(|e| self.failure(e, None))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the dump read from `sql` and commits; what was left out is said on stderr.
+    pub fn feed(mut self, mut sql: impl std::io::Read) -> Result<()> {
+        let mut statements = Statements::new();
+        let mut shown = Progress::new("restored");
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        let mut skipped: Vec<(&'static str, u64)> = Vec::new();
+        let mut failed: Option<anyhow::Error> = None;
+        let mut left_out: Vec<String> = Vec::new();
+        loop {
+            let n = match sql.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.rolled_back(anyhow!(e).context("read the backup"))),
+            };
+            let mut run = |event: Event<'_>| {
+                if failed.is_none()
+                    && let Err(e) = self.run(event, &mut skipped, &mut left_out)
+                {
+                    failed = Some(e);
+                }
+            };
+            let scanned = statements.feed(&buf[..n], &mut run);
+            if let Some(e) = failed.take() {
+                shown.done();
+                return Err(e);
+            }
+            if let Err(line) = scanned {
+                shown.done();
+                return Err(self.rolled_back(super::dumpfile::forbidden(line)));
+            }
+            total += n as u64;
+            shown.update(total, total);
+        }
+        shown.done();
+        let mut run = |event: Event<'_>| {
+            if failed.is_none()
+                && let Err(e) = self.run(event, &mut skipped, &mut left_out)
+            {
+                failed = Some(e);
+            }
+        };
+        let finished = statements.finish(&mut run);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(line) = finished {
+            return Err(self.rolled_back(super::dumpfile::forbidden(line)));
+        }
+        self.report(&skipped, &left_out)?;
+        let started = self.started;
+        self.commit()?;
+        eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// One piece of the dump.
+    fn run(
+        &mut self,
+        event: Event<'_>,
+        skipped: &mut Vec<(&'static str, u64)>,
+        left_out: &mut Vec<String>,
+    ) -> Result<()> {
+        let outcome = match event {
+            Event::Statement(s) => {
+                let owner = matches!(self.loader, Loader::Owner { .. });
+                match &s.kind {
+                    Kind::Run | Kind::Extension(_) => self.session.exec(s.text),
+                    Kind::Clean if owner => Ok(()),
+                    Kind::Clean => self.session.exec(s.text),
+                    Kind::Copy => self.session.start_copy(s.text),
+                    Kind::LockTimeout => Ok(()),
+                    Kind::Skip(what) => {
+                        match skipped.iter_mut().find(|(w, _)| w == what) {
+                            Some((_, n)) => *n += 1,
+                            None => skipped.push((what, 1)),
+                        }
+                        Ok(())
+                    }
+                    Kind::Privilege => self.tolerated(s.text, left_out),
+                }
+                .map_err(|e| self.failure(e, Some((s.line, s.text))))
+            }
+            Event::CopyData(data) => self.session.put(data).map_err(|e| self.failure(e, None)),
+            Event::CopyEnd => self.session.end_copy().map_err(|e| self.failure(e, None)),
+        };
+        outcome?;
+        if !self.session.in_transaction() {
+            return Err(self.rolled_back(anyhow!("the restore's transaction ended early")));
+        }
+        Ok(())
+    }
+
+    /// A privilege statement, in a savepoint: left out when its role does not exist here or
+    /// the loading role may not give it.
+    fn tolerated(&mut self, text: &[u8], left_out: &mut Vec<String>) -> Result<(), PgError> {
+        self.session.exec(b"SAVEPOINT railgun_privilege")?;
+        match self.session.exec(text) {
+            Ok(()) => self.session.exec(b"RELEASE SAVEPOINT railgun_privilege"),
+            Err(e) if e.code == code::UNDEFINED_OBJECT || e.code == code::INSUFFICIENT_PRIVILEGE => {
+                self.session.exec(b"ROLLBACK TO SAVEPOINT railgun_privilege")?;
+                let first =
+                    String::from_utf8_lossy(statement::body(text)).lines().next().unwrap_or_default().to_string();
+                left_out.push(format!("{first} ({})", e.message.lines().next().unwrap_or_default()));
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Says what was left out, and which functions run with another role's rights.
+    fn report(&mut self, skipped: &[(&'static str, u64)], left_out: &[String]) -> Result<()> {
+        for (what, n) in skipped {
+            match *what {
+                "event trigger" => eprintln!(
+                    "left out {n} statement(s) of event triggers: they fire for every later DDL with its runner's rights; create them by hand if you trust them"
+                ),
+                _ => eprintln!(
+                    "left out {n} `OWNER TO` statement(s): what the backup creates belongs to the restoring role"
+                ),
+            }
+        }
+        for line in left_out.iter().take(20) {
+            eprintln!("left out: {line}");
+        }
+        if left_out.len() > 20 {
+            eprintln!("left out: ... and {} more privilege statement(s)", left_out.len() - 20);
+        }
+        let definers = self
+            .session
+            .query_column(
+                c"SELECT format('%s, with the rights of %s', p.oid::regprocedure, pg_get_userbyid(p.proowner))
+                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.prosecdef AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+                    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+                  ORDER BY 1",
+            )
+            .map_err(|e| self.failure(e, None))?;
+        if !definers.is_empty() {
+            eprintln!("SECURITY DEFINER functions ({}): each runs with its owner's rights:", definers.len());
+            for definer in &definers {
+                eprintln!("  {definer}");
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(mut self) -> Result<()> {
+        let mark = self.session.query_column(c"SELECT current_setting('railgun.restore', true)");
+        if !matches!(&mark, Ok(rows) if rows.first() == Some(&self.key)) || !self.session.in_transaction() {
+            return Err(self.rolled_back(anyhow!("the restore's transaction is not the one it began")));
+        }
+        self.session.exec(b"COMMIT").map_err(|e| self.failure(e, None))?;
+        self.finish();
+        Ok(())
+    }
+
+    /// Takes back what the restore lent: the emptying function (it would go with the session).
+    fn finish(&mut self) {
+        if let Loader::Owner { helper, admin, role } = &mut self.loader {
+            let _ = admin.batch_execute(&format!(
+                "DROP FUNCTION IF EXISTS pg_temp.railgun_clear(); REVOKE USAGE ON SCHEMA {} FROM {}",
+                ident(helper),
+                ident(role)
+            ));
+        }
+    }
+
+    /// The error for a statement the server refused, with its line and text.
+    fn failure(&self, e: PgError, statement: Option<(u64, &[u8])>) -> anyhow::Error {
+        let shown = statement.map(|(line, text)| show_statement(line, text)).unwrap_or_default();
+        if e.code == code::LOCK_NOT_AVAILABLE {
+            return anyhow!("{e}{shown}").context(LockTimeout(self.lock_timeout));
+        }
+        let hint = hint_for(&e);
+        anyhow!(hint!("the restore failed and was rolled back: the database is as it was\n{e}{shown}"; "{hint}"))
+    }
+
+    fn rolled_back(&self, e: anyhow::Error) -> anyhow::Error {
+        e.context("the restore was stopped and rolled back: the database is as it was")
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Marks a restore that failed on a lock: the caller adds who held it.
+#[derive(Debug)]
+pub struct LockTimeout(pub Duration);
+
+impl std::fmt::Display for LockTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a lock wait longer than {}ms", self.0.as_millis())
+    }
+}
+
+/// The fix for what the server said, by its SQLSTATE.
+fn hint_for(e: &PgError) -> &'static str {
+    match e.code.as_str() {
+        "2BP01" => {
+            "objects that are not in the backup depend on objects it replaces: restore into an empty database, or drop them first (cargo xtask schema drop)"
+        }
+        code::INSUFFICIENT_PRIVILEGE => {
+            "the backup needs a right the restoring role lacks (an untrusted extension or language needs a superuser): create it in the database first as a superuser, then restore"
+        }
+        "42710" | "42P06" | "42P07" => {
+            "the backup creates an object the database already has and the restore does not replace: restore into an empty database"
+        }
+        "3F000" | "42883" | "42P01" => {
+            "the backup refers to a schema, function or table it does not create: was it taken with --exclude-schema, or from a server with other extensions?"
+        }
+        _ => "fix the cause above and run again; nothing was changed",
+    }
+}
+
+/// The statement a failure names: its line in the backup's SQL and its first lines.
+fn show_statement(line: u64, text: &[u8]) -> String {
+    // `line` is where the statement's first word is: the comments before it are not shown.
+    let body = String::from_utf8_lossy(statement::body(text)).into_owned();
+    let shown: Vec<String> = body
+        .lines()
+        .take(12)
+        .enumerate()
+        .map(|(i, l)| {
+            let mut l: String = l.chars().take(200).collect();
+            if l.len() < body.lines().nth(i).map_or(0, str::len) {
+                l.push_str("...");
+            }
+            format!("  {:>8} | {l}", line as usize + i)
+        })
+        .collect();
+    format!("\nthe failing statement, at line {line} of the backup's SQL:\n{}", shown.join("\n"))
+}
+
+/// The role the restore loads with into database `db` on a server where the URL's role is a superuser.
+pub fn owner_role(db: &str) -> String {
+    let clean: String =
+        db.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if clean.len() <= 40 {
+        return format!("railgun_owner_{clean}");
+    }
+    let hash = crate::migration::checksum::of(db);
+    format!("railgun_owner_{}_{}", &clean[..30], &hash[hash.len() - 8..])
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+struct Me {
+    name: String,
+    superuser: bool,
+    server_role: Option<String>,
+}
+
+fn who(admin: &mut PgConnection) -> Result<Me> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        superuser: bool,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        server_role: Option<String>,
+    }
+    let roles = SERVER_ROLES.map(|r| format!("'{r}'")).join(", ");
+    let row: Row = diesel::sql_query(format!(
+        "SELECT current_user::text AS name, r.rolsuper AS superuser,
+                (SELECT s FROM unnest(ARRAY[{roles}]) s WHERE pg_has_role(current_user, s, 'MEMBER') LIMIT 1) AS server_role
+         FROM pg_roles r WHERE r.rolname = current_user"
+    ))
+    .get_result(admin)
+    .context("ask the server who the URL's role is")?;
+    Ok(Me { name: row.name, superuser: row.superuser, server_role: row.server_role })
+}
+
+/// Makes `role` ready to load (no attributes, no memberships, a login for now) and lends it the
+/// emptying function in schema `helper`.
+/// Returns the schema the function is in.
+fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str) -> Result<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Power {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        powerful: bool,
+    }
+    // One restore into a database at a time: the login and the emptying function are the database's.
+    diesel::sql_query("SELECT pg_advisory_lock(hashtext('railgun restore ' || current_database()))")
+        .execute(admin)
+        .context("wait for another restore into this database")?;
+    let power: Vec<Power> = diesel::sql_query(
+        "SELECT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+                 OR EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid)) AS powerful
+         FROM pg_roles r WHERE r.rolname = $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(role)
+    .load(admin)
+    .context("look for the restore's role")?;
+    let role_q = ident(role);
+    match power.first() {
+        Some(p) if p.powerful => bail!(
+            hint!("the role {role} exists with more rights than loading data needs (an attribute or a membership)";
+            "the restore loads as that role: drop it (DROP ROLE {role_q}) or take back what was granted to it, then restore again")
+        ),
+        Some(_) => {}
+        None => admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role_q} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+            ))
+            .with_context(|| format!("create the restore's role {role}"))?,
+    }
+    let managed = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    // In this session's temporary schema: it goes with the session, a killed restore leaves nothing.
+    let sql = format!(
+        r#"ALTER ROLE {role_q} LOGIN PASSWORD '{password}';
+        DO $railgun$ BEGIN EXECUTE format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO {role_q}', current_database()); END $railgun$;
+        CREATE FUNCTION pg_temp.railgun_clear() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+            SET search_path = pg_catalog, pg_temp AS $clear$
+        DECLARE
+            s record;
+            public_owner oid;
+            public_acl aclitem[];
+            public_comment text;
+        BEGIN
+            FOR s IN SELECT nspname FROM pg_namespace
+                     WHERE nspname NOT IN ('public', 'information_schema', {managed}) AND nspname !~ '^pg_'
+            LOOP
+                EXECUTE format('DROP SCHEMA %I CASCADE', s.nspname);
+            END LOOP;
+            SELECT nspowner, nspacl, obj_description(oid, 'pg_namespace') INTO public_owner, public_acl, public_comment
+                FROM pg_namespace WHERE nspname = 'public';
+            IF FOUND THEN
+                DROP SCHEMA public CASCADE;
+                CREATE SCHEMA public;
+                EXECUTE format('ALTER SCHEMA public OWNER TO %I', pg_get_userbyid(public_owner));
+                UPDATE pg_namespace SET nspacl = public_acl WHERE nspname = 'public';
+                EXECUTE format('COMMENT ON SCHEMA public IS %L', public_comment);
+            END IF;
+            FOR s IN SELECT oid FROM pg_largeobject_metadata LOOP
+                PERFORM lo_unlink(s.oid);
+            END LOOP;
+        END $clear$;
+        REVOKE ALL ON FUNCTION pg_temp.railgun_clear() FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION pg_temp.railgun_clear() TO {role_q};
+        DO $railgun$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %s TO {role_q}', pg_my_temp_schema()::regnamespace); END $railgun$;
+        DO $railgun$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public') THEN GRANT USAGE, CREATE ON SCHEMA public TO {role_q}; END IF; END $railgun$;"#
+    );
+    admin.batch_execute(&sql).context("prepare the restore's role and the emptying function")?;
+    let helper: Name = diesel::sql_query("SELECT pg_my_temp_schema()::regnamespace::text AS name")
+        .get_result(admin)
+        .context("find the emptying function")?;
+    Ok(helper.name)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Name {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_roles_fit_a_name() {
+        assert_eq!(owner_role("railgun"), "railgun_owner_railgun");
+        assert_eq!(owner_role("My-DB"), "railgun_owner_my_db");
+        let long = owner_role(&"x".repeat(80));
+        assert!(long.len() <= 63 && long.starts_with("railgun_owner_xxx"), "{long}");
+        assert_ne!(owner_role(&"x".repeat(80)), owner_role(&"x".repeat(81)));
+    }
+}
