@@ -1,0 +1,273 @@
+//! A backup from someone else, tried as an attacker would: what pg_dump never writes is refused
+//! by `db verify` and `db restore` with its line; what a rule cannot see (a function an index
+//! or a default calls) runs with the restore owner's rights only; and real schemas' shapes
+//! (partitions, views across schemas, enums, domains, triggers, non-standard strings) restore
+//! into an empty database and over an existing one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use db::testing::TestDb;
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::Text;
+use diesel::{QueryableByName, RunQueryDsl};
+use tests::{Run, xtask_bin};
+use url::Url;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("railgun-rights-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn xtask(dir: &Path, url: &Url, args: &[&str]) -> Run {
+    Command::new(xtask_bin())
+        .arg("--database-url")
+        .arg(url.as_str())
+        .args(args)
+        .current_dir(dir)
+        .env("RAILGUN_ENV_FILE", dir.join("no.env"))
+        .env_remove("DATABASE_URL")
+        .env_remove("APP_ENV")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into()
+}
+
+#[derive(QueryableByName)]
+struct One {
+    #[diesel(sql_type = Text)]
+    text: String,
+}
+
+fn text(db: &TestDb, query: &str) -> String {
+    let rows: Vec<One> = diesel::sql_query(query).load(&mut db.conn().unwrap()).unwrap();
+    rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
+}
+
+/// Every table's rows (as text, in order), every view's definition, every type: what a restore must keep.
+fn content(db: &TestDb) -> String {
+    text(
+        db,
+        r#"SELECT coalesce(string_agg(t, E'\n' ORDER BY t), '') AS text FROM (
+             SELECT format('%s.%s: %s', n.nspname, c.relname,
+                           (xpath('/row/c/text()', query_to_xml(format('SELECT string_agg(x::text, %L ORDER BY x::text) AS c FROM %I.%I x', '|', n.nspname, c.relname), false, false, '')))[1]::text) AS t
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+             UNION ALL
+             SELECT format('view %s.%s: %s', n.nspname, c.relname, pg_get_viewdef(c.oid))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+             UNION ALL
+             SELECT format('type %s.%s %s', n.nspname, t.typname, t.typtype)
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+             WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           ) s"#,
+    )
+}
+
+/// A file shaped as pg_dump writes one, holding `body`.
+fn crafted(dir: &Path, name: &str, body: &str) -> String {
+    let sql = format!(
+        "--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n\
+         SET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n\n{body}\n\n\
+         --\n-- PostgreSQL database dump complete\n--\n\n"
+    );
+    let path = dir.join(name);
+    let mut gzip = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&path).unwrap())
+        .spawn()
+        .unwrap();
+    gzip.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    assert!(gzip.wait().unwrap().success());
+    path.to_str().unwrap().to_string()
+}
+
+fn restore(dir: &Path, url: &Url, file: &str) -> Run {
+    xtask(dir, url, &["db", "restore", file, "--yes", "--no-safety-backup"])
+}
+
+fn roles_named(db: &TestDb, pattern: &str) -> String {
+    text(db, &format!("SELECT rolname::text AS text FROM pg_roles WHERE rolname LIKE '{pattern}' ORDER BY 1"))
+}
+
+#[test]
+fn what_pg_dump_never_writes_is_refused_by_verify_and_restore_with_its_line() {
+    let dir = Dir::new("refused");
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    for (n, (body, needle)) in [
+        ("DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/railgun-pwned'''; END $$;", "`DO`"),
+        ("CREATE ROLE railgun_pwned SUPERUSER LOGIN PASSWORD 'x';", "`CREATE ROLE`"),
+        ("ALTER ROLE railgun PASSWORD 'locked-out';", "`ALTER ROLE`"),
+        ("GRANT pg_execute_server_program TO PUBLIC;", "of a role"),
+        ("ALTER DATABASE postgres SET default_transaction_read_only = on;", "`ALTER DATABASE`"),
+        ("SELECT pg_catalog.pg_read_file('/etc/passwd');", "calls a function"),
+        ("SET client_encoding = 'SJIS';", "UTF8"),
+        ("SET \"standard_conforming_strings\" = off;\nSELECT 'x';", "`SET \"\"`"),
+        ("SELECT '\\' ; COMMIT ; CREATE TABLE x (); -- ';", "SELECT"),
+        ("SET SESSION AUTHORIZATION railgun;", "`SET session`"),
+        ("CALL public.p();", "`CALL`"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = crafted(&dir.0, &format!("crafted-{n}.sql.gz"), body);
+        let verify = xtask(&dir.0, target.url(), &["db", "verify", &file]);
+        verify.assert_fails_with(needle);
+        assert!(verify.stderr.contains("line 10"), "{body}: {}", verify.stderr);
+        restore(&dir.0, target.url(), &file).assert_fails_with(needle);
+        assert_eq!(content(&target), before, "{body}");
+    }
+    assert_eq!(roles_named(&target, "railgun_pwned%"), "");
+}
+
+#[test]
+fn code_a_rule_cannot_see_runs_with_the_restore_owners_rights_only() {
+    let dir = Dir::new("rights");
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    // Each passes the statement check: the harm is inside a function body, run by a trigger
+    // while the data loads (an index expression or a default would run it the same way).
+    for (n, harm) in [
+        "EXECUTE 'CREATE ROLE railgun_pwned SUPERUSER'",
+        "EXECUTE 'ALTER ROLE railgun PASSWORD ''locked-out'''",
+        "PERFORM pg_catalog.pg_read_file('/etc/passwd')",
+        "EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id'''",
+        "EXECUTE 'RESET ROLE'; EXECUTE 'CREATE ROLE railgun_pwned SUPERUSER'",
+        "PERFORM set_config('role', 'railgun', false); EXECUTE 'CREATE ROLE railgun_pwned SUPERUSER'",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = format!(
+            "CREATE FUNCTION public.harm() RETURNS trigger LANGUAGE plpgsql AS $_$ BEGIN {harm}; RETURN NEW; END $_$;\n\
+             CREATE TABLE public.t (id integer);\n\
+             CREATE TRIGGER t_harm BEFORE INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.harm();\n\
+             COPY public.t (id) FROM stdin;\n1\n2\n\\.\n"
+        );
+        let file = crafted(&dir.0, &format!("rights-{n}.sql.gz"), &body);
+        xtask(&dir.0, target.url(), &["db", "verify", &file]).assert_ok();
+        let run = restore(&dir.0, target.url(), &file);
+        run.assert_fails_with("rolled back: the database is as it was");
+        assert!(
+            run.stderr.contains("permission denied") || run.stderr.contains("must be") || run.stderr.contains("cannot"),
+            "{harm}: {}",
+            run.stderr
+        );
+        assert_eq!(content(&target), before, "{harm}");
+        assert_eq!(roles_named(&target, "railgun_pwned%"), "", "{harm}");
+    }
+    // A SECURITY DEFINER function comes out owned by the restore owner, never a superuser, and is named.
+    let body = "CREATE FUNCTION public.definer() RETURNS text LANGUAGE sql SECURITY DEFINER AS $_$ SELECT current_user::text $_$;\n\
+                CREATE TABLE public.t (id integer);\n";
+    let file = crafted(&dir.0, "definer.sql.gz", body);
+    let run = restore(&dir.0, target.url(), &file);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("SECURITY DEFINER functions (1)") && run.stderr.contains("definer()"),
+        "{}",
+        run.stderr
+    );
+    let owner = text(
+        &target,
+        "SELECT format('%s %s', r.rolname, r.rolsuper::text) AS text FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE p.proname = 'definer'",
+    );
+    assert!(owner.starts_with("railgun_owner_") && owner.ends_with(" false"), "{owner}");
+    assert_eq!(text(&target, "SELECT public.definer() AS text"), owner.split(' ').next().unwrap());
+    // The restore owner cannot log in once the restore is over.
+    let login = text(
+        &target,
+        &format!(
+            "SELECT rolcanlogin::text AS text FROM pg_roles WHERE rolname = '{}'",
+            owner.split(' ').next().unwrap()
+        ),
+    );
+    assert_eq!(login, "false");
+}
+
+/// A schema of the shapes real projects' dumps have: partitions (pagila), views across schemas
+/// (aredl), enums, domains, triggers, an identity column, grants.
+const SHAPES: &str = r#"
+CREATE SCHEMA arepl;
+CREATE SCHEMA aredl;
+CREATE TYPE public.mpaa_rating AS ENUM ('G', 'PG', 'R');
+CREATE DOMAIN public.year AS integer CHECK (VALUE >= 1901 AND VALUE <= 2155);
+CREATE TABLE public.payment (id int GENERATED ALWAYS AS IDENTITY, paid date NOT NULL, amount numeric(5,2), PRIMARY KEY (id, paid))
+    PARTITION BY RANGE (paid);
+CREATE TABLE public.payment_p2022_01 PARTITION OF public.payment FOR VALUES FROM ('2022-01-01') TO ('2022-02-01');
+CREATE TABLE public.payment_p2022_02 PARTITION OF public.payment FOR VALUES FROM ('2022-02-01') TO ('2022-03-01');
+CREATE INDEX payment_amount ON public.payment (amount);
+INSERT INTO public.payment (paid, amount) SELECT date '2022-01-01' + (g % 50), g / 7.0 FROM generate_series(1, 200) g;
+CREATE TABLE aredl.levels (id int PRIMARY KEY, name text, rating public.mpaa_rating, released public.year);
+CREATE TABLE arepl.levels (id int PRIMARY KEY REFERENCES aredl.levels (id), points int);
+INSERT INTO aredl.levels SELECT g, 'level ' || g, 'PG', 2000 + g FROM generate_series(1, 20) g;
+INSERT INTO arepl.levels SELECT g, g * 10 FROM generate_series(1, 20) g;
+CREATE VIEW arepl.ranked AS SELECT l.id, l.name, p.points FROM aredl.levels l JOIN arepl.levels p USING (id);
+CREATE VIEW aredl.top AS SELECT * FROM arepl.ranked WHERE points > 100;
+CREATE FUNCTION aredl.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$;
+CREATE TRIGGER touch BEFORE INSERT ON aredl.levels FOR EACH ROW EXECUTE FUNCTION aredl.touch();
+"#;
+
+#[test]
+fn real_schemas_restore_into_an_empty_database_and_over_an_existing_one() {
+    let dir = Dir::new("shapes");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute(SHAPES).unwrap();
+    let expected = content(&source);
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    restore(&dir.0, target.url(), &file).assert_ok();
+    assert_eq!(content(&target), expected, "into an empty database");
+    // Over itself, changed meanwhile: the backup's rows come back.
+    target.conn().unwrap().batch_execute("DELETE FROM public.payment WHERE amount > 10; DROP VIEW aredl.top;").unwrap();
+    restore(&dir.0, target.url(), &file).assert_ok();
+    assert_eq!(content(&target), expected, "over an existing database");
+    // The trigger came back too, and the partitions route rows.
+    target.conn().unwrap().batch_execute("INSERT INTO aredl.levels VALUES (99, 'lower', 'G', 2001); INSERT INTO public.payment (paid) VALUES ('2022-02-03');").unwrap();
+    assert_eq!(text(&target, "SELECT name AS text FROM aredl.levels WHERE id = 99"), "LOWER");
+}
+
+#[test]
+fn a_database_without_standard_strings_backs_up_and_restores() {
+    let dir = Dir::new("strings");
+    let source = TestDb::empty().unwrap();
+    source
+        .conn()
+        .unwrap()
+        .batch_execute(&format!(
+            r#"ALTER DATABASE "{}" SET standard_conforming_strings = off;
+               CREATE TABLE public.quotes (id int, body text DEFAULT E'back\\slash ''q''');
+               INSERT INTO public.quotes VALUES (1, E'a\\b'), (2, E'it''s \\'' ; COMMIT ; --');
+               COMMENT ON TABLE public.quotes IS E'comment with \\ and '' ;';"#,
+            source.name()
+        ))
+        .unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    restore(&dir.0, target.url(), &file).assert_ok();
+    assert_eq!(content(&target), content(&source));
+    let comment = text(&target, "SELECT obj_description('public.quotes'::regclass) AS text");
+    assert_eq!(comment, "comment with \\ and ' ;");
+}
