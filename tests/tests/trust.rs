@@ -455,3 +455,52 @@ fn ctrl_c_midway_leaves_nothing_queued_and_the_target_as_it_was() {
     reader.batch_execute("COMMIT").unwrap();
     assert_eq!(text(&target, "SELECT count(*)::text AS text FROM orders"), "2", "the target is as it was");
 }
+
+/// A checkout with what makes it one to the xtask: a workspace Cargo.toml listing `xtask`, and
+/// the folder.
+fn bare_checkout(tag: &str) -> Dir {
+    let dir = Dir::new(tag);
+    std::fs::write(dir.0.join("Cargo.toml"), "[workspace]\nmembers = [\"xtask\", \"db\"]\n").unwrap();
+    std::fs::create_dir_all(dir.0.join("xtask")).unwrap();
+    std::fs::create_dir_all(dir.0.join("db/migrations")).unwrap();
+    dir
+}
+
+/// `status` run in `dir`, with cargo's `CARGO_MANIFEST_DIR` as given (none: a binary started by
+/// hand) and nothing else that would name a checkout or a project.
+fn status_in(dir: &Path, manifest_dir: Option<&Path>) -> Run {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("status")
+        .current_dir(dir)
+        .env_remove("RAILGUN_CHECKOUT")
+        .env_remove("RAILGUN_PROJECT")
+        .env_remove("RAILGUN_ENV_FILE")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null());
+    match manifest_dir {
+        Some(manifest_dir) => cmd.env("CARGO_MANIFEST_DIR", manifest_dir),
+        None => cmd.env_remove("CARGO_MANIFEST_DIR"),
+    };
+    cmd.output().unwrap().into()
+}
+
+#[test]
+fn two_clones_sharing_one_binary_each_act_on_themselves() {
+    // One binary for both, as with a shared CARGO_TARGET_DIR: its compiled-in checkout is neither.
+    let clones = [bare_checkout("clone1"), bare_checkout("clone2")];
+    for (n, clone) in clones.iter().enumerate() {
+        // A new checkout's project is `railgun-<folder>-<hash of its path>`.
+        let own = format!("project `railgun-railgun-trust-clone{}-", n + 1);
+        // As `cargo xtask` runs it: in the clone, CARGO_MANIFEST_DIR its xtask package.
+        let run = status_in(&clone.0, Some(&clone.0.join("xtask")));
+        assert!(run.assert_ok().stdout.contains(&own), "not clone {}'s project:\n{}", n + 1, run.all());
+        // Started by hand from a folder inside the clone: the nearest workspace above.
+        let run = status_in(&clone.0.join("db/migrations"), None);
+        assert!(run.assert_ok().stdout.contains(&own), "not clone {}'s project:\n{}", n + 1, run.all());
+    }
+    // Cargo's variable naming a package of no railgun checkout is not taken for one.
+    let elsewhere = Dir::new("not-a-checkout");
+    std::fs::create_dir_all(elsewhere.0.join("pkg")).unwrap();
+    let run = status_in(&clones[1].0, Some(&elsewhere.0.join("pkg")));
+    assert!(run.assert_ok().stdout.contains("project `railgun-railgun-trust-clone2-"), "{}", run.all());
+}
