@@ -504,3 +504,34 @@ fn two_clones_sharing_one_binary_each_act_on_themselves() {
     let run = status_in(&clones[1].0, Some(&elsewhere.0.join("pkg")));
     assert!(run.assert_ok().stdout.contains("project `railgun-railgun-trust-clone2-"), "{}", run.all());
 }
+
+#[test]
+fn an_env_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let dir = Dir::new("fifo-env");
+    let fifo = dir.0.join("fifo.env");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path of our own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(xtask_bin())
+        .args(["migration", "show"])
+        .current_dir(&dir.0)
+        .env("RAILGUN_ENV_FILE", &fifo)
+        .env_remove("DATABASE_URL")
+        .env_remove("RAILGUN_PROJECT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the xtask hangs on a FIFO .env");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out: Run = child.wait_with_output().unwrap().into();
+    out.assert_fails_with("fifo.env is a FIFO (named pipe)");
+    out.assert_fails_with("hint: replace it with a regular file");
+}
