@@ -60,9 +60,9 @@ fn refuse_unless_regular(path: &Path, metadata: &std::fs::Metadata) -> Result<()
         "replace it with a regular file of KEY=value lines (`cargo xtask up` writes one where none is), or point RAILGUN_ENV_FILE at one"))
 }
 
-/// A path for messages.
+/// A path for messages, control characters escaped.
 fn shown(path: &Path) -> String {
-    path.display().to_string()
+    crate::error::escaped(&path.display().to_string()).into_owned()
 }
 
 /// dotenvy's error quotes the line: say where it is instead.

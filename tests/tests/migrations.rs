@@ -824,3 +824,22 @@ fn a_dry_run_shows_the_schema_diff_and_timings_and_leaves_nothing_behind() {
     fx.xtask(&["migration", "run"]).assert_ok();
     assert!(fx.xtask(&["migration", "run", "--dry-run"]).assert_ok().stderr.contains("dry run: no pending migrations"));
 }
+
+#[test]
+fn names_with_control_characters_are_printed_escaped() {
+    let fx = Fixture::new();
+    fx.migration("2024-01-01-000001_red\x1b[31mname", "CREATE TABLE red (id INT);\n", "DROP TABLE red;\n", None);
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("[ ] 2024-01-01-000001_red\\x1b[31mname"), "{}", show.stdout);
+    assert!(!show.all().contains('\x1b'), "an escape code reached the terminal:\n{:?}", show.all());
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("Running migration 2024-01-01-000001_red\\x1b[31mname"), "{}", run.stderr);
+    assert!(!run.all().contains('\x1b'), "{:?}", run.all());
+    // A failing one, its folder's name with a newline: the error shows it on one line.
+    fx.migration("2024-01-01-000002_forged\nerror: nothing\x07", "SELECT nope;\n", "SELECT 1;\n", None);
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("migration 2024-01-01-000002_forged\\x0aerror: nothing\\x07 failed at ");
+    assert!(!run.all().contains('\x07') && !run.stderr.contains("\nerror: nothing"), "{:?}", run.all());
+}
