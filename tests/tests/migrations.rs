@@ -843,3 +843,29 @@ fn names_with_control_characters_are_printed_escaped() {
     run.assert_fails_with("migration 2024-01-01-000002_forged\\x0aerror: nothing\\x07 failed at ");
     assert!(!run.all().contains('\x07') && !run.stderr.contains("\nerror: nothing"), "{:?}", run.all());
 }
+
+#[test]
+fn a_symlinked_migration_folder_is_followed_and_a_dangling_one_refused() {
+    let fx = Fixture::new();
+    let elsewhere = fx.dir.join("shared");
+    write_migration(
+        &elsewhere,
+        "2024-01-01-000001_shared",
+        "CREATE TABLE shared (id INT);\n",
+        "DROP TABLE shared;\n",
+        None,
+    );
+    std::os::unix::fs::symlink(
+        elsewhere.join("2024-01-01-000001_shared"),
+        fx.migrations().join("2024-01-01-000001_shared"),
+    )
+    .unwrap();
+    let show = fx.xtask(&["migration", "show"]);
+    assert!(show.assert_ok().stdout.contains("[ ] 2024-01-01-000001_shared"), "{}", show.stdout);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+    assert!(fx.tables().contains(&"shared".to_string()));
+    std::os::unix::fs::symlink(fx.dir.join("gone"), fx.migrations().join("2024-01-01-000002_gone")).unwrap();
+    fx.xtask(&["migration", "show"])
+        .assert_fails_with("2024-01-01-000002_gone is a symbolic link that cannot be followed");
+}

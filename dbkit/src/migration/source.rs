@@ -109,10 +109,10 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("read {}", shown(dir)))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !entry.file_type()?.is_dir() {
+        let path = entry.path();
+        if name.starts_with('.') || !is_folder(&path, entry.file_type()?)? {
             continue;
         }
-        let path = entry.path();
         if !path.join("up.sql").is_file() {
             bail!(
                 hint!("{} is not a migration: it has no up.sql", shown(&path); "every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)")
@@ -139,6 +139,21 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
         );
     }
     Ok(migrations)
+}
+
+/// Whether an entry of the migrations folder is a folder: a symbolic link is followed (a
+/// migration shared between repositories, or kept elsewhere, is a migration here too), and one
+/// that leads nowhere is refused by name, never skipped.
+fn is_folder(path: &Path, file_type: std::fs::FileType) -> Result<bool> {
+    if !file_type.is_symlink() {
+        return Ok(file_type.is_dir());
+    }
+    match std::fs::metadata(path) {
+        Ok(target) => Ok(target.is_dir()),
+        Err(e) => bail!(
+            hint!("{} is a symbolic link that cannot be followed: {e}", shown(path); "point it at a migration folder (one with an up.sql), or remove it")
+        ),
+    }
 }
 
 /// diesel_migrations' reading of `metadata.toml`: no file (or one that does not parse) means a
