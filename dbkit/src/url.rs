@@ -133,22 +133,75 @@ pub fn database_name(url: &Url) -> String {
     if name.is_empty() { url.username().to_string() } else { percent_decode(name) }
 }
 
-/// True when the URL's host is this machine: localhost, 127.0.0.0/8, ::1 or a Unix socket.
+/// True when every host the URL names is this machine (see [`remote_hosts`]).
 pub fn is_local(url: &Url) -> bool {
-    if url.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/')) {
-        return true;
+    remote_hosts(url).is_empty()
+}
+
+/// The hosts the URL names that are not this machine, as libpq reads a URL: the authority's
+/// comma-separated `host[:port]` list, `?host=` (a list too; a value starting with `/` or `@`
+/// is a Unix socket), `?hostaddr=` (addresses libpq connects to instead of resolving the
+/// host), and, for what the URL leaves out, `PGHOST`, `PGHOSTADDR` and `PGSERVICE`. A service
+/// names hosts in pg_service.conf, which is not read here: it counts as remote. Local are
+/// localhost, loopback addresses and sockets (an empty entry is libpq's default, the socket).
+pub fn remote_hosts(url: &Url) -> Vec<String> {
+    remote_hosts_with(url, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
+/// [`remote_hosts`] with libpq's environment read from `env`.
+pub fn remote_hosts_with(url: &Url, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let query = |key: &str| -> Vec<String> {
+        url.query_pairs().filter(|(k, _)| k == key).map(|(_, v)| v.into_owned()).collect()
+    };
+    let list = |values: Vec<String>| -> Vec<String> {
+        values.iter().flat_map(|v| v.split(',').map(|h| h.trim().to_string())).collect()
+    };
+    let (authority_hosts, host_params) = (authority_hosts(url), query("host"));
+    let mut hosts = authority_hosts.clone();
+    hosts.extend(list(host_params.clone()));
+    if authority_hosts.iter().all(String::is_empty) && host_params.is_empty() {
+        hosts.extend(list(env("PGHOST").into_iter().collect()));
     }
-    match url.host() {
-        // postgres:// is not a "special" scheme to the url crate: an IPv4 address arrives as a domain.
-        // A Unix socket's directory, percent-encoded in the host: `postgres://u@%2Fvar%2Frun%2Fpostgresql/db`.
-        Some(url::Host::Domain(d)) if percent_decode(d).starts_with('/') => true,
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost") || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => true,
+    let mut addresses = list(query("hostaddr"));
+    if addresses.is_empty() {
+        addresses = list(env("PGHOSTADDR").into_iter().collect());
     }
+    let mut remote: Vec<String> = hosts.into_iter().filter(|h| !is_local_host(h)).collect();
+    remote.extend(addresses.into_iter().filter(|a| !a.is_empty() && !is_loopback(a)));
+    let service = query("service").into_iter().last().or_else(|| env("PGSERVICE"));
+    remote.extend(service.map(|name| format!("service {name}")));
+    remote.dedup();
+    remote
+}
+
+/// The hosts of the URL's authority (`user@h1,h2:5433,[::1]:5434`), percent-decoded, without
+/// their ports; one empty entry when it names none.
+fn authority_hosts(url: &Url) -> Vec<String> {
+    let text = url.as_str();
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostspec = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+    hostspec
+        .split(',')
+        .map(|entry| match entry.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+            None => percent_decode(entry.split(':').next().unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// localhost, a loopback address, a Unix socket's directory (`/...`) or abstract name (`@...`),
+/// or nothing (libpq's default socket).
+fn is_local_host(host: &str) -> bool {
+    host.is_empty()
+        || host.starts_with('/')
+        || host.starts_with('@')
+        || host.eq_ignore_ascii_case("localhost")
+        || is_loopback(host)
+}
+
+fn is_loopback(address: &str) -> bool {
+    address.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The `sslmode` query parameter, if any.
