@@ -88,11 +88,11 @@ pub fn redact(url: &Url) -> String {
         let _ = shown.set_password(Some(REDACTED));
     }
     for (key, _) in url.query_pairs() {
-        if key == "password" || key == "sslpassword" {
+        if SECRET_PARAMS.contains(&key.as_ref()) {
             let pairs: Vec<(String, String)> = url
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" || k == "sslpassword" { REDACTED.into() } else { v.into_owned() };
+                    let v = if SECRET_PARAMS.contains(&k.as_ref()) { REDACTED.into() } else { v.into_owned() };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -209,31 +209,71 @@ pub fn sslmode(url: &Url) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned())
 }
 
-/// libpq environment for external programs (pg_dump, psql): the password travels in
-/// `PGPASSWORD`, never on a command line another user could read with `ps`.
-pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
-    let mut without_password = url.clone();
+/// libpq's connection parameters that hold a secret: they never reach a command line (`ps`
+/// shows every process's to every user) nor a message.
+pub const SECRET_PARAMS: &[&str] = &["password", "sslpassword", "oauth_client_secret"];
+
+/// How an external libpq program (pg_dump, psql, pgbench) reaches the URL's database: the URL
+/// without its secrets, for its command line; the password for `PGPASSWORD`; and the secrets
+/// libpq reads from no environment variable (`sslpassword`, `oauth_client_secret`), which the
+/// caller hands over in a connection service file (see `backup::pgtools`).
+#[derive(Debug)]
+pub struct LibpqTarget {
+    pub conninfo: String,
+    pub env: Vec<(&'static str, String)>,
+    pub secrets: Vec<(String, String)>,
+}
+
+/// Splits `url` into a [`LibpqTarget`]: the user-info password, else the last `?password=`,
+/// goes to `PGPASSWORD`; every other secret parameter to `secrets`; the query keeps everything
+/// else, in order.
+pub fn libpq_target(url: &Url) -> Result<LibpqTarget> {
+    let mut conninfo = url.clone();
     if url.password().is_some() {
-        without_password.set_password(None).ok().context("this URL cannot carry a password")?;
+        conninfo.set_password(None).ok().context("this URL cannot carry a password")?;
     }
     let mut env = Vec::new();
     if let Some(password) = url.password() {
         env.push(("PGPASSWORD", percent_decode(password)));
     }
-    // `?password=` travels the same way; the query keeps everything else, in order.
-    if url.query_pairs().any(|(k, _)| k == "password") {
-        let (password, rest): (Vec<_>, Vec<_>) = url.query_pairs().into_owned().partition(|(k, _)| k == "password");
-        if env.is_empty()
-            && let Some((_, password)) = password.into_iter().last()
-        {
-            env.push(("PGPASSWORD", password));
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    if url.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())) {
+        let (secret, rest): (Vec<_>, Vec<_>) =
+            url.query_pairs().into_owned().partition(|(k, _)| SECRET_PARAMS.contains(&k.as_str()));
+        for (key, value) in secret {
+            match key.as_str() {
+                "password" if url.password().is_none() => {
+                    env.retain(|(k, _)| *k != "PGPASSWORD");
+                    env.push(("PGPASSWORD", value));
+                }
+                "password" => {}
+                _ => {
+                    secrets.retain(|(k, _)| *k != key);
+                    secrets.push((key, value));
+                }
+            }
         }
-        without_password.set_query(None);
+        conninfo.set_query(None);
         if !rest.is_empty() {
-            without_password.query_pairs_mut().extend_pairs(rest);
+            conninfo.query_pairs_mut().extend_pairs(rest);
         }
     }
-    Ok((without_password.to_string(), env))
+    Ok(LibpqTarget { conninfo: conninfo.to_string(), env, secrets })
+}
+
+/// libpq environment for external programs: the password travels in `PGPASSWORD`, never on a
+/// command line. A URL with another secret parameter is refused (it would need
+/// [`libpq_target`]'s service file).
+pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
+    let target = libpq_target(url)?;
+    if !target.secrets.is_empty() {
+        let keys: Vec<&str> = target.secrets.iter().map(|(k, _)| k.as_str()).collect();
+        let keys = keys.join(", ");
+        bail!(
+            hint!("the URL's {keys} would reach this command's tool on its command line: refused"; "remove {keys} from the URL for this command (an SSL key without a passphrase, or the secret in a pg_service.conf entry named with ?service=)")
+        );
+    }
+    Ok((target.conninfo, target.env))
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -319,6 +359,23 @@ mod tests {
             assert!(is_local(&parse_database_url(local).unwrap()), "{local}");
         }
         assert!(!is_local(&parse_database_url("postgres://a@db.supabase.co/x").unwrap()));
+    }
+
+    #[test]
+    fn every_secret_parameter_leaves_the_conninfo() {
+        let url = parse_database_url(
+            "postgres://app@db.example.com/db?sslmode=require&sslpassword=k3y&password=pw&oauth_client_secret=c&sslpassword=k4y&application_name=x",
+        )
+        .unwrap();
+        let target = libpq_target(&url).unwrap();
+        assert_eq!(target.conninfo, "postgres://app@db.example.com/db?sslmode=require&application_name=x");
+        assert_eq!(target.env, vec![("PGPASSWORD", "pw".to_string())]);
+        assert_eq!(
+            target.secrets,
+            vec![("oauth_client_secret".to_string(), "c".to_string()), ("sslpassword".to_string(), "k4y".to_string())]
+        );
+        assert!(!redact(&url).contains("k3y") && !redact(&url).contains("k4y") && !redact(&url).contains("=c&"));
+        assert!(crate::error::describe(&libpq_env(&url).unwrap_err()).contains("sslpassword"));
     }
 
     #[test]

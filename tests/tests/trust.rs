@@ -535,3 +535,55 @@ fn an_env_file_that_is_a_fifo_is_refused_not_waited_on() {
     out.assert_fails_with("fifo.env is a FIFO (named pipe)");
     out.assert_fails_with("hint: replace it with a regular file");
 }
+
+#[test]
+fn a_query_string_sslpassword_never_reaches_a_command_line() {
+    let dir = Dir::new("query-sslpassword");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1);").unwrap();
+    let secret = "SslPassphraseCanary42";
+    let mut url = source.url().clone();
+    url.query_pairs_mut().append_pair("sslpassword", secret);
+    // pg_dump waits on a writer's lock, long enough to read its command line.
+    let mut holder = source.conn().unwrap();
+    holder.batch_execute("BEGIN; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;").unwrap();
+    let child =
+        xtask(&dir.0, &url, &["db", "backup", "out"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (seen, service_file) = loop {
+        if let Some(found) = pg_dump_of(source.name()) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    holder.batch_execute("COMMIT").unwrap();
+    // It reached pg_dump's libpq, in the service file pg_dump holds open.
+    assert!(service_file.contains(&format!("sslpassword={secret}\n")), "{service_file:?}");
+    let out: Run = child.wait_with_output().unwrap().into();
+    out.assert_ok();
+    assert!(
+        !seen.contains(secret) && !seen.contains("sslpassword"),
+        "sslpassword is on pg_dump's command line: {seen}"
+    );
+    assert!(!out.all().contains(secret), "{}", out.all());
+}
+
+/// The command line of the pg_dump working on `database`, and the service file its
+/// `PGSERVICEFILE` names (read through its open descriptor).
+fn pg_dump_of(database: &str) -> Option<(String, String)> {
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if comm.trim() != "pg_dump" || !cmdline.contains(database) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let environ = String::from_utf8_lossy(&environ).into_owned();
+        let file = environ.split('\0').find_map(|v| v.strip_prefix("PGSERVICEFILE=/dev/fd/"))?.to_string();
+        let text = std::fs::read_to_string(entry.path().join("fd").join(file)).ok()?;
+        return Some((cmdline, text));
+    }
+    None
+}
