@@ -54,7 +54,7 @@ fn refuse_unless_regular(path: &Path, metadata: &std::fs::Metadata) -> Result<()
         _ if kind.is_socket() => "a socket",
         _ if kind.is_char_device() => "a character device",
         _ if kind.is_block_device() => "a block device",
-        _ => "not a regular file",
+        _ => "of an unknown kind",
     };
     anyhow::bail!(hint!("{} is {what}, not a regular file: refused as the settings file", shown(path);
         "replace it with a regular file of KEY=value lines (`cargo xtask up` writes one where none is), or point RAILGUN_ENV_FILE at one"))
