@@ -7,11 +7,7 @@ use anyhow::{Context, Result};
 /// The value of `key` in the env file, if the file and the key exist. A line that does not
 /// parse is named by its number, never shown: it may hold a password.
 pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
+    let Some(text) = read(path)? else { return Ok(None) };
     // Editors on Windows start files with a byte-order mark; it is not part of the first key.
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     for item in dotenvy::from_read_iter(text.as_bytes()) {
@@ -21,6 +17,52 @@ pub fn get(path: &Path, key: &str) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// The file's text, `None` when there is none. Anything but a regular file (a symlink to one is
+/// fine) is refused before it is opened: every command reads `.env`, and a FIFO would block each
+/// one until something writes to it, a device could be read without end.
+fn read(path: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("read {}", shown(path))),
+    };
+    refuse_unless_regular(path, &metadata)?;
+    // Opened without blocking and looked at again: a FIFO put in its place meanwhile neither
+    // hangs the open nor is read.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("read {}", shown(path)))?;
+    refuse_unless_regular(path, &file.metadata().with_context(|| format!("read {}", shown(path)))?)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("read {}", shown(path)))?;
+    Ok(Some(text))
+}
+
+fn refuse_unless_regular(path: &Path, metadata: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    let what = match () {
+        _ if kind.is_file() => return Ok(()),
+        _ if kind.is_dir() => "a directory",
+        _ if kind.is_fifo() => "a FIFO (named pipe): reading it would wait for a writer",
+        _ if kind.is_socket() => "a socket",
+        _ if kind.is_char_device() => "a character device",
+        _ if kind.is_block_device() => "a block device",
+        _ => "of an unknown kind",
+    };
+    anyhow::bail!(hint!("{} is {what}, not a regular file: refused as the settings file", shown(path);
+        "replace it with a regular file of KEY=value lines (`cargo xtask up` writes one where none is), or point RAILGUN_ENV_FILE at one"))
+}
+
+/// A path for messages, control characters escaped.
+fn shown(path: &Path) -> String {
+    crate::error::escaped(&path.display().to_string()).into_owned()
 }
 
 /// dotenvy's error quotes the line: say where it is instead.
@@ -33,7 +75,7 @@ fn unparsable(path: &Path, text: &str, error: dotenvy::Error) -> anyhow::Error {
     };
     let at = line.map(|n| format!(" line {}", n + 1)).unwrap_or_default();
     anyhow::Error::new(
-        hint!("{}{at} does not parse as KEY=value (its text is not shown: it may hold a password)", path.display();
+        hint!("{}{at} does not parse as KEY=value (its text is not shown: it may hold a password)", shown(path);
         "one KEY=value a line; quote values with spaces or #: KEY=\"two words\"; percent-encode special characters inside URLs"),
     )
 }
@@ -42,13 +84,12 @@ fn unparsable(path: &Path, text: &str, error: dotenvy::Error) -> anyhow::Error {
 /// other line, comments and blank lines included, stays as it was. Creates the file from
 /// `template` when it is missing. The file is written whole, then renamed over the old one.
 pub fn set(path: &Path, template: Option<&Path>, pairs: &[(&str, &str)]) -> Result<()> {
-    let original = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match template {
-            Some(t) if t.exists() => std::fs::read_to_string(t).with_context(|| format!("read {}", t.display()))?,
+    let original = match read(path)? {
+        Some(text) => text,
+        None => match template {
+            Some(t) if t.exists() => read(t)?.unwrap_or_default(),
             _ => String::new(),
         },
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
     };
     let updated = update(&original, pairs);
     if updated == original && path.exists() {
@@ -56,7 +97,7 @@ pub fn set(path: &Path, template: Option<&Path>, pairs: &[(&str, &str)]) -> Resu
     }
     let tmp = path.with_extension("tmp");
     write_private(&tmp, &updated)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", shown(path)))
 }
 
 fn update(text: &str, pairs: &[(&str, &str)]) -> String {
@@ -87,7 +128,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("write {}", path.display()))?;
+        .with_context(|| format!("write {}", shown(path)))?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(())

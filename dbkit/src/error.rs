@@ -2,7 +2,8 @@
 //! connection error's [`Failure`](crate::connect::Failure)), found by [`hint_of`]: never text
 //! split back out of a message.
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 
 /// An error message and the fix for it, shown as `hint:` after the whole chain.
 #[derive(Debug)]
@@ -74,8 +75,44 @@ pub fn hint_of(error: &anyhow::Error) -> Option<String> {
     hints_of(error).into_iter().next()
 }
 
+/// `text` with every control character written out: `\x1b` for C0 controls (ESC, newline, ...)
+/// and DEL, `\u{9b}` for C1 controls and the bidirectional overrides. A file or migration name
+/// comes from disk: printed as it is, it could recolour or clear the terminal, move the cursor,
+/// or forge a line of output.
+pub fn escaped(text: &str) -> Cow<'_, str> {
+    escape(text, false)
+}
+
+/// [`escaped`], keeping newlines and tabs: for whole messages, whose lines are ours.
+fn escape(text: &str, keep_lines: bool) -> Cow<'_, str> {
+    let kept = |c: char| keep_lines && matches!(c, '\n' | '\t');
+    let unsafe_char = |c: char| (c.is_control() && !kept(c)) || is_bidi_control(c);
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if c.is_ascii() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters that reorder what the terminal shows (the "Trojan Source" ones).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// The error as a user reads it: `error: ...`, each cause, then the hints; every URL's
-/// password redacted.
+/// password redacted, every control character but newlines and tabs escaped (a name from disk
+/// may hold them).
 pub fn render(error: &anyhow::Error) -> String {
     let mut text = format!("error: {error}");
     for cause in error.chain().skip(1) {
@@ -84,7 +121,7 @@ pub fn render(error: &anyhow::Error) -> String {
     for hint in hints_of(error) {
         text.push_str(&format!("\n  hint: {hint}"));
     }
-    crate::url::redact_str(&text)
+    escape(&crate::url::redact_str(&text), true).into_owned()
 }
 
 /// The error on one line group without the `error:` prefix (message, causes, hints), for
@@ -94,7 +131,7 @@ pub fn describe(error: &anyhow::Error) -> String {
     for hint in hints_of(error) {
         text.push_str(&format!("\n  hint: {hint}"));
     }
-    crate::url::redact_str(&text)
+    escape(&crate::url::redact_str(&text), true).into_owned()
 }
 
 #[cfg(test)]
@@ -111,5 +148,19 @@ mod tests {
         assert_eq!(render(&outer), "error: write the backup\n  caused by: disk /x full\n  hint: free 5 MB");
         let as_context = Err::<(), _>(anyhow!("boom")).with_context(|| hint!("read a"; "fix a")).unwrap_err();
         assert_eq!(hints_of(&as_context), ["fix a"]);
+    }
+
+    #[test]
+    fn control_characters_are_written_out() {
+        assert_eq!(escaped("2026_add_users"), "2026_add_users");
+        assert_eq!(
+            escaped("red\x1b[31m\nline\r\x7f\u{9b}2J\u{202e}é"),
+            "red\\x1b[31m\\x0aline\\x0d\\x7f\\u{9b}2J\\u{202e}é"
+        );
+        let error = anyhow!("read /tmp/a\x1b]0;pwned\x07b");
+        assert_eq!(
+            render(&error.context("line one\n\tline two")),
+            "error: line one\n\tline two\n  caused by: read /tmp/a\\x1b]0;pwned\\x07b"
+        );
     }
 }

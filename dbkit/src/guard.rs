@@ -3,7 +3,7 @@
 //! connects, and without a terminal every question is answered "no", never a hang.
 
 use crate::connect::Environment;
-use crate::url::{database_name, is_local, redact};
+use crate::url::{database_name, redact, remote_hosts_with};
 use anyhow::{Result, bail};
 use url::Url;
 
@@ -64,10 +64,10 @@ impl Guard {
                 Some(format!("{} (treated as production)", unknown.to_string().lines().next().unwrap_or_default()))
             }
             Ok(Environment::Production) => Some(format!("APP_ENV={}", app_env.unwrap_or_default().trim())),
-            Ok(Environment::Development) if !is_local(url) && !is_our_container(&cx.project, url) => {
-                Some("it is not a local database".to_string())
+            Ok(Environment::Development) => {
+                remote(&cx.project, url, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+                    .map(|hosts| format!("it is not a local database ({hosts})"))
             }
-            Ok(Environment::Development) => None,
         };
         Ok(Target { shown: redact(url), name: database_name(url), protected })
     }
@@ -112,9 +112,14 @@ impl Guard {
     }
 }
 
-/// The app in Docker reaches the xtask's own Postgres by its container name.
-fn is_our_container(project: &str, url: &Url) -> bool {
-    url.host_str().is_some_and(|host| host == format!("{project}-postgres"))
+/// The hosts of `url` that are not this machine, listed, unless there are none: every host the
+/// URL names counts (a list, `?host=`, `?hostaddr=`, libpq's environment; see
+/// [`crate::url::remote_hosts`]), the app's view of the xtask's own Postgres, by its container
+/// name, being local.
+fn remote(project: &str, url: &Url, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let ours = format!("{project}-postgres");
+    let remote: Vec<String> = remote_hosts_with(url, env).into_iter().filter(|host| *host != ours).collect();
+    (!remote.is_empty()).then(|| remote.join(", "))
 }
 
 #[cfg(test)]
@@ -173,10 +178,56 @@ mod tests {
         refused(run(&guard(true, false, Some("other")), false, None), "does not match");
     }
 
+    /// The remote hosts the guard sees in `url`, with libpq's environment `env`.
+    fn remote_in(url: &str, env: &[(&str, &str)]) -> Option<String> {
+        let url = Url::parse(url).unwrap();
+        let env = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
+        remote("railgun-x-123456", &url, &env)
+    }
+
     #[test]
     fn the_apps_container_is_local() {
-        let url = Url::parse("postgres://u@railgun-x-123456-postgres:5432/d").unwrap();
-        assert!(is_our_container("railgun-x-123456", &url));
-        assert!(!is_our_container("railgun-x-123456", &Url::parse("postgres://u@db.example.com/d").unwrap()));
+        assert_eq!(remote_in("postgres://u@railgun-x-123456-postgres:5432/d", &[]), None);
+        assert_eq!(remote_in("postgres://u@db.example.com/d", &[]).as_deref(), Some("db.example.com"));
+    }
+
+    #[test]
+    fn every_host_a_url_names_is_read() {
+        let local = [
+            "postgres://u@localhost/d",
+            "postgres://u@127.0.0.1:5433/d",
+            "postgres://u@[::1]:5433/d",
+            "postgres://u@localhost,127.0.0.2:5433/d",
+            "postgres:///d?host=/var/run/postgresql",
+            "postgres://u@%2Ftmp%2Fsockets/d",
+            "postgres://u@localhost/d?host=/tmp,localhost&hostaddr=127.0.0.1,::1",
+            "postgres://u@localhost/d?hostaddr=,127.0.0.1",
+            "postgres:///d?host=@abstract",
+        ];
+        for url in local {
+            assert_eq!(remote_in(url, &[]), None, "{url}");
+        }
+        let remote = [
+            ("postgres://u@localhost/d?host=db.prod.example.com", "db.prod.example.com"),
+            ("postgres://u@localhost/d?host=/tmp,db.prod.example.com", "db.prod.example.com"),
+            ("postgres://u@localhost,db.prod.example.com:5433/d", "db.prod.example.com"),
+            ("postgres://u@db.prod.example.com,localhost:5433/d", "db.prod.example.com"),
+            ("postgres://u@localhost/d?hostaddr=10.0.0.5", "10.0.0.5"),
+            ("postgres://u@localhost/d?host=localhost&hostaddr=127.0.0.1,10.0.0.6", "10.0.0.6"),
+            ("postgres://u@[2001:db8::1]:5432/d", "2001:db8::1"),
+            ("postgres://u@localhost/d?service=prod", "service prod"),
+        ];
+        for (url, host) in remote {
+            assert_eq!(remote_in(url, &[]).as_deref(), Some(host), "{url}");
+        }
+    }
+
+    #[test]
+    fn libpqs_environment_fills_in_what_the_url_leaves_out() {
+        let prod = [("PGHOST", "db.prod.example.com")];
+        assert_eq!(remote_in("postgres:///d?user=u&dbname=d", &prod).as_deref(), Some("db.prod.example.com"));
+        assert_eq!(remote_in("postgres://u@localhost/d", &prod), None, "the URL's host wins");
+        assert_eq!(remote_in("postgres://u@localhost/d", &[("PGHOSTADDR", "10.0.0.7")]).as_deref(), Some("10.0.0.7"));
+        assert_eq!(remote_in("postgres://u@localhost/d", &[("PGSERVICE", "prod")]).as_deref(), Some("service prod"));
     }
 }

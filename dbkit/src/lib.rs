@@ -15,6 +15,7 @@
 #[macro_use]
 pub mod error;
 
+pub mod checkout;
 pub mod connect;
 pub mod migration;
 pub mod pooler;

@@ -88,11 +88,11 @@ pub fn redact(url: &Url) -> String {
         let _ = shown.set_password(Some(REDACTED));
     }
     for (key, _) in url.query_pairs() {
-        if key == "password" || key == "sslpassword" {
+        if SECRET_PARAMS.contains(&key.as_ref()) {
             let pairs: Vec<(String, String)> = url
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" || k == "sslpassword" { REDACTED.into() } else { v.into_owned() };
+                    let v = if SECRET_PARAMS.contains(&k.as_ref()) { REDACTED.into() } else { v.into_owned() };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -133,22 +133,75 @@ pub fn database_name(url: &Url) -> String {
     if name.is_empty() { url.username().to_string() } else { percent_decode(name) }
 }
 
-/// True when the URL's host is this machine: localhost, 127.0.0.0/8, ::1 or a Unix socket.
+/// True when every host the URL names is this machine (see [`remote_hosts`]).
 pub fn is_local(url: &Url) -> bool {
-    if url.query_pairs().any(|(k, v)| k == "host" && v.starts_with('/')) {
-        return true;
+    remote_hosts(url).is_empty()
+}
+
+/// The hosts the URL names that are not this machine, as libpq reads a URL: the authority's
+/// comma-separated `host[:port]` list, `?host=` (a list too; a value starting with `/` or `@`
+/// is a Unix socket), `?hostaddr=` (addresses libpq connects to instead of resolving the
+/// host), and, for what the URL leaves out, `PGHOST`, `PGHOSTADDR` and `PGSERVICE`. A service
+/// names hosts in pg_service.conf, which is not read here: it counts as remote. Local are
+/// localhost, loopback addresses and sockets (an empty entry is libpq's default, the socket).
+pub fn remote_hosts(url: &Url) -> Vec<String> {
+    remote_hosts_with(url, &|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
+/// [`remote_hosts`] with libpq's environment read from `env`.
+pub fn remote_hosts_with(url: &Url, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    let query = |key: &str| -> Vec<String> {
+        url.query_pairs().filter(|(k, _)| k == key).map(|(_, v)| v.into_owned()).collect()
+    };
+    let list = |values: Vec<String>| -> Vec<String> {
+        values.iter().flat_map(|v| v.split(',').map(|h| h.trim().to_string())).collect()
+    };
+    let (authority_hosts, host_params) = (authority_hosts(url), query("host"));
+    let mut hosts = authority_hosts.clone();
+    hosts.extend(list(host_params.clone()));
+    if authority_hosts.iter().all(String::is_empty) && host_params.is_empty() {
+        hosts.extend(list(env("PGHOST").into_iter().collect()));
     }
-    match url.host() {
-        // postgres:// is not a "special" scheme to the url crate: an IPv4 address arrives as a domain.
-        // A Unix socket's directory, percent-encoded in the host: `postgres://u@%2Fvar%2Frun%2Fpostgresql/db`.
-        Some(url::Host::Domain(d)) if percent_decode(d).starts_with('/') => true,
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost") || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => true,
+    let mut addresses = list(query("hostaddr"));
+    if addresses.is_empty() {
+        addresses = list(env("PGHOSTADDR").into_iter().collect());
     }
+    let mut remote: Vec<String> = hosts.into_iter().filter(|h| !is_local_host(h)).collect();
+    remote.extend(addresses.into_iter().filter(|a| !a.is_empty() && !is_loopback(a)));
+    let service = query("service").into_iter().last().or_else(|| env("PGSERVICE"));
+    remote.extend(service.map(|name| format!("service {name}")));
+    remote.dedup();
+    remote
+}
+
+/// The hosts of the URL's authority (`user@h1,h2:5433,[::1]:5434`), percent-decoded, without
+/// their ports; one empty entry when it names none.
+fn authority_hosts(url: &Url) -> Vec<String> {
+    let text = url.as_str();
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostspec = authority.rsplit_once('@').map_or(authority, |(_, hosts)| hosts);
+    hostspec
+        .split(',')
+        .map(|entry| match entry.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+            None => percent_decode(entry.split(':').next().unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// localhost, a loopback address, a Unix socket's directory (`/...`) or abstract name (`@...`),
+/// or nothing (libpq's default socket).
+fn is_local_host(host: &str) -> bool {
+    host.is_empty()
+        || host.starts_with('/')
+        || host.starts_with('@')
+        || host.eq_ignore_ascii_case("localhost")
+        || is_loopback(host)
+}
+
+fn is_loopback(address: &str) -> bool {
+    address.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The `sslmode` query parameter, if any.
@@ -156,31 +209,71 @@ pub fn sslmode(url: &Url) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == "sslmode").map(|(_, v)| v.into_owned())
 }
 
-/// libpq environment for external programs (pg_dump, psql): the password travels in
-/// `PGPASSWORD`, never on a command line another user could read with `ps`.
-pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
-    let mut without_password = url.clone();
+/// libpq's connection parameters that hold a secret: they never reach a command line (`ps`
+/// shows every process's to every user) nor a message.
+pub const SECRET_PARAMS: &[&str] = &["password", "sslpassword", "oauth_client_secret"];
+
+/// How an external libpq program (pg_dump, psql, pgbench) reaches the URL's database: the URL
+/// without its secrets, for its command line; the password for `PGPASSWORD`; and the secrets
+/// libpq reads from no environment variable (`sslpassword`, `oauth_client_secret`), which the
+/// caller hands over in a connection service file (see `backup::pgtools`).
+#[derive(Debug)]
+pub struct LibpqTarget {
+    pub conninfo: String,
+    pub env: Vec<(&'static str, String)>,
+    pub secrets: Vec<(String, String)>,
+}
+
+/// Splits `url` into a [`LibpqTarget`]: the user-info password, else the last `?password=`,
+/// goes to `PGPASSWORD`; every other secret parameter to `secrets`; the query keeps everything
+/// else, in order.
+pub fn libpq_target(url: &Url) -> Result<LibpqTarget> {
+    let mut conninfo = url.clone();
     if url.password().is_some() {
-        without_password.set_password(None).ok().context("this URL cannot carry a password")?;
+        conninfo.set_password(None).ok().context("this URL cannot carry a password")?;
     }
     let mut env = Vec::new();
     if let Some(password) = url.password() {
         env.push(("PGPASSWORD", percent_decode(password)));
     }
-    // `?password=` travels the same way; the query keeps everything else, in order.
-    if url.query_pairs().any(|(k, _)| k == "password") {
-        let (password, rest): (Vec<_>, Vec<_>) = url.query_pairs().into_owned().partition(|(k, _)| k == "password");
-        if env.is_empty()
-            && let Some((_, password)) = password.into_iter().last()
-        {
-            env.push(("PGPASSWORD", password));
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    if url.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())) {
+        let (secret, rest): (Vec<_>, Vec<_>) =
+            url.query_pairs().into_owned().partition(|(k, _)| SECRET_PARAMS.contains(&k.as_str()));
+        for (key, value) in secret {
+            match key.as_str() {
+                "password" if url.password().is_none() => {
+                    env.retain(|(k, _)| *k != "PGPASSWORD");
+                    env.push(("PGPASSWORD", value));
+                }
+                "password" => {}
+                _ => {
+                    secrets.retain(|(k, _)| *k != key);
+                    secrets.push((key, value));
+                }
+            }
         }
-        without_password.set_query(None);
+        conninfo.set_query(None);
         if !rest.is_empty() {
-            without_password.query_pairs_mut().extend_pairs(rest);
+            conninfo.query_pairs_mut().extend_pairs(rest);
         }
     }
-    Ok((without_password.to_string(), env))
+    Ok(LibpqTarget { conninfo: conninfo.to_string(), env, secrets })
+}
+
+/// libpq environment for external programs: the password travels in `PGPASSWORD`, never on a
+/// command line. A URL with another secret parameter is refused (it would need
+/// [`libpq_target`]'s service file).
+pub fn libpq_env(url: &Url) -> Result<(String, Vec<(&'static str, String)>)> {
+    let target = libpq_target(url)?;
+    if !target.secrets.is_empty() {
+        let keys: Vec<&str> = target.secrets.iter().map(|(k, _)| k.as_str()).collect();
+        let keys = keys.join(", ");
+        bail!(
+            hint!("the URL's {keys} would reach this command's tool on its command line: refused"; "remove {keys} from the URL for this command (an SSL key without a passphrase, or the secret in a pg_service.conf entry named with ?service=)")
+        );
+    }
+    Ok((target.conninfo, target.env))
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -266,6 +359,23 @@ mod tests {
             assert!(is_local(&parse_database_url(local).unwrap()), "{local}");
         }
         assert!(!is_local(&parse_database_url("postgres://a@db.supabase.co/x").unwrap()));
+    }
+
+    #[test]
+    fn every_secret_parameter_leaves_the_conninfo() {
+        let url = parse_database_url(
+            "postgres://app@db.example.com/db?sslmode=require&sslpassword=k3y&password=pw&oauth_client_secret=c&sslpassword=k4y&application_name=x",
+        )
+        .unwrap();
+        let target = libpq_target(&url).unwrap();
+        assert_eq!(target.conninfo, "postgres://app@db.example.com/db?sslmode=require&application_name=x");
+        assert_eq!(target.env, vec![("PGPASSWORD", "pw".to_string())]);
+        assert_eq!(
+            target.secrets,
+            vec![("oauth_client_secret".to_string(), "c".to_string()), ("sslpassword".to_string(), "k4y".to_string())]
+        );
+        assert!(!redact(&url).contains("k3y") && !redact(&url).contains("k4y") && !redact(&url).contains("=c&"));
+        assert!(crate::error::describe(&libpq_env(&url).unwrap_err()).contains("sslpassword"));
     }
 
     #[test]

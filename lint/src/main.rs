@@ -46,8 +46,8 @@ enum Bench {
 
 fn main() -> ExitCode {
     let dblint = Dblint::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("lint lives in the workspace").to_path_buf();
-    let root = std::env::var_os("RAILGUN_CHECKOUT").map(Into::into).unwrap_or(root);
+    let compiled_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("lint lives in the workspace");
+    let root = dbkit::checkout::root(compiled_in);
     let result = dblint.global.context(root).and_then(|cx| match dblint.command {
         Command::Migration(Migration::Lint(cmd)) => cmd.run(&cx),
         Command::Bench(Bench::Lint(cmd)) => cmd.run(&cx),

@@ -824,3 +824,95 @@ fn a_dry_run_shows_the_schema_diff_and_timings_and_leaves_nothing_behind() {
     fx.xtask(&["migration", "run"]).assert_ok();
     assert!(fx.xtask(&["migration", "run", "--dry-run"]).assert_ok().stderr.contains("dry run: no pending migrations"));
 }
+
+#[test]
+fn names_with_control_characters_are_printed_escaped() {
+    let fx = Fixture::new();
+    fx.migration("2024-01-01-000001_red\x1b[31mname", "CREATE TABLE red (id INT);\n", "DROP TABLE red;\n", None);
+    let show = fx.xtask(&["migration", "show"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("[ ] 2024-01-01-000001_red\\x1b[31mname"), "{}", show.stdout);
+    assert!(!show.all().contains('\x1b'), "an escape code reached the terminal:\n{:?}", show.all());
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("Running migration 2024-01-01-000001_red\\x1b[31mname"), "{}", run.stderr);
+    assert!(!run.all().contains('\x1b'), "{:?}", run.all());
+    // A failing one, its folder's name with a newline: the error shows it on one line.
+    fx.migration("2024-01-01-000002_forged\nerror: nothing\x07", "SELECT nope;\n", "SELECT 1;\n", None);
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("migration 2024-01-01-000002_forged\\x0aerror: nothing\\x07 failed at ");
+    assert!(!run.all().contains('\x07') && !run.stderr.contains("\nerror: nothing"), "{:?}", run.all());
+}
+
+#[test]
+fn a_symlinked_migration_folder_is_followed_and_a_dangling_one_refused() {
+    let fx = Fixture::new();
+    let elsewhere = fx.dir.join("shared");
+    write_migration(
+        &elsewhere,
+        "2024-01-01-000001_shared",
+        "CREATE TABLE shared (id INT);\n",
+        "DROP TABLE shared;\n",
+        None,
+    );
+    std::os::unix::fs::symlink(
+        elsewhere.join("2024-01-01-000001_shared"),
+        fx.migrations().join("2024-01-01-000001_shared"),
+    )
+    .unwrap();
+    let show = fx.xtask(&["migration", "show"]);
+    assert!(show.assert_ok().stdout.contains("[ ] 2024-01-01-000001_shared"), "{}", show.stdout);
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+    assert!(fx.tables().contains(&"shared".to_string()));
+    std::os::unix::fs::symlink(fx.dir.join("gone"), fx.migrations().join("2024-01-01-000002_gone")).unwrap();
+    fx.xtask(&["migration", "show"])
+        .assert_fails_with("2024-01-01-000002_gone is a symbolic link that cannot be followed");
+}
+
+#[test]
+fn a_migration_with_its_own_transaction_control_is_refused_before_anything_runs() {
+    let fx = Fixture::new();
+    fx.migration("2024-01-01-000001_first", "CREATE TABLE first (id INT);\n", "DROP TABLE first;\n", None);
+    let own = fx.migration(
+        "2024-01-01-000002_own_transaction",
+        "-- as rust-lang/rfcbot's migrations do\nBEGIN;\nCREATE TABLE a ();\nCOMMIT;\n",
+        "DROP TABLE a;\n",
+        None,
+    );
+    let run = fx.xtask(&["migration", "run"]);
+    run.assert_fails_with("migration 2024-01-01-000002_own_transaction controls its own transaction: `BEGIN` at migrations/2024-01-01-000002_own_transaction/up.sql:2");
+    assert!(run.stderr.contains("run_in_transaction = false"), "{}", run.stderr);
+    assert!(fx.recorded().is_empty(), "nothing recorded, not even the migration before it");
+    assert_eq!(fx.tables(), ["__diesel_schema_migrations"], "nothing ran");
+    fx.xtask(&["migration", "run", "--dry-run"]).assert_fails_with("controls its own transaction");
+
+    // Function bodies are not transaction control: BEGIN ATOMIC and PL/pgSQL.
+    std::fs::write(
+        own.join("up.sql"),
+        "CREATE TABLE a (id INT);\n\
+         CREATE FUNCTION one() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT CASE WHEN true THEN 1 END;\nEND;\n\
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n  RETURN NEW;\nEND\n$$;\n",
+    )
+    .unwrap();
+    fx.xtask(&["migration", "run"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001", "20240101000002"]);
+
+    // A down.sql with a COMMIT in it is refused the same way, and the migration stays applied.
+    std::fs::write(own.join("down.sql"), "DROP FUNCTION touch();\nDROP FUNCTION one();\nDROP TABLE a;\nCOMMIT;\n")
+        .unwrap();
+    fx.xtask(&["migration", "revert"])
+        .assert_fails_with("`COMMIT` at migrations/2024-01-01-000002_own_transaction/down.sql:4");
+    assert_eq!(fx.recorded().len(), 2);
+    assert!(fx.tables().contains(&"a".to_string()));
+
+    // Outside a transaction, by its metadata, it manages its own.
+    std::fs::write(
+        own.join("down.sql"),
+        "BEGIN;\nDROP FUNCTION touch();\nDROP FUNCTION one();\nDROP TABLE a;\nCOMMIT;\n",
+    )
+    .unwrap();
+    std::fs::write(own.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+    fx.xtask(&["migration", "revert"]).assert_ok();
+    assert_eq!(fx.recorded(), ["20240101000001"]);
+}

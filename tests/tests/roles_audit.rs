@@ -167,3 +167,53 @@ fn audit_lists_what_fails_with_the_fix() {
         assert!(run.stdout.contains(&format!("pass  {check}")), "{check}:\n{}", run.stdout);
     }
 }
+
+/// A NOLOGIN role of the test's own between the app role and a powerful one; dropped at the end
+/// (its memberships go with it).
+struct Middle(String, String);
+
+impl Drop for Middle {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.1) {
+            let _ = execute(&mut conn, &format!("DROP ROLE IF EXISTS {}", self.0));
+        }
+    }
+}
+
+#[test]
+fn audit_follows_role_membership() {
+    let db = TestDb::new().unwrap();
+    let roles = Roles::new("a8", &db);
+    make_roles(&db, &roles).assert_ok();
+    let middle = Middle(format!("a8_mid_{}", std::process::id()), db.url().to_string());
+    let mut admin = db.conn().unwrap();
+    let superuser = db.url().username().to_string();
+    execute(&mut admin, &format!("CREATE ROLE {} NOLOGIN", middle.0)).unwrap();
+    execute(&mut admin, &format!("GRANT {} TO {}", middle.0, roles.app)).unwrap();
+    let audit = || xtask(&roles.url(&db, &roles.app, APP_PASSWORD), &["db", "audit", "--app-role", &roles.app], &[]);
+    let app_role_line = |run: &Run| run.stdout.lines().find(|l| l.contains("app role")).unwrap_or_default().to_string();
+    assert!(app_role_line(&audit()).starts_with("pass"), "{}", audit().stdout);
+
+    // Two grants away from the superuser the test connects as: SET ROLE takes it there.
+    execute(&mut admin, &format!("GRANT {superuser} TO {}", middle.0)).unwrap();
+    let run = audit();
+    let line = app_role_line(&run);
+    assert!(line.starts_with("FAIL"), "{}", run.stdout);
+    assert!(line.contains(&format!("superuser {superuser} ({} > {} > {superuser})", roles.app, middle.0)), "{line}");
+    assert!(run.stdout.contains(&format!("REVOKE {} FROM {}", middle.0, roles.app)), "{}", run.stdout);
+    execute(&mut admin, &format!("REVOKE {superuser} FROM {}", middle.0)).unwrap();
+
+    // The server's files, through the same chain.
+    execute(&mut admin, &format!("GRANT pg_read_server_files TO {}", middle.0)).unwrap();
+    let line = app_role_line(&audit());
+    assert!(line.starts_with("FAIL") && line.contains("pg_read_server_files"), "{line}");
+    execute(&mut admin, &format!("REVOKE pg_read_server_files FROM {}", middle.0)).unwrap();
+
+    // The tables' owner: the migrator may alter and drop them, and so may its members.
+    execute(&mut admin, &format!("GRANT {} TO {}", roles.migrator, middle.0)).unwrap();
+    let line = app_role_line(&audit());
+    assert!(line.starts_with("FAIL") && line.contains(&format!("{}, owner of the tables", roles.migrator)), "{line}");
+    assert!(line.contains("users"), "{line}");
+    execute(&mut admin, &format!("REVOKE {} FROM {}", roles.migrator, middle.0)).unwrap();
+    assert!(app_role_line(&audit()).starts_with("pass"));
+}

@@ -455,3 +455,135 @@ fn ctrl_c_midway_leaves_nothing_queued_and_the_target_as_it_was() {
     reader.batch_execute("COMMIT").unwrap();
     assert_eq!(text(&target, "SELECT count(*)::text AS text FROM orders"), "2", "the target is as it was");
 }
+
+/// A checkout with what makes it one to the xtask: a workspace Cargo.toml listing `xtask`, and
+/// the folder.
+fn bare_checkout(tag: &str) -> Dir {
+    let dir = Dir::new(tag);
+    std::fs::write(dir.0.join("Cargo.toml"), "[workspace]\nmembers = [\"xtask\", \"db\"]\n").unwrap();
+    std::fs::create_dir_all(dir.0.join("xtask")).unwrap();
+    std::fs::create_dir_all(dir.0.join("db/migrations")).unwrap();
+    dir
+}
+
+/// `status` run in `dir`, with cargo's `CARGO_MANIFEST_DIR` as given (none: a binary started by
+/// hand) and nothing else that would name a checkout or a project.
+fn status_in(dir: &Path, manifest_dir: Option<&Path>) -> Run {
+    let mut cmd = Command::new(xtask_bin());
+    cmd.arg("status")
+        .current_dir(dir)
+        .env_remove("RAILGUN_CHECKOUT")
+        .env_remove("RAILGUN_PROJECT")
+        .env_remove("RAILGUN_ENV_FILE")
+        .env_remove("DATABASE_URL")
+        .stdin(Stdio::null());
+    match manifest_dir {
+        Some(manifest_dir) => cmd.env("CARGO_MANIFEST_DIR", manifest_dir),
+        None => cmd.env_remove("CARGO_MANIFEST_DIR"),
+    };
+    cmd.output().unwrap().into()
+}
+
+#[test]
+fn two_clones_sharing_one_binary_each_act_on_themselves() {
+    // One binary for both, as with a shared CARGO_TARGET_DIR: its compiled-in checkout is neither.
+    let clones = [bare_checkout("clone1"), bare_checkout("clone2")];
+    for (n, clone) in clones.iter().enumerate() {
+        // A new checkout's project is `railgun-<folder>-<hash of its path>`.
+        let own = format!("project `railgun-railgun-trust-clone{}-", n + 1);
+        // As `cargo xtask` runs it: in the clone, CARGO_MANIFEST_DIR its xtask package.
+        let run = status_in(&clone.0, Some(&clone.0.join("xtask")));
+        assert!(run.assert_ok().stdout.contains(&own), "not clone {}'s project:\n{}", n + 1, run.all());
+        // Started by hand from a folder inside the clone: the nearest workspace above.
+        let run = status_in(&clone.0.join("db/migrations"), None);
+        assert!(run.assert_ok().stdout.contains(&own), "not clone {}'s project:\n{}", n + 1, run.all());
+    }
+    // Cargo's variable naming a package of no railgun checkout is not taken for one.
+    let elsewhere = Dir::new("not-a-checkout");
+    std::fs::create_dir_all(elsewhere.0.join("pkg")).unwrap();
+    let run = status_in(&clones[1].0, Some(&elsewhere.0.join("pkg")));
+    assert!(run.assert_ok().stdout.contains("project `railgun-railgun-trust-clone2-"), "{}", run.all());
+}
+
+#[test]
+fn an_env_file_that_is_a_fifo_is_refused_not_waited_on() {
+    let dir = Dir::new("fifo-env");
+    let fifo = dir.0.join("fifo.env");
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path of our own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut child = Command::new(xtask_bin())
+        .args(["migration", "show"])
+        .current_dir(&dir.0)
+        .env("RAILGUN_ENV_FILE", &fifo)
+        .env_remove("DATABASE_URL")
+        .env_remove("RAILGUN_PROJECT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the xtask hangs on a FIFO .env");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out: Run = child.wait_with_output().unwrap().into();
+    out.assert_fails_with("fifo.env is a FIFO (named pipe)");
+    out.assert_fails_with("hint: replace it with a regular file");
+}
+
+#[test]
+fn a_query_string_sslpassword_never_reaches_a_command_line() {
+    let dir = Dir::new("query-sslpassword");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1);").unwrap();
+    let secret = "SslPassphraseCanary42";
+    let mut url = source.url().clone();
+    url.query_pairs_mut().append_pair("sslpassword", secret);
+    // pg_dump waits on a writer's lock, long enough to read its command line.
+    let mut holder = source.conn().unwrap();
+    holder.batch_execute("BEGIN; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;").unwrap();
+    let child =
+        xtask(&dir.0, &url, &["db", "backup", "out"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (seen, service_file) = loop {
+        if let Some(found) = pg_dump_of(source.name()) {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "pg_dump never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    holder.batch_execute("COMMIT").unwrap();
+    // It reached pg_dump's libpq, in the service file pg_dump holds open.
+    assert!(service_file.contains(&format!("sslpassword={secret}\n")), "{service_file:?}");
+    let out: Run = child.wait_with_output().unwrap().into();
+    out.assert_ok();
+    assert!(
+        !seen.contains(secret) && !seen.contains("sslpassword"),
+        "sslpassword is on pg_dump's command line: {seen}"
+    );
+    assert!(!out.all().contains(secret), "{}", out.all());
+}
+
+/// The command line of the pg_dump working on `database`, and the service file its
+/// `PGSERVICEFILE` names (read through its open descriptor).
+fn pg_dump_of(database: &str) -> Option<(String, String)> {
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if comm.trim() != "pg_dump" || !cmdline.contains(database) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let environ = String::from_utf8_lossy(&environ).into_owned();
+        let file = environ.split('\0').find_map(|v| v.strip_prefix("PGSERVICEFILE=/dev/fd/"))?.to_string();
+        let text = std::fs::read_to_string(entry.path().join("fd").join(file)).ok()?;
+        return Some((cmdline, text));
+    }
+    None
+}

@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 pub use dbkit::cli::Global;
 pub use dbkit::context::{Context, confirm};
 
-/// The checkout this xtask works on: the one it was built from (where its sources are, never
-/// the current directory), unless `RAILGUN_CHECKOUT` names another.
+/// The checkout this xtask works on: `RAILGUN_CHECKOUT`, else the one cargo runs it in (see
+/// [`dbkit::checkout::root`]), the one it was built from only when nothing else tells.
 pub fn project_root() -> PathBuf {
-    match std::env::var_os("RAILGUN_CHECKOUT").filter(|p| !p.is_empty()) {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf(),
-    }
+    let compiled_in = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
+    dbkit::checkout::root(compiled_in)
 }
 
 /// Ends the command with this exit code, having said what there was to say (a child's).

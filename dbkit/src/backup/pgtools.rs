@@ -121,8 +121,8 @@ impl PgTools {
             }
             _ => url.clone(),
         };
-        let (conninfo, env) = crate::url::libpq_env(&url)?;
-        let dbname = format!("--dbname={conninfo}");
+        let target = crate::url::libpq_target(&url)?;
+        let dbname = format!("--dbname={}", target.conninfo);
         // Never a password prompt: libpq would open /dev/tty and hang a script.
         let cmd = match &self.runner {
             Runner::Host { bindir } => {
@@ -140,8 +140,22 @@ impl PgTools {
         };
         let mut command: Command = cmd.into();
         // docker passes `-e NAME` through from our environment: the value never reaches argv.
-        for (key, value) in env {
+        for (key, value) in target.env {
             command.env(key, value);
+        }
+        if let Some((key, _)) = target.secrets.first() {
+            if !matches!(self.runner, Runner::Host { .. }) {
+                bail!(
+                    hint!("the URL's {key} can reach {tool} only on this machine, and {} runs elsewhere", self.describe();
+                    "install the client tools of Postgres {} or later here (apt-get install postgresql-client-{}) and run with RAILGUN_PGTOOLS=host", self.server_major, self.server_major)
+                );
+            }
+            if url.query_pairs().any(|(k, _)| k == "service") || std::env::var_os("PGSERVICE").is_some() {
+                bail!(
+                    hint!("the URL names a service and passes {key} itself: {tool} could be given only one of them"; "put {key} in that service's entry of pg_service.conf and remove it from the URL")
+                );
+            }
+            pass_in_service_file(&mut command, &target.secrets)?;
         }
         Ok(command)
     }
@@ -169,6 +183,54 @@ impl PgTools {
             "install a newer postgresql-client (13.22, 14.19, 15.14, 16.10, 17.6 or later), or run the tools in a container of a newer image (RAILGUN_PGTOOLS=container or image)")
         )
     }
+}
+
+/// The service that [`pass_in_service_file`] writes.
+const SECRETS_SERVICE: &str = "railgun-secrets";
+
+/// Hands `secrets` (libpq parameters such as `sslpassword`, which no environment variable
+/// carries) to the libpq program `command` starts, in a connection service file that exists only
+/// as a memory file open in it: never on a command line (`ps` shows those to every user), never
+/// on disk. libpq reads `PGSERVICEFILE` (`/dev/fd/N`) for the `PGSERVICE` entry, and only for
+/// parameters the conninfo lacks.
+fn pass_in_service_file(command: &mut Command, secrets: &[(String, String)]) -> Result<()> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::process::CommandExt;
+    let mut text = format!("[{SECRETS_SERVICE}]\n");
+    for (key, value) in secrets {
+        // libpq's service file has no quoting: a line ends the value, trailing blanks are cut,
+        // and libpq 15 and older take lines of up to 255 bytes.
+        if value.contains(['\n', '\r', '\0']) || value.ends_with(char::is_whitespace) || value.len() > 200 {
+            bail!(
+                hint!("the URL's {key} cannot be passed to libpq's tools as it is: it holds a line break, ends in a blank or is over 200 bytes"; "use a passphrase without those, or put it in a pg_service.conf entry named with ?service=")
+            );
+        }
+        text.push_str(&format!("{key}={value}\n"));
+    }
+    let name = c"railgun-libpq-secrets";
+    // SAFETY: a NUL-terminated name; the descriptor returned is ours alone.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("create the service file for libpq's secrets");
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    (&file).write_all(text.as_bytes()).context("write the service file for libpq's secrets")?;
+    let raw = file.as_raw_fd();
+    command.env("PGSERVICEFILE", format!("/dev/fd/{raw}")).env("PGSERVICE", SECRETS_SERVICE);
+    // SAFETY: fcntl is async-signal-safe; it runs in the child between fork and exec, and only
+    // keeps this descriptor (which the closure holds open as long as `command` lives) open
+    // across exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Whether psql `version` (`15.18`, `17.6`, `18.0`) knows `\\restrict`.

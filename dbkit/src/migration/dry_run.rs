@@ -56,6 +56,7 @@ pub fn dry_run(cx: &Context, url: &Url, migrations: &[MigrationFiles], options: 
     let mut session = Locked::acquire(url)?;
     let plan = Plan::read(&mut session.conn, migrations)?;
     plan.check(options)?;
+    super::runner::check_before_running(&plan.pending)?;
     if plan.pending.is_empty() {
         return Ok(None);
     }

@@ -165,7 +165,8 @@ pub fn apply_pending_with(
     apply_pending_with_options(session, migrations, &Options::default(), before)
 }
 
-/// The runner itself: refuses what [`Plan::check`] refuses, records the checksums that are
+/// The runner itself: refuses what [`Plan::check`] refuses and any pending migration
+/// [`runner::check_before_running`] refuses, before anything runs; records the checksums that are
 /// missing (migrations diesel_cli applied), then applies each pending migration, retrying one
 /// that hit its lock timeout with backoff.
 pub fn apply_pending_with_options(
@@ -184,6 +185,7 @@ pub fn apply_pending_with_options(
         );
     }
     plan.check(options)?;
+    runner::check_before_running(&plan.pending)?;
     if !plan.out_of_order.is_empty() {
         let names: Vec<&str> = plan.out_of_order.iter().map(|m| m.name.as_str()).collect();
         eprintln!("note: applying out of order (allowed): {}", names.join(", "));

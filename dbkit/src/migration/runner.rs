@@ -280,9 +280,30 @@ pub fn applied(conn: &mut PgConnection) -> Result<Option<Vec<Applied>>> {
     Ok(Some(rows))
 }
 
+/// Reads each migration's up.sql and refuses, before any of them runs, what [`apply`] would
+/// refuse of it: an empty file, or transaction control in one that runs in a transaction.
+pub fn check_before_running(migrations: &[MigrationFiles]) -> Result<()> {
+    for migration in migrations {
+        read_sql(migration, "up.sql")?;
+    }
+    Ok(())
+}
+
+/// The file's SQL, refused when empty, or when it runs in the runner's transaction yet opens,
+/// ends or marks transactions of its own: its COMMIT would commit the migration midway, apart
+/// from its bookkeeping (recorded as failed, yet half applied and kept).
 fn read_sql(migration: &MigrationFiles, file: &str) -> Result<String> {
     let path = migration.dir.join(file);
     let sql = migration.sql(file)?;
+    if migration.run_in_transaction
+        && let Some((line, statement)) = sql::transaction_control(&sql)
+    {
+        let metadata = shown(&migration.dir.join("metadata.toml"));
+        bail!(
+            hint!("migration {} controls its own transaction: `{statement}` at {}:{line}, but it runs in the transaction the runner opens for it; refused before anything ran", migration.name, shown(&path);
+            "remove the BEGIN/COMMIT (and SAVEPOINT, ROLLBACK...) statements from {}: the runner applies the migration and records it in one transaction already; or, if it must manage transactions itself, add `run_in_transaction = false` to {metadata}", shown(&path))
+        );
+    }
     if sql.trim().is_empty() {
         bail!(hint!("migration {} has an empty {file}", migration.name; "write the SQL in {}", shown(&path)));
     }

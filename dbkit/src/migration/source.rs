@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::error::escaped;
+
 /// One migration folder.
 #[derive(Debug, Clone)]
 pub struct MigrationFiles {
-    /// The folder's name, e.g. `2026-11-26-000100_create_users`.
+    /// The folder's name, e.g. `2026-11-26-000100_create_users`, control characters escaped
+    /// (`\x1b`): it is shown in every message about the migration, and a name from disk must
+    /// not drive the terminal. `dir` is the folder itself.
     pub name: String,
     /// What `__diesel_schema_migrations.version` records, e.g. `20261126000100`.
     pub version: String,
@@ -79,7 +83,7 @@ pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFile
     for m in migrations {
         let metadata_file = dir.join(m.name).join("metadata.toml");
         loaded.push(MigrationFiles {
-            name: m.name.to_string(),
+            name: escaped(m.name).into_owned(),
             version: version_of(m.name),
             dir: dir.join(m.name),
             run_in_transaction: m.metadata.is_none_or(metadata_run_in_transaction),
@@ -99,19 +103,19 @@ pub fn version_of(name: &str) -> String {
 /// Every migration in `dir`, oldest first.
 pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
     let entries = std::fs::read_dir(dir).with_context(|| {
-        hint!("read the migrations folder {}", dir.display(); "create the first migration with `cargo xtask migration create NAME`, or point --migration-dir (or diesel.toml's [migrations_directory]) at the right folder")
+        hint!("read the migrations folder {}", shown(dir); "create the first migration with `cargo xtask migration create NAME`, or point --migration-dir (or diesel.toml's [migrations_directory]) at the right folder")
     })?;
     let mut migrations = Vec::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+        let entry = entry.with_context(|| format!("read {}", shown(dir)))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !entry.file_type()?.is_dir() {
+        let path = entry.path();
+        if name.starts_with('.') || !is_folder(&path, entry.file_type()?)? {
             continue;
         }
-        let path = entry.path();
         if !path.join("up.sql").is_file() {
             bail!(
-                hint!("{} is not a migration: it has no up.sql", path.display(); "every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)")
+                hint!("{} is not a migration: it has no up.sql", shown(&path); "every folder in the migrations folder must be `YYYY-MM-DD-HHMMSS_name` with an up.sql (and a down.sql)")
             );
         }
         let metadata_file = path.join("metadata.toml");
@@ -123,7 +127,7 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
             version: version_of(&name),
             run_in_transaction: run_in_transaction(&metadata_file),
             limits,
-            name,
+            name: escaped(&name).into_owned(),
             dir: path,
             embedded: None,
         });
@@ -135,6 +139,21 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
         );
     }
     Ok(migrations)
+}
+
+/// Whether an entry of the migrations folder is a folder: a symbolic link is followed (a
+/// migration shared between repositories, or kept elsewhere, is a migration here too), and one
+/// that leads nowhere is refused by name, never skipped.
+fn is_folder(path: &Path, file_type: std::fs::FileType) -> Result<bool> {
+    if !file_type.is_symlink() {
+        return Ok(file_type.is_dir());
+    }
+    match std::fs::metadata(path) {
+        Ok(target) => Ok(target.is_dir()),
+        Err(e) => bail!(
+            hint!("{} is a symbolic link that cannot be followed: {e}", shown(path); "point it at a migration folder (one with an up.sql), or remove it")
+        ),
+    }
 }
 
 /// diesel_migrations' reading of `metadata.toml`: no file (or one that does not parse) means a
@@ -176,11 +195,11 @@ fn metadata_limits(text: &str, file: &Path) -> Result<Limits> {
     Ok(limits)
 }
 
-/// A path as the user would type it: relative to the current folder when under it.
+/// A path as the user would type it: relative to the current folder when under it, control
+/// characters escaped (see [`escaped`]).
 pub fn shown(path: &Path) -> String {
     let cwd = std::env::current_dir().ok();
-    cwd.and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
+    let path =
+        cwd.and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf)).unwrap_or_else(|| path.to_path_buf());
+    escaped(&path.display().to_string()).into_owned()
 }

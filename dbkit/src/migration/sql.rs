@@ -8,14 +8,22 @@ pub struct Statement<'a> {
     pub text: &'a str,
     /// 1-based line of its first character.
     pub line: usize,
+    /// Its leading keywords (up to four, upper-cased): the words before any other token.
+    pub keywords: Vec<String>,
 }
 
-/// The statements of `sql`, split at top-level semicolons (not inside quotes, dollar quotes or
-/// comments). `BEGIN ATOMIC` bodies are not understood: callers treat the split as a guess.
+/// The statements of `sql`, split as psql splits them: at semicolons outside quotes, dollar
+/// quotes, comments and parentheses, and outside the `BEGIN ATOMIC ... END` body of a
+/// `CREATE [OR REPLACE] FUNCTION | PROCEDURE` (psql's own heuristic, which the backup scanner
+/// follows too).
 pub fn statements(sql: &str) -> Vec<Statement<'_>> {
     let bytes = sql.as_bytes();
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
+    let mut keywords: Vec<String> = Vec::new();
+    let mut leading = true;
+    let mut paren = 0usize;
+    let mut begin_depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -34,6 +42,28 @@ pub fn statements(sql: &str) -> Vec<Statement<'_>> {
             continue;
         }
         let first = *start.get_or_insert(i);
+        if is_ident_start(b) {
+            let end = ident_end(bytes, i);
+            let word = sql[i..end].to_ascii_uppercase();
+            let routine = matches!(
+                keywords.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+                ["CREATE", "FUNCTION" | "PROCEDURE", ..] | ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]
+            );
+            if routine && paren == 0 {
+                match word.as_str() {
+                    "BEGIN" => begin_depth += 1,
+                    "CASE" if begin_depth > 0 => begin_depth += 1,
+                    "END" if begin_depth > 0 => begin_depth -= 1,
+                    _ => {}
+                }
+            }
+            if leading && keywords.len() < 4 {
+                keywords.push(word);
+            }
+            i = end;
+            continue;
+        }
+        leading = false;
         i = match b {
             b'\'' => {
                 let escapes = i > 0 && matches!(bytes[i - 1], b'e' | b'E') && !is_ident_byte(bytes, i.wrapping_sub(2));
@@ -41,18 +71,44 @@ pub fn statements(sql: &str) -> Vec<Statement<'_>> {
             }
             b'"' => quoted_end(bytes, i, b'"', false),
             b'$' if !is_ident_byte(bytes, i.wrapping_sub(1)) => dollar_quoted_end(sql, i).unwrap_or(i + 1),
-            b';' => {
-                out.push(Statement { text: &sql[first..=i], line: line_at(sql, first) });
+            b'(' => {
+                paren += 1;
+                i + 1
+            }
+            b')' => {
+                paren = paren.saturating_sub(1);
+                i + 1
+            }
+            b';' if paren == 0 && begin_depth == 0 => {
+                let keywords = std::mem::take(&mut keywords);
+                out.push(Statement { text: &sql[first..=i], line: line_at(sql, first), keywords });
                 start = None;
+                leading = true;
                 i + 1
             }
             _ => i + 1,
         };
     }
     if let Some(first) = start {
-        out.push(Statement { text: sql[first..].trim_end(), line: line_at(sql, first) });
+        out.push(Statement { text: sql[first..].trim_end(), line: line_at(sql, first), keywords });
     }
     out
+}
+
+/// The first statement of `sql` that ends, opens or marks a transaction (`BEGIN`, `START
+/// TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`, `PREPARE
+/// TRANSACTION`), with its line and its words as written for messages. `BEGIN ATOMIC` bodies
+/// and PL/pgSQL's `BEGIN ... END` in dollar quotes are parts of other statements, never this.
+pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
+    statements(sql).into_iter().find_map(|statement| {
+        let words: Vec<&str> = statement.keywords.iter().map(String::as_str).collect();
+        let shown = match words.as_slice() {
+            ["BEGIN" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT" | "RELEASE", ..] => words[0].to_string(),
+            ["START" | "PREPARE", "TRANSACTION", ..] => format!("{} TRANSACTION", words[0]),
+            _ => return None,
+        };
+        Some((statement.line, shown))
+    })
 }
 
 /// The 1-based line of a 1-based character position, as Postgres reports error positions.
@@ -64,6 +120,18 @@ pub fn line_of_position(sql: &str, position: usize) -> usize {
 /// The 1-based line of a byte offset.
 pub fn line_at(sql: &str, offset: usize) -> usize {
     sql.as_bytes()[..offset.min(sql.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// Past the end of an identifier or keyword starting at `i`.
+fn ident_end(bytes: &[u8], mut i: usize) -> usize {
+    while is_ident_byte(bytes, i) {
+        i += 1;
+    }
+    i
 }
 
 fn is_ident_byte(bytes: &[u8], at: usize) -> bool {
@@ -152,6 +220,40 @@ mod tests {
         let sql = "SELECT 'é';\nSELECT nope;";
         assert_eq!(line_of_position(sql, 20), 2);
         assert_eq!(line_of_position(sql, 1), 1);
+    }
+
+    #[test]
+    fn begin_atomic_bodies_are_one_statement() {
+        let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT CASE WHEN true THEN 2 END;\nEND;\nCREATE OR REPLACE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO t VALUES (1); END;\nSELECT 3;";
+        let found = lines(sql);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!((found[1].0, found[2]), (6, (7, "SELECT 3;")));
+        assert_eq!(lines("SELECT (1;\n2); SELECT 3").len(), 2, "parentheses hold semicolons as psql's do");
+    }
+
+    #[test]
+    fn transaction_control_is_found_at_the_top_level_only() {
+        let found = |sql| transaction_control(sql);
+        assert_eq!(found("BEGIN;\nCREATE TABLE a();\nCOMMIT;"), Some((1, "BEGIN".into())));
+        assert_eq!(found("CREATE TABLE a();\n  commit ;"), Some((2, "COMMIT".into())));
+        assert_eq!(
+            found("-- setup\nstart transaction isolation level serializable;"),
+            Some((2, "START TRANSACTION".into()))
+        );
+        assert_eq!(found("SELECT 1; /* x */ SAVEPOINT s; RELEASE s;"), Some((1, "SAVEPOINT".into())));
+        assert_eq!(found("SELECT 1;\nEND;"), Some((2, "END".into())));
+        assert_eq!(found("SELECT 1;\nROLLBACK;"), Some((2, "ROLLBACK".into())));
+        assert_eq!(found("PREPARE TRANSACTION 'x';"), Some((1, "PREPARE TRANSACTION".into())));
+        let not_control = [
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
+            "CREATE FUNCTION g() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN COMMIT; RETURN NEW; END $$;",
+            "DO $$ BEGIN PERFORM 1; END $$;",
+            "PREPARE q AS SELECT 1; SELECT 'BEGIN; COMMIT'; -- COMMIT;\nCREATE TABLE begin_log (\"end\" int);",
+            "CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; SELECT 1;",
+        ];
+        for sql in not_control {
+            assert_eq!(found(sql), None, "{sql}");
+        }
     }
 
     #[test]

@@ -426,7 +426,7 @@ fn take_owner_lock(session: &mut PgConnection, taken: u32) -> Result<u32> {
 }
 
 fn env_file() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = crate::checkout::root(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")));
     match std::env::var_os("RAILGUN_ENV_FILE") {
         Some(path) => root.join(path),
         None => root.join(".env"),

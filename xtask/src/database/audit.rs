@@ -10,7 +10,8 @@ use crate::doctor::{Outcome, fail, print};
 
 /// Check the security checklist against a live database
 ///
-/// SSL enforced, the app role neither superuser nor owner, tables without row level security,
+/// SSL enforced, the app role neither superuser nor owner (nor able to become one through role
+/// membership, nor a member of pg_read_server_files and the like), tables without row level security,
 /// columns that look like plaintext secrets, superuser (service_role-style) use by
 /// DATABASE_URL. One line a check, each failure with its fix; exits non-zero on a failure.
 #[derive(clap::Args)]
@@ -134,15 +135,79 @@ fn app_role(conn: &mut PgConnection, role: &str, schema: &str) -> Result<Outcome
     let Some(info) = info.into_iter().next() else {
         return Ok(fail(format!("there is no role `{role}`: the app must be using a more powerful one"), fix));
     };
+    let reached = reached_through_membership(conn, role, schema)?;
     Ok(if info.superuser {
         fail(format!("`{role}` is a superuser"), format!("ALTER ROLE {role} NOSUPERUSER; then {fix}"))
     } else if info.powerful {
         fail(format!("`{role}` may create roles or databases, bypass RLS or replicate"), fix)
+    } else if let Some(first) = reached.first() {
+        let all: Vec<String> = reached.iter().map(|r| format!("{} ({})", r.what, r.path)).collect();
+        fail(
+            format!(
+                "`{role}` can take on the rights of {} through role membership (SET ROLE, or inherited)",
+                all.join("; ")
+            ),
+            format!("REVOKE {} FROM {role}; (the app role should be a member of no role); then {fix}", first.granted),
+        )
     } else if let Some(owned) = info.owns {
         fail(format!("`{role}` owns tables and so may alter or drop them: {owned}"), fix)
     } else {
-        Outcome::Pass(format!("`{role}` is not a superuser and owns no table"))
+        Outcome::Pass(format!("`{role}` is not a superuser, owns no table and can become no role that is or does"))
     })
+}
+
+/// A role that `role` can become through a chain of memberships and that is dangerous.
+#[derive(QueryableByName)]
+struct Reached {
+    /// `app > admins > postgres`
+    #[diesel(sql_type = Text)]
+    path: String,
+    /// The role granted to `role` itself, where the chain starts: what to revoke.
+    #[diesel(sql_type = Text)]
+    granted: String,
+    /// `superuser postgres`, `pg_read_server_files`, `owner of the tables a, b`
+    #[diesel(sql_type = Text)]
+    what: String,
+}
+
+/// The roles `role` is a member of, directly or through any chain of pg_auth_members, that are
+/// superusers, hand out the server's files or programs (pg_read_server_files,
+/// pg_write_server_files, pg_execute_server_program), or own tables in `schema`: a member can
+/// `SET ROLE` to them (or inherits their rights), so it has what they have. Every membership
+/// counts, whatever its INHERIT and SET options: an audit errs on the side of failing.
+fn reached_through_membership(conn: &mut PgConnection, role: &str, schema: &str) -> Result<Vec<Reached>> {
+    let rows = diesel::sql_query(
+        "WITH RECURSIVE reach(oid, path, granted) AS (
+             SELECT g.oid, ARRAY[r.rolname::text, g.rolname::text], g.rolname::text
+               FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+              WHERE r.rolname = $1
+           UNION ALL
+             SELECT g.oid, reach.path || g.rolname::text, reach.granted
+               FROM reach JOIN pg_auth_members m ON m.member = reach.oid JOIN pg_roles g ON g.oid = m.roleid
+              WHERE g.rolname::text <> ALL (reach.path)
+         ), dangerous AS (
+             SELECT DISTINCT ON (g.oid) array_to_string(reach.path, ' > ') AS path, reach.granted,
+                    CASE WHEN g.rolsuper THEN format('superuser %s', g.rolname)
+                         WHEN g.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+                              THEN g.rolname::text
+                         ELSE format('%s, owner of the tables %s', g.rolname, (
+                              SELECT string_agg(c.relname, ', ' ORDER BY c.relname) FROM pg_class c
+                                JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE c.relowner = g.oid AND n.nspname = $2 AND c.relkind IN ('r', 'p', 'v', 'm')))
+                    END AS what
+               FROM reach JOIN pg_roles g ON g.oid = reach.oid
+              WHERE g.rolsuper
+                 OR g.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+                 OR EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.relowner = g.oid AND n.nspname = $2 AND c.relkind IN ('r', 'p', 'v', 'm'))
+              ORDER BY g.oid, cardinality(reach.path)
+         )
+         SELECT path, granted, what FROM dangerous ORDER BY path",
+    )
+    .bind::<Text, _>(role)
+    .bind::<Text, _>(schema)
+    .load(conn)?;
+    Ok(rows)
 }
 
 fn row_level_security(conn: &mut PgConnection, schema: &str, app_role: &str) -> Result<Outcome> {

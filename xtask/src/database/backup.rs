@@ -46,7 +46,7 @@ impl Backup {
         if let Some(keep) = self.keep {
             backup::prune(&dir, &path, keep)?;
         }
-        println!("{}", path.display());
+        println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
 }

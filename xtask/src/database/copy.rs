@@ -52,7 +52,7 @@ impl Copy {
         let (dump, guard) = (self.dump.options(), self.guard.guard());
         let dir = cx.user_path(&self.dir);
         let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, !self.no_safety_backup, &dump, &guard)?;
-        println!("{}", path.display());
+        println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
 }

@@ -26,7 +26,7 @@ impl Verify {
         let path = cx.user_path(&self.file);
         let summary = dumpfile::verify_file(&path)?;
         eprintln!("backup is whole: {} of SQL in {}", mib(summary.sql), mib(summary.compressed));
-        println!("{}", path.display());
+        println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
 }
