@@ -417,7 +417,7 @@ fn killed_backups_leave_no_file() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for_lock_wait(&source, "pg_dump");
+        wait_for_lock_wait(&source, "railgun-backup-%");
         match victim {
             "xtask" => kill(child.id()),
             _ => kill(child_named(&child, "pg_dump")),
@@ -466,6 +466,60 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
     expected.sort();
     assert_eq!(dir.files("backups"), expected);
     xtask(&dir.0, source.url(), &["db", "backup", "--keep", "0"]).assert_fails_with("--keep");
+}
+
+#[test]
+fn a_backup_waiting_for_a_lock_says_who_holds_it() {
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let dir = Dir::new("lockwait");
+    let source = TestDb::empty().unwrap();
+    exec(&source, DATA);
+    // A migration's lock, held by a session of its own.
+    let mut holder = source.conn().unwrap();
+    holder
+        .batch_execute(
+            "BEGIN; SET LOCAL application_name = 'the-migration'; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;",
+        )
+        .unwrap();
+    let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(&mut *holder).unwrap().pid;
+    let mut child = command(&dir.0, source.url(), &["db", "backup", "out"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line.clone());
+        }
+    });
+    let expected = format!("waiting for a lock on public.things held by pid {pid} (application_name 'the-migration'");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains(&expected)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `{expected}` on stderr:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines_rx.try_iter());
+    assert!(out.status.success(), "{}", seen.join("\n"));
+    assert_eq!(seen.iter().filter(|l| l.contains("waiting for a lock")).count(), 1, "said once:\n{}", seen.join("\n"));
+    let file = PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap());
+    assert!(gunzip(&file).contains("COPY public.things"), "the backup finished with the table's data");
 }
 
 #[test]

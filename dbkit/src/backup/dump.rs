@@ -12,6 +12,7 @@ use diesel::RunQueryDsl;
 use url::Url;
 
 use super::dumpfile::{self, Pending};
+use super::lockwatch::LockWatch;
 use super::pgtools::{self, PgTools};
 use crate::context::Context;
 
@@ -164,8 +165,12 @@ pub fn create_with(
     let pending = Pending::create(dir, &name)?;
 
     let started = Instant::now();
+    // Named, so that the lock watch finds pg_dump's session among the server's.
+    let app = format!("railgun-backup-{}", crate::secret::random_hex(4)?);
+    let mut named = url.clone();
+    named.query_pairs_mut().append_pair("application_name", &app);
     let mut child = tools
-        .command(&cx.sh, "pg_dump", url, &args)?
+        .command(&cx.sh, "pg_dump", &named, &args)?
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,6 +179,7 @@ pub fn create_with(
     let stdout = child.stdout.take().context("pg_dump's output")?;
     pgtools::widen_pipe(&stdout);
     let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
+    let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
     let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
@@ -189,6 +195,7 @@ pub fn create_with(
         stopped_by_us = child.try_wait().ok().flatten().is_none() && child.kill().is_ok();
     }
     let status = child.wait().context("wait for pg_dump")?;
+    waits.stop();
     let errors = redact_str(errors.join().unwrap_or_default().trim());
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;

@@ -14,6 +14,9 @@ use crate::context::Context;
 /// and the file decompresses whole (every gzip member's CRC and length, pg_dump's completion
 /// marker): an interrupted backup leaves nothing behind, and an existing file is never replaced.
 ///
+/// When pg_dump waits for a lock (a migration's ACCESS EXCLUSIVE), stderr says which session
+/// holds it: relation, pid, application_name and state.
+///
 /// The dump is plain SQL made with `--clean --if-exists --no-owner --no-privileges`: it restores
 /// over a database that already has the objects, on any provider.
 ///
