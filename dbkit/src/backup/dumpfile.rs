@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,14 +36,27 @@ pub struct Summary {
 
 /// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
 pub fn verify_file(path: &Path) -> Result<Summary> {
-    check_file(path)?;
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    open_verified(path).map(|(_, summary)| summary)
+}
+
+/// Opens the backup at `path` once, checks it whole from that open file, and hands the same
+/// file back at its start: what is loaded is what was checked, whatever happens to the name
+/// meanwhile (read its SQL with [`sql_reader`]).
+pub fn open_verified(path: &Path) -> Result<(File, Summary)> {
+    let mut file = open_checked(path)?;
     let checked = match member_index(&file)? {
         Some(members) => verify_members(&file, &members),
         // Not all ours (another gzip, or cut short): one member after the other, as gunzip does.
         None => verify_stream(&file),
     };
-    checked.with_context(|| format!("{} is not a usable backup", path.display()))
+    let summary = checked.with_context(|| format!("{} is not a usable backup", path.display()))?;
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {}", path.display()))?;
+    Ok((file, summary))
+}
+
+/// The SQL of an open backup, decompressed as it is read from where the file stands.
+pub fn sql_reader(file: File) -> impl Read {
+    MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file))
 }
 
 /// Where each member is, from the sizes our headers carry; `None` unless every member has one
@@ -174,9 +187,32 @@ fn inflate_into(file: &File, (at, size): (u64, usize), bytes: &mut Vec<u8>, sql:
     Ok(())
 }
 
-/// The instant checks: the file exists, is a file, is not empty, and starts as gzip does.
+/// The instant checks: the file exists, is a regular file, is not empty, and starts as gzip
+/// does, with pg_dump's header.
 pub fn check_file(path: &Path) -> Result<()> {
+    open_checked(path).map(|_| ())
+}
+
+/// [`check_file`], returning the file it checked, at its start. A FIFO or a device is refused
+/// before it is opened (opening a FIFO waits for a writer), and the open file is checked to be
+/// a regular file still, in case the name changed in between.
+fn open_checked(path: &Path) -> Result<File> {
+    use std::os::unix::fs::FileTypeExt;
     let shown = path.display();
+    let not_a_file = |kind: std::fs::FileType| {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        anyhow!(
+            hint!("{shown} is {what}: not a backup file"; "name the backup file itself (railgun_backup_*.sql.gz), not a pipe or device; to restore from a stream, write it to a file first")
+        )
+    };
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
@@ -189,14 +225,27 @@ pub fn check_file(path: &Path) -> Result<()> {
             hint!("{shown} is a directory, not a backup file"; "name one file in it, e.g. the newest: ls -t {shown}/railgun_backup_*.sql.gz | head -1")
         );
     }
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
+    // O_NONBLOCK: should the name have become a FIFO since, the open does not wait for a writer
+    // (it has no effect on a regular file's reads).
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("open {shown}"))?;
+    let meta = file.metadata().with_context(|| format!("read {shown}"))?;
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
     if meta.len() == 0 {
         bail!(
             hint!("{shown} is empty: not a backup"; "use another backup; an empty file is what an interrupted copy leaves")
         );
     }
-    let mut file = File::open(path).with_context(|| format!("open {shown}"))?;
     let mut magic = [0u8; 2];
-    let got = file.read(&mut magic).with_context(|| format!("read {shown}"))?;
+    let got = file.read_at(&mut magic, 0).with_context(|| format!("read {shown}"))?;
     if got < 2 || magic != [0x1f, 0x8b] {
         bail!(
             hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
@@ -204,15 +253,14 @@ pub fn check_file(path: &Path) -> Result<()> {
     }
     // pg_dump's header opens the SQL: another gzip is refused now, not after a safety backup.
     let mut head = Vec::with_capacity(HEADER.len());
-    let _ = MultiGzDecoder::new(File::open(path).with_context(|| format!("open {shown}"))?)
-        .take(HEADER.len() as u64)
-        .read_to_end(&mut head);
+    let _ = MultiGzDecoder::new(&file).take(HEADER.len() as u64).read_to_end(&mut head);
     if head.len() == HEADER.len() && head != HEADER {
         bail!(
             hint!("{shown} is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
         );
     }
-    Ok(())
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {shown}"))?;
+    Ok(file)
 }
 
 /// Decompresses every member (each checks its CRC and length) and looks for pg_dump's header
@@ -589,7 +637,7 @@ fn explain_dir(dir: &Path, e: io::Error) -> anyhow::Error {
 /// Opens a backup and returns its SQL, decompressed as it is read.
 pub fn open_sql(path: &Path) -> Result<impl Read> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    Ok(MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file)))
+    Ok(sql_reader(file))
 }
 
 #[cfg(test)]
@@ -628,6 +676,41 @@ mod tests {
         let cut = dir.join("cut.sql.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
         assert!(format!("{:#}", verify_file(&cut).unwrap_err()).contains("truncated"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_verified_file_is_the_one_read_though_its_name_changes() {
+        let dir = std::env::temp_dir().join(format!("railgun-dumpfile-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gzip = |sql: &[u8]| {
+            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+            encoder.write_all(sql).unwrap();
+            encoder.finish().unwrap()
+        };
+        let sql = dump(&"INSERT INTO t VALUES (1, 'abc');\n".repeat(1000));
+        let path = dir.join("railgun_backup_20200101_000000.sql.gz");
+        std::fs::write(&path, gzip(&sql)).unwrap();
+        let (file, summary) = open_verified(&path).unwrap();
+        assert_eq!(summary.sql, sql.len() as u64);
+        // Swapped for a truncated dump between the check and the load.
+        let swapped = dir.join("swapped.sql.gz");
+        std::fs::write(&swapped, gzip(&sql[..sql.len() / 2])).unwrap();
+        std::fs::rename(&swapped, &path).unwrap();
+        assert!(verify_file(&path).is_err(), "the file now at the name is truncated");
+        let mut back = Vec::new();
+        sql_reader(file).read_to_end(&mut back).unwrap();
+        assert_eq!(back, sql, "the handle reads the file that was verified");
+
+        // A FIFO is refused at once (opening it would wait for a writer), as is a device.
+        let fifo = dir.join("fifo.sql.gz");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for (special, says) in [(fifo.as_path(), "is a FIFO"), (Path::new("/dev/zero"), "is a device")] {
+            let err = format!("{:#}", open_verified(special).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
