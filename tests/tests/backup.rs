@@ -522,6 +522,50 @@ fn a_backup_waiting_for_a_lock_says_who_holds_it() {
     assert!(gunzip(&file).contains("COPY public.things"), "the backup finished with the table's data");
 }
 
+/// The peak resident memory (VmHWM, in KiB) of a child, read until it exits.
+fn peak_rss_kib(child: &mut Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        }) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    peak
+}
+
+#[test]
+#[ignore = "needs the scan.rs fix"]
+fn verify_memory_stays_bounded_on_a_huge_identifier() {
+    use flate2::{Compression, write::GzEncoder};
+    let dir = Dir::new("bomb");
+    // About 1 MiB of gzip: pg_dump's header, `CREATE TABLE ` and an identifier of 1 GiB.
+    let file = dir.0.join("railgun_backup_20200101_000000.sql.gz");
+    let mut gz = GzEncoder::new(std::io::BufWriter::new(std::fs::File::create(&file).unwrap()), Compression::default());
+    gz.write_all(b"--\n-- PostgreSQL database dump\n--\n\nCREATE TABLE ").unwrap();
+    let run = vec![b'a'; 1 << 20];
+    for _ in 0..1024 {
+        gz.write_all(&run).unwrap();
+    }
+    gz.write_all(b" ();\n\n--\n-- PostgreSQL database dump complete\n--\n\n").unwrap();
+    gz.finish().unwrap().flush().unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() < 4 << 20);
+
+    let nowhere = Url::parse("postgres://nobody:pw@127.0.0.1:1/nothing").unwrap();
+    let mut child = command(&dir.0, &nowhere, &["db", "verify", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kib(&mut child);
+    assert!(peak > 0, "no reading of the child's memory");
+    assert!(peak < 200 << 10, "db verify peaked at {} MiB", peak >> 10);
+}
+
 #[test]
 fn unwritable_or_full_directories_fail_with_the_fix_and_leave_nothing() {
     let dir = Dir::new("full");

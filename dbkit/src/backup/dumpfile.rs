@@ -25,6 +25,11 @@ pub const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 /// within a hair of one long stream while the dozen in flight stay far below 64 MiB.
 const MEMBER: usize = 1 << 20;
 
+/// The largest member of ours: MEMBER bytes of SQL that did not compress (deflate's stored
+/// blocks add 5 bytes in 64 KiB), with its header and trailer. A file claiming larger members
+/// is not ours: the check's buffers (two dozen members' worth) stay bounded on any input.
+const MEMBER_MAX_SIZE: usize = MEMBER + MEMBER / 16;
+
 /// What a complete backup holds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary {
@@ -71,7 +76,7 @@ fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
             return Ok(None);
         }
         let size = u32::from_le_bytes(header[SIZE_AT..SIZE_AT + 4].try_into().expect("4 bytes")) as usize;
-        if header[..SIZE_AT] != GZIP_HEADER[..SIZE_AT] || size < GZIP_HEADER.len() + 8 || size > 4 * MEMBER {
+        if header[..SIZE_AT] != GZIP_HEADER[..SIZE_AT] || size < GZIP_HEADER.len() + 8 || size > MEMBER_MAX_SIZE {
             return Ok(None);
         }
         members.push((at, size));
@@ -169,7 +174,7 @@ fn inflate_into(file: &File, (at, size): (u64, usize), bytes: &mut Vec<u8>, sql:
     let (body, trailer) = bytes[GZIP_HEADER.len()..].split_at(size - GZIP_HEADER.len() - 8);
     let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     let length = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
-    if length > 4 * MEMBER {
+    if length > MEMBER {
         return Err(corrupt("claims an impossible length"));
     }
     sql.clear();
@@ -711,6 +716,19 @@ mod tests {
             let err = format!("{:#}", open_verified(special).unwrap_err());
             assert!(err.contains(says), "{err}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_member_larger_than_ours_is_refused_before_it_is_inflated() {
+        let dir = std::env::temp_dir().join(format!("railgun-dumpfile-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut member = Vec::new();
+        MemberEncoder::new(1).encode(&dump(&"x".repeat(2 * MEMBER)), &mut member);
+        let path = dir.join("big.sql.gz");
+        std::fs::write(&path, &member).unwrap();
+        let err = format!("{:#}", verify_file(&path).unwrap_err());
+        assert!(err.contains("impossible length"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
