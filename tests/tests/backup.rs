@@ -469,6 +469,43 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
 }
 
 #[test]
+fn backups_started_in_one_second_get_distinct_names() {
+    let dir = Dir::new("samesecond");
+    let source = TestDb::empty().unwrap();
+    exec(&source, DATA);
+    // Started just after a second begins, so that all three names are taken within that second.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            command(&dir.0, source.url(), &["db", "backup", "out"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut paths: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let run: Run = child.wait_with_output().unwrap().into();
+            run.assert_ok();
+            run.stdout.lines().last().unwrap().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    let names = dir.files("out");
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in &names {
+        assert!(dbkit::backup::dump::is_backup_name(name), "{name}");
+        let file = dir.0.join("out").join(name);
+        xtask(&dir.0, source.url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
+    }
+}
+
+#[test]
 fn a_backup_waiting_for_a_lock_says_who_holds_it() {
     #[derive(QueryableByName)]
     struct Pid {

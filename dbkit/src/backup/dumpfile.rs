@@ -586,10 +586,36 @@ impl Pending {
         Ok(Pending { file, dir: dir.to_path_buf(), temp: Some(temp) })
     }
 
-    /// Gives the file its name, never replacing an existing file, and syncs the directory.
-    pub fn persist(mut self, name: &str) -> Result<PathBuf> {
-        let path = self.dir.join(name);
-        let linked = match &self.temp {
+    /// Gives the file the first of `names` that is free, never replacing an existing file
+    /// (the link that names it fails on an existing name: no check-then-act race with another
+    /// backup), and syncs the directory.
+    pub fn persist(mut self, names: impl IntoIterator<Item = String>) -> Result<PathBuf> {
+        let mut taken = None;
+        for name in names {
+            let path = self.dir.join(name);
+            match self.link(&path) {
+                Ok(()) => {
+                    if let Some(temp) = self.temp.take() {
+                        std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
+                    }
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .with_context(|| format!("sync directory {}", self.dir.display()))?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken = Some(path),
+                Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
+            }
+        }
+        let path = taken.context("no name to give the backup")?;
+        bail!(
+            hint!("{} already exists, and backups are never overwritten", path.display(); "wait a second and run again, or move the existing file away")
+        )
+    }
+
+    /// Links the file at `path`; fails with `AlreadyExists` when the name is taken.
+    fn link(&self, path: &Path) -> io::Result<()> {
+        match &self.temp {
             None => {
                 use std::os::fd::AsRawFd;
                 use std::os::unix::ffi::OsStrExt;
@@ -602,22 +628,8 @@ impl Pending {
                 if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
             }
             // A hard link never replaces an existing file, unlike rename.
-            Some(temp) => std::fs::hard_link(temp, &path),
-        };
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
-                hint!("{} already exists, and backups are never overwritten", path.display(); "wait a second and run again, or move the existing file away")
-            ),
-            Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
+            Some(temp) => std::fs::hard_link(temp, path),
         }
-        if let Some(temp) = self.temp.take() {
-            std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("sync directory {}", self.dir.display()))?;
-        Ok(path)
     }
 }
 
@@ -664,8 +676,9 @@ mod tests {
         let pending = Pending::create(&dir, "x.sql.gz").unwrap();
         let summary = compress(&sql[..], &pending.file, 6, |_, _| {}).unwrap();
         assert_eq!(summary.sql, sql.len() as u64);
-        let path = pending.persist("x.sql.gz").unwrap();
-        assert!(Pending::create(&dir, "x.sql.gz").unwrap().persist("x.sql.gz").is_err(), "overwrote");
+        let path = pending.persist(["x.sql.gz".to_string()]).unwrap();
+        let again = Pending::create(&dir, "x.sql.gz").unwrap();
+        assert!(again.persist(["x.sql.gz".to_string()]).is_err(), "overwrote");
         let mut back = Vec::new();
         open_sql(&path).unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, sql);
