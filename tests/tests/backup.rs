@@ -453,8 +453,14 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
         "railgun_backup_20200102_000000.sql.gz",
         "railgun_backup_20200103_000000.sql.gz",
     ];
-    for name in others.iter().chain(&old) {
+    for name in others {
         std::fs::write(backups.join(name), b"x").unwrap();
+    }
+    for name in old {
+        gzip_to(
+            &backups.join(name),
+            "--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n\n",
+        );
     }
     let source = TestDb::empty().unwrap();
     let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "2"]);
@@ -466,6 +472,47 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
     expected.sort();
     assert_eq!(dir.files("backups"), expected);
     xtask(&dir.0, source.url(), &["db", "backup", "--keep", "0"]).assert_fails_with("--keep");
+}
+
+#[test]
+fn keep_counts_only_complete_backups_named_with_a_real_time() {
+    let dir = Dir::new("keepfake");
+    let source = TestDb::empty().unwrap();
+    exec(&source, "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    let real = backup(&dir.0, &source);
+    let bytes = std::fs::read(&real).unwrap();
+    std::fs::remove_file(&real).unwrap();
+    let backups = dir.0.join("backups");
+    let older = "railgun_backup_20200101_000000.sql.gz";
+    let newer = "railgun_backup_20200102_000000.sql.gz";
+    let second_of_newer = "railgun_backup_20200102_000000_2.sql.gz";
+    for name in [older, newer, second_of_newer] {
+        std::fs::write(backups.join(name), &bytes).unwrap();
+    }
+    // An empty file from the far future, a real backup whose name is no date, a cut one.
+    let future = "railgun_backup_29991231_235959.sql.gz";
+    std::fs::write(backups.join(future), b"").unwrap();
+    let no_date = "railgun_backup_20201399_000000.sql.gz";
+    std::fs::write(backups.join(no_date), &bytes).unwrap();
+    let cut = "railgun_backup_20210101_000000.sql.gz";
+    std::fs::write(backups.join(cut), &bytes[..bytes.len() - 20]).unwrap();
+
+    let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "3"]);
+    run.assert_ok();
+    let new = PathBuf::from(run.stdout.lines().last().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    let mut expected: Vec<String> =
+        [newer, second_of_newer, future, no_date, cut].iter().map(|s| s.to_string()).collect();
+    expected.push(new);
+    expected.sort();
+    assert_eq!(dir.files("backups"), expected, "{}", run.stderr);
+    for (name, why) in [(future, "is in the future"), (no_date, "is not a date"), (cut, "truncated")] {
+        assert!(
+            run.stderr.lines().any(|l| l.contains("left alone") && l.contains(name) && l.contains(why)),
+            "{name} ({why}) not reported:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains(&format!("removed old backup {}", backups.join(older).display())), "{}", run.stderr);
 }
 
 #[test]

@@ -21,6 +21,10 @@ use crate::context::Context;
 pub const PREFIX: &str = "railgun_backup_";
 const SUFFIX: &str = ".sql.gz";
 
+/// How far ahead of this machine's clock a backup's time may be (another machine's clock)
+/// before its name is taken for a mistake or a trick rather than a backup.
+pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
 /// The most backups that get distinct names within one second (`_2` up to this).
 const MAX_SEQ: u32 = 999;
 
@@ -325,15 +329,40 @@ impl<R: Read> Read for KeepPublicSchema<R> {
     }
 }
 
-/// Deletes all but the newest `keep` backups in `dir` (by the time in their names), never `newest`.
+/// Deletes all but the newest `keep` backups in `dir`, never `newest`. Only files with a
+/// backup's name count, by the time in their name, and only when they are complete backups (a
+/// cheap check: see [`dumpfile::check_complete`]); a file with a backup's name whose time is no
+/// date or lies in the future, or that is no complete backup, is left alone and said so: a fake
+/// or broken file never pushes a real backup out.
 pub fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
-    let mut backups: Vec<(BackupName, PathBuf)> = std::fs::read_dir(dir)
-        .with_context(|| format!("list {}", dir.display()))?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|entry| Some((BackupName::parse(PREFIX, entry.file_name().to_str()?)?.ok()?, entry.path())))
-        .filter(|(_, path)| path != newest)
-        .collect();
+    let now = chrono::Utc::now().naive_utc();
+    let mut backups: Vec<(BackupName, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        let Some(parsed) = entry.file_name().to_str().and_then(|name| BackupName::parse(PREFIX, name)) else {
+            continue;
+        };
+        let path = entry.path();
+        if path == newest {
+            continue;
+        }
+        let counted = parsed
+            .and_then(|name| {
+                if name.started > now + CLOCK_SKEW {
+                    return Err(format!("its time {} UTC is in the future", name.started));
+                }
+                Ok(name)
+            })
+            .and_then(|name| match entry.file_type() {
+                Ok(kind) if kind.is_file() => Ok(name),
+                _ => Err("not a regular file".to_string()),
+            })
+            .and_then(|name| dumpfile::check_complete(&path).map(|()| name).map_err(|e| format!("{e:#}")));
+        match counted {
+            Ok(name) => backups.push((name, path)),
+            Err(why) => eprintln!("left alone, not counted as a backup: {} ({why})", path.display()),
+        }
+    }
     backups.sort();
     let older_to_keep = (keep - 1) as usize;
     let remove = backups.len().saturating_sub(older_to_keep);

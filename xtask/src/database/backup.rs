@@ -34,8 +34,10 @@ pub struct Backup {
     /// Where to write the backup (created if missing)
     #[arg(default_value = "backups")]
     dir: PathBuf,
-    /// Once the new backup verified, delete all but the newest N in DIR (only files named exactly
-    /// railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz, newest by that time; the new one is always kept)
+    /// Once the new backup verified, delete all but the newest N in DIR: only files named exactly
+    /// railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz, newest by that time, count, and only when they
+    /// are complete backups dated at most a day ahead; any other file is left alone (said on
+    /// stderr). The new one is always kept
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
     #[command(flatten)]
