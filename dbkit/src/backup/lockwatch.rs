@@ -31,6 +31,12 @@ pub struct LockHolder {
 impl fmt::Display for LockHolder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let LockHolder { relation, pid, application_name, state } = self;
+        // A quoted identifier may hold escape codes: they are shown, not sent to the terminal.
+        let [relation, application_name, state] = [relation, application_name, state].map(|text| {
+            text.chars()
+                .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+                .collect::<String>()
+        });
         write!(f, "{relation} held by pid {pid} (application_name '{application_name}', state '{state}')")
     }
 }
@@ -95,5 +101,24 @@ impl LockWatch {
 impl Drop for LockWatch {
     fn drop(&mut self) {
         self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LockHolder;
+
+    #[test]
+    fn a_holder_is_shown_with_its_control_characters_escaped() {
+        let holder = LockHolder {
+            relation: "public.\"x\x1b[2Jy\"".into(),
+            pid: 42,
+            application_name: "the-migration".into(),
+            state: "idle in transaction".into(),
+        };
+        assert_eq!(
+            holder.to_string(),
+            "public.\"x\\u{1b}[2Jy\" held by pid 42 (application_name 'the-migration', state 'idle in transaction')"
+        );
     }
 }
