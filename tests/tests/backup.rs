@@ -418,7 +418,7 @@ fn killed_backups_leave_no_file() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        wait_for_lock_wait(&source, "pg_dump");
+        wait_for_lock_wait(&source, "railgun-backup-%");
         match victim {
             "xtask" => kill(child.id()),
             _ => kill(child_named(&child, "pg_dump")),
@@ -454,8 +454,14 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
         "railgun_backup_20200102_000000.sql.gz",
         "railgun_backup_20200103_000000.sql.gz",
     ];
-    for name in others.iter().chain(&old) {
+    for name in others {
         std::fs::write(backups.join(name), b"x").unwrap();
+    }
+    for name in old {
+        gzip_to(
+            &backups.join(name),
+            "--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n\n",
+        );
     }
     let source = TestDb::empty().unwrap();
     let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "2"]);
@@ -467,6 +473,181 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
     expected.sort();
     assert_eq!(dir.files("backups"), expected);
     xtask(&dir.0, source.url(), &["db", "backup", "--keep", "0"]).assert_fails_with("--keep");
+}
+
+#[test]
+fn keep_counts_only_complete_backups_named_with_a_real_time() {
+    let dir = Dir::new("keepfake");
+    let source = TestDb::empty().unwrap();
+    exec(&source, "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+    let real = backup(&dir.0, &source);
+    let bytes = std::fs::read(&real).unwrap();
+    std::fs::remove_file(&real).unwrap();
+    let backups = dir.0.join("backups");
+    let older = "railgun_backup_20200101_000000.sql.gz";
+    let newer = "railgun_backup_20200102_000000.sql.gz";
+    let second_of_newer = "railgun_backup_20200102_000000_2.sql.gz";
+    for name in [older, newer, second_of_newer] {
+        std::fs::write(backups.join(name), &bytes).unwrap();
+    }
+    // An empty file from the far future, a real backup whose name is no date, a cut one.
+    let future = "railgun_backup_29991231_235959.sql.gz";
+    std::fs::write(backups.join(future), b"").unwrap();
+    let no_date = "railgun_backup_20201399_000000.sql.gz";
+    std::fs::write(backups.join(no_date), &bytes).unwrap();
+    let cut = "railgun_backup_20210101_000000.sql.gz";
+    std::fs::write(backups.join(cut), &bytes[..bytes.len() - 20]).unwrap();
+
+    let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "3"]);
+    run.assert_ok();
+    let new = PathBuf::from(run.stdout.lines().last().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
+    let mut expected: Vec<String> =
+        [newer, second_of_newer, future, no_date, cut].iter().map(|s| s.to_string()).collect();
+    expected.push(new);
+    expected.sort();
+    assert_eq!(dir.files("backups"), expected, "{}", run.stderr);
+    for (name, why) in [(future, "is in the future"), (no_date, "is not a date"), (cut, "truncated")] {
+        assert!(
+            run.stderr.lines().any(|l| l.contains("left alone") && l.contains(name) && l.contains(why)),
+            "{name} ({why}) not reported:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stderr.contains(&format!("removed old backup {}", backups.join(older).display())), "{}", run.stderr);
+}
+
+#[test]
+fn backups_started_in_one_second_get_distinct_names() {
+    let dir = Dir::new("samesecond");
+    let source = TestDb::empty().unwrap();
+    exec(&source, DATA);
+    // Started just after a second begins, so that all three names are taken within that second.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            command(&dir.0, source.url(), &["db", "backup", "out"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut paths: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let run: Run = child.wait_with_output().unwrap().into();
+            run.assert_ok();
+            run.stdout.lines().last().unwrap().to_string()
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    let names = dir.files("out");
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in &names {
+        assert!(dbkit::backup::dump::is_backup_name(name), "{name}");
+        let file = dir.0.join("out").join(name);
+        xtask(&dir.0, source.url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
+    }
+}
+
+#[test]
+fn a_backup_waiting_for_a_lock_says_who_holds_it() {
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let dir = Dir::new("lockwait");
+    let source = TestDb::empty().unwrap();
+    exec(&source, DATA);
+    // A migration's lock, held by a session of its own.
+    let mut holder = source.conn().unwrap();
+    holder
+        .batch_execute(
+            "BEGIN; SET LOCAL application_name = 'the-migration'; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;",
+        )
+        .unwrap();
+    let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(&mut *holder).unwrap().pid;
+    let mut child = command(&dir.0, source.url(), &["db", "backup", "out"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line.clone());
+        }
+    });
+    let expected = format!("waiting for a lock on public.things held by pid {pid} (application_name 'the-migration'");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains(&expected)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `{expected}` on stderr:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    holder.batch_execute("COMMIT").unwrap();
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines_rx.try_iter());
+    assert!(out.status.success(), "{}", seen.join("\n"));
+    assert_eq!(seen.iter().filter(|l| l.contains("waiting for a lock")).count(), 1, "said once:\n{}", seen.join("\n"));
+    let file = PathBuf::from(String::from_utf8(out.stdout).unwrap().lines().last().unwrap());
+    assert!(gunzip(&file).contains("COPY public.things"), "the backup finished with the table's data");
+}
+
+/// The peak resident memory (VmHWM, in KiB) of a child, read until it exits.
+fn peak_rss_kib(child: &mut Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        }) {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    peak
+}
+
+#[test]
+fn verify_memory_stays_bounded_on_a_huge_identifier() {
+    use flate2::{Compression, write::GzEncoder};
+    let dir = Dir::new("bomb");
+    // About 1 MiB of gzip: pg_dump's header, `CREATE TABLE ` and an identifier of 1 GiB.
+    let file = dir.0.join("railgun_backup_20200101_000000.sql.gz");
+    let mut gz = GzEncoder::new(std::io::BufWriter::new(std::fs::File::create(&file).unwrap()), Compression::default());
+    gz.write_all(b"--\n-- PostgreSQL database dump\n--\n\nCREATE TABLE ").unwrap();
+    let run = vec![b'a'; 1 << 20];
+    for _ in 0..1024 {
+        gz.write_all(&run).unwrap();
+    }
+    gz.write_all(b" ();\n\n--\n-- PostgreSQL database dump complete\n--\n\n").unwrap();
+    gz.finish().unwrap().flush().unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() < 4 << 20);
+
+    let nowhere = Url::parse("postgres://nobody:pw@127.0.0.1:1/nothing").unwrap();
+    let mut child = command(&dir.0, &nowhere, &["db", "verify", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kib(&mut child);
+    assert!(peak > 0, "no reading of the child's memory");
+    assert!(peak < 200 << 10, "db verify peaked at {} MiB", peak >> 10);
 }
 
 #[test]

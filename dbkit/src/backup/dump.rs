@@ -8,16 +8,84 @@ use std::time::{Duration, Instant};
 
 use crate::url::{redact, redact_str};
 use anyhow::{Context as _, Result, bail};
+use chrono::Timelike;
 use diesel::RunQueryDsl;
 use url::Url;
 
 use super::dumpfile::{self, Pending};
+use super::lockwatch::LockWatch;
 use super::pgtools::{self, PgTools};
 use crate::context::Context;
 
-/// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC.
+/// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC (see [`BackupName`]).
 pub const PREFIX: &str = "railgun_backup_";
 const SUFFIX: &str = ".sql.gz";
+
+/// How far ahead of this machine's clock a backup's time may be (another machine's clock)
+/// before its name is taken for a mistake or a trick rather than a backup.
+pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// The most backups that get distinct names within one second (`_2` up to this).
+const MAX_SEQ: u32 = 999;
+
+/// A backup's file name, `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz`: the UTC second its backup
+/// started and, for the second and later backups started within that second, `_2`, `_3`, ...
+/// This type alone reads and writes that format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackupName {
+    pub started: chrono::NaiveDateTime,
+    /// 1 for the plain name, N for `_N`.
+    pub seq: u32,
+}
+
+impl BackupName {
+    /// The name's parts. `None` when `name` does not have the pattern (not ours: never touched);
+    /// `Some(Err(why))` when it has it but its digits are not a date and time.
+    pub fn parse(prefix: &str, name: &str) -> Option<Result<BackupName, String>> {
+        let rest = name.strip_prefix(prefix)?.strip_suffix(SUFFIX)?;
+        let (stamp, seq) = match rest.get(15..) {
+            Some("") => (rest, 1),
+            Some(tail) => {
+                let digits = tail.strip_prefix('_')?;
+                if digits.is_empty()
+                    || digits.len() > 3
+                    || digits.starts_with('0')
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                let seq: u32 = digits.parse().ok()?;
+                if seq < 2 {
+                    return None;
+                }
+                (&rest[..15], seq)
+            }
+            None => return None,
+        };
+        let bytes = stamp.as_bytes();
+        if !(bytes[8] == b'_' && bytes.iter().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit())) {
+            return None;
+        }
+        Some(
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S")
+                .map(|started| BackupName { started, seq })
+                .map_err(|_| format!("`{stamp}` is not a date and time")),
+        )
+    }
+
+    pub fn render(&self, prefix: &str) -> String {
+        let stamp = self.started.format("%Y%m%d_%H%M%S");
+        match self.seq {
+            1 => format!("{prefix}{stamp}{SUFFIX}"),
+            seq => format!("{prefix}{stamp}_{seq}{SUFFIX}"),
+        }
+    }
+
+    /// The names a backup started at `started` may take, in order: the plain one first.
+    fn candidates(started: chrono::NaiveDateTime, prefix: &str) -> impl Iterator<Item = String> {
+        (1..=MAX_SEQ).map(move |seq| BackupName { started, seq }.render(prefix))
+    }
+}
 
 /// What goes into the dump. Managed Postgres (Supabase) keeps its own schemas, extensions and
 /// event triggers in every database; restored elsewhere they fail, so they are left out.
@@ -147,25 +215,21 @@ pub fn create_with(
     std::fs::create_dir_all(dir).with_context(
         || hint!("create backup directory {}", dir.display(); "choose a writable directory: cargo xtask db backup DIR"),
     )?;
-    // Names have a one-second resolution: a second backup within the same second waits for the
-    // next name rather than fail (the final link still never replaces a file).
-    let mut name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
-    for _ in 0..2 {
-        if !dir.join(&name).exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(
-            1000 - u64::from(chrono::Utc::now().timestamp_subsec_millis()).min(999),
-        ));
-        name = format!("{prefix}{}{SUFFIX}", chrono::Utc::now().format("%Y%m%d_%H%M%S"));
-    }
+    // Names have a one-second resolution: backups started within one second take `_2`, `_3`,
+    // ... in the order they finish; the link that names a file fails on a name already taken.
+    let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
+    let name = BackupName { started, seq: 1 }.render(prefix);
     let args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
     let pending = Pending::create(dir, &name)?;
 
-    let started = Instant::now();
+    let clock = Instant::now();
+    // Named, so that the lock watch finds pg_dump's session among the server's.
+    let app = format!("railgun-backup-{}", crate::secret::random_hex(4)?);
+    let mut named = url.clone();
+    named.query_pairs_mut().append_pair("application_name", &app);
     let mut child = tools
-        .command(&cx.sh, "pg_dump", url, &args)?
+        .command(&cx.sh, "pg_dump", &named, &args)?
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,6 +238,7 @@ pub fn create_with(
     let stdout = child.stdout.take().context("pg_dump's output")?;
     pgtools::widen_pipe(&stdout);
     let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
+    let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
     let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
@@ -189,6 +254,7 @@ pub fn create_with(
         stopped_by_us = child.try_wait().ok().flatten().is_none() && child.kill().is_ok();
     }
     let status = child.wait().context("wait for pg_dump")?;
+    waits.stop();
     let errors = redact_str(errors.join().unwrap_or_default().trim());
     if !status.success() {
         use std::os::unix::process::ExitStatusExt;
@@ -205,8 +271,8 @@ pub fn create_with(
     if !errors.is_empty() {
         eprintln!("{errors}");
     }
-    let path = pending.persist(&name)?;
-    let secs = started.elapsed().as_secs_f64();
+    let path = pending.persist(BackupName::candidates(started, prefix))?;
+    let secs = clock.elapsed().as_secs_f64();
     eprintln!(
         "backup verified: {} of SQL in {} ({:.1}x smaller), {secs:.1}s",
         mib(summary.sql),
@@ -263,33 +329,53 @@ impl<R: Read> Read for KeepPublicSchema<R> {
     }
 }
 
-/// Deletes all but the newest `keep` backups in `dir`, never `newest`.
+/// Deletes all but the newest `keep` backups in `dir`, never `newest`. Only files with a
+/// backup's name count, by the time in their name, and only when they are complete backups (a
+/// cheap check: see [`dumpfile::check_complete`]); a file with a backup's name whose time is no
+/// date or lies in the future, or that is no complete backup, is left alone and said so: a fake
+/// or broken file never pushes a real backup out.
 pub fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("list {}", dir.display()))?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_name().to_str().is_some_and(is_backup_name))
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
-        .map(|entry| entry.path())
-        .filter(|path| path != newest)
-        .collect();
+    let now = chrono::Utc::now().naive_utc();
+    let mut backups: Vec<(BackupName, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        let Some(parsed) = entry.file_name().to_str().and_then(|name| BackupName::parse(PREFIX, name)) else {
+            continue;
+        };
+        let path = entry.path();
+        if path == newest {
+            continue;
+        }
+        let counted = parsed
+            .and_then(|name| {
+                if name.started > now + CLOCK_SKEW {
+                    return Err(format!("its time {} UTC is in the future", name.started));
+                }
+                Ok(name)
+            })
+            .and_then(|name| match entry.file_type() {
+                Ok(kind) if kind.is_file() => Ok(name),
+                _ => Err("not a regular file".to_string()),
+            })
+            .and_then(|name| dumpfile::check_complete(&path).map(|()| name).map_err(|e| format!("{e:#}")));
+        match counted {
+            Ok(name) => backups.push((name, path)),
+            Err(why) => eprintln!("left alone, not counted as a backup: {} ({why})", path.display()),
+        }
+    }
     backups.sort();
     let older_to_keep = (keep - 1) as usize;
     let remove = backups.len().saturating_sub(older_to_keep);
-    for path in &backups[..remove] {
+    for (_, path) in &backups[..remove] {
         std::fs::remove_file(path).with_context(|| format!("remove old backup {}", path.display()))?;
         eprintln!("removed old backup {}", path.display());
     }
     Ok(())
 }
 
-/// `railgun_backup_YYYYMMDD_HHMMSS.sql.gz` exactly.
+/// `railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz` exactly (the digits not checked as a date).
 pub fn is_backup_name(name: &str) -> bool {
-    let Some(stamp) = name.strip_prefix(PREFIX).and_then(|rest| rest.strip_suffix(SUFFIX)) else {
-        return false;
-    };
-    let bytes = stamp.as_bytes();
-    bytes.len() == 15 && bytes[8] == b'_' && bytes.iter().enumerate().all(|(i, b)| i == 8 || b.is_ascii_digit())
+    BackupName::parse(PREFIX, name).is_some()
 }
 
 pub fn mib(bytes: u64) -> String {
@@ -325,19 +411,58 @@ impl Progress {
 
 #[cfg(test)]
 mod tests {
-    use super::is_backup_name;
+    use super::{BackupName, PREFIX, is_backup_name};
 
     #[test]
     fn backup_names() {
         assert!(is_backup_name("railgun_backup_20251226_143022.sql.gz"));
+        assert!(is_backup_name("railgun_backup_20251226_143022_2.sql.gz"));
+        assert!(is_backup_name("railgun_backup_20251226_143022_999.sql.gz"));
         for other in [
             "railgun_backup_20251226_143022.sql.gz.bak",
             "railgun_backup_2025122_143022.sql.gz",
             "railgun_backup_20251226-143022.sql.gz",
             "my_railgun_backup_20251226_143022.sql.gz",
             ".railgun_backup_20251226_143022.sql.gz.partial-12",
+            "railgun_backup_20251226_143022_.sql.gz",
+            "railgun_backup_20251226_143022_1.sql.gz",
+            "railgun_backup_20251226_143022_02.sql.gz",
+            "railgun_backup_20251226_143022_1000.sql.gz",
+            "railgun_backup_20251226_143022_x.sql.gz",
         ] {
             assert!(!is_backup_name(other), "{other}");
         }
+    }
+
+    #[test]
+    fn names_round_trip_and_order_by_time_then_sequence() {
+        for name in ["railgun_backup_20251226_143022.sql.gz", "railgun_backup_20251226_143022_12.sql.gz"] {
+            let parsed = BackupName::parse(PREFIX, name).unwrap().unwrap();
+            assert_eq!(parsed.render(PREFIX), name);
+        }
+        let parse = |n: &str| BackupName::parse(PREFIX, n).unwrap().unwrap();
+        let mut names = [
+            parse("railgun_backup_20251226_143022_10.sql.gz"),
+            parse("railgun_backup_20251226_143023.sql.gz"),
+            parse("railgun_backup_20251226_143022_2.sql.gz"),
+            parse("railgun_backup_20251226_143022.sql.gz"),
+        ];
+        names.sort();
+        let seqs: Vec<u32> = names.iter().map(|n| n.seq).collect();
+        assert_eq!(seqs, [1, 2, 10, 1]);
+        for bad in [
+            "railgun_backup_20251399_000000.sql.gz",
+            "railgun_backup_20250230_000000.sql.gz",
+            "railgun_backup_20250101_246000.sql.gz",
+        ] {
+            assert!(BackupName::parse(PREFIX, bad).unwrap().is_err(), "{bad}");
+        }
+        assert_eq!(
+            BackupName::parse("railgun_pre_restore_", "railgun_pre_restore_20251226_143022_3.sql.gz")
+                .unwrap()
+                .unwrap()
+                .seq,
+            3
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,11 @@ pub const MARKER: &[u8] = b"-- PostgreSQL database dump complete";
 /// within a hair of one long stream while the dozen in flight stay far below 64 MiB.
 const MEMBER: usize = 1 << 20;
 
+/// The largest member of ours: MEMBER bytes of SQL that did not compress (deflate's stored
+/// blocks add 5 bytes in 64 KiB), with its header and trailer. A file claiming larger members
+/// is not ours: the check's buffers (two dozen members' worth) stay bounded on any input.
+const MEMBER_MAX_SIZE: usize = MEMBER + MEMBER / 16;
+
 /// What a complete backup holds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary {
@@ -37,14 +42,47 @@ pub struct Summary {
 
 /// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
 pub fn verify_file(path: &Path) -> Result<Summary> {
-    check_file(path)?;
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    open_verified(path).map(|(_, summary)| summary)
+}
+
+/// Opens the backup at `path` once, checks it whole from that open file, and hands the same
+/// file back at its start: what is loaded is what was checked, whatever happens to the name
+/// meanwhile (read its SQL with [`sql_reader`]).
+pub fn open_verified(path: &Path) -> Result<(File, Summary)> {
+    let mut file = open_checked(path)?;
     let checked = match member_index(&file)? {
         Some(members) => verify_members(&file, &members),
         // Not all ours (another gzip, or cut short): one member after the other, as gunzip does.
         None => verify_stream(&file),
     };
-    checked.with_context(|| format!("{} is not a usable backup", path.display()))
+    let summary = checked.with_context(|| format!("{} is not a usable backup", path.display()))?;
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {}", path.display()))?;
+    Ok((file, summary))
+}
+
+/// The SQL of an open backup, decompressed as it is read from where the file stands.
+pub fn sql_reader(file: File) -> impl Read {
+    MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file))
+}
+
+/// Checks that the backup at `path` is complete, cheaply: the instant checks, then, for a file of
+/// ours, only its last members (their CRCs, and pg_dump's completion marker); another gzip is
+/// read whole. For deciding which files count as backups, not for trusting one's content.
+pub fn check_complete(path: &Path) -> Result<()> {
+    let file = open_checked(path)?;
+    let Some(members) = member_index(&file)? else {
+        return verify_stream(&file).map(|_| ());
+    };
+    let mut tail = Vec::new();
+    for member in members.iter().rev().take(2).rev() {
+        keep_tail(&mut tail, &inflate_member(&file, *member)?, 1024);
+    }
+    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
+        bail!(
+            hint!("truncated: pg_dump's completion marker is missing"; "use another backup; this one was written by a pg_dump that did not finish")
+        );
+    }
+    Ok(())
 }
 
 /// Where each member is, from the sizes our headers carry; `None` unless every member has one
@@ -59,7 +97,7 @@ fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
             return Ok(None);
         }
         let size = u32::from_le_bytes(header[SIZE_AT..SIZE_AT + 4].try_into().expect("4 bytes")) as usize;
-        if header[..SIZE_AT] != GZIP_HEADER[..SIZE_AT] || size < GZIP_HEADER.len() + 8 || size > 4 * MEMBER {
+        if header[..SIZE_AT] != GZIP_HEADER[..SIZE_AT] || size < GZIP_HEADER.len() + 8 || size > MEMBER_MAX_SIZE {
             return Ok(None);
         }
         members.push((at, size));
@@ -157,7 +195,7 @@ fn inflate_into(file: &File, (at, size): (u64, usize), bytes: &mut Vec<u8>, sql:
     let (body, trailer) = bytes[GZIP_HEADER.len()..].split_at(size - GZIP_HEADER.len() - 8);
     let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     let length = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes")) as usize;
-    if length > 4 * MEMBER {
+    if length > MEMBER {
         return Err(corrupt("claims an impossible length"));
     }
     sql.clear();
@@ -175,9 +213,32 @@ fn inflate_into(file: &File, (at, size): (u64, usize), bytes: &mut Vec<u8>, sql:
     Ok(())
 }
 
-/// The instant checks: the file exists, is a file, is not empty, and starts as gzip does.
+/// The instant checks: the file exists, is a regular file, is not empty, and starts as gzip
+/// does, with pg_dump's header.
 pub fn check_file(path: &Path) -> Result<()> {
+    open_checked(path).map(|_| ())
+}
+
+/// [`check_file`], returning the file it checked, at its start. A FIFO or a device is refused
+/// before it is opened (opening a FIFO waits for a writer), and the open file is checked to be
+/// a regular file still, in case the name changed in between.
+fn open_checked(path: &Path) -> Result<File> {
+    use std::os::unix::fs::FileTypeExt;
     let shown = path.display();
+    let not_a_file = |kind: std::fs::FileType| {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        anyhow!(
+            hint!("{shown} is {what}: not a backup file"; "name the backup file itself (railgun_backup_*.sql.gz), not a pipe or device; to restore from a stream, write it to a file first")
+        )
+    };
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
@@ -190,14 +251,27 @@ pub fn check_file(path: &Path) -> Result<()> {
             hint!("{shown} is a directory, not a backup file"; "name one file in it, e.g. the newest: ls -t {shown}/railgun_backup_*.sql.gz | head -1")
         );
     }
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
+    // O_NONBLOCK: should the name have become a FIFO since, the open does not wait for a writer
+    // (it has no effect on a regular file's reads).
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("open {shown}"))?;
+    let meta = file.metadata().with_context(|| format!("read {shown}"))?;
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
     if meta.len() == 0 {
         bail!(
             hint!("{shown} is empty: not a backup"; "use another backup; an empty file is what an interrupted copy leaves")
         );
     }
-    let mut file = File::open(path).with_context(|| format!("open {shown}"))?;
     let mut magic = [0u8; 2];
-    let got = file.read(&mut magic).with_context(|| format!("read {shown}"))?;
+    let got = file.read_at(&mut magic, 0).with_context(|| format!("read {shown}"))?;
     if got < 2 || magic != [0x1f, 0x8b] {
         bail!(
             hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
@@ -205,15 +279,14 @@ pub fn check_file(path: &Path) -> Result<()> {
     }
     // pg_dump's header opens the SQL: another gzip is refused now, not after a safety backup.
     let mut head = Vec::with_capacity(HEADER.len());
-    let _ = MultiGzDecoder::new(File::open(path).with_context(|| format!("open {shown}"))?)
-        .take(HEADER.len() as u64)
-        .read_to_end(&mut head);
+    let _ = MultiGzDecoder::new(&file).take(HEADER.len() as u64).read_to_end(&mut head);
     if head.len() == HEADER.len() && head != HEADER {
         bail!(
             hint!("{shown} is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
         );
     }
-    Ok(())
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {shown}"))?;
+    Ok(file)
 }
 
 /// Decompresses every member (each checks its CRC and length) and looks for pg_dump's header
@@ -534,10 +607,36 @@ impl Pending {
         Ok(Pending { file, dir: dir.to_path_buf(), temp: Some(temp) })
     }
 
-    /// Gives the file its name, never replacing an existing file, and syncs the directory.
-    pub fn persist(mut self, name: &str) -> Result<PathBuf> {
-        let path = self.dir.join(name);
-        let linked = match &self.temp {
+    /// Gives the file the first of `names` that is free, never replacing an existing file
+    /// (the link that names it fails on an existing name: no check-then-act race with another
+    /// backup), and syncs the directory.
+    pub fn persist(mut self, names: impl IntoIterator<Item = String>) -> Result<PathBuf> {
+        let mut taken = None;
+        for name in names {
+            let path = self.dir.join(name);
+            match self.link(&path) {
+                Ok(()) => {
+                    if let Some(temp) = self.temp.take() {
+                        std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
+                    }
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .with_context(|| format!("sync directory {}", self.dir.display()))?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken = Some(path),
+                Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
+            }
+        }
+        let path = taken.context("no name to give the backup")?;
+        bail!(
+            hint!("{} already exists, and backups are never overwritten", path.display(); "wait a second and run again, or move the existing file away")
+        )
+    }
+
+    /// Links the file at `path`; fails with `AlreadyExists` when the name is taken.
+    fn link(&self, path: &Path) -> io::Result<()> {
+        match &self.temp {
             None => {
                 use std::os::fd::AsRawFd;
                 use std::os::unix::ffi::OsStrExt;
@@ -550,22 +649,8 @@ impl Pending {
                 if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
             }
             // A hard link never replaces an existing file, unlike rename.
-            Some(temp) => std::fs::hard_link(temp, &path),
-        };
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => bail!(
-                hint!("{} already exists, and backups are never overwritten", path.display(); "wait a second and run again, or move the existing file away")
-            ),
-            Err(e) => return Err(e).with_context(|| format!("name the backup {}", path.display())),
+            Some(temp) => std::fs::hard_link(temp, path),
         }
-        if let Some(temp) = self.temp.take() {
-            std::fs::remove_file(&temp).with_context(|| format!("remove {}", temp.display()))?;
-        }
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("sync directory {}", self.dir.display()))?;
-        Ok(path)
     }
 }
 
@@ -590,7 +675,7 @@ fn explain_dir(dir: &Path, e: io::Error) -> anyhow::Error {
 /// Opens a backup and returns its SQL, decompressed as it is read.
 pub fn open_sql(path: &Path) -> Result<impl Read> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    Ok(MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file)))
+    Ok(sql_reader(file))
 }
 
 #[cfg(test)]
@@ -612,8 +697,9 @@ mod tests {
         let pending = Pending::create(&dir, "x.sql.gz").unwrap();
         let summary = compress(&sql[..], &pending.file, 6, |_, _| {}).unwrap();
         assert_eq!(summary.sql, sql.len() as u64);
-        let path = pending.persist("x.sql.gz").unwrap();
-        assert!(Pending::create(&dir, "x.sql.gz").unwrap().persist("x.sql.gz").is_err(), "overwrote");
+        let path = pending.persist(["x.sql.gz".to_string()]).unwrap();
+        let again = Pending::create(&dir, "x.sql.gz").unwrap();
+        assert!(again.persist(["x.sql.gz".to_string()]).is_err(), "overwrote");
         let mut back = Vec::new();
         open_sql(&path).unwrap().read_to_end(&mut back).unwrap();
         assert_eq!(back, sql);
@@ -629,6 +715,54 @@ mod tests {
         let cut = dir.join("cut.sql.gz");
         std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
         assert!(format!("{:#}", verify_file(&cut).unwrap_err()).contains("truncated"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_verified_file_is_the_one_read_though_its_name_changes() {
+        let dir = std::env::temp_dir().join(format!("railgun-dumpfile-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gzip = |sql: &[u8]| {
+            let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
+            encoder.write_all(sql).unwrap();
+            encoder.finish().unwrap()
+        };
+        let sql = dump(&"INSERT INTO t VALUES (1, 'abc');\n".repeat(1000));
+        let path = dir.join("railgun_backup_20200101_000000.sql.gz");
+        std::fs::write(&path, gzip(&sql)).unwrap();
+        let (file, summary) = open_verified(&path).unwrap();
+        assert_eq!(summary.sql, sql.len() as u64);
+        // Swapped for a truncated dump between the check and the load.
+        let swapped = dir.join("swapped.sql.gz");
+        std::fs::write(&swapped, gzip(&sql[..sql.len() / 2])).unwrap();
+        std::fs::rename(&swapped, &path).unwrap();
+        assert!(verify_file(&path).is_err(), "the file now at the name is truncated");
+        let mut back = Vec::new();
+        sql_reader(file).read_to_end(&mut back).unwrap();
+        assert_eq!(back, sql, "the handle reads the file that was verified");
+
+        // A FIFO is refused at once (opening it would wait for a writer), as is a device.
+        let fifo = dir.join("fifo.sql.gz");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for (special, says) in [(fifo.as_path(), "is a FIFO"), (Path::new("/dev/zero"), "is a device")] {
+            let err = format!("{:#}", open_verified(special).unwrap_err());
+            assert!(err.contains(says), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_member_larger_than_ours_is_refused_before_it_is_inflated() {
+        let dir = std::env::temp_dir().join(format!("railgun-dumpfile-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut member = Vec::new();
+        MemberEncoder::new(1).encode(&dump(&"x".repeat(2 * MEMBER)), &mut member);
+        let path = dir.join("big.sql.gz");
+        std::fs::write(&path, &member).unwrap();
+        let err = format!("{:#}", verify_file(&path).unwrap_err());
+        assert!(err.contains("impossible length"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -6,6 +6,7 @@ pub mod copy;
 pub mod dump;
 pub mod dumpfile;
 pub mod load;
+pub mod lockwatch;
 pub mod pgtools;
 pub mod restore;
 pub mod scan;

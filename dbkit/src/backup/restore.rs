@@ -12,6 +12,7 @@ use url::Url;
 use super::dump::{self as backup, DumpOptions, mib};
 use super::dumpfile;
 use super::load::{Load, LockTimeout};
+use super::lockwatch::LockWatch;
 use super::pgtools::PgTools;
 use crate::context::Context;
 use crate::guard::Guard;
@@ -32,38 +33,42 @@ pub fn restore_file(
     lock_timeout: Duration,
 ) -> Result<()> {
     dumpfile::check_file(path)?;
-    let summary = dumpfile::verify_file(path)?;
+    // One open file, verified and then loaded: a file swapped under its name meanwhile is not read.
+    let (file, summary) =
+        dumpfile::open_verified(path).with_context(|| format!("{} is not a usable backup", path.display()))?;
     eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
     let what = format!("replace the data in database `{}` with {}", database_name(url), path.display());
     guard.check(cx, url, &what)?;
     let saved = prepare(cx, url, safety)?;
     announce_safety(saved.as_deref());
-    load(url, path, lock_timeout)?;
+    load(url, file, lock_timeout)?;
     check_migrations(cx, url)
 }
 
 /// Restores the verified backup at `path` into `url` in one transaction, after a safety backup
 /// into `safety_dir` when given.
 pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
+    let (file, _) = dumpfile::open_verified(path)?;
     let saved = prepare(cx, url, safety_dir)?;
     announce_safety(saved.as_deref());
-    load(url, path, DEFAULT_LOCK_TIMEOUT)
+    load(url, file, DEFAULT_LOCK_TIMEOUT)
 }
 
 /// How long a statement of the restore waits for a lock another session holds.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Loads the backup at `path` into `url` ([`Load`]), watching for locks its session waits for.
-fn load(url: &Url, path: &Path, lock_timeout: Duration) -> Result<()> {
+/// Loads the verified backup `file` into `url` ([`Load`]), watching for locks its session waits for.
+fn load(url: &Url, file: std::fs::File, lock_timeout: Duration) -> Result<()> {
     eprintln!("restoring into {}", redact(url));
     let key = crate::secret::random_hex(16)?;
-    let sql = dumpfile::open_sql(path)?;
+    let sql = dumpfile::sql_reader(file);
     let waits = LockWatch::start(url.clone(), format!("railgun-restore-{}", &key[..8]));
     let loaded = Load::start(url, &key, lock_timeout).and_then(|load| load.feed(sql));
     let holder = waits.stop();
     match loaded {
         Err(e) if e.downcast_ref::<LockTimeout>().is_some() => {
-            let holder = holder.unwrap_or_else(|| "another session (it let go before we could see it)".into());
+            let holder =
+                holder.map_or_else(|| "another session (it let go before we could see it)".into(), |h| h.to_string());
             Err(anyhow!(
                 hint!("the restore waited {}ms for a lock and was rolled back: the database is as it was\n  held by: {holder}\n{}", lock_timeout.as_millis(), redact_str(&format!("{:#}", e.root_cause()))
                     ;
@@ -121,71 +126,6 @@ fn announce_safety(saved: Option<&Path>) {
             saved.display(),
             saved.display()
         );
-    }
-}
-
-/// Watches the restore's session: when it waits for a lock, who holds it (relation,
-/// pid, application_name, state), said once on stderr and kept for the error.
-struct LockWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Option<String>>>,
-}
-
-impl LockWatch {
-    fn start(url: Url, app: String) -> LockWatch {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            #[derive(diesel::QueryableByName)]
-            struct Holder {
-                #[diesel(sql_type = diesel::sql_types::Text)]
-                text: String,
-            }
-            let mut conn = crate::connect::establish(&url).ok()?;
-            let mut seen: Option<String> = None;
-            while !stopped.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                let holders: Vec<Holder> = diesel::sql_query(
-                    "SELECT format('%s by pid %s (application_name %L, state %L)', coalesce(l.relation::regclass::text, l.locktype),
-                                   b.pid, coalesce(b.application_name, ''), coalesce(b.state, '')) AS text
-                     FROM pg_stat_activity w
-                     JOIN pg_locks l ON l.pid = w.pid AND NOT l.granted
-                     CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS blocking(pid)
-                     JOIN pg_stat_activity b ON b.pid = blocking.pid
-                     WHERE w.application_name = $1",
-                )
-                .bind::<diesel::sql_types::Text, _>(&app)
-                .load(&mut conn)
-                .unwrap_or_default();
-                if let Some(first) = holders.into_iter().next()
-                    && seen.as_deref() != Some(first.text.as_str())
-                {
-                    eprintln!("waiting for a lock on {}", first.text);
-                    seen = Some(first.text);
-                }
-            }
-            seen
-        });
-        LockWatch { stop, thread: Some(thread) }
-    }
-
-    /// Ends the watch; the last lock holder seen, if any.
-    fn stop(mut self) -> Option<String> {
-        self.end()
-    }
-
-    fn end(&mut self) -> Option<String> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take()?.join().ok().flatten()
-    }
-}
-
-/// The thread is inside libpq: it must be done before the process exits (libpq's Kerberos
-/// library aborts a process that exits under a thread using it).
-impl Drop for LockWatch {
-    fn drop(&mut self) {
-        self.end();
     }
 }
 

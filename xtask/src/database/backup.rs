@@ -13,6 +13,10 @@ use crate::context::Context;
 /// last line on stdout. The file gets its name only once pg_dump finished, the data is on disk
 /// and the file decompresses whole (every gzip member's CRC and length, pg_dump's completion
 /// marker): an interrupted backup leaves nothing behind, and an existing file is never replaced.
+/// Backups started within one second are named ..._HHMMSS_2.sql.gz, _3, and so on.
+///
+/// When pg_dump waits for a lock (a migration's ACCESS EXCLUSIVE), stderr says which session
+/// holds it: relation, pid, application_name and state.
 ///
 /// The dump is plain SQL made with `--clean --if-exists --no-owner --no-privileges`: it restores
 /// over a database that already has the objects, on any provider.
@@ -30,8 +34,10 @@ pub struct Backup {
     /// Where to write the backup (created if missing)
     #[arg(default_value = "backups")]
     dir: PathBuf,
-    /// Once the new backup verified, delete all but the newest N in DIR (only files named exactly
-    /// railgun_backup_YYYYMMDD_HHMMSS.sql.gz; the new one is always kept)
+    /// Once the new backup verified, delete all but the newest N in DIR: only files named exactly
+    /// railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz, newest by that time, count, and only when they
+    /// are complete backups dated at most a day ahead; any other file is left alone (said on
+    /// stderr). The new one is always kept
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
     #[command(flatten)]

@@ -14,7 +14,8 @@ use crate::context::Context;
 /// Decompresses every gzip member (each checks its CRC and length), then checks that the SQL
 /// starts with pg_dump's header and ends with its completion marker. Touches no database.
 /// Exits non-zero, saying what is wrong, for a missing, empty, non-gzip, corrupt or truncated
-/// file. Prints the file's path on stdout when it is good.
+/// file, and for a FIFO, socket or device (refused before it is read). Prints the file's path
+/// on stdout when it is good.
 #[derive(clap::Args)]
 pub struct Verify {
     /// The backup to check (railgun_backup_*.sql.gz)
