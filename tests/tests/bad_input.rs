@@ -142,7 +142,8 @@ fn crafted_cases(scratch: &Scratch, victim: &TestDb) -> Vec<Case> {
         ),
         (
             "strings read another way",
-            "SET standard_conforming_strings = off;".to_string(),
+            // pg_dump's own `SET standard_conforming_strings = off;` is followed; a quoted name is not pg_dump's.
+            "SET \"standard_conforming_strings\" = off;".to_string(),
             "standard_conforming_strings",
         ),
     ];

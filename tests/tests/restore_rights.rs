@@ -122,7 +122,7 @@ fn what_pg_dump_never_writes_is_refused_by_verify_and_restore_with_its_line() {
         ("ALTER DATABASE postgres SET default_transaction_read_only = on;", "`ALTER DATABASE`"),
         ("SELECT pg_catalog.pg_read_file('/etc/passwd');", "calls a function"),
         ("SET client_encoding = 'SJIS';", "UTF8"),
-        ("SET \"standard_conforming_strings\" = off;\nSELECT 'x';", "`SET \"\"`"),
+        ("SET \"standard_conforming_strings\" = off;\nSELECT 'x';", "`SET \"standard_conforming_strings\"`"),
         ("SELECT '\\' ; COMMIT ; CREATE TABLE x (); -- ';", "SELECT"),
         ("SET SESSION AUTHORIZATION railgun;", "`SET session`"),
         ("CALL public.p();", "`CALL`"),

@@ -224,7 +224,12 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
             *prelude = in_prelude;
             Kind::LockTimeout
         }
-        ["SET", ..] => return refuse(&format!("`SET {}`", first.get(1).copied().unwrap_or_default().to_lowercase())),
+        ["SET", ..] => {
+            // Named as written (a quoted name is not one of pg_dump's settings either).
+            let text = String::from_utf8_lossy(body);
+            let name = text.split([' ', '\t', '\n', '=', ';']).filter(|w| !w.is_empty()).nth(1).unwrap_or_default();
+            return refuse(&format!("`SET {}`", name.chars().take(64).collect::<String>().to_lowercase()));
+        }
         ["SELECT", ..] => {
             if !SELECTS.is_match(&String::from_utf8_lossy(body)) {
                 return refuse("a `SELECT` that calls a function");
@@ -406,7 +411,7 @@ mod tests {
             ("SELECT pg_read_file('/etc/passwd');", "calls a function"),
             ("SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);", ""),
             ("SELECT pg_catalog.setval('s', 1, true); SELECT 1;", "calls a function"),
-            ("SET \"standard_conforming_strings\" = off;", "`SET \"\"`"),
+            ("SET \"standard_conforming_strings\" = off;", "`SET \"standard_conforming_strings\"`"),
             ("SET client_encoding = 'SJIS';", "UTF8"),
             ("SET ROLE postgres;", "`SET role`"),
             ("SET SESSION AUTHORIZATION postgres;", "`SET session`"),
