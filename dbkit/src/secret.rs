@@ -1,4 +1,4 @@
-//! Random secrets: passwords for local services, keys for psql's `\\restrict`.
+//! Random secrets: passwords for local services and the restore's role, the restore's key.
 
 use anyhow::{Result, anyhow};
 

@@ -88,6 +88,18 @@ pub fn isolated_bin(bin: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// The `text` column of `query`'s rows on a connection of `db`, one row a line.
+pub fn text(db: &db::testing::TestDb, query: &str) -> String {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct One {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        text: String,
+    }
+    let rows: Vec<One> = diesel::sql_query(query).load(&mut db.conn().unwrap()).unwrap();
+    rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
+}
+
 /// What a command printed, and how it ended.
 #[derive(Debug)]
 pub struct Run {

@@ -10,9 +10,7 @@ use std::process::{Command, Stdio};
 
 use db::testing::TestDb;
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::Text;
-use diesel::{QueryableByName, RunQueryDsl};
-use tests::{Run, xtask_bin};
+use tests::{Run, isolated, text};
 use url::Url;
 
 struct Dir(PathBuf);
@@ -35,29 +33,7 @@ impl Drop for Dir {
 }
 
 fn xtask(dir: &Path, url: &Url, args: &[&str]) -> Run {
-    Command::new(xtask_bin())
-        .arg("--database-url")
-        .arg(url.as_str())
-        .args(args)
-        .current_dir(dir)
-        .env("RAILGUN_ENV_FILE", dir.join("no.env"))
-        .env_remove("DATABASE_URL")
-        .env_remove("APP_ENV")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-        .into()
-}
-
-#[derive(QueryableByName)]
-struct One {
-    #[diesel(sql_type = Text)]
-    text: String,
-}
-
-fn text(db: &TestDb, query: &str) -> String {
-    let rows: Vec<One> = diesel::sql_query(query).load(&mut db.conn().unwrap()).unwrap();
-    rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
+    isolated(&[&["--database-url", url.as_str()], args].concat()).current_dir(dir).output().unwrap().into()
 }
 
 /// Every table's rows (as text, in order), every view's definition, every type: what a restore must keep.

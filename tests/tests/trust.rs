@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use db::testing::TestDb;
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use diesel::{QueryableByName, RunQueryDsl};
-use tests::{Project, Run, root, xtask_bin};
+use tests::{Project, Run, root, text, xtask_bin};
 
 struct Dir(PathBuf);
 
@@ -41,17 +41,6 @@ fn xtask(dir: &Path, url: &url::Url, args: &[&str]) -> Command {
         .env_remove("APP_ENV")
         .stdin(Stdio::null());
     cmd
-}
-
-#[derive(QueryableByName)]
-struct One {
-    #[diesel(sql_type = Text)]
-    text: String,
-}
-
-fn text(db: &TestDb, query: &str) -> String {
-    let rows: Vec<One> = diesel::sql_query(query).load(&mut db.conn().unwrap()).unwrap();
-    rows.into_iter().map(|r| r.text).collect::<Vec<_>>().join("\n")
 }
 
 /// Every table's rows and every function's definition, as text.

@@ -134,10 +134,11 @@ pub const MANAGED_SCHEMAS: &[&str] = &[
     "_analytics",
 ];
 
+/// A row of one text column, `name`.
 #[derive(diesel::QueryableByName)]
-struct Name {
+pub(super) struct Name {
     #[diesel(sql_type = diesel::sql_types::Text)]
-    name: String,
+    pub(super) name: String,
 }
 
 impl DumpOptions {

@@ -77,12 +77,7 @@ pub fn check_complete(path: &Path) -> Result<()> {
     for member in members.iter().rev().take(2).rev() {
         keep_tail(&mut tail, &inflate_member(&file, *member)?, 1024);
     }
-    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
-        bail!(
-            hint!("truncated: pg_dump's completion marker is missing"; "use another backup; this one was written by a pg_dump that did not finish")
-        );
-    }
-    Ok(())
+    check_marker(&tail)
 }
 
 /// Where each member is, from the sizes our headers carry; `None` unless every member has one
@@ -135,20 +130,12 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     scanner.finish(&mut |_| ()).map_err(forbidden)?;
     // The header and the marker, from the first and the last member.
     let first = inflate_member(file, members[0])?;
-    if !first.starts_with(HEADER) {
-        bail!(
-            hint!("it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
-        );
-    }
+    check_header(&first)?;
     let mut tail = Vec::new();
     for member in members.iter().rev().take(2).rev() {
         keep_tail(&mut tail, &inflate_member(file, *member)?, 1024);
     }
-    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
-        bail!(
-            hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
-        );
-    }
+    check_marker(&tail)?;
     let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
     Ok(Summary { compressed, sql })
 }
@@ -222,7 +209,7 @@ pub fn check_file(path: &Path) -> Result<()> {
 /// [`check_file`], returning the file it checked, at its start. A FIFO or a device is refused
 /// before it is opened (opening a FIFO waits for a writer), and the open file is checked to be
 /// a regular file still, in case the name changed in between.
-fn open_checked(path: &Path) -> Result<File> {
+pub fn open_checked(path: &Path) -> Result<File> {
     use std::os::unix::fs::FileTypeExt;
     let shown = path.display();
     let not_a_file = |kind: std::fs::FileType| {
@@ -323,22 +310,35 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
             return Err(forbidden(line));
         }
     }
-    if !head.starts_with(HEADER) {
-        bail!(
-            hint!("it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
-        );
-    }
-    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
-        bail!(
-            hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
-        );
-    }
+    check_header(&head)?;
+    check_marker(&tail)?;
     scanner.finish(&mut |_| ()).map_err(forbidden)?;
     let compressed = decoder.into_inner().into_inner().count;
     Ok(Summary { compressed, sql })
 }
 
-fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], keep: usize) {
+/// pg_dump's header, at the start of the SQL (`head`: its first bytes).
+pub(super) fn check_header(head: &[u8]) -> Result<()> {
+    if !head.starts_with(HEADER) {
+        bail!(
+            hint!("it is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
+        );
+    }
+    Ok(())
+}
+
+/// pg_dump's completion marker, near the end of the SQL (`tail`: its last KiB).
+pub(super) fn check_marker(tail: &[u8]) -> Result<()> {
+    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
+        bail!(
+            hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
+        );
+    }
+    Ok(())
+}
+
+/// Keeps the last `keep` bytes of what went by in `tail`.
+pub(super) fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], keep: usize) {
     if chunk.len() >= keep {
         tail.clear();
         tail.extend_from_slice(&chunk[chunk.len() - keep..]);
@@ -672,12 +672,6 @@ fn explain_dir(dir: &Path, e: io::Error) -> anyhow::Error {
     }
 }
 
-/// Opens a backup and returns its SQL, decompressed as it is read.
-pub fn open_sql(path: &Path) -> Result<impl Read> {
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    Ok(sql_reader(file))
-}
-
 #[cfg(test)]
 mod tests {
     use flate2::write::GzEncoder;
@@ -701,7 +695,7 @@ mod tests {
         let again = Pending::create(&dir, "x.sql.gz").unwrap();
         assert!(again.persist(["x.sql.gz".to_string()]).is_err(), "overwrote");
         let mut back = Vec::new();
-        open_sql(&path).unwrap().read_to_end(&mut back).unwrap();
+        sql_reader(File::open(&path).unwrap()).read_to_end(&mut back).unwrap();
         assert_eq!(back, sql);
         verify_file(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();

@@ -26,7 +26,8 @@ use diesel::connection::SimpleConnection;
 use diesel::{PgConnection, RunQueryDsl};
 use url::Url;
 
-use super::dump::{MANAGED_SCHEMAS, Progress, mib};
+use super::dump::{MANAGED_SCHEMAS, Name, Progress, mib};
+use super::dumpfile;
 use super::session::{PgError, Session, code};
 use super::statement::{self, Event, Kind, Statements};
 use crate::url::database_name;
@@ -101,13 +102,14 @@ impl Load {
     fn begin(&mut self) -> Result<()> {
         // A client that vanished is noticed within a second, even while waiting for a lock (Postgres 14+).
         let _ = self.session.exec(b"SET client_connection_check_interval = 1000");
-        let prelude = format!(
-            "BEGIN; SET LOCAL maintenance_work_mem = '256MB'; SET LOCAL lock_timeout = '{}ms'; \
-             SET LOCAL standard_conforming_strings = on; SET LOCAL railgun.restore = '{}'",
-            self.lock_timeout.as_millis(),
-            self.key
-        );
-        for statement in prelude.split("; ") {
+        let prelude = [
+            "BEGIN".to_string(),
+            "SET LOCAL maintenance_work_mem = '256MB'".into(),
+            format!("SET LOCAL lock_timeout = '{}ms'", self.lock_timeout.as_millis()),
+            "SET LOCAL standard_conforming_strings = on".into(),
+            format!("SET LOCAL railgun.restore = '{}'", self.key),
+        ];
+        for statement in prelude {
             self.session.exec(statement.as_bytes()).map_err(|e| anyhow!("start the restore's transaction: {e}"))?;
         }
         if let Loader::Owner { helper, .. } = &self.loader {
@@ -117,15 +119,16 @@ impl Load {
         Ok(())
     }
 
-    /// Loads the dump read from `sql` and commits; what was left out is said on stderr.
+    /// Loads the dump read from `sql` and commits once all of it went through and it was whole
+    /// (pg_dump's header and completion marker; gzip's checksums are checked as it is read);
+    /// what was left out is said on stderr.
     pub fn feed(mut self, mut sql: impl std::io::Read) -> Result<()> {
         let mut statements = Statements::new();
         let mut shown = Progress::new("restored");
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
-        let mut skipped: Vec<(&'static str, u64)> = Vec::new();
-        let mut failed: Option<anyhow::Error> = None;
-        let mut left_out: Vec<String> = Vec::new();
+        let mut tally = Tally::default();
+        let (mut head, mut tail) = (Vec::new(), Vec::new());
         loop {
             let n = match sql.read(&mut buf) {
                 Ok(0) => break,
@@ -133,54 +136,49 @@ impl Load {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.rolled_back(anyhow!(e).context("read the backup"))),
             };
-            let mut run = |event: Event<'_>| {
-                if failed.is_none()
-                    && let Err(e) = self.run(event, &mut skipped, &mut left_out)
-                {
-                    failed = Some(e);
-                }
-            };
-            let scanned = statements.feed(&buf[..n], &mut run);
-            if let Some(e) = failed.take() {
-                shown.done();
-                return Err(e);
+            let chunk = &buf[..n];
+            self.scan(&mut statements, Some(chunk), &mut tally).inspect_err(|_| shown.done())?;
+            if head.len() < dumpfile::HEADER.len() {
+                head.extend_from_slice(&chunk[..n.min(dumpfile::HEADER.len() - head.len())]);
             }
-            if let Err(line) = scanned {
-                shown.done();
-                return Err(self.rolled_back(super::dumpfile::forbidden(line)));
-            }
+            dumpfile::keep_tail(&mut tail, chunk, 1024);
             total += n as u64;
             shown.update(total, total);
         }
         shown.done();
-        let mut run = |event: Event<'_>| {
-            if failed.is_none()
-                && let Err(e) = self.run(event, &mut skipped, &mut left_out)
-            {
-                failed = Some(e);
-            }
-        };
-        let finished = statements.finish(&mut run);
-        if let Some(e) = failed {
-            return Err(e);
+        self.scan(&mut statements, None, &mut tally)?;
+        if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
+            return Err(self.rolled_back(e));
         }
-        if let Err(line) = finished {
-            return Err(self.rolled_back(super::dumpfile::forbidden(line)));
-        }
-        self.report(&skipped, &left_out)?;
+        self.report(&tally)?;
         let started = self.started;
         self.commit()?;
         eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
         Ok(())
     }
 
+    /// Scans `chunk` (None: the end of the dump) and runs what it completes.
+    fn scan(&mut self, statements: &mut Statements, chunk: Option<&[u8]>, tally: &mut Tally) -> Result<()> {
+        let mut failed = None;
+        let mut run = |event: Event<'_>| {
+            if failed.is_none()
+                && let Err(e) = self.run(event, tally)
+            {
+                failed = Some(e);
+            }
+        };
+        let scanned = match chunk {
+            Some(chunk) => statements.feed(chunk, &mut run),
+            None => statements.finish(&mut run),
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        scanned.map_err(|line| self.rolled_back(dumpfile::forbidden(line)))
+    }
+
     /// One piece of the dump.
-    fn run(
-        &mut self,
-        event: Event<'_>,
-        skipped: &mut Vec<(&'static str, u64)>,
-        left_out: &mut Vec<String>,
-    ) -> Result<()> {
+    fn run(&mut self, event: Event<'_>, tally: &mut Tally) -> Result<()> {
         let outcome = match event {
             Event::Statement(s) => {
                 let owner = matches!(self.loader, Loader::Owner { .. });
@@ -191,13 +189,13 @@ impl Load {
                     Kind::Copy => self.session.start_copy(s.text),
                     Kind::LockTimeout => Ok(()),
                     Kind::Skip(what) => {
-                        match skipped.iter_mut().find(|(w, _)| w == what) {
+                        match tally.skipped.iter_mut().find(|(w, _)| w == what) {
                             Some((_, n)) => *n += 1,
-                            None => skipped.push((what, 1)),
+                            None => tally.skipped.push((what, 1)),
                         }
                         Ok(())
                     }
-                    Kind::Privilege => self.tolerated(s.text, left_out),
+                    Kind::Privilege => self.tolerated(s.text, &mut tally.left_out),
                 }
                 .map_err(|e| self.failure(e, Some((s.line, s.text))))
             }
@@ -229,7 +227,8 @@ impl Load {
     }
 
     /// Says what was left out, and which functions run with another role's rights.
-    fn report(&mut self, skipped: &[(&'static str, u64)], left_out: &[String]) -> Result<()> {
+    fn report(&mut self, tally: &Tally) -> Result<()> {
+        let Tally { skipped, left_out } = tally;
         for (what, n) in skipped {
             match *what {
                 "event trigger" => eprintln!(
@@ -249,9 +248,10 @@ impl Load {
         let definers = self
             .session
             .query_column(
-                c"SELECT format('%s, with the rights of %s', p.oid::regprocedure, pg_get_userbyid(p.proowner))
+                "SELECT format('%s, with the rights of %s', p.oid::regprocedure, pg_get_userbyid(p.proowner))
                   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                  WHERE p.prosecdef AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+                  WHERE p.prosecdef AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+                    AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
                     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
                   ORDER BY 1",
             )
@@ -266,24 +266,11 @@ impl Load {
     }
 
     fn commit(mut self) -> Result<()> {
-        let mark = self.session.query_column(c"SELECT current_setting('railgun.restore', true)");
+        let mark = self.session.query_column("SELECT current_setting('railgun.restore', true)");
         if !matches!(&mark, Ok(rows) if rows.first() == Some(&self.key)) || !self.session.in_transaction() {
             return Err(self.rolled_back(anyhow!("the restore's transaction is not the one it began")));
         }
-        self.session.exec(b"COMMIT").map_err(|e| self.failure(e, None))?;
-        self.finish();
-        Ok(())
-    }
-
-    /// Takes back what the restore lent: the emptying function (it would go with the session).
-    fn finish(&mut self) {
-        if let Loader::Owner { helper, admin, role } = &mut self.loader {
-            let _ = admin.batch_execute(&format!(
-                "DROP FUNCTION IF EXISTS pg_temp.railgun_clear(); REVOKE USAGE ON SCHEMA {} FROM {}",
-                ident(helper),
-                ident(role)
-            ));
-        }
+        self.session.exec(b"COMMIT").map_err(|e| self.failure(e, None))
     }
 
     /// The error for a statement the server refused, with its line and text.
@@ -301,10 +288,26 @@ impl Load {
     }
 }
 
+/// Takes back what the restore lent: the emptying function (it would go with the session).
 impl Drop for Load {
     fn drop(&mut self) {
-        self.finish();
+        if let Loader::Owner { helper, admin, role } = &mut self.loader {
+            let _ = admin.batch_execute(&format!(
+                "DROP FUNCTION IF EXISTS pg_temp.railgun_clear(); REVOKE USAGE ON SCHEMA {} FROM {}",
+                ident(helper),
+                ident(role)
+            ));
+        }
     }
+}
+
+/// What the load left out, said at its end.
+#[derive(Default)]
+struct Tally {
+    /// Statements of a kind left out, and how many.
+    skipped: Vec<(&'static str, u64)>,
+    /// Privilege statements left out, each with the server's reason.
+    left_out: Vec<String>,
 }
 
 /// Marks a restore that failed on a lock: the caller adds who held it.
@@ -472,12 +475,6 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str) -> Result
         .get_result(admin)
         .context("find the emptying function")?;
     Ok(helper.name)
-}
-
-#[derive(diesel::QueryableByName)]
-struct Name {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    name: String,
 }
 
 #[cfg(test)]

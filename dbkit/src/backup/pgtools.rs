@@ -31,30 +31,15 @@ pub struct PgTools {
 
 impl PgTools {
     /// Picks the tools for the server at `url` (connects once to ask its version).
+    /// The first source (host, project container, local image) whose tools are new enough.
     pub fn find(sh: &Shell, project: &str, url: &Url) -> Result<PgTools> {
-        PgTools::find_where(sh, project, url, |_| Ok(()))
-    }
-
-    /// [`find`](PgTools::find) for a restore: a psql with `\\restrict`, from whichever source has one.
-    pub fn find_for_restore(sh: &Shell, project: &str, url: &Url) -> Result<PgTools> {
-        PgTools::find_where(sh, project, url, |tools| tools.check_restrict(sh))
-    }
-
-    /// The first source (host, project container, local image) whose tools are new enough for
-    /// the server and that `usable` accepts.
-    fn find_where(sh: &Shell, project: &str, url: &Url, usable: impl Fn(&PgTools) -> Result<()>) -> Result<PgTools> {
         let server_major = server_major(url)?;
         let forced = std::env::var("RAILGUN_PGTOOLS").ok().filter(|s| !s.is_empty());
         let mut tried = Vec::new();
         if matches!(forced.as_deref(), None | Some("host")) {
             match host_tools(sh) {
                 Some((bindir, major)) if major >= server_major || forced.is_some() => {
-                    let tools = PgTools { runner: Runner::Host { bindir }, server_major, tools_major: major };
-                    match usable(&tools) {
-                        Ok(()) => return Ok(tools),
-                        Err(e) if forced.is_some() => return Err(e),
-                        Err(e) => tried.push(e.to_string()),
-                    }
+                    return Ok(PgTools { runner: Runner::Host { bindir }, server_major, tools_major: major });
                 }
                 Some((_, major)) => tried.push(format!("the host's pg_dump is version {major}")),
                 None => tried.push("the host has no pg_dump/psql".to_string()),
@@ -64,12 +49,11 @@ impl PgTools {
             if let Some((container, inside)) = project_container(sh, project, url) {
                 match container_major(sh, &container) {
                     Some(major) if major >= server_major => {
-                        let runner = Runner::Exec { container, inside };
-                        let tools = PgTools { runner, server_major, tools_major: major };
-                        match usable(&tools) {
-                            Ok(()) => return Ok(tools),
-                            Err(e) => tried.push(e.to_string()),
-                        }
+                        return Ok(PgTools {
+                            runner: Runner::Exec { container, inside },
+                            server_major,
+                            tools_major: major,
+                        });
                     }
                     Some(major) => tried.push(format!("container {container} has pg_dump {major}")),
                     None => tried.push(format!("container {container} has no pg_dump")),
@@ -79,14 +63,8 @@ impl PgTools {
             }
         }
         if matches!(forced.as_deref(), None | Some("image")) {
-            for (image, major) in local_images(sh) {
-                if major >= server_major {
-                    let tools = PgTools { runner: Runner::Run { image }, server_major, tools_major: major };
-                    match usable(&tools) {
-                        Ok(()) => return Ok(tools),
-                        Err(e) => tried.push(e.to_string()),
-                    }
-                }
+            if let Some((image, major)) = local_images(sh).into_iter().find(|(_, major)| *major >= server_major) {
+                return Ok(PgTools { runner: Runner::Run { image }, server_major, tools_major: major });
             }
             tried.push(format!("no local Postgres image of version {server_major} or newer"));
         }
@@ -161,30 +139,6 @@ impl PgTools {
     }
 }
 
-impl PgTools {
-    /// Refuses a psql without `\\restrict` (before 13.22, 14.19, 15.14, 16.10, 17.6): a restore
-    /// relies on it to run nothing but SQL.
-    pub fn check_restrict(&self, sh: &Shell) -> Result<()> {
-        let out = match &self.runner {
-            Runner::Host { bindir } => {
-                let psql = bindir.join("psql");
-                cmd!(sh, "{psql} --version").quiet().read()
-            }
-            Runner::Exec { container, .. } => cmd!(sh, "docker exec {container} psql --version").quiet().read(),
-            Runner::Run { image } => cmd!(sh, "docker run --rm --entrypoint psql {image} --version").quiet().read(),
-        }
-        .context("ask psql its version")?;
-        let version = out.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit())).unwrap_or_default();
-        if has_restrict(version) {
-            return Ok(());
-        }
-        bail!(
-            hint!("{} is psql {version}, which has no \\restrict: a restore needs it so that the backup can run nothing but SQL", self.describe();
-            "install a newer postgresql-client (13.22, 14.19, 15.14, 16.10, 17.6 or later), or run the tools in a container of a newer image (RAILGUN_PGTOOLS=container or image)")
-        )
-    }
-}
-
 /// The service that [`pass_in_service_file`] writes.
 const SECRETS_SERVICE: &str = "railgun-secrets";
 
@@ -231,21 +185,6 @@ fn pass_in_service_file(command: &mut Command, secrets: &[(String, String)]) -> 
         });
     }
     Ok(())
-}
-
-/// Whether psql `version` (`15.18`, `17.6`, `18.0`) knows `\\restrict`.
-fn has_restrict(version: &str) -> bool {
-    let mut parts = version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    match major {
-        18.. => true,
-        17 => minor >= 6,
-        16 => minor >= 10,
-        15 => minor >= 14,
-        14 => minor >= 19,
-        13 => minor >= 22,
-        _ => false,
-    }
 }
 
 /// A 1 MiB pipe instead of 64 KiB: the tool and we wake each other far less often.

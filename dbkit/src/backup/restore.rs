@@ -45,10 +45,12 @@ pub fn restore_file(
     check_migrations(cx, url)
 }
 
-/// Restores the verified backup at `path` into `url` in one transaction, after a safety backup
-/// into `safety_dir` when given.
+/// Restores the backup at `path`, just written and verified by this process, into `url` in one
+/// transaction, after a safety backup into `safety_dir` when given. Not read twice: the load
+/// checks the file as it reads it (gzip's checksums, every statement, pg_dump's header and
+/// marker) and commits only when all held.
 pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
-    let (file, _) = dumpfile::open_verified(path)?;
+    let file = dumpfile::open_checked(path)?;
     let saved = prepare(cx, url, safety_dir)?;
     announce_safety(saved.as_deref());
     load(url, file, DEFAULT_LOCK_TIMEOUT)

@@ -140,7 +140,8 @@ pub struct Scanner {
     restrict_key: Option<String>,
     unrestricted: bool,
     statements: u64,
-    stripped: Vec<u64>,
+    /// The statement is a `CREATE [OR REPLACE] FUNCTION|PROCEDURE` (its first words said so).
+    routine: bool,
     /// How plain `'...'` strings read: `standard_conforming_strings` as the dump set it.
     standard_strings: bool,
     /// What the byte just stepped over did.
@@ -184,17 +185,12 @@ impl Scanner {
             restrict_key: None,
             unrestricted: false,
             statements: 0,
-            stripped: Vec::new(),
+            routine: false,
             standard_strings: true,
             event: Event::None,
             copy_line: None,
             copy_held: 0,
         }
-    }
-
-    /// The lines left out (pg_dump's `\restrict` and `\unrestrict`).
-    pub fn stripped(&self) -> &[u64] {
-        &self.stripped
     }
 
     /// How many statements went by.
@@ -596,17 +592,21 @@ impl Scanner {
     }
 
     fn word(&mut self, word: String) {
-        if self.words.first.len() < FIRST_WORDS {
+        let known = self.words.first.len();
+        if known < FIRST_WORDS {
             self.words.first.push(word.clone());
         }
         if self.paren == 0 && word == "ON" {
             self.words.on_at_top = true;
         }
         // psql's heuristic for `CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ... END`:
-        // semicolons inside do not end the statement.
-        let routine = matches!(self.words.first().as_slice(), ["CREATE", "FUNCTION" | "PROCEDURE", ..])
-            || matches!(self.words.first().as_slice(), ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]);
-        if routine && self.paren == 0 {
+        // semicolons inside do not end the statement. Decided by the first four words.
+        if known < 4 {
+            let first = self.words.first();
+            self.routine = matches!(first.as_slice(), ["CREATE", "FUNCTION" | "PROCEDURE", ..])
+                || matches!(first.as_slice(), ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]);
+        }
+        if self.routine && self.paren == 0 {
             match word.as_str() {
                 "BEGIN" => self.begin_depth += 1,
                 "CASE" if self.begin_depth > 0 => self.begin_depth += 1,
@@ -622,6 +622,9 @@ impl Scanner {
     /// Refuses transaction control and settings that change how strings read, as soon as the
     /// statement's first words say so.
     fn check_words(&self) -> Result<(), Forbidden> {
+        if self.words.first.len() > 2 {
+            return Ok(());
+        }
         let words = self.words.first();
         let refuse = |what: String| Err(self.forbidden(what));
         match words.as_slice() {
@@ -665,6 +668,7 @@ impl Scanner {
         self.statements += 1;
         self.in_statement = false;
         self.begin_depth = 0;
+        self.routine = false;
         self.event = Event::StatementEnd;
         if copy {
             // Data starts on the next line; the rest of this one is psql's to ignore.
@@ -691,14 +695,12 @@ impl Scanner {
                     && !self.in_statement =>
             {
                 self.restrict_key = key.map(str::to_owned);
-                self.stripped.push(self.line);
                 Ok(true)
             }
             "\\unrestrict"
                 if whole_line && key.is_some() && key == self.restrict_key.as_deref() && !self.in_statement =>
             {
                 self.unrestricted = true;
-                self.stripped.push(self.line);
                 Ok(true)
             }
             _ => Err(self.meta_error()),
@@ -730,7 +732,8 @@ fn is_ident_cont(byte: u8) -> bool {
 }
 
 /// Scans a whole SQL text at once; its pieces put back together (COPY data ended by `\\.`).
-pub fn scan_all(sql: &[u8]) -> Result<Vec<u8>, Forbidden> {
+#[cfg(test)]
+fn scan_all(sql: &[u8]) -> Result<Vec<u8>, Forbidden> {
     let mut scanner = Scanner::new();
     let mut out = Vec::with_capacity(sql.len());
     let mut put = |piece: Piece<'_>| match piece {

@@ -76,12 +76,13 @@ impl Session {
         unsafe { CStr::from_ptr(pq::PQerrorMessage(self.conn)) }.to_string_lossy().into_owned()
     }
 
-    /// Runs one statement (the server refuses a text holding several).
-    pub fn exec(&mut self, sql: &[u8]) -> Result<(), PgError> {
+    /// Sends one statement through the extended protocol (the server refuses a text holding
+    /// several) and waits for its result.
+    fn send(&mut self, sql: &[u8]) -> Result<*mut pq::PGresult, PgError> {
         let sql =
             CString::new(sql).map_err(|_| PgError { code: String::new(), message: "a NUL byte in SQL".into() })?;
         // SAFETY: a live connection and a NUL-terminated statement; no parameters.
-        let result = unsafe {
+        Ok(unsafe {
             pq::PQexecParams(
                 self.conn,
                 sql.as_ptr(),
@@ -92,25 +93,21 @@ impl Session {
                 std::ptr::null(),
                 0,
             )
-        };
+        })
+    }
+
+    /// Runs one statement.
+    pub fn exec(&mut self, sql: &[u8]) -> Result<(), PgError> {
+        let result = self.send(sql)?;
         self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK, pq::ExecStatusType::PGRES_TUPLES_OK])
     }
 
     /// Runs one query and returns its rows' first column, as text.
-    pub fn query_column(&mut self, sql: &CStr) -> Result<Vec<String>, PgError> {
-        // SAFETY: as in exec; the result is read, then cleared.
+    pub fn query_column(&mut self, sql: &str) -> Result<Vec<String>, PgError> {
+        let result = self.send(sql.as_bytes())?;
+        // SAFETY: a result of this connection: read, then cleared once.
         unsafe {
-            let result = pq::PQexecParams(
-                self.conn,
-                sql.as_ptr(),
-                0,
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-                0,
-            );
-            if pq::PQresultStatus(result) != pq::ExecStatusType::PGRES_TUPLES_OK {
+            if result.is_null() || pq::PQresultStatus(result) != pq::ExecStatusType::PGRES_TUPLES_OK {
                 return self.finish_result(result, &[]).map(|()| Vec::new());
             }
             let rows = (0..pq::PQntuples(result))
@@ -123,21 +120,7 @@ impl Session {
 
     /// Starts `COPY ... FROM stdin`: send its data with [`put`](Session::put), then [`end_copy`](Session::end_copy).
     pub fn start_copy(&mut self, sql: &[u8]) -> Result<(), PgError> {
-        let sql =
-            CString::new(sql).map_err(|_| PgError { code: String::new(), message: "a NUL byte in SQL".into() })?;
-        // SAFETY: as in exec.
-        let result = unsafe {
-            pq::PQexecParams(
-                self.conn,
-                sql.as_ptr(),
-                0,
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-                std::ptr::null(),
-                0,
-            )
-        };
+        let result = self.send(sql)?;
         self.finish_result(result, &[pq::ExecStatusType::PGRES_COPY_IN])
     }
 

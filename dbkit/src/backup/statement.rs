@@ -331,7 +331,8 @@ pub fn body(text: &[u8]) -> &[u8] {
 }
 
 /// Judges a whole dump's text at once: every statement's kind, or the first refusal.
-pub fn classify_all(sql: &[u8]) -> Result<Vec<(u64, Kind)>, Forbidden> {
+#[cfg(test)]
+fn classify_all(sql: &[u8]) -> Result<Vec<(u64, Kind)>, Forbidden> {
     let mut statements = Statements::new();
     let mut kinds = Vec::new();
     let mut put = |event: Event<'_>| {
