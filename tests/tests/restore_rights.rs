@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use db::testing::TestDb;
 use diesel::connection::SimpleConnection;
@@ -246,4 +247,149 @@ fn a_database_without_standard_strings_backs_up_and_restores() {
     assert_eq!(content(&target), content(&source));
     let comment = text(&target, "SELECT obj_description('public.quotes'::regclass) AS text");
     assert_eq!(comment, "comment with \\ and ' ;");
+}
+
+#[test]
+fn an_extension_that_needs_a_superuser_is_refused_before_anything_runs_unless_allowed() {
+    let dir = Dir::new("extensions");
+    let source = TestDb::empty().unwrap();
+    // dblink needs a superuser (it reaches other databases); pgcrypto is trusted.
+    source
+        .conn()
+        .unwrap()
+        .batch_execute(
+            "CREATE EXTENSION dblink; CREATE EXTENSION pgcrypto;
+             CREATE TABLE public.tokens (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, note text);
+             INSERT INTO public.tokens (note) VALUES ('a'), ('b');",
+        )
+        .unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    let run = xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes"]);
+    run.assert_fails_with("need a superuser: dblink");
+    assert!(run.stderr.contains("--allow-extension dblink") && !run.stderr.contains("pgcrypto"), "{}", run.stderr);
+    assert!(!run.stderr.contains("safety backup"), "refused before anything else: {}", run.stderr);
+    assert_eq!(content(&target), before);
+    let run = xtask(
+        &dir.0,
+        target.url(),
+        &["db", "restore", &file, "--yes", "--no-safety-backup", "--allow-extension", "dblink"],
+    );
+    run.assert_ok();
+    assert_eq!(content(&target), content(&source));
+    assert_eq!(
+        text(&target, "SELECT string_agg(extname::text, ',' ORDER BY extname) AS text FROM pg_extension"),
+        "dblink,pgcrypto,plpgsql"
+    );
+}
+
+#[test]
+fn a_copy_runs_the_sources_functions_with_the_restore_owners_rights_only() {
+    let dir = Dir::new("copy-rights");
+    let source = TestDb::empty().unwrap();
+    let target = TestDb::empty().unwrap();
+    // The source's owner wrote a function that does harm anywhere but in its own database; a
+    // materialized view calls it, and the copy refreshes the view on the target.
+    source
+        .conn()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE FUNCTION public.harm() RETURNS int LANGUAGE plpgsql AS $$
+             BEGIN
+               IF current_database() <> '{}' THEN EXECUTE 'CREATE ROLE railgun_copy_pwned SUPERUSER'; END IF;
+               RETURN 1;
+             END $$;
+             CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1);
+             CREATE MATERIALIZED VIEW public.mv AS SELECT public.harm() AS x;",
+            source.name()
+        ))
+        .unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    let run: Run = isolated(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        target.url().as_str(),
+        "--yes",
+        "--no-safety-backup",
+    ])
+    .current_dir(&dir.0)
+    .output()
+    .unwrap()
+    .into();
+    run.assert_fails_with("rolled back: the database is as it was");
+    assert!(
+        run.stderr.contains("must be superuser to create superusers")
+            || run.stderr.contains("permission denied to create role"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(content(&target), before);
+    assert_eq!(roles_named(&target, "railgun_copy_pwned"), "");
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+fn restore_backends(db: &TestDb, filter: &str) -> i64 {
+    use diesel::RunQueryDsl;
+    let query = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' AND datname = current_database() {filter}"
+    );
+    diesel::sql_query(query).get_result::<Count>(&mut db.conn().unwrap()).unwrap().n
+}
+
+#[test]
+fn a_restore_killed_while_the_server_builds_an_index_changes_nothing() {
+    let dir = Dir::new("killindex");
+    let source = TestDb::empty().unwrap();
+    // An index whose build takes the server a while: a restore's last long step.
+    source
+        .conn()
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE big (id int, body text);
+             INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 1000000) g;
+             CREATE INDEX big_body ON big (body, id);",
+        )
+        .unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL), ("SIGHUP", libc::SIGHUP)] {
+        let mut child =
+            isolated(&["--database-url", target.url().as_str(), "db", "restore", &file, "--yes", "--no-safety-backup"])
+                .current_dir(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while restore_backends(&target, "AND query LIKE 'CREATE INDEX%' AND state = 'active'") == 0 {
+            assert!(child.try_wait().unwrap().is_none(), "{name}: the restore ended before its index build was seen");
+            assert!(Instant::now() < deadline, "{name}: the index build never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The xtask alone, as a supervisor or the OOM killer would signal it.
+        // SAFETY: a signal to the child we started.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        assert!(!child.wait().unwrap().success(), "{name}: killed, yet the restore succeeded");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while restore_backends(&target, "") > 0 {
+            assert!(Instant::now() < deadline, "{name}: the killed restore's session lives on");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(content(&target), before, "after {name}: the target is as it was");
+    }
 }

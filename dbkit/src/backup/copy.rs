@@ -15,16 +15,17 @@ use crate::context::Context;
 use crate::guard::Guard;
 
 /// Copies the database at `from` into `to` (its data replaced once `guard` agreed): a verified
-/// backup of `from` in `dir`, restored in one transaction (after a safety backup of `to` when
-/// `safety`), every table compared, then the pending migrations applied. Returns the backup.
+/// backup of `from` in `dir`, restored in one transaction as `restore` says (a safety backup
+/// of `to` first when it names a folder), every table compared, then the pending migrations
+/// applied. Returns the backup.
 pub fn copy(
     cx: &Context,
     from: &str,
     to: &str,
     dir: &Path,
-    safety: bool,
     dump: &DumpOptions,
     guard: &Guard,
+    restore: &restore::RestoreOptions,
 ) -> Result<PathBuf> {
     let from = parse_database_url(from).context("--from")?;
     let to = parse_database_url(to).context("--to")?;
@@ -43,7 +44,7 @@ pub fn copy(
     guard.check(cx, &to, &what)?;
     let path = backup::create(cx, &from, dir, backup::PREFIX, dump)?;
     eprintln!("source backup: {}", path.display());
-    restore::restore(cx, &to, &path, safety.then_some(dir))?;
+    restore::restore(cx, &to, &path, restore)?;
 
     let excluded = excluded_schemas(dump);
     let differences = compare(&from, &to, &excluded)?;

@@ -32,12 +32,14 @@ const MEMBER: usize = 1 << 20;
 const MEMBER_MAX_SIZE: usize = MEMBER + MEMBER / 16;
 
 /// What a complete backup holds.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Summary {
     /// Bytes of the file.
     pub compressed: u64,
     /// Bytes of SQL inside.
     pub sql: u64,
+    /// The extensions it creates.
+    pub extensions: Vec<String>,
 }
 
 /// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
@@ -137,7 +139,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     }
     check_marker(&tail)?;
     let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
-    Ok(Summary { compressed, sql })
+    Ok(Summary { compressed, sql, extensions: scanner.extensions().to_vec() })
 }
 
 /// Inflates `batch` into `buffers` (one each, reused), on `threads` threads.
@@ -314,7 +316,7 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
     check_marker(&tail)?;
     scanner.finish(&mut |_| ()).map_err(forbidden)?;
     let compressed = decoder.into_inner().into_inner().count;
-    Ok(Summary { compressed, sql })
+    Ok(Summary { compressed, sql, extensions: scanner.extensions().to_vec() })
 }
 
 /// pg_dump's header, at the start of the SQL (`head`: its first bytes).

@@ -19,6 +19,8 @@
 //! - Event triggers and `OWNER TO` are left out and said; SECURITY DEFINER functions are named,
 //!   with the role whose rights they carry.
 
+use std::io::Read;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -39,8 +41,9 @@ const SERVER_ROLES: [&str; 3] = ["pg_read_server_files", "pg_write_server_files"
 enum Loader {
     /// The URL's own role (no superuser): the dump's `--clean` prelude empties the target.
     Itself,
-    /// Our restore owner, with the superuser's emptying function in `helper` (a schema).
-    Owner { role: String, helper: String, admin: PgConnection },
+    /// Our restore owner, with the superuser's functions (emptying the target, creating the
+    /// extensions the user allowed) in `helper` (a schema).
+    Owner { role: String, helper: String, admin: PgConnection, allowed: Vec<String> },
 }
 
 /// A load under way: the target prepared, the loading session connected.
@@ -55,7 +58,9 @@ pub struct Load {
 impl Load {
     /// Prepares `url`'s database for a load and connects the loading session, named
     /// `railgun-restore-<key>` (so that a lock watch finds it).
-    pub fn start(url: &Url, key: &str, lock_timeout: Duration) -> Result<Load> {
+    /// `allowed`: extensions that need a superuser, which the superuser creates for the load
+    /// (see [`check_extensions`]).
+    pub fn start(url: &Url, key: &str, lock_timeout: Duration, allowed: &[String]) -> Result<Load> {
         let started = Instant::now();
         let mut admin = crate::connect::establish(url)?;
         let me = who(&mut admin)?;
@@ -63,7 +68,7 @@ impl Load {
         let (mut loader, mut load_url) = if me.superuser {
             let role = owner_role(&database_name(url));
             let password = crate::secret::random_hex(24)?;
-            let helper = prepare_owner(&mut admin, &role, &password)?;
+            let helper = prepare_owner(&mut admin, &role, &password, allowed)?;
             // The role and its password as parameters: a socket URL (`postgres:///db?host=/dir`) has no userinfo.
             let mut as_owner = url.clone();
             if as_owner.has_host() {
@@ -74,7 +79,7 @@ impl Load {
                 url.query_pairs().into_owned().filter(|(k, _)| k != "user" && k != "password").collect();
             as_owner.set_query(None);
             as_owner.query_pairs_mut().extend_pairs(kept).append_pair("user", &role).append_pair("password", &password);
-            (Loader::Owner { role, helper, admin }, as_owner)
+            (Loader::Owner { role, helper, admin, allowed: allowed.to_vec() }, as_owner)
         } else {
             if let Some(role) = me.server_role {
                 bail!(
@@ -86,7 +91,7 @@ impl Load {
         };
         load_url.query_pairs_mut().append_pair("application_name", &app);
         let session = Session::connect(&load_url);
-        if let Loader::Owner { role, admin, helper } = &mut loader {
+        if let Loader::Owner { role, admin, helper, .. } = &mut loader {
             // The password served its one login.
             let _ = admin.batch_execute(&format!("ALTER ROLE {} NOLOGIN PASSWORD NULL", ident(role)));
             if session.is_err() {
@@ -122,29 +127,32 @@ impl Load {
     /// Loads the dump read from `sql` and commits once all of it went through and it was whole
     /// (pg_dump's header and completion marker; gzip's checksums are checked as it is read);
     /// what was left out is said on stderr.
-    pub fn feed(mut self, mut sql: impl std::io::Read) -> Result<()> {
+    pub fn feed(mut self, sql: impl Read + Send) -> Result<()> {
         let mut statements = Statements::new();
         let mut shown = Progress::new("restored");
-        let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         let mut tally = Tally::default();
         let (mut head, mut tail) = (Vec::new(), Vec::new());
-        loop {
-            let n = match sql.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.rolled_back(anyhow!(e).context("read the backup"))),
-            };
-            let chunk = &buf[..n];
-            self.scan(&mut statements, Some(chunk), &mut tally).inspect_err(|_| shown.done())?;
-            if head.len() < dumpfile::HEADER.len() {
-                head.extend_from_slice(&chunk[..n.min(dumpfile::HEADER.len() - head.len())]);
+        // Decompression on a thread of its own, a few chunks ahead: the server, this thread and
+        // the decompression work at once, as `gunzip | psql` would.
+        std::thread::scope(|scope| {
+            let (full, chunks) = std::sync::mpsc::sync_channel(READ_AHEAD);
+            let (spare, empties) = std::sync::mpsc::channel();
+            scope.spawn(move || read_ahead(sql, full, empties));
+            for chunk in chunks {
+                let chunk = chunk.map_err(|e| self.rolled_back(anyhow!(e).context("read the backup")))?;
+                self.scan(&mut statements, Some(&chunk), &mut tally)?;
+                if head.len() < dumpfile::HEADER.len() {
+                    head.extend_from_slice(&chunk[..chunk.len().min(dumpfile::HEADER.len() - head.len())]);
+                }
+                dumpfile::keep_tail(&mut tail, &chunk, 1024);
+                total += chunk.len() as u64;
+                shown.update(total, total);
+                let _ = spare.send(chunk);
             }
-            dumpfile::keep_tail(&mut tail, chunk, 1024);
-            total += n as u64;
-            shown.update(total, total);
-        }
+            anyhow::Ok(())
+        })
+        .inspect_err(|_| shown.done())?;
         shown.done();
         self.scan(&mut statements, None, &mut tally)?;
         if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
@@ -182,11 +190,26 @@ impl Load {
         let outcome = match event {
             Event::Statement(s) => {
                 let owner = matches!(self.loader, Loader::Owner { .. });
+                // Without pg_dump's comments before it: what the server shows in pg_stat_activity.
+                let sql = statement::body(s.text);
                 match &s.kind {
-                    Kind::Run | Kind::Extension(_) => self.session.exec(s.text),
+                    Kind::Extension(name) => match &self.loader {
+                        Loader::Owner { helper, allowed, .. } if allowed.contains(name) => {
+                            // Created by the superuser, as the user allowed: the statement's name and schema only.
+                            let schema = extension_schema(sql).map_or("NULL".into(), |s| literal(&s));
+                            let call = format!(
+                                "SELECT {}.railgun_create_extension({}, {schema})",
+                                ident(helper),
+                                literal(name)
+                            );
+                            self.session.exec(call.as_bytes())
+                        }
+                        _ => self.session.exec(sql),
+                    },
+                    Kind::Run => self.session.exec(sql),
                     Kind::Clean if owner => Ok(()),
-                    Kind::Clean => self.session.exec(s.text),
-                    Kind::Copy => self.session.start_copy(s.text),
+                    Kind::Clean => self.session.exec(sql),
+                    Kind::Copy => self.session.start_copy(sql),
                     Kind::LockTimeout => Ok(()),
                     Kind::Skip(what) => {
                         match tally.skipped.iter_mut().find(|(w, _)| w == what) {
@@ -195,7 +218,7 @@ impl Load {
                         }
                         Ok(())
                     }
-                    Kind::Privilege => self.tolerated(s.text, &mut tally.left_out),
+                    Kind::Privilege => self.tolerated(sql, &mut tally.left_out),
                 }
                 .map_err(|e| self.failure(e, Some((s.line, s.text))))
             }
@@ -291,12 +314,36 @@ impl Load {
 /// Takes back what the restore lent: the emptying function (it would go with the session).
 impl Drop for Load {
     fn drop(&mut self) {
-        if let Loader::Owner { helper, admin, role } = &mut self.loader {
+        if let Loader::Owner { helper, admin, role, .. } = &mut self.loader {
             let _ = admin.batch_execute(&format!(
-                "DROP FUNCTION IF EXISTS pg_temp.railgun_clear(); REVOKE USAGE ON SCHEMA {} FROM {}",
+                "DROP FUNCTION IF EXISTS pg_temp.railgun_clear(), pg_temp.railgun_create_extension(text, text);
+                 REVOKE USAGE ON SCHEMA {} FROM {}",
                 ident(helper),
                 ident(role)
             ));
+        }
+    }
+}
+
+/// Chunks decompressed ahead of the load.
+const READ_AHEAD: usize = 4;
+const CHUNK: u64 = 1 << 20;
+
+/// Reads `sql` into chunks for `full` (buffers come back through `empties`) until its end, an
+/// error, or nobody listens any more.
+fn read_ahead(mut sql: impl Read, full: SyncSender<std::io::Result<Vec<u8>>>, empties: Receiver<Vec<u8>>) {
+    loop {
+        let mut chunk = empties.try_recv().unwrap_or_default();
+        chunk.clear();
+        let read = (&mut sql).take(CHUNK).read_to_end(&mut chunk);
+        let end = matches!(read, Ok(0) | Err(_));
+        let sent = match read {
+            Ok(0) => Ok(()),
+            Ok(_) => full.send(Ok(chunk)),
+            Err(e) => full.send(Err(e)),
+        };
+        if end || sent.is_err() {
+            return;
         }
     }
 }
@@ -373,6 +420,80 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The schema a `CREATE EXTENSION ... WITH SCHEMA name` names, unquoted.
+fn extension_schema(sql: &[u8]) -> Option<String> {
+    static SCHEMA: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(?i)\sSCHEMA\s+("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)"#).expect("a valid regex")
+    });
+    let text = String::from_utf8_lossy(sql);
+    let name = SCHEMA.captures(&text)?.get(1)?.as_str().to_string();
+    Some(match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => name.to_lowercase(),
+    })
+}
+
+/// Checks, before anything runs, that the extensions a backup creates can be created here:
+/// available on the server, and trusted (any database owner may create one) unless it needs a
+/// superuser and the user allowed it (`allowed`; only when the URL's role is a superuser, who
+/// then creates it for the load).
+pub fn check_extensions(url: &Url, wanted: &[String], allowed: &[String]) -> Result<()> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Available {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        needs_superuser: bool,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        installed: bool,
+    }
+    let mut conn = crate::connect::establish(url)?;
+    let me = who(&mut conn)?;
+    let available: Vec<Available> = diesel::sql_query(
+        "SELECT a.name::text AS name, (v.superuser AND NOT v.trusted) AS needs_superuser,
+                EXISTS (SELECT 1 FROM pg_extension e WHERE e.extname = a.name) AS installed
+         FROM pg_available_extensions a
+         JOIN pg_available_extension_versions v ON v.name = a.name AND v.version = a.default_version
+         WHERE a.name = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(wanted)
+    .load(&mut conn)
+    .context("look up the backup's extensions on the server")?;
+    let missing: Vec<&str> =
+        wanted.iter().filter(|w| !available.iter().any(|a| &a.name == *w)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        bail!(hint!("the backup creates extension(s) this server does not have: {}", missing.join(", ");
+            "install them on the server (their package, e.g. postgresql-contrib or postgis), or restore into a server that has them; nothing was changed"));
+    }
+    let privileged = available.iter().filter(|a| a.needs_superuser);
+    if me.superuser {
+        let refused: Vec<&str> = privileged.filter(|a| !allowed.contains(&a.name)).map(|a| a.name.as_str()).collect();
+        if !refused.is_empty() {
+            let flags: Vec<String> = refused.iter().map(|n| format!("--allow-extension {n}")).collect();
+            bail!(
+                hint!("the backup creates extension(s) that need a superuser: {}; the restore loads without one", refused.join(", ");
+                "if you trust them, allow each: {} (the superuser then creates that extension, and nothing else of the backup runs with its rights); nothing was changed", flags.join(" "))
+            );
+        }
+    } else {
+        let refused: Vec<&str> = privileged.filter(|a| !a.installed).map(|a| a.name.as_str()).collect();
+        if !refused.is_empty() {
+            bail!(
+                hint!("the backup creates extension(s) that need a superuser, and {} is not one: {}", me.name, refused.join(", ");
+                "have a superuser (the provider's dashboard) create them in this database first, then restore; nothing was changed")
+            );
+        }
+    }
+    Ok(())
+}
+
 struct Me {
     name: String,
     superuser: bool,
@@ -403,7 +524,7 @@ fn who(admin: &mut PgConnection) -> Result<Me> {
 /// Makes `role` ready to load (no attributes, no memberships, a login for now) and lends it the
 /// emptying function in schema `helper`.
 /// Returns the schema the function is in.
-fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str) -> Result<String> {
+fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: &[String]) -> Result<String> {
     #[derive(diesel::QueryableByName)]
     struct Power {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -435,6 +556,7 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str) -> Result
             .with_context(|| format!("create the restore's role {role}"))?,
     }
     let managed = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+    let allowed = allowed.iter().map(|a| literal(a)).collect::<Vec<_>>().join(", ");
     // In this session's temporary schema: it goes with the session, a killed restore leaves nothing.
     let sql = format!(
         r#"ALTER ROLE {role_q} LOGIN PASSWORD '{password}';
@@ -465,8 +587,20 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str) -> Result
                 PERFORM lo_unlink(s.oid);
             END LOOP;
         END $clear$;
-        REVOKE ALL ON FUNCTION pg_temp.railgun_clear() FROM PUBLIC;
-        GRANT EXECUTE ON FUNCTION pg_temp.railgun_clear() TO {role_q};
+        CREATE FUNCTION pg_temp.railgun_create_extension(name text, schema text) RETURNS void LANGUAGE plpgsql
+            SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $create$
+        BEGIN
+            IF NOT name = ANY (ARRAY[{allowed}]::text[]) THEN
+                RAISE EXCEPTION 'extension % was not allowed (--allow-extension)', name;
+            END IF;
+            IF schema IS NULL THEN
+                EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I', name);
+            ELSE
+                EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I', name, schema);
+            END IF;
+        END $create$;
+        REVOKE ALL ON FUNCTION pg_temp.railgun_clear(), pg_temp.railgun_create_extension(text, text) FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION pg_temp.railgun_clear(), pg_temp.railgun_create_extension(text, text) TO {role_q};
         DO $railgun$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %s TO {role_q}', pg_my_temp_schema()::regnamespace); END $railgun$;
         DO $railgun$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public') THEN GRANT USAGE, CREATE ON SCHEMA public TO {role_q}; END IF; END $railgun$;"#
     );

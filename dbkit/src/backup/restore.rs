@@ -11,7 +11,7 @@ use url::Url;
 
 use super::dump::{self as backup, DumpOptions, mib};
 use super::dumpfile;
-use super::load::{Load, LockTimeout};
+use super::load::{self, Load, LockTimeout};
 use super::lockwatch::LockWatch;
 use super::pgtools::PgTools;
 use crate::context::Context;
@@ -24,48 +24,57 @@ pub const SAFETY_PREFIX: &str = "railgun_pre_restore_";
 /// Restores the backup at `path` into `url`: the whole file is checked first (nothing else
 /// happens to a refused file), `guard` asks, a safety backup goes into `safety` (when given),
 /// then one transaction replaces the data; afterwards it says which migrations the database lacks.
-pub fn restore_file(
-    cx: &Context,
-    url: &Url,
-    path: &Path,
-    safety: Option<&Path>,
-    guard: &Guard,
-    lock_timeout: Duration,
-) -> Result<()> {
+pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options: &RestoreOptions) -> Result<()> {
     dumpfile::check_file(path)?;
     // One open file, verified and then loaded: a file swapped under its name meanwhile is not read.
     let (file, summary) =
         dumpfile::open_verified(path).with_context(|| format!("{} is not a usable backup", path.display()))?;
     eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
+    load::check_extensions(url, &summary.extensions, &options.allowed_extensions)?;
     let what = format!("replace the data in database `{}` with {}", database_name(url), path.display());
     guard.check(cx, url, &what)?;
-    let saved = prepare(cx, url, safety)?;
+    let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, file, lock_timeout)?;
+    load(url, file, options)?;
     check_migrations(cx, url)
 }
 
 /// Restores the backup at `path`, just written and verified by this process, into `url` in one
-/// transaction, after a safety backup into `safety_dir` when given. Not read twice: the load
+/// transaction, after a safety backup when `options` asks for one. Not read twice: the load
 /// checks the file as it reads it (gzip's checksums, every statement, pg_dump's header and
 /// marker) and commits only when all held.
-pub fn restore(cx: &Context, url: &Url, path: &Path, safety_dir: Option<&Path>) -> Result<()> {
+pub fn restore(cx: &Context, url: &Url, path: &Path, options: &RestoreOptions) -> Result<()> {
     let file = dumpfile::open_checked(path)?;
-    let saved = prepare(cx, url, safety_dir)?;
+    let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, file, DEFAULT_LOCK_TIMEOUT)
+    load(url, file, options)
 }
 
-/// How long a statement of the restore waits for a lock another session holds.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How a restore goes about it.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Where the safety backup goes; none when None.
+    pub safety_dir: Option<PathBuf>,
+    /// How long a statement of the restore waits for a lock another session holds.
+    pub lock_timeout: Duration,
+    /// Extensions that need a superuser, which the superuser creates for the load.
+    pub allowed_extensions: Vec<String>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> RestoreOptions {
+        RestoreOptions { safety_dir: None, lock_timeout: Duration::from_secs(5), allowed_extensions: Vec::new() }
+    }
+}
 
 /// Loads the verified backup `file` into `url` ([`Load`]), watching for locks its session waits for.
-fn load(url: &Url, file: std::fs::File, lock_timeout: Duration) -> Result<()> {
+fn load(url: &Url, file: std::fs::File, options: &RestoreOptions) -> Result<()> {
+    let lock_timeout = options.lock_timeout;
     eprintln!("restoring into {}", redact(url));
     let key = crate::secret::random_hex(16)?;
     let sql = dumpfile::sql_reader(file);
     let waits = LockWatch::start(url.clone(), format!("railgun-restore-{}", &key[..8]));
-    let loaded = Load::start(url, &key, lock_timeout).and_then(|load| load.feed(sql));
+    let loaded = Load::start(url, &key, lock_timeout, &options.allowed_extensions).and_then(|load| load.feed(sql));
     let holder = waits.stop();
     match loaded {
         Err(e) if e.downcast_ref::<LockTimeout>().is_some() => {

@@ -12,7 +12,8 @@ use crate::guard::GuardArgs;
 ///
 /// The guide's "Migration from Supabase" as one command:
 ///   1. back up --from (kept in --dir, verified like `db backup`),
-///   2. restore it into --to in one transaction (after a safety backup of --to),
+///   2. restore it into --to in one transaction (after a safety backup of --to), as
+///      `db restore` does: with no more rights than the data needs,
 ///   3. compare every table of the copy with the source: row count and a checksum of the
 ///      rows' content (order-independent, collation-independent); any difference fails,
 ///   4. apply the migrations on disk that --to still lacks.
@@ -41,6 +42,10 @@ pub struct Copy {
     /// Do not back up the target before replacing its data
     #[arg(long)]
     no_safety_backup: bool,
+    /// An extension the source has that needs a superuser (untrusted: dblink, postgis, ...),
+    /// created by the target's superuser for the load (repeatable)
+    #[arg(long, value_name = "NAME")]
+    allow_extension: Vec<String>,
     #[command(flatten)]
     dump: DumpArgs,
     #[command(flatten)]
@@ -51,7 +56,12 @@ impl Copy {
     pub fn run(self, cx: &Context) -> Result<()> {
         let (dump, guard) = (self.dump.options(), self.guard.guard());
         let dir = cx.user_path(&self.dir);
-        let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, !self.no_safety_backup, &dump, &guard)?;
+        let restore = dbkit::backup::restore::RestoreOptions {
+            safety_dir: (!self.no_safety_backup).then(|| dir.clone()),
+            allowed_extensions: self.allow_extension,
+            ..Default::default()
+        };
+        let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore)?;
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }

@@ -9,18 +9,22 @@ use crate::guard::GuardArgs;
 
 /// Restore a backup, replacing the database's data
 ///
-/// Checks the whole file first (every gzip member's CRC and length, pg_dump's completion
-/// marker): a corrupt, truncated or foreign file is refused before the database is touched.
-/// Asks before replacing data (--yes for scripts; without a terminal and without --yes it
-/// refuses). Then takes a safety backup of the database (backups/railgun_pre_restore_*.sql.gz,
-/// unless --no-safety-backup) and restores in one transaction with psql -X -v ON_ERROR_STOP=1:
-/// an error anywhere (reported with the failing statement), psql dying, or this command being
-/// killed leaves the database exactly as it was, because the COMMIT is only sent once the whole
-/// file went through. Afterwards it says which migrations the restored database still lacks.
+/// Checks the whole file first (every gzip member's CRC and length, pg_dump's header and
+/// completion marker, every statement against what pg_dump writes): a corrupt, truncated,
+/// foreign or crafted file is refused, with its line, before anything else happens. Then it
+/// asks before replacing data (--yes for scripts; without a terminal and without --yes it
+/// refuses), takes a safety backup (backups/railgun_pre_restore_*.sql.gz, unless
+/// --no-safety-backup), and loads the file in one transaction over its own connection: an
+/// error anywhere (reported with the failing statement), Ctrl-C, or this command being killed
+/// leaves the database exactly as it was; COMMIT is sent only once every statement succeeded.
+/// Afterwards it says which migrations the restored database still lacks.
 ///
-/// The backup drops and recreates the objects it has (pg_dump --clean --if-exists); objects it
-/// does not have are left alone, and if one of them depends on a replaced object the restore
-/// fails (and changes nothing): restore into an empty database, or `cargo xtask schema drop` first.
+/// The backup's SQL never runs as a superuser. With a superuser's URL it runs as
+/// railgun_owner_<database> (a role without rights of its own, which then owns what the backup
+/// creates), and the database is emptied first in the same transaction; with any other role's
+/// URL it runs as that role. Event triggers and OWNER TO are left out; SECURITY DEFINER
+/// functions are named. An extension that needs a superuser (dblink, postgis, ...) is refused
+/// before anything runs unless allowed with --allow-extension.
 ///
 /// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
 ///
@@ -41,6 +45,10 @@ pub struct Restore {
     /// fails (and rolls back), naming that session: e.g. 5s, 500ms, 2m
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     lock_timeout: std::time::Duration,
+    /// An extension the backup creates that needs a superuser (untrusted: dblink, postgis,
+    /// postgres_fdw, ...), created by the superuser for the load (repeatable)
+    #[arg(long, value_name = "NAME")]
+    allow_extension: Vec<String>,
     #[command(flatten)]
     guard: GuardArgs,
 }
@@ -48,15 +56,12 @@ pub struct Restore {
 impl Restore {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let safety = (!self.no_safety_backup).then(|| cx.user_path(&self.safety_dir));
-        dbkit::backup::restore::restore_file(
-            cx,
-            &url,
-            &cx.user_path(&self.file),
-            safety.as_deref(),
-            &self.guard.guard(),
-            self.lock_timeout,
-        )
+        let options = dbkit::backup::restore::RestoreOptions {
+            safety_dir: (!self.no_safety_backup).then(|| cx.user_path(&self.safety_dir)),
+            lock_timeout: self.lock_timeout,
+            allowed_extensions: self.allow_extension,
+        };
+        dbkit::backup::restore::restore_file(cx, &url, &cx.user_path(&self.file), &self.guard.guard(), &options)
     }
 }
 
