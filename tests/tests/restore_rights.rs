@@ -393,3 +393,59 @@ fn a_restore_killed_while_the_server_builds_an_index_changes_nothing() {
         assert_eq!(content(&target), before, "after {name}: the target is as it was");
     }
 }
+
+/// A login role owning `db`, dropped (with what it owns there) when this goes.
+struct Owner<'a> {
+    db: &'a TestDb,
+    role: String,
+}
+
+impl<'a> Owner<'a> {
+    fn of(db: &'a TestDb, role: String) -> Owner<'a> {
+        db.conn()
+            .unwrap()
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE \"{}\" OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+                db.name()
+            ))
+            .unwrap();
+        Owner { db, role }
+    }
+
+    fn url(&self) -> Url {
+        let mut url = self.db.url().clone();
+        url.set_username(&self.role).unwrap();
+        url.set_password(Some("pw")).unwrap();
+        url
+    }
+}
+
+impl Drop for Owner<'_> {
+    fn drop(&mut self) {
+        let role = &self.role;
+        let _ = self.db.conn().map(|mut c| {
+            c.batch_execute(&format!(
+                "REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role}; DROP ROLE {role};"
+            ))
+        });
+    }
+}
+
+#[test]
+fn real_schemas_restore_as_an_ordinary_owner_too() {
+    // A managed provider's case: the URL's role owns the database and is no superuser, so it
+    // loads as itself and pg_dump's --clean statements empty what the backup replaces.
+    let dir = Dir::new("shapes-owner");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute(SHAPES).unwrap();
+    let expected = content(&source);
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let target = TestDb::empty().unwrap();
+    let owner = Owner::of(&target, format!("shapes_owner_{}", std::process::id()));
+    restore(&dir.0, &owner.url(), &file).assert_ok();
+    assert_eq!(content(&target), expected, "into an empty database");
+    target.conn().unwrap().batch_execute("DELETE FROM public.payment WHERE amount > 10; DROP VIEW aredl.top;").unwrap();
+    restore(&dir.0, &owner.url(), &file).assert_ok();
+    assert_eq!(content(&target), expected, "over an existing database");
+}

@@ -208,7 +208,10 @@ impl Load {
                     },
                     Kind::Run => self.session.exec(sql),
                     Kind::Clean if owner => Ok(()),
-                    Kind::Clean => self.session.exec(sql),
+                    // pg_dump's `--clean` prelude fails on shapes it wrote itself (a partition's
+                    // inherited constraint, an object in a schema that is not there yet): what it
+                    // could not drop the later DROP of its parent drops, or a CREATE names.
+                    Kind::Clean => self.in_savepoint(sql, CLEAN_TOLERATED).map(|_| ()),
                     Kind::Copy => self.session.start_copy(sql),
                     Kind::LockTimeout => Ok(()),
                     Kind::Skip(what) => {
@@ -218,7 +221,12 @@ impl Load {
                         }
                         Ok(())
                     }
-                    Kind::Privilege => self.tolerated(sql, &mut tally.left_out),
+                    Kind::Privilege => self.in_savepoint(sql, PRIVILEGE_TOLERATED).map(|refused| {
+                        if let Some(e) = refused {
+                            let first = String::from_utf8_lossy(sql).lines().next().unwrap_or_default().to_string();
+                            tally.left_out.push(format!("{first} ({})", e.message.lines().next().unwrap_or_default()));
+                        }
+                    }),
                 }
                 .map_err(|e| self.failure(e, Some((s.line, s.text))))
             }
@@ -232,18 +240,15 @@ impl Load {
         Ok(())
     }
 
-    /// A privilege statement, in a savepoint: left out when its role does not exist here or
-    /// the loading role may not give it.
-    fn tolerated(&mut self, text: &[u8], left_out: &mut Vec<String>) -> Result<(), PgError> {
-        self.session.exec(b"SAVEPOINT railgun_privilege")?;
-        match self.session.exec(text) {
-            Ok(()) => self.session.exec(b"RELEASE SAVEPOINT railgun_privilege"),
-            Err(e) if e.code == code::UNDEFINED_OBJECT || e.code == code::INSUFFICIENT_PRIVILEGE => {
-                self.session.exec(b"ROLLBACK TO SAVEPOINT railgun_privilege")?;
-                let first =
-                    String::from_utf8_lossy(statement::body(text)).lines().next().unwrap_or_default().to_string();
-                left_out.push(format!("{first} ({})", e.message.lines().next().unwrap_or_default()));
-                Ok(())
+    /// Runs `sql` in a savepoint: an error of a `tolerated` kind is rolled back to it and
+    /// returned as `Ok(Some(..))`; any other fails the load.
+    fn in_savepoint(&mut self, sql: &[u8], tolerated: &[&str]) -> Result<Option<PgError>, PgError> {
+        self.session.exec(b"SAVEPOINT railgun_tolerated")?;
+        match self.session.exec(sql) {
+            Ok(()) => self.session.exec(b"RELEASE SAVEPOINT railgun_tolerated").map(|()| None),
+            Err(e) if tolerated.contains(&e.code.as_str()) => {
+                self.session.exec(b"ROLLBACK TO SAVEPOINT railgun_tolerated")?;
+                Ok(Some(e))
             }
             Err(e) => Err(e),
         }
@@ -324,6 +329,18 @@ impl Drop for Load {
         }
     }
 }
+
+/// A privilege to a role this server lacks, or that the loading role may not give: left out, said.
+const PRIVILEGE_TOLERATED: &[&str] = &[code::UNDEFINED_OBJECT, code::INSUFFICIENT_PRIVILEGE];
+
+/// A `--clean` statement whose object is not there, or goes with its parent: passed over.
+const CLEAN_TOLERATED: &[&str] = &[
+    code::UNDEFINED_OBJECT,
+    "42P16", // invalid_table_definition: cannot drop a partition's inherited constraint
+    "3F000", // invalid_schema_name
+    "42883", // undefined_function
+    "42P01", // undefined_table
+];
 
 /// Chunks decompressed ahead of the load.
 const READ_AHEAD: usize = 4;
