@@ -449,3 +449,25 @@ fn real_schemas_restore_as_an_ordinary_owner_too() {
     restore(&dir.0, &owner.url(), &file).assert_ok();
     assert_eq!(content(&target), expected, "over an existing database");
 }
+
+#[test]
+fn the_restore_owner_of_a_dropped_database_goes_with_the_next_restore() {
+    let dir = Dir::new("owner-gone");
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute("CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1);").unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let gone = format!("railgun_rights_gone_{}", std::process::id());
+    let mut conn = source.conn().unwrap();
+    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {gone}")).unwrap();
+    conn.batch_execute(&format!("CREATE DATABASE {gone}")).unwrap();
+    let mut url = source.url().clone();
+    url.set_path(&gone);
+    restore(&dir.0, &url, &file).assert_ok();
+    let role = format!("railgun_owner_{gone}");
+    assert_eq!(roles_named(&source, &role), role);
+    conn.batch_execute(&format!("DROP DATABASE {gone} WITH (FORCE)")).unwrap();
+    let target = TestDb::empty().unwrap();
+    restore(&dir.0, target.url(), &file).assert_ok();
+    assert_eq!(roles_named(&source, &role), "", "the owner of a dropped database is dropped");
+}

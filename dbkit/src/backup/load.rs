@@ -566,12 +566,26 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
             "the restore loads as that role: drop it (DROP ROLE {role_q}) or take back what was granted to it, then restore again")
         ),
         Some(_) => {}
+        // With its login at once: the cleanup below in another restore passes over a role that can log in.
         None => admin
             .batch_execute(&format!(
-                "CREATE ROLE {role_q} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+                "CREATE ROLE {role_q} LOGIN PASSWORD '{password}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
             ))
             .with_context(|| format!("create the restore's role {role}"))?,
     }
+    // The restore owners of databases since dropped: they own nothing and hold no grant any more.
+    admin
+        .batch_execute(
+            r#"DO $railgun$ DECLARE r record; BEGIN
+                FOR r IN SELECT rolname FROM pg_roles a
+                         WHERE rolname LIKE 'railgun\_owner\_%' AND NOT rolcanlogin
+                           AND NOT EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = a.oid)
+                LOOP
+                    BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN OTHERS THEN NULL; END;
+                END LOOP;
+            END $railgun$"#,
+        )
+        .context("drop the restore owners of databases since dropped")?;
     let managed = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     let allowed = allowed.iter().map(|a| literal(a)).collect::<Vec<_>>().join(", ");
     // In this session's temporary schema: it goes with the session, a killed restore leaves nothing.
