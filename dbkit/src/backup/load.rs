@@ -560,6 +560,8 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
     .load(admin)
     .context("look for the restore's role")?;
     let role_q = ident(role);
+    // Hashed here: the server, its logs (log_statement = ddl) never see the password itself.
+    let verifier = crate::secret::scram_verifier(role, password)?;
     match power.first() {
         Some(p) if p.powerful => bail!(
             hint!("the role {role} exists with more rights than loading data needs (an attribute or a membership)";
@@ -569,7 +571,7 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
         // With its login at once: the cleanup below in another restore passes over a role that can log in.
         None => admin
             .batch_execute(&format!(
-                "CREATE ROLE {role_q} LOGIN PASSWORD '{password}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+                "CREATE ROLE {role_q} LOGIN PASSWORD '{verifier}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
             ))
             .with_context(|| format!("create the restore's role {role}"))?,
     }
@@ -590,7 +592,7 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
     let allowed = allowed.iter().map(|a| literal(a)).collect::<Vec<_>>().join(", ");
     // In this session's temporary schema: it goes with the session, a killed restore leaves nothing.
     let sql = format!(
-        r#"ALTER ROLE {role_q} LOGIN PASSWORD '{password}';
+        r#"ALTER ROLE {role_q} LOGIN PASSWORD '{verifier}';
         DO $railgun$ BEGIN EXECUTE format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO {role_q}', current_database()); END $railgun$;
         CREATE FUNCTION pg_temp.railgun_clear() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
             SET search_path = pg_catalog, pg_temp AS $clear$

@@ -146,36 +146,8 @@ fn ensure_role(conn: &mut PgConnection, role: &str, password: &str) -> Result<()
     exec(
         conn,
         "ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L",
-        &[role, &scram_verifier(role, password)?],
+        &[role, &dbkit::secret::scram_verifier(role, password)?],
     )
-}
-
-/// The password as a SCRAM-SHA-256 verifier, hashed here by libpq as psql's `\password` does:
-/// the server, its logs (`log_statement = ddl`, failed statements) never see the password.
-fn scram_verifier(role: &str, password: &str) -> Result<String> {
-    use std::ffi::{CStr, CString};
-    let password = CString::new(password).context("the password holds a NUL byte")?;
-    let role = CString::new(role)?;
-    // SAFETY: every pointer passed is a live NUL-terminated string or the PGconn made here;
-    // libpq's results are copied out before being freed, and the PGconn is finished once.
-    unsafe {
-        // A PGconn that never connects: given the algorithm, libpq hashes without a server.
-        let conn = pq_sys::PQconnectStart(c"host=/nonexistent/railgun".as_ptr());
-        if conn.is_null() {
-            bail!("libpq could not allocate a connection object");
-        }
-        let hashed = pq_sys::PQencryptPasswordConn(conn, password.as_ptr(), role.as_ptr(), c"scram-sha-256".as_ptr());
-        let verifier = if hashed.is_null() {
-            let why = CStr::from_ptr(pq_sys::PQerrorMessage(conn)).to_string_lossy().trim().to_string();
-            Err(anyhow::anyhow!("libpq could not hash the password: {why}"))
-        } else {
-            let verifier = CStr::from_ptr(hashed).to_string_lossy().into_owned();
-            pq_sys::PQfreemem(hashed.cast());
-            Ok(verifier)
-        };
-        pq_sys::PQfinish(conn);
-        verifier
-    }
 }
 
 fn table_exists(conn: &mut PgConnection, schema: &str, table: &str) -> Result<bool> {
@@ -220,14 +192,6 @@ fn hand_over(conn: &mut PgConnection, schema: &str, migrator: &str) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_leave_as_scram_verifiers() {
-        let verifier = scram_verifier("railgun_app", "hunter2-canary").unwrap();
-        assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
-        assert!(!verifier.contains("hunter2"));
-        assert_ne!(verifier, scram_verifier("railgun_app", "hunter2-canary").unwrap(), "a fresh salt each time");
-    }
 
     #[test]
     fn identifiers_are_plain() {
