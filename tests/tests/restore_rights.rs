@@ -77,6 +77,23 @@ fn crafted(dir: &Path, name: &str, body: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A database made by `sql`, and its backup (`db backup`) in `dir`.
+fn backed_up(dir: &Dir, sql: &str) -> (TestDb, String) {
+    let source = TestDb::empty().unwrap();
+    source.conn().unwrap().batch_execute(sql).unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    (source, file)
+}
+
+/// A target with data of its own, and its content: what a refused or failed restore must leave.
+fn a_target() -> (TestDb, String) {
+    let target = TestDb::empty().unwrap();
+    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
+    let before = content(&target);
+    (target, before)
+}
+
 fn restore(dir: &Path, url: &Url, file: &str) -> Run {
     xtask(dir, url, &["db", "restore", file, "--yes", "--no-safety-backup"])
 }
@@ -88,9 +105,7 @@ fn roles_named(db: &TestDb, pattern: &str) -> String {
 #[test]
 fn what_pg_dump_never_writes_is_refused_by_verify_and_restore_with_its_line() {
     let dir = Dir::new("refused");
-    let target = TestDb::empty().unwrap();
-    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
-    let before = content(&target);
+    let (target, before) = a_target();
     for (n, (body, needle)) in [
         ("DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/railgun-pwned'''; END $$;", "`DO`"),
         ("CREATE ROLE railgun_pwned SUPERUSER LOGIN PASSWORD 'x';", "`CREATE ROLE`"),
@@ -120,9 +135,7 @@ fn what_pg_dump_never_writes_is_refused_by_verify_and_restore_with_its_line() {
 #[test]
 fn code_a_rule_cannot_see_runs_with_the_restore_owners_rights_only() {
     let dir = Dir::new("rights");
-    let target = TestDb::empty().unwrap();
-    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
-    let before = content(&target);
+    let (target, before) = a_target();
     // Each passes the statement check: the harm is inside a function body, run by a trigger
     // while the data loads (an index expression or a default would run it the same way).
     for (n, harm) in [
@@ -208,11 +221,8 @@ CREATE TRIGGER touch BEFORE INSERT ON aredl.levels FOR EACH ROW EXECUTE FUNCTION
 #[test]
 fn real_schemas_restore_into_an_empty_database_and_over_an_existing_one() {
     let dir = Dir::new("shapes");
-    let source = TestDb::empty().unwrap();
-    source.conn().unwrap().batch_execute(SHAPES).unwrap();
+    let (source, file) = backed_up(&dir, SHAPES);
     let expected = content(&source);
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     let target = TestDb::empty().unwrap();
     restore(&dir.0, target.url(), &file).assert_ok();
     assert_eq!(content(&target), expected, "into an empty database");
@@ -228,20 +238,13 @@ fn real_schemas_restore_into_an_empty_database_and_over_an_existing_one() {
 #[test]
 fn a_database_without_standard_strings_backs_up_and_restores() {
     let dir = Dir::new("strings");
-    let source = TestDb::empty().unwrap();
-    source
-        .conn()
-        .unwrap()
-        .batch_execute(&format!(
-            r#"ALTER DATABASE "{}" SET standard_conforming_strings = off;
+    let (source, file) = backed_up(
+        &dir,
+        r#"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET standard_conforming_strings = off', current_database()); END $$;
                CREATE TABLE public.quotes (id int, body text DEFAULT E'back\\slash ''q''');
                INSERT INTO public.quotes VALUES (1, E'a\\b'), (2, E'it''s \\'' ; COMMIT ; --');
                COMMENT ON TABLE public.quotes IS E'comment with \\ and '' ;';"#,
-            source.name()
-        ))
-        .unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    );
     let target = TestDb::empty().unwrap();
     restore(&dir.0, target.url(), &file).assert_ok();
     assert_eq!(content(&target), content(&source));
@@ -252,22 +255,14 @@ fn a_database_without_standard_strings_backs_up_and_restores() {
 #[test]
 fn an_extension_that_needs_a_superuser_is_refused_before_anything_runs_unless_allowed() {
     let dir = Dir::new("extensions");
-    let source = TestDb::empty().unwrap();
     // dblink needs a superuser (it reaches other databases); pgcrypto is trusted.
-    source
-        .conn()
-        .unwrap()
-        .batch_execute(
-            "CREATE EXTENSION dblink; CREATE EXTENSION pgcrypto;
+    let (source, file) = backed_up(
+        &dir,
+        "CREATE EXTENSION dblink; CREATE EXTENSION pgcrypto;
              CREATE TABLE public.tokens (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, note text);
              INSERT INTO public.tokens (note) VALUES ('a'), ('b');",
-        )
-        .unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
-    let target = TestDb::empty().unwrap();
-    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
-    let before = content(&target);
+    );
+    let (target, before) = a_target();
     let run = xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes"]);
     run.assert_fails_with("need a superuser: dblink");
     assert!(run.stderr.contains("--allow-extension dblink") && !run.stderr.contains("pgcrypto"), "{}", run.stderr);
@@ -351,22 +346,14 @@ fn restore_backends(db: &TestDb, filter: &str) -> i64 {
 #[test]
 fn a_restore_killed_while_the_server_builds_an_index_changes_nothing() {
     let dir = Dir::new("killindex");
-    let source = TestDb::empty().unwrap();
     // An index whose build takes the server a while: a restore's last long step.
-    source
-        .conn()
-        .unwrap()
-        .batch_execute(
-            "CREATE TABLE big (id int, body text);
+    let (_source, file) = backed_up(
+        &dir,
+        "CREATE TABLE big (id int, body text);
              INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 1000000) g;
              CREATE INDEX big_body ON big (body, id);",
-        )
-        .unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
-    let target = TestDb::empty().unwrap();
-    target.conn().unwrap().batch_execute("CREATE TABLE keep (id int); INSERT INTO keep VALUES (1);").unwrap();
-    let before = content(&target);
+    );
+    let (target, before) = a_target();
     for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL), ("SIGHUP", libc::SIGHUP)] {
         let mut child =
             isolated(&["--database-url", target.url().as_str(), "db", "restore", &file, "--yes", "--no-safety-backup"])
@@ -436,11 +423,8 @@ fn real_schemas_restore_as_an_ordinary_owner_too() {
     // A managed provider's case: the URL's role owns the database and is no superuser, so it
     // loads as itself and pg_dump's --clean statements empty what the backup replaces.
     let dir = Dir::new("shapes-owner");
-    let source = TestDb::empty().unwrap();
-    source.conn().unwrap().batch_execute(SHAPES).unwrap();
+    let (source, file) = backed_up(&dir, SHAPES);
     let expected = content(&source);
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     let target = TestDb::empty().unwrap();
     let owner = Owner::of(&target, format!("shapes_owner_{}", std::process::id()));
     restore(&dir.0, &owner.url(), &file).assert_ok();
@@ -453,10 +437,7 @@ fn real_schemas_restore_as_an_ordinary_owner_too() {
 #[test]
 fn the_restore_owner_of_a_dropped_database_goes_with_the_next_restore() {
     let dir = Dir::new("owner-gone");
-    let source = TestDb::empty().unwrap();
-    source.conn().unwrap().batch_execute("CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1);").unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
-    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    let (source, file) = backed_up(&dir, "CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1);");
     let gone = format!("railgun_rights_gone_{}", std::process::id());
     let mut conn = source.conn().unwrap();
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {gone}")).unwrap();
