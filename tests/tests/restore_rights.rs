@@ -451,4 +451,42 @@ fn the_restore_owner_of_a_dropped_database_goes_with_the_next_restore() {
     let target = TestDb::empty().unwrap();
     restore(&dir.0, target.url(), &file).assert_ok();
     assert_eq!(roles_named(&source, &role), "", "the owner of a dropped database is dropped");
+    // A database of the same name made again: its restore owner is made again, nothing in the way.
+    conn.batch_execute(&format!("CREATE DATABASE {gone}")).unwrap();
+    let first = restore(&dir.0, &url, &file);
+    conn.batch_execute(&format!("DROP DATABASE {gone} WITH (FORCE)")).unwrap();
+    conn.batch_execute(&format!("CREATE DATABASE {gone}")).unwrap();
+    let again = restore(&dir.0, &url, &file);
+    conn.batch_execute(&format!("DROP DATABASE {gone} WITH (FORCE)")).unwrap();
+    first.assert_ok();
+    again.assert_ok();
+}
+
+#[test]
+fn event_triggers_are_left_out_and_named_unless_asked_for() {
+    let dir = Dir::new("event-triggers");
+    let (_source, file) = backed_up(
+        &dir,
+        "CREATE TABLE public.t (id int); INSERT INTO public.t VALUES (1);
+         CREATE FUNCTION public.note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'ddl'; END $$;
+         CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION public.note_ddl();",
+    );
+    let target = TestDb::empty().unwrap();
+    let triggers = "SELECT coalesce(string_agg(evtname::text, ','), '') AS text FROM pg_event_trigger";
+    let run = restore(&dir.0, target.url(), &file);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("event triggers (note_ddl)") && run.stderr.contains("--with-event-triggers"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(text(&target, triggers), "");
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM public.t"), "1");
+    let run =
+        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--with-event-triggers"]);
+    let created = text(&target, triggers);
+    target.conn().unwrap().batch_execute("DROP EVENT TRIGGER IF EXISTS note_ddl").unwrap();
+    run.assert_ok();
+    assert!(run.stderr.contains("created the backup's event trigger(s) as asked: note_ddl"), "{}", run.stderr);
+    assert_eq!(created, "note_ddl");
 }

@@ -31,7 +31,7 @@ use url::Url;
 use super::dump::{MANAGED_SCHEMAS, Name, Progress, mib};
 use super::dumpfile;
 use super::session::{PgError, Session, code};
-use super::statement::{self, Event, Kind, Statements};
+use super::statement::{self, EVENT_TRIGGER, Event, Kind, Statements};
 use crate::url::database_name;
 
 /// Server roles whose members read or write the server's files or run its programs.
@@ -43,7 +43,26 @@ enum Loader {
     Itself,
     /// Our restore owner, with the superuser's functions (emptying the target, creating the
     /// extensions the user allowed) in `helper` (a schema).
-    Owner { role: String, helper: String, admin: PgConnection, allowed: Vec<String> },
+    Owner { role: String, helper: String, admin: PgConnection },
+}
+
+/// How a load goes about what the backup holds.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// How long a statement waits for a lock another session holds.
+    pub lock_timeout: Duration,
+    /// Extensions that need a superuser, which the superuser creates for the load (see
+    /// [`check_extensions`]).
+    pub allowed_extensions: Vec<String>,
+    /// Create the backup's event triggers (by the superuser, once the data is committed):
+    /// they fire for every later DDL with the rights of whoever runs it.
+    pub event_triggers: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions { lock_timeout: Duration::from_secs(5), allowed_extensions: Vec::new(), event_triggers: false }
+    }
 }
 
 /// A load under way: the target prepared, the loading session connected.
@@ -51,16 +70,14 @@ pub struct Load {
     session: Session,
     loader: Loader,
     key: String,
-    lock_timeout: Duration,
+    options: LoadOptions,
     started: Instant,
 }
 
 impl Load {
     /// Prepares `url`'s database for a load and connects the loading session, named
     /// `railgun-restore-<key>` (so that a lock watch finds it).
-    /// `allowed`: extensions that need a superuser, which the superuser creates for the load
-    /// (see [`check_extensions`]).
-    pub fn start(url: &Url, key: &str, lock_timeout: Duration, allowed: &[String]) -> Result<Load> {
+    pub fn start(url: &Url, key: &str, options: &LoadOptions) -> Result<Load> {
         let started = Instant::now();
         let mut admin = crate::connect::establish(url)?;
         let me = who(&mut admin)?;
@@ -68,7 +85,7 @@ impl Load {
         let (mut loader, mut load_url) = if me.superuser {
             let role = owner_role(&database_name(url));
             let password = crate::secret::random_hex(24)?;
-            let helper = prepare_owner(&mut admin, &role, &password, allowed)?;
+            let helper = prepare_owner(&mut admin, &role, &password, &options.allowed_extensions)?;
             // The role and its password as parameters: a socket URL (`postgres:///db?host=/dir`) has no userinfo.
             let mut as_owner = url.clone();
             if as_owner.has_host() {
@@ -79,7 +96,7 @@ impl Load {
                 url.query_pairs().into_owned().filter(|(k, _)| k != "user" && k != "password").collect();
             as_owner.set_query(None);
             as_owner.query_pairs_mut().extend_pairs(kept).append_pair("user", &role).append_pair("password", &password);
-            (Loader::Owner { role, helper, admin, allowed: allowed.to_vec() }, as_owner)
+            (Loader::Owner { role, helper, admin }, as_owner)
         } else {
             if let Some(role) = me.server_role {
                 bail!(
@@ -99,7 +116,7 @@ impl Load {
             }
         }
         let session = session.context("connect the restore's session")?;
-        let mut load = Load { session, loader, key: key.into(), lock_timeout, started };
+        let mut load = Load { session, loader, key: key.into(), options: options.clone(), started };
         load.begin()?;
         Ok(load)
     }
@@ -110,7 +127,7 @@ impl Load {
         let prelude = [
             "BEGIN".to_string(),
             "SET LOCAL maintenance_work_mem = '256MB'".into(),
-            format!("SET LOCAL lock_timeout = '{}ms'", self.lock_timeout.as_millis()),
+            format!("SET LOCAL lock_timeout = '{}ms'", self.options.lock_timeout.as_millis()),
             "SET LOCAL standard_conforming_strings = on".into(),
             format!("SET LOCAL railgun.restore = '{}'", self.key),
         ];
@@ -159,9 +176,34 @@ impl Load {
             return Err(self.rolled_back(e));
         }
         self.report(&tally)?;
-        let started = self.started;
         self.commit()?;
-        eprintln!("restored {} of SQL in {:.1}s", mib(total), started.elapsed().as_secs_f64());
+        eprintln!("restored {} of SQL in {:.1}s", mib(total), self.started.elapsed().as_secs_f64());
+        if self.options.event_triggers {
+            self.create_event_triggers(&tally.event_triggers)?;
+        }
+        Ok(())
+    }
+
+    /// The backup's event triggers, asked for: created by the superuser once the data is
+    /// committed, each statement alone (the extended protocol refuses a text holding two).
+    fn create_event_triggers(&mut self, statements: &[String]) -> Result<()> {
+        use diesel::Connection;
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let names = event_trigger_names(statements).join(", ");
+        let Loader::Owner { admin, .. } = &mut self.loader else {
+            bail!(hint!("the data is restored; its event triggers ({names}) are not: creating one needs a superuser";
+                "restore with a superuser's URL, or have a superuser create them"));
+        };
+        admin
+            .transaction(|conn| statements.iter().try_for_each(|sql| diesel::sql_query(sql).execute(conn).map(|_| ())))
+            .map_err(|e| {
+                anyhow!(hint!("the data is restored; its event triggers ({names}) are not: {e}"; "create them by hand, or restore again without --with-event-triggers"))
+            })?;
+        eprintln!(
+            "created the backup's event trigger(s) as asked: {names}; they fire for every later DDL with the rights of whoever runs it"
+        );
         Ok(())
     }
 
@@ -194,7 +236,7 @@ impl Load {
                 let sql = statement::body(s.text);
                 match &s.kind {
                     Kind::Extension(name) => match &self.loader {
-                        Loader::Owner { helper, allowed, .. } if allowed.contains(name) => {
+                        Loader::Owner { helper, .. } if self.options.allowed_extensions.contains(name) => {
                             // Created by the superuser, as the user allowed: the statement's name and schema only.
                             let schema = extension_schema(sql).map_or("NULL".into(), |s| literal(&s));
                             let call = format!(
@@ -215,6 +257,9 @@ impl Load {
                     Kind::Copy => self.session.start_copy(sql),
                     Kind::LockTimeout => Ok(()),
                     Kind::Skip(what) => {
+                        if *what == EVENT_TRIGGER && !sql.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"DROP")) {
+                            tally.event_triggers.push(String::from_utf8_lossy(sql).into_owned());
+                        }
                         match tally.skipped.iter_mut().find(|(w, _)| w == what) {
                             Some((_, n)) => *n += 1,
                             None => tally.skipped.push((what, 1)),
@@ -256,11 +301,14 @@ impl Load {
 
     /// Says what was left out, and which functions run with another role's rights.
     fn report(&mut self, tally: &Tally) -> Result<()> {
-        let Tally { skipped, left_out } = tally;
+        let Tally { skipped, left_out, event_triggers } = tally;
         for (what, n) in skipped {
             match *what {
-                "event trigger" => eprintln!(
-                    "left out {n} statement(s) of event triggers: they fire for every later DDL with its runner's rights; create them by hand if you trust them"
+                EVENT_TRIGGER if self.options.event_triggers => {}
+                EVENT_TRIGGER => eprintln!(
+                    "left out {n} statement(s) of event triggers ({}): they fire for every later DDL with the rights of whoever runs it; \
+                     --with-event-triggers creates them, if you trust them",
+                    event_trigger_names(event_triggers).join(", ")
                 ),
                 _ => eprintln!(
                     "left out {n} `OWNER TO` statement(s): what the backup creates belongs to the restoring role"
@@ -293,7 +341,7 @@ impl Load {
         Ok(())
     }
 
-    fn commit(mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<()> {
         let mark = self.session.query_column("SELECT current_setting('railgun.restore', true)");
         if !matches!(&mark, Ok(rows) if rows.first() == Some(&self.key)) || !self.session.in_transaction() {
             return Err(self.rolled_back(anyhow!("the restore's transaction is not the one it began")));
@@ -305,7 +353,7 @@ impl Load {
     fn failure(&self, e: PgError, statement: Option<(u64, &[u8])>) -> anyhow::Error {
         let shown = statement.map(|(line, text)| show_statement(line, text)).unwrap_or_default();
         if e.code == code::LOCK_NOT_AVAILABLE {
-            return anyhow!("{e}{shown}").context(LockTimeout(self.lock_timeout));
+            return anyhow!("{e}{shown}").context(LockTimeout(self.options.lock_timeout));
         }
         let hint = hint_for(&e);
         anyhow!(hint!("the restore failed and was rolled back: the database is as it was\n{e}{shown}"; "{hint}"))
@@ -372,6 +420,21 @@ struct Tally {
     skipped: Vec<(&'static str, u64)>,
     /// Privilege statements left out, each with the server's reason.
     left_out: Vec<String>,
+    /// The event triggers' statements (but their DROPs), kept for `--with-event-triggers`.
+    event_triggers: Vec<String>,
+}
+
+/// The event triggers `statements` name, once each.
+fn event_trigger_names(statements: &[String]) -> Vec<String> {
+    static NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(?i)EVENT\s+TRIGGER\s+("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)"#).expect("a valid regex")
+    });
+    let mut names: Vec<String> = statements
+        .iter()
+        .filter_map(|sql| NAME.captures(sql).map(|c| crate::error::escaped(&c[1]).into_owned()))
+        .collect();
+    names.dedup();
+    names
 }
 
 /// Marks a restore that failed on a lock: the caller adds who held it.
@@ -551,46 +614,69 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
     diesel::sql_query("SELECT pg_advisory_lock(hashtext('railgun restore ' || current_database()))")
         .execute(admin)
         .context("wait for another restore into this database")?;
-    let power: Vec<Power> = diesel::sql_query(
-        "SELECT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
-                 OR EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid)) AS powerful
-         FROM pg_roles r WHERE r.rolname = $1",
-    )
-    .bind::<diesel::sql_types::Text, _>(role)
-    .load(admin)
-    .context("look for the restore's role")?;
     let role_q = ident(role);
     // Hashed here: the server, its logs (log_statement = ddl) never see the password itself.
     let verifier = crate::secret::scram_verifier(role, password)?;
-    match power.first() {
-        Some(p) if p.powerful => bail!(
-            hint!("the role {role} exists with more rights than loading data needs (an attribute or a membership)";
-            "the restore loads as that role: drop it (DROP ROLE {role_q}) or take back what was granted to it, then restore again")
-        ),
-        Some(_) => {}
-        // With its login at once: the cleanup below in another restore passes over a role that can log in.
-        None => admin
-            .batch_execute(&format!(
-                "CREATE ROLE {role_q} LOGIN PASSWORD '{verifier}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
-            ))
-            .with_context(|| format!("create the restore's role {role}"))?,
-    }
-    // The restore owners of databases since dropped: they own nothing and hold no grant any more.
-    admin
-        .batch_execute(
-            r#"DO $railgun$ DECLARE r record; BEGIN
-                FOR r IN SELECT rolname FROM pg_roles a
-                         WHERE rolname LIKE 'railgun\_owner\_%' AND NOT rolcanlogin
-                           AND NOT EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = a.oid)
-                LOOP
-                    BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN OTHERS THEN NULL; END;
-                END LOOP;
-            END $railgun$"#,
+    // One transaction under a lock every restore takes for this: another restore's cleanup
+    // of stale owners never sees this role between its check and its login.
+    admin.batch_execute("BEGIN").context("prepare the restore's role")?;
+    let prepared = (|| -> Result<()> {
+        admin
+            .batch_execute(
+                r#"SELECT pg_advisory_xact_lock(hashtext('railgun restore owners'));
+                -- The restore owners of databases since dropped: they own nothing and hold no grant any more.
+                DO $railgun$ DECLARE r record; BEGIN
+                    FOR r IN SELECT rolname FROM pg_roles a
+                             WHERE rolname LIKE 'railgun\_owner\_%' AND NOT rolcanlogin
+                               AND NOT EXISTS (SELECT 1 FROM pg_shdepend d
+                                               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = a.oid)
+                    LOOP
+                        BEGIN EXECUTE format('DROP ROLE %I', r.rolname); EXCEPTION WHEN OTHERS THEN NULL; END;
+                    END LOOP;
+                END $railgun$;"#,
+            )
+            .context("drop the restore owners of databases since dropped")?;
+        let power: Vec<Power> = diesel::sql_query(
+            "SELECT (r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+                     OR EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid)) AS powerful
+             FROM pg_roles r WHERE r.rolname = $1",
         )
-        .context("drop the restore owners of databases since dropped")?;
+        .bind::<diesel::sql_types::Text, _>(role)
+        .load(admin)
+        .context("look for the restore's role")?;
+        match power.first() {
+            Some(p) if p.powerful => bail!(
+                hint!("the role {role} exists with more rights than loading data needs (an attribute or a membership)";
+                "the restore loads as that role: drop it (DROP ROLE {role_q}) or take back what was granted to it, then restore again")
+            ),
+            Some(_) => Ok(()),
+            None => admin
+                .batch_execute(&format!(
+                    "CREATE ROLE {role_q} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+                ))
+                .with_context(|| format!("create the restore's role {role}")),
+        }
+    })()
+    .and_then(|()| prepare_owner_rest(admin, &role_q, &verifier, allowed));
+    let finished = match prepared {
+        Ok(()) => admin.batch_execute("COMMIT").context("prepare the restore's role"),
+        Err(e) => {
+            let _ = admin.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    };
+    finished?;
+    let helper: Name = diesel::sql_query("SELECT pg_my_temp_schema()::regnamespace::text AS name")
+        .get_result(admin)
+        .context("find the emptying function")?;
+    Ok(helper.name)
+}
+
+/// The role's login, its grants and the superuser's functions it may call (in this session's
+/// temporary schema: they go with the session, a killed restore leaves nothing).
+fn prepare_owner_rest(admin: &mut PgConnection, role_q: &str, verifier: &str, allowed: &[String]) -> Result<()> {
     let managed = MANAGED_SCHEMAS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
     let allowed = allowed.iter().map(|a| literal(a)).collect::<Vec<_>>().join(", ");
-    // In this session's temporary schema: it goes with the session, a killed restore leaves nothing.
     let sql = format!(
         r#"ALTER ROLE {role_q} LOGIN PASSWORD '{verifier}';
         DO $railgun$ BEGIN EXECUTE format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %I TO {role_q}', current_database()); END $railgun$;
@@ -637,11 +723,7 @@ fn prepare_owner(admin: &mut PgConnection, role: &str, password: &str, allowed: 
         DO $railgun$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %s TO {role_q}', pg_my_temp_schema()::regnamespace); END $railgun$;
         DO $railgun$ BEGIN IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'public') THEN GRANT USAGE, CREATE ON SCHEMA public TO {role_q}; END IF; END $railgun$;"#
     );
-    admin.batch_execute(&sql).context("prepare the restore's role and the emptying function")?;
-    let helper: Name = diesel::sql_query("SELECT pg_my_temp_schema()::regnamespace::text AS name")
-        .get_result(admin)
-        .context("find the emptying function")?;
-    Ok(helper.name)
+    admin.batch_execute(&sql).context("prepare the restore's role and the emptying function")
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::url::{database_name, redact, redact_str};
 use anyhow::{Context as _, Result, anyhow};
@@ -11,7 +10,7 @@ use url::Url;
 
 use super::dump::{self as backup, DumpOptions, mib};
 use super::dumpfile;
-use super::load::{self, Load, LockTimeout};
+use super::load::{self, Load, LoadOptions, LockTimeout};
 use super::lockwatch::LockWatch;
 use super::pgtools::PgTools;
 use crate::context::Context;
@@ -30,7 +29,7 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options
     let (file, summary) =
         dumpfile::open_verified(path).with_context(|| format!("{} is not a usable backup", path.display()))?;
     eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
-    load::check_extensions(url, &summary.extensions, &options.allowed_extensions)?;
+    load::check_extensions(url, &summary.extensions, &options.load.allowed_extensions)?;
     let what = format!("replace the data in database `{}` with {}", database_name(url), path.display());
     guard.check(cx, url, &what)?;
     let saved = prepare(cx, url, options.safety_dir.as_deref())?;
@@ -51,30 +50,21 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, options: &RestoreOptions) -
 }
 
 /// How a restore goes about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     /// Where the safety backup goes; none when None.
     pub safety_dir: Option<PathBuf>,
-    /// How long a statement of the restore waits for a lock another session holds.
-    pub lock_timeout: Duration,
-    /// Extensions that need a superuser, which the superuser creates for the load.
-    pub allowed_extensions: Vec<String>,
-}
-
-impl Default for RestoreOptions {
-    fn default() -> RestoreOptions {
-        RestoreOptions { safety_dir: None, lock_timeout: Duration::from_secs(5), allowed_extensions: Vec::new() }
-    }
+    pub load: LoadOptions,
 }
 
 /// Loads the verified backup `file` into `url` ([`Load`]), watching for locks its session waits for.
 fn load(url: &Url, file: std::fs::File, options: &RestoreOptions) -> Result<()> {
-    let lock_timeout = options.lock_timeout;
+    let lock_timeout = options.load.lock_timeout;
     eprintln!("restoring into {}", redact(url));
     let key = crate::secret::random_hex(16)?;
     let sql = dumpfile::sql_reader(file);
     let waits = LockWatch::start(url.clone(), format!("railgun-restore-{}", &key[..8]));
-    let loaded = Load::start(url, &key, lock_timeout, &options.allowed_extensions).and_then(|load| load.feed(sql));
+    let loaded = Load::start(url, &key, &options.load).and_then(|load| load.feed(sql));
     let holder = waits.stop();
     match loaded {
         Err(e) if e.downcast_ref::<LockTimeout>().is_some() => {

@@ -35,6 +35,9 @@ pub enum Kind {
     Skip(&'static str),
 }
 
+/// The kind of statement left out that makes, changes or drops an event trigger.
+pub const EVENT_TRIGGER: &str = "event trigger";
+
 /// A statement of the dump, judged.
 #[derive(Debug)]
 pub struct Statement<'a> {
@@ -245,7 +248,7 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
                 rest => rest,
             };
             match rest {
-                ["EVENT", ..] => Kind::Skip("event trigger"),
+                ["EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
                 ["EXTENSION", ..] => {
                     let name = EXTENSION
                         .captures(&String::from_utf8_lossy(body))
@@ -257,7 +260,7 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
                 _ => Kind::Run,
             }
         }
-        ["ALTER", "EVENT", ..] => Kind::Skip("event trigger"),
+        ["ALTER", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
         ["ALTER", "DEFAULT", "PRIVILEGES", ..] => Kind::Privilege,
         ["ALTER", word, ..] if server_object(Some(word)) => return refuse(&format!("`ALTER {word}`")),
         ["ALTER", ..] if words.last[..2] == ["OWNER", "TO"] => Kind::Skip("owner"),
@@ -270,13 +273,13 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
                 Kind::Run
             }
         }
-        ["DROP", "EVENT", ..] => Kind::Skip("event trigger"),
+        ["DROP", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
         ["DROP", word, ..] if server_object(Some(word)) => return refuse(&format!("`DROP {word}`")),
         ["DROP", ..] => {
             *prelude = in_prelude;
             if in_prelude { Kind::Clean } else { Kind::Run }
         }
-        ["COMMENT", "ON", "EVENT", ..] => Kind::Skip("event trigger"),
+        ["COMMENT", "ON", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
         ["COMMENT", "ON", "EXTENSION", ..] => Kind::Privilege,
         ["COMMENT", "ON", word, ..] if server_object(Some(word)) => return refuse(&format!("`COMMENT ON {word}`")),
         ["COMMENT", "ON", ..] | ["SECURITY", "LABEL", ..] | ["REFRESH", "MATERIALIZED", "VIEW", ..] => Kind::Run,
@@ -396,7 +399,7 @@ mod tests {
                 Privilege,
                 Privilege,
                 Skip("owner"),
-                Skip("event trigger"),
+                Skip(EVENT_TRIGGER),
                 Run,
                 Run,
                 Run

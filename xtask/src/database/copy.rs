@@ -46,6 +46,10 @@ pub struct Copy {
     /// created by the target's superuser for the load (repeatable)
     #[arg(long, value_name = "NAME")]
     allow_extension: Vec<String>,
+    /// Also create the source's event triggers on the target (left out by default: they fire
+    /// for every later DDL with the rights of whoever runs it); needs a superuser's --to
+    #[arg(long)]
+    with_event_triggers: bool,
     #[command(flatten)]
     dump: DumpArgs,
     #[command(flatten)]
@@ -58,8 +62,11 @@ impl Copy {
         let dir = cx.user_path(&self.dir);
         let restore = dbkit::backup::restore::RestoreOptions {
             safety_dir: (!self.no_safety_backup).then(|| dir.clone()),
-            allowed_extensions: self.allow_extension,
-            ..Default::default()
+            load: dbkit::backup::load::LoadOptions {
+                allowed_extensions: self.allow_extension,
+                event_triggers: self.with_event_triggers,
+                ..Default::default()
+            },
         };
         let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore)?;
         println!("{}", dbkit::error::escaped(&path.display().to_string()));

@@ -49,6 +49,10 @@ pub struct Restore {
     /// postgres_fdw, ...), created by the superuser for the load (repeatable)
     #[arg(long, value_name = "NAME")]
     allow_extension: Vec<String>,
+    /// Also create the backup's event triggers (left out by default: they fire for every later
+    /// DDL, migrations included, with the rights of whoever runs it); needs a superuser's URL
+    #[arg(long)]
+    with_event_triggers: bool,
     #[command(flatten)]
     guard: GuardArgs,
 }
@@ -58,8 +62,11 @@ impl Restore {
         let url = cx.database_url()?;
         let options = dbkit::backup::restore::RestoreOptions {
             safety_dir: (!self.no_safety_backup).then(|| cx.user_path(&self.safety_dir)),
-            lock_timeout: self.lock_timeout,
-            allowed_extensions: self.allow_extension,
+            load: dbkit::backup::load::LoadOptions {
+                lock_timeout: self.lock_timeout,
+                allowed_extensions: self.allow_extension,
+                event_triggers: self.with_event_triggers,
+            },
         };
         dbkit::backup::restore::restore_file(cx, &url, &cx.user_path(&self.file), &self.guard.guard(), &options)
     }
