@@ -126,7 +126,6 @@ impl Load {
         let _ = self.session.exec(b"SET client_connection_check_interval = 1000");
         let prelude = [
             "BEGIN".to_string(),
-            "SET LOCAL maintenance_work_mem = '256MB'".into(),
             format!("SET LOCAL lock_timeout = '{}ms'", self.options.lock_timeout.as_millis()),
             "SET LOCAL standard_conforming_strings = on".into(),
             format!("SET LOCAL railgun.restore = '{}'", self.key),

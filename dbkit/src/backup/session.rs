@@ -36,6 +36,10 @@ pub mod code {
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
 }
 
+/// COPY data goes in messages of this size: the server parses a message only once it is
+/// whole, so smaller ones let it work while the next arrives (psql sends 8 KiB ones).
+const COPY_MESSAGE: usize = 64 << 10;
+
 /// One libpq connection, finished when dropped.
 pub struct Session {
     conn: *mut pq::PGconn,
@@ -126,7 +130,7 @@ impl Session {
 
     /// Sends COPY data (whole lines or not: the server joins them).
     pub fn put(&mut self, data: &[u8]) -> Result<(), PgError> {
-        for part in data.chunks(1 << 30) {
+        for part in data.chunks(COPY_MESSAGE) {
             // SAFETY: a live connection in COPY IN state; the buffer outlives the call (libpq copies it).
             let sent = unsafe { pq::PQputCopyData(self.conn, part.as_ptr() as *const c_char, part.len() as c_int) };
             if sent != 1 {
