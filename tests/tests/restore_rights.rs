@@ -490,3 +490,35 @@ fn event_triggers_are_left_out_and_named_unless_asked_for() {
     assert!(run.stderr.contains("created the backup's event trigger(s) as asked: note_ddl"), "{}", run.stderr);
     assert_eq!(created, "note_ddl");
 }
+
+#[test]
+fn grants_come_back_where_their_roles_exist_and_are_named_where_not() {
+    let dir = Dir::new("grants");
+    let reader = format!("rights_reader_{}", std::process::id());
+    let gone = format!("rights_gone_{}", std::process::id());
+    let source = TestDb::empty().unwrap();
+    source
+        .conn()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE ROLE {reader}; CREATE ROLE {gone};
+             CREATE TABLE public.t (id int); GRANT SELECT ON public.t TO {reader}; GRANT INSERT ON public.t TO {gone};"
+        ))
+        .unwrap();
+    let out = xtask(&dir.0, source.url(), &["db", "backup", "out", "--with-privileges"]);
+    let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
+    // The backup goes to a server where one of the two roles is gone.
+    source.conn().unwrap().batch_execute(&format!("REVOKE ALL ON public.t FROM {gone}; DROP ROLE {gone};")).unwrap();
+    let target = TestDb::empty().unwrap();
+    let run = restore(&dir.0, target.url(), &file);
+    let grants = text(
+        &target,
+        "SELECT coalesce(string_agg(format('%s:%s', grantee, privilege_type), ',' ORDER BY grantee, privilege_type), '') AS text
+         FROM information_schema.role_table_grants WHERE table_name = 't' AND grantee LIKE 'rights_%'",
+    );
+    source.conn().unwrap().batch_execute(&format!("REVOKE ALL ON public.t FROM {reader};")).ok();
+    target.conn().unwrap().batch_execute(&format!("REVOKE ALL ON public.t FROM {reader}; DROP ROLE {reader};")).ok();
+    run.assert_ok();
+    assert_eq!(grants, format!("{reader}:SELECT"));
+    assert!(run.stderr.contains(&format!("left out: GRANT INSERT ON TABLE public.t TO {gone}")), "{}", run.stderr);
+}

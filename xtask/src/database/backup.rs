@@ -74,7 +74,7 @@ pub struct DumpArgs {
     /// Keep ownership (ALTER ... OWNER TO): the roles must exist where the dump is restored
     #[arg(long)]
     pub with_owners: bool,
-    /// Keep GRANTs and REVOKEs: the roles must exist where the dump is restored
+    /// Keep GRANTs and REVOKEs: restored where their roles exist, left out (and named) where not
     #[arg(long)]
     pub with_privileges: bool,
     /// gzip level, 1 (fastest) to 9 (smallest). 8: zlib-rs at 6 makes files ~2% larger than GNU
