@@ -36,6 +36,8 @@ pub mod env_file;
 #[cfg(feature = "tools")]
 pub mod generate;
 #[cfg(feature = "tools")]
+pub mod git;
+#[cfg(feature = "tools")]
 pub mod guard;
 #[cfg(feature = "lint")]
 pub mod lint;

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use dbkit::docker::images::{self, Service};
 use dbkit::error::hint_of;
-use dbkit::migration::{runner, source};
+use dbkit::migration::{Plan, phantom, source};
 use dbkit::schema::{check_all, configured_files, print_files};
 use dbkit::url::{is_local, redact, redact_str, sslmode};
 use diesel::{PgConnection, RunQueryDsl};
@@ -311,14 +311,19 @@ fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {
     if !dir.exists() {
         return Outcome::Skip(format!("no migrations directory at {}", dir.display()));
     }
-    let result = source::load(&dir).and_then(|on_disk| {
-        let applied: Vec<String> = runner::applied(conn)?.unwrap_or_default().into_iter().map(|a| a.version).collect();
-        Ok(on_disk.into_iter().filter(|m| !applied.contains(&m.version)).collect::<Vec<_>>())
-    });
-    match result {
-        Ok(pending) if pending.is_empty() => Outcome::Pass("every migration on disk is applied".into()),
-        Ok(pending) => {
-            let names: Vec<String> = pending.iter().map(|m| m.name.clone()).collect();
+    let plan = source::load(&dir).and_then(|on_disk| Plan::read(conn, &on_disk));
+    match plan {
+        Ok(plan) if !plan.phantoms.is_empty() => fail(
+            format!(
+                "{} applied migration(s) this checkout lacks (from another branch or checkout): {}",
+                plan.phantoms.len(),
+                phantom::names(&plan.phantoms)
+            ),
+            phantom::fix(&plan.phantoms),
+        ),
+        Ok(plan) if plan.pending.is_empty() => Outcome::Pass("every migration on disk is applied".into()),
+        Ok(plan) => {
+            let names: Vec<String> = plan.pending.iter().map(|m| m.name.clone()).collect();
             fail(format!("{} pending: {}", names.len(), names.join(", ")), "cargo xtask migration run")
         }
         Err(error) => fail(format!("{error:#}"), "check the migrations directory and __diesel_schema_migrations"),

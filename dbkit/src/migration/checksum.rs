@@ -1,6 +1,9 @@
-//! A checksum of each applied migration's `up.sql`, kept beside diesel's bookkeeping in
+//! A checksum of each applied migration's `up.sql`, and the files themselves (its folder's name,
+//! up.sql, down.sql, whether it ran in a transaction), kept beside diesel's bookkeeping in
 //! `__railgun_migration_checksums`: `__diesel_schema_migrations` stays exactly as diesel_cli
 //! keeps it, and diesel print-schema skips tables whose name starts with `__`, as it does its own.
+//! A migration applied from another branch or checkout can so be reverted where its folder is
+//! missing (a phantom, see [`super::phantom`]).
 //!
 //! Each checksum is tied to the `run_on` of the application it was taken for: a migration that
 //! diesel_cli reverted and applied again (perhaps edited in between) has a new `run_on`, so its
@@ -24,8 +27,19 @@ pub(crate) const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS __railgun_migr
        version VARCHAR(50) PRIMARY KEY NOT NULL,
        checksum TEXT NOT NULL,
        applied_run_on TIMESTAMP NOT NULL,
-       recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+       recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+       name TEXT,
+       up_sql TEXT,
+       down_sql TEXT,
+       run_in_transaction BOOLEAN
 );";
+
+/// The columns that keep the files, added to a table made before they were kept (an earlier
+/// version of the runner). Older rows have them NULL: their migrations cannot be reverted
+/// without their folder.
+const ADD_FILE_COLUMNS: &str = "ALTER TABLE __railgun_migration_checksums
+       ADD COLUMN IF NOT EXISTS name TEXT, ADD COLUMN IF NOT EXISTS up_sql TEXT,
+       ADD COLUMN IF NOT EXISTS down_sql TEXT, ADD COLUMN IF NOT EXISTS run_in_transaction BOOLEAN";
 
 /// The checksum of a migration's `up.sql`: FNV-1a over the text with CRLF line endings made LF
 /// (a Windows checkout is not an edit). It detects edits, not forgeries: whoever can write the
@@ -103,19 +117,76 @@ pub fn verdict(applied: &Applied, recorded: Option<&Recorded>, now: &str) -> Ver
     }
 }
 
-/// Records `checksum` for the application of `version` that has `run_on`, replacing any other.
-pub fn record(conn: &mut PgConnection, version: &str, checksum: &str, run_on: NaiveDateTime) -> Result<()> {
+/// Records, for the application of `migration` that has `run_on`, the checksum of `up_sql`
+/// (what ran) and the files (its down.sql as it is now), replacing any other record of it.
+pub fn record(conn: &mut PgConnection, migration: &MigrationFiles, up_sql: &str, run_on: NaiveDateTime) -> Result<()> {
+    let down = if migration.has_down() { Some(migration.sql("down.sql")?) } else { None };
     diesel::sql_query(format!(
-        "INSERT INTO {TABLE} (version, checksum, applied_run_on) VALUES ($1, $2, $3)
+        "INSERT INTO {TABLE} (version, checksum, applied_run_on, name, up_sql, down_sql, run_in_transaction)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum,
-           applied_run_on = EXCLUDED.applied_run_on, recorded_at = CURRENT_TIMESTAMP"
+           applied_run_on = EXCLUDED.applied_run_on, recorded_at = CURRENT_TIMESTAMP,
+           name = EXCLUDED.name, up_sql = EXCLUDED.up_sql, down_sql = EXCLUDED.down_sql,
+           run_in_transaction = EXCLUDED.run_in_transaction"
     ))
-    .bind::<Text, _>(version)
-    .bind::<Text, _>(checksum)
+    .bind::<Text, _>(&migration.version)
+    .bind::<Text, _>(of(up_sql))
     .bind::<Timestamp, _>(run_on)
+    .bind::<Text, _>(&migration.name)
+    .bind::<Text, _>(up_sql)
+    .bind::<Nullable<Text>, _>(down)
+    .bind::<diesel::sql_types::Bool, _>(migration.run_in_transaction)
     .execute(conn)
-    .with_context(|| format!("record the checksum of {version}"))?;
+    .with_context(|| format!("record the checksum and files of {}", migration.name))?;
     Ok(())
+}
+
+/// The files recorded with an application: what a phantom is reverted with.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct KeptFiles {
+    #[diesel(sql_type = Text)]
+    pub version: String,
+    #[diesel(sql_type = Timestamp)]
+    pub applied_run_on: NaiveDateTime,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub up_sql: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub down_sql: Option<String>,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Bool>)]
+    pub run_in_transaction: Option<bool>,
+}
+
+/// The recorded files of `versions`; none when the table or its file columns do not exist.
+/// Reads only.
+pub fn kept_files(conn: &mut PgConnection, versions: &[String]) -> Result<HashMap<String, KeptFiles>> {
+    if versions.is_empty() || !has_file_columns(conn)? {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<KeptFiles> = diesel::sql_query(format!(
+        "SELECT version, applied_run_on, name, up_sql, down_sql, run_in_transaction FROM {TABLE} WHERE version = ANY($1)"
+    ))
+    .bind::<diesel::sql_types::Array<Text>, _>(versions)
+    .load(conn)
+    .with_context(|| format!("read the files recorded in {TABLE}"))?;
+    Ok(rows.into_iter().map(|r| (r.version.clone(), r)).collect())
+}
+
+/// Whether the table exists with the columns that keep the files.
+fn has_file_columns(conn: &mut PgConnection) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM pg_attribute WHERE attrelid = to_regclass('{TABLE}') \
+         AND attname = 'run_in_transaction' AND NOT attisdropped"
+    ))
+    .get_result(conn)
+    .with_context(|| format!("look for {TABLE}"))?;
+    Ok(count.n > 0)
 }
 
 pub fn forget(conn: &mut PgConnection, version: &str) -> Result<()> {
@@ -126,8 +197,15 @@ pub fn forget(conn: &mut PgConnection, version: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the table, or adds the file columns to one made before they were kept. The ALTER
+/// runs only when a column is missing: it needs the table's owner, where CREATE ... IF NOT EXISTS
+/// of an existing table does not (a migrator role of `db roles` runs this too).
 pub(crate) fn ensure_table(conn: &mut PgConnection) -> Result<()> {
-    conn.batch_execute(CREATE_TABLE).with_context(|| format!("create {TABLE}"))
+    conn.batch_execute(CREATE_TABLE).with_context(|| format!("create {TABLE}"))?;
+    if !has_file_columns(conn)? {
+        conn.batch_execute(ADD_FILE_COLUMNS).with_context(|| format!("add the file columns to {TABLE}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

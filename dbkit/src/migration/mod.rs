@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;
+pub mod phantom;
 pub mod runner;
 #[cfg(feature = "tools")]
 pub mod settings;
@@ -21,6 +22,7 @@ use diesel::PgConnection;
 use url::Url;
 
 pub use checksum::Verdict;
+pub use phantom::Phantom;
 pub use runner::{Applied, Locked};
 pub use source::{Embedded, Limits, MigrationFiles};
 
@@ -72,6 +74,8 @@ pub struct Plan {
     pub unrecorded: Vec<MigrationFiles>,
     /// Versions recorded as applied that no migration has.
     pub unknown: Vec<String>,
+    /// The same, with what was recorded of each, newest first (see [`phantom`]).
+    pub phantoms: Vec<Phantom>,
     /// The verdict on each applied version that is on disk.
     pub verdicts: HashMap<String, Verdict>,
 }
@@ -107,8 +111,9 @@ impl Plan {
             }
             plan.verdicts.insert(a.version.clone(), verdict);
         }
-        plan.applied = applied;
         plan.unknown.sort();
+        plan.phantoms = phantom::read(conn, &applied, &plan.unknown)?;
+        plan.applied = applied;
         plan.edited.sort_by(|a, b| a.0.version.cmp(&b.0.version));
         plan.unrecorded.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(plan)
@@ -178,10 +183,11 @@ pub fn apply_pending_with_options(
     let plan = Plan::read(&mut session.conn, migrations)?;
     if !plan.unknown.is_empty() {
         eprintln!(
-            "note: the database records {} that no migration folder has: {} ({})",
+            "note: the database records {} that no migration folder has: {} ({}) ({})",
             if plan.unknown.len() == 1 { "a version" } else { "versions" },
             plan.unknown.join(", "),
-            MISSING_HINT
+            phantom::names(&plan.phantoms),
+            phantom::fix(&plan.phantoms)
         );
     }
     plan.check(options)?;
@@ -207,7 +213,7 @@ fn adopt(session: &mut Locked, plan: &Plan) -> Result<()> {
     for migration in &plan.unrecorded {
         let applied = plan.applied_entry(&migration.version);
         if let Some(applied) = applied {
-            checksum::record(&mut session.conn, &migration.version, &checksum::current(migration)?, applied.run_on)?;
+            checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
         }
     }
     let names: Vec<&str> = plan.unrecorded.iter().map(|m| m.name.as_str()).collect();

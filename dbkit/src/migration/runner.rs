@@ -92,7 +92,6 @@ pub fn apply(conn: &mut PgConnection, migration: &MigrationFiles) -> Result<()> 
 /// transaction, or for the session until it is done when it runs outside one.
 pub fn apply_limited(conn: &mut PgConnection, migration: &MigrationFiles, limits: &Limits) -> Result<()> {
     let sql = read_sql(migration, "up.sql")?;
-    let sum = checksum::of(&sql);
     let transactional = migration.run_in_transaction;
     let record = |conn: &mut PgConnection| -> Result<()> {
         set_limits(conn, limits, transactional, migration)?;
@@ -107,7 +106,7 @@ pub fn apply_limited(conn: &mut PgConnection, migration: &MigrationFiles, limits
                 .bind::<Text, _>(&migration.version)
                 .get_result(conn)
                 .with_context(|| format!("record {} as applied", migration.name))?;
-        checksum::record(conn, &migration.version, &sum, recorded.run_on)
+        checksum::record(conn, migration, &sql, recorded.run_on)
     };
     let result = if transactional {
         conn.transaction(record)

@@ -2,6 +2,7 @@
 //! `YYYY-MM-DD-HHMMSS_name/{up.sql,down.sql,metadata.toml}`, the version being the part before
 //! the first `_` without its dashes.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
@@ -22,8 +23,16 @@ pub struct MigrationFiles {
     pub run_in_transaction: bool,
     /// `lock_timeout` / `statement_timeout` from `metadata.toml` (keys diesel ignores).
     pub limits: Limits,
-    /// The SQL built into the program, when it does not come from `dir`.
-    pub embedded: Option<Embedded>,
+    /// The SQL, when it does not come from `dir`: built into the program, or recorded in the
+    /// database when the migration was applied (a phantom: the checkout lacks its folder).
+    pub held: Option<Held>,
+}
+
+/// A migration's SQL held in memory.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub up: Cow<'static, str>,
+    pub down: Option<Cow<'static, str>>,
 }
 
 /// Postgres's `lock_timeout` and `statement_timeout` for a migration, as Postgres spells them
@@ -60,17 +69,17 @@ impl MigrationFiles {
 
     /// Whether there is a down.sql to revert with.
     pub fn has_down(&self) -> bool {
-        match &self.embedded {
-            Some(embedded) => embedded.down.is_some(),
+        match &self.held {
+            Some(held) => held.down.is_some(),
             None => self.down().is_file(),
         }
     }
 
     /// The text of `up.sql` or `down.sql`.
     pub fn sql(&self, file: &str) -> Result<String> {
-        if let Some(embedded) = &self.embedded {
-            let text = if file == "up.sql" { Some(embedded.up) } else { embedded.down };
-            return text.map(str::to_owned).with_context(|| format!("migration {} has no {file}", self.name));
+        if let Some(held) = &self.held {
+            let text = if file == "up.sql" { Some(&held.up) } else { held.down.as_ref() };
+            return text.map(|t| t.to_string()).with_context(|| format!("migration {} has no {file}", self.name));
         }
         let path = self.dir.join(file);
         std::fs::read_to_string(&path).with_context(|| format!("read {}", shown(&path)))
@@ -88,7 +97,7 @@ pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFile
             dir: dir.join(m.name),
             run_in_transaction: m.metadata.is_none_or(metadata_run_in_transaction),
             limits: m.metadata.map_or(Ok(Limits::default()), |text| metadata_limits(text, &metadata_file))?,
-            embedded: Some(*m),
+            held: Some(Held { up: Cow::Borrowed(m.up), down: m.down.map(Cow::Borrowed) }),
         });
     }
     loaded.sort_by(|a, b| a.version.cmp(&b.version));
@@ -129,7 +138,7 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
             limits,
             name: escaped(&name).into_owned(),
             dir: path,
-            embedded: None,
+            held: None,
         });
     }
     migrations.sort_by(|a, b| a.version.cmp(&b.version));

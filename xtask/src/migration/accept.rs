@@ -39,11 +39,11 @@ impl Accept {
         match plan.verdicts.get(&migration.version) {
             Some(Verdict::Unchanged) => eprintln!("{}: up.sql is what was applied; nothing to accept", migration.name),
             Some(Verdict::Edited { recorded, .. }) => {
-                checksum::record(&mut session.conn, &migration.version, &now, applied.run_on)?;
+                checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
                 eprintln!("accepted {}: its checksum is now {now} (was {recorded})", migration.name);
             }
             _ => {
-                checksum::record(&mut session.conn, &migration.version, &now, applied.run_on)?;
+                checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
                 eprintln!("accepted {}: recorded its checksum {now} (it had none)", migration.name);
             }
         }

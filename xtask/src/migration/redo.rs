@@ -39,6 +39,6 @@ impl Redo {
             redo(&mut session.conn)?;
         }
         drop(session);
-        dbkit::schema::regenerate(cx, &url)
+        dbkit::migration::phantom::regenerate_schema(cx, &url)
     }
 }

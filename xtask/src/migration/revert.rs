@@ -1,12 +1,13 @@
-//! `cargo xtask migration revert`: undo the latest applied migrations, newest first.
+//! `cargo xtask migration revert`: undo the latest applied migrations, newest first, or the
+//! phantoms (applied from another branch or checkout) from their recorded down.sql.
 
 use anyhow::Result;
 use url::Url;
 
 use crate::context::Context;
 use crate::guard::GuardArgs;
-use dbkit::migration::Locked;
 use dbkit::migration::source::{self, MigrationFiles};
+use dbkit::migration::{Locked, Plan, phantom};
 
 /// Revert the latest applied migration (or the latest N, or all), then regenerate schema.rs
 ///
@@ -15,10 +16,25 @@ use dbkit::migration::source::{self, MigrationFiles};
 /// Each one runs its down.sql in its own transaction (unless its metadata says otherwise), under
 /// the same lock as `migration run`. `--all` empties the database of the app's tables: it asks
 /// first and refuses production.
+///
+/// schema.rs is left as git has it when every reverted migration is committed (it describes
+/// this checkout's migrations; a rewritten one would block the next `git checkout`): pass
+/// --write-schema to rewrite it anyway.
+///
+/// --phantom reverts the phantoms instead: migrations the database records as applied that
+/// this checkout has no folder for (applied on another branch or checkout), newest first, each
+/// from the down.sql recorded when it was applied. It asks first.
 #[derive(clap::Args)]
 pub struct Revert {
     #[command(flatten)]
     latest: Latest,
+    /// Revert the phantom migrations (applied from another branch or checkout) from their
+    /// recorded down.sql, newest first
+    #[arg(long, conflicts_with_all = ["count", "all"])]
+    phantom: bool,
+    /// Rewrite the schema files even when the reverted migrations are committed
+    #[arg(long)]
+    write_schema: bool,
 }
 
 /// Which applied migrations `revert` and `redo` work on.
@@ -55,14 +71,51 @@ impl Latest {
 
 impl Revert {
     pub fn run(self, cx: &Context) -> Result<()> {
+        if self.phantom {
+            return revert_phantoms(cx, &self.latest.guard);
+        }
         let (url, mut session, targets) = self.latest.select(cx, "revert")?;
         for migration in &targets {
             eprintln!("Rolling back migration {}", migration.name);
             session.revert(migration)?;
         }
         drop(session);
-        dbkit::schema::regenerate(cx, &url)
+        if !targets.is_empty()
+            && !self.write_schema
+            && dbkit::git::all_tracked(cx, targets.iter().map(|m| m.dir.join("up.sql")))
+        {
+            eprintln!(
+                "note: the schema files are left as git has them: the reverted migration(s) are committed, so they describe this checkout; `cargo xtask migration run` applies them again, --write-schema rewrites the files from the database"
+            );
+            return Ok(());
+        }
+        phantom::regenerate_schema(cx, &url)
     }
+}
+
+/// Reverts the phantoms from their recorded down.sql, after asking; then the schema files are
+/// the checkout's again.
+fn revert_phantoms(cx: &Context, guard: &GuardArgs) -> Result<()> {
+    let url = cx.database_url()?;
+    let migrations = source::load(&cx.migration_dir()?)?;
+    let mut session = Locked::acquire(&url)?;
+    let plan = Plan::read(&mut session.conn, &migrations)?;
+    if plan.phantoms.is_empty() {
+        eprintln!("no phantom migration: every applied migration has its folder in this checkout");
+        return Ok(());
+    }
+    let names = phantom::names(&plan.phantoms);
+    eprintln!(
+        "{} phantom migration(s), applied from another branch or checkout, newest first: {names}",
+        plan.phantoms.len()
+    );
+    guard.guard().check(cx, &url, &format!("revert {names} from the down.sql recorded when applied"))?;
+    let reverted = phantom::revert_all(&mut session, &plan.phantoms, &mut |p| {
+        eprintln!("Rolling back migration {} (its recorded down.sql)", p.shown())
+    })?;
+    eprintln!("reverted {reverted} phantom migration(s)");
+    drop(session);
+    phantom::regenerate_schema(cx, &url)
 }
 
 /// The `count` most recently applied migrations (by `run_on`; the higher version first among
@@ -87,7 +140,7 @@ fn latest_applied(session: &mut Locked, migrations: &[MigrationFiles], count: us
         .take(count)
         .map(|applied| {
             migrations.iter().find(|m| m.version == applied.version).cloned().ok_or_else(|| {
-                anyhow::anyhow!(hint!("cannot revert version {}: it is recorded as applied, but no migration folder has that version", applied.version; "{}", dbkit::migration::MISSING_HINT))
+                anyhow::anyhow!(hint!("cannot revert version {}: it is recorded as applied, but no migration folder has that version", applied.version; "it is a phantom (applied from another branch or checkout): `cargo xtask migration revert --phantom` reverts it from the down.sql recorded when it was applied; or {}", dbkit::migration::MISSING_HINT))
             })
         })
         .collect()

@@ -56,7 +56,7 @@ impl Run {
             1 => eprintln!("applied 1 migration"),
             n => eprintln!("applied {n} migrations"),
         }
-        dbkit::schema::regenerate(cx, &url)
+        dbkit::migration::phantom::regenerate_schema(cx, &url)
     }
 }
 

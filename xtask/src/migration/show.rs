@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 
 use dbkit::migration::runner::Applied;
-use dbkit::migration::{MISSING_HINT, Options, Plan, Verdict, source};
+use dbkit::migration::{Options, Plan, Verdict, phantom, source};
 
 use crate::context::Context;
 
 /// Show every migration as `[X] name (applied at ...)` or `[ ] name`, then the counts
 ///
-/// A version the database records but no folder has is listed as `[X] <version> (... not on
-/// disk)`, with how to inspect `__diesel_schema_migrations`. An applied migration whose up.sql
+/// A version the database records but no folder has (a phantom: applied from another branch or
+/// checkout) is listed as `[X] <name> (... NOT ON DISK ...)`, saying whether its down.sql was
+/// recorded (`migration revert --phantom` reverts it), with how to inspect the bookkeeping. An applied migration whose up.sql
 /// changed since it was applied is marked EDITED; a pending one older than the newest applied
 /// one, OUT OF ORDER.
 #[derive(clap::Args)]
@@ -72,7 +73,7 @@ impl Show {
             out_of_order: plan.out_of_order.len(),
         };
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&json(&rows, &counts))?);
+            println!("{}", serde_json::to_string_pretty(&json(&rows, &counts, &plan))?);
         } else {
             for row in rows.values() {
                 let mark = if row.applied.is_some() { 'X' } else { ' ' };
@@ -87,8 +88,9 @@ impl Show {
                         println!("[{mark}] {name} (applied at {} UTC{edited})", a.run_on.format("%Y-%m-%d %H:%M:%S"))
                     }
                     (Some(a), None) => println!(
-                        "[{mark}] {name} (applied at {} UTC, NOT ON DISK)",
-                        a.run_on.format("%Y-%m-%d %H:%M:%S")
+                        "[{mark}] {name} (applied at {} UTC, NOT ON DISK{})",
+                        a.run_on.format("%Y-%m-%d %H:%M:%S"),
+                        phantom_note(&plan, &a.version)
                     ),
                     (None, _) if row.out_of_order => println!(
                         "[{mark}] {name} (OUT OF ORDER: older than the newest applied version, {})",
@@ -112,9 +114,10 @@ impl Show {
         if !missing.is_empty() {
             let versions: Vec<&str> = missing.iter().map(|r| r.version.as_str()).collect();
             eprintln!(
-                "note: the database records {} that no migration folder has: {}\n  {MISSING_HINT}",
+                "note: the database records {} that no migration folder has: {}\n  {}",
                 if missing.len() == 1 { "a version" } else { "versions" },
-                versions.join(", ")
+                versions.join(", "),
+                phantom::fix(&plan.phantoms)
             );
         }
         if self.check {
@@ -137,6 +140,19 @@ impl Show {
     }
 }
 
+/// What `show` says of a phantom beside NOT ON DISK: its folder's name when recorded, and
+/// whether it can be reverted here.
+fn phantom_note(plan: &Plan, version: &str) -> String {
+    match plan.phantoms.iter().find(|p| p.version == version) {
+        Some(p) if p.revertible() => format!(
+            ": a phantom, {} from another branch or checkout; its down.sql is recorded, `migration revert --phantom` reverts it",
+            p.shown()
+        ),
+        Some(p) if p.name.is_some() => format!(": a phantom, {}; no down.sql recorded", p.shown()),
+        _ => String::new(),
+    }
+}
+
 struct Counts {
     applied: usize,
     pending: usize,
@@ -145,7 +161,7 @@ struct Counts {
     out_of_order: usize,
 }
 
-fn json(rows: &BTreeMap<String, Row>, counts: &Counts) -> serde_json::Value {
+fn json(rows: &BTreeMap<String, Row>, counts: &Counts, plan: &Plan) -> serde_json::Value {
     let migrations: Vec<serde_json::Value> = rows
         .values()
         .map(|row| {
@@ -163,6 +179,9 @@ fn json(rows: &BTreeMap<String, Row>, counts: &Counts) -> serde_json::Value {
                 "edited": matches!(row.verdict, Some(Verdict::Edited { .. })),
                 "checksum": checksum,
                 "out_of_order": row.out_of_order,
+                "phantom": row.name.is_none(),
+                "phantom_name": plan.phantoms.iter().find(|p| p.version == row.version).and_then(|p| p.name.clone()),
+                "phantom_revertible": plan.phantoms.iter().any(|p| p.version == row.version && p.revertible()),
             })
         })
         .collect();
