@@ -23,6 +23,8 @@ pub mod url;
 
 #[cfg(feature = "tools")]
 pub mod backup;
+#[cfg(feature = "tools")]
+pub mod branch;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tools")]
