@@ -212,6 +212,7 @@ fn the_database_follows_git() {
     repo.xtask(&["migration", "show", "--check"]).assert_ok();
     let doctor = repo.xtask(&["doctor"]);
     assert!(doctor.stdout.contains("every migration on disk is applied"), "{}", doctor.all());
+    assert!(doctor.stdout.contains("pass  branch      the database follows git"), "{}", doctor.all());
 
     repo.git(&["checkout", "feature-avatar"]).assert_ok();
     assert_eq!(repo.database(), branch_db);
@@ -362,6 +363,9 @@ fn a_failed_switch_is_named_by_the_next_command() {
     show.assert_fails_with("this checkout is on branch `busy`, but .env names branch `main`'s database");
     assert!(show.stderr.contains("other session(s) are connected"), "the reason is given:\n{}", show.stderr);
     assert!(show.stderr.contains("cargo xtask branch switch"), "{}", show.stderr);
+    let doctor = repo.xtask(&["doctor"]);
+    assert!(!doctor.ok());
+    assert!(doctor.stdout.contains("FAIL  branch"), "{}", doctor.all());
     drop(app);
     let switch = repo.xtask(&["branch", "switch"]);
     switch.assert_ok();
@@ -489,4 +493,19 @@ fn worktrees_switch_on_their_own() {
 fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// With `up --pooler`'s two URLs (the app's DATABASE_URL, the tools' DIRECT_URL), both follow
+/// the branch; every other line of `.env` stays as it was.
+#[test]
+fn both_urls_follow_and_other_lines_stay() {
+    let repo = Repo::new("direct");
+    let url = repo.env("DATABASE_URL").unwrap();
+    std::fs::write(repo.dir.join(".env"), format!("# mine\nDATABASE_URL={url}\nDIRECT_URL={url}\nOTHER=1\n")).unwrap();
+    repo.xtask(&["branch", "on"]).assert_ok();
+    repo.git(&["checkout", "-q", "-b", "pooled"]).assert_ok();
+    let (app, direct) = (repo.env("DATABASE_URL").unwrap(), repo.env("DIRECT_URL").unwrap());
+    assert!(app.contains("_b_pooled_") && app == direct, "{app} {direct}");
+    let text = std::fs::read_to_string(repo.dir.join(".env")).unwrap();
+    assert!(text.starts_with("# mine\n") && text.contains("\nOTHER=1\n"), "{text}");
 }
