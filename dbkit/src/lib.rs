@@ -25,6 +25,8 @@ pub mod url;
 pub mod backup;
 #[cfg(feature = "tools")]
 pub mod branch;
+#[cfg(feature = "tools")]
+pub mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tools")]
@@ -47,6 +49,8 @@ pub mod lint;
 pub mod redis;
 #[cfg(feature = "tools")]
 pub mod schema;
+#[cfg(feature = "tools")]
+pub mod scratch;
 #[cfg(any(feature = "tools", feature = "docker"))]
 pub mod secret;
 #[cfg(feature = "testing")]

@@ -9,6 +9,7 @@ mod redo;
 mod revert;
 mod run;
 mod show;
+mod test;
 
 use anyhow::Result;
 
@@ -25,6 +26,7 @@ pub enum Migration {
     Show(show::Show),
     Accept(accept::Accept),
     Lint(lint::Lint),
+    Test(test::Test),
 }
 
 impl Migration {
@@ -38,6 +40,7 @@ impl Migration {
             Migration::Show(cmd) => cmd.run(cx),
             Migration::Accept(cmd) => cmd.run(cx),
             Migration::Lint(cmd) => cmd.run(cx),
+            Migration::Test(cmd) => cmd.run(cx),
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;
 pub mod phantom;
+#[cfg(feature = "tools")]
+pub mod reversible;
 pub mod runner;
 #[cfg(feature = "tools")]
 pub mod settings;
