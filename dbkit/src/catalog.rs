@@ -50,7 +50,7 @@ impl Catalog {
             #[diesel(sql_type = Text)]
             value: String,
         }
-        let rows: Vec<Row> = diesel::sql_query(QUERY).load(conn).context("read the database's catalog")?;
+        let rows: Vec<Row> = diesel::sql_query(query()).load(conn).context("read the database's catalog")?;
         let mut map = BTreeMap::new();
         for row in rows {
             // Two objects with one key (overloads print their arguments, so none expected):
@@ -84,17 +84,40 @@ impl Catalog {
     }
 }
 
+/// The catalog query, with each privilege list written as [`ACL`] writes it.
+fn query() -> String {
+    let mut query = QUERY.to_string();
+    for (acl, owner) in [
+        ("nspacl", "nspowner"),
+        ("relacl", "relowner"),
+        ("coalesce(p.proacl, acldefault('f', p.proowner))", "p.proowner"),
+    ] {
+        let pattern = format!("{{acl({acl}, {owner})}}");
+        query = query.replace(&pattern, &ACL.replace("$ACL", acl).replace("$OWNER", owner));
+    }
+    query
+}
+
+/// A privilege list as it acts, whoever owns the object: `owner:SELECT, public:USAGE, app:INSERT*`
+/// (`*`: with grant option), in order; grantors left out. A database made by another role than
+/// the one the migrations ran as compares equal when the privileges do.
+const ACL: &str = "(SELECT coalesce(string_agg(who || ':' || e.privilege_type || CASE WHEN e.is_grantable THEN '*' ELSE '' END, ', ' ORDER BY who, e.privilege_type), '')
+    FROM aclexplode($ACL) e,
+    LATERAL (SELECT CASE WHEN e.grantee = $OWNER THEN 'owner' WHEN e.grantee = 0 THEN 'public'
+                         ELSE quote_ident(pg_get_userbyid(e.grantee)) END AS who) w)";
+
 /// The catalog as (key, value) rows. `rel` is every relation of the user's schemas but the
 /// bookkeeping and extensions' own; each part below keys one kind of object.
 const QUERY: &str = r#"
 WITH ns AS (
-    SELECT oid, nspname, coalesce(nspacl, acldefault('n', nspowner)) AS nspacl FROM pg_namespace
+    SELECT oid, nspname, nspowner, coalesce(nspacl, acldefault('n', nspowner)) AS nspacl FROM pg_namespace
     WHERE nspname NOT IN ('pg_catalog', 'information_schema')
       AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
 ),
 ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
 rel AS (
-    SELECT c.oid, c.relname, c.relkind, n.nspname, coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner)) AS relacl,
+    SELECT c.oid, c.relname, c.relkind, n.nspname, c.relowner,
+           coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner)) AS relacl,
            c.relrowsecurity, c.relforcerowsecurity,
            c.relpersistence, c.relispartition, c.relpartbound,
            quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qualified
@@ -104,7 +127,7 @@ rel AS (
       AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
 )
 SELECT 'schema ' || quote_ident(nspname) AS key,
-       coalesce(array_to_string(ARRAY(SELECT a::text FROM unnest(nspacl) a ORDER BY 1), ', '), '') AS value
+       {acl(nspacl, nspowner)} AS value
 FROM ns WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_namespace'::regclass AND ext.objid = ns.oid)
 UNION ALL
 SELECT CASE relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' WHEN 'f' THEN 'foreign table '
@@ -120,7 +143,7 @@ SELECT CASE relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' WHE
            CASE WHEN relpersistence = 'u' THEN 'unlogged' END)
 FROM rel WHERE relkind <> 'S'
 UNION ALL
-SELECT 'grants on ' || qualified, array_to_string(ARRAY(SELECT a::text FROM unnest(relacl) a ORDER BY 1), ', ')
+SELECT 'grants on ' || qualified, {acl(relacl, relowner)}
 FROM rel WHERE relkind <> 'c'
 UNION ALL
 SELECT 'column ' || r.qualified || '.' || quote_ident(a.attname),
@@ -158,7 +181,7 @@ UNION ALL
 SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate ' ELSE 'function ' END
            || quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ')',
        CASE WHEN p.prokind = 'a' THEN pg_get_function_result(p.oid) ELSE pg_get_functiondef(p.oid) END
-           || ' grants ' || array_to_string(ARRAY(SELECT a::text FROM unnest(coalesce(p.proacl, acldefault('f', p.proowner))) a ORDER BY 1), ', ')
+           || ' grants ' || {acl(coalesce(p.proacl, acldefault('f', p.proowner)), p.proowner)}
 FROM pg_proc p JOIN ns n ON n.oid = p.pronamespace
 WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
 UNION ALL

@@ -196,3 +196,57 @@ fn pending_by_default() {
     assert!(run.stdout.contains("ok    2024-01-02-000001_more") && !run.stdout.contains(USERS), "{}", run.stdout);
     f.xtask(&["migration", "test", "nope"]).assert_fails_with("no migration has the version or name nope");
 }
+
+fn execute(f: &Folder, sql: &str) {
+    use diesel::connection::SimpleConnection;
+    f.db.connect().unwrap().batch_execute(sql).unwrap();
+}
+
+/// A database made by hand as the migrations would make it is adopted: every migration recorded
+/// as applied, then `run` has nothing to do and `revert` works. One with an extra column is
+/// refused, the column named, nothing recorded.
+#[test]
+fn baseline_adopts_a_database_made_by_hand() {
+    let f = folder();
+    users(&f);
+    migration(&f, "2024-01-02-000001_index", "CREATE INDEX users_email ON users (email);", "DROP INDEX users_email;");
+    // Made by hand, in another order, with a row of data: the same schema.
+    execute(
+        &f,
+        "CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL, status text);
+                 INSERT INTO users (email) VALUES ('kept@example.com');
+                 CREATE INDEX users_email ON users (email);",
+    );
+    execute(&f, "ALTER TABLE users ADD COLUMN nickname text");
+    let refused = f.xtask(&["migration", "baseline"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(
+        refused.stdout.contains("only in the database: column public.users.nickname text position 4"),
+        "{}",
+        refused.stdout
+    );
+    assert!(refused.stderr.contains("nothing recorded"), "{}", refused.stderr);
+    let recorded = tests::text(
+        &f.db,
+        "SELECT count(*)::text AS text FROM pg_tables WHERE tablename = '__diesel_schema_migrations'",
+    );
+    let none =
+        recorded == "0" || tests::text(&f.db, "SELECT count(*)::text AS text FROM __diesel_schema_migrations") == "0";
+    assert!(none, "nothing recorded");
+
+    execute(&f, "ALTER TABLE users DROP COLUMN nickname");
+    // Dropped columns leave no trace in what is compared (positions count live columns).
+    let adopted = f.xtask(&["migration", "baseline"]);
+    adopted.assert_ok();
+    assert!(
+        adopted.stderr.contains("the database is what the 2 migration(s) make: recorded as applied"),
+        "{}",
+        adopted.stderr
+    );
+    let run = f.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("no pending migrations"), "{}", run.stderr);
+    assert_eq!(tests::text(&f.db, "SELECT email AS text FROM users"), "kept@example.com");
+    f.xtask(&["migration", "revert"]).assert_ok();
+    f.xtask(&["migration", "baseline"]).assert_fails_with("records 1 applied migration(s) already");
+}

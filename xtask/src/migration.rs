@@ -2,6 +2,7 @@
 //! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
 mod accept;
+mod baseline;
 mod create;
 mod generate;
 mod lint;
@@ -27,6 +28,7 @@ pub enum Migration {
     Accept(accept::Accept),
     Lint(lint::Lint),
     Test(test::Test),
+    Baseline(baseline::Baseline),
 }
 
 impl Migration {
@@ -41,6 +43,7 @@ impl Migration {
             Migration::Accept(cmd) => cmd.run(cx),
             Migration::Lint(cmd) => cmd.run(cx),
             Migration::Test(cmd) => cmd.run(cx),
+            Migration::Baseline(cmd) => cmd.run(cx),
         }
     }
 }
