@@ -10,6 +10,7 @@ mod redo;
 mod revert;
 mod run;
 mod show;
+mod squash;
 mod test;
 
 use anyhow::Result;
@@ -29,6 +30,7 @@ pub enum Migration {
     Lint(lint::Lint),
     Test(test::Test),
     Baseline(baseline::Baseline),
+    Squash(squash::Squash),
 }
 
 impl Migration {
@@ -44,6 +46,7 @@ impl Migration {
             Migration::Lint(cmd) => cmd.run(cx),
             Migration::Test(cmd) => cmd.run(cx),
             Migration::Baseline(cmd) => cmd.run(cx),
+            Migration::Squash(cmd) => cmd.run(cx),
         }
     }
 }
