@@ -111,6 +111,89 @@ pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
     })
 }
 
+/// `sql`'s tokens as Postgres's lexer reads them, one space between each: comments and
+/// whitespace left out, unquoted identifiers and keywords lower-cased (Postgres folds them so),
+/// everything else exactly as written (quoted identifiers, strings and their prefixes, dollar
+/// quotes with their bodies, numbers, each run of operator characters as one operator). Two
+/// texts with the same tokens parse to the same tree; an edit to comments, whitespace or keyword
+/// case only leaves the tokens as they were. (Conservative: a change the parser would not see,
+/// inside a function body's dollar quotes say, counts as a change.)
+pub fn tokens(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::new();
+    let mut push = |token: &str, out: &mut String| {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(token);
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        if b.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let end = match b {
+            b'-' if next == Some(b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'/' if next == Some(b'*') => {
+                i = block_comment_end(bytes, i);
+                continue;
+            }
+            _ if is_ident_start(b) => {
+                let end = ident_end(bytes, i);
+                // A prefix glued to its string (E'..', U&'..', B'..', X'..') is part of it.
+                if bytes.get(end) == Some(&b'\'') {
+                    let escapes = end - i == 1 && matches!(b, b'e' | b'E');
+                    let close = quoted_end(bytes, end, b'\'', escapes);
+                    push(&format!("{}{}", sql[i..end].to_ascii_lowercase(), &sql[end..close]), &mut out);
+                    i = close;
+                    continue;
+                }
+                push(&sql[i..end].to_ascii_lowercase(), &mut out);
+                i = end;
+                continue;
+            }
+            b'\'' => quoted_end(bytes, i, b'\'', false),
+            b'"' => quoted_end(bytes, i, b'"', false),
+            b'$' => dollar_quoted_end(sql, i).unwrap_or_else(|| {
+                let mut end = i + 1;
+                while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                    end += 1;
+                }
+                end
+            }),
+            b'0'..=b'9' | b'.' if b != b'.' || next.is_some_and(|n| n.is_ascii_digit()) => {
+                let mut end = i + 1;
+                while bytes.get(end).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_') {
+                    end += 1;
+                }
+                end
+            }
+            _ if OPERATOR.contains(&b) => {
+                let mut end = i + 1;
+                while bytes.get(end).is_some_and(|c| OPERATOR.contains(c))
+                    && !matches!((bytes[end], bytes.get(end + 1)), (b'-', Some(b'-')) | (b'/', Some(b'*')))
+                {
+                    end += 1;
+                }
+                end
+            }
+            _ => i + 1 + usize::from(b >= 0x80) * (sql[i..].chars().next().map_or(1, char::len_utf8) - 1),
+        };
+        push(&sql[i..end], &mut out);
+        i = end;
+    }
+    out
+}
+
+/// The characters Postgres's lexer reads as one operator when they follow each other.
+const OPERATOR: &[u8] = b"+-*/<>=~!@#%^&|`?";
+
 /// The 1-based line of a 1-based character position, as Postgres reports error positions.
 pub fn line_of_position(sql: &str, position: usize) -> usize {
     let offset = sql.char_indices().nth(position.saturating_sub(1)).map_or(sql.len(), |(i, _)| i);
@@ -194,6 +277,28 @@ mod tests {
 
     fn lines(sql: &str) -> Vec<(usize, &str)> {
         statements(sql).into_iter().map(|s| (s.line, s.text)).collect()
+    }
+
+    #[test]
+    fn tokens_ignore_comments_whitespace_and_keyword_case_only() {
+        let sql = "-- users\nCREATE TABLE users (\n  id serial PRIMARY KEY, /* the key */\n  name text DEFAULT 'A  b'\n);";
+        let same = "create   table USERS (id SERIAL primary key, name TEXT default 'A  b'); -- done";
+        assert_eq!(tokens(sql), tokens(same));
+        assert_eq!(tokens(sql), "create table users ( id serial primary key , name text default 'A  b' ) ;");
+        for changed in [
+            "CREATE TABLE users (id serial PRIMARY KEY, name text DEFAULT 'a  b');",
+            "CREATE TABLE \"Users\" (id serial PRIMARY KEY, name text DEFAULT 'A  b');",
+            "CREATE TABLE users (id serial PRIMARY KEY, name text DEFAULT 'A b');",
+            "CREATE TABLE users (id bigserial PRIMARY KEY, name text DEFAULT 'A  b');",
+        ] {
+            assert_ne!(tokens(sql), tokens(changed), "{changed}");
+        }
+        assert_ne!(tokens("SELECT a <= b"), tokens("SELECT a < = b"), "one operator is not two");
+        assert_ne!(tokens("SELECT 1 -1"), tokens("SELECT 1 --1"), "a comment is not a minus");
+        assert_eq!(tokens("SELECT E'it''s\\n'"), tokens("select e'it''s\\n'"));
+        assert_ne!(tokens("SELECT E'x'"), tokens("SELECT E 'x'"), "a prefix is not a type name");
+        assert_ne!(tokens("SELECT $$ a $$"), tokens("SELECT $$a$$"), "a body is a string");
+        assert_eq!(tokens("SELECT $1, 1.5e3"), "select $1 , 1.5e3");
     }
 
     #[test]
