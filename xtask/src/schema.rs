@@ -1,6 +1,8 @@
-//! `cargo xtask schema`: schema.rs generation (byte-identical to diesel print-schema), sync and drop.
+//! `cargo xtask schema`: schema.rs generation (byte-identical to diesel print-schema), the schema
+//! as SQL for review, sync and drop.
 
 mod drop;
+mod dump;
 mod generate;
 mod sync;
 
@@ -8,10 +10,11 @@ use anyhow::Result;
 
 use crate::context::Context;
 
-/// schema.rs generation, and the destructive sync and drop.
+/// schema.rs generation, the schema as SQL, and the destructive sync and drop.
 #[derive(clap::Subcommand)]
 pub enum Schema {
     Generate(generate::Generate),
+    Dump(dump::Dump),
     Sync(sync::Sync),
     Drop(drop::Drop),
 }
@@ -20,6 +23,7 @@ impl Schema {
     pub fn run(self, cx: &Context) -> Result<()> {
         match self {
             Schema::Generate(cmd) => cmd.run(cx),
+            Schema::Dump(cmd) => cmd.run(cx),
             Schema::Sync(cmd) => cmd.run(cx),
             Schema::Drop(cmd) => cmd.run(cx),
         }
