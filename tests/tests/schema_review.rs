@@ -1,8 +1,8 @@
 //! The schema as reviewers see it: `schema dump` (the schema as SQL, normalized so it changes
-//! only when the schema does), on the real server.
+//! only when the schema does) and `schema diagram` (Mermaid, DOT, SVG), on the real server.
 
 use diesel::RunQueryDsl;
-use tests::Folder;
+use tests::{Folder, Run};
 
 fn migration(f: &Folder, name: &str, up: &str, down: &str) {
     let dir = f.dir.join("migrations").join(name);
@@ -169,4 +169,57 @@ fn configured_the_dump_follows_the_migrations_and_doctor_checks_it() {
 
     std::fs::write(f.dir.join("railgun.toml"), "[schema]\ndumps = \"x.sql\"\n").unwrap();
     f.xtask(&["schema", "dump"]).assert_fails_with("unknown field `dumps`");
+}
+
+fn diagram(f: &Folder, args: &[&str]) -> Run {
+    let mut all = vec!["schema", "diagram"];
+    all.extend(args);
+    f.xtask(&all)
+}
+
+#[test]
+fn the_mermaid_diagram_has_the_tables_their_keys_and_the_relationships() {
+    let f = users_and_posts();
+    let mermaid = diagram(&f, &[]).assert_ok().stdout.clone();
+    assert!(mermaid.starts_with("erDiagram\n"), "{mermaid}");
+    for wanted in [
+        "\n    users {\n        integer id PK\n        text email\n",
+        "        timestamp_with_time_zone created_at\n",
+        "\n    posts {\n        bigint id PK\n        integer user_id FK\n        integer editor_id FK\n        character_varying(80) title\n        numeric(10_2) price\n    }\n",
+        "\n    users ||--o{ posts : \"user_id\"\n",
+        "\n    users |o--o{ posts : \"editor_id\"\n",
+    ] {
+        assert!(mermaid.contains(wanted), "the diagram lacks {wanted:?}:\n{mermaid}");
+    }
+    assert!(!mermaid.contains("__diesel_schema_migrations"), "{mermaid}");
+
+    // Filtered as print-schema filters: a relationship needs both its tables.
+    let posts = diagram(&f, &["--only-tables", "posts"]).assert_ok().stdout.clone();
+    assert!(posts.contains("    posts {") && !posts.contains("users"), "{posts}");
+    std::fs::write(
+        f.dir.join("diesel.toml"),
+        "[print_schema]\nfile = \"schema.rs\"\n[print_schema.filter]\nexcept_tables = [\"posts\"]\n",
+    )
+    .unwrap();
+    let users = diagram(&f, &[]).assert_ok().stdout.clone();
+    assert!(users.contains("    users {") && !users.contains("posts"), "{users}");
+    diagram(&f, &["posts"]).assert_fails_with("without --only-tables or --except-tables");
+}
+
+#[test]
+fn the_svg_diagram_draws_every_table() {
+    let f = users_and_posts();
+    execute(&f, "CREATE TABLE \"odd <name>\" (id int PRIMARY KEY, post_id bigint REFERENCES posts (id))");
+    diagram(&f, &["--format", "svg", "-o", "schema.svg"]).assert_ok();
+    let svg = read(&f, "schema.svg");
+    assert!(svg.contains("<svg"), "{svg}");
+    for table in ["users", "posts", "odd &lt;name&gt;"] {
+        assert!(svg.contains(&format!(">{table}</text>")), "the SVG lacks table {table}:\n{svg}");
+    }
+    let dot = diagram(&f, &["--format", "dot"]).assert_ok().stdout.clone();
+    assert!(dot.contains("\"odd <name>\":c1 -> \"posts\":c0"), "{dot}");
+
+    let mut no_graphviz = f.command(&["schema", "diagram", "--format", "svg"]);
+    let without: Run = no_graphviz.env("PATH", "/nonexistent").output().unwrap().into();
+    without.assert_fails_with("apt-get install graphviz");
 }

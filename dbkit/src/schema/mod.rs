@@ -1,7 +1,9 @@
 //! schema.rs from the live database, byte-identical to what `diesel print-schema` prints for
 //! the same database and settings: introspection, rendering, diesel.toml's settings, and the
-//! writing and checking of the file. Beside it, for review: the schema as SQL ([`dump`]).
+//! writing and checking of the file. Beside it, for review: the schema as SQL ([`dump`]) and as
+//! a diagram ([`diagram`]).
 
+pub mod diagram;
 pub mod dump;
 pub mod introspect;
 pub mod names;
