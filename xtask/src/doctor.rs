@@ -359,7 +359,8 @@ fn schema_drift(cx: &Context) -> Outcome {
         let files = configured_files(cx, &DieselConfig::load(cx)?)?;
         let mut conn = dbkit::connect::establish(&url)?;
         check_all(&files, &print_files(cx, &mut conn, &files)?)?;
-        Ok(files.len())
+        let dumped = dbkit::schema::dump::check_configured(cx, &url)?;
+        Ok(files.len() + usize::from(dumped))
     })();
     match checked {
         Ok(1) => Outcome::Pass("matches the database".into()),

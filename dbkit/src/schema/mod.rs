@@ -1,7 +1,10 @@
 //! schema.rs from the live database, byte-identical to what `diesel print-schema` prints for
 //! the same database and settings: introspection, rendering, diesel.toml's settings, and the
-//! writing and checking of the file.
+//! writing and checking of the file. Beside it, for review: the schema as SQL ([`dump`]) and as
+//! a diagram ([`diagram`]).
 
+pub mod diagram;
+pub mod dump;
 pub mod introspect;
 pub mod names;
 pub mod print;
@@ -19,19 +22,29 @@ use crate::diesel_config::{DieselConfig, section};
 use settings::Settings;
 
 /// Rewrites the schema files from the database at `url`, as diesel_cli does after migrating:
-/// each print_schema key that names a file, with diesel.toml's settings alone. Every file is
-/// printed before any is written, so a failing key leaves them all as they were.
+/// each print_schema key that names a file, with diesel.toml's settings alone; and the schema
+/// dump when railgun.toml configures one. Every file is printed before any is written, so a
+/// failing key leaves them all as they were.
 pub fn regenerate(cx: &Context, url: &Url) -> Result<()> {
     let files: Vec<SchemaFile> = settings::keys(&DieselConfig::load(cx)?)?
         .into_iter()
         .filter_map(|(key, settings)| Some(SchemaFile { key, path: settings.file.clone()?, settings }))
         .collect();
-    if files.is_empty() {
-        return Ok(());
-    }
-    let texts = print_files(cx, &mut crate::connect::establish(url)?, &files)?;
+    let texts = match files.is_empty() {
+        true => Vec::new(),
+        false => print_files(cx, &mut crate::connect::establish(url)?, &files)?,
+    };
+    let dump = match dump::configured(cx)? {
+        Some(path) => {
+            Some((dump::dump(cx, url).with_context(|| format!("dump the schema into {}", path.display()))?, path))
+        }
+        None => None,
+    };
     for (file, text) in files.iter().zip(texts) {
         write_if_changed(&file.path, &text)?;
+    }
+    if let Some((text, path)) = dump {
+        write_if_changed(&path, &text)?;
     }
     Ok(())
 }
