@@ -134,7 +134,7 @@ fn an_index_a_migration_adds_is_in_the_diff_and_check_fails_until_dumped() {
     f.xtask(&["schema", "dump", "-o", "missing.sql", "--check"]).assert_fails_with("the schema dump is missing");
 }
 
-/// railgun.toml's `[schema] dump`: written by `migration revert` and `redo` (through the schema
+/// railgun.toml's `[schema] dump`: written by `migration run`, `revert` and `redo` (through the schema
 /// regeneration every migration command ends with), checked by `schema dump --check` and doctor.
 #[test]
 fn configured_the_dump_follows_the_migrations_and_doctor_checks_it() {
@@ -154,6 +154,9 @@ fn configured_the_dump_follows_the_migrations_and_doctor_checks_it() {
     let reverted = read(&f, "db/structure.sql");
     assert!(!reverted.contains("users_status_idx") && reverted.contains("CREATE TABLE public.posts"), "{reverted}");
     f.xtask(&["schema", "dump", "--check"]).assert_ok();
+    f.xtask(&["migration", "run"]).assert_ok();
+    assert!(read(&f, "db/structure.sql").contains("CREATE INDEX users_status_idx"), "run writes it too");
+    f.xtask(&["migration", "revert"]).assert_ok();
 
     let doctor = f.xtask(&["doctor"]);
     assert!(doctor.stdout.contains("pass  schema.rs   all 2 schema files match the database"), "{}", doctor.all());

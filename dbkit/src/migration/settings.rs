@@ -27,6 +27,9 @@ pub const FILE: &str = "railgun.toml";
 pub struct Settings {
     #[serde(default)]
     pub migrations: MigrationSettings,
+    /// `[schema]`: read (and checked) by `schema dump` (see `crate::schema::dump`).
+    #[serde(default)]
+    pub schema: Option<toml::Table>,
     /// Where the file is (or would be).
     #[serde(skip)]
     pub path: PathBuf,

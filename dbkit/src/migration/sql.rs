@@ -121,7 +121,7 @@ pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
 pub fn tokens(sql: &str) -> String {
     let bytes = sql.as_bytes();
     let mut out = String::new();
-    let mut push = |token: &str, out: &mut String| {
+    let push = |token: &str, out: &mut String| {
         if !out.is_empty() {
             out.push(' ');
         }
@@ -281,7 +281,8 @@ mod tests {
 
     #[test]
     fn tokens_ignore_comments_whitespace_and_keyword_case_only() {
-        let sql = "-- users\nCREATE TABLE users (\n  id serial PRIMARY KEY, /* the key */\n  name text DEFAULT 'A  b'\n);";
+        let sql =
+            "-- users\nCREATE TABLE users (\n  id serial PRIMARY KEY, /* the key */\n  name text DEFAULT 'A  b'\n);";
         let same = "create   table USERS (id SERIAL primary key, name TEXT default 'A  b'); -- done";
         assert_eq!(tokens(sql), tokens(same));
         assert_eq!(tokens(sql), "create table users ( id serial primary key , name text default 'A  b' ) ;");
