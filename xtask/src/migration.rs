@@ -2,9 +2,11 @@
 //! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
 mod accept;
+mod check;
 mod create;
 mod generate;
 mod lint;
+mod rebase;
 mod redo;
 mod revert;
 mod run;
@@ -25,6 +27,8 @@ pub enum Migration {
     Show(show::Show),
     Accept(accept::Accept),
     Lint(lint::Lint),
+    Check(check::Check),
+    Rebase(rebase::Rebase),
 }
 
 impl Migration {
@@ -38,6 +42,8 @@ impl Migration {
             Migration::Show(cmd) => cmd.run(cx),
             Migration::Accept(cmd) => cmd.run(cx),
             Migration::Lint(cmd) => cmd.run(cx),
+            Migration::Check(cmd) => cmd.run(cx),
+            Migration::Rebase(cmd) => cmd.run(cx),
         }
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod checksum;
 #[cfg(feature = "tools")]
+pub mod conflict;
+#[cfg(feature = "tools")]
 pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;
