@@ -366,3 +366,47 @@ fn rebase_renames_untracked_migrations_without_git() {
     assert!(status.contains(&format!("?? migrations/{}/up.sql", folders[1])), "{status}");
     assert!(!Path::new(&repo.migrations().join("2024-03-01-000000_create_tags")).exists());
 }
+
+#[test]
+fn a_migration_failing_on_its_own_is_told_from_a_conflict() {
+    let repo = Repo::new();
+    repo.on_main(&[("2024-02-01-000000_create_orgs", "CREATE TABLE orgs (id serial PRIMARY KEY);\n")]);
+    repo.migration(
+        "2024-03-01-000000_broken",
+        "CREATE TABLE tags (id serial PRIMARY KEY);\nALTER TABLE nope ADD COLUMN x int;\n",
+    );
+    let run = repo.check(&["--against", "main", "--apply"]);
+    run.assert_fails_with("1 conflict(s) with main");
+    assert!(
+        run.stdout.contains("conflict: 2024-03-01-000000_broken fails on its own (not a conflict with main)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("this branch: {}:2: fails on the merge base's schema", up("2024-03-01-000000_broken"))),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("relation \"nope\" does not exist"), "{}", run.stdout);
+}
+
+#[test]
+fn without_a_server_the_confirmation_is_skipped_and_said() {
+    let repo = Repo::new();
+    repo.on_main(&[("2024-02-01-000000_drop_name", "ALTER TABLE users DROP COLUMN name;\n")]);
+    repo.migration("2024-03-01-000000_name_default", "ALTER TABLE users ALTER COLUMN name SET DEFAULT '';\n");
+    let out = Command::new(tests::xtask_bin())
+        .args(["--database-url", "postgres://nobody:secret@127.0.0.1:1/none", "--config-file"])
+        .arg(repo.dir.join("diesel.toml"))
+        .args(["migration", "check", "--against", "main"])
+        .current_dir(&repo.dir)
+        .env("RAILGUN_ENV_FILE", repo.dir.join("no.env"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.assert_fails_with("not confirmed by applying: no server answered");
+    assert!(run.stdout.contains("conflict: both sides touch column users.name"), "{}", run.stdout);
+    assert!(!run.all().contains("secret"), "the password is never shown:\n{}", run.all());
+}

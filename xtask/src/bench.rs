@@ -2,6 +2,7 @@
 //! and reports medians and ratios.
 
 mod backup;
+mod check;
 mod lint;
 mod migrations;
 mod pooler;
@@ -21,6 +22,7 @@ pub enum Bench {
     TestDb(test_db::TestDb),
     Lint(lint::Lint),
     Pooler(pooler::Pooler),
+    Check(check::Check),
 }
 
 impl Bench {
@@ -32,6 +34,7 @@ impl Bench {
             Bench::TestDb(cmd) => cmd.run(cx),
             Bench::Lint(cmd) => cmd.run(cx),
             Bench::Pooler(cmd) => cmd.run(cx),
+            Bench::Check(cmd) => cmd.run(cx),
         }
     }
 }

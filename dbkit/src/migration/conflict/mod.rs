@@ -290,9 +290,10 @@ fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
                 return;
             }
             report.applied = Some(format!(
-                "applying: this branch's {migration} fails after {label}'s migrations, and applies without them"
+                "applying: this branch's {migration} fails after {label}'s migrations, and applies without them:\n  {error}"
             ));
-            let note = format!("confirmed by applying: {migration} fails after {label}'s: {error}");
+            let words = error.lines().next().unwrap_or_default();
+            let note = format!("confirmed by applying: {migration} fails after {label}'s: {words}");
             let mut matched = false;
             for conflict in report.conflicts.iter_mut().filter(|c| c.what.starts_with("both sides touch")) {
                 if conflict.ours.file == file {

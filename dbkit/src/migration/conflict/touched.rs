@@ -147,8 +147,9 @@ pub fn read(sql_text: &str) -> Reading {
 
 /// Whether `a` (one side's) and `b` (the other's) clash, and on which object: the same object
 /// (or a table and one of its columns, triggers or policies) where at least one side changes
-/// it, or both write its rows. Two indexes on one column, or rows written where the other side
-/// only adds an index, do not clash.
+/// it, or both write its rows. A table's rows written where the other side changes one of its
+/// columns clash too (a new NOT NULL column); two indexes on one column, or an index on a
+/// table where the other side changes another of its columns, do not.
 pub fn clash(a: &Touch, b: &Touch) -> Option<Object> {
     let (oa, ob) = (&a.object, &b.object);
     if oa.kind.namespace() == ob.kind.namespace() && oa.name == ob.name {
@@ -158,9 +159,13 @@ pub fn clash(a: &Touch, b: &Touch) -> Option<Object> {
     let part_of = |part: &Object, whole: &Object| {
         whole.kind.namespace() == Kind::Table && part.table() == Some(whole.name.as_str())
     };
-    if (part_of(oa, ob) || part_of(ob, oa)) && (a.access.changes() || b.access.changes()) {
-        let whole = if part_of(oa, ob) { ob } else { oa };
-        return Some(whole.clone());
+    if part_of(oa, ob) || part_of(ob, oa) {
+        let (part, whole) = if part_of(oa, ob) { (a, b) } else { (b, a) };
+        // A use of the table as a whole (an index, a foreign key, a trigger on it) needs the
+        // table, none of its columns: what reads a column names it.
+        if whole.access.changes() || (whole.access == Access::Writes && part.access.changes()) {
+            return Some(whole.object.clone());
+        }
     }
     None
 }
@@ -539,40 +544,83 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An index's `(col, lower(expr), ...)`: each plain column is used; an expression uses the
-    /// table as a whole (which of its columns it reads is not told apart).
+    /// An index's `(col, lower(expr), ...)`, then its `INCLUDE (...)` and `WHERE ...`: the
+    /// columns each reads (see [`Reader::expression_columns`]).
     fn index_columns(&mut self, table: &str) {
         if !self.eat_punct('(') {
             return;
         }
         loop {
-            let start = self.at;
-            let plain = match (self.tokens.get(self.at), self.tokens.get(self.at + 1)) {
-                (Some((_, Token::Word(_) | Token::Quoted(_))), Some((_, Token::Punct(',' | ')'))))
-                | (Some((_, Token::Word(_) | Token::Quoted(_))), Some((_, Token::Word(_)))) => self.name(),
-                _ => None,
-            };
-            match plain {
-                Some((column, at)) => {
-                    self.push(Object::new(Kind::Column, format!("{table}.{column}")), Access::Uses, at)
-                }
-                None => {
-                    self.at = start;
-                    let at = self.offset();
-                    self.push(Object::new(Kind::Table, table), Access::Uses, at);
-                }
-            }
-            self.skip_to_top_level_comma();
+            let end = self.top_level_end();
+            self.expression_columns(table, end);
             if !self.eat_punct(',') {
                 break;
             }
         }
         self.eat_punct(')');
-        if !matches!(self.tokens.get(self.at), None | Some((_, Token::Punct(';')))) {
-            // INCLUDE (...), WHERE ...: read as a use of the table.
-            let at = self.offset();
-            self.push(Object::new(Kind::Table, table), Access::Uses, at);
+        let end = self.tokens.len() - usize::from(matches!(self.tokens.last(), Some((_, Token::Punct(';')))));
+        if self.at < end {
+            self.expression_columns(table, end);
         }
+    }
+
+    /// The columns of `table` that the tokens up to `end` read: each name that is not a
+    /// keyword, a function (`f(`), a type (`::t`, `date '...'`) or what follows an operand (an
+    /// operator class, `text_pattern_ops`).
+    fn expression_columns(&mut self, table: &str, end: usize) {
+        const KEYWORDS: &[&str] = &[
+            "ASC", "DESC", "NULLS", "FIRST", "LAST", "AND", "OR", "NOT", "NULL", "TRUE", "FALSE", "IS", "CASE", "WHEN",
+            "THEN", "ELSE", "END", "CAST", "AS", "IN", "LIKE", "ILIKE", "BETWEEN", "DISTINCT", "WHERE", "INCLUDE",
+            "ANY", "ALL", "SOME", "ARRAY", "INTERVAL", "ON", "USING",
+        ];
+        let keyword = |w: &str| KEYWORDS.contains(&w.to_ascii_uppercase().as_str());
+        while self.at < end {
+            let token = self.tokens[self.at].1.clone();
+            if let Token::Word(w) = &token {
+                match w.to_ascii_uppercase().as_str() {
+                    "WITH" => {
+                        self.advance();
+                        self.skip_parens();
+                        continue;
+                    }
+                    "COLLATE" | "TABLESPACE" => {
+                        self.at += 2;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let next = self.tokens.get(self.at + 1).map(|(_, t)| t);
+            let previous = self.at.checked_sub(1).and_then(|n| self.tokens.get(n)).map(|(_, t)| t);
+            let named = match &token {
+                Token::Word(w) if !keyword(w) => Some(w.to_lowercase()),
+                Token::Quoted(q) => Some(q.clone()),
+                _ => None,
+            };
+            let not_a_column = matches!(next, Some(Token::Punct('(' | '.') | Token::Value))
+                || matches!(previous, Some(Token::Punct(':' | ')') | Token::Quoted(_)))
+                || matches!(previous, Some(Token::Word(p)) if !keyword(p));
+            if let Some(column) = named.filter(|_| !not_a_column) {
+                let at = self.offset();
+                self.push(Object::new(Kind::Column, format!("{table}.{column}")), Access::Uses, at);
+            }
+            self.advance();
+        }
+    }
+
+    /// Where the current list element ends: the next `,` or `)` outside parentheses.
+    fn top_level_end(&self) -> usize {
+        let mut depth = 0usize;
+        for (n, (_, token)) in self.tokens.iter().enumerate().skip(self.at) {
+            match token {
+                Token::Punct('(') => depth += 1,
+                Token::Punct(')') if depth == 0 => return n,
+                Token::Punct(')') => depth -= 1,
+                Token::Punct(',') if depth == 0 => return n,
+                _ => {}
+            }
+        }
+        self.tokens.len()
     }
 
     /// The tables after `FROM`, `JOIN` and `USING` in the rest of the statement, used.
@@ -807,11 +855,26 @@ mod tests {
             touched(
                 "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS users_email ON ONLY users USING btree (email, lower(name));"
             ),
-            ["1:creates index users_email", "1:uses table users", "1:uses column users.email", "1:uses table users"]
+            [
+                "1:creates index users_email",
+                "1:uses table users",
+                "1:uses column users.email",
+                "1:uses column users.name"
+            ]
         );
         assert_eq!(
-            touched("CREATE INDEX ON t (a) WHERE b;"),
-            ["1:uses table t", "1:uses column t.a", "1:uses table t"]
+            touched(
+                "CREATE INDEX ON t (a DESC NULLS LAST, lower(b) text_pattern_ops, (c::text) COLLATE \"C\", (1)) INCLUDE (d) WITH (fillfactor = 70) WHERE e IS NULL AND f = date '2020-01-01';"
+            ),
+            [
+                "1:uses table t",
+                "1:uses column t.a",
+                "1:uses column t.b",
+                "1:uses column t.c",
+                "1:uses column t.d",
+                "1:uses column t.e",
+                "1:uses column t.f"
+            ]
         );
         assert_eq!(touched("DROP INDEX CONCURRENTLY IF EXISTS users_email;"), ["1:drops index users_email"]);
         assert_eq!(
@@ -873,6 +936,12 @@ mod tests {
             Some("table users")
         );
         assert!(clash(&t(Kind::Table, "users", Access::Writes), &col(Access::Uses)).is_none());
+        assert!(
+            clash(&t(Kind::Table, "users", Access::Uses), &col(Access::Drops)).is_none(),
+            "an index on another column"
+        );
+        assert!(clash(&t(Kind::Table, "users", Access::Uses), &t(Kind::Table, "users", Access::Drops)).is_some());
+        assert!(clash(&t(Kind::Table, "users", Access::Writes), &col(Access::Creates)).is_some(), "a NOT NULL column");
         assert!(clash(&t(Kind::Table, "users", Access::Writes), &t(Kind::Table, "users", Access::Writes)).is_some());
         assert!(clash(&t(Kind::View, "active", Access::Creates), &t(Kind::Table, "active", Access::Creates)).is_some());
         assert!(clash(&t(Kind::Type, "mood", Access::Creates), &t(Kind::Table, "mood", Access::Creates)).is_none());
