@@ -190,6 +190,13 @@ fn a_migration_that_sorts_before_refs_newest_is_out_of_order() {
         "{}",
         run.stdout
     );
+
+    // Older than a migration the merge base has: out of order too, though main added nothing.
+    let repo = Repo::new();
+    repo.migration("2023-12-01-000000_create_tags", "CREATE TABLE tags (id serial PRIMARY KEY);\n");
+    let run = repo.check(&["--against", "main"]);
+    run.assert_fails_with("1 conflict(s) with main");
+    assert!(run.stdout.contains("sorts before main's newest, 2024-01-01-000000_create_users"), "{}", run.stdout);
 }
 
 #[test]

@@ -170,15 +170,22 @@ pub fn check(dir: &Path, url: Option<&Url>, options: &Options) -> Result<Report>
             }
         }
     }
-    if let Some(newest) = sides.theirs.iter().max_by(|a, b| a.version.cmp(&b.version)) {
-        for ours in sides.ours.iter().filter(|m| m.version < newest.version) {
+    // REF's newest of all: one of the merge base's counts too (a branch migration dated before
+    // it is refused as out of order by any database that is up to date with REF).
+    if let Some((newest_version, newest_folder)) = sides.newest_there() {
+        let newest = crate::error::escaped(newest_folder);
+        for ours in sides.ours.iter().filter(|m| m.version < newest_version) {
             report.conflicts.push(Conflict {
                 what: format!(
-                    "out of order: {} sorts before {label}'s newest, {}: once merged, a database that applied {label}'s would refuse it as out of order",
-                    ours.name, newest.name
+                    "out of order: {} sorts before {label}'s newest, {newest}: once merged, a database that applied {label}'s would refuse it as out of order",
+                    ours.name
                 ),
                 ours: folder_place(ours, format!("version {}", ours.version)),
-                theirs: Some(folder_place(newest, format!("version {}", newest.version))),
+                theirs: Some(Place {
+                    file: shown(&sides.repo.dir.join(newest_folder).join("up.sql")),
+                    line: 1,
+                    what: format!("version {newest_version}"),
+                }),
                 confirmed: None,
             });
         }
