@@ -37,8 +37,7 @@ pub struct Check {
 impl Check {
     pub fn run(self, cx: &Context) -> Result<()> {
         let dir = cx.migration_dir()?;
-        let url = cx.database_url().ok();
-        let report = conflict::check(&dir, url.as_ref(), &Options { against: self.against, apply: self.apply })?;
+        let report = conflict::check(&dir, cx.database_url(), &Options { against: self.against, apply: self.apply })?;
         let short = &report.base[..report.base.len().min(10)];
         eprintln!(
             "this branch adds {} migration(s), {} adds {} since their merge base {short}",

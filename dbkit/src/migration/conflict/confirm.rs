@@ -43,7 +43,11 @@ pub fn apply(
         Ok(conn) => conn,
         Err(error) => return Ok(Applied::Skipped(crate::error::describe(&error))),
     };
-    let merged = Throwaway::create(&mut admin_conn, url, None)?;
+    let merged = match Throwaway::create(&mut admin_conn, url, None) {
+        Ok(merged) => merged,
+        // A role without CREATEDB: the static reading stands alone.
+        Err(error) => return Ok(Applied::Skipped(crate::error::describe(&error))),
+    };
     let mut session = Locked::acquire(&merged.url)?;
     for migration in base {
         if let Err(error) = session.apply(migration) {

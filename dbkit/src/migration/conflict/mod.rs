@@ -131,9 +131,9 @@ pub struct Options {
     pub apply: bool,
 }
 
-/// Compares the branch's new migrations with REF's; `url` is the server of the throwaway
-/// databases (`None`: no server configured, the confirmation is skipped).
-pub fn check(dir: &Path, url: Option<&Url>, options: &Options) -> Result<Report> {
+/// Compares the branch's new migrations with REF's; `server` is the server of the throwaway
+/// databases (an error, when none is configured: the confirmation is skipped, and says why).
+pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Report> {
     let sides = Sides::read(dir, options.against.as_deref())?;
     let mut report = Report {
         label: sides.label.clone(),
@@ -225,13 +225,15 @@ pub fn check(dir: &Path, url: Option<&Url>, options: &Options) -> Result<Report>
         }
     }
     if overlaps > 0 || options.apply {
-        let Some(url) = url else {
-            report.applied = Some(
-                "not confirmed by applying: no database server configured (DATABASE_URL or --database-url)".into(),
-            );
-            return Ok(report);
+        let url = match server {
+            Ok(url) => url,
+            Err(error) => {
+                let why = crate::error::describe(&error);
+                report.applied = Some(format!("not confirmed by applying: no database server to apply on: {why}"));
+                return Ok(report);
+            }
         };
-        let applied = confirm::apply(url, &sides.base_migrations()?, &sides.theirs, &sides.ours)?;
+        let applied = confirm::apply(&url, &sides.base_migrations()?, &sides.theirs, &sides.ours)?;
         annotate(&mut report, &sides, applied);
     }
     Ok(report)
