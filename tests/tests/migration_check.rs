@@ -138,8 +138,19 @@ fn a_branch_without_conflicts_passes_and_names_its_uncommitted_migrations() {
     );
     assert_eq!(repo.left_over(&run), Vec::<String>::new());
 
-    // The default REF is main when there is no origin.
-    repo.check(&[]).assert_ok();
+    // The default REF is main when there is no origin; --verbose says what each statement touches.
+    let run = repo.check(&["--verbose"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains(&format!("{}:1: creates column users.bio", up("2024-03-01-000000_add_bio"))),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("{}:1: uses column users.email", up("2024-03-02-000000_index_email"))),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -32,6 +32,9 @@ pub struct Check {
     /// Apply both sides in a throwaway database even when no statements overlap
     #[arg(long)]
     apply: bool,
+    /// Also list what each new migration's statements touch, as read (file:line: what)
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 impl Check {
@@ -50,6 +53,16 @@ impl Check {
                 "this branch's side includes uncommitted migration(s) of the work tree: {}",
                 report.uncommitted.join(", ")
             );
+        }
+        if self.verbose {
+            for (file, reading) in &report.readings {
+                for touch in &reading.touches {
+                    eprintln!("{file}:{}: {touch}", touch.line);
+                }
+                for (line, words) in &reading.unread {
+                    eprintln!("{file}:{line}: not read ({words})");
+                }
+            }
         }
         if !report.unread.is_empty() {
             eprintln!(

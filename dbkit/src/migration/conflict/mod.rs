@@ -119,6 +119,8 @@ pub struct Report {
     pub conflicts: Vec<Conflict>,
     /// Statements not read, on either side: `file:line (WORDS)`.
     pub unread: Vec<String>,
+    /// What each file's statements touch, this branch's files first: `file`, the reading.
+    pub readings: Vec<(String, Reading)>,
     /// What applying did, when it ran; why not, when it was skipped.
     pub applied: Option<String>,
 }
@@ -143,6 +145,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
         uncommitted: sides.uncommitted.clone(),
         conflicts: Vec::new(),
         unread: Vec::new(),
+        readings: Vec::new(),
         applied: None,
     };
     if sides.ours.is_empty() {
@@ -201,6 +204,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
     };
     let ours_read = read_side(&sides.ours, &mut report.unread)?;
     let theirs_read = read_side(&sides.theirs, &mut report.unread)?;
+    report.readings = ours_read.iter().chain(&theirs_read).cloned().collect();
     let mut overlaps = 0;
     for (ours_file, ours) in &ours_read {
         for (theirs_file, theirs) in &theirs_read {

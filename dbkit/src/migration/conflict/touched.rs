@@ -179,13 +179,15 @@ struct Reader<'a> {
     touches: Vec<Touch>,
     /// Part of the statement was not understood (its touches so far stand).
     unread: bool,
+    /// The names a `WITH` defines.
+    ctes: Vec<String>,
 }
 
 const TABLE_CONSTRAINTS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE"];
 
 impl<'a> Reader<'a> {
     fn new(text: &'a str, line: usize) -> Reader<'a> {
-        Reader { text, line, tokens: sql::tokens(text), at: 0, touches: Vec::new(), unread: false }
+        Reader { text, line, tokens: sql::tokens(text), at: 0, touches: Vec::new(), unread: false, ctes: Vec::new() }
     }
 
     /// `None` when the statement is not one this reads.
@@ -232,6 +234,20 @@ impl<'a> Reader<'a> {
             }
             // Settings of the migration's own session: no object.
             "SET" | "RESET" => Some(()),
+            "WITH" => self.with(),
+            // Without a function call it can only read (or make a table with INTO).
+            "SELECT" if !self.tokens.iter().any(|(_, t)| *t == Token::Punct('(')) => {
+                while self.at < self.tokens.len() && !self.is_word("INTO") && !self.is_word("FROM") {
+                    self.advance();
+                }
+                if self.eat(&["INTO"]) {
+                    self.eat_any(&["TEMPORARY", "TEMP", "UNLOGGED"]);
+                    self.eat(&["TABLE"]);
+                    self.touch_name(Kind::Table, Access::Creates)?;
+                }
+                self.uses_from();
+                Some(())
+            }
             _ => None,
         }
     }
@@ -472,6 +488,13 @@ impl<'a> Reader<'a> {
             "EXTENSION" => Kind::Extension,
             "TRIGGER" => return self.on_table(Kind::Trigger, Access::Alters),
             "POLICY" => return self.on_table(Kind::Policy, Access::Alters),
+            // A table's constraint: a change of the table.
+            "CONSTRAINT" => {
+                self.name()?;
+                self.expect(&["ON"])?;
+                self.eat(&["DOMAIN"]);
+                Kind::Table
+            }
             _ => return None,
         };
         self.touch_name(kind, Access::Alters)?;
@@ -625,7 +648,12 @@ impl<'a> Reader<'a> {
 
     /// The tables after `FROM`, `JOIN` and `USING` in the rest of the statement, used.
     fn uses_from(&mut self) {
-        while self.at < self.tokens.len() {
+        self.uses_from_until(self.tokens.len());
+    }
+
+    /// [`Reader::uses_from`] up to the token `end`.
+    fn uses_from_until(&mut self, end: usize) {
+        while self.at < end {
             if self.eat_any(&["FROM", "JOIN", "USING"]) {
                 self.eat(&["ONLY"]);
                 if self.at_name() {
@@ -635,6 +663,38 @@ impl<'a> Reader<'a> {
             }
             self.advance();
         }
+    }
+
+    /// `WITH [RECURSIVE] name AS (query), ...` and the statement it prefixes: the tables the
+    /// queries read are used (the names it defines are no tables). A data-modifying one (an
+    /// `INSERT`, `UPDATE`, `DELETE` or `MERGE` in it) is not read.
+    fn with(&mut self) -> Option<()> {
+        self.advance();
+        self.eat(&["RECURSIVE"]);
+        loop {
+            let (name, _) = self.name()?;
+            self.ctes.push(name);
+            self.skip_parens();
+            self.expect(&["AS"])?;
+            self.eat(&["NOT"]);
+            self.eat(&["MATERIALIZED"]);
+            if !matches!(self.tokens.get(self.at), Some((_, Token::Punct('('))))
+                || matches!(self.word_at(1).as_deref(), Some("INSERT" | "UPDATE" | "DELETE" | "MERGE"))
+            {
+                self.unread = true;
+                return None;
+            }
+            let start = self.at;
+            self.skip_parens();
+            let end = self.at;
+            self.at = start;
+            self.uses_from_until(end);
+            self.at = end;
+            if !self.eat_punct(',') {
+                break;
+            }
+        }
+        self.statement()
     }
 
     /// `REFERENCES t (cols)` anywhere up to the statement's end.
@@ -722,6 +782,9 @@ impl<'a> Reader<'a> {
     }
 
     fn push(&mut self, object: Object, access: Access, offset: usize) {
+        if object.kind == Kind::Table && access == Access::Uses && self.ctes.contains(&object.name) {
+            return;
+        }
         let line = self.line + sql::line_at(self.text, offset) - 1;
         self.touches.push(Touch { object, access, line });
     }
@@ -900,6 +963,7 @@ mod tests {
         );
         assert_eq!(touched("COMMENT ON COLUMN public.users.email IS 'x';"), ["1:alters column users.email"]);
         assert_eq!(touched("COMMENT ON TABLE users IS NULL;"), ["1:alters table users"]);
+        assert_eq!(touched("COMMENT ON CONSTRAINT users_pkey ON users IS 'x';"), ["1:alters table users"]);
         assert_eq!(
             touched("INSERT INTO users (id) SELECT id FROM staff; UPDATE ONLY orgs SET a = 1; DELETE FROM t USING u;"),
             [
@@ -913,9 +977,27 @@ mod tests {
     }
 
     #[test]
+    fn a_select_without_function_calls_only_reads() {
+        assert_eq!(touched("SELECT 1;"), Vec::<String>::new());
+        assert_eq!(touched("SELECT a, b INTO TEMP copy FROM users;"), ["1:creates table copy", "1:uses table users"]);
+        assert_eq!(read("SELECT diesel_manage_updated_at('users');").unread.len(), 1);
+    }
+
+    #[test]
+    fn with_queries_are_read_through() {
+        assert_eq!(
+            touched(
+                "WITH RECURSIVE bad AS (SELECT id FROM keywords k JOIN crates c ON true), n(x) AS NOT MATERIALIZED (SELECT 1)\nUPDATE crates SET k = 1 FROM bad;"
+            ),
+            ["1:uses table keywords", "1:uses table crates", "2:writes rows of table crates"]
+        );
+        assert_eq!(read("WITH gone AS (DELETE FROM t RETURNING id) SELECT * FROM gone;").unread.len(), 1);
+    }
+
+    #[test]
     fn what_is_not_read_is_said() {
         let reading = read(
-            "SET lock_timeout = '1s';\nDO $$ BEGIN EXECUTE 'DROP TABLE users'; END $$;\nSELECT setval('s', 1);\nCOPY t FROM stdin;",
+            "SET lock_timeout = '1s';\nDO $$ BEGIN EXECUTE 'DROP TABLE users'; END $$;\nSELECT setval('s', 1);\nCOPY t FROM stdin;\nSELECT 1;",
         );
         assert!(reading.touches.is_empty());
         assert_eq!(reading.unread.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [2, 3, 4]);
