@@ -79,7 +79,7 @@ impl Check {
             eprintln!("no conflicts with {}", report.label);
             return Ok(());
         }
-        let out_of_order = report.conflicts.iter().any(|c| c.what.starts_with("out of order"));
+        let out_of_order = report.conflicts.iter().any(|c| c.kind == conflict::Kind::OutOfOrder);
         eprintln!(
             "{} conflict(s) with {}{}",
             report.conflicts.len(),

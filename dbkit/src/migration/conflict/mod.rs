@@ -99,9 +99,25 @@ pub struct Place {
     pub what: String,
 }
 
+/// What kind of conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DuplicateVersion,
+    DuplicateName,
+    /// One of the branch's sorts before REF's newest.
+    OutOfOrder,
+    /// Both sides' statements touch one object.
+    Overlap,
+    /// One of the branch's fails after REF's migrations, and applies without them.
+    FoundByApplying,
+    /// One of the branch's fails on the merge base's schema, without REF's.
+    FailsAlone,
+}
+
 /// One conflict, named on both sides.
 #[derive(Debug, Clone)]
 pub struct Conflict {
+    pub kind: Kind,
     pub what: String,
     pub ours: Place,
     pub theirs: Option<Place>,
@@ -158,6 +174,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
         for theirs in &sides.theirs {
             if ours.version == theirs.version {
                 report.conflicts.push(Conflict {
+                    kind: Kind::DuplicateVersion,
                     what: format!("duplicate version {}", ours.version),
                     ours: folder_place(ours, ours.name.clone()),
                     theirs: Some(folder_place(theirs, theirs.name.clone())),
@@ -165,6 +182,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
                 });
             } else if name_part(&ours.name) == name_part(&theirs.name) {
                 report.conflicts.push(Conflict {
+                    kind: Kind::DuplicateName,
                     what: format!("duplicate name {}", name_part(&ours.name)),
                     ours: folder_place(ours, ours.name.clone()),
                     theirs: Some(folder_place(theirs, theirs.name.clone())),
@@ -179,6 +197,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
         let newest = crate::error::escaped(newest_folder);
         for ours in sides.ours.iter().filter(|m| m.version < newest_version) {
             report.conflicts.push(Conflict {
+                kind: Kind::OutOfOrder,
                 what: format!(
                     "out of order: {} sorts before {label}'s newest, {newest}: once merged, a database that applied {label}'s would refuse it as out of order",
                     ours.name
@@ -219,6 +238,7 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
                     seen.push(object.clone());
                     overlaps += 1;
                     report.conflicts.push(Conflict {
+                        kind: Kind::Overlap,
                         what: format!("both sides touch {object}"),
                         ours: place(ours_file, a),
                         theirs: Some(place(theirs_file, b)),
@@ -257,7 +277,7 @@ fn name_part(name: &str) -> &str {
 fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
     let label = &sides.label;
     let overlaps = |report: &mut Report, note: &str| {
-        for conflict in report.conflicts.iter_mut().filter(|c| c.what.starts_with("both sides touch")) {
+        for conflict in report.conflicts.iter_mut().filter(|c| c.kind == Kind::Overlap) {
             conflict.confirmed = Some(note.to_string());
         }
     };
@@ -295,6 +315,7 @@ fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
                 report.applied =
                     Some(format!("applying: this branch's {migration} fails on the merge base too, without {label}'s"));
                 report.conflicts.push(Conflict {
+                    kind: Kind::FailsAlone,
                     what: format!("{migration} fails on its own (not a conflict with {label}): {error}"),
                     ours: Place { file, line, what: "fails on the merge base's schema".into() },
                     theirs: None,
@@ -308,7 +329,7 @@ fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
             let words = error.lines().next().unwrap_or_default();
             let note = format!("confirmed by applying: {migration} fails after {label}'s: {words}");
             let mut matched = false;
-            for conflict in report.conflicts.iter_mut().filter(|c| c.what.starts_with("both sides touch")) {
+            for conflict in report.conflicts.iter_mut().filter(|c| c.kind == Kind::Overlap) {
                 if conflict.ours.file == file {
                     conflict.confirmed = Some(note.clone());
                     matched = true;
@@ -316,6 +337,7 @@ fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
             }
             if !matched {
                 report.conflicts.push(Conflict {
+                    kind: Kind::FoundByApplying,
                     what: format!(
                         "found by applying: {migration} fails after {label}'s migrations, and applies without them"
                     ),
@@ -332,7 +354,8 @@ fn annotate(report: &mut Report, sides: &Sides, applied: Applied) {
     }
 }
 
-/// The line of `file:LINE` in the runner's message.
+/// The line of `file:LINE` in the runner's message (its error carries the line in its words
+/// only; a message without it gives the file's first line).
 fn error_line(error: &str, file: &str) -> Option<usize> {
     let at = error.find(&format!("{file}:"))? + file.len() + 1;
     error[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
