@@ -49,6 +49,10 @@ pub enum Failure {
     UnknownHost,
     Timeout,
     StartingUp,
+    /// PgBouncer turns clients of a database away for a while (its `server_login_retry`) after
+    /// its own login to the server failed: the database may not exist (yet), or the pooler's
+    /// credentials may be wrong.
+    PoolerLoginRetry,
     MalformedUrl,
     Other,
 }
@@ -85,6 +89,8 @@ impl Failure {
             Failure::Timeout
         } else if has("the database system is starting up") || has("the database system is shutting down") {
             Failure::StartingUp
+        } else if has("server login has been failing") {
+            Failure::PoolerLoginRetry
         } else if has("invalid uri")
             || has("invalid connection option")
             || has("invalid sslmode value")
@@ -133,6 +139,9 @@ impl Failure {
                 "nothing answered in time: check DATABASE_URL's host and port, the provider's allowed IPs, and that the server is up"
             }
             Failure::StartingUp => "the server is starting or stopping: try again in a few seconds",
+            Failure::PoolerLoginRetry => {
+                "the pooler's own login to the database failed a moment ago (a database that does not exist, or the pooler's password): its log says why; it tries again after server_login_retry"
+            }
             Failure::MalformedUrl => {
                 "the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the password"
             }
@@ -162,6 +171,12 @@ impl fmt::Display for ConnectError {
 }
 
 impl std::error::Error for ConnectError {}
+
+/// How the connection failed, when `error` is (or was caused by) a failed connection: for code
+/// that must tell a missing database from a missing role, never from the message's words.
+pub fn failure_of(error: &anyhow::Error) -> Option<Failure> {
+    error.chain().find_map(|cause| cause.downcast_ref::<ConnectError>()).map(|e| e.failure)
+}
 
 /// How often to try, and how long to wait in between (doubling up to `max_delay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,6 +318,27 @@ mod tests {
         assert!(Failure::TooManyConnections.hint().unwrap().contains("DATABASE_POOL_MAX"));
         assert!(Failure::Refused.hint().unwrap().contains("cargo xtask up"));
         assert!(Failure::SslRequired.hint().unwrap().contains("?sslmode=require"));
+    }
+
+    #[test]
+    fn a_missing_role_is_no_missing_database_and_the_failure_is_found_through_contexts() {
+        let failed = |message: &str| -> anyhow::Error {
+            let error = ConnectError {
+                failure: Failure::classify(message),
+                target: "t".into(),
+                message: message.into(),
+                attempts: 1,
+            };
+            anyhow::Error::new(error).context("connect to the test database")
+        };
+        let database = failed("connection to server failed: FATAL:  database \"railgun_slot_1\" does not exist");
+        assert_eq!(failure_of(&database), Some(Failure::NoSuchDatabase));
+        let role = failed("connection to server failed: FATAL:  role \"railgun_slot_1\" does not exist");
+        assert_eq!(failure_of(&role), Some(Failure::AuthenticationFailed));
+        let pooler = failed("ERROR:  server login has been failing, try again later (server_login_retry)");
+        assert_eq!(failure_of(&pooler), Some(Failure::PoolerLoginRetry));
+        assert!(!Failure::PoolerLoginRetry.is_transient(), "callers decide how long to wait for it");
+        assert_eq!(failure_of(&anyhow::anyhow!("database \"x\" does not exist")), None, "words are no failure");
     }
 
     #[test]

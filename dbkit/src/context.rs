@@ -56,8 +56,10 @@ impl Context {
     /// else `DATABASE_URL`, each from the environment, else from `.env` (the two are taken from
     /// one place: a `DATABASE_URL` exported for another database never pairs with `.env`'s
     /// `DIRECT_URL`). A URL that goes through a transaction pooler is refused, before anything
-    /// is done, with the fix: set `DIRECT_URL`.
+    /// is done, with the fix: set `DIRECT_URL`. With branch databases on, refused while `.env`
+    /// names another branch's database than HEAD's (see [`crate::branch`]).
     pub fn database_url(&self) -> Result<Url> {
+        crate::branch::switch::check_follows(self)?;
         let (url, origin) = self.session_url()?;
         crate::pooler::require_session(
             &url,

@@ -17,12 +17,17 @@ pub mod error;
 
 pub mod checkout;
 pub mod connect;
+pub mod duration;
 pub mod migration;
 pub mod pooler;
 pub mod url;
 
 #[cfg(feature = "tools")]
 pub mod backup;
+#[cfg(feature = "tools")]
+pub mod branch;
+#[cfg(feature = "tools")]
+pub mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tools")]
@@ -45,6 +50,8 @@ pub mod lint;
 pub mod redis;
 #[cfg(feature = "tools")]
 pub mod schema;
+#[cfg(feature = "tools")]
+pub mod scratch;
 #[cfg(any(feature = "tools", feature = "docker"))]
 pub mod secret;
 #[cfg(feature = "testing")]

@@ -916,3 +916,29 @@ fn a_migration_with_its_own_transaction_control_is_refused_before_anything_runs(
     fx.xtask(&["migration", "revert"]).assert_ok();
     assert_eq!(fx.recorded(), ["20240101000001"]);
 }
+
+/// A dry run that needs a scratch copy while another session is connected to the database says
+/// why and what to do (told by the server's SQLSTATE, not by its words).
+#[test]
+fn a_dry_run_that_needs_a_copy_while_others_are_connected_says_what_to_do() {
+    let fx = Fixture::new();
+    fx.migration(
+        "2024-01-01-000001_create_posts",
+        "CREATE TABLE posts (id INT PRIMARY KEY, title TEXT);\n",
+        "DROP TABLE posts;\n",
+        None,
+    );
+    fx.xtask(&["migration", "run"]).assert_ok();
+    fx.migration(
+        "2024-01-01-000002_index_titles",
+        "CREATE INDEX CONCURRENTLY posts_title_idx ON posts (title);\n",
+        "DROP INDEX CONCURRENTLY posts_title_idx;\n",
+        Some("run_in_transaction = false\n"),
+    );
+    let connected = fx.conn();
+    let dry = fx.xtask(&["migration", "run", "--dry-run"]);
+    dry.assert_fails_with("Postgres copies a database only while nobody else is connected to it");
+    dry.assert_fails_with("hint: stop what is connected");
+    drop(connected);
+    fx.xtask(&["migration", "run", "--dry-run"]).assert_ok();
+}

@@ -345,3 +345,58 @@ fn a_failed_pooler_start_removes_only_what_it_created() {
     left.sort();
     assert_eq!(left, [format!("{}-postgres", p.name), format!("{}-redis", p.name)]);
 }
+
+/// `status` shows PgBouncer beside Postgres and Redis: where it listens (DATABASE_URL's port)
+/// and whether a query passes through it, with no password; Postgres at DIRECT_URL's port,
+/// with no note that .env is stale (it is not). A stopped pooler is down, the others not.
+#[test]
+fn status_shows_the_pooler_and_no_password() {
+    let p = Project::new("pooler-status");
+    p.run(&["up", "--no-migrate", "--pooler"]).assert_ok();
+    let password = p.setting("RAILGUN_POSTGRES_PASSWORD").unwrap();
+    let (pooled, direct) = (url(&p, "DATABASE_URL"), url(&p, "DIRECT_URL"));
+    let shown = |url: &url::Url| format!("postgres://railgun:****@127.0.0.1:{}/railgun", url.port().unwrap());
+    let status = || {
+        let out = p.run(&["status", "--json"]);
+        out.assert_ok();
+        assert!(!out.all().contains(&password), "status printed the password:\n{}", out.all());
+        let rows: serde_json::Value = serde_json::from_str(&out.stdout).expect("status --json prints JSON");
+        (rows, out)
+    };
+    let row = |rows: &serde_json::Value, service: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["service"] == service)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {service}: {rows}"))
+    };
+
+    let (rows, out) = status();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "{rows}");
+    let pooler = row(&rows, "pgbouncer");
+    assert_eq!(pooler["healthy"], true, "{}", out.all());
+    assert_eq!(pooler["container"], format!("{}-pgbouncer", p.name));
+    assert_eq!(pooler["url"], shown(&pooled));
+    let postgres = row(&rows, "postgres");
+    assert_eq!(postgres["healthy"], true, "{}", out.all());
+    assert_eq!(postgres["url"], shown(&direct));
+    assert!(!out.stderr.contains("note:"), "{}", out.stderr);
+
+    let table = p.run(&["status"]);
+    table.assert_ok();
+    assert!(!table.all().contains(&password), "status printed the password:\n{}", table.all());
+    let line = table.stdout.lines().find(|l| l.starts_with("pgbouncer ")).unwrap_or_else(|| panic!("{}", table.stdout));
+    assert_eq!(line.split_whitespace().nth(1), Some("healthy"), "{}", table.stdout);
+    assert!(line.ends_with(&shown(&pooled)), "{}", table.stdout);
+
+    let stopped = std::process::Command::new("docker")
+        .args(["stop", "--time", "1", &format!("{}-pgbouncer", p.name)])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    let (rows, out) = status();
+    assert_eq!(row(&rows, "pgbouncer")["healthy"], false, "{}", out.all());
+    assert_eq!(row(&rows, "postgres")["healthy"], true, "{}", out.all());
+    assert_eq!(row(&rows, "redis")["healthy"], true, "{}", out.all());
+}

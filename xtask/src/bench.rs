@@ -2,6 +2,7 @@
 //! and reports medians and ratios.
 
 mod backup;
+mod branch;
 mod check;
 mod lint;
 mod migrations;
@@ -18,6 +19,7 @@ use crate::context::Context;
 pub enum Bench {
     Up(up::Up),
     Backup(backup::Backup),
+    Branch(branch::Branch),
     Migrations(migrations::Migrations),
     TestDb(test_db::TestDb),
     Lint(lint::Lint),
@@ -30,6 +32,7 @@ impl Bench {
         match self {
             Bench::Up(cmd) => cmd.run(cx),
             Bench::Backup(cmd) => cmd.run(cx),
+            Bench::Branch(cmd) => cmd.run(cx),
             Bench::Migrations(cmd) => cmd.run(cx),
             Bench::TestDb(cmd) => cmd.run(cx),
             Bench::Lint(cmd) => cmd.run(cx),

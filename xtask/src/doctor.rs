@@ -43,6 +43,9 @@ impl Doctor {
         checks.push(("docker", docker));
         checks.push(("images", if docker_up { images(cx) } else { Outcome::Skip("Docker is not answering".into()) }));
         checks.push((".env", env_file(cx)));
+        if let Some(check) = branch(cx) {
+            checks.push(("branch", check));
+        }
 
         checks.push(("pooler", pooler(cx)));
         let connection = cx.session_url().and_then(|(url, _)| Ok((dbkit::connect::establish(&url)?, url)));
@@ -301,6 +304,25 @@ fn ssl(conn: &mut PgConnection, url: &url::Url) -> Outcome {
             "add ?sslmode=require to DATABASE_URL and enable SSL enforcement on the server",
         ),
     }
+}
+
+/// With branch databases on: whether .env names the database of the branch checked out.
+fn branch(cx: &Context) -> Option<Outcome> {
+    let branching = match dbkit::branch::Branching::load(cx) {
+        Ok(branching) => branching?,
+        Err(error) => return Some(fail(format!("{error:#}"), "fix .env, or `cargo xtask branch off`")),
+    };
+    Some(match dbkit::branch::switch::check_follows(cx) {
+        Ok(()) => Outcome::Pass(format!(
+            "the database follows git: .env names {}{}",
+            branching.database(),
+            branching.current.map(|b| format!(", branch `{b}`'s")).unwrap_or_default()
+        )),
+        Err(error) => {
+            let (what, fix) = split_hint(&error);
+            fail(what, fix.unwrap_or_else(|| "cargo xtask branch switch".into()))
+        }
+    })
 }
 
 fn pending(cx: &Context, conn: &mut PgConnection) -> Outcome {

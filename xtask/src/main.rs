@@ -4,6 +4,7 @@
 extern crate dbkit;
 
 mod bench;
+mod branch;
 mod context;
 mod database;
 mod doctor;
@@ -45,6 +46,8 @@ enum Command {
     #[command(subcommand)]
     Schema(schema::Schema),
     #[command(subcommand)]
+    Branch(branch::Branch),
+    #[command(subcommand)]
     Db(database::Database),
     Doctor(doctor::Doctor),
     Test(test::Test),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Images(cmd) => cmd.run(&cx),
         Command::Migration(cmd) => cmd.run(&cx),
         Command::Schema(cmd) => cmd.run(&cx),
+        Command::Branch(cmd) => cmd.run(&cx),
         Command::Db(cmd) => cmd.run(&cx),
         Command::Doctor(cmd) => cmd.run(&cx),
         Command::Test(cmd) => cmd.run(&cx),

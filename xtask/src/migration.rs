@@ -2,6 +2,7 @@
 //! bookkeeping, so diesel_cli and these commands can take turns on one database.
 
 mod accept;
+mod baseline;
 mod check;
 mod create;
 mod generate;
@@ -11,6 +12,7 @@ mod redo;
 mod revert;
 mod run;
 mod show;
+mod test;
 
 use anyhow::Result;
 
@@ -27,6 +29,8 @@ pub enum Migration {
     Show(show::Show),
     Accept(accept::Accept),
     Lint(lint::Lint),
+    Test(test::Test),
+    Baseline(baseline::Baseline),
     Check(check::Check),
     Rebase(rebase::Rebase),
 }
@@ -42,6 +46,8 @@ impl Migration {
             Migration::Show(cmd) => cmd.run(cx),
             Migration::Accept(cmd) => cmd.run(cx),
             Migration::Lint(cmd) => cmd.run(cx),
+            Migration::Test(cmd) => cmd.run(cx),
+            Migration::Baseline(cmd) => cmd.run(cx),
             Migration::Check(cmd) => cmd.run(cx),
             Migration::Rebase(cmd) => cmd.run(cx),
         }

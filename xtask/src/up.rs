@@ -126,7 +126,15 @@ impl Up {
                 }),
             }),
         };
-        let endpoints = services.up_with(pooler.as_ref())?;
+        let mut endpoints = services.up_with(pooler.as_ref())?;
+        // With branch databases on, .env stays on the branch's database (the server's own is
+        // the one the branches began from).
+        if let Some(branching) = dbkit::branch::Branching::load(cx)? {
+            let database = branching.database();
+            use dbkit::branch::Branching;
+            endpoints.database_url = Branching::url_for(&endpoints.database_url, &database);
+            endpoints.pooled_url = endpoints.pooled_url.as_ref().map(|url| Branching::url_for(url, &database));
+        }
         let previous = env_file::get(&cx.env_file(), "DATABASE_URL")?.filter(|url| !url.is_empty());
         if let Some(previous) = previous.filter(|url| dbkit::url::parse_database_url(url).is_ok_and(|u| !is_local(&u)))
         {

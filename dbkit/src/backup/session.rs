@@ -29,11 +29,13 @@ impl fmt::Display for PgError {
 
 impl std::error::Error for PgError {}
 
-/// SQLSTATEs the restore tells apart.
+/// SQLSTATEs told apart (by the restore, and the dry run's scratch copy).
 pub mod code {
     pub const UNDEFINED_OBJECT: &str = "42704";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    /// `CREATE DATABASE ... TEMPLATE` while another session is connected to the template.
+    pub const OBJECT_IN_USE: &str = "55006";
 }
 
 /// COPY data goes in messages of this size: the server parses a message only once it is

@@ -1,4 +1,5 @@
-//! Local services in Docker: the engine, the images, and the Postgres and Redis containers.
+//! Local services in Docker: the engine, the images, the Postgres and Redis containers (and
+//! PgBouncer), and their status.
 //!
 //! `cargo xtask up` runs them for development; the test harness runs a fast, throwaway
 //! Postgres from the same images when no server is configured.
@@ -6,5 +7,7 @@
 mod engine;
 pub mod images;
 pub mod services;
+#[cfg(feature = "tools")]
+pub mod status;
 
 pub use engine::check_engine;

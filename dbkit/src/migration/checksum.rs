@@ -57,6 +57,20 @@ pub fn of(sql: &str) -> String {
     format!("fnv1a64:{hash:016x}")
 }
 
+/// FNV-1a, 64 bits, over `parts` (each ended by a 0xff byte, which no UTF-8 text holds, so
+/// `["ab", "c"]` and `["a", "bc"]` differ): stable across Rust versions and machines, unlike
+/// `DefaultHasher`. The one hash of names and fingerprints (the test harness's, branch databases').
+pub fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
 /// The checksum of `migration`'s `up.sql` as it is now.
 pub fn current(migration: &MigrationFiles) -> Result<String> {
     Ok(of(&migration.sql("up.sql")?))

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::source::{Limits, MigrationFiles, shown};
 use super::{Locked, Options, Plan, sql};
+use crate::backup::session::{Session, code};
 use crate::context::Context;
 use crate::diesel_config::DieselConfig;
 use crate::schema::{configured_files, print_files};
@@ -161,12 +162,14 @@ impl Scratch {
         let name = format!("railgun_dryrun_{}_{}", std::process::id(), chrono::Utc::now().timestamp_micros());
         let mut admin = url.clone();
         admin.set_path("/postgres");
-        let mut conn = crate::connect::establish(&admin)?;
+        // libpq's session, not diesel's: the server's SQLSTATE tells a template in use from any
+        // other failure (diesel does not expose it).
+        let mut session = Session::connect(&admin)?;
         let created =
-            diesel::sql_query(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", source.replace('"', "\"\"")))
-                .execute(&mut conn);
+            session.exec(format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", source.replace('"', "\"\"")).as_bytes());
+        drop(session);
         if let Err(e) = created {
-            if e.to_string().contains("is being accessed by other users") {
+            if e.code == code::OBJECT_IN_USE {
                 bail!(
                     hint!("dry run: a pending migration runs outside a transaction, so the dry run needs a scratch copy of {source}, and Postgres copies a database only while nobody else is connected to it: {e}"; "stop what is connected (the app, psql), or run the dry run against a restored backup (`cargo xtask db restore FILE` into a database of its own)")
                 );

@@ -2,6 +2,8 @@
 //! one runner that holds a Postgres advisory lock: the app at start-up, `cargo xtask` and the
 //! test harness all go through [`apply_pending`], so two of them at once never apply one twice.
 
+#[cfg(feature = "tools")]
+pub mod baseline;
 pub mod checksum;
 #[cfg(feature = "tools")]
 pub mod conflict;
@@ -10,6 +12,8 @@ pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;
 pub mod phantom;
+#[cfg(feature = "tools")]
+pub mod reversible;
 pub mod runner;
 #[cfg(feature = "tools")]
 pub mod settings;

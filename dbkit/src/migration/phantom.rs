@@ -88,9 +88,7 @@ pub fn names(phantoms: &[Phantom]) -> String {
 /// it; else how to look at the bookkeeping.
 pub fn fix(phantoms: &[Phantom]) -> String {
     if !phantoms.is_empty() && phantoms.iter().all(Phantom::revertible) {
-        format!(
-            "they were applied from another branch or checkout: switch back to it, or revert them here from the down.sql recorded when they were applied: `cargo xtask migration revert --phantom`; else {MISSING_HINT}"
-        )
+        "switch back to the branch or checkout that applied them, or revert them here from the down.sql recorded when they were applied: `cargo xtask migration revert --phantom`".to_string()
     } else {
         MISSING_HINT.to_string()
     }
@@ -126,7 +124,7 @@ pub fn regenerate_schema(cx: &crate::context::Context, url: &url::Url) -> Result
     let plan = super::Plan::read(&mut crate::connect::establish(url)?, &migrations)?;
     if !plan.phantoms.is_empty() {
         eprintln!(
-            "note: the schema files were not rewritten: the database has {} migration(s) this checkout lacks ({}), and the files would carry their tables and columns into this checkout. {}",
+            "note: the schema files were not rewritten: the database has {} migration(s) this checkout lacks ({}), and the files would carry their tables and columns into this checkout; {}",
             plan.phantoms.len(),
             names(&plan.phantoms),
             fix(&plan.phantoms)

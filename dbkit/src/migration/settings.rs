@@ -12,9 +12,8 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Deserialize;
 
 use super::{Limits, Options};
@@ -56,7 +55,7 @@ pub fn load(cx: &Context) -> Result<Settings> {
         || hint!("parse {}", path.display(); "see `cargo xtask migration run --help` for its [migrations] keys"),
     )?;
     if let Some(backoff) = &settings.migrations.retry_backoff {
-        duration(backoff).with_context(|| format!("retry_backoff in {}", path.display()))?;
+        crate::duration::parse(backoff).with_context(|| format!("retry_backoff in {}", path.display()))?;
     }
     settings.path = path;
     Ok(settings)
@@ -70,36 +69,11 @@ impl Settings {
             allow_out_of_order: m.allow_out_of_order,
             limits: Limits { lock_timeout: m.lock_timeout.clone(), statement_timeout: m.statement_timeout.clone() },
             lock_retries: m.lock_retries.unwrap_or(defaults.lock_retries),
-            retry_backoff: m.retry_backoff.as_deref().and_then(|b| duration(b).ok()).unwrap_or(defaults.retry_backoff),
+            retry_backoff: m
+                .retry_backoff
+                .as_deref()
+                .and_then(|b| crate::duration::parse(b).ok())
+                .unwrap_or(defaults.retry_backoff),
         }
-    }
-}
-
-/// `"250ms"`, `"2s"`, `"1min"`: the units Postgres's timeouts take that a backoff needs.
-pub fn duration(text: &str) -> Result<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let Ok(number) = number.parse::<u64>() else {
-        bail!(hint!("{text:?} is not a duration"; "write a whole number and a unit: \"500ms\", \"2s\", \"1min\""))
-    };
-    Ok(match unit.trim() {
-        "ms" => Duration::from_millis(number),
-        "s" => Duration::from_secs(number),
-        "min" => Duration::from_secs(number * 60),
-        other => bail!(hint!("{text:?}: unknown unit {other:?}"; "use ms, s or min")),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_in_postgres_units() {
-        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(duration("3 min").unwrap(), Duration::from_secs(180));
-        assert!(duration("fast").is_err() && duration("2h").is_err());
     }
 }

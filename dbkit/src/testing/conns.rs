@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
@@ -25,8 +25,9 @@ pub type TestConn = PooledConnection<TestManager>;
 #[derive(Debug)]
 pub struct TestManager {
     url: Url,
-    /// The last connection error, for the test waiting on the pool (r2d2 only retries).
-    failed: Arc<Mutex<Option<String>>>,
+    /// The last connection error, for the test waiting on the pool (r2d2 only retries): kept
+    /// whole, so that its [`Failure`](crate::connect::Failure) tells what failed.
+    failed: Arc<Mutex<Option<anyhow::Error>>>,
     /// Server processes of every connection opened.
     pids: Arc<Mutex<Vec<i32>>>,
     /// The first connection's server process is left for its user to note (see [`Slot::note_pid`]).
@@ -41,15 +42,16 @@ impl ManageConnection for TestManager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<PgConnection, r2d2::Error> {
-        let failed = |e: String| {
-            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
-            r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(e))
+        let failed = |e: anyhow::Error| {
+            let text = crate::error::describe(&e);
+            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(text))
         };
-        let mut conn = connect_waiting(&self.url).map_err(|e| failed(crate::error::describe(&e)))?;
+        let mut conn = connect_waiting(&self.url).map_err(failed)?;
         if self.first_pid_later.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return Ok(conn);
         }
-        let pid = backend_pid(&mut conn).map_err(|e| failed(format!("{e:#}")))?;
+        let pid = backend_pid(&mut conn).map_err(failed)?;
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         Ok(conn)
     }
@@ -68,7 +70,7 @@ pub(crate) struct Slot {
     pub name: String,
     pool: Mutex<Pool<TestManager>>,
     url: Url,
-    failed: Arc<Mutex<Option<String>>>,
+    failed: Arc<Mutex<Option<anyhow::Error>>>,
     pids: Arc<Mutex<Vec<i32>>>,
 }
 
@@ -106,7 +108,7 @@ impl Slot {
 
     fn pool(
         url: &Url,
-        failed: &Arc<Mutex<Option<String>>>,
+        failed: &Arc<Mutex<Option<anyhow::Error>>>,
         pids: &Arc<Mutex<Vec<i32>>>,
         later: bool,
     ) -> Pool<TestManager> {
@@ -129,7 +131,7 @@ impl Slot {
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A connection: an idle one of the pool, else a new one (its error, if it fails).
+    /// A connection: an idle one of the pool, else a new one (its error, as it was, if it fails).
     pub fn get(&self) -> Result<TestConn> {
         let pool = self.current();
         if let Some(conn) = pool.try_get() {
@@ -141,7 +143,7 @@ impl Slot {
                 return Ok(conn);
             }
             if let Some(error) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                return Err(anyhow!("{error}"));
+                return Err(error);
             }
         }
     }

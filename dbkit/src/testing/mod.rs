@@ -64,6 +64,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use url::Url;
 
+use crate::connect::Failure;
 use crate::migration::MigrationFiles;
 
 pub use crate::redis::Reply;
@@ -607,14 +608,17 @@ impl Harness {
         let slot = Slot::in_slot(name.to_string(), self.server.fast_url_for(name));
         let mut conn = match slot.get() {
             Ok(conn) => conn,
-            Err(e) if crate::error::describe(&e).contains("does not exist") => return Ok(None),
-            // The pooler says only this when it already failed to log in to a missing database
-            // (one dropped while the pooler kept no connection to it, by another run's cleanup).
-            Err(e) if crate::error::describe(&e).contains("server login has been failing") => {
-                let exists = self.server.admin(|c| Ok(databases(c, name)?.iter().any(|(n, _)| n == name)))?;
-                return if exists { Err(e) } else { Ok(None) };
-            }
-            Err(e) => return Err(e),
+            Err(e) => match crate::connect::failure_of(&e) {
+                Some(Failure::NoSuchDatabase) => return Ok(None),
+                // The pooler says only this when it already failed to log in to a missing
+                // database (one dropped while the pooler kept no connection to it, by another
+                // run's cleanup).
+                Some(Failure::PoolerLoginRetry) => {
+                    let exists = self.server.admin(|c| Ok(databases(c, name)?.iter().any(|(n, _)| n == name)))?;
+                    return if exists { Err(e) } else { Ok(None) };
+                }
+                _ => return Err(e),
+            },
         };
         // The slot's last test ended cleanly (it marked its end): a killed one may have left
         // writes its statistics do not show yet. Unmarked from now (with the reset, in one

@@ -11,6 +11,7 @@ use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use url::Url;
 
+use crate::connect::Failure;
 use crate::docker::images::{self, Service};
 use crate::docker::services::Services;
 use crate::url::{is_local, parse_database_url, redact};
@@ -519,14 +520,11 @@ pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
             Ok(conn) => return Ok(conn),
             Err(error) => error,
         };
-        let full = error
-            .downcast_ref::<crate::connect::ConnectError>()
-            .is_some_and(|e| e.failure == crate::connect::Failure::TooManyConnections);
+        let failure = crate::connect::failure_of(&error);
+        let full = failure == Some(Failure::TooManyConnections);
         // PgBouncer refuses clients of a database for a moment after a login to it failed (a
         // slot database made just now did not exist a moment ago).
-        if started.elapsed() < Duration::from_secs(2)
-            && crate::error::describe(&error).contains("server login has been failing")
-        {
+        if started.elapsed() < Duration::from_secs(2) && failure == Some(Failure::PoolerLoginRetry) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }

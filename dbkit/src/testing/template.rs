@@ -23,17 +23,7 @@ const BUILD_PREFIX: &str = "railgun_tplbuild_";
 /// the last hour stays regardless (a run on another branch may be cloning it).
 const TEMPLATES_KEPT: usize = 8;
 
-/// FNV-1a, 64 bits: stable across Rust versions and machines, unlike `DefaultHasher`.
-pub(crate) fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.iter().chain(&[0xff]) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
-}
+pub(crate) use crate::migration::checksum::fnv;
 
 /// The hash of every migration's name, SQL and transaction mode, and of the harness's version.
 pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {

@@ -169,13 +169,13 @@ impl Check {
         git(&["add", "-A"])?;
         git(&["commit", "-q", "-m", "the older migrations"])?;
         git(&["checkout", "-q", "-b", "feature"])?;
-        let added = format!("{}_railgun_bench_notes", chrono::Utc::now().format("%Y-%m-%d-%H%M%S"));
-        std::fs::create_dir_all(dir.join(&added))?;
-        std::fs::write(
-            dir.join(&added).join("up.sql"),
+        let added = dbkit::migration::create::create_migration(
+            &dir,
+            "railgun_bench_notes",
             "CREATE TABLE railgun_bench_notes (\n  id BIGSERIAL PRIMARY KEY,\n  body TEXT NOT NULL\n);\n",
+            "DROP TABLE railgun_bench_notes;\n",
         )?;
-        std::fs::write(dir.join(&added).join("down.sql"), "DROP TABLE railgun_bench_notes;\n")?;
+        let added = added.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         git(&["add", "-A"])?;
         git(&["commit", "-q", "-m", "the branch's migration"])?;
         git(&["checkout", "-q", "main"])?;

@@ -42,8 +42,8 @@ pub struct Restore {
     #[arg(long, value_name = "DIR", default_value = "backups")]
     safety_dir: PathBuf,
     /// How long a statement may wait for a lock another session holds before the restore
-    /// fails (and rolls back), naming that session: e.g. 5s, 500ms, 2m
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// fails (and rolls back), naming that session: e.g. 5s, 500ms, 2m (a bare number is seconds)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = lock_timeout)]
     lock_timeout: std::time::Duration,
     /// An extension the backup creates that needs a superuser (untrusted: dblink, postgis,
     /// postgres_fdw, ...), created by the superuser for the load (repeatable)
@@ -72,20 +72,11 @@ impl Restore {
     }
 }
 
-/// `500ms`, `5s`, `2m`: a duration as Postgres writes one.
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 5s, 500ms or 2m"))?;
-    let millis = match unit.trim() {
-        "ms" => number,
-        "s" | "" => number * 1000,
-        "m" | "min" => number * 60_000,
-        _ => return Err(format!("`{text}`: the unit is one of ms, s, m")),
-    };
-    if millis == 0 {
-        return Err("the lock timeout must be positive (0 would wait forever)".into());
+/// A positive duration, read as `railgun.toml`'s are (see [`dbkit::duration::parse`]).
+fn lock_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match dbkit::duration::parse(text) {
+        Ok(timeout) if timeout.is_zero() => Err("the lock timeout must be positive (0 would wait forever)".into()),
+        Ok(timeout) => Ok(timeout),
+        Err(e) => Err(dbkit::error::describe(&e)),
     }
-    Ok(std::time::Duration::from_millis(millis))
 }

@@ -17,9 +17,9 @@ use dbkit::migration::{Locked, Plan, phantom};
 /// the same lock as `migration run`. `--all` empties the database of the app's tables: it asks
 /// first and refuses production.
 ///
-/// schema.rs is left as git has it when every reverted migration is committed (it describes
-/// this checkout's migrations; a rewritten one would block the next `git checkout`): pass
-/// --write-schema to rewrite it anyway.
+/// schema.rs is left as git has it when it and every reverted migration are committed (it
+/// describes this checkout's migrations; a rewritten one would block the next `git checkout`):
+/// pass --write-schema to rewrite it anyway.
 ///
 /// --phantom reverts the phantoms instead: migrations the database records as applied that
 /// this checkout has no folder for (applied on another branch or checkout), newest first, each
@@ -80,10 +80,7 @@ impl Revert {
             session.revert(migration)?;
         }
         drop(session);
-        if !targets.is_empty()
-            && !self.write_schema
-            && dbkit::git::all_tracked(cx, targets.iter().map(|m| m.dir.join("up.sql")))
-        {
+        if !targets.is_empty() && !self.write_schema && committed(cx, &targets) {
             eprintln!(
                 "note: the schema files are left as git has them: the reverted migration(s) are committed, so they describe this checkout; `cargo xtask migration run` applies them again, --write-schema rewrites the files from the database"
             );
@@ -91,6 +88,17 @@ impl Revert {
         }
         phantom::regenerate_schema(cx, &url)
     }
+}
+
+/// Whether git has the reverted migrations and the schema files that describe them: then the
+/// files stay as committed.
+fn committed(cx: &Context, reverted: &[MigrationFiles]) -> bool {
+    let schema_files = dbkit::diesel_config::DieselConfig::load(cx)
+        .and_then(|config| dbkit::schema::configured_files(cx, &config))
+        .unwrap_or_default();
+    !schema_files.is_empty()
+        && dbkit::git::all_tracked(cx, reverted.iter().map(|m| m.dir.join("up.sql")))
+        && dbkit::git::all_tracked(cx, schema_files.into_iter().map(|f| f.path))
 }
 
 /// Reverts the phantoms from their recorded down.sql, after asking; then the schema files are

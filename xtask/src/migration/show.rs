@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 
 use dbkit::migration::runner::Applied;
-use dbkit::migration::{Options, Plan, Verdict, phantom, source};
+use dbkit::migration::{MISSING_HINT, Options, Plan, Verdict, phantom, source};
 
 use crate::context::Context;
 
@@ -113,11 +113,12 @@ impl Show {
         }
         if !missing.is_empty() {
             let versions: Vec<&str> = missing.iter().map(|r| r.version.as_str()).collect();
+            let fix = phantom::fix(&plan.phantoms);
+            let by_hand = if fix == MISSING_HINT { String::new() } else { format!("\n  By hand: {MISSING_HINT}") };
             eprintln!(
-                "note: the database records {} that no migration folder has: {}\n  {}",
+                "note: the database records {} that no migration folder has: {}\n  {fix}{by_hand}",
                 if missing.len() == 1 { "a version" } else { "versions" },
                 versions.join(", "),
-                phantom::fix(&plan.phantoms)
             );
         }
         if self.check {
