@@ -250,3 +250,114 @@ fn baseline_adopts_a_database_made_by_hand() {
     f.xtask(&["migration", "revert"]).assert_ok();
     f.xtask(&["migration", "baseline"]).assert_fails_with("records 1 applied migration(s) already");
 }
+
+/// `cargo xtask ARGS` on the folder's migrations, against another database.
+fn xtask_on(f: &Folder, url: &url::Url, args: &[&str]) -> tests::Run {
+    std::process::Command::new(tests::xtask_bin())
+        .arg("--database-url")
+        .arg(url.as_str())
+        .arg("--config-file")
+        .arg(f.dir.join("diesel.toml"))
+        .args(args)
+        .current_dir(&f.dir)
+        .env("RAILGUN_ENV_FILE", f.dir.join("no.env"))
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+        .into()
+}
+
+/// Three migrations with rows and a trigger that rewrites inserted rows (the squash must insert
+/// its rows before the trigger exists, as pg_dump orders them).
+fn history(f: &Folder) {
+    users(f);
+    migration(
+        f,
+        "2024-01-02-000001_roles",
+        "CREATE TABLE roles (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO roles VALUES (1, 'admin'), (2, 'user');
+ALTER TABLE users ADD COLUMN role_id int REFERENCES roles (id);
+INSERT INTO users (email, role_id) VALUES ('Ann@Example.com', 1);
+CREATE FUNCTION lower_email() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.email := lower(NEW.email); RETURN NEW; END $$;
+CREATE TRIGGER users_lower BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION lower_email();",
+        "DROP TRIGGER users_lower ON users; DROP FUNCTION lower_email(); DELETE FROM users; ALTER TABLE users DROP COLUMN role_id; DROP TABLE roles;",
+    );
+    migration(
+        f,
+        "2024-01-03-000001_bio",
+        "ALTER TABLE users ADD COLUMN bio text;",
+        "ALTER TABLE users DROP COLUMN bio;",
+    );
+}
+
+fn folders(f: &Folder) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(f.dir.join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A squash is proven, then written; the database that applied the history takes it as applied,
+/// a new database makes the same schema and rows from it, and one part way through is refused.
+#[test]
+fn squash_is_proven_then_taken_as_applied() {
+    let f = folder();
+    history(&f);
+    let part_way = db::testing::TestDb::empty().unwrap();
+    let mut first = vec![];
+    std::fs::rename(f.dir.join("migrations/2024-01-02-000001_roles"), f.dir.join("roles.aside")).unwrap();
+    std::fs::rename(f.dir.join("migrations/2024-01-03-000001_bio"), f.dir.join("bio.aside")).unwrap();
+    xtask_on(&f, part_way.url(), &["migration", "run"]).assert_ok();
+    std::fs::rename(f.dir.join("roles.aside"), f.dir.join("migrations/2024-01-02-000001_roles")).unwrap();
+    std::fs::rename(f.dir.join("bio.aside"), f.dir.join("migrations/2024-01-03-000001_bio")).unwrap();
+    first.push(part_way);
+    f.xtask(&["migration", "run"]).assert_ok();
+
+    let dry = f.xtask(&["migration", "squash", "--through", "2024-01-02-000001_roles", "--dry-run"]);
+    dry.assert_ok();
+    assert!(dry.stderr.contains("proven"), "{}", dry.stderr);
+    assert_eq!(folders(&f).len(), 3, "a dry run writes nothing");
+
+    let squash = f.xtask(&["migration", "squash", "--through", "20240102000001", "base"]);
+    squash.assert_ok();
+    assert_eq!(folders(&f), ["2024-01-02-000001_base", "2024-01-03-000001_bio"]);
+    assert!(squash.stderr.contains("took 2024-01-02-000001_base as applied"), "{}", squash.stderr);
+    f.xtask(&["migration", "show", "--check"]).assert_ok();
+    f.xtask(&["migration", "test", "--all"]).assert_ok();
+
+    // A new database from the squashed folder: the same schema.rs and the same rows.
+    let fresh = db::testing::TestDb::empty().unwrap();
+    xtask_on(&f, fresh.url(), &["migration", "run"]).assert_ok();
+    let schema = |url: &url::Url| xtask_on(&f, url, &["schema", "generate", "--stdout"]).stdout;
+    assert_eq!(schema(fresh.url()), schema(f.db.url()));
+    let rows = "SELECT string_agg(email || ' ' || role_id, ',' ORDER BY id) AS text FROM users";
+    assert_eq!(tests::text(&fresh, rows), "Ann@Example.com 1", "rows inserted before the trigger, as the history did");
+    assert_eq!(tests::text(&fresh, rows), tests::text(&f.db, rows));
+
+    // The database that applied only the first of the two squashed: refused, with the way out.
+    let refused = xtask_on(&f, first[0].url(), &["migration", "run"]);
+    refused.assert_fails_with("applied 1 of the 2 migrations that 2024-01-02-000001_base replaces");
+    assert!(refused.stderr.contains("--migration-dir"), "{}", refused.stderr);
+}
+
+/// A history whose rows differ from run to run cannot be squashed: the row is named, nothing
+/// written.
+#[test]
+fn a_squash_whose_rows_differ_is_refused() {
+    let f = folder();
+    users(&f);
+    migration(
+        &f,
+        "2024-01-02-000001_stamp",
+        "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL); INSERT INTO stamps VALUES (1, clock_timestamp());",
+        "DROP TABLE stamps;",
+    );
+    let refused = f.xtask(&["migration", "squash", "--through", "2024-01-02-000001_stamp"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.all());
+    assert!(refused.stdout.contains("rows of public.stamps differ"), "{}", refused.stdout);
+    assert!(refused.stdout.contains("nothing written"), "{}", refused.stdout);
+    assert_eq!(folders(&f), [USERS, "2024-01-02-000001_stamp"]);
+}

@@ -12,6 +12,7 @@ mod redo;
 mod revert;
 mod run;
 mod show;
+mod squash;
 mod test;
 
 use anyhow::Result;
@@ -31,6 +32,7 @@ pub enum Migration {
     Lint(lint::Lint),
     Test(test::Test),
     Baseline(baseline::Baseline),
+    Squash(squash::Squash),
     Check(check::Check),
     Rebase(rebase::Rebase),
 }
@@ -48,6 +50,7 @@ impl Migration {
             Migration::Lint(cmd) => cmd.run(cx),
             Migration::Test(cmd) => cmd.run(cx),
             Migration::Baseline(cmd) => cmd.run(cx),
+            Migration::Squash(cmd) => cmd.run(cx),
             Migration::Check(cmd) => cmd.run(cx),
             Migration::Rebase(cmd) => cmd.run(cx),
         }

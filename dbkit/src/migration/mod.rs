@@ -19,6 +19,7 @@ pub mod runner;
 pub mod settings;
 pub mod source;
 pub mod sql;
+pub mod squash;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -186,6 +187,7 @@ pub fn apply_pending_with_options(
     options: &Options,
     before: &mut dyn FnMut(&MigrationFiles),
 ) -> Result<usize> {
+    squash::reconcile(session, migrations)?;
     let plan = Plan::read(&mut session.conn, migrations)?;
     if !plan.unknown.is_empty() {
         eprintln!(

@@ -49,6 +49,7 @@ impl Phantom {
             version: self.version.clone(),
             run_in_transaction: self.run_in_transaction,
             limits: Limits::default(),
+            squashes: Vec::new(),
             held: Some(self.files.clone()?),
         })
     }

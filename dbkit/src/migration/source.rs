@@ -23,6 +23,10 @@ pub struct MigrationFiles {
     pub run_in_transaction: bool,
     /// `lock_timeout` / `statement_timeout` from `metadata.toml` (keys diesel ignores).
     pub limits: Limits,
+    /// The versions this migration replaced, when `migration squash` made it (`squashes` in its
+    /// `metadata.toml`, a key diesel ignores): a database that applied them all takes it as
+    /// applied (see [`super::squash`]).
+    pub squashes: Vec<String>,
     /// The SQL, when it does not come from `dir`: built into the program, or recorded in the
     /// database when the migration was applied (a phantom: the checkout lacks its folder).
     pub held: Option<Held>,
@@ -97,6 +101,7 @@ pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFile
             dir: dir.join(m.name),
             run_in_transaction: m.metadata.is_none_or(metadata_run_in_transaction),
             limits: m.metadata.map_or(Ok(Limits::default()), |text| metadata_limits(text, &metadata_file))?,
+            squashes: m.metadata.map(metadata_squashes).unwrap_or_default(),
             held: Some(Held { up: Cow::Borrowed(m.up), down: m.down.map(Cow::Borrowed) }),
         });
     }
@@ -113,6 +118,7 @@ pub fn held(dir: PathBuf, up: String, down: Option<String>, metadata: Option<&st
         version: version_of(&folder),
         run_in_transaction: metadata.is_none_or(metadata_run_in_transaction),
         limits: metadata.map_or(Ok(Limits::default()), |text| metadata_limits(text, &dir.join("metadata.toml")))?,
+        squashes: metadata.map(metadata_squashes).unwrap_or_default(),
         held: Some(Held { up: Cow::Owned(up), down: down.map(Cow::Owned) }),
         dir,
     })
@@ -142,14 +148,16 @@ pub fn load(dir: &Path) -> Result<Vec<MigrationFiles>> {
             );
         }
         let metadata_file = path.join("metadata.toml");
-        let limits = match std::fs::read_to_string(&metadata_file) {
-            Ok(text) => metadata_limits(&text, &metadata_file)?,
-            Err(_) => Limits::default(),
+        let metadata = std::fs::read_to_string(&metadata_file).ok();
+        let limits = match &metadata {
+            Some(text) => metadata_limits(text, &metadata_file)?,
+            None => Limits::default(),
         };
         migrations.push(MigrationFiles {
             version: version_of(&name),
             run_in_transaction: run_in_transaction(&metadata_file),
             limits,
+            squashes: metadata.as_deref().map(metadata_squashes).unwrap_or_default(),
             name: escaped(&name).into_owned(),
             dir: path,
             held: None,
@@ -192,6 +200,16 @@ fn metadata_run_in_transaction(text: &str) -> bool {
         run_in_transaction: bool,
     }
     toml::from_str::<Metadata>(text).map_or(true, |m| m.run_in_transaction)
+}
+
+/// `squashes = ["VERSION", ...]` in `metadata.toml`: what `migration squash` replaced.
+fn metadata_squashes(text: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        squashes: Vec<String>,
+    }
+    toml::from_str::<Metadata>(text).map(|m| m.squashes).unwrap_or_default()
 }
 
 /// Our keys in `metadata.toml`. diesel reads a file without `run_in_transaction` as `false`, so
