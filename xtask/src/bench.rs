@@ -3,6 +3,7 @@
 
 mod backup;
 mod branch;
+mod check;
 mod lint;
 mod migrations;
 mod pooler;
@@ -23,6 +24,7 @@ pub enum Bench {
     TestDb(test_db::TestDb),
     Lint(lint::Lint),
     Pooler(pooler::Pooler),
+    Check(check::Check),
 }
 
 impl Bench {
@@ -35,6 +37,7 @@ impl Bench {
             Bench::TestDb(cmd) => cmd.run(cx),
             Bench::Lint(cmd) => cmd.run(cx),
             Bench::Pooler(cmd) => cmd.run(cx),
+            Bench::Check(cmd) => cmd.run(cx),
         }
     }
 }

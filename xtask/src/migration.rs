@@ -3,9 +3,11 @@
 
 mod accept;
 mod baseline;
+mod check;
 mod create;
 mod generate;
 mod lint;
+mod rebase;
 mod redo;
 mod revert;
 mod run;
@@ -31,6 +33,8 @@ pub enum Migration {
     Test(test::Test),
     Baseline(baseline::Baseline),
     Squash(squash::Squash),
+    Check(check::Check),
+    Rebase(rebase::Rebase),
 }
 
 impl Migration {
@@ -47,6 +51,8 @@ impl Migration {
             Migration::Test(cmd) => cmd.run(cx),
             Migration::Baseline(cmd) => cmd.run(cx),
             Migration::Squash(cmd) => cmd.run(cx),
+            Migration::Check(cmd) => cmd.run(cx),
+            Migration::Rebase(cmd) => cmd.run(cx),
         }
     }
 }

@@ -6,6 +6,8 @@
 pub mod baseline;
 pub mod checksum;
 #[cfg(feature = "tools")]
+pub mod conflict;
+#[cfg(feature = "tools")]
 pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;

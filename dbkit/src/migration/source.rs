@@ -109,6 +109,21 @@ pub fn embedded(dir: &Path, migrations: &[Embedded]) -> Result<Vec<MigrationFile
     Ok(loaded)
 }
 
+/// A migration whose files were read from elsewhere (a git commit): `dir` is where the folder
+/// is in that tree, for messages; `metadata` is its metadata.toml, read as [`load`] reads it.
+pub fn held(dir: PathBuf, up: String, down: Option<String>, metadata: Option<&str>) -> Result<MigrationFiles> {
+    let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(MigrationFiles {
+        name: escaped(&folder).into_owned(),
+        version: version_of(&folder),
+        run_in_transaction: metadata.is_none_or(metadata_run_in_transaction),
+        limits: metadata.map_or(Ok(Limits::default()), |text| metadata_limits(text, &dir.join("metadata.toml")))?,
+        squashes: metadata.map(metadata_squashes).unwrap_or_default(),
+        held: Some(Held { up: Cow::Owned(up), down: down.map(Cow::Owned) }),
+        dir,
+    })
+}
+
 /// diesel's version of a migration folder name.
 pub fn version_of(name: &str) -> String {
     name.split('_').next().unwrap_or_default().replace('-', "")

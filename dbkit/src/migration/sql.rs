@@ -95,6 +95,76 @@ pub fn statements(sql: &str) -> Vec<Statement<'_>> {
     out
 }
 
+/// A token of a statement, for readers of what it names (see [`tokens`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Token<'a> {
+    /// A keyword or unquoted identifier, as written.
+    Word(&'a str),
+    /// A `"quoted"` identifier, its doubled quotes made single.
+    Quoted(String),
+    /// A string, dollar-quoted text, number or parameter: a value, never a name.
+    Value,
+    /// Any other character (`(`, `,`, `.`, `;`, an operator's).
+    Punct(char),
+}
+
+/// The tokens of `sql` with the byte offset each starts at, comments left out, cut by the same
+/// lexer as [`statements`].
+pub fn tokens(sql: &str) -> Vec<(usize, Token<'_>)> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        let (token, end) = match b {
+            b'-' if next == Some(b'-') => {
+                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                continue;
+            }
+            b'/' if next == Some(b'*') => {
+                i = block_comment_end(bytes, i);
+                continue;
+            }
+            b if b.is_ascii_whitespace() => {
+                i += 1;
+                continue;
+            }
+            b'\'' => (Token::Value, quoted_end(bytes, i, b'\'', false)),
+            b'"' => {
+                let end = quoted_end(bytes, i, b'"', false);
+                let inner = sql.get(i + 1..end.saturating_sub(1).max(i + 1)).unwrap_or_default();
+                (Token::Quoted(inner.replace("\"\"", "\"")), end)
+            }
+            b'$' => match dollar_quoted_end(sql, i) {
+                Some(end) => (Token::Value, end),
+                None => (Token::Value, ident_end(bytes, i + 1)),
+            },
+            b if b.is_ascii_digit() => {
+                let mut end = i;
+                while is_ident_byte(bytes, end) || bytes.get(end) == Some(&b'.') {
+                    end += 1;
+                }
+                (Token::Value, end)
+            }
+            b if (b == b'e' || b == b'E') && next == Some(b'\'') => {
+                (Token::Value, quoted_end(bytes, i + 1, b'\'', true))
+            }
+            b if is_ident_start(b) => {
+                let end = ident_end(bytes, i);
+                (Token::Word(&sql[i..end]), end)
+            }
+            _ => {
+                let c = sql[i..].chars().next().unwrap_or('?');
+                (Token::Punct(c), i + c.len_utf8())
+            }
+        };
+        out.push((i, token));
+        i = end;
+    }
+    out
+}
+
 /// The first statement of `sql` that ends, opens or marks a transaction (`BEGIN`, `START
 /// TRANSACTION`, `COMMIT`, `END`, `ROLLBACK`, `ABORT`, `SAVEPOINT`, `RELEASE`, `PREPARE
 /// TRANSACTION`), with its line and its words as written for messages. `BEGIN ATOMIC` bodies
@@ -360,6 +430,33 @@ mod tests {
         for sql in not_control {
             assert_eq!(found(sql), None, "{sql}");
         }
+    }
+
+    #[test]
+    fn tokens_leave_out_comments_and_values() {
+        let found: Vec<Token> =
+            tokens("ALTER TABLE \"My \"\"T\"\"\" -- x\n ADD c int DEFAULT E'a\\'b' /* y */, $$z$$ 1.5;")
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+        assert_eq!(
+            found,
+            vec![
+                Token::Word("ALTER"),
+                Token::Word("TABLE"),
+                Token::Quoted("My \"T\"".into()),
+                Token::Word("ADD"),
+                Token::Word("c"),
+                Token::Word("int"),
+                Token::Word("DEFAULT"),
+                Token::Value,
+                Token::Punct(','),
+                Token::Value,
+                Token::Value,
+                Token::Punct(';'),
+            ]
+        );
+        assert_eq!(tokens("a\n  b")[1].0, 4);
     }
 
     #[test]
