@@ -188,7 +188,7 @@ pub fn transaction_control(sql: &str) -> Option<(usize, String)> {
 /// texts with the same tokens parse to the same tree; an edit to comments, whitespace or keyword
 /// case only leaves the tokens as they were. (Conservative: a change the parser would not see,
 /// inside a function body's dollar quotes say, counts as a change.)
-pub fn tokens(sql: &str) -> String {
+pub fn normalized(sql: &str) -> String {
     let bytes = sql.as_bytes();
     let mut out = String::new();
     let push = |token: &str, out: &mut String| {
@@ -354,22 +354,22 @@ mod tests {
         let sql =
             "-- users\nCREATE TABLE users (\n  id serial PRIMARY KEY, /* the key */\n  name text DEFAULT 'A  b'\n);";
         let same = "create   table USERS (id SERIAL primary key, name TEXT default 'A  b'); -- done";
-        assert_eq!(tokens(sql), tokens(same));
-        assert_eq!(tokens(sql), "create table users ( id serial primary key , name text default 'A  b' ) ;");
+        assert_eq!(normalized(sql), normalized(same));
+        assert_eq!(normalized(sql), "create table users ( id serial primary key , name text default 'A  b' ) ;");
         for changed in [
             "CREATE TABLE users (id serial PRIMARY KEY, name text DEFAULT 'a  b');",
             "CREATE TABLE \"Users\" (id serial PRIMARY KEY, name text DEFAULT 'A  b');",
             "CREATE TABLE users (id serial PRIMARY KEY, name text DEFAULT 'A b');",
             "CREATE TABLE users (id bigserial PRIMARY KEY, name text DEFAULT 'A  b');",
         ] {
-            assert_ne!(tokens(sql), tokens(changed), "{changed}");
+            assert_ne!(normalized(sql), normalized(changed), "{changed}");
         }
-        assert_ne!(tokens("SELECT a <= b"), tokens("SELECT a < = b"), "one operator is not two");
-        assert_ne!(tokens("SELECT 1 -1"), tokens("SELECT 1 --1"), "a comment is not a minus");
-        assert_eq!(tokens("SELECT E'it''s\\n'"), tokens("select e'it''s\\n'"));
-        assert_ne!(tokens("SELECT E'x'"), tokens("SELECT E 'x'"), "a prefix is not a type name");
-        assert_ne!(tokens("SELECT $$ a $$"), tokens("SELECT $$a$$"), "a body is a string");
-        assert_eq!(tokens("SELECT $1, 1.5e3"), "select $1 , 1.5e3");
+        assert_ne!(normalized("SELECT a <= b"), normalized("SELECT a < = b"), "one operator is not two");
+        assert_ne!(normalized("SELECT 1 -1"), normalized("SELECT 1 --1"), "a comment is not a minus");
+        assert_eq!(normalized("SELECT E'it''s\\n'"), normalized("select e'it''s\\n'"));
+        assert_ne!(normalized("SELECT E'x'"), normalized("SELECT E 'x'"), "a prefix is not a type name");
+        assert_ne!(normalized("SELECT $$ a $$"), normalized("SELECT $$a$$"), "a body is a string");
+        assert_eq!(normalized("SELECT $1, 1.5e3"), "select $1 , 1.5e3");
     }
 
     #[test]
