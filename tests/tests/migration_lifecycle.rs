@@ -361,3 +361,27 @@ fn a_squash_whose_rows_differ_is_refused() {
     assert!(refused.stdout.contains("nothing written"), "{}", refused.stdout);
     assert_eq!(folders(&f), [USERS, "2024-01-02-000001_stamp"]);
 }
+
+/// An edit of an applied migration in comments, whitespace or keyword case only is taken by
+/// `run` with a note; a changed statement is refused as before, and `accept` says which it saw.
+#[test]
+fn a_comment_only_edit_is_accepted_and_a_changed_statement_refused() {
+    let f = folder();
+    users(&f);
+    f.xtask(&["migration", "run"]).assert_ok();
+    let up = f.dir.join("migrations").join(USERS).join("up.sql");
+    std::fs::write(&up, "-- Who signs in.\ncreate table USERS (\n  id serial primary key,\n  email text not null, -- unique per person\n  status text\n);\n").unwrap();
+    let show = f.xtask(&["migration", "show", "--check"]);
+    show.assert_ok();
+    assert!(show.stdout.contains("comments, whitespace or keyword case only"), "{}", show.stdout);
+    let run = f.xtask(&["migration", "run"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("changed only in comments, whitespace or keyword case"), "{}", run.stderr);
+    assert!(!f.xtask(&["migration", "show"]).stdout.contains("edited"), "taken: nothing edited now");
+
+    std::fs::write(&up, "CREATE TABLE users (id serial PRIMARY KEY, email text, status text);").unwrap();
+    f.xtask(&["migration", "run"]).assert_fails_with("changed since they were applied");
+    let accept = f.xtask(&["migration", "accept", USERS]);
+    accept.assert_ok();
+    assert!(accept.stderr.contains("its statements changed since it was applied"), "{}", accept.stderr);
+}

@@ -113,6 +113,9 @@ pub enum Verdict {
     Unchanged,
     /// The file changed since it was applied.
     Edited { recorded: String, now: String },
+    /// The file changed since it was applied, in comments, whitespace or keyword case only (the
+    /// same tokens as recorded: see [`super::sql::normalized`]).
+    Cosmetic,
     /// No checksum belongs to this application (applied by diesel_cli, or before checksums
     /// were kept): the next run records the file as it is.
     Unrecorded,

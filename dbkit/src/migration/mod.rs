@@ -77,6 +77,9 @@ pub struct Plan {
     pub newest_applied: Option<String>,
     /// Applied ones whose up.sql changed since, with the checksums recorded and now.
     pub edited: Vec<(MigrationFiles, String, String)>,
+    /// Applied ones whose up.sql changed only in comments, whitespace or keyword case since
+    /// (the same tokens as the up.sql recorded when applied): the next run takes the file.
+    pub cosmetic: Vec<MigrationFiles>,
     /// Applied ones with no checksum for their application yet.
     pub unrecorded: Vec<MigrationFiles>,
     /// Versions recorded as applied that no migration has.
@@ -110,7 +113,7 @@ impl Plan {
             };
             let verdict = checksum::verdict(a, recorded.get(&a.version), &checksum::current(migration)?);
             match &verdict {
-                Verdict::Unchanged => {}
+                Verdict::Unchanged | Verdict::Cosmetic => {}
                 Verdict::Edited { recorded, now } => {
                     plan.edited.push((migration.clone(), recorded.clone(), now.clone()))
                 }
@@ -118,12 +121,37 @@ impl Plan {
             }
             plan.verdicts.insert(a.version.clone(), verdict);
         }
+        plan.set_aside_cosmetic_edits(conn)?;
         plan.unknown.sort();
         plan.phantoms = phantom::read(conn, &applied, &plan.unknown)?;
         plan.applied = applied;
         plan.edited.sort_by(|a, b| a.0.version.cmp(&b.0.version));
         plan.unrecorded.sort_by(|a, b| a.version.cmp(&b.version));
         Ok(plan)
+    }
+
+    /// Moves the edits that leave the tokens as they were (comments, whitespace, keyword case:
+    /// [`sql::normalized`]) from `edited` to `cosmetic`, comparing with the up.sql recorded when
+    /// the migration was applied (none recorded: an edit stays an edit).
+    fn set_aside_cosmetic_edits(&mut self, conn: &mut PgConnection) -> Result<()> {
+        if self.edited.is_empty() {
+            return Ok(());
+        }
+        let versions: Vec<String> = self.edited.iter().map(|(m, _, _)| m.version.clone()).collect();
+        let kept = checksum::kept_files(conn, &versions)?;
+        let mut edited = Vec::new();
+        for (migration, recorded, now) in std::mem::take(&mut self.edited) {
+            let was = kept.get(&migration.version).and_then(|k| k.up_sql.as_deref());
+            match was {
+                Some(was) if sql::normalized(was) == sql::normalized(&migration.sql("up.sql")?) => {
+                    self.verdicts.insert(migration.version.clone(), Verdict::Cosmetic);
+                    self.cosmetic.push(migration);
+                }
+                _ => edited.push((migration, recorded, now)),
+            }
+        }
+        self.edited = edited;
+        Ok(())
     }
 
     /// Refuses what `options` does not allow: edited applied migrations, and out-of-order
@@ -205,6 +233,7 @@ pub fn apply_pending_with_options(
         eprintln!("note: applying out of order (allowed): {}", names.join(", "));
     }
     adopt(session, &plan)?;
+    take_cosmetic_edits(session, &plan)?;
     for migration in &plan.pending {
         before(migration);
         apply_retrying(session, migration, options)?;
@@ -230,6 +259,21 @@ fn adopt(session: &mut Locked, plan: &Plan) -> Result<()> {
         names.len(),
         names.join(", ")
     );
+    Ok(())
+}
+
+/// Records the file as applied for each edit that changed only comments, whitespace or keyword
+/// case: the database already is what it says.
+fn take_cosmetic_edits(session: &mut Locked, plan: &Plan) -> Result<()> {
+    for migration in &plan.cosmetic {
+        if let Some(applied) = plan.applied_entry(&migration.version) {
+            checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
+            eprintln!(
+                "note: {}'s up.sql changed only in comments, whitespace or keyword case since it was applied (the same tokens): its checksum is now the file's",
+                migration.name
+            );
+        }
+    }
     Ok(())
 }
 

@@ -38,7 +38,18 @@ impl Accept {
         let now = checksum::current(migration)?;
         match plan.verdicts.get(&migration.version) {
             Some(Verdict::Unchanged) => eprintln!("{}: up.sql is what was applied; nothing to accept", migration.name),
+            Some(Verdict::Cosmetic) => {
+                checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
+                eprintln!(
+                    "accepted {}: it changed in comments, whitespace or keyword case only (the same tokens as applied; `migration run` would have taken it too): its checksum is now {now}",
+                    migration.name
+                );
+            }
             Some(Verdict::Edited { recorded, .. }) => {
+                eprintln!(
+                    "{}: its statements changed since it was applied (not only comments, whitespace or keyword case), or no up.sql was recorded to compare with",
+                    migration.name
+                );
                 checksum::record(&mut session.conn, migration, &migration.sql("up.sql")?, applied.run_on)?;
                 eprintln!("accepted {}: its checksum is now {now} (was {recorded})", migration.name);
             }

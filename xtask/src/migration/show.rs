@@ -78,7 +78,9 @@ impl Show {
             for row in rows.values() {
                 let mark = if row.applied.is_some() { 'X' } else { ' ' };
                 let name = row.name.as_deref().unwrap_or(&row.version);
-                let edited = if matches!(row.verdict, Some(Verdict::Edited { .. })) {
+                let edited = if matches!(row.verdict, Some(Verdict::Cosmetic)) {
+                    ", edited since it was applied in comments, whitespace or keyword case only: the next run takes it"
+                } else if matches!(row.verdict, Some(Verdict::Edited { .. })) {
                     ", EDITED since it was applied"
                 } else {
                     ""
@@ -169,6 +171,7 @@ fn json(rows: &BTreeMap<String, Row>, counts: &Counts, plan: &Plan) -> serde_jso
             let checksum = row.verdict.as_ref().map(|v| match v {
                 Verdict::Unchanged => "unchanged",
                 Verdict::Edited { .. } => "edited",
+                Verdict::Cosmetic => "cosmetic",
                 Verdict::Unrecorded => "unrecorded",
             });
             serde_json::json!({
