@@ -53,7 +53,8 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// Tests the selected migrations of `migrations` in a database made for it on `url`'s server
 /// (dropped at the end, also on failure); returns one [`Tested`] per migration tested, in order.
-/// Stops at a migration whose up.sql or down.sql fails: the ones after it are not tested.
+/// Stops at a migration whose up.sql fails (or whose down.sql fails outside a transaction): the
+/// ones after it are not tested.
 pub fn test(url: &Url, migrations: &[MigrationFiles], selection: &Selection) -> Result<Vec<Tested>> {
     let chosen = choose(url, migrations, selection)?;
     let Some(last) = migrations.iter().rposition(|m| chosen.contains(&m.version)) else { return Ok(Vec::new()) };
@@ -133,7 +134,8 @@ fn one(session: &mut Locked, migration: &MigrationFiles) -> Result<(Vec<Finding>
     }
     if let Err(error) = session.revert(migration) {
         findings.push(failed("failed", error));
-        return Ok((findings, false));
+        // Rolled back, its down.sql left the migration applied: the next ones can be tested.
+        return Ok((findings, migration.run_in_transaction));
     }
     let reverted = Catalog::read(&mut session.conn)?;
     for difference in before.diff(&reverted) {
