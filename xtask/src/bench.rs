@@ -10,6 +10,8 @@ mod pooler;
 mod test_db;
 mod up;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
 use crate::context::Context;
@@ -40,4 +42,22 @@ impl Bench {
             Bench::Check(cmd) => cmd.run(cx),
         }
     }
+}
+
+/// How long `f` took.
+fn time(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed())
+}
+
+/// The median of `samples` (zero when there are none).
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// Milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }

@@ -5,13 +5,11 @@
 //! transaction. Any difference is listed and nothing is recorded.
 
 use anyhow::{Context as _, Result, bail};
-use chrono::NaiveDateTime;
-use diesel::sql_types::{Text, Timestamp};
-use diesel::{Connection, QueryableByName, RunQueryDsl};
+use diesel::Connection;
 use url::Url;
 
 use super::source::MigrationFiles;
-use super::{Locked, checksum, runner};
+use super::{Locked, runner};
 use crate::catalog::{Catalog, Difference};
 
 /// What a baseline found.
@@ -55,17 +53,7 @@ pub fn baseline(url: &Url, migrations: &[MigrationFiles]) -> Result<Outcome> {
     let mut session = Locked::acquire(url)?;
     session.conn.transaction(|conn| -> Result<()> {
         for migration in migrations {
-            #[derive(QueryableByName)]
-            struct RunOn {
-                #[diesel(sql_type = Timestamp)]
-                run_on: NaiveDateTime,
-            }
-            let recorded: RunOn =
-                diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1) RETURNING run_on")
-                    .bind::<Text, _>(&migration.version)
-                    .get_result(conn)
-                    .with_context(|| format!("record {} as applied", migration.name))?;
-            checksum::record(conn, migration, &migration.sql("up.sql")?, recorded.run_on)?;
+            runner::record_applied(conn, migration, &migration.sql("up.sql")?)?;
         }
         Ok(())
     })?;

@@ -96,17 +96,7 @@ pub fn apply_limited(conn: &mut PgConnection, migration: &MigrationFiles, limits
     let record = |conn: &mut PgConnection| -> Result<()> {
         set_limits(conn, limits, transactional, migration)?;
         conn.batch_execute(&sql).map_err(Failed)?;
-        #[derive(QueryableByName)]
-        struct RunOn {
-            #[diesel(sql_type = Timestamp)]
-            run_on: NaiveDateTime,
-        }
-        let recorded: RunOn =
-            diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1) RETURNING run_on")
-                .bind::<Text, _>(&migration.version)
-                .get_result(conn)
-                .with_context(|| format!("record {} as applied", migration.name))?;
-        checksum::record(conn, migration, &sql, recorded.run_on)
+        record_applied(conn, migration, &sql)
     };
     let result = if transactional {
         conn.transaction(record)
@@ -116,6 +106,22 @@ pub fn apply_limited(conn: &mut PgConnection, migration: &MigrationFiles, limits
         result
     };
     result.map_err(|e| explain(conn, e, migration, "up.sql", &sql, limits))
+}
+
+/// Records `migration` as applied (diesel's row) with the checksum of `up_sql` and its files
+/// (ours), as the runner does once its up.sql ran.
+pub fn record_applied(conn: &mut PgConnection, migration: &MigrationFiles, up_sql: &str) -> Result<()> {
+    #[derive(QueryableByName)]
+    struct RunOn {
+        #[diesel(sql_type = Timestamp)]
+        run_on: NaiveDateTime,
+    }
+    let recorded: RunOn =
+        diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ($1) RETURNING run_on")
+            .bind::<Text, _>(&migration.version)
+            .get_result(conn)
+            .with_context(|| format!("record {} as applied", migration.name))?;
+    checksum::record(conn, migration, up_sql, recorded.run_on)
 }
 
 /// Sets the limits for the migration's transaction (`transactional`) or for the session.

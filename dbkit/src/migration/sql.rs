@@ -115,21 +115,13 @@ pub fn tokens(sql: &str) -> Vec<(usize, Token<'_>)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(end) = blank_end(sql, i) {
+            i = end;
+            continue;
+        }
         let b = bytes[i];
         let next = bytes.get(i + 1).copied();
         let (token, end) = match b {
-            b'-' if next == Some(b'-') => {
-                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
-                continue;
-            }
-            b'/' if next == Some(b'*') => {
-                i = block_comment_end(bytes, i);
-                continue;
-            }
-            b if b.is_ascii_whitespace() => {
-                i += 1;
-                continue;
-            }
             b'\'' => (Token::Value, quoted_end(bytes, i, b'\'', false)),
             b'"' => {
                 let end = quoted_end(bytes, i, b'"', false);
@@ -199,21 +191,13 @@ pub fn normalized(sql: &str) -> String {
     };
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        let next = bytes.get(i + 1).copied();
-        if b.is_ascii_whitespace() {
-            i += 1;
+        if let Some(end) = blank_end(sql, i) {
+            i = end;
             continue;
         }
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
         let end = match b {
-            b'-' if next == Some(b'-') => {
-                i = sql[i..].find('\n').map_or(bytes.len(), |n| i + n);
-                continue;
-            }
-            b'/' if next == Some(b'*') => {
-                i = block_comment_end(bytes, i);
-                continue;
-            }
             _ if is_ident_start(b) => {
                 let end = ident_end(bytes, i);
                 // A prefix glued to its string (E'..', U&'..', B'..', X'..') is part of it.
@@ -289,6 +273,17 @@ fn ident_end(bytes: &[u8], mut i: usize) -> usize {
 
 fn is_ident_byte(bytes: &[u8], at: usize) -> bool {
     bytes.get(at).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80)
+}
+
+/// Past the comment (`--`, `/* */`) or whitespace character at `i`, if one starts there.
+fn blank_end(sql: &str, i: usize) -> Option<usize> {
+    let bytes = sql.as_bytes();
+    match (bytes[i], bytes.get(i + 1)) {
+        (b'-', Some(b'-')) => Some(sql[i..].find('\n').map_or(bytes.len(), |n| i + n)),
+        (b'/', Some(b'*')) => Some(block_comment_end(bytes, i)),
+        (b, _) if b.is_ascii_whitespace() => Some(i + 1),
+        _ => None,
+    }
 }
 
 /// Past the end of a (nested) block comment starting at `i`.

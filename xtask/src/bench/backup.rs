@@ -9,6 +9,7 @@ use diesel::RunQueryDsl;
 use url::Url;
 use xshell::cmd;
 
+use super::median;
 use crate::context::Context;
 
 /// Benchmark backup and restore against the pg_dump | gzip pipeline
@@ -207,11 +208,6 @@ fn report(s: &Samples, scale: u32, runs: usize) {
         rss_backup as f64 / 1024.0,
         rss_restore as f64 / 1024.0
     );
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 /// `sh -c SCRIPT sh ARGS...`, the password in the environment.

@@ -7,12 +7,12 @@
 //!   the hook (which clones it) beside `createdb -T` of the same database (the floor).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use diesel::connection::SimpleConnection;
 use xshell::{Shell, cmd};
 
+use super::{median, ms, time};
 use crate::context::Context;
 
 /// Benchmark `git checkout` with branch databases against git alone, and a new branch's first
@@ -216,19 +216,4 @@ fn drop_branch_databases(admin: &mut diesel::PgConnection, base: &str, branch: &
         admin.batch_execute(&format!("DROP DATABASE \"{}\"", entry.database))?;
     }
     Ok(())
-}
-
-fn time(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
-    let started = Instant::now();
-    f()?;
-    Ok(started.elapsed())
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use dbkit::docker::images::{self, Service};
@@ -11,6 +11,7 @@ use dbkit::docker::services::{PROJECT_LABEL, wait_until_ready};
 use url::Url;
 use xshell::{Shell, cmd};
 
+use super::{median, ms, time};
 use crate::context::Context;
 
 const PROJECT: &str = "railgun-bench-up";
@@ -136,21 +137,6 @@ fn clean(sh: &Shell) -> Result<()> {
     let volumes = [format!("{PROJECT}-postgres-data"), format!("{PROJECT}-redis-data")];
     cmd!(sh, "docker volume rm -f {volumes...}").quiet().ignore_stdout().ignore_stderr().run()?;
     Ok(())
-}
-
-fn time(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
-    let start = Instant::now();
-    f()?;
-    Ok(start.elapsed())
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn ratio(ours: Duration, theirs: Duration) -> f64 {
