@@ -18,6 +18,7 @@ pub mod error;
 pub mod checkout;
 pub mod connect;
 pub mod duration;
+pub mod lock;
 pub mod migration;
 pub mod pooler;
 pub mod url;

@@ -3,11 +3,10 @@
 //! the checkout's migrations: phantoms (another branch's) reverted from their recorded down.sql,
 //! pending ones applied. One switch at a time per checkout (a lock in its git folder).
 
-use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use diesel::PgConnection;
 use url::Url;
 
@@ -152,16 +151,8 @@ pub fn bring_to_checkout(cx: &Context, url: &Url) -> Result<(usize, usize)> {
 
 /// The checkout's switch lock, held until dropped: two checkouts at once (a script, two
 /// terminals) switch one after the other.
-fn lock(git_dir: &Path) -> Result<File> {
-    let path = git_dir.join("railgun-branch.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    file.lock().with_context(|| format!("lock {}", path.display()))?;
-    Ok(file)
+fn lock(git_dir: &Path) -> Result<crate::lock::FileLock> {
+    crate::lock::FileLock::take(&git_dir.join("railgun-branch.lock"), || {})
 }
 
 /// Refuses a command that would work on another branch's database: branch databases are on,

@@ -347,30 +347,18 @@ fn remove(container: &str) {
 }
 
 /// An exclusive lock on the project's services on this machine, held until dropped (a file in
-/// the temporary folder, locked with flock: released by the kernel when the process dies).
+/// the temporary folder: see [`crate::lock`]).
 pub struct ProjectLock {
-    _locked: std::fs::File,
+    _locked: crate::lock::FileLock,
 }
 
 impl ProjectLock {
     pub fn take(project: &str) -> Result<ProjectLock> {
-        use std::os::fd::AsRawFd;
         let path = std::env::temp_dir().join(format!("{project}.up.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open the lock file {}", path.display()))?;
-        // SAFETY: flock on a descriptor this File owns; the lock goes with the descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            eprintln!("waiting for another `up` of project {project} to finish...");
-            // SAFETY: as above, blocking.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                bail!("lock {}: {}", path.display(), std::io::Error::last_os_error());
-            }
-        }
-        Ok(ProjectLock { _locked: file })
+        let locked = crate::lock::FileLock::take(&path, || {
+            eprintln!("waiting for another `up` of project {project} to finish...")
+        })?;
+        Ok(ProjectLock { _locked: locked })
     }
 }
 

@@ -98,7 +98,7 @@ impl Server {
     pub fn start_pooler(&self) {
         let Some(project) = &self.container else { return };
         let dir = std::env::temp_dir();
-        let Ok(_lock) = DirLock::take(&dir.join(format!("{project}.lock"))) else { return };
+        let Ok(_lock) = start_lock(&dir, project) else { return };
         if let Some(url) = super::pooler::ensure(project, &dir.join(format!("{project}.pg")), &self.base) {
             let _ = self.pooled.set(url);
         }
@@ -443,13 +443,13 @@ pub(crate) fn answers(url: &Url) -> bool {
 }
 
 /// The shared test container: found through a cache file when it runs, else started once, under
-/// a lock directory so that parallel test processes neither race nor remove each other's start.
+/// a lock so that parallel test processes neither race nor remove each other's start.
 /// `None` when it does not run and Docker cannot start it.
 fn test_container() -> Result<Option<(Url, String)>> {
     let dir = std::env::temp_dir();
     let project = test_project();
     let cache = endpoints_file();
-    let _lock = DirLock::take(&dir.join(format!("{project}.lock")))?;
+    let _lock = start_lock(&dir, &project)?;
     if let Some(found) = cached_endpoints().filter(|(url, _)| answers(url)) {
         return Ok(Some(found));
     }
@@ -542,38 +542,10 @@ pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
     }
 }
 
-/// A cross-process lock: a directory only one process can create. One left by a crash expires.
-struct DirLock(PathBuf);
-
-impl DirLock {
-    fn take(path: &Path) -> Result<DirLock> {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            match std::fs::create_dir(path) {
-                Ok(()) => return Ok(DirLock(path.to_path_buf())),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-                    if age.is_some_and(|age| age > Duration::from_secs(180)) {
-                        let _ = std::fs::remove_dir(path);
-                        continue;
-                    }
-                    if Instant::now() > deadline {
-                        bail!(
-                            hint!("waited too long for {}", path.display(); "remove it if no test run is starting the test container")
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
-            }
-        }
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
+/// The lock under which the test container is started (and its pooler): a file beside the
+/// container's sockets (see [`crate::lock`]; a `.lock` directory of older versions is ignored).
+fn start_lock(dir: &Path, project: &str) -> Result<crate::lock::FileLock> {
+    crate::lock::FileLock::take(&dir.join(format!("{project}.flock")), || {})
 }
 
 /// Seconds since the epoch, as stamped in database comments.
