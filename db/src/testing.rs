@@ -1,5 +1,6 @@
-//! The test harness for this app: each test its own database with `db/migrations` applied,
-//! cloned in milliseconds from a template (dbkit's harness, with [`crate::MIGRATIONS`]).
+//! The test harness for this app: each test its own database with `db/migrations` applied and
+//! `db/seeds` (`*.sql`, then `test/*.sql`) loaded, cloned in milliseconds from a template
+//! (dbkit's harness, with [`crate::MIGRATIONS`]; a changed seed makes a new template).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -23,9 +24,20 @@ pub use dbkit::testing::{Harness, Reply, TestRedis, clean_stale, server_url};
 pub struct TestDb(dbkit::testing::TestDb);
 
 impl TestDb {
-    /// A new database with every migration of [`crate::MIGRATIONS`] applied.
+    /// A new database with every migration of [`crate::MIGRATIONS`] applied and the seeds loaded.
     pub fn new() -> Result<TestDb> {
         Ok(TestDb(harness()?.test_db()?))
+    }
+
+    /// A new database with every migration applied and no seeds (a template of its own).
+    pub fn without_seeds() -> Result<TestDb> {
+        static HARNESS: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
+        let harness = HARNESS
+            .get_or_init(|| Harness::for_migrations(&crate::migrations()).map_err(|e| dbkit::error::describe(&e)))
+            .as_ref()
+            .copied()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(TestDb(harness.test_db()?))
     }
 
     /// A new database with the migrations of `dir` (a diesel migrations folder) applied.
@@ -61,11 +73,16 @@ impl std::ops::DerefMut for TestDb {
     }
 }
 
-/// The harness for [`crate::MIGRATIONS`], made once per process.
+/// The harness for [`crate::MIGRATIONS`] and the test environment's seeds, made once per process.
 pub fn harness() -> Result<&'static Harness> {
     static HARNESS: OnceLock<Result<&'static Harness, String>> = OnceLock::new();
     HARNESS
-        .get_or_init(|| Harness::for_migrations(&crate::migrations()).map_err(|e| dbkit::error::describe(&e)))
+        .get_or_init(|| {
+            let seeds_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+            dbkit::seed::Seeds::load(&seeds_dir, dbkit::seed::TEST_ENV)
+                .and_then(|seeds| Harness::for_migrations_and_seeds(&crate::migrations(), &seeds))
+                .map_err(|e| dbkit::error::describe(&e))
+        })
         .as_ref()
         .copied()
         .map_err(|e| anyhow!("{e}"))

@@ -55,5 +55,7 @@ pub mod schema;
 pub mod scratch;
 #[cfg(any(feature = "tools", feature = "docker"))]
 pub mod secret;
+#[cfg(feature = "tools")]
+pub mod seed;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,23 +1,25 @@
-//! `cargo xtask db`: backups, restores, provider moves, roles and the security audit.
+//! `cargo xtask db`: backups, restores, provider moves, seeds, roles and the security audit.
 
 mod audit;
 mod backup;
 mod copy;
 mod restore;
 mod roles;
+mod seed;
 mod verify;
 
 use anyhow::Result;
 
 use crate::context::Context;
 
-/// Backups, restores, provider moves, roles and the security audit.
+/// Backups, restores, provider moves, seeds, roles and the security audit.
 #[derive(clap::Subcommand)]
 pub enum Database {
     Backup(backup::Backup),
     Restore(restore::Restore),
     Verify(verify::Verify),
     Copy(copy::Copy),
+    Seed(seed::Seed),
     Roles(roles::Roles),
     Audit(audit::Audit),
 }
@@ -29,6 +31,7 @@ impl Database {
             Database::Restore(cmd) => cmd.run(cx),
             Database::Verify(cmd) => cmd.run(cx),
             Database::Copy(cmd) => cmd.run(cx),
+            Database::Seed(cmd) => cmd.run(cx),
             Database::Roles(cmd) => cmd.run(cx),
             Database::Audit(cmd) => cmd.run(cx),
         }

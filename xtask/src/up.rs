@@ -1,4 +1,4 @@
-//! `cargo xtask up`: local Postgres and Redis (and PgBouncer) in Docker, `.env`, migrations.
+//! `cargo xtask up`: local Postgres and Redis (and PgBouncer) in Docker, `.env`, migrations, seeds.
 
 use std::time::Instant;
 
@@ -13,6 +13,9 @@ use crate::context::Context;
 use dbkit::env_file;
 
 /// Start local Postgres and Redis in Docker, write .env, run pending migrations.
+///
+/// A database this `up` creates (a new data volume) is then seeded: db/seeds/*.sql and
+/// db/seeds/<APP_ENV>/*.sql, as `cargo xtask db seed` does.
 ///
 /// The containers outlive the command and keep their data on named volumes; a second `up`
 /// finds them running and returns at once. Ports are published on 127.0.0.1 only.
@@ -177,6 +180,13 @@ impl Up {
         if !self.no_migrate {
             dbkit::migration::run_pending(cx, &endpoints.database_url)
                 .context("run pending migrations (skip with --no-migrate)")?;
+            // Only the database this `up` made: one with data of its own is not seeded again.
+            if endpoints.new_database {
+                dbkit::seed::seed(cx, &endpoints.database_url)
+                    .context("seed the new database (fix the seed, then `cargo xtask db seed`)")?;
+            }
+        } else if endpoints.new_database {
+            eprintln!("note: the new database is not seeded (--no-migrate); `cargo xtask db seed` once it is migrated");
         }
         Ok(())
     }

@@ -65,6 +65,8 @@ pub struct Endpoints {
     /// Through PgBouncer (transaction mode), when it runs.
     pub pooled_url: Option<Url>,
     pub redis_url: String,
+    /// Postgres's data is new: this call made its volume (or, not persistent, its container).
+    pub new_database: bool,
 }
 
 impl Services {
@@ -159,7 +161,8 @@ impl Services {
                 hint!("{} does not pass queries on to Postgres", self.pooler_container(); "see `docker logs {}`; `cargo xtask down` and `up --pooler` again recreate it", self.pooler_container()),
             )?;
         }
-        Ok(Endpoints { database_url, pooled_url, redis_url })
+        let new_database = if self.persistent { !volumes_existed[0] } else { !postgres_existed };
+        Ok(Endpoints { database_url, pooled_url, redis_url, new_database })
     }
 
     fn start_pooler(&self, pooler: &Pooler, existed: bool) -> Result<u16> {

@@ -9,9 +9,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! How: the migrations run once into a template database named after their hash (reused by
-//! later runs until a migration changes), and clones of it wait in a pool on the server
-//! (`RAILGUN_TEST_POOL`, default 3, made ahead of demand), which outlives the run. A test claims
+//! How: the migrations, then the seeds beside them (see [`crate::seed`]), run once into a
+//! template database named after their hash (reused by later runs until a migration or a seed
+//! changes), and clones of it wait in a pool on the server (`RAILGUN_TEST_POOL`, default 3, made
+//! ahead of demand), which outlives the run. A test claims
 //! one by renaming it: one rename wins, across threads and processes alike. When the test passes
 //! and changed only rows and sequences, its rows are deleted and its sequences set back, and the
 //! database serves another test; a test that ran DDL (the catalogs changed) gets its database
@@ -66,6 +67,7 @@ use url::Url;
 
 use crate::connect::Failure;
 use crate::migration::MigrationFiles;
+use crate::seed::Seeds;
 
 pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
@@ -103,9 +105,19 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A new database with the migrations of `dir` (a diesel migrations folder) applied.
+    /// A new database with the migrations of `dir` (a diesel migrations folder) applied, and
+    /// the seeds beside it (`seeds/*.sql`, then `seeds/test/*.sql`: see [`crate::seed`]).
     pub fn with_migrations_dir(dir: impl AsRef<Path>) -> Result<TestDb> {
         Harness::for_dir(dir.as_ref())?.test_db()
+    }
+
+    /// A new database with the migrations of `dir` applied and no seeds: a template of its own
+    /// (built once, as the seeded one is), for tests that want empty tables.
+    pub fn with_migrations_dir_without_seeds(dir: impl AsRef<Path>) -> Result<TestDb> {
+        let dir = dir.as_ref();
+        let migrations =
+            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
+        Harness::for_migrations(&migrations)?.test_db()
     }
 
     /// A new, empty database (no migrations; a copy of `template1` as `CREATE DATABASE` makes).
@@ -258,10 +270,11 @@ pub struct Harness {
     background: bool,
 }
 
-/// Where a harness's migrations come from.
+/// Where a harness's migrations and seeds come from.
 enum Source {
-    Read(Vec<MigrationFiles>),
-    /// A folder the setup script read: read again only if the template must be built.
+    Read(Vec<MigrationFiles>, Seeds),
+    /// A migrations folder (its seeds beside it) the setup script read: read again only if the
+    /// template must be built.
     Dir(std::path::PathBuf),
 }
 
@@ -276,9 +289,14 @@ struct Local {
 }
 
 impl Harness {
-    /// The harness for `migrations`, made once per process and set of migrations.
+    /// The harness for `migrations` (no seeds), made once per process and set of migrations.
     pub fn for_migrations(migrations: &[MigrationFiles]) -> Result<&'static Harness> {
-        Harness::known(template::fingerprint(migrations)?, Source::Read(migrations.to_vec()))
+        Harness::for_migrations_and_seeds(migrations, &Seeds::default())
+    }
+
+    /// The harness for `migrations` and then `seeds`, made once per process and set of both.
+    pub fn for_migrations_and_seeds(migrations: &[MigrationFiles], seeds: &Seeds) -> Result<&'static Harness> {
+        Harness::known(template::fingerprint(migrations, seeds)?, Source::Read(migrations.to_vec(), seeds.clone()))
     }
 
     /// The harness of the template `hash`, made once per process.
@@ -311,9 +329,8 @@ impl Harness {
         let harness = match stamp.and_then(|stamp| slot::prepared_dir(dir, stamp)) {
             Some(hash) => Harness::known(hash, Source::Dir(dir.to_path_buf()))?,
             None => {
-                let migrations = crate::migration::source::load(dir)
-                    .with_context(|| format!("no migrations in {}", dir.display()))?;
-                Harness::for_migrations(&migrations)?
+                let (migrations, seeds) = read_dir(dir)?;
+                Harness::for_migrations_and_seeds(&migrations, &seeds)?
             }
         };
         if let Some(stamp) = stamp {
@@ -334,10 +351,9 @@ impl Harness {
 
     /// [`Harness::prepare`] for the run `run` (its id as slot names carry it, and its threads).
     pub fn prepare_run(dir: &Path, run: Option<(&str, u32)>) -> Result<(&'static Harness, usize)> {
-        let migrations =
-            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        let hash = template::fingerprint(&migrations)?;
-        let harness = Harness::build(Source::Read(migrations), hash, false)?;
+        let (migrations, seeds) = read_dir(dir)?;
+        let hash = template::fingerprint(&migrations, &seeds)?;
+        let harness = Harness::build(Source::Read(migrations, seeds), hash, false)?;
         if let Some(stamp) = folder_stamp(dir) {
             let _ = harness.prepared_dir.set(slot::dir_env(dir, hash, stamp));
         }
@@ -506,27 +522,31 @@ impl Harness {
             return Ok(ready);
         }
         let template::Template { baseline, built_in, .. } =
-            template::ensure(self.server, &|| self.migrations(), self.hash)?;
+            template::ensure(self.server, &|| self.contents(), self.hash)?;
         let baseline = baseline.filter(|_| self.server.recycles);
         Ok(self.ready.get_or_init(|| (baseline, built_in)))
     }
 
-    /// The migrations: those given, or the folder's read now (only to build a missing
-    /// template: its fingerprint must still be the one the setup script found).
-    fn migrations(&self) -> Result<std::borrow::Cow<'_, [MigrationFiles]>> {
+    /// The migrations and seeds: those given, or the folder's read now (only to build a
+    /// missing template: its fingerprint must still be the one the setup script found).
+    fn contents(&self) -> Result<template::Contents<'_>> {
         let dir = match &self.source {
-            Source::Read(migrations) => return Ok(migrations.into()),
+            Source::Read(migrations, seeds) => {
+                return Ok(template::Contents {
+                    migrations: migrations.into(),
+                    seeds: std::borrow::Cow::Borrowed(seeds),
+                });
+            }
             Source::Dir(dir) => dir,
         };
-        let read =
-            crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
-        if template::fingerprint(&read)? != self.hash {
+        let (migrations, seeds) = read_dir(dir)?;
+        if template::fingerprint(&migrations, &seeds)? != self.hash {
             bail!(
-                "the migrations in {} changed during this test run, whose setup script read them before, and its template is gone; run the tests again",
+                "the migrations or seeds of {} changed during this test run, whose setup script read them before, and its template is gone; run the tests again",
                 dir.display()
             );
         }
-        Ok(read.into())
+        Ok(template::Contents { migrations: migrations.into(), seeds: std::borrow::Cow::Owned(seeds) })
     }
 
     /// What a clean clone holds; `None` when used databases cannot be reset.
@@ -939,6 +959,14 @@ pub fn server_url() -> Result<Url> {
 /// benchmarks that compare against the harness on equal terms.
 pub fn harness_server_url() -> Result<Url> {
     Ok(server()?.fast_url_for("postgres"))
+}
+
+/// The migrations in `dir` and the test environment's seeds beside it.
+fn read_dir(dir: &Path) -> Result<(Vec<MigrationFiles>, Seeds)> {
+    let migrations =
+        crate::migration::source::load(dir).with_context(|| format!("no migrations in {}", dir.display()))?;
+    let seeds = Seeds::load(&Seeds::dir_beside(dir), crate::seed::TEST_ENV)?;
+    Ok((migrations, seeds))
 }
 
 /// A migrations folder's modification time: changes when a migration is added or removed (an

@@ -1,7 +1,8 @@
 //! The template database: migrated once, named after what it holds, complete or absent.
 //!
-//! Its name carries a hash of every migration's SQL and of this harness's settings, so
-//! unchanged migrations find it from the last run and changed ones get a new one. It is built
+//! Its name carries a hash of every migration's SQL, of the seeds' and of this harness's
+//! settings, so unchanged migrations and seeds find it from the last run and changed ones get a
+//! new one. The seeds (see [`crate::seed`]) run once the migrations have. It is built
 //! under another name and renamed only once migrated and marked a template: a database with a
 //! template's name is always whole, whoever crashed wherever. Its comment keeps what a clean
 //! clone holds (see `recycle`) and when it was last used.
@@ -14,6 +15,7 @@ use diesel::{PgConnection, RunQueryDsl};
 use super::recycle::Baseline;
 use super::server::{BUILD_LOCKS, Server, now};
 use crate::migration::MigrationFiles;
+use crate::seed::Seeds;
 
 /// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
 const HARNESS_VERSION: &[u8] = b"railgun-testdb-2";
@@ -25,8 +27,9 @@ const TEMPLATES_KEPT: usize = 8;
 
 pub(crate) use crate::migration::checksum::fnv;
 
-/// The hash of every migration's name, SQL and transaction mode, and of the harness's version.
-pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {
+/// The hash of every migration's name, SQL and transaction mode, of every seed file's name and
+/// SQL, and of the harness's version (no seeds: the hash of the migrations alone, as before seeds).
+pub(crate) fn fingerprint(migrations: &[MigrationFiles], seeds: &Seeds) -> Result<u64> {
     let mut bytes = HARNESS_VERSION.to_vec();
     for migration in migrations {
         bytes.extend_from_slice(migration.name.as_bytes());
@@ -34,7 +37,17 @@ pub(crate) fn fingerprint(migrations: &[MigrationFiles]) -> Result<u64> {
         bytes.extend_from_slice(migration.sql("up.sql")?.as_bytes());
         bytes.push(0);
     }
+    if !seeds.is_empty() {
+        bytes.extend_from_slice(b"seeds\0");
+        bytes.extend_from_slice(&seeds.fingerprint_bytes());
+    }
     Ok(fnv(&[&bytes]))
+}
+
+/// What a template holds: the migrations, then the seeds.
+pub(crate) struct Contents<'m> {
+    pub migrations: std::borrow::Cow<'m, [MigrationFiles]>,
+    pub seeds: std::borrow::Cow<'m, Seeds>,
 }
 
 /// A template on the server: its name, what a clean clone holds, and how long building it took
@@ -55,12 +68,8 @@ fn parse_comment(comment: &str) -> Option<(&str, &str)> {
 }
 
 /// Makes sure the template for `hash` exists.
-/// The migrations are asked for (`migrations`) only when it must be built.
-pub(crate) fn ensure<'m>(
-    server: &Server,
-    migrations: &dyn Fn() -> Result<std::borrow::Cow<'m, [MigrationFiles]>>,
-    hash: u64,
-) -> Result<Template> {
+/// What it holds is asked for (`contents`) only when it must be built.
+pub(crate) fn ensure<'m>(server: &Server, contents: &dyn Fn() -> Result<Contents<'m>>, hash: u64) -> Result<Template> {
     let name = name_of(hash);
     let found = server.admin(|c| {
         let found = exists(c, &name)?;
@@ -86,7 +95,7 @@ pub(crate) fn ensure<'m>(
             return Ok((baseline, None));
         }
         let started = Instant::now();
-        let baseline = build(server, &mut session, &migrations()?, hash, &name)?;
+        let baseline = build(server, &mut session, &contents()?, hash, &name)?;
         Ok((baseline, Some(started.elapsed())))
     })();
     let _ = diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(&mut session);
@@ -100,10 +109,11 @@ pub(crate) fn ensure<'m>(
 fn build(
     server: &Server,
     session: &mut PgConnection,
-    migrations: &[MigrationFiles],
+    contents: &Contents<'_>,
     hash: u64,
     name: &str,
 ) -> Result<String> {
+    let Contents { migrations, seeds } = contents;
     let building = format!("{BUILD_PREFIX}{hash:016x}");
     // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
@@ -119,6 +129,11 @@ fn build(
                 anyhow::Error::new(hint!("the migrations fail on a fresh database: {}", crate::error::describe(&e); "the test template ({building}) is left unfinished and is rebuilt on the next run; fix the migration, or check it with `cargo xtask migration run` on a scratch database"))
             })?;
             conn = session.conn;
+        }
+        if !seeds.is_empty() {
+            seeds.apply(&server.fast_url_for(&building)).map_err(|e| {
+                anyhow::Error::new(hint!("the seeds fail on a fresh database: {}", crate::error::describe(&e); "the test template ({building}) is left unfinished and is rebuilt on the next run; fix the seed, or try it with `cargo xtask db seed` on a scratch database"))
+            })?;
         }
         // Clones copy the statistics and hint bits: their first queries plan and read as on a settled database.
         diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).context("analyze the template")?;
