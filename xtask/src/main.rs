@@ -26,7 +26,7 @@ use crate::context::Global;
 
 /// Rail Gun's database workflow: local services, migrations, schema, backups.
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, propagate_version = true, after_long_help = SETTINGS)]
 struct Xtask {
     #[command(flatten)]
     global: Global,
@@ -54,6 +54,26 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::Bench),
 }
+
+/// The settings every command reads (the environment wins over `.env`); README's "Settings"
+/// table says the same, with the internal handoff variables.
+const SETTINGS: &str = "Settings (environment, else .env):
+  DATABASE_URL, DIRECT_URL    the app's database; the tools' (DIRECT_URL past a transaction pooler)
+  DATABASE_POOLER             transaction|session: what DATABASE_URL goes through
+  APP_ENV                     development|test|staging|production (staging, production: destructive commands refuse)
+  REDIS_URL                   the app's Redis
+  RAILGUN_CHECKOUT            the checkout to work on [default: the one cargo runs in]
+  RAILGUN_ENV_FILE            the settings file [default: .env]
+  RAILGUN_PROJECT             what this checkout's containers and volumes are named after
+  RAILGUN_BRANCHES            on: the database follows git (`branch on` writes it)
+  RAILGUN_POSTGRES_IMAGE, RAILGUN_REDIS_IMAGE, RAILGUN_PGBOUNCER_IMAGE   images for `up`
+  RAILGUN_POSTGRES_PORT, RAILGUN_REDIS_PORT, RAILGUN_POOLER_PORT        ports for `up` (0: any free one)
+  RAILGUN_POOLER              1: `up` runs PgBouncer too
+  RAILGUN_PGTOOLS             host|container|image: where pg_dump comes from
+  RAILGUN_DEBIAN_MIRROR       where `images build` fetches Debian from
+  RAILGUN_TOOLS               where `test` installs diesel_cli [default: ~/.cache/railgun-tools]
+  TEST_DATABASE_URL, RAILGUN_TEST_SERVER=dev, RAILGUN_TEST_POOL   the test harness's server and pool
+See README.md's Settings for every variable, the internal ones included.";
 
 fn main() -> ExitCode {
     let xtask = Xtask::parse();
