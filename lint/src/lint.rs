@@ -6,50 +6,15 @@ use dbkit::lint::measure::{self, Measured};
 use dbkit::lint::{self, Linted, RULES, Settings};
 use dbkit::migration::{MigrationFiles, Plan, settings, source};
 
+use dbkit::cli::LintArgs;
 use dbkit::context::Context;
 
-/// Check migrations for statements that lock or rewrite tables or break running code
-///
-/// Each statement is parsed by Postgres's own parser (libpg_query) and checked against squawk's
-/// rules, by squawk's names: adding-field-with-default, adding-foreign-key-constraint,
-/// adding-not-nullable-field, adding-required-field, changing-column-type,
-/// constraint-missing-not-valid, disallowed-unique-constraint, require-concurrent-index-creation,
-/// require-concurrent-index-deletion, ban-concurrent-index-creation-in-transaction,
-/// renaming-column, renaming-table, ban-drop-column, ban-drop-table, ban-drop-database,
-/// require-lock-timeout, prefer-robust-stmts, prefer-bigint-over-int, prefer-identity,
-/// prefer-timestamp-tz, prefer-text-field, ban-char-field, identifier-too-long,
-/// transaction-nesting. It knows the runner: each migration runs in a transaction unless its
-/// metadata.toml says run_in_transaction = false, and railgun.toml may set lock_timeout.
-///
-/// Each finding: file:line, rule, what, why, and the safe rewrite. Silence one statement with a
-/// comment right before it that says why it is safe:
-///   -- lint-ignore require-concurrent-index-creation: the table has a dozen rows
-/// Exits 1 on findings (for CI).
-///
-/// --measure runs each statement in a throwaway clone (the test harness's template, migrated up
-/// to the migrations measured, on its server: TEST_DATABASE_URL, else the local DATABASE_URL,
-/// else a throwaway container) and reports, from a second connection, the lock it took on each
-/// relation and whether it rewrote a table (its relfilenode changed); each static finding is
-/// then confirmed or contradicted. The clone's tables are empty: locks and rewrites are those
-/// of the real run, durations are not.
+/// `migration lint`: its flags are dbkit's [`LintArgs`], so `cargo xtask migration lint --help`
+/// is answered without building this binary.
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Lint {
-    /// Migrations to lint, by version or folder name (default: the pending ones)
-    #[arg(value_name = "VERSION")]
-    migrations: Vec<String>,
-    /// Lint every migration on disk
-    #[arg(long, conflicts_with = "migrations")]
-    all: bool,
-    /// Print the findings as JSON on stdout
-    #[arg(long)]
-    json: bool,
-    /// The Postgres major version the migrations will run on (default: the database's, else 15)
-    #[arg(long, value_name = "MAJOR")]
-    postgres: Option<u32>,
-    /// Also run them in a throwaway clone and report the locks and rewrites each statement caused
-    #[arg(long)]
-    measure: bool,
+    #[command(flatten)]
+    args: LintArgs,
 }
 
 impl Lint {
@@ -58,11 +23,11 @@ impl Lint {
         let (targets, server_major) = self.targets(cx, &migrations)?;
         let config = settings::load(cx)?;
         let settings = Settings {
-            postgres_major: self.postgres.or(server_major).unwrap_or(Settings::default().postgres_major),
+            postgres_major: self.args.postgres.or(server_major).unwrap_or(Settings::default().postgres_major),
             lock_timeout_configured: config.migrations.lock_timeout.is_some(),
         };
         let linted: Vec<Linted> = targets.iter().map(|m| lint::lint(m, &settings)).collect::<Result<_>>()?;
-        let measured = match (self.measure, targets.first()) {
+        let measured = match (self.args.measure, targets.first()) {
             (true, Some(first)) => {
                 let base: Vec<MigrationFiles> = migrations
                     .iter()
@@ -73,17 +38,17 @@ impl Lint {
             }
             _ => None,
         };
-        report(&linted, measured.as_ref(), self.json)
+        report(&linted, measured.as_ref(), self.args.json)
     }
 
     /// The migrations asked for, and the server's major version when we connected to find them.
     fn targets(&self, cx: &Context, migrations: &[MigrationFiles]) -> Result<(Vec<MigrationFiles>, Option<u32>)> {
-        if self.all {
+        if self.args.all {
             return Ok((migrations.to_vec(), None));
         }
-        if !self.migrations.is_empty() {
+        if !self.args.migrations.is_empty() {
             let mut chosen = Vec::new();
-            for wanted in &self.migrations {
+            for wanted in &self.args.migrations {
                 let Some(found) = migrations.iter().find(|m| &m.version == wanted || &m.name == wanted) else {
                     bail!(
                         hint!("no migration has the version or name {wanted}"; "`cargo xtask migration show` lists them; or lint them all with --all")

@@ -385,3 +385,15 @@ fn a_comment_only_edit_is_accepted_and_a_changed_statement_refused() {
     accept.assert_ok();
     assert!(accept.stderr.contains("its statements changed since it was applied"), "{}", accept.stderr);
 }
+
+/// `migration lint --help` is the xtask's own: answered without running (or building) the
+/// linter's binary, which compiles Postgres's parser.
+#[test]
+fn lint_help_needs_no_linter_build() {
+    let run: tests::Run =
+        tests::isolated(&["migration", "lint", "--help"]).env("CARGO", "/nonexistent/cargo").output().unwrap().into();
+    run.assert_ok();
+    assert!(run.stdout.contains("Check migrations for statements that lock or rewrite tables"), "{}", run.stdout);
+    assert!(run.stdout.contains("--measure"), "{}", run.stdout);
+    assert!(!run.stderr.contains("building the linter"), "{}", run.stderr);
+}
