@@ -417,3 +417,10 @@ fn schema_key_flags_match_diesel() {
     assert!(billing.assert_ok().stdout.contains("billing.accounts (id)") && !billing.stdout.contains("invoices"));
     assert_same(&format!("{}{}{}", billing.stdout, others[0], others[1]), &diesel.assert_ok().stdout);
 }
+
+/// With one key in diesel.toml, diesel_cli applies the flags after any --schema-key to it,
+/// whatever name follows (its own suite's `print_schema_with_multiple_schema`, flags form).
+#[test]
+fn schema_key_flags_with_a_single_key_match_diesel() {
+    compare("[print_schema]\n", &["--schema-key", "user1", "-o", "users1", "--with-docs"]);
+}

@@ -129,20 +129,23 @@ fn indexed<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str, range: &R
 
 impl KeyedFlags {
     /// The keys to print, each with diesel.toml's settings and its flags over them: with one
-    /// key every flag is its; with several, the --schema-key ones, in key order (all of them
-    /// when no --schema-key is given, and then no flag may be).
+    /// key every flag is its (the names after --schema-key are not looked at, as diesel_cli
+    /// does); with several, the --schema-key ones, in key order (all of them when no
+    /// --schema-key is given, and then no flag may be).
     fn resolve(&self, cx: &Context, mut keys: BTreeMap<String, Settings>) -> Result<BTreeMap<String, Settings>> {
-        if let Some((key, _)) = self.keyed.iter().find(|(key, _)| !keys.contains_key(key)) {
-            bail!(
-                hint!("diesel.toml has no {}", section(key); "use one of its keys: {}", keys.keys().cloned().collect::<Vec<_>>().join(", "))
-            );
-        }
+        // With one key, as diesel_cli 2.3 does, every flag is its, whatever --schema-key names
+        // (diesel_cli's own suite prints `--schema-key user1 -o users1 --with-docs` so).
         if keys.len() == 1 {
             let settings = keys.get_mut(DEFAULT_KEY).expect("the default key is always there");
             for flags in [&*self.leading].into_iter().chain(self.keyed.iter().map(|(_, flags)| flags)) {
                 flags.apply(cx, settings)?;
             }
             return Ok(keys);
+        }
+        if let Some((key, _)) = self.keyed.iter().find(|(key, _)| !keys.contains_key(key)) {
+            bail!(
+                hint!("diesel.toml has no {}", section(key); "use one of its keys: {}", keys.keys().cloned().collect::<Vec<_>>().join(", "))
+            );
         }
         if !self.leading.is_empty() {
             bail!(
