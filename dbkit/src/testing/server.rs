@@ -288,7 +288,7 @@ fn pick() -> Result<Server> {
         return Ok(server);
     }
     // A local server CI provides, or the `cargo xtask up` services (their URLs are in .env).
-    // Only a local one, never in production: tests create and drop databases there.
+    // Only a local one, never a deployed one (APP_ENV): tests create and drop databases there.
     // DIRECT_URL first: behind `up --pooler`, DATABASE_URL goes through PgBouncer, and the harness
     // needs sessions (its locks, CREATE DATABASE ... TEMPLATE).
     let candidates = [
@@ -306,7 +306,13 @@ fn pick() -> Result<Server> {
         ),
     ];
     for (raw, app_env, redis, origin) in candidates {
-        let Some(raw) = raw.filter(|_| app_env.as_deref() != Some("production")) else { continue };
+        // One reading of APP_ENV, the guard's: staging, prod, Production... are all deployed;
+        // a value it does not know is not a guess either.
+        let deployed = !matches!(
+            crate::connect::Environment::parse(app_env.as_deref()),
+            Ok(crate::connect::Environment::Development)
+        );
+        let Some(raw) = raw.filter(|_| !deployed) else { continue };
         let url = parse_database_url(&raw).with_context(|| origin.to_string())?;
         if is_local(&url) && answers(&url) {
             return Server::open(url, origin.into(), redis, None);
