@@ -27,6 +27,8 @@ pub struct Context {
     pub global: Overrides,
     /// What this checkout's containers, volumes and labels are named after (see [`project_of`]).
     pub project: String,
+    /// diesel.toml once read (see [`crate::diesel_config::DieselConfig::load`]).
+    pub(crate) diesel_config: std::sync::OnceLock<crate::diesel_config::DieselConfig>,
 }
 
 impl Context {
@@ -35,7 +37,7 @@ impl Context {
         let sh = Shell::new()?;
         sh.change_dir(&root);
         let project = project_of(&root, &env_file_of(&root))?;
-        Ok(Context { sh, root, global, project })
+        Ok(Context { sh, root, global, project, diesel_config: std::sync::OnceLock::new() })
     }
 
     /// The `.env` file this project reads and `up` writes (`RAILGUN_ENV_FILE` moves it).

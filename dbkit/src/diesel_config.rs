@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::context::Context;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DieselConfig {
     #[serde(default)]
@@ -21,7 +21,7 @@ pub struct DieselConfig {
     pub base: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationsDirectory {
     pub dir: PathBuf,
@@ -115,7 +115,17 @@ pub fn section(key: &str) -> String {
 
 impl DieselConfig {
     /// Reads the config file; a missing default file is an empty config, a missing named one an error.
+    /// The file is read (and checked) once per context: a command that needs it several times
+    /// (`migration run`: the folder, the settings, the schema files) reads it once.
     pub fn load(cx: &Context) -> Result<DieselConfig> {
+        if let Some(config) = cx.diesel_config.get() {
+            return Ok(config.clone());
+        }
+        let config = DieselConfig::read(cx)?;
+        Ok(cx.diesel_config.get_or_init(|| config).clone())
+    }
+
+    fn read(cx: &Context) -> Result<DieselConfig> {
         let (path, named) = match (&cx.global.config_file, std::env::var_os("DIESEL_CONFIG_FILE")) {
             (Some(path), _) => (cx.user_path(path), true),
             (None, Some(path)) => (cx.user_path(Path::new(&path)), true),
