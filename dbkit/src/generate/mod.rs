@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::context::Context;
 use crate::diesel_config::DieselConfig;
 use crate::migration::create::create_migration;
-use crate::migration::source::{self, shown};
+use crate::migration::source::shown;
 use crate::schema::{SchemaFile, configured_files};
 use diff::Step;
 
@@ -100,10 +100,7 @@ fn refuse_pending(conn: &mut diesel::PgConnection, dir: &std::path::Path) -> Res
     if !dir.exists() {
         return Ok(());
     }
-    let applied: Vec<String> =
-        crate::migration::runner::applied(conn)?.unwrap_or_default().into_iter().map(|a| a.version).collect();
-    let pending: Vec<String> =
-        source::load(dir)?.into_iter().filter(|m| !applied.contains(&m.version)).map(|m| m.name).collect();
+    let pending: Vec<String> = crate::migration::pending_in(conn, dir)?.into_iter().map(|m| m.name).collect();
     if !pending.is_empty() {
         bail!(
             hint!("the database has {} pending migration(s) ({}): a diff now would repeat them", pending.len(), pending.join(", "); "run `cargo xtask migration run` first")

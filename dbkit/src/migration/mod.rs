@@ -95,17 +95,15 @@ impl Plan {
     pub fn read(conn: &mut PgConnection, migrations: &[MigrationFiles]) -> Result<Plan> {
         let applied = runner::applied(conn)?.unwrap_or_default();
         let recorded = checksum::recorded(conn)?;
-        let applied_versions: HashSet<&str> = applied.iter().map(|a| a.version.as_str()).collect();
         let newest_applied = applied.iter().map(|a| a.version.clone()).max();
         let mut plan = Plan { newest_applied: newest_applied.clone(), ..Plan::default() };
-        for migration in migrations {
-            if !applied_versions.contains(migration.version.as_str()) {
-                if newest_applied.as_ref().is_some_and(|newest| &migration.version < newest) {
-                    plan.out_of_order.push(migration.clone());
-                }
-                plan.pending.push(migration.clone());
-            }
-        }
+        plan.pending = pending_of(&applied, migrations);
+        plan.out_of_order = plan
+            .pending
+            .iter()
+            .filter(|m| newest_applied.as_ref().is_some_and(|newest| &m.version < newest))
+            .cloned()
+            .collect();
         for a in &applied {
             let Some(migration) = migrations.iter().find(|m| m.version == a.version) else {
                 plan.unknown.push(a.version.clone());
@@ -175,6 +173,18 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Those of `migrations` (oldest first) that `applied` lacks: the one computation of what is
+/// pending, for the runner, `show`, doctor, `schema generate`'s hint and `migration generate`.
+pub fn pending_of(applied: &[Applied], migrations: &[MigrationFiles]) -> Vec<MigrationFiles> {
+    let applied: HashSet<&str> = applied.iter().map(|a| a.version.as_str()).collect();
+    migrations.iter().filter(|m| !applied.contains(m.version.as_str())).cloned().collect()
+}
+
+/// The pending migrations of the database `conn` is on, of those in `dir`.
+pub fn pending_in(conn: &mut PgConnection, dir: &std::path::Path) -> Result<Vec<MigrationFiles>> {
+    Ok(pending_of(&runner::applied(conn)?.unwrap_or_default(), &source::load(dir)?))
 }
 
 /// Connects to `url`, takes the migration lock and applies what is pending of `migrations`,

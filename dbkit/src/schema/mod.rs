@@ -157,10 +157,7 @@ pub fn check_all(files: &[SchemaFile], texts: &[String]) -> Result<()> {
 /// When the database lacks migrations, that (not schema.rs) is the likely drift.
 pub fn pending_hint(cx: &Context, conn: &mut diesel::PgConnection) -> Option<crate::error::Hinted> {
     let dir = DieselConfig::load(cx).ok()?.migration_dir(cx);
-    let applied: Vec<String> =
-        crate::migration::runner::applied(conn).ok()?.unwrap_or_default().into_iter().map(|a| a.version).collect();
-    let pending =
-        crate::migration::source::load(&dir).ok()?.into_iter().filter(|m| !applied.contains(&m.version)).count();
+    let pending = crate::migration::pending_in(conn, &dir).ok()?.len();
     (pending > 0).then(|| {
         hint!("the database has {pending} pending migration(s): the schema file may be right and the database behind"; "run `cargo xtask migration run` first (it rewrites the schema file too)")
     })
