@@ -24,11 +24,15 @@ pub mod pooler;
 pub mod url;
 
 #[cfg(feature = "tools")]
+pub mod audit;
+#[cfg(feature = "tools")]
 pub mod backup;
 #[cfg(feature = "tools")]
 pub mod branch;
 #[cfg(feature = "tools")]
 pub mod catalog;
+#[cfg(feature = "tools")]
+pub mod checks;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tools")]
@@ -49,6 +53,8 @@ pub mod guard;
 pub mod lint;
 #[cfg(any(feature = "docker", feature = "testing"))]
 pub mod redis;
+#[cfg(feature = "tools")]
+pub mod roles;
 #[cfg(feature = "tools")]
 pub mod schema;
 #[cfg(feature = "tools")]
