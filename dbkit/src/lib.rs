@@ -41,6 +41,8 @@ pub mod context;
 pub mod diesel_config;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(all(feature = "tools", feature = "docker"))]
+pub mod doctor;
 #[cfg(any(feature = "tools", feature = "testing"))]
 pub mod env_file;
 #[cfg(feature = "tools")]
