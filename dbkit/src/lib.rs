@@ -53,6 +53,8 @@ pub mod git;
 pub mod guard;
 #[cfg(feature = "lint")]
 pub mod lint;
+#[cfg(any(feature = "tools", feature = "docker"))]
+pub mod project;
 #[cfg(any(feature = "docker", feature = "testing"))]
 pub mod redis;
 #[cfg(feature = "tools")]
