@@ -40,6 +40,11 @@ impl Context {
         Ok(Context { sh, root, global, project, diesel_config: std::sync::OnceLock::new() })
     }
 
+    /// What this checkout's containers and volumes are called.
+    pub fn project(&self) -> crate::project::Project {
+        crate::project::Project::new(&self.project)
+    }
+
     /// The `.env` file this project reads and `up` writes (`RAILGUN_ENV_FILE` moves it).
     pub fn env_file(&self) -> PathBuf {
         env_file_of(&self.root)

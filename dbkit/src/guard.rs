@@ -117,7 +117,7 @@ impl Guard {
 /// [`crate::url::remote_hosts`]), the app's view of the xtask's own Postgres, by its container
 /// name, being local.
 fn remote(project: &str, url: &Url, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    let ours = format!("{project}-postgres");
+    let ours = crate::project::Project::new(project).postgres();
     let remote: Vec<String> = remote_hosts_with(url, env).into_iter().filter(|host| *host != ours).collect();
     (!remote.is_empty()).then(|| remote.join(", "))
 }

@@ -24,11 +24,15 @@ pub mod pooler;
 pub mod url;
 
 #[cfg(feature = "tools")]
+pub mod audit;
+#[cfg(feature = "tools")]
 pub mod backup;
 #[cfg(feature = "tools")]
 pub mod branch;
 #[cfg(feature = "tools")]
 pub mod catalog;
+#[cfg(feature = "tools")]
+pub mod checks;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "tools")]
@@ -37,6 +41,8 @@ pub mod context;
 pub mod diesel_config;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(all(feature = "tools", feature = "docker"))]
+pub mod doctor;
 #[cfg(any(feature = "tools", feature = "testing"))]
 pub mod env_file;
 #[cfg(feature = "tools")]
@@ -47,8 +53,12 @@ pub mod git;
 pub mod guard;
 #[cfg(feature = "lint")]
 pub mod lint;
+#[cfg(any(feature = "tools", feature = "docker"))]
+pub mod project;
 #[cfg(any(feature = "docker", feature = "testing"))]
 pub mod redis;
+#[cfg(feature = "tools")]
+pub mod roles;
 #[cfg(feature = "tools")]
 pub mod schema;
 #[cfg(feature = "tools")]

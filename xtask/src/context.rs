@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub use dbkit::cli::Global;
-pub use dbkit::context::{Context, confirm};
+pub use dbkit::context::Context;
 
 /// The checkout this xtask works on: `RAILGUN_CHECKOUT`, else the one cargo runs it in (see
 /// [`dbkit::checkout::root`]), the one it was built from only when nothing else tells.

@@ -16,8 +16,9 @@ use testcontainers_modules::testcontainers::{GenericImage, Image, ImageExt, Reus
 use url::Url;
 use xshell::{Shell, cmd};
 
-/// The label every container and volume of ours carries, valued with the project name.
-pub const PROJECT_LABEL: &str = "org.railgun.project";
+use crate::project::Project;
+
+pub use crate::project::PROJECT_LABEL;
 /// How long a service may take to become usable.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -70,17 +71,21 @@ pub struct Endpoints {
 }
 
 impl Services {
+    /// What the containers and volumes are called.
+    pub fn project(&self) -> Project {
+        Project::new(&self.project)
+    }
     pub fn postgres_container(&self) -> String {
-        format!("{}-postgres", self.project)
+        self.project().postgres()
     }
     pub fn redis_container(&self) -> String {
-        format!("{}-redis", self.project)
+        self.project().redis()
     }
     pub fn pooler_container(&self) -> String {
-        format!("{}-pgbouncer", self.project)
+        self.project().pgbouncer()
     }
     pub fn volumes(&self) -> [String; 2] {
-        [format!("{}-postgres-data", self.project), format!("{}-redis-data", self.project)]
+        self.project().volumes()
     }
 
     /// Starts both services, or finds them running from an earlier call, and waits until usable.

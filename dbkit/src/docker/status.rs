@@ -7,7 +7,6 @@ use serde::Serialize;
 use url::Url;
 use xshell::cmd;
 
-use super::services::PROJECT_LABEL;
 use crate::context::Context;
 use crate::url::{parse_database_url, redact, redact_str};
 
@@ -33,7 +32,8 @@ const FORMAT: &str = "{{.Names}}\t{{.Image}}\t{{.State}}\t{{.Status}}\t{{.Ports}
 /// The containers of `cx`'s project, by service name, each asked whether it answers.
 pub fn services(cx: &Context) -> Result<Vec<Service>> {
     super::check_engine()?;
-    let filter = format!("label={PROJECT_LABEL}={}", cx.project);
+    let project = cx.project();
+    let filter = project.label_filter();
     let sh = &cx.sh;
     let lines = cmd!(sh, "docker ps -a --filter {filter} --format {FORMAT}").quiet().read()?;
     let settings = Settings::read(cx)?;
@@ -41,7 +41,7 @@ pub fn services(cx: &Context) -> Result<Vec<Service>> {
         .lines()
         .map(|line| {
             let container = Container::parse(line)?;
-            let service = container.name.strip_prefix(&format!("{}-", cx.project)).unwrap_or(&container.name);
+            let service = project.service_of(&container.name).unwrap_or(&container.name);
             let kind = Kind::of(service);
             let url = settings.url_of(kind, container.published)?;
             Ok((service.to_string(), container, kind, url))

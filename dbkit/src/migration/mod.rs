@@ -17,6 +17,8 @@ pub mod reversible;
 pub mod runner;
 #[cfg(feature = "tools")]
 pub mod settings;
+#[cfg(feature = "tools")]
+pub mod show;
 pub mod source;
 pub mod sql;
 pub mod squash;

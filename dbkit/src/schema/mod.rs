@@ -10,6 +10,7 @@ pub mod names;
 pub mod print;
 pub mod render;
 pub mod settings;
+pub mod sync;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use url::Url;
 use xshell::{Shell, cmd};
 
+use crate::docker::Project;
 use crate::docker::images::{self, Service};
-use crate::docker::services::PROJECT_LABEL;
 
 /// The pooler's URL, for the test processes of a prepared run (through `NEXTEST_ENV`).
 pub(crate) const POOLER_ENV: &str = "RAILGUN_TEST_POOLER";
@@ -54,7 +54,7 @@ fn config(user: &str) -> (String, String) {
 /// another checkout's tests are using.
 fn named(project: &str, (ini, users): &(String, String), base: &Url) -> Option<(String, Url)> {
     let settings = super::template::fnv(&[ini.as_bytes(), users.as_bytes()]);
-    let name = format!("{project}-pgbouncer-{:08x}", settings as u32);
+    let name = Project::new(project).pgbouncer_with(settings as u32);
     let folder = std::env::temp_dir().join(&name);
     let mut url = Url::parse(&format!("postgres://localhost:{PORT}/postgres")).ok()?;
     url.set_username(base.username()).ok()?;
@@ -93,7 +93,7 @@ pub(crate) fn ensure(project: &str, sockets: &Path, base: &Url) -> Option<Url> {
     std::fs::write(folder.join("userlist.txt"), users).ok()?;
     let (own, theirs) =
         (format!("{}:{INSIDE}", folder.display()), format!("{}:/var/run/postgresql", sockets.display()));
-    let label = format!("{PROJECT_LABEL}={project}");
+    let label = Project::new(project).label();
     let settings = format!("{INSIDE}/pgbouncer.ini");
     // The image's own entry point configures PgBouncer from its environment for TCP: bypassed.
     let started = cmd!(

@@ -12,6 +12,7 @@ use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use url::Url;
 
 use crate::connect::Failure;
+use crate::docker::Project;
 use crate::docker::images::{self, Service};
 use crate::docker::services::Services;
 use crate::url::{is_local, parse_database_url, redact};
@@ -204,7 +205,12 @@ fn pick_prepared() -> Option<Server> {
         ),
         None if std::env::var("RAILGUN_TEST_SERVER").as_deref() != Ok("dev") => {
             let (url, redis) = cached_endpoints()?;
-            (url, format!("the test container {}-postgres", test_project()), Some(redis), Some(test_project()))
+            (
+                url,
+                format!("the test container {}", Project::new(test_project()).postgres()),
+                Some(redis),
+                Some(test_project()),
+            )
         }
         None => return None,
     };
@@ -327,7 +333,7 @@ fn pick() -> Result<Server> {
 
 /// The shared test container as this process's server; `None` when Docker cannot run it.
 fn test_container_server() -> Result<Option<Server>> {
-    let origin = format!("the test container {}-postgres", test_project());
+    let origin = format!("the test container {}", Project::new(test_project()).postgres());
     // The usual case, with no probe: this first connection is the probe (one connection less per process).
     if let Some((url, redis)) = cached_endpoints()
         && let Ok(server) = Server::open(url, origin.clone(), Some(redis), Some(test_project()))
@@ -477,7 +483,7 @@ fn test_container() -> Result<Option<(Url, String)>> {
         persistent: false,
         socket_dir: sockets.clone(),
     };
-    eprintln!("starting the test container {project}-postgres (tmpfs, fsync off; kept for later runs)");
+    eprintln!("starting the test container {} (tmpfs, fsync off; kept for later runs)", services.postgres_container());
     let endpoints = services.up().context("start the test database container")?;
     // Its pg_hba says md5; a password stored as md5 makes it md5 indeed (else SCRAM).
     let mut admin = crate::connect::establish(&endpoints.database_url)?;

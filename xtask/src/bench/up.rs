@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use dbkit::docker::Project;
 use dbkit::docker::images::{self, Service};
-use dbkit::docker::services::{PROJECT_LABEL, wait_until_ready};
+use dbkit::docker::services::wait_until_ready;
 use url::Url;
 use xshell::{Shell, cmd};
 
@@ -128,13 +129,14 @@ impl Compose {
 
 /// Removes the bench project's containers and volumes: the next start is cold.
 fn clean(sh: &Shell) -> Result<()> {
-    let filter = format!("label={PROJECT_LABEL}={PROJECT}");
+    let project = Project::new(PROJECT);
+    let filter = project.label_filter();
     let ids = cmd!(sh, "docker ps -aq --filter {filter}").quiet().read()?;
     let ids: Vec<&str> = ids.lines().collect();
     if !ids.is_empty() {
         cmd!(sh, "docker rm -f -v {ids...}").quiet().ignore_stdout().run()?;
     }
-    let volumes = [format!("{PROJECT}-postgres-data"), format!("{PROJECT}-redis-data")];
+    let volumes = project.volumes();
     cmd!(sh, "docker volume rm -f {volumes...}").quiet().ignore_stdout().ignore_stderr().run()?;
     Ok(())
 }

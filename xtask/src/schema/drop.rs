@@ -3,8 +3,9 @@
 
 use anyhow::Result;
 
-use super::sync::{Scope, app_objects, drop_objects, print_objects};
+use super::sync::Scope;
 use crate::context::Context;
+use dbkit::schema::sync::drop_all;
 
 /// DANGEROUS: drop every table of the app (with its views, sequences, functions, types and the
 /// migration bookkeeping)
@@ -21,20 +22,6 @@ pub struct Drop {
 
 impl Drop {
     pub fn run(self, cx: &Context) -> Result<()> {
-        let guard = self.guard.guard();
-        let url = cx.database_url()?;
-        let what = "drop every table of the app";
-        guard.check_target(cx, &url, what)?;
-        let mut conn = dbkit::connect::establish(&url)?;
-        let objects = app_objects(&mut conn, &self.scope.schemas(cx)?)?;
-        eprintln!("schema drop: on {}", dbkit::url::redact(&url));
-        print_objects(&objects);
-        if objects.is_empty() {
-            return Ok(());
-        }
-        guard.check(cx, &url, what)?;
-        drop_objects(&mut conn, &objects)?;
-        eprintln!("dropped {} objects; `cargo xtask migration run` builds the schema again", objects.len());
-        Ok(())
+        drop_all(cx, &self.scope.options(&self.guard))
     }
 }
