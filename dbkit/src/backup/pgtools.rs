@@ -262,7 +262,7 @@ fn container_major(sh: &Shell, container: &str) -> Option<u32> {
 fn project_container(sh: &Shell, project: &str, url: &Url) -> Option<(String, Option<Url>)> {
     which::which("docker").ok()?;
     if !crate::url::is_local(url) {
-        let container = format!("{project}-postgres");
+        let container = crate::project::Project::new(project).postgres();
         let format = "{{.State.Running}}";
         let running = cmd!(sh, "docker inspect -f {format} {container}").quiet().ignore_stderr().read().ok()?;
         return (running.trim() == "true").then_some((container, None));
