@@ -20,6 +20,7 @@ use crate::context::Context;
 /// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC (see [`BackupName`]).
 pub const PREFIX: &str = "railgun_backup_";
 const SUFFIX: &str = ".sql.gz";
+use super::sealed::SUFFIX as SEALED;
 
 /// How far ahead of this machine's clock a backup's time may be (another machine's clock)
 /// before its name is taken for a mistake or a trick rather than a backup.
@@ -28,21 +29,25 @@ pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// The most backups that get distinct names within one second (`_2` up to this).
 const MAX_SEQ: u32 = 999;
 
-/// A backup's file name, `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz`: the UTC second its backup
-/// started and, for the second and later backups started within that second, `_2`, `_3`, ...
-/// This type alone reads and writes that format.
+/// A backup's file name, `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz[.age]`: the UTC second its backup
+/// started and, for the second and later backups started within that second, `_2`, `_3`, ...;
+/// `.age` when it is encrypted. This type alone reads and writes that format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BackupName {
     pub started: chrono::NaiveDateTime,
     /// 1 for the plain name, N for `_N`.
     pub seq: u32,
+    /// Encrypted with age ([`super::sealed`]): the name ends in `.age`.
+    pub sealed: bool,
 }
 
 impl BackupName {
     /// The name's parts. `None` when `name` does not have the pattern (not ours: never touched);
     /// `Some(Err(why))` when it has it but its digits are not a date and time.
     pub fn parse(prefix: &str, name: &str) -> Option<Result<BackupName, String>> {
-        let rest = name.strip_prefix(prefix)?.strip_suffix(SUFFIX)?;
+        let rest = name.strip_prefix(prefix)?;
+        let (rest, sealed) = rest.strip_suffix(SEALED).map_or((rest, false), |rest| (rest, true));
+        let rest = rest.strip_suffix(SUFFIX)?;
         let (stamp, seq) = match rest.get(15..) {
             Some("") => (rest, 1),
             Some(tail) => {
@@ -68,22 +73,23 @@ impl BackupName {
         }
         Some(
             chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S")
-                .map(|started| BackupName { started, seq })
+                .map(|started| BackupName { started, seq, sealed })
                 .map_err(|_| format!("`{stamp}` is not a date and time")),
         )
     }
 
     pub fn render(&self, prefix: &str) -> String {
         let stamp = self.started.format("%Y%m%d_%H%M%S");
+        let sealed = if self.sealed { SEALED } else { "" };
         match self.seq {
-            1 => format!("{prefix}{stamp}{SUFFIX}"),
-            seq => format!("{prefix}{stamp}_{seq}{SUFFIX}"),
+            1 => format!("{prefix}{stamp}{SUFFIX}{sealed}"),
+            seq => format!("{prefix}{stamp}_{seq}{SUFFIX}{sealed}"),
         }
     }
 
     /// The names a backup started at `started` may take, in order: the plain one first.
-    fn candidates(started: chrono::NaiveDateTime, prefix: &str) -> impl Iterator<Item = String> {
-        (1..=MAX_SEQ).map(move |seq| BackupName { started, seq }.render(prefix))
+    fn candidates(started: chrono::NaiveDateTime, prefix: &str, sealed: bool) -> impl Iterator<Item = String> {
+        (1..=MAX_SEQ).map(move |seq| BackupName { started, seq, sealed }.render(prefix))
     }
 }
 
@@ -101,6 +107,8 @@ pub struct DumpOptions {
     pub with_privileges: bool,
     /// gzip level, 1 to 9.
     pub compression_level: u32,
+    /// Encrypt the backup to these age recipients (none: not encrypted).
+    pub encrypt_to: Vec<age::x25519::Recipient>,
 }
 
 impl Default for DumpOptions {
@@ -111,6 +119,7 @@ impl Default for DumpOptions {
             with_owners: false,
             with_privileges: false,
             compression_level: 8,
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -219,7 +228,8 @@ pub fn create_with(
     // Names have a one-second resolution: backups started within one second take `_2`, `_3`,
     // ... in the order they finish; the link that names a file fails on a name already taken.
     let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
-    let name = BackupName { started, seq: 1 }.render(prefix);
+    let sealed = !dump.encrypt_to.is_empty();
+    let name = BackupName { started, seq: 1, sealed }.render(prefix);
     let args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
     let pending = Pending::create(dir, &name)?;
@@ -242,7 +252,9 @@ pub fn create_with(
     let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
-    let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
+    let seal = sealed.then_some(dump.encrypt_to.as_slice());
+    let result =
+        dumpfile::compress_to(stdout, &pending.file, seal, dump.compression_level, |sql, file| shown.update(sql, file));
     shown.done();
     // After a failure of ours (a full disk), pg_dump may still be running: stop it. After its
     // own failure it has exited already, and its words are the ones to show.
@@ -272,10 +284,15 @@ pub fn create_with(
     if !errors.is_empty() {
         eprintln!("{errors}");
     }
-    let path = pending.persist(BackupName::candidates(started, prefix))?;
+    let path = pending.persist(BackupName::candidates(started, prefix, sealed))?;
     let secs = clock.elapsed().as_secs_f64();
+    let encrypted = match dump.encrypt_to.len() {
+        0 => String::new(),
+        1 => ", encrypted to 1 recipient".to_string(),
+        n => format!(", encrypted to {n} recipients"),
+    };
     eprintln!(
-        "backup verified: {} of SQL in {} ({:.1}x smaller), {secs:.1}s",
+        "backup verified: {} of SQL in {} ({:.1}x smaller){encrypted}, {secs:.1}s",
         mib(summary.sql),
         mib(summary.compressed),
         summary.sql as f64 / summary.compressed.max(1) as f64

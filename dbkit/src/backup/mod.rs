@@ -10,5 +10,7 @@ pub mod lockwatch;
 pub mod pgtools;
 pub mod restore;
 pub mod scan;
+pub mod sealed;
 pub mod session;
+pub mod settings;
 pub mod statement;

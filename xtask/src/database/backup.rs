@@ -18,6 +18,13 @@ use crate::context::Context;
 /// When pg_dump waits for a lock (a migration's ACCESS EXCLUSIVE), stderr says which session
 /// holds it: relation, pid, application_name and state.
 ///
+/// With --encrypt (or encrypt = true in railgun.toml's [backup]), the gzip is encrypted with age
+/// as it is written, to the public keys in [backup] recipients = ["age1..."], and the file is
+/// named ...sql.gz.age: the plaintext never reaches the disk. It is checked as it is written
+/// (the gzip members, pg_dump's header and marker) and read back byte for byte. `db verify`
+/// and `db restore` decrypt it with the identity in the file RAILGUN_BACKUP_IDENTITY names;
+/// so does `age -d -i KEYFILE`.
+///
 /// The dump is plain SQL made with `--clean --if-exists --no-owner --no-privileges`: it restores
 /// over a database that already has the objects, on any provider.
 ///
@@ -28,6 +35,7 @@ use crate::context::Context;
 /// Examples:
 ///   cargo xtask db backup
 ///   cargo xtask db backup /var/backups/railgun --keep 14
+///   cargo xtask db backup --encrypt
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Backup {
@@ -40,6 +48,10 @@ pub struct Backup {
     /// stderr). The new one is always kept
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
+    /// Encrypt the backup with age to railgun.toml's [backup] recipients (on by default with
+    /// [backup] encrypt = true)
+    #[arg(long)]
+    encrypt: bool,
     #[command(flatten)]
     dump: DumpArgs,
 }
@@ -48,7 +60,12 @@ impl Backup {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
         let dir = cx.user_path(&self.dir);
-        let path = backup::create(cx, &url, &dir, PREFIX, &self.dump.options())?;
+        let settings = dbkit::backup::settings::load(cx)?;
+        let mut dump = self.dump.options();
+        if self.encrypt || settings.encrypt {
+            dump.encrypt_to = dbkit::backup::sealed::recipients(&settings.recipients)?;
+        }
+        let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
         if let Some(keep) = self.keep {
             backup::prune(&dir, &path, keep)?;
         }
@@ -92,6 +109,7 @@ impl DumpArgs {
             with_owners: *with_owners,
             with_privileges: *with_privileges,
             compression_level: *compression_level,
+            encrypt_to: Vec::new(),
         }
     }
 }

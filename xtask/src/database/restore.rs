@@ -26,6 +26,10 @@ use crate::guard::GuardArgs;
 /// functions are named. An extension that needs a superuser (dblink, postgis, ...) is refused
 /// before anything runs unless allowed with --allow-extension.
 ///
+/// An encrypted backup (.age) is decrypted as it is read, never to disk, with the age identity
+/// in the file RAILGUN_BACKUP_IDENTITY names (environment or .env); a wrong key or a damaged or
+/// tampered file is refused before anything is asked or restored.
+///
 /// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
 ///
 /// Example:
@@ -33,7 +37,7 @@ use crate::guard::GuardArgs;
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Restore {
-    /// The backup to restore (railgun_backup_*.sql.gz)
+    /// The backup to restore (railgun_backup_*.sql.gz or .sql.gz.age)
     file: PathBuf,
     /// Do not back up the database before replacing its data
     #[arg(long)]
