@@ -181,3 +181,109 @@ fn a_wrong_key_or_a_tampered_file_is_refused_before_anything_is_restored() {
     assert!(!target.dir.join("backups").exists(), "no safety backup was taken");
     no_secret(&key, &[&wrong, &refused]);
 }
+
+#[test]
+fn retention_keeps_days_weeks_and_months_and_touches_nothing_else() {
+    let source = Folder::new("retention", None);
+    source.db.conn().unwrap().batch_execute(DATA).unwrap();
+    let made = run(&source, None, &["db", "backup"]);
+    made.assert_ok();
+    let newest = PathBuf::from(made.stdout.lines().last().unwrap());
+    let dir = newest.parent().unwrap().to_path_buf();
+    let bytes = std::fs::read(&newest).unwrap();
+    // Two a day, 2025-01-01 to 2025-03-10, every other one encrypted-looking by name only: the
+    // rules count names, and `.age` names count as backups too (an age header is all that can
+    // be checked without the key, so these are real encrypted backups).
+    let key = Key::new(&source.dir, "backup.key");
+    std::fs::write(source.dir.join("railgun.toml"), format!("[backup]\nrecipients = [\"{}\"]\n", key.public)).unwrap();
+    let sealed = run(&source, None, &["db", "backup", "--encrypt", "elsewhere"]);
+    sealed.assert_ok();
+    let sealed_bytes = std::fs::read(sealed.stdout.lines().last().unwrap()).unwrap();
+    let mut day = chrono_day(2025, 1, 1);
+    let mut n = 0;
+    while day <= chrono_day(2025, 3, 10) {
+        for time in ["030000", "150000"] {
+            n += 1;
+            let name = format!("railgun_backup_{day}_{time}.sql.gz");
+            if n % 2 == 0 {
+                std::fs::write(dir.join(format!("{name}.age")), &sealed_bytes).unwrap();
+            } else {
+                std::fs::write(dir.join(name), &bytes).unwrap();
+            }
+        }
+        day = next_day(&day);
+    }
+    let decoys = [
+        "notes.txt",
+        "railgun_backup_20250102_030000.sql.gz.bak",
+        "my_railgun_backup_20250102_030000.sql.gz",
+        "railgun_pre_restore_20250102_030000.sql.gz",
+    ];
+    for decoy in decoys {
+        std::fs::write(dir.join(decoy), &bytes).unwrap();
+    }
+    std::fs::write(dir.join("railgun_backup_20250105_000000.sql.gz"), b"").unwrap();
+    let listing = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let rules = ["--keep-daily", "3", "--keep-weekly", "2", "--keep-monthly", "3"];
+    let dir_arg = dir.to_str().unwrap();
+    let dry = run(&source, None, &[&["db", "prune", dir_arg, "--dry-run"][..], &rules].concat());
+    dry.assert_ok();
+    assert_eq!(listing(), before, "a dry run deletes nothing");
+    let would: Vec<&str> = dry.stdout.lines().collect();
+    assert!(dry.stderr.contains("left alone, not counted as a backup"), "{}", dry.stderr);
+
+    let pruned = run(&source, None, &[&["db", "prune", dir_arg][..], &rules].concat());
+    pruned.assert_ok();
+    let gone: Vec<&str> = pruned.stdout.lines().collect();
+    assert_eq!(gone, would, "the dry run listed exactly what goes");
+    let newest_name = newest.file_name().unwrap().to_str().unwrap().to_string();
+    let mut expected: Vec<String> = [
+        "railgun_backup_20250310_150000.sql.gz.age",
+        "railgun_backup_20250309_150000.sql.gz.age",
+        "railgun_backup_20250228_150000.sql.gz.age",
+        "railgun_backup_20250105_000000.sql.gz",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(decoys.iter().map(|s| s.to_string()))
+    .chain([newest_name])
+    .collect();
+    expected.sort();
+    // Daily 3: today's new backup, 03-10, 03-09; weekly 2: today's week, the week of 03-10;
+    // monthly 3: this month, March and February 2025.
+    assert_eq!(listing(), expected, "{}", pruned.stderr);
+
+    // `--keep N` still counts the newest N, the new one included.
+    let again = run(&source, None, &["db", "backup", "--keep", "2"]);
+    again.assert_ok();
+    let backups: Vec<String> = listing().into_iter().filter(|n| dbkit::backup::dump::is_backup_name(n)).collect();
+    assert_eq!(backups.len(), 3, "two kept and the unfinished one left alone: {backups:?}");
+    run(&source, None, &["db", "prune", dir_arg]).assert_fails_with("no retention rule given");
+}
+
+fn chrono_day(year: i32, month: u32, day: u32) -> String {
+    format!("{year:04}{month:02}{day:02}")
+}
+
+/// The next day of a `YYYYMMDD` day (enough calendar for 2025's first quarter).
+fn next_day(day: &str) -> String {
+    let (y, m, d): (i32, u32, u32) = (day[..4].parse().unwrap(), day[4..6].parse().unwrap(), day[6..].parse().unwrap());
+    let last = match m {
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if d < last {
+        chrono_day(y, m, d + 1)
+    } else if m < 12 {
+        chrono_day(y, m + 1, 1)
+    } else {
+        chrono_day(y + 1, 1, 1)
+    }
+}

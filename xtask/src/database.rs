@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod copy;
+mod prune;
 mod restore;
 mod roles;
 mod verify;
@@ -17,6 +18,7 @@ pub enum Database {
     Backup(backup::Backup),
     Restore(restore::Restore),
     Verify(verify::Verify),
+    Prune(prune::Prune),
     Copy(copy::Copy),
     Roles(roles::Roles),
     Audit(audit::Audit),
@@ -28,6 +30,7 @@ impl Database {
             Database::Backup(cmd) => cmd.run(cx),
             Database::Restore(cmd) => cmd.run(cx),
             Database::Verify(cmd) => cmd.run(cx),
+            Database::Prune(cmd) => cmd.run(cx),
             Database::Copy(cmd) => cmd.run(cx),
             Database::Roles(cmd) => cmd.run(cx),
             Database::Audit(cmd) => cmd.run(cx),

@@ -347,50 +347,6 @@ impl<R: Read> Read for KeepPublicSchema<R> {
     }
 }
 
-/// Deletes all but the newest `keep` backups in `dir`, never `newest`. Only files with a
-/// backup's name count, by the time in their name, and only when they are complete backups (a
-/// cheap check: see [`dumpfile::check_complete`]); a file with a backup's name whose time is no
-/// date or lies in the future, or that is no complete backup, is left alone and said so: a fake
-/// or broken file never pushes a real backup out.
-pub fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
-    let now = chrono::Utc::now().naive_utc();
-    let mut backups: Vec<(BackupName, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
-        let Some(parsed) = entry.file_name().to_str().and_then(|name| BackupName::parse(PREFIX, name)) else {
-            continue;
-        };
-        let path = entry.path();
-        if path == newest {
-            continue;
-        }
-        let counted = parsed
-            .and_then(|name| {
-                if name.started > now + CLOCK_SKEW {
-                    return Err(format!("its time {} UTC is in the future", name.started));
-                }
-                Ok(name)
-            })
-            .and_then(|name| match entry.file_type() {
-                Ok(kind) if kind.is_file() => Ok(name),
-                _ => Err("not a regular file".to_string()),
-            })
-            .and_then(|name| dumpfile::check_complete(&path).map(|()| name).map_err(|e| format!("{e:#}")));
-        match counted {
-            Ok(name) => backups.push((name, path)),
-            Err(why) => eprintln!("left alone, not counted as a backup: {} ({why})", path.display()),
-        }
-    }
-    backups.sort();
-    let older_to_keep = (keep - 1) as usize;
-    let remove = backups.len().saturating_sub(older_to_keep);
-    for (_, path) in &backups[..remove] {
-        std::fs::remove_file(path).with_context(|| format!("remove old backup {}", path.display()))?;
-        eprintln!("removed old backup {}", path.display());
-    }
-    Ok(())
-}
-
 /// `railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz` exactly (the digits not checked as a date).
 pub fn is_backup_name(name: &str) -> bool {
     BackupName::parse(PREFIX, name).is_some()

@@ -9,6 +9,7 @@ pub mod load;
 pub mod lockwatch;
 pub mod pgtools;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod sealed;
 pub mod session;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use dbkit::backup::dump::{self as backup, DumpOptions, PREFIX};
+use dbkit::backup::retention::{self, Policy};
 
 use crate::context::Context;
 
@@ -35,6 +36,7 @@ use crate::context::Context;
 /// Examples:
 ///   cargo xtask db backup
 ///   cargo xtask db backup /var/backups/railgun --keep 14
+///   cargo xtask db backup --keep-daily 7 --keep-weekly 4 --keep-monthly 12
 ///   cargo xtask db backup --encrypt
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -42,12 +44,8 @@ pub struct Backup {
     /// Where to write the backup (created if missing)
     #[arg(default_value = "backups")]
     dir: PathBuf,
-    /// Once the new backup verified, delete all but the newest N in DIR: only files named exactly
-    /// railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz, newest by that time, count, and only when they
-    /// are complete backups dated at most a day ahead; any other file is left alone (said on
-    /// stderr). The new one is always kept
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    keep: Option<u64>,
+    #[command(flatten)]
+    retention: RetentionArgs,
     /// Encrypt the backup with age to railgun.toml's [backup] recipients (on by default with
     /// [backup] encrypt = true)
     #[arg(long)]
@@ -66,8 +64,9 @@ impl Backup {
             dump.encrypt_to = dbkit::backup::sealed::recipients(&settings.recipients)?;
         }
         let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
-        if let Some(keep) = self.keep {
-            backup::prune(&dir, &path, keep)?;
+        let policy = self.retention.policy();
+        if !policy.is_empty() {
+            retention::prune(&dir, &policy, Some(&path), false)?;
         }
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
@@ -110,6 +109,37 @@ impl DumpArgs {
             with_privileges: *with_privileges,
             compression_level: *compression_level,
             encrypt_to: Vec::new(),
+        }
+    }
+}
+
+/// Which backups to keep once a backup is made (`db backup`) or when asked (`db prune`). Only
+/// files named exactly railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz[.age] count, by the UTC time in
+/// that name, and only complete ones dated at most a day ahead; any other file is left alone
+/// (said on stderr). A backup any rule keeps is kept, and the newest always is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RetentionArgs {
+    /// Keep the newest N backups, delete the older ones that no other rule keeps
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
         }
     }
 }
