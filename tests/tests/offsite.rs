@@ -287,3 +287,80 @@ fn next_day(day: &str) -> String {
         chrono_day(y + 1, 1, 1)
     }
 }
+
+#[test]
+fn backups_lists_size_age_encryption_and_what_checks_out() {
+    let dir_key = Folder::new("list-keys", None);
+    let key = Key::new(&dir_key.dir, "backup.key");
+    let source = folder("list", &[&key.public], false);
+    source.db.conn().unwrap().batch_execute(DATA).unwrap();
+    let plain = PathBuf::from(run(&source, None, &["db", "backup"]).assert_ok().stdout.lines().last().unwrap());
+    let sealed =
+        PathBuf::from(run(&source, None, &["db", "backup", "--encrypt"]).assert_ok().stdout.lines().last().unwrap());
+    let dir = plain.parent().unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    std::fs::write(dir.join("railgun_backup_20250101_000000.sql.gz"), &damaged).unwrap();
+    std::fs::write(dir.join("railgun_backup_20240101_000000.sql.gz"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(dir.join("railgun_pre_restore_20230101_000000.sql.gz"), &bytes).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a backup").unwrap();
+
+    let listed = |key: Option<&Path>, extra: &[&str]| -> Vec<serde_json::Value> {
+        let run = run(&source, key, &[&["db", "backups", "--json"][..], extra].concat());
+        run.assert_ok();
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let field = |rows: &[serde_json::Value], f: &str| -> Vec<String> {
+        rows.iter().map(|r| r[f].to_string().trim_matches('"').to_string()).collect()
+    };
+    let cheap = listed(None, &[]);
+    let names = field(&cheap, "name");
+    let plain_name = plain.file_name().unwrap().to_str().unwrap();
+    let sealed_name = sealed.file_name().unwrap().to_str().unwrap();
+    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(
+        names[2..],
+        [
+            "railgun_backup_20250101_000000.sql.gz",
+            "railgun_backup_20240101_000000.sql.gz",
+            "railgun_pre_restore_20230101_000000.sql.gz"
+        ]
+    );
+    assert!(names[..2].contains(&plain_name.to_string()) && names[..2].contains(&sealed_name.to_string()), "{names:?}");
+    let row = |rows: &[serde_json::Value], name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    let p = row(&cheap, plain_name);
+    assert_eq!(
+        (p["encrypted"].as_bool(), p["check"].as_str(), p["verified"].as_bool()),
+        (Some(false), Some("complete"), Some(true))
+    );
+    assert_eq!(p["bytes"].as_u64(), Some(bytes.len() as u64));
+    assert!(p["age_seconds"].as_i64().unwrap() < 600, "{p}");
+    let s = row(&cheap, sealed_name);
+    assert_eq!((s["encrypted"].as_bool(), s["check"].as_str()), (Some(true), Some("header")));
+    // The cheap check sees a backup cut short (a changed byte only when it is in the last two
+    // members: this backup has no others).
+    assert_eq!(row(&cheap, "railgun_backup_20240101_000000.sql.gz")["check"], "failed");
+    assert_eq!(row(&cheap, "railgun_pre_restore_20230101_000000.sql.gz")["kind"], "safety");
+
+    let whole = listed(Some(&key.file), &["--verify"]);
+    assert_eq!(row(&whole, sealed_name)["check"], "whole");
+    assert_eq!(row(&whole, plain_name)["check"], "whole");
+    let damaged = row(&whole, "railgun_backup_20250101_000000.sql.gz");
+    assert_eq!(damaged["verified"], false);
+    assert!(damaged["problem"].as_str().unwrap().contains("corrupt"), "{damaged}");
+    // Without the key, --verify says so for the encrypted one only.
+    let keyless = listed(None, &["--verify"]);
+    assert!(row(&keyless, sealed_name)["problem"].as_str().unwrap().contains("RAILGUN_BACKUP_IDENTITY"));
+    assert_eq!(row(&keyless, plain_name)["check"], "whole");
+
+    let table = run(&source, None, &["db", "backups"]);
+    table.assert_ok();
+    assert!(table.stdout.starts_with("NAME"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("FAILED") && table.stderr.contains("railgun_backup_20240101_000000.sql.gz: "),
+        "{}",
+        table.all()
+    );
+}

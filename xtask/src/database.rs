@@ -2,6 +2,7 @@
 
 mod audit;
 mod backup;
+mod backups;
 mod copy;
 mod prune;
 mod restore;
@@ -18,6 +19,7 @@ pub enum Database {
     Backup(backup::Backup),
     Restore(restore::Restore),
     Verify(verify::Verify),
+    Backups(backups::Backups),
     Prune(prune::Prune),
     Copy(copy::Copy),
     Roles(roles::Roles),
@@ -30,6 +32,7 @@ impl Database {
             Database::Backup(cmd) => cmd.run(cx),
             Database::Restore(cmd) => cmd.run(cx),
             Database::Verify(cmd) => cmd.run(cx),
+            Database::Backups(cmd) => cmd.run(cx),
             Database::Prune(cmd) => cmd.run(cx),
             Database::Copy(cmd) => cmd.run(cx),
             Database::Roles(cmd) => cmd.run(cx),

@@ -5,6 +5,7 @@
 pub mod copy;
 pub mod dump;
 pub mod dumpfile;
+pub mod inventory;
 pub mod load;
 pub mod lockwatch;
 pub mod pgtools;

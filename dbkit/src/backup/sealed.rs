@@ -71,6 +71,7 @@ pub fn seal<W: Write>(out: W, recipients: &[age::x25519::Recipient]) -> Result<a
 
 /// The private keys that open backups, read from the file `RAILGUN_BACKUP_IDENTITY` names.
 /// No `Debug`: it is never printed, not even by mistake.
+#[derive(Clone)]
 pub struct Identities {
     keys: Vec<age::x25519::Identity>,
 }
