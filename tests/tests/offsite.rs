@@ -364,3 +364,160 @@ fn backups_lists_size_age_encryption_and_what_checks_out() {
         table.all()
     );
 }
+
+/// A moto S3 server of the test's own on a free port, killed when dropped.
+struct S3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server (pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        S3 { child, endpoint }
+    }
+
+    /// `curl` against the server (moto accepts unsigned requests): the body.
+    fn curl(&self, args: &[&str], path: &str) -> Vec<u8> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail"])
+            .args(args)
+            .arg(format!("{}{path}", self.endpoint))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn create_bucket(&self, name: &str) {
+        self.curl(&["-X", "PUT"], &format!("/{name}"));
+    }
+
+    /// The keys in the bucket.
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        let xml = String::from_utf8(self.curl(&[], &format!("/{bucket}?list-type=2"))).unwrap();
+        xml.split("<Key>").skip(1).map(|k| k.split("</Key>").next().unwrap().to_string()).collect()
+    }
+
+    /// The multipart uploads in progress in the bucket.
+    fn uploads(&self, bucket: &str) -> usize {
+        let xml = String::from_utf8(self.curl(&[], &format!("/{bucket}?uploads"))).unwrap();
+        xml.matches("<UploadId>").count()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SECRET: &str = "moto-secret-access-key-never-shown";
+
+fn with_s3(cmd: &mut std::process::Command, s3: &S3) {
+    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("RAILGUN_BACKUP_IDENTITY");
+}
+
+#[test]
+fn backups_upload_to_a_bucket_encrypted_and_restore() {
+    let s3 = S3::start();
+    s3.create_bucket("backups");
+    let dir_key = Folder::new("s3-keys", None);
+    let key = Key::new(&dir_key.dir, "backup.key");
+    let source = folder("s3-source", &[&key.public], true);
+    source.db.conn().unwrap().batch_execute(DATA).unwrap();
+    let mut cmd = source.command(&["db", "backup", "--to", "s3://backups/nightly/db"]);
+    with_s3(&mut cmd, &s3);
+    let run: Run = cmd.output().unwrap().into();
+    run.assert_ok();
+    let shown = run.stdout.lines().last().unwrap().to_string();
+    let name = shown.strip_prefix("s3://backups/nightly/db/").expect(&shown);
+    assert!(dbkit::backup::dump::is_backup_name(name) && name.ends_with(".sql.gz.age"), "{name}");
+    assert_eq!(s3.keys("backups"), [format!("nightly/db/{name}")], "the backup and nothing else (no marker)");
+    assert_eq!(s3.uploads("backups"), 0);
+    assert!(!run.all().contains(SECRET) && !run.all().contains("X-Amz-Signature"), "{}", run.all());
+
+    // The object is the encrypted backup: it verifies and restores with the key.
+    let downloaded = source.dir.join(name);
+    std::fs::write(&downloaded, s3.curl(&[], &format!("/backups/nightly/db/{name}"))).unwrap();
+    let target = Folder::new("s3-target", None);
+    run_key(&target, &key, &["db", "restore", downloaded.to_str().unwrap(), "--yes", "--no-safety-backup"]).assert_ok();
+    assert_eq!(things(&target), things(&source));
+
+    // A second one within the second gets a name of its own, never replacing the first.
+    let mut cmd = source.command(&["db", "backup", "--to", "s3://backups/nightly/db"]);
+    with_s3(&mut cmd, &s3);
+    let again: Run = cmd.output().unwrap().into();
+    again.assert_ok();
+    assert_eq!(s3.keys("backups").len(), 2, "{:?}", s3.keys("backups"));
+
+    // Wrong credentials: the store's refusal with the fix, no secret shown.
+    let mut cmd = source.command(&["db", "backup", "--to", "s3://missing-bucket/x"]);
+    with_s3(&mut cmd, &s3);
+    let refused: Run = cmd.output().unwrap().into();
+    refused.assert_fails_with("check the bucket's name");
+    assert!(!refused.all().contains(SECRET), "{}", refused.all());
+}
+
+fn run_key(folder: &Folder, key: &Key, args: &[&str]) -> Run {
+    run(folder, Some(&key.file), args)
+}
+
+#[test]
+fn a_killed_upload_leaves_no_object_and_the_next_run_aborts_it() {
+    let s3 = S3::start();
+    s3.create_bucket("backups");
+    let source = Folder::new("s3-kill", None);
+    source
+        .db
+        .conn()
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE big (id int, a text, b text);
+             INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text), md5((g * 3)::text) FROM generate_series(1, 600000) g;",
+        )
+        .unwrap();
+    let mut cmd = source.command(&["db", "backup", "--to", "s3://backups/db"]);
+    with_s3(&mut cmd, &s3);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s3.uploads("backups") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the upload never started");
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let keys = s3.keys("backups");
+    assert!(keys.iter().all(|k| !dbkit::backup::dump::is_backup_name(k.trim_start_matches("db/"))), "{keys:?}");
+    assert_eq!(s3.uploads("backups"), 1, "the killed upload is still open");
+
+    let mut cmd = source.command(&["db", "backup", "--to", "s3://backups/db"]);
+    with_s3(&mut cmd, &s3);
+    let next: Run = cmd.output().unwrap().into();
+    next.assert_ok();
+    assert!(next.stderr.contains("aborted an unfinished upload"), "{}", next.stderr);
+    assert_eq!(s3.uploads("backups"), 0, "no parts left");
+    let keys = s3.keys("backups");
+    assert_eq!(keys.len(), 1, "only the new backup, no marker: {keys:?}");
+    assert!(keys[0].ends_with(".sql.gz"), "{keys:?}");
+}

@@ -230,11 +230,90 @@ pub fn create_with(
     let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
     let sealed = !dump.encrypt_to.is_empty();
     let name = BackupName { started, seq: 1, sealed }.render(prefix);
+    let pending = Pending::create(dir, &name)?;
+    let clock = Instant::now();
+    let seal = sealed.then_some(dump.encrypt_to.as_slice());
+    let summary = run_pg_dump(cx, tools, url, dump, |sql, shown| {
+        dumpfile::compress_to(sql, &pending.file, seal, dump.compression_level, |sql, file| shown.update(sql, file))
+    })?;
+    let path = pending.persist(BackupName::candidates(started, prefix, sealed))?;
+    report(&summary, dump, clock);
+    Ok(path)
+}
+
+/// Dumps the database at `url` into object storage as `{PREFIX}YYYYMMDD_HHMMSS.sql.gz[.age]`
+/// under the remote's prefix: a multipart upload while pg_dump runs (no local copy), completed
+/// only once the whole backup checked out; a failed one is aborted. Returns the object's name.
+pub fn create_remote(cx: &Context, url: &Url, remote: &super::bucket::Remote, dump: &DumpOptions) -> Result<String> {
+    let tools = PgTools::find(&cx.sh, &cx.project, url)?;
+    remote.abort_unfinished()?;
+    let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
+    let sealed = !dump.encrypt_to.is_empty();
+    let mut name = None;
+    for candidate in BackupName::candidates(started, PREFIX, sealed) {
+        if !remote.exists(&candidate)? {
+            name = Some(candidate);
+            break;
+        }
+    }
+    let name = name.context("no free name for the backup in the bucket")?;
+    let clock = Instant::now();
+    let upload = remote.upload(&name)?;
+    let seal = sealed.then_some(dump.encrypt_to.as_slice());
+    let (summary, upload, sent) = run_pg_dump(cx, &tools, url, dump, |sql, shown| {
+        let counted = Counting { inner: upload, bytes: 0 };
+        let (summary, counted) =
+            dumpfile::compress_stream(sql, counted, seal, dump.compression_level, |sql, file| shown.update(sql, file))?;
+        Ok((summary, counted.inner, counted.bytes))
+    })?;
+    upload.finish(sent)?;
+    report(&summary, dump, clock);
+    Ok(name)
+}
+
+/// Counts the bytes that go through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn report(summary: &dumpfile::Summary, dump: &DumpOptions, clock: Instant) {
+    let secs = clock.elapsed().as_secs_f64();
+    let encrypted = match dump.encrypt_to.len() {
+        0 => String::new(),
+        1 => ", encrypted to 1 recipient".to_string(),
+        n => format!(", encrypted to {n} recipients"),
+    };
+    eprintln!(
+        "backup verified: {} of SQL in {} ({:.1}x smaller){encrypted}, {secs:.1}s",
+        mib(summary.sql),
+        mib(summary.compressed),
+        summary.sql as f64 / summary.compressed.max(1) as f64
+    );
+}
+
+/// Runs pg_dump on `url` and hands its output to `write` (with the progress line), watching for
+/// the locks it waits for; pg_dump's failure is the error when it failed first.
+fn run_pg_dump<T>(
+    cx: &Context,
+    tools: &PgTools,
+    url: &Url,
+    dump: &DumpOptions,
+    write: impl FnOnce(KeepPublicSchema<std::process::ChildStdout>, &mut Progress) -> Result<T>,
+) -> Result<T> {
     let args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
-    let pending = Pending::create(dir, &name)?;
-
-    let clock = Instant::now();
     // Named, so that the lock watch finds pg_dump's session among the server's.
     let app = format!("railgun-backup-{}", crate::secret::random_hex(4)?);
     let mut named = url.clone();
@@ -252,9 +331,7 @@ pub fn create_with(
     let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
-    let seal = sealed.then_some(dump.encrypt_to.as_slice());
-    let result =
-        dumpfile::compress_to(stdout, &pending.file, seal, dump.compression_level, |sql, file| shown.update(sql, file));
+    let result = write(stdout, &mut shown);
     shown.done();
     // After a failure of ours (a full disk), pg_dump may still be running: stop it. After its
     // own failure it has exited already, and its words are the ones to show.
@@ -280,24 +357,11 @@ pub fn create_with(
             ),
         }
     }
-    let summary = result?;
+    let written = result?;
     if !errors.is_empty() {
         eprintln!("{errors}");
     }
-    let path = pending.persist(BackupName::candidates(started, prefix, sealed))?;
-    let secs = clock.elapsed().as_secs_f64();
-    let encrypted = match dump.encrypt_to.len() {
-        0 => String::new(),
-        1 => ", encrypted to 1 recipient".to_string(),
-        n => format!(", encrypted to {n} recipients"),
-    };
-    eprintln!(
-        "backup verified: {} of SQL in {} ({:.1}x smaller){encrypted}, {secs:.1}s",
-        mib(summary.sql),
-        mib(summary.compressed),
-        summary.sql as f64 / summary.compressed.max(1) as f64
-    );
-    Ok(path)
+    Ok(written)
 }
 
 /// With schemas named (`--schema=*`), pg_dump drops and recreates `public` itself, which fails

@@ -444,12 +444,51 @@ pub fn compress(input: impl Read, file: &File, level: u32, progress: impl FnMut(
 /// its gzip is checked as it is written (every member's CRC and length, pg_dump's header,
 /// marker and statements), and the file is read back to compare with the bytes sealed.
 pub fn compress_to(
-    mut input: impl Read,
+    input: impl Read,
     file: &File,
     seal: Option<&[age::x25519::Recipient]>,
     level: u32,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<Summary> {
+    let Some(recipients) = seal else {
+        return compress_core::<io::Sink>(input, Out::File(file), level, progress).map(|(summary, _)| summary);
+    };
+    let out = sealed::Tally::new(io::BufWriter::with_capacity(1 << 20, file));
+    let (summary, out) = compress_core(input, Out::Stream(out, Some(recipients)), level, progress)?;
+    let sealed::Tally { inner, bytes, crc } = out.context("the encrypted backup's writer")?;
+    inner.into_inner().map_err(|e| explain_write(e.into_error()))?;
+    file.sync_all().map_err(explain_write)?;
+    sealed::read_back(file, bytes, crc.sum())?;
+    Ok(summary)
+}
+
+/// [`compress_to`] into any writer (an upload): the gzip, encrypted to `seal` when given, goes
+/// to `out`, and is checked as it goes (every member, pg_dump's header, statements and marker).
+/// Returns `out` once all of it was written (and sealed).
+pub fn compress_stream<W: Write + Send>(
+    input: impl Read,
+    out: W,
+    seal: Option<&[age::x25519::Recipient]>,
+    level: u32,
+    progress: impl FnMut(u64, u64),
+) -> Result<(Summary, W)> {
+    let (summary, out) = compress_core(input, Out::Stream(out, seal), level, progress)?;
+    Ok((summary, out.context("the backup's writer")?))
+}
+
+/// Where [`compress_core`] puts the members: a file read back from disk as it grows, or a
+/// writer (sealed when recipients are given), checked through a pipe as it is written.
+enum Out<'a, W> {
+    File(&'a File),
+    Stream(W, Option<&'a [age::x25519::Recipient]>),
+}
+
+fn compress_core<W: Write + Send>(
+    mut input: impl Read,
+    out: Out<'_, W>,
+    level: u32,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Summary, Option<W>)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>, usize)>(workers);
     let work_rx = Arc::new(Mutex::new(work_rx));
@@ -481,42 +520,30 @@ pub fn compress_to(
             });
         }
         drop((work_rx, done_tx, spare_in_tx));
-        let (writer, verifier) = match seal {
-            None => (
+        let (writer, verifier) = match out {
+            Out::File(file) => (
                 scope.spawn(|| {
                     let result = write_in_order(done_rx, &written, &spare_out_tx, |bytes, total| {
                         (&*file).write_all(bytes).map_err(explain_write)?;
                         growth.grow(total);
                         Ok(())
                     })
-                    .and_then(|total| file.sync_all().map_err(explain_write).map(|()| total));
+                    .and_then(|total| file.sync_all().map_err(explain_write).map(|()| (total, None)));
                     growth.finish(result.is_ok());
                     result
                 }),
                 scope.spawn(|| verify_stream(Growing { file, growth: &growth, pos: 0 })),
             ),
-            Some(recipients) => {
-                let (check, mut to_check) = io::pipe().context("make a pipe to check the backup")?;
+            Out::Stream(out, seal) => {
+                let (check, to_check) = io::pipe().context("make a pipe to check the backup")?;
                 let written = &written;
                 let spare_out_tx = &spare_out_tx;
                 let writer = scope.spawn(move || {
-                    let out = sealed::Tally::new(io::BufWriter::with_capacity(1 << 20, file));
-                    let mut sealing = sealed::seal(out, recipients)?;
-                    let total = write_in_order(done_rx, written, spare_out_tx, |bytes, _| {
-                        sealing.write_all(bytes).map_err(explain_write)?;
-                        to_check.write_all(bytes).map_err(|_| anyhow::Error::new(CheckStopped))
-                    })?;
-                    drop(to_check);
-                    let sealed::Tally { inner, bytes, crc } = sealing.finish().map_err(explain_write)?;
-                    inner.into_inner().map_err(|e| explain_write(e.into_error()))?;
-                    file.sync_all().map_err(explain_write)?;
-                    sealed::read_back(file, bytes, crc.sum())?;
-                    Ok(total)
+                    stream_in_order(done_rx, written, spare_out_tx, out, seal, to_check).map(|(t, w)| (t, Some(w)))
                 });
                 (writer, scope.spawn(move || verify_stream(check)))
             }
         };
-
         let mut sql = 0u64;
         let mut seq = 0u64;
         let read = (|| -> Result<()> {
@@ -553,7 +580,7 @@ pub fn compress_to(
             (_, checked) => checked,
         };
         read?;
-        let compressed = wrote?;
+        let (compressed, out) = wrote?;
         let summary = checked.context("the backup written does not read back whole")?;
         if summary.sql != sql || summary.compressed != compressed {
             bail!(
@@ -562,8 +589,42 @@ pub fn compress_to(
                 summary.compressed
             );
         }
-        Ok(summary)
+        Ok((summary, out))
     })
+}
+
+/// The writer's side of [`Out::Stream`]: the members in order into `out` (through age when
+/// `seal` is given) and into the pipe to the check.
+fn stream_in_order<W: Write>(
+    done: Receiver<(u64, Vec<u8>)>,
+    written: &AtomicU64,
+    spare: &SyncSender<Vec<u8>>,
+    out: W,
+    seal: Option<&[age::x25519::Recipient]>,
+    mut to_check: io::PipeWriter,
+) -> Result<(u64, W)> {
+    let mut check = |bytes: &[u8]| to_check.write_all(bytes).map_err(|_| anyhow::Error::new(CheckStopped));
+    match seal {
+        Some(recipients) => {
+            let mut sealing = sealed::seal(out, recipients)?;
+            let total = write_in_order(done, written, spare, |bytes, _| {
+                sealing.write_all(bytes).map_err(explain_write)?;
+                check(bytes)
+            })?;
+            let mut out = sealing.finish().map_err(explain_write)?;
+            out.flush().map_err(explain_write)?;
+            Ok((total, out))
+        }
+        None => {
+            let mut out = out;
+            let total = write_in_order(done, written, spare, |bytes, _| {
+                out.write_all(bytes).map_err(explain_write)?;
+                check(bytes)
+            })?;
+            out.flush().map_err(explain_write)?;
+            Ok((total, out))
+        }
+    }
 }
 
 /// Makes gzip members (RFC 1952: header, raw deflate, CRC-32, length) with one deflate state

@@ -2,6 +2,7 @@
 //! statement by statement and loaded in one transaction by a role with no more rights than the
 //! data needs ([`load`]), and the pg_dump/psql they run ([`pgtools`]).
 
+pub mod bucket;
 pub mod copy;
 pub mod dump;
 pub mod dumpfile;

@@ -4,6 +4,7 @@
 //! [backup]
 //! encrypt = true                # as --encrypt
 //! recipients = ["age1..."]      # the public keys backups are encrypted to (in the repo)
+//! to = "s3://bucket/prefix"     # as --to: where `db backup` writes without a DIR
 //! ```
 //!
 //! The private key (identity) is never here: `RAILGUN_BACKUP_IDENTITY` names its file.
@@ -22,6 +23,8 @@ pub struct BackupSettings {
     /// age X25519 public keys (`age1...`): whoever holds one of their identities can decrypt.
     #[serde(default)]
     pub recipients: Vec<String>,
+    /// Where backups go by default, as `--to` (an `s3://` URL).
+    pub to: Option<String>,
 }
 
 /// The `[backup]` section of railgun.toml (defaults when there is none).
@@ -31,6 +34,6 @@ pub fn load(cx: &Context) -> Result<BackupSettings> {
         return Ok(BackupSettings::default());
     };
     table.try_into().with_context(
-        || hint!("read [backup] in {}", settings.path.display(); "its keys are encrypt = true|false and recipients = [\"age1...\"]"),
+        || hint!("read [backup] in {}", settings.path.display(); "its keys are encrypt = true|false, recipients = [\"age1...\"] and to = \"s3://BUCKET/PREFIX\""),
     )
 }

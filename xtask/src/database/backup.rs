@@ -1,8 +1,9 @@
 //! `cargo xtask db backup`: back up the database to a verified, gzipped SQL file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use dbkit::backup::bucket::Remote;
 use dbkit::backup::dump::{self as backup, DumpOptions, PREFIX};
 use dbkit::backup::retention::{self, Policy};
 
@@ -38,12 +39,21 @@ use crate::context::Context;
 ///   cargo xtask db backup /var/backups/railgun --keep 14
 ///   cargo xtask db backup --keep-daily 7 --keep-weekly 4 --keep-monthly 12
 ///   cargo xtask db backup --encrypt
+///   cargo xtask db backup --encrypt --to s3://my-bucket/railgun
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Backup {
-    /// Where to write the backup (created if missing)
-    #[arg(default_value = "backups")]
-    dir: PathBuf,
+    /// Where to write the backup (created if missing); without it, --to or railgun.toml's
+    /// [backup] to, else ./backups
+    dir: Option<PathBuf>,
+    /// Object storage to upload the backup to: s3://BUCKET/PREFIX, any S3-compatible store
+    /// (AWS_ENDPOINT_URL), credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION (environment or .env). Uploaded in parts while pg_dump
+    /// runs (no local copy); the object appears only once the whole backup checked out, and
+    /// an upload that fails or is killed leaves no object (the next run aborts a killed one's
+    /// parts). Prints s3://BUCKET/PREFIX/railgun_backup_....sql.gz[.age] on stdout
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    to: Option<String>,
     #[command(flatten)]
     retention: RetentionArgs,
     /// Encrypt the backup with age to railgun.toml's [backup] recipients (on by default with
@@ -57,14 +67,26 @@ pub struct Backup {
 impl Backup {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let dir = cx.user_path(&self.dir);
         let settings = dbkit::backup::settings::load(cx)?;
         let mut dump = self.dump.options();
         if self.encrypt || settings.encrypt {
             dump.encrypt_to = dbkit::backup::sealed::recipients(&settings.recipients)?;
         }
-        let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
         let policy = self.retention.policy();
+        let to = if self.dir.is_some() { None } else { self.to.or(settings.to) };
+        if let Some(to) = to {
+            if !policy.is_empty() {
+                anyhow::bail!(
+                    dbkit::hint!("retention in a bucket is not built yet"; "prune the bucket with its lifecycle rules, or back up to a folder")
+                );
+            }
+            let remote = Remote::open(cx, &to)?;
+            let name = backup::create_remote(cx, &url, &remote, &dump)?;
+            println!("{}{}", remote.shown, dbkit::error::escaped(&name));
+            return Ok(());
+        }
+        let dir = cx.user_path(self.dir.as_deref().unwrap_or(Path::new("backups")));
+        let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
         if !policy.is_empty() {
             retention::prune(&dir, &policy, Some(&path), false)?;
         }
