@@ -521,3 +521,74 @@ fn a_killed_upload_leaves_no_object_and_the_next_run_aborts_it() {
     assert_eq!(keys.len(), 1, "only the new backup, no marker: {keys:?}");
     assert!(keys[0].ends_with(".sql.gz"), "{keys:?}");
 }
+
+#[test]
+fn a_bucket_is_listed_and_pruned_like_a_folder() {
+    let s3 = S3::start();
+    s3.create_bucket("backups");
+    let source = Folder::new("s3-prune", None);
+    source.db.conn().unwrap().batch_execute(DATA).unwrap();
+    let xtask = |args: &[&str]| -> Run {
+        let mut cmd = source.command(args);
+        with_s3(&mut cmd, &s3);
+        cmd.output().unwrap().into()
+    };
+    let made = xtask(&["db", "backup", "--to", "s3://backups/db/"]);
+    made.assert_ok();
+    let newest = made.stdout.lines().last().unwrap().strip_prefix("s3://backups/db/").unwrap().to_string();
+    let copy = source.dir.join("copy.sql.gz");
+    std::fs::write(&copy, s3.curl(&[], &format!("/backups/db/{newest}"))).unwrap();
+    let put = |name: &str, file: &Path| {
+        let file = file.display().to_string();
+        s3.curl(
+            &["-H", "Content-Type: application/octet-stream", "-H", "Expect:", "-T", &file],
+            &format!("/backups/db/{name}"),
+        );
+    };
+    for day in ["20250301", "20250302", "20250303", "20250304"] {
+        put(&format!("railgun_backup_{day}_030000.sql.gz"), &copy);
+    }
+    let mut damaged = std::fs::read(&copy).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    let bad = source.dir.join("bad.sql.gz");
+    std::fs::write(&bad, &damaged).unwrap();
+    put("railgun_backup_20250201_030000.sql.gz", &bad);
+    put("notes.txt", &copy);
+    put("other/railgun_backup_20250101_030000.sql.gz", &copy);
+
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        let run = xtask(&[&["db", "backups", "--to", "s3://backups/db", "--json"][..], args].concat());
+        run.assert_ok();
+        serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let listed = rows(&[]);
+    let names: Vec<&str> = listed.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 6, "ours only, not db/other/ nor notes.txt: {names:?}");
+    assert_eq!(names[0], newest);
+    assert!(listed.iter().all(|r| r["check"] == "stored"), "{listed:?}");
+    let verified = rows(&["--verify"]);
+    let failed: Vec<&str> =
+        verified.iter().filter(|r| r["verified"] == false).map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["railgun_backup_20250201_030000.sql.gz"], "{verified:?}");
+
+    let dry = xtask(&["db", "prune", "--to", "s3://backups/db", "--keep-daily", "2", "--dry-run"]);
+    dry.assert_ok();
+    assert_eq!(s3.keys("backups").len(), 8, "a dry run deletes nothing");
+    let pruned = xtask(&["db", "prune", "--to", "s3://backups/db", "--keep-daily", "2"]);
+    pruned.assert_ok();
+    assert_eq!(pruned.stdout, dry.stdout, "the dry run listed exactly what goes");
+    let mut keys = s3.keys("backups");
+    keys.sort();
+    let mut expected = vec![
+        "db/notes.txt".to_string(),
+        format!("db/{newest}"),
+        "db/railgun_backup_20250304_030000.sql.gz".to_string(),
+        "db/other/railgun_backup_20250101_030000.sql.gz".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(keys, expected);
+    // Retention right after an upload counts the new backup first.
+    xtask(&["db", "backup", "--to", "s3://backups/db", "--keep", "1"]).assert_ok();
+    assert_eq!(s3.keys("backups").iter().filter(|k| k.starts_with("db/railgun_backup_")).count(), 1);
+}

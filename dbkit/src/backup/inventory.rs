@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
+use super::bucket::Remote;
 use super::dump::{BackupName, PREFIX};
 use super::dumpfile;
 use super::restore::SAFETY_PREFIX;
@@ -36,6 +37,9 @@ pub enum Check {
     /// Read whole (`--verify`): every gzip member, pg_dump's header, statements and marker,
     /// decrypted (every age chunk authenticated) when encrypted, as `db verify` does.
     Whole,
+    /// An object in a bucket under a backup's name: `db backup --to` completes an upload only
+    /// after the whole backup checked out (its content was not read now).
+    Stored,
     /// The check failed: why.
     Failed(String),
 }
@@ -50,6 +54,7 @@ impl Check {
             Check::Complete => "complete",
             Check::Header => "header",
             Check::Whole => "whole",
+            Check::Stored => "stored",
             Check::Failed(_) => "failed",
         }
     }
@@ -98,6 +103,45 @@ pub fn list(dir: &Path, keys: Option<&dyn Fn() -> Result<Identities>>) -> Result
             checked.unwrap_or_else(|e| Check::Failed(format!("{e:#}")))
         };
         entries.push(Entry { name, path, safety, bytes: meta.len(), started, age_seconds, encrypted, check });
+    }
+    entries.sort_by(|a, b| b.started.cmp(&a.started).then_with(|| b.name.cmp(&a.name)));
+    Ok(entries)
+}
+
+/// The backups under a bucket's prefix, newest first; `path` is the object's `s3://` URL. With
+/// `keys`, each is downloaded and checked whole as it streams (decrypted when encrypted, by
+/// its `.age` name), nothing written to disk.
+pub fn list_remote(remote: &Remote, keys: Option<&dyn Fn() -> Result<Identities>>) -> Result<Vec<Entry>> {
+    let now = chrono::Utc::now().naive_utc();
+    let mut identities: Option<Result<Identities>> = None;
+    let mut entries = Vec::new();
+    for (name, bytes) in remote.list()? {
+        let (parsed, safety) = match BackupName::parse(PREFIX, &name) {
+            Some(parsed) => (parsed, false),
+            None => match BackupName::parse(SAFETY_PREFIX, &name) {
+                Some(parsed) => (parsed, true),
+                None => continue,
+            },
+        };
+        let started = parsed.as_ref().ok().map(|n| n.started);
+        let encrypted = name.ends_with(sealed::SUFFIX);
+        let shown = format!("{}{name}", remote.shown);
+        let check = match keys {
+            None => Check::Stored,
+            Some(keys) => {
+                let checked = remote.get(&name).and_then(|object| {
+                    if !encrypted {
+                        return dumpfile::verify_stream(object);
+                    }
+                    let got = identities.get_or_insert_with(keys);
+                    let keys = got.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                    dumpfile::verify_stream(keys.open(std::io::BufReader::new(object), Path::new(&shown))?)
+                });
+                checked.map_or_else(|e| Check::Failed(format!("{e:#}")), |_| Check::Whole)
+            }
+        };
+        let age_seconds = started.map(|s| (now - s).num_seconds());
+        entries.push(Entry { name, path: PathBuf::from(shown), safety, bytes, started, age_seconds, encrypted, check });
     }
     entries.sort_by(|a, b| b.started.cmp(&a.started).then_with(|| b.name.cmp(&a.name)));
     Ok(entries)

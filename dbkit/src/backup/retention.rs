@@ -148,6 +148,58 @@ pub fn prune(dir: &Path, policy: &Policy, written: Option<&Path>, dry_run: bool)
     Ok(removed)
 }
 
+/// Applies `policy` to the backups under a bucket's prefix, as [`prune`] does to a folder.
+/// An object gets a backup's name only once its upload completed after the whole backup checked
+/// out, so every object with our name and a time at most a day ahead counts (another with such
+/// a name, or from the future, is left alone and said). `written` is kept whatever its time.
+pub fn prune_remote(
+    remote: &super::bucket::Remote,
+    policy: &Policy,
+    written: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    if policy.is_empty() {
+        bail!(
+            hint!("no retention rule given"; "say what to keep: --keep N, --keep-daily N, --keep-weekly N, --keep-monthly N")
+        );
+    }
+    let now = chrono::Utc::now().naive_utc();
+    let mut backups: Vec<(BackupName, String)> = Vec::new();
+    for (name, size) in remote.list()? {
+        let Some(parsed) = BackupName::parse(PREFIX, &name) else { continue };
+        match parsed {
+            Ok(parsed) if parsed.started <= now + CLOCK_SKEW && size > 0 => backups.push((parsed, name)),
+            _ => eprintln!("left alone, not counted as a backup: {}{name}", remote.shown),
+        }
+    }
+    backups.sort_by_key(|(name, _)| std::cmp::Reverse(*name));
+    if let Some(written) = written
+        && let Some(at) = backups.iter().position(|(_, name)| name == written)
+    {
+        let newest = backups.remove(at);
+        backups.insert(0, newest);
+    }
+    let names: Vec<BackupName> = backups.iter().map(|(name, _)| *name).collect();
+    let mut removed = Vec::new();
+    for ((_, name), reasons) in backups.iter().zip(policy.keep(&names)) {
+        let shown = format!("{}{name}", remote.shown);
+        if !reasons.is_empty() {
+            if dry_run {
+                eprintln!("keep {shown} ({})", reasons.join(", "));
+            }
+            continue;
+        }
+        if dry_run {
+            eprintln!("would remove {shown}");
+        } else {
+            remote.delete(name)?;
+            eprintln!("removed old backup {shown}");
+        }
+        removed.push(shown);
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,13 +75,11 @@ impl Backup {
         let policy = self.retention.policy();
         let to = if self.dir.is_some() { None } else { self.to.or(settings.to) };
         if let Some(to) = to {
-            if !policy.is_empty() {
-                anyhow::bail!(
-                    dbkit::hint!("retention in a bucket is not built yet"; "prune the bucket with its lifecycle rules, or back up to a folder")
-                );
-            }
             let remote = Remote::open(cx, &to)?;
             let name = backup::create_remote(cx, &url, &remote, &dump)?;
+            if !policy.is_empty() {
+                retention::prune_remote(&remote, &policy, Some(&name), false)?;
+            }
             println!("{}{}", remote.shown, dbkit::error::escaped(&name));
             return Ok(());
         }

@@ -1,8 +1,9 @@
 //! `cargo xtask db backups [DIR]`: the backups a folder holds, and how far each checks out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use dbkit::backup::bucket::Remote;
 use dbkit::backup::inventory::{self, Check};
 use dbkit::backup::sealed::Identities;
 use dbkit::error::escaped;
@@ -19,6 +20,8 @@ use crate::context::Context;
 ///   whole     with --verify: read whole as `db verify` does (every gzip member, every statement,
 ///             pg_dump's header and marker; encrypted ones decrypted, every chunk authenticated,
 ///             with the identity in the file RAILGUN_BACKUP_IDENTITY names)
+///   stored    (--to) an object under a backup's name: uploads complete only after the
+///             backup checked out whole
 ///   FAILED    the check failed; why is said on stderr (and in the JSON)
 /// Every backup `db backup` names was read back whole before it got its name; these checks say
 /// whether the file is still what was written.
@@ -26,17 +29,22 @@ use crate::context::Context;
 /// Examples:
 ///   cargo xtask db backups
 ///   cargo xtask db backups /var/backups/railgun --verify --json
+///   cargo xtask db backups --to s3://my-bucket/railgun
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Backups {
-    /// The folder of backups
-    #[arg(default_value = "backups")]
-    dir: PathBuf,
+    /// The folder of backups (default ./backups)
+    dir: Option<PathBuf>,
+    /// A bucket and prefix instead: s3://BUCKET/PREFIX (credentials as for `db backup --to`).
+    /// Objects are `stored` (completed only after the backup checked out), `whole` with --verify
+    /// (downloaded and checked as they stream, nothing written to disk)
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    to: Option<String>,
     /// Read every backup whole (decrypting encrypted ones), as `db verify` does
     #[arg(long)]
     verify: bool,
     /// One JSON array on stdout: name, path, kind (backup or safety), bytes, started (UTC),
-    /// age_seconds, encrypted, check (complete, header, whole, failed), verified, problem
+    /// age_seconds, encrypted, check (complete, header, stored, whole, failed), verified, problem
     #[arg(long)]
     json: bool,
 }
@@ -44,7 +52,11 @@ pub struct Backups {
 impl Backups {
     pub fn run(self, cx: &Context) -> Result<()> {
         let keys = || Identities::from_setting(cx);
-        let entries = inventory::list(&cx.user_path(&self.dir), self.verify.then_some(&keys as _))?;
+        let keys = self.verify.then_some(&keys as _);
+        let entries = match (&self.dir, &self.to) {
+            (None, Some(to)) => inventory::list_remote(&Remote::open(cx, to)?, keys)?,
+            (dir, _) => inventory::list(&cx.user_path(dir.as_deref().unwrap_or(Path::new("backups"))), keys)?,
+        };
         if self.json {
             let rows: Vec<serde_json::Value> = entries
                 .iter()
@@ -67,7 +79,7 @@ impl Backups {
             return Ok(());
         }
         if entries.is_empty() {
-            eprintln!("no backups in {}", self.dir.display());
+            eprintln!("no backups there");
             return Ok(());
         }
         println!("{:<46} {:>10} {:>8} {:<9} VERIFIED", "NAME", "SIZE", "AGE", "ENCRYPTED");
