@@ -461,6 +461,16 @@ fn backups_upload_to_a_bucket_encrypted_and_restore() {
     let target = Folder::new("s3-target", None);
     run_key(&target, &key, &["db", "restore", downloaded.to_str().unwrap(), "--yes", "--no-safety-backup"]).assert_ok();
     assert_eq!(things(&target), things(&source));
+    // Restored from the bucket directly.
+    let direct = Folder::new("s3-direct", None);
+    let mut cmd = direct.command(&["db", "restore", &shown, "--yes", "--no-safety-backup"]);
+    with_s3(&mut cmd, &s3);
+    cmd.env("RAILGUN_BACKUP_IDENTITY", &key.file);
+    let restored: Run = cmd.output().unwrap().into();
+    restored.assert_ok();
+    assert!(restored.stderr.contains("into an unnamed temporary file"), "{}", restored.stderr);
+    assert_eq!(things(&direct), things(&source));
+    assert!(!restored.all().contains(SECRET) && !restored.all().contains(&key.secret), "{}", restored.all());
 
     // A second one within the second gets a name of its own, never replacing the first.
     let mut cmd = source.command(&["db", "backup", "--to", "s3://backups/nightly/db"]);

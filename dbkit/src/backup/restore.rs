@@ -41,6 +41,22 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options
     check_migrations(cx, url)
 }
 
+/// Restores the backup object at `target` (`s3://BUCKET/PREFIX/NAME`) as [`restore_file`] does:
+/// it is downloaded as it is (still encrypted when it is) into an unnamed temporary file, gone
+/// when this process ends, which is then checked whole and loaded.
+pub fn restore_remote(cx: &Context, url: &Url, target: &str, guard: &Guard, options: &RestoreOptions) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let (prefix, name) = target.rsplit_once('/').filter(|(_, name)| !name.is_empty()).with_context(
+        || hint!("`{target}` names no object"; "name the backup object: s3://BUCKET/PREFIX/railgun_backup_....sql.gz[.age] (cargo xtask db backups --to s3://BUCKET/PREFIX lists them)"),
+    )?;
+    let remote = super::bucket::Remote::open(cx, prefix)?;
+    let mut copy = dumpfile::Pending::create(&std::env::temp_dir(), name)?;
+    let bytes = std::io::copy(&mut remote.get(name)?, &mut copy.file).with_context(|| format!("download {target}"))?;
+    eprintln!("downloaded {target} ({}) into an unnamed temporary file", mib(bytes));
+    let path = PathBuf::from(format!("/proc/self/fd/{}", copy.file.as_raw_fd()));
+    restore_file(cx, url, &path, guard, options)
+}
+
 /// Restores the backup at `path`, just written and verified by this process, into `url` in one
 /// transaction, after a safety backup when `options` asks for one. Not read twice: the load
 /// checks the file as it reads it (gzip's checksums, every statement, pg_dump's header and
