@@ -2,7 +2,9 @@
 
 mod audit;
 mod backup;
+mod backups;
 mod copy;
+mod prune;
 mod restore;
 mod roles;
 mod seed;
@@ -18,6 +20,8 @@ pub enum Database {
     Backup(backup::Backup),
     Restore(restore::Restore),
     Verify(verify::Verify),
+    Backups(backups::Backups),
+    Prune(prune::Prune),
     Copy(copy::Copy),
     Seed(seed::Seed),
     Roles(roles::Roles),
@@ -30,6 +34,8 @@ impl Database {
             Database::Backup(cmd) => cmd.run(cx),
             Database::Restore(cmd) => cmd.run(cx),
             Database::Verify(cmd) => cmd.run(cx),
+            Database::Backups(cmd) => cmd.run(cx),
+            Database::Prune(cmd) => cmd.run(cx),
             Database::Copy(cmd) => cmd.run(cx),
             Database::Seed(cmd) => cmd.run(cx),
             Database::Roles(cmd) => cmd.run(cx),

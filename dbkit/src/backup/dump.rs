@@ -20,6 +20,7 @@ use crate::context::Context;
 /// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC (see [`BackupName`]).
 pub const PREFIX: &str = "railgun_backup_";
 const SUFFIX: &str = ".sql.gz";
+use super::sealed::SUFFIX as SEALED;
 
 /// How far ahead of this machine's clock a backup's time may be (another machine's clock)
 /// before its name is taken for a mistake or a trick rather than a backup.
@@ -28,21 +29,25 @@ pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// The most backups that get distinct names within one second (`_2` up to this).
 const MAX_SEQ: u32 = 999;
 
-/// A backup's file name, `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz`: the UTC second its backup
-/// started and, for the second and later backups started within that second, `_2`, `_3`, ...
-/// This type alone reads and writes that format.
+/// A backup's file name, `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz[.age]`: the UTC second its backup
+/// started and, for the second and later backups started within that second, `_2`, `_3`, ...;
+/// `.age` when it is encrypted. This type alone reads and writes that format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BackupName {
     pub started: chrono::NaiveDateTime,
     /// 1 for the plain name, N for `_N`.
     pub seq: u32,
+    /// Encrypted with age ([`super::sealed`]): the name ends in `.age`.
+    pub sealed: bool,
 }
 
 impl BackupName {
     /// The name's parts. `None` when `name` does not have the pattern (not ours: never touched);
     /// `Some(Err(why))` when it has it but its digits are not a date and time.
     pub fn parse(prefix: &str, name: &str) -> Option<Result<BackupName, String>> {
-        let rest = name.strip_prefix(prefix)?.strip_suffix(SUFFIX)?;
+        let rest = name.strip_prefix(prefix)?;
+        let (rest, sealed) = rest.strip_suffix(SEALED).map_or((rest, false), |rest| (rest, true));
+        let rest = rest.strip_suffix(SUFFIX)?;
         let (stamp, seq) = match rest.get(15..) {
             Some("") => (rest, 1),
             Some(tail) => {
@@ -68,22 +73,23 @@ impl BackupName {
         }
         Some(
             chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S")
-                .map(|started| BackupName { started, seq })
+                .map(|started| BackupName { started, seq, sealed })
                 .map_err(|_| format!("`{stamp}` is not a date and time")),
         )
     }
 
     pub fn render(&self, prefix: &str) -> String {
         let stamp = self.started.format("%Y%m%d_%H%M%S");
+        let sealed = if self.sealed { SEALED } else { "" };
         match self.seq {
-            1 => format!("{prefix}{stamp}{SUFFIX}"),
-            seq => format!("{prefix}{stamp}_{seq}{SUFFIX}"),
+            1 => format!("{prefix}{stamp}{SUFFIX}{sealed}"),
+            seq => format!("{prefix}{stamp}_{seq}{SUFFIX}{sealed}"),
         }
     }
 
     /// The names a backup started at `started` may take, in order: the plain one first.
-    fn candidates(started: chrono::NaiveDateTime, prefix: &str) -> impl Iterator<Item = String> {
-        (1..=MAX_SEQ).map(move |seq| BackupName { started, seq }.render(prefix))
+    fn candidates(started: chrono::NaiveDateTime, prefix: &str, sealed: bool) -> impl Iterator<Item = String> {
+        (1..=MAX_SEQ).map(move |seq| BackupName { started, seq, sealed }.render(prefix))
     }
 }
 
@@ -101,6 +107,8 @@ pub struct DumpOptions {
     pub with_privileges: bool,
     /// gzip level, 1 to 9.
     pub compression_level: u32,
+    /// Encrypt the backup to these age recipients (none: not encrypted).
+    pub encrypt_to: Vec<age::x25519::Recipient>,
 }
 
 impl Default for DumpOptions {
@@ -111,6 +119,7 @@ impl Default for DumpOptions {
             with_owners: false,
             with_privileges: false,
             compression_level: 8,
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -219,12 +228,92 @@ pub fn create_with(
     // Names have a one-second resolution: backups started within one second take `_2`, `_3`,
     // ... in the order they finish; the link that names a file fails on a name already taken.
     let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
-    let name = BackupName { started, seq: 1 }.render(prefix);
+    let sealed = !dump.encrypt_to.is_empty();
+    let name = BackupName { started, seq: 1, sealed }.render(prefix);
+    let pending = Pending::create(dir, &name)?;
+    let clock = Instant::now();
+    let seal = sealed.then_some(dump.encrypt_to.as_slice());
+    let summary = run_pg_dump(cx, tools, url, dump, |sql, shown| {
+        dumpfile::compress_to(sql, &pending.file, seal, dump.compression_level, |sql, file| shown.update(sql, file))
+    })?;
+    let path = pending.persist(BackupName::candidates(started, prefix, sealed))?;
+    report(&summary, dump, clock);
+    Ok(path)
+}
+
+/// Dumps the database at `url` into object storage as `{PREFIX}YYYYMMDD_HHMMSS.sql.gz[.age]`
+/// under the remote's prefix: a multipart upload while pg_dump runs (no local copy), completed
+/// only once the whole backup checked out; a failed one is aborted. Returns the object's name.
+pub fn create_remote(cx: &Context, url: &Url, remote: &super::bucket::Remote, dump: &DumpOptions) -> Result<String> {
+    let tools = PgTools::find(&cx.sh, &cx.project, url)?;
+    remote.abort_unfinished()?;
+    let started = chrono::Utc::now().naive_utc().with_nanosecond(0).unwrap_or_default();
+    let sealed = !dump.encrypt_to.is_empty();
+    let mut name = None;
+    for candidate in BackupName::candidates(started, PREFIX, sealed) {
+        if !remote.exists(&candidate)? {
+            name = Some(candidate);
+            break;
+        }
+    }
+    let name = name.context("no free name for the backup in the bucket")?;
+    let clock = Instant::now();
+    let upload = remote.upload(&name)?;
+    let seal = sealed.then_some(dump.encrypt_to.as_slice());
+    let (summary, upload, sent) = run_pg_dump(cx, &tools, url, dump, |sql, shown| {
+        let counted = Counting { inner: upload, bytes: 0 };
+        let (summary, counted) =
+            dumpfile::compress_stream(sql, counted, seal, dump.compression_level, |sql, file| shown.update(sql, file))?;
+        Ok((summary, counted.inner, counted.bytes))
+    })?;
+    upload.finish(sent)?;
+    report(&summary, dump, clock);
+    Ok(name)
+}
+
+/// Counts the bytes that go through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn report(summary: &dumpfile::Summary, dump: &DumpOptions, clock: Instant) {
+    let secs = clock.elapsed().as_secs_f64();
+    let encrypted = match dump.encrypt_to.len() {
+        0 => String::new(),
+        1 => ", encrypted to 1 recipient".to_string(),
+        n => format!(", encrypted to {n} recipients"),
+    };
+    eprintln!(
+        "backup verified: {} of SQL in {} ({:.1}x smaller){encrypted}, {secs:.1}s",
+        mib(summary.sql),
+        mib(summary.compressed),
+        summary.sql as f64 / summary.compressed.max(1) as f64
+    );
+}
+
+/// Runs pg_dump on `url` and hands its output to `write` (with the progress line), watching for
+/// the locks it waits for; pg_dump's failure is the error when it failed first.
+fn run_pg_dump<T>(
+    cx: &Context,
+    tools: &PgTools,
+    url: &Url,
+    dump: &DumpOptions,
+    write: impl FnOnce(KeepPublicSchema<std::process::ChildStdout>, &mut Progress) -> Result<T>,
+) -> Result<T> {
     let args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
-    let pending = Pending::create(dir, &name)?;
-
-    let clock = Instant::now();
     // Named, so that the lock watch finds pg_dump's session among the server's.
     let app = format!("railgun-backup-{}", crate::secret::random_hex(4)?);
     let mut named = url.clone();
@@ -242,7 +331,7 @@ pub fn create_with(
     let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::new("dumped");
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
-    let result = dumpfile::compress(stdout, &pending.file, dump.compression_level, |sql, file| shown.update(sql, file));
+    let result = write(stdout, &mut shown);
     shown.done();
     // After a failure of ours (a full disk), pg_dump may still be running: stop it. After its
     // own failure it has exited already, and its words are the ones to show.
@@ -268,19 +357,11 @@ pub fn create_with(
             ),
         }
     }
-    let summary = result?;
+    let written = result?;
     if !errors.is_empty() {
         eprintln!("{errors}");
     }
-    let path = pending.persist(BackupName::candidates(started, prefix))?;
-    let secs = clock.elapsed().as_secs_f64();
-    eprintln!(
-        "backup verified: {} of SQL in {} ({:.1}x smaller), {secs:.1}s",
-        mib(summary.sql),
-        mib(summary.compressed),
-        summary.sql as f64 / summary.compressed.max(1) as f64
-    );
-    Ok(path)
+    Ok(written)
 }
 
 /// With schemas named (`--schema=*`), pg_dump drops and recreates `public` itself, which fails
@@ -328,50 +409,6 @@ impl<R: Read> Read for KeepPublicSchema<R> {
         }
         self.inner.read(buf)
     }
-}
-
-/// Deletes all but the newest `keep` backups in `dir`, never `newest`. Only files with a
-/// backup's name count, by the time in their name, and only when they are complete backups (a
-/// cheap check: see [`dumpfile::check_complete`]); a file with a backup's name whose time is no
-/// date or lies in the future, or that is no complete backup, is left alone and said so: a fake
-/// or broken file never pushes a real backup out.
-pub fn prune(dir: &Path, newest: &Path, keep: u64) -> Result<()> {
-    let now = chrono::Utc::now().naive_utc();
-    let mut backups: Vec<(BackupName, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
-        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
-        let Some(parsed) = entry.file_name().to_str().and_then(|name| BackupName::parse(PREFIX, name)) else {
-            continue;
-        };
-        let path = entry.path();
-        if path == newest {
-            continue;
-        }
-        let counted = parsed
-            .and_then(|name| {
-                if name.started > now + CLOCK_SKEW {
-                    return Err(format!("its time {} UTC is in the future", name.started));
-                }
-                Ok(name)
-            })
-            .and_then(|name| match entry.file_type() {
-                Ok(kind) if kind.is_file() => Ok(name),
-                _ => Err("not a regular file".to_string()),
-            })
-            .and_then(|name| dumpfile::check_complete(&path).map(|()| name).map_err(|e| format!("{e:#}")));
-        match counted {
-            Ok(name) => backups.push((name, path)),
-            Err(why) => eprintln!("left alone, not counted as a backup: {} ({why})", path.display()),
-        }
-    }
-    backups.sort();
-    let older_to_keep = (keep - 1) as usize;
-    let remove = backups.len().saturating_sub(older_to_keep);
-    for (_, path) in &backups[..remove] {
-        std::fs::remove_file(path).with_context(|| format!("remove old backup {}", path.display()))?;
-        eprintln!("removed old backup {}", path.display());
-    }
-    Ok(())
 }
 
 /// `railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz` exactly (the digits not checked as a date).

@@ -15,6 +15,7 @@ use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
 use super::scan::{FORBIDDEN_HINT, Forbidden};
+use super::sealed;
 use super::statement::Statements;
 use crate::error::Hinted;
 
@@ -62,6 +63,50 @@ pub fn open_verified(path: &Path) -> Result<(File, Summary)> {
     Ok((file, summary))
 }
 
+/// A backup file checked whole and open at its start, plain or encrypted: what is loaded is
+/// what was checked.
+pub struct Verified {
+    file: File,
+    keys: Option<sealed::Identities>,
+    path: PathBuf,
+}
+
+impl Verified {
+    /// Whether the file is encrypted.
+    pub fn is_sealed(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// The SQL, decrypted and decompressed as it is read (no plaintext on disk).
+    pub fn sql(self) -> Result<Box<dyn Read + Send>> {
+        Ok(match self.keys {
+            None => Box::new(sql_reader(self.file)),
+            Some(keys) => {
+                let plain = keys.open(BufReader::with_capacity(256 << 10, self.file), &self.path)?;
+                Box::new(MultiGzDecoder::new(BufReader::with_capacity(256 << 10, plain)))
+            }
+        })
+    }
+}
+
+/// [`open_verified`] for a backup plain or encrypted: an encrypted one (age, by its first bytes)
+/// is decrypted as it is read, with the identities `keys` gives (asked for only then), and
+/// checked whole as [`verify_stream`] checks; a wrong key or a damaged or tampered file fails
+/// here. Nothing is written to disk.
+pub fn open_any(path: &Path, keys: impl FnOnce() -> Result<sealed::Identities>) -> Result<(Verified, Summary)> {
+    let mut file = open_regular(path)?;
+    if !sealed::is_sealed(&file)? {
+        drop(file);
+        let (file, summary) = open_verified(path)?;
+        return Ok((Verified { file, keys: None, path: path.to_path_buf() }, summary));
+    }
+    let keys = keys()?;
+    let plain = keys.open(BufReader::with_capacity(256 << 10, &file), path)?;
+    let summary = verify_stream(plain).with_context(|| format!("{} is not a usable backup", path.display()))?;
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {}", path.display()))?;
+    Ok((Verified { file, keys: Some(keys), path: path.to_path_buf() }, summary))
+}
+
 /// The SQL of an open backup, decompressed as it is read from where the file stands.
 pub fn sql_reader(file: File) -> impl Read {
     MultiGzDecoder::new(BufReader::with_capacity(256 << 10, file))
@@ -69,9 +114,14 @@ pub fn sql_reader(file: File) -> impl Read {
 
 /// Checks that the backup at `path` is complete, cheaply: the instant checks, then, for a file of
 /// ours, only its last members (their CRCs, and pg_dump's completion marker); another gzip is
-/// read whole. For deciding which files count as backups, not for trusting one's content.
+/// read whole; of an encrypted one, only its age header (the rest needs the key). For deciding
+/// which files count as backups, not for trusting one's content.
 pub fn check_complete(path: &Path) -> Result<()> {
-    let file = open_checked(path)?;
+    let file = open_regular(path)?;
+    if sealed::is_sealed(&file)? {
+        return sealed::check_header(file);
+    }
+    let file = gzip_checked(file, path)?;
     let Some(members) = member_index(&file)? else {
         return verify_stream(&file).map(|_| ());
     };
@@ -212,6 +262,39 @@ pub fn check_file(path: &Path) -> Result<()> {
 /// before it is opened (opening a FIFO waits for a writer), and the open file is checked to be
 /// a regular file still, in case the name changed in between.
 pub fn open_checked(path: &Path) -> Result<File> {
+    let file = open_regular(path)?;
+    if sealed::is_sealed(&file)? {
+        bail!(
+            hint!("{} is an encrypted backup (age)", path.display(); "`cargo xtask db verify` and `db restore` decrypt it with the identity file {} names", sealed::IDENTITY_SETTING)
+        );
+    }
+    gzip_checked(file, path)
+}
+
+/// The open `file` at `path` when it starts as gzip does, with pg_dump's header.
+fn gzip_checked(mut file: File, path: &Path) -> Result<File> {
+    let shown = path.display();
+    let mut magic = [0u8; 2];
+    let got = file.read_at(&mut magic, 0).with_context(|| format!("read {shown}"))?;
+    if got < 2 || magic != [0x1f, 0x8b] {
+        bail!(
+            hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
+        );
+    }
+    // pg_dump's header opens the SQL: another gzip is refused now, not after a safety backup.
+    let mut head = Vec::with_capacity(HEADER.len());
+    let _ = MultiGzDecoder::new(&file).take(HEADER.len() as u64).read_to_end(&mut head);
+    if head.len() == HEADER.len() && head != HEADER {
+        bail!(
+            hint!("{shown} is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
+        );
+    }
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {shown}"))?;
+    Ok(file)
+}
+
+/// The instant checks every backup passes, plain or encrypted: a regular file, not empty.
+fn open_regular(path: &Path) -> Result<File> {
     use std::os::unix::fs::FileTypeExt;
     let shown = path.display();
     let not_a_file = |kind: std::fs::FileType| {
@@ -245,7 +328,7 @@ pub fn open_checked(path: &Path) -> Result<File> {
     }
     // O_NONBLOCK: should the name have become a FIFO since, the open does not wait for a writer
     // (it has no effect on a regular file's reads).
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
@@ -259,22 +342,6 @@ pub fn open_checked(path: &Path) -> Result<File> {
             hint!("{shown} is empty: not a backup"; "use another backup; an empty file is what an interrupted copy leaves")
         );
     }
-    let mut magic = [0u8; 2];
-    let got = file.read_at(&mut magic, 0).with_context(|| format!("read {shown}"))?;
-    if got < 2 || magic != [0x1f, 0x8b] {
-        bail!(
-            hint!("{shown} is not gzip, so not a backup of ours"; "backups are the railgun_backup_*.sql.gz files `cargo xtask db backup` writes; a plain .sql file goes to psql directly")
-        );
-    }
-    // pg_dump's header opens the SQL: another gzip is refused now, not after a safety backup.
-    let mut head = Vec::with_capacity(HEADER.len());
-    let _ = MultiGzDecoder::new(&file).take(HEADER.len() as u64).read_to_end(&mut head);
-    if head.len() == HEADER.len() && head != HEADER {
-        bail!(
-            hint!("{shown} is gzip, but not a pg_dump SQL dump (no `-- PostgreSQL database dump` header)"; "restore only files written by `cargo xtask db backup` or `pg_dump | gzip`")
-        );
-    }
-    file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {shown}"))?;
     Ok(file)
 }
 
@@ -368,7 +435,60 @@ impl<R: Read> Read for Counted<R> {
 /// Compresses `input` into `file` as gzip members on worker threads, in order, and verifies the
 /// file as it grows by reading it back from disk. `progress(sql_bytes, file_bytes)` is called
 /// after every chunk read.
-pub fn compress(mut input: impl Read, file: &File, level: u32, mut progress: impl FnMut(u64, u64)) -> Result<Summary> {
+pub fn compress(input: impl Read, file: &File, level: u32, progress: impl FnMut(u64, u64)) -> Result<Summary> {
+    compress_to(input, file, None, level, progress)
+}
+
+/// [`compress`], and with `seal` the gzip is encrypted to those recipients on its way to `file`
+/// ([`sealed`]): the plaintext never reaches the disk. Without the key to read the file back,
+/// its gzip is checked as it is written (every member's CRC and length, pg_dump's header,
+/// marker and statements), and the file is read back to compare with the bytes sealed.
+pub fn compress_to(
+    input: impl Read,
+    file: &File,
+    seal: Option<&[age::x25519::Recipient]>,
+    level: u32,
+    progress: impl FnMut(u64, u64),
+) -> Result<Summary> {
+    let Some(recipients) = seal else {
+        return compress_core::<io::Sink>(input, Out::File(file), level, progress).map(|(summary, _)| summary);
+    };
+    let out = sealed::Tally::new(io::BufWriter::with_capacity(1 << 20, file));
+    let (summary, out) = compress_core(input, Out::Stream(out, Some(recipients)), level, progress)?;
+    let sealed::Tally { inner, bytes, crc } = out.context("the encrypted backup's writer")?;
+    inner.into_inner().map_err(|e| explain_write(e.into_error()))?;
+    file.sync_all().map_err(explain_write)?;
+    sealed::read_back(file, bytes, crc.sum())?;
+    Ok(summary)
+}
+
+/// [`compress_to`] into any writer (an upload): the gzip, encrypted to `seal` when given, goes
+/// to `out`, and is checked as it goes (every member, pg_dump's header, statements and marker).
+/// Returns `out` once all of it was written (and sealed).
+pub fn compress_stream<W: Write + Send>(
+    input: impl Read,
+    out: W,
+    seal: Option<&[age::x25519::Recipient]>,
+    level: u32,
+    progress: impl FnMut(u64, u64),
+) -> Result<(Summary, W)> {
+    let (summary, out) = compress_core(input, Out::Stream(out, seal), level, progress)?;
+    Ok((summary, out.context("the backup's writer")?))
+}
+
+/// Where [`compress_core`] puts the members: a file read back from disk as it grows, or a
+/// writer (sealed when recipients are given), checked through a pipe as it is written.
+enum Out<'a, W> {
+    File(&'a File),
+    Stream(W, Option<&'a [age::x25519::Recipient]>),
+}
+
+fn compress_core<W: Write + Send>(
+    mut input: impl Read,
+    out: Out<'_, W>,
+    level: u32,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Summary, Option<W>)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>, usize)>(workers);
     let work_rx = Arc::new(Mutex::new(work_rx));
@@ -400,13 +520,30 @@ pub fn compress(mut input: impl Read, file: &File, level: u32, mut progress: imp
             });
         }
         drop((work_rx, done_tx, spare_in_tx));
-        let writer = scope.spawn(|| {
-            let result = write_in_order(done_rx, file, &growth, &written, &spare_out_tx);
-            growth.finish(result.is_ok());
-            result
-        });
-        let verifier = scope.spawn(|| verify_stream(Growing { file, growth: &growth, pos: 0 }));
-
+        let (writer, verifier) = match out {
+            Out::File(file) => (
+                scope.spawn(|| {
+                    let result = write_in_order(done_rx, &written, &spare_out_tx, |bytes, total| {
+                        (&*file).write_all(bytes).map_err(explain_write)?;
+                        growth.grow(total);
+                        Ok(())
+                    })
+                    .and_then(|total| file.sync_all().map_err(explain_write).map(|()| (total, None)));
+                    growth.finish(result.is_ok());
+                    result
+                }),
+                scope.spawn(|| verify_stream(Growing { file, growth: &growth, pos: 0 })),
+            ),
+            Out::Stream(out, seal) => {
+                let (check, to_check) = io::pipe().context("make a pipe to check the backup")?;
+                let written = &written;
+                let spare_out_tx = &spare_out_tx;
+                let writer = scope.spawn(move || {
+                    stream_in_order(done_rx, written, spare_out_tx, out, seal, to_check).map(|(t, w)| (t, Some(w)))
+                });
+                (writer, scope.spawn(move || verify_stream(check)))
+            }
+        };
         let mut sql = 0u64;
         let mut seq = 0u64;
         let read = (|| -> Result<()> {
@@ -435,8 +572,15 @@ pub fn compress(mut input: impl Read, file: &File, level: u32, mut progress: imp
         drop(work_tx);
         let wrote = writer.join().map_err(|_| anyhow!("the backup writer panicked"))?;
         let checked = verifier.join().map_err(|_| anyhow!("the backup verifier panicked"))?;
+        // The check stopped reading first (a statement refused): its error is the one to show.
+        let checked = match (&wrote, checked) {
+            (Err(e), Err(why)) if e.is::<CheckStopped>() => {
+                return Err(why.context("the backup written does not read back whole"));
+            }
+            (_, checked) => checked,
+        };
         read?;
-        let compressed = wrote?;
+        let (compressed, out) = wrote?;
         let summary = checked.context("the backup written does not read back whole")?;
         if summary.sql != sql || summary.compressed != compressed {
             bail!(
@@ -445,8 +589,42 @@ pub fn compress(mut input: impl Read, file: &File, level: u32, mut progress: imp
                 summary.compressed
             );
         }
-        Ok(summary)
+        Ok((summary, out))
     })
+}
+
+/// The writer's side of [`Out::Stream`]: the members in order into `out` (through age when
+/// `seal` is given) and into the pipe to the check.
+fn stream_in_order<W: Write>(
+    done: Receiver<(u64, Vec<u8>)>,
+    written: &AtomicU64,
+    spare: &SyncSender<Vec<u8>>,
+    out: W,
+    seal: Option<&[age::x25519::Recipient]>,
+    mut to_check: io::PipeWriter,
+) -> Result<(u64, W)> {
+    let mut check = |bytes: &[u8]| to_check.write_all(bytes).map_err(|_| anyhow::Error::new(CheckStopped));
+    match seal {
+        Some(recipients) => {
+            let mut sealing = sealed::seal(out, recipients)?;
+            let total = write_in_order(done, written, spare, |bytes, _| {
+                sealing.write_all(bytes).map_err(explain_write)?;
+                check(bytes)
+            })?;
+            let mut out = sealing.finish().map_err(explain_write)?;
+            out.flush().map_err(explain_write)?;
+            Ok((total, out))
+        }
+        None => {
+            let mut out = out;
+            let total = write_in_order(done, written, spare, |bytes, _| {
+                out.write_all(bytes).map_err(explain_write)?;
+                check(bytes)
+            })?;
+            out.flush().map_err(explain_write)?;
+            Ok((total, out))
+        }
+    }
 }
 
 /// Makes gzip members (RFC 1952: header, raw deflate, CRC-32, length) with one deflate state
@@ -490,12 +668,24 @@ impl MemberEncoder {
     }
 }
 
+/// The check of a backup being encrypted stopped reading: its own error says why.
+#[derive(Debug)]
+struct CheckStopped;
+
+impl std::fmt::Display for CheckStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the backup's check stopped reading")
+    }
+}
+
+impl std::error::Error for CheckStopped {}
+
+/// Hands the compressed members to `put(bytes, total_so_far)` in their order.
 fn write_in_order(
     done: Receiver<(u64, Vec<u8>)>,
-    mut file: &File,
-    growth: &Growth,
     written: &AtomicU64,
     spare: &SyncSender<Vec<u8>>,
+    mut put: impl FnMut(&[u8], u64) -> Result<()>,
 ) -> Result<u64> {
     let mut waiting = BTreeMap::new();
     let mut next = 0u64;
@@ -503,10 +693,9 @@ fn write_in_order(
     for (seq, bytes) in done {
         waiting.insert(seq, bytes);
         while let Some(bytes) = waiting.remove(&next) {
-            file.write_all(&bytes).map_err(explain_write)?;
             total += bytes.len() as u64;
+            put(&bytes, total)?;
             written.store(total, Ordering::Relaxed);
-            growth.grow(total);
             let _ = spare.try_send(bytes);
             next += 1;
         }
@@ -514,7 +703,6 @@ fn write_in_order(
     if !waiting.is_empty() {
         bail!("a compressed chunk went missing");
     }
-    file.sync_all().map_err(explain_write)?;
     Ok(total)
 }
 

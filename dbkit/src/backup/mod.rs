@@ -2,13 +2,18 @@
 //! statement by statement and loaded in one transaction by a role with no more rights than the
 //! data needs ([`load`]), and the pg_dump/psql they run ([`pgtools`]).
 
+pub mod bucket;
 pub mod copy;
 pub mod dump;
 pub mod dumpfile;
+pub mod inventory;
 pub mod load;
 pub mod lockwatch;
 pub mod pgtools;
 pub mod restore;
+pub mod retention;
 pub mod scan;
+pub mod sealed;
 pub mod session;
+pub mod settings;
 pub mod statement;

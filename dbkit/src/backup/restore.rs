@@ -13,6 +13,7 @@ use super::dumpfile;
 use super::load::{self, Load, LoadOptions, LockTimeout};
 use super::lockwatch::LockWatch;
 use super::pgtools::PgTools;
+use super::sealed::Identities;
 use crate::context::Context;
 use crate::guard::Guard;
 use crate::migration::{runner, source};
@@ -24,18 +25,36 @@ pub const SAFETY_PREFIX: &str = "railgun_pre_restore_";
 /// happens to a refused file), `guard` asks, a safety backup goes into `safety` (when given),
 /// then one transaction replaces the data; afterwards it says which migrations the database lacks.
 pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options: &RestoreOptions) -> Result<()> {
-    dumpfile::check_file(path)?;
-    // One open file, verified and then loaded: a file swapped under its name meanwhile is not read.
-    let (file, summary) =
-        dumpfile::open_verified(path).with_context(|| format!("{} is not a usable backup", path.display()))?;
-    eprintln!("{} is whole: {} of SQL", path.display(), mib(summary.sql));
+    // One open file, verified and then loaded: a file swapped under its name meanwhile is not
+    // read. An encrypted one is decrypted twice as it is read (the check, then the load), with
+    // the key from RAILGUN_BACKUP_IDENTITY: a wrong key or a tampered file stops here.
+    let (file, summary) = dumpfile::open_any(path, || Identities::from_setting(cx))
+        .with_context(|| format!("{} is not a usable backup", path.display()))?;
+    let encrypted = if file.is_sealed() { ", decrypted" } else { "" };
+    eprintln!("{} is whole{encrypted}: {} of SQL", path.display(), mib(summary.sql));
     load::check_extensions(url, &summary.extensions, &options.load.allowed_extensions)?;
     let what = format!("replace the data in database `{}` with {}", database_name(url), path.display());
     guard.check(cx, url, &what)?;
     let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, file, options)?;
+    load(url, file.sql()?, options)?;
     check_migrations(cx, url)
+}
+
+/// Restores the backup object at `target` (`s3://BUCKET/PREFIX/NAME`) as [`restore_file`] does:
+/// it is downloaded as it is (still encrypted when it is) into an unnamed temporary file, gone
+/// when this process ends, which is then checked whole and loaded.
+pub fn restore_remote(cx: &Context, url: &Url, target: &str, guard: &Guard, options: &RestoreOptions) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let (prefix, name) = target.rsplit_once('/').filter(|(_, name)| !name.is_empty()).with_context(
+        || hint!("`{target}` names no object"; "name the backup object: s3://BUCKET/PREFIX/railgun_backup_....sql.gz[.age] (cargo xtask db backups --to s3://BUCKET/PREFIX lists them)"),
+    )?;
+    let remote = super::bucket::Remote::open(cx, prefix)?;
+    let mut copy = dumpfile::Pending::create(&std::env::temp_dir(), name)?;
+    let bytes = std::io::copy(&mut remote.get(name)?, &mut copy.file).with_context(|| format!("download {target}"))?;
+    eprintln!("downloaded {target} ({}) into an unnamed temporary file", mib(bytes));
+    let path = PathBuf::from(format!("/proc/self/fd/{}", copy.file.as_raw_fd()));
+    restore_file(cx, url, &path, guard, options)
 }
 
 /// Restores the backup at `path`, just written and verified by this process, into `url` in one
@@ -46,7 +65,7 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, options: &RestoreOptions) -
     let file = dumpfile::open_checked(path)?;
     let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, file, options)
+    load(url, dumpfile::sql_reader(file), options)
 }
 
 /// How a restore goes about it.
@@ -57,12 +76,11 @@ pub struct RestoreOptions {
     pub load: LoadOptions,
 }
 
-/// Loads the verified backup `file` into `url` ([`Load`]), watching for locks its session waits for.
-fn load(url: &Url, file: std::fs::File, options: &RestoreOptions) -> Result<()> {
+/// Loads the verified backup's `sql` into `url` ([`Load`]), watching for locks its session waits for.
+fn load(url: &Url, sql: impl std::io::Read + Send, options: &RestoreOptions) -> Result<()> {
     let lock_timeout = options.load.lock_timeout;
     eprintln!("restoring into {}", redact(url));
     let key = crate::secret::random_hex(16)?;
-    let sql = dumpfile::sql_reader(file);
     let waits = LockWatch::start(url.clone(), format!("railgun-restore-{}", &key[..8]));
     let loaded = Load::start(url, &key, &options.load).and_then(|load| load.feed(sql));
     let holder = waits.stop();

@@ -30,6 +30,9 @@ pub struct Settings {
     /// `[schema]`: read (and checked) by `schema dump` (see `crate::schema::dump`).
     #[serde(default)]
     pub schema: Option<toml::Table>,
+    /// `[backup]`: read (and checked) by `db backup` and its kin (see `crate::backup::settings`).
+    #[serde(default)]
+    pub backup: Option<toml::Table>,
     /// Where the file is (or would be).
     #[serde(skip)]
     pub path: PathBuf,

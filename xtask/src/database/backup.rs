@@ -1,9 +1,11 @@
 //! `cargo xtask db backup`: back up the database to a verified, gzipped SQL file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use dbkit::backup::bucket::Remote;
 use dbkit::backup::dump::{self as backup, DumpOptions, PREFIX};
+use dbkit::backup::retention::{self, Policy};
 
 use crate::context::Context;
 
@@ -18,6 +20,13 @@ use crate::context::Context;
 /// When pg_dump waits for a lock (a migration's ACCESS EXCLUSIVE), stderr says which session
 /// holds it: relation, pid, application_name and state.
 ///
+/// With --encrypt (or encrypt = true in railgun.toml's [backup]), the gzip is encrypted with age
+/// as it is written, to the public keys in [backup] recipients = ["age1..."], and the file is
+/// named ...sql.gz.age: the plaintext never reaches the disk. It is checked as it is written
+/// (the gzip members, pg_dump's header and marker) and read back byte for byte. `db verify`
+/// and `db restore` decrypt it with the identity in the file RAILGUN_BACKUP_IDENTITY names;
+/// so does `age -d -i KEYFILE`.
+///
 /// The dump is plain SQL made with `--clean --if-exists --no-owner --no-privileges`: it restores
 /// over a database that already has the objects, on any provider.
 ///
@@ -28,18 +37,29 @@ use crate::context::Context;
 /// Examples:
 ///   cargo xtask db backup
 ///   cargo xtask db backup /var/backups/railgun --keep 14
+///   cargo xtask db backup --keep-daily 7 --keep-weekly 4 --keep-monthly 12
+///   cargo xtask db backup --encrypt
+///   cargo xtask db backup --encrypt --to s3://my-bucket/railgun
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Backup {
-    /// Where to write the backup (created if missing)
-    #[arg(default_value = "backups")]
-    dir: PathBuf,
-    /// Once the new backup verified, delete all but the newest N in DIR: only files named exactly
-    /// railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz, newest by that time, count, and only when they
-    /// are complete backups dated at most a day ahead; any other file is left alone (said on
-    /// stderr). The new one is always kept
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    keep: Option<u64>,
+    /// Where to write the backup (created if missing); without it, --to or railgun.toml's
+    /// [backup] to, else ./backups
+    dir: Option<PathBuf>,
+    /// Object storage to upload the backup to: s3://BUCKET/PREFIX, any S3-compatible store
+    /// (AWS_ENDPOINT_URL), credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION (environment or .env). Uploaded in parts while pg_dump
+    /// runs (no local copy); the object appears only once the whole backup checked out, and
+    /// an upload that fails or is killed leaves no object (the next run aborts a killed one's
+    /// parts). Prints s3://BUCKET/PREFIX/railgun_backup_....sql.gz[.age] on stdout
+    #[arg(long, value_name = "URL", conflicts_with = "dir")]
+    to: Option<String>,
+    #[command(flatten)]
+    retention: RetentionArgs,
+    /// Encrypt the backup with age to railgun.toml's [backup] recipients (on by default with
+    /// [backup] encrypt = true)
+    #[arg(long)]
+    encrypt: bool,
     #[command(flatten)]
     dump: DumpArgs,
 }
@@ -47,10 +67,26 @@ pub struct Backup {
 impl Backup {
     pub fn run(self, cx: &Context) -> Result<()> {
         let url = cx.database_url()?;
-        let dir = cx.user_path(&self.dir);
-        let path = backup::create(cx, &url, &dir, PREFIX, &self.dump.options())?;
-        if let Some(keep) = self.keep {
-            backup::prune(&dir, &path, keep)?;
+        let settings = dbkit::backup::settings::load(cx)?;
+        let mut dump = self.dump.options();
+        if self.encrypt || settings.encrypt {
+            dump.encrypt_to = dbkit::backup::sealed::recipients(&settings.recipients)?;
+        }
+        let policy = self.retention.policy();
+        let to = if self.dir.is_some() { None } else { self.to.or(settings.to) };
+        if let Some(to) = to {
+            let remote = Remote::open(cx, &to)?;
+            let name = backup::create_remote(cx, &url, &remote, &dump)?;
+            if !policy.is_empty() {
+                retention::prune_remote(&remote, &policy, Some(&name), false)?;
+            }
+            println!("{}{}", remote.shown, dbkit::error::escaped(&name));
+            return Ok(());
+        }
+        let dir = cx.user_path(self.dir.as_deref().unwrap_or(Path::new("backups")));
+        let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
+        if !policy.is_empty() {
+            retention::prune(&dir, &policy, Some(&path), false)?;
         }
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
@@ -92,6 +128,38 @@ impl DumpArgs {
             with_owners: *with_owners,
             with_privileges: *with_privileges,
             compression_level: *compression_level,
+            encrypt_to: Vec::new(),
+        }
+    }
+}
+
+/// Which backups to keep once a backup is made (`db backup`) or when asked (`db prune`). Only
+/// files named exactly railgun_backup_YYYYMMDD_HHMMSS[_N].sql.gz[.age] count, by the UTC time in
+/// that name, and only complete ones dated at most a day ahead; any other file is left alone
+/// (said on stderr). A backup any rule keeps is kept, and the newest always is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RetentionArgs {
+    /// Keep the newest N backups, delete the older ones that no other rule keeps
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+    /// Keep the newest backup of each of the last N days (UTC) that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last N months that have one
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask db restore FILE`: replace the database's data with a backup, in one transaction.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -26,15 +26,22 @@ use crate::guard::GuardArgs;
 /// functions are named. An extension that needs a superuser (dblink, postgis, ...) is refused
 /// before anything runs unless allowed with --allow-extension.
 ///
+/// An encrypted backup (.age) is decrypted as it is read, never to disk, with the age identity
+/// in the file RAILGUN_BACKUP_IDENTITY names (environment or .env); a wrong key or a damaged or
+/// tampered file is refused before anything is asked or restored.
+///
 /// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
 ///
-/// Example:
+/// Examples:
 ///   cargo xtask db restore backups/railgun_backup_20251226_143022.sql.gz
+///   cargo xtask db restore s3://my-bucket/railgun/railgun_backup_20251226_143022.sql.gz.age
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Restore {
-    /// The backup to restore (railgun_backup_*.sql.gz)
-    file: PathBuf,
+    /// The backup to restore (railgun_backup_*.sql.gz or .sql.gz.age), or an object in a
+    /// bucket, s3://BUCKET/PREFIX/NAME (credentials as for `db backup --to`), downloaded as it
+    /// is into an unnamed temporary file first
+    file: String,
     /// Do not back up the database before replacing its data
     #[arg(long)]
     no_safety_backup: bool,
@@ -68,7 +75,11 @@ impl Restore {
                 event_triggers: self.with_event_triggers,
             },
         };
-        dbkit::backup::restore::restore_file(cx, &url, &cx.user_path(&self.file), &self.guard.guard(), &options)
+        if dbkit::backup::bucket::is_remote(&self.file) {
+            return dbkit::backup::restore::restore_remote(cx, &url, &self.file, &self.guard.guard(), &options);
+        }
+        let path = cx.user_path(Path::new(&self.file));
+        dbkit::backup::restore::restore_file(cx, &url, &path, &self.guard.guard(), &options)
     }
 }
 

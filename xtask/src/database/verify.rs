@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use dbkit::backup::dump::mib;
 use dbkit::backup::dumpfile;
+use dbkit::backup::sealed::Identities;
 
 use crate::context::Context;
 
@@ -13,20 +14,23 @@ use crate::context::Context;
 ///
 /// Decompresses every gzip member (each checks its CRC and length), then checks that the SQL
 /// starts with pg_dump's header and ends with its completion marker. Touches no database.
+/// An encrypted backup (.age) is decrypted as it is read, in memory, with the age identity in
+/// the file RAILGUN_BACKUP_IDENTITY names: a wrong key or a damaged or tampered file fails.
 /// Exits non-zero, saying what is wrong, for a missing, empty, non-gzip, corrupt or truncated
 /// file, and for a FIFO, socket or device (refused before it is read). Prints the file's path
 /// on stdout when it is good.
 #[derive(clap::Args)]
 pub struct Verify {
-    /// The backup to check (railgun_backup_*.sql.gz)
+    /// The backup to check (railgun_backup_*.sql.gz or .sql.gz.age)
     file: PathBuf,
 }
 
 impl Verify {
     pub fn run(self, cx: &Context) -> Result<()> {
         let path = cx.user_path(&self.file);
-        let summary = dumpfile::verify_file(&path)?;
-        eprintln!("backup is whole: {} of SQL in {}", mib(summary.sql), mib(summary.compressed));
+        let (file, summary) = dumpfile::open_any(&path, || Identities::from_setting(cx))?;
+        let encrypted = if file.is_sealed() { ", decrypted" } else { "" };
+        eprintln!("backup is whole{encrypted}: {} of SQL in {}", mib(summary.sql), mib(summary.compressed));
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
