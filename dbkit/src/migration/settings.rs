@@ -30,6 +30,9 @@ pub struct Settings {
     /// `[schema]`: read (and checked) by `schema dump` (see `crate::schema::dump`).
     #[serde(default)]
     pub schema: Option<toml::Table>,
+    /// `[mask]`: read (and checked) by `db copy --mask` (see `crate::backup::mask`).
+    #[serde(default)]
+    pub mask: Option<toml::Table>,
     /// Where the file is (or would be).
     #[serde(skip)]
     pub path: PathBuf,
