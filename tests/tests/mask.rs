@@ -237,3 +237,80 @@ fn an_unruled_personal_column_stops_the_copy_before_anything_moves() {
         text(&source, "SELECT name AS text FROM users WHERE id = 5")
     );
 }
+
+/// Rows of `table` in `db`.
+fn count(db: &TestDb, table: &str) -> i64 {
+    text(db, &format!("SELECT count(*)::text AS text FROM {table}")).parse().unwrap()
+}
+
+/// Rows whose reference finds no parent, through every foreign key of the test's tables.
+fn orphans(db: &TestDb) -> String {
+    text(
+        db,
+        "SELECT format('%s %s %s', (SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)),
+                (SELECT count(*) FROM orders o WHERE o.contact_email IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = o.contact_email)),
+                (SELECT count(*) FROM users u WHERE u.team_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM teams t WHERE t.id = u.team_id))
+                + (SELECT count(*) FROM teams t WHERE t.owner_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = t.owner_id))) AS text",
+    )
+}
+
+#[test]
+fn a_ten_percent_sample_keeps_every_constraint() {
+    let dir = Dir::new("sample", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    let (target, again) = (TestDb::empty().unwrap(), TestDb::empty().unwrap());
+
+    let run = dir.copy(&source, &target, &["--sample", "10"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("subset: a 10 % sample"), "{}", run.stderr);
+    let orders = count(&target, "orders");
+    assert!((400..=800).contains(&orders), "{orders} orders of 6000");
+    let users = count(&target, "users");
+    assert!(users < 2000 && users >= count(&target, "(SELECT DISTINCT user_id FROM orders) x"), "{users} users");
+    assert_eq!(orphans(&target), "0 0 0");
+    let constraints = "SELECT string_agg(format('%s %s %s', conrelid::regclass, conname, convalidated), ', ' ORDER BY conrelid::regclass::text, conname) AS text FROM pg_constraint WHERE conrelid IN ('users'::regclass, 'orders'::regclass, 'teams'::regclass)";
+    assert_eq!(text(&target, constraints), text(&source, constraints));
+    let dumped = dir.dump(&target);
+    for fragment in ["person", "Firstname", "+44 20 7946"] {
+        assert!(!dumped.contains(fragment), "`{fragment}` of the source is in the masked sample");
+    }
+    // The same rows for the same data.
+    dir.copy(&source, &again, &["--sample", "10"]).assert_ok();
+    assert_eq!(contents(&again), contents(&target));
+
+    // --where, unmasked: exactly those orders, and what they reference (teams, not named, whole,
+    // with every user owning one).
+    let run = dir.xtask(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        again.url().as_str(),
+        "--yes",
+        "--no-safety-backup",
+        "--where",
+        "orders: id <= 30",
+    ]);
+    run.assert_ok();
+    assert_eq!(count(&again, "orders"), 30);
+    assert_eq!(count(&again, "teams"), 20);
+    assert_eq!(orphans(&again), "0 0 0");
+    assert_eq!(
+        text(&again, "SELECT string_agg(email, ',' ORDER BY id) AS text FROM users WHERE id IN (2, 3, 60)"),
+        text(&source, "SELECT string_agg(email, ',' ORDER BY id) AS text FROM users WHERE id IN (2, 3, 60)")
+    );
+    dir.xtask(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        again.url().as_str(),
+        "--yes",
+        "--where",
+        "nope: true",
+    ])
+    .assert_fails_with("--where names public.nope");
+}

@@ -14,3 +14,4 @@ pub mod scan;
 pub mod session;
 pub mod statement;
 pub mod stream;
+pub mod subset;

@@ -114,6 +114,11 @@ impl Session {
     /// Runs one statement with text parameters (`$1`, ...): a parameter never shows in the
     /// statement's text (pg_stat_activity, the server's statement log).
     pub fn exec_with(&mut self, sql: &str, params: &[&str]) -> Result<(), PgError> {
+        let result = self.send_with(sql, params)?;
+        self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK, pq::ExecStatusType::PGRES_TUPLES_OK])
+    }
+
+    fn send_with(&mut self, sql: &str, params: &[&str]) -> Result<*mut pq::PGresult, PgError> {
         let invalid = |what: &str| PgError { code: String::new(), message: format!("a NUL byte in {what}") };
         let sql = CString::new(sql).map_err(|_| invalid("SQL"))?;
         let params: Vec<CString> =
@@ -121,7 +126,7 @@ impl Session {
         let values: Vec<*const c_char> = params.iter().map(|p| p.as_ptr()).collect();
         // SAFETY: a live connection, a NUL-terminated statement and `values.len()` NUL-terminated
         // text parameters that outlive the call.
-        let result = unsafe {
+        Ok(unsafe {
             pq::PQexecParams(
                 self.conn,
                 sql.as_ptr(),
@@ -132,8 +137,7 @@ impl Session {
                 std::ptr::null(),
                 0,
             )
-        };
-        self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK, pq::ExecStatusType::PGRES_TUPLES_OK])
+        })
     }
 
     /// Runs one statement.
@@ -145,6 +149,16 @@ impl Session {
     /// Runs one query and returns its rows' first column, as text.
     pub fn query_column(&mut self, sql: &str) -> Result<Vec<String>, PgError> {
         let result = self.send(sql.as_bytes())?;
+        self.first_column(result)
+    }
+
+    /// [`query_column`](Session::query_column) with text parameters (`$1`, ...).
+    pub fn query_column_with(&mut self, sql: &str, params: &[&str]) -> Result<Vec<String>, PgError> {
+        let result = self.send_with(sql, params)?;
+        self.first_column(result)
+    }
+
+    fn first_column(&mut self, result: *mut pq::PGresult) -> Result<Vec<String>, PgError> {
         // SAFETY: a result of this connection: read, then cleared once.
         unsafe {
             if result.is_null() || pq::PQresultStatus(result) != pq::ExecStatusType::PGRES_TUPLES_OK {

@@ -7,6 +7,7 @@
 //! pg_dump puts after the data (primary keys, unique indexes, foreign keys, triggers), so every
 //! constraint is checked on the masked rows as it is created.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::Stdio;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
 use super::pgtools::{self, PgTools};
 use super::restore::{self, RestoreOptions};
 use super::session::{CopyOut, Session};
+use super::subset::{self, Choice, Subset};
 use crate::context::Context;
 use crate::guard::Guard;
 use crate::url::{database_name, redact};
@@ -29,17 +31,22 @@ use crate::url::{database_name, redact};
 /// How a streamed copy goes about it.
 #[derive(Clone, Debug, Default)]
 pub struct StreamOptions {
+    /// Mask by `[mask]`'s rules.
+    pub mask: bool,
     /// Copy personal-data columns that have no rule as they are (named on stderr).
     pub unmasked: bool,
+    /// Which rows (all by default).
+    pub subset: Subset,
 }
 
 /// Rows are sent to the target in chunks of about this size.
 const CHUNK: usize = 256 << 10;
 
-/// Copies `from` into `to` as `copy` does, with every column masked by `[mask]`'s rules on the
-/// source server: refused before any row moves when a column looks personal and has no rule
-/// (see [`mask::plan`]). Returns the rows copied.
-pub fn copy_masked(
+/// Copies `from` into `to` as `copy` does, row by row from server to server: with `options.mask`,
+/// every column masked by `[mask]`'s rules on the source server (refused before any row moves
+/// when a column looks personal and has no rule: see [`mask::plan`]); with a subset, only the
+/// rows [`subset::choose`] takes. Returns the rows copied.
+pub fn copy_streamed(
     cx: &Context,
     from: &str,
     to: &str,
@@ -49,13 +56,13 @@ pub fn copy_masked(
     options: &StreamOptions,
 ) -> Result<u64> {
     let (from, to) = copy_mod::check_pair(from, to)?;
-    let rules = Rules::load(cx)?;
+    let rules = if options.mask { Rules::load(cx)? } else { Rules::default() };
     let tools = PgTools::find(&cx.sh, &cx.project, &from)?;
     let mut source = Source::open(&from)?;
     let excluded = excluded_schemas(dump);
     let (tables, foreign_keys, uniques) = source.catalog(&excluded)?;
-    let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked)?;
-    if !plan.unmasked.is_empty() {
+    let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked || !options.mask)?;
+    if options.mask && !plan.unmasked.is_empty() {
         eprintln!(
             "copying {} personal-data column(s) unmasked, as --unmasked asked: {}",
             plan.unmasked.len(),
@@ -78,27 +85,41 @@ pub fn copy_masked(
     scanned.feed(&pre, &mut |_| {}).map_err(super::dumpfile::forbidden)?;
     let _ = scanned.finish(&mut |_| {});
     super::load::check_extensions(&to, scanned.extensions(), &restore_options.load.allowed_extensions)?;
-    let key = mask::key(cx)?;
-    source.set_key(&key)?;
+    let choices = match options.subset.is_whole() {
+        true => BTreeMap::new(),
+        false => {
+            let tables: Vec<Table> = plan.tables.iter().map(|(table, _)| table.clone()).collect();
+            subset::choose(&mut source.session, &options.subset, &tables, &foreign_keys)?
+        }
+    };
+    if options.mask {
+        let key = mask::key(cx)?;
+        source.set_key(&key)?;
+    }
 
-    let what = format!("replace the data in database `{}` with a masked copy of {}", database_name(&to), redact(&from));
+    let kind = match (options.mask, options.subset.is_whole()) {
+        (true, true) => "a masked copy",
+        (true, false) => "a masked subset",
+        (false, _) => "a subset",
+    };
+    let what = format!("replace the data in database `{}` with {kind} of {}", database_name(&to), redact(&from));
     guard.check(cx, &to, &what)?;
     restore::announce_safety(restore::prepare(cx, &to, restore_options.safety_dir.as_deref())?.as_deref());
 
-    eprintln!("copying {} masked into {}", redact(&from), redact(&to));
+    eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
     let started = Instant::now();
     let load_key = crate::secret::random_hex(16)?;
     let mut load = Load::start(&to, &load_key, &restore_options.load)?;
     load.feed_part(post.as_slice(), Part::CleanOnly)?;
     load.feed_part(pre.as_slice(), Part::Whole)?;
-    let rows = move_rows(&mut source, &mut load, &plan)?;
+    let rows = move_rows(&mut source, &mut load, &plan, &choices)?;
     for (sequence, value, called) in source.sequences(&excluded)? {
         load.exec(&format!("SELECT pg_catalog.setval({}, {value}, {called})", literal(&sequence)))?;
     }
     load.feed_part(post.as_slice(), Part::Whole)?;
     load.finish()?;
     eprintln!(
-        "copied {} tables, {rows} rows, masked, in {:.1}s; each table's count matches the source's snapshot",
+        "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
         plan.tables.len(),
         started.elapsed().as_secs_f64()
     );
@@ -111,7 +132,7 @@ pub fn copy_masked(
 
 /// Each table's rows, masked by the source, into the load: read on a thread of its own while the
 /// target takes the previous chunk. Fails on a table whose counts differ.
-fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan) -> Result<u64> {
+fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeMap<String, Choice>) -> Result<u64> {
     let mut total = 0;
     for (table, expressions) in &plan.tables {
         let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
@@ -119,7 +140,9 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan) -> Result<u64> {
         if columns.is_empty() {
             continue;
         }
-        let select = format!("COPY (SELECT {} FROM ONLY {name}) TO STDOUT", expressions.join(", "));
+        let choice = choices.get(&format!("{}.{}", table.schema, table.name)).and_then(Choice::condition);
+        let condition = choice.map(|c| format!(" WHERE {c}")).unwrap_or_default();
+        let select = format!("COPY (SELECT {} FROM ONLY {name}{condition}) TO STDOUT", expressions.join(", "));
         let insert = format!("COPY {name} ({}) FROM STDIN", columns.join(", "));
         let source = &mut *source;
         let (sent, taken) = std::thread::scope(|scope| -> Result<(u64, u64)> {

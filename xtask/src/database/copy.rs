@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use dbkit::backup::stream::StreamOptions;
+use dbkit::backup::subset::Subset;
 
 use super::backup::DumpArgs;
 use crate::context::Context;
@@ -50,9 +52,17 @@ use crate::guard::GuardArgs;
 /// for a column the source lacks; a rule that can give two rows one value in a unique index
 /// (name, phone, text, a constant); a foreign key whose two sides are masked differently.
 ///
+/// --sample PERCENT, --where 'TABLE: CONDITION': a subset, streamed like --mask (with or
+/// without it). Each table named by --where: the rows its condition picks; else, with
+/// --sample, a PERCENT sample (Bernoulli, the same rows for the same data) of each table a
+/// foreign key leaves or reaches; every other table: all rows. Then every row a chosen row
+/// references, followed to the parents until nothing new comes (cycles included): every foreign
+/// key holds in the copy.
+///
 /// Example:
 ///   cargo xtask db copy --from "$SUPABASE_URL" --to "postgres://app:pw@new-host:5432/app?sslmode=require"
 ///   cargo xtask db copy --from "$PRODUCTION_URL" --to "$DATABASE_URL" --mask
+///   cargo xtask db copy --from "$PRODUCTION_URL" --to "$DATABASE_URL" --mask --sample 10
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Copy {
@@ -82,6 +92,14 @@ pub struct Copy {
     /// With --mask: copy columns that look personal and have no rule as they are (named on stderr)
     #[arg(long, requires = "mask")]
     unmasked: bool,
+    /// Copy a PERCENT sample of each table that a foreign key leaves or reaches (a table with no
+    /// foreign key: all rows), plus every row those reference, transitively; streamed like --mask
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    sample: Option<f64>,
+    /// Copy only the rows of TABLE that CONDITION picks, plus every row they reference,
+    /// transitively (repeatable; `schema.table` outside public); e.g. 'orders: created_at > now() - interval '30 days''
+    #[arg(long = "where", value_name = "TABLE: CONDITION", value_parser = where_clause)]
+    conditions: Vec<(String, String)>,
     #[command(flatten)]
     dump: DumpArgs,
     #[command(flatten)]
@@ -100,13 +118,25 @@ impl Copy {
                 ..Default::default()
             },
         };
-        if self.mask {
-            let options = dbkit::backup::stream::StreamOptions { unmasked: self.unmasked };
-            dbkit::backup::stream::copy_masked(cx, &self.from, &self.to, &dump, &guard, &restore, &options)?;
+        let subset = Subset { sample: self.sample, conditions: self.conditions };
+        if self.mask || !subset.is_whole() {
+            let options = StreamOptions { mask: self.mask, unmasked: self.unmasked, subset };
+            dbkit::backup::stream::copy_streamed(cx, &self.from, &self.to, &dump, &guard, &restore, &options)?;
             return Ok(());
         }
         let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore)?;
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
+}
+
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err("a percentage above 0 and at most 100".into()),
+    }
+}
+
+fn where_clause(text: &str) -> Result<(String, String), String> {
+    Subset::parse_where(text).map_err(|e| dbkit::error::describe(&e))
 }
