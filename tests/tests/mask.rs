@@ -314,3 +314,53 @@ fn a_ten_percent_sample_keeps_every_constraint() {
     ])
     .assert_fails_with("--where names public.nope");
 }
+
+/// Drops its role once the databases declared after it are gone (not after a panic: they are kept).
+struct RoleCleanup {
+    server: TestDb,
+    role: String,
+}
+
+impl Drop for RoleCleanup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = self.server.conn().map(|mut c| c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.role)));
+        }
+    }
+}
+
+#[test]
+fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
+    let role = format!("mask_owner_{}", std::process::id());
+    // Declared first, dropped last: after the database that belongs to the role is gone.
+    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let dir = Dir::new("owner", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    // A provider's database: owned by an ordinary role, which the load then runs as.
+    let target = TestDb::empty().unwrap();
+    exec(
+        &target,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+            target.name()
+        ),
+    );
+    let mut to = target.url().clone();
+    to.set_username(&role).unwrap();
+    to.set_password(Some("pw")).unwrap();
+    let copy = |extra: &[&str]| {
+        let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes", "--mask"];
+        args.extend_from_slice(extra);
+        dir.xtask(&args)
+    };
+    copy(&[]).assert_ok();
+    let first = contents(&target);
+    // Again over the copy (its foreign keys dropped before its tables), then a sample over that.
+    copy(&["--no-safety-backup"]).assert_ok();
+    assert_eq!(contents(&target), first);
+    copy(&["--no-safety-backup", "--sample", "10"]).assert_ok();
+    assert!(count(&target, "orders") < 1000);
+    assert_eq!(orphans(&target), "0 0 0");
+    assert_eq!(text(&target, "SELECT tableowner AS text FROM pg_tables WHERE tablename = 'users'"), role);
+}

@@ -170,7 +170,9 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
             let taken = load.copy_in(&insert, || received.recv().ok().transpose());
             drop(received);
             let sent = reader.join().map_err(|_| anyhow!("the source's reader panicked"))?;
-            Ok((sent?, taken?))
+            // The target's refusal first: the reader then only saw that nobody took its rows.
+            let taken = taken?;
+            Ok((sent?, taken))
         })
         .with_context(|| format!("copy {}", crate::error::escaped(&format!("{}.{}", table.schema, table.name))))?;
         if sent != taken {
