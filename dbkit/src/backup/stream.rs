@@ -140,9 +140,8 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
         if columns.is_empty() {
             continue;
         }
-        let choice = choices.get(&format!("{}.{}", table.schema, table.name)).and_then(Choice::condition);
-        let condition = choice.map(|c| format!(" WHERE {c}")).unwrap_or_default();
-        let select = format!("COPY (SELECT {} FROM ONLY {name}{condition}) TO STDOUT", expressions.join(", "));
+        let clause = choices.get(&format!("{}.{}", table.schema, table.name)).map(Choice::clause).unwrap_or_default();
+        let select = format!("COPY (SELECT {} FROM ONLY {name}{clause}) TO STDOUT", expressions.join(", "));
         let insert = format!("COPY {name} ({}) FROM STDIN", columns.join(", "));
         let source = &mut *source;
         let (sent, taken) = std::thread::scope(|scope| -> Result<(u64, u64)> {

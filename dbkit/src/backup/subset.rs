@@ -54,15 +54,22 @@ pub enum Choice {
     All,
     /// These ctids (text, `(page,item)`).
     Rows(BTreeSet<String>),
+    /// The rows a clause after `FROM ONLY table` picks (its sample or `--where`; no parent row was
+    /// added to them), and how many.
+    Picked {
+        clause: String,
+        rows: usize,
+    },
 }
 
 impl Choice {
-    /// The condition a `SELECT ... FROM ONLY table` takes these rows with (none for all).
-    pub fn condition(&self) -> Option<String> {
+    /// What follows `SELECT ... FROM ONLY table` to take these rows.
+    pub fn clause(&self) -> String {
         match self {
-            Choice::All => None,
-            Choice::Rows(rows) if rows.is_empty() => Some("false".into()),
-            Choice::Rows(rows) => Some(format!("ctid = ANY ('{}'::tid[])", tid_array(rows.iter()))),
+            Choice::All => String::new(),
+            Choice::Rows(rows) if rows.is_empty() => " WHERE false".into(),
+            Choice::Rows(rows) => format!(" WHERE ctid = ANY ('{}'::tid[])", tid_array(rows.iter())),
+            Choice::Picked { clause, .. } => clause.clone(),
         }
     }
 }
@@ -82,6 +89,7 @@ pub fn choose(
     tables: &[Table],
     foreign_keys: &[ForeignKey],
 ) -> Result<BTreeMap<String, Choice>> {
+    let started = std::time::Instant::now();
     let key = |schema: &str, name: &str| format!("{schema}.{name}");
     let known: BTreeSet<String> = tables.iter().map(|t| key(&t.schema, &t.name)).collect();
     for (table, _) in &subset.conditions {
@@ -103,16 +111,18 @@ pub fn choose(
     let linked: BTreeSet<String> =
         foreign_keys.iter().flat_map(|fk| [key(&fk.child.0, &fk.child.1), key(&fk.parent.0, &fk.parent.1)]).collect();
     let mut chosen = BTreeMap::new();
+    // The clause that picked a table's first rows, and the tables that got parent rows since.
+    let (mut bases, mut grown) = (BTreeMap::new(), BTreeSet::new());
     // The rows each table added in the last round: only those are followed in the next.
     let mut added: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for table in tables {
         let name = key(&table.schema, &table.name);
         let quoted = format!("{}.{}", ident(&table.schema), ident(&table.name));
         let condition = subset.conditions.iter().find(|(t, _)| *t == name).map(|(_, c)| c.clone());
-        let sql = match (&condition, subset.sample) {
-            (Some(condition), _) => format!("SELECT ctid::text FROM ONLY {quoted} WHERE {condition}"),
+        let clause = match (&condition, subset.sample) {
+            (Some(condition), _) => format!(" WHERE ({condition})"),
             (None, Some(percent)) if linked.contains(&name) => {
-                format!("SELECT ctid::text FROM ONLY {quoted} TABLESAMPLE BERNOULLI ({percent}) REPEATABLE (0)")
+                format!(" TABLESAMPLE BERNOULLI ({percent}) REPEATABLE (0)")
             }
             _ => {
                 chosen.insert(name, Choice::All);
@@ -120,12 +130,13 @@ pub fn choose(
             }
         };
         let rows: BTreeSet<String> = session
-            .query_column(&sql)
+            .query_column(&format!("SELECT ctid::text FROM ONLY {quoted}{clause}"))
             .map_err(|e| anyhow!(e))
             .with_context(|| format!("choose the rows of {}", crate::error::escaped(&name)))?
             .into_iter()
             .collect();
         added.insert(name.clone(), rows.clone());
+        bases.insert(name.clone(), clause);
         chosen.insert(name, Choice::Rows(rows));
     }
     // A table taken whole: every parent row its rows reference.
@@ -141,6 +152,7 @@ pub fn choose(
         if let Some(Choice::Rows(have)) = chosen.get_mut(&parent) {
             for row in parents {
                 if have.insert(row.clone()) {
+                    grown.insert(parent.clone());
                     added.entry(parent.clone()).or_default().insert(row);
                 }
             }
@@ -163,27 +175,37 @@ pub fn choose(
             let Some(Choice::Rows(have)) = chosen.get_mut(&parent) else { continue };
             for row in parents {
                 if have.insert(row.clone()) {
+                    grown.insert(parent.clone());
                     next.entry(parent.clone()).or_default().insert(row);
                 }
             }
         }
         added = next;
     }
+    // A table the closure left as its clause picked it is copied by that clause, not a ctid list.
+    for (table, clause) in bases {
+        if let (false, Some(Choice::Rows(rows))) = (grown.contains(&table), chosen.get(&table)) {
+            let rows = rows.len();
+            chosen.insert(table, Choice::Picked { clause, rows });
+        }
+    }
     let described: Vec<String> = chosen
         .iter()
         .map(|(table, choice)| match choice {
             Choice::All => format!("{table}: all rows"),
             Choice::Rows(rows) => format!("{table}: {} rows", rows.len()),
+            Choice::Picked { rows, .. } => format!("{table}: {rows} rows"),
         })
         .collect();
     eprintln!(
-        "subset: {}; then every row those reference, to a fixed point ({rounds} round(s))\n  {}",
+        "subset: {}; then every row those reference, to a fixed point ({rounds} round(s), {:.1}s)\n  {}",
         match subset.sample {
             Some(percent) => format!(
                 "a {percent} % sample of each table with a foreign key in or out (those --where names: what it picks; the others: all rows)"
             ),
             None => "the rows --where picks (the other tables: all rows)".into(),
         },
+        started.elapsed().as_secs_f64(),
         crate::error::escaped(&described.join(", "))
     );
     Ok(chosen)
@@ -221,7 +243,8 @@ mod tests {
             assert!(Subset::parse_where(bad).is_err(), "{bad}");
         }
         let rows: BTreeSet<String> = ["(0,1)".to_string(), "(2,3)".to_string()].into();
-        assert_eq!(Choice::Rows(rows).condition().unwrap(), "ctid = ANY ('{\"(0,1)\",\"(2,3)\"}'::tid[])");
-        assert_eq!(Choice::Rows(BTreeSet::new()).condition().unwrap(), "false");
+        assert_eq!(Choice::Rows(rows).clause(), " WHERE ctid = ANY ('{\"(0,1)\",\"(2,3)\"}'::tid[])");
+        assert_eq!(Choice::Rows(BTreeSet::new()).clause(), " WHERE false");
+        assert_eq!(Choice::All.clause(), "");
     }
 }
