@@ -4,6 +4,7 @@
 mod backup;
 mod branch;
 mod check;
+mod copy;
 mod lint;
 mod migrations;
 mod pooler;
@@ -27,6 +28,7 @@ pub enum Bench {
     Lint(lint::Lint),
     Pooler(pooler::Pooler),
     Check(check::Check),
+    Copy(copy::Copy),
 }
 
 impl Bench {
@@ -40,6 +42,7 @@ impl Bench {
             Bench::Lint(cmd) => cmd.run(cx),
             Bench::Pooler(cmd) => cmd.run(cx),
             Bench::Check(cmd) => cmd.run(cx),
+            Bench::Copy(cmd) => cmd.run(cx),
         }
     }
 }

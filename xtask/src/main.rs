@@ -70,6 +70,7 @@ const SETTINGS: &str = "Settings (environment, else .env):
   RAILGUN_POSTGRES_PORT, RAILGUN_REDIS_PORT, RAILGUN_POOLER_PORT        ports for `up` (0: any free one)
   RAILGUN_POOLER              1: `up` runs PgBouncer too
   RAILGUN_PGTOOLS             host|container|image: where pg_dump comes from
+  RAILGUN_MASK_KEY            the key of `db copy --mask` (made in .env when missing; never printed)
   RAILGUN_DEBIAN_MIRROR       where `images build` fetches Debian from
   RAILGUN_TOOLS               where `test` installs diesel_cli [default: ~/.cache/railgun-tools]
   TEST_DATABASE_URL, RAILGUN_TEST_SERVER=dev, RAILGUN_TEST_POOL   the test harness's server and pool

@@ -27,19 +27,7 @@ pub fn copy(
     guard: &Guard,
     restore: &restore::RestoreOptions,
 ) -> Result<PathBuf> {
-    let from = parse_database_url(from).context("--from")?;
-    let to = parse_database_url(to).context("--to")?;
-    // pg_dump and the restore's single transaction need sessions: never through a transaction pooler.
-    crate::pooler::require_session(&from, None, "copy from it", "--from")?;
-    crate::pooler::require_session(&to, None, "copy into it", "--to")?;
-    // However the two URLs spell it (localhost or 127.0.0.1, options, sslmode), the servers say
-    // whether they are one database: never copy a database onto itself.
-    let (source, target) = (identity(&from).context("--from")?, identity(&to).context("--to")?);
-    if source == target {
-        bail!(
-            hint!("--from and --to are the same database ({}): {source}", redact(&to); "point --to at another database; a copy onto itself would replace its data with itself")
-        );
-    }
+    let (from, to) = check_pair(from, to)?;
     let what = format!("replace the data in database `{}` with a copy of {}", database_name(&to), redact(&from));
     guard.check(cx, &to, &what)?;
     let path = backup::create(cx, &from, dir, backup::PREFIX, dump)?;
@@ -58,6 +46,25 @@ pub fn copy(
         eprintln!("applied {ran} pending migration(s) on the copy");
     }
     Ok(path)
+}
+
+/// The two URLs of a copy, parsed, each through a session (never a transaction pooler), and
+/// refused when they are one database however they spell it.
+pub(super) fn check_pair(from: &str, to: &str) -> Result<(Url, Url)> {
+    let from = parse_database_url(from).context("--from")?;
+    let to = parse_database_url(to).context("--to")?;
+    // pg_dump and the restore's single transaction need sessions: never through a transaction pooler.
+    crate::pooler::require_session(&from, None, "copy from it", "--from")?;
+    crate::pooler::require_session(&to, None, "copy into it", "--to")?;
+    // However the two URLs spell it (localhost or 127.0.0.1, options, sslmode), the servers say
+    // whether they are one database: never copy a database onto itself.
+    let (source, target) = (identity(&from).context("--from")?, identity(&to).context("--to")?);
+    if source == target {
+        bail!(
+            hint!("--from and --to are the same database ({}): {source}", redact(&to); "point --to at another database; a copy onto itself would replace its data with itself")
+        );
+    }
+    Ok((from, to))
 }
 
 /// What tells one database from every other: the cluster (its system identifier, or where that
@@ -84,7 +91,7 @@ fn identity(url: &Url) -> Result<String> {
 }
 
 /// Schema patterns left out of the dump, as anchored regular expressions.
-fn excluded_schemas(dump: &DumpOptions) -> Vec<String> {
+pub(super) fn excluded_schemas(dump: &DumpOptions) -> Vec<String> {
     let mut patterns: Vec<String> = dump.exclude_schema.iter().map(|p| pattern_regex(p)).collect();
     if !dump.keep_managed_schemas {
         patterns.extend(MANAGED_SCHEMAS.iter().map(|s| format!("^{s}$")));

@@ -72,6 +72,17 @@ pub struct Load {
     key: String,
     options: LoadOptions,
     started: Instant,
+    part: Part,
+    tally: Tally,
+}
+
+/// What of a pg_dump output [`Load::feed_part`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// Its `--clean` statements only (nothing when the restore empties the target itself): a
+    /// schema's post-data objects (foreign keys) go before its pre-data tables are dropped.
+    CleanOnly,
 }
 
 impl Load {
@@ -116,7 +127,15 @@ impl Load {
             }
         }
         let session = session.context("connect the restore's session")?;
-        let mut load = Load { session, loader, key: key.into(), options: options.clone(), started };
+        let mut load = Load {
+            session,
+            loader,
+            key: key.into(),
+            options: options.clone(),
+            started,
+            part: Part::Whole,
+            tally: Tally::default(),
+        };
         load.begin()?;
         Ok(load)
     }
@@ -144,11 +163,20 @@ impl Load {
     /// (pg_dump's header and completion marker; gzip's checksums are checked as it is read);
     /// what was left out is said on stderr.
     pub fn feed(mut self, sql: impl Read + Send) -> Result<()> {
+        let total = self.feed_part(sql, Part::Whole)?;
+        self.finish()?;
+        eprintln!("restored {} of SQL in {:.1}s", mib(total), self.started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Loads one pg_dump output read from `sql` (all of it, or only its `--clean` statements),
+    /// whole (pg_dump's header and completion marker), without committing; its size.
+    pub fn feed_part(&mut self, sql: impl Read + Send, part: Part) -> Result<u64> {
         let mut statements = Statements::new();
         let mut shown = Progress::new("restored");
         let mut total = 0u64;
-        let mut tally = Tally::default();
         let (mut head, mut tail) = (Vec::new(), Vec::new());
+        self.part = part;
         // Decompression on a thread of its own, a few chunks ahead: the server, this thread and
         // the decompression work at once, as `gunzip | psql` would.
         std::thread::scope(|scope| {
@@ -157,7 +185,7 @@ impl Load {
             scope.spawn(move || read_ahead(sql, full, empties));
             for chunk in chunks {
                 let chunk = chunk.map_err(|e| self.rolled_back(anyhow!(e).context("read the backup")))?;
-                self.scan(&mut statements, Some(&chunk), &mut tally)?;
+                self.scan(&mut statements, Some(&chunk))?;
                 if head.len() < dumpfile::HEADER.len() {
                     head.extend_from_slice(&chunk[..chunk.len().min(dumpfile::HEADER.len() - head.len())]);
                 }
@@ -170,13 +198,37 @@ impl Load {
         })
         .inspect_err(|_| shown.done())?;
         shown.done();
-        self.scan(&mut statements, None, &mut tally)?;
+        self.scan(&mut statements, None)?;
         if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
             return Err(self.rolled_back(e));
         }
+        Ok(total)
+    }
+
+    /// Runs `sql` (a `COPY ... FROM stdin`) and sends it the data `next` hands over until it
+    /// hands over `None`; the rows the server took.
+    pub fn copy_in(&mut self, sql: &str, mut next: impl FnMut() -> Result<Option<Vec<u8>>>) -> Result<u64> {
+        self.session.start_copy(sql.as_bytes()).map_err(|e| self.failure(e, None))?;
+        while let Some(data) = next().map_err(|e| self.rolled_back(e))? {
+            self.session.put(&data).map_err(|e| self.failure(e, None))?;
+        }
+        let rows = self.session.end_copy_counted().map_err(|e| self.failure(e, None))?;
+        if !self.session.in_transaction() {
+            return Err(self.rolled_back(anyhow!("the restore's transaction ended early")));
+        }
+        Ok(rows)
+    }
+
+    /// Runs one statement of ours in the load's transaction.
+    pub fn exec(&mut self, sql: &str) -> Result<()> {
+        self.session.exec(sql.as_bytes()).map_err(|e| self.failure(e, None))
+    }
+
+    /// Says what was left out, commits, then creates the event triggers when asked.
+    pub fn finish(&mut self) -> Result<()> {
+        let tally = std::mem::take(&mut self.tally);
         self.report(&tally)?;
         self.commit()?;
-        eprintln!("restored {} of SQL in {:.1}s", mib(total), self.started.elapsed().as_secs_f64());
         if self.options.event_triggers {
             self.create_event_triggers(&tally.event_triggers)?;
         }
@@ -207,11 +259,11 @@ impl Load {
     }
 
     /// Scans `chunk` (None: the end of the dump) and runs what it completes.
-    fn scan(&mut self, statements: &mut Statements, chunk: Option<&[u8]>, tally: &mut Tally) -> Result<()> {
+    fn scan(&mut self, statements: &mut Statements, chunk: Option<&[u8]>) -> Result<()> {
         let mut failed = None;
         let mut run = |event: Event<'_>| {
             if failed.is_none()
-                && let Err(e) = self.run(event, tally)
+                && let Err(e) = self.run(event)
             {
                 failed = Some(e);
             }
@@ -227,8 +279,9 @@ impl Load {
     }
 
     /// One piece of the dump.
-    fn run(&mut self, event: Event<'_>, tally: &mut Tally) -> Result<()> {
+    fn run(&mut self, event: Event<'_>) -> Result<()> {
         let outcome = match event {
+            Event::Statement(s) if self.part == Part::CleanOnly && s.kind != Kind::Clean => Ok(()),
             Event::Statement(s) => {
                 let owner = matches!(self.loader, Loader::Owner { .. });
                 // Without pg_dump's comments before it: what the server shows in pg_stat_activity.
@@ -257,18 +310,20 @@ impl Load {
                     Kind::LockTimeout => Ok(()),
                     Kind::Skip(what) => {
                         if *what == EVENT_TRIGGER && !sql.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"DROP")) {
-                            tally.event_triggers.push(String::from_utf8_lossy(sql).into_owned());
+                            self.tally.event_triggers.push(String::from_utf8_lossy(sql).into_owned());
                         }
-                        match tally.skipped.iter_mut().find(|(w, _)| w == what) {
+                        match self.tally.skipped.iter_mut().find(|(w, _)| w == what) {
                             Some((_, n)) => *n += 1,
-                            None => tally.skipped.push((what, 1)),
+                            None => self.tally.skipped.push((what, 1)),
                         }
                         Ok(())
                     }
                     Kind::Privilege => self.in_savepoint(sql, PRIVILEGE_TOLERATED).map(|refused| {
                         if let Some(e) = refused {
                             let first = String::from_utf8_lossy(sql).lines().next().unwrap_or_default().to_string();
-                            tally.left_out.push(format!("{first} ({})", e.message.lines().next().unwrap_or_default()));
+                            self.tally
+                                .left_out
+                                .push(format!("{first} ({})", e.message.lines().next().unwrap_or_default()));
                         }
                     }),
                 }

@@ -99,7 +99,7 @@ fn load(url: &Url, sql: impl std::io::Read + Send, options: &RestoreOptions) -> 
 }
 
 /// Takes the safety backup into `safety_dir` when given (and the database holds anything).
-fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<Option<PathBuf>> {
+pub(super) fn prepare(cx: &Context, url: &Url, safety_dir: Option<&Path>) -> Result<Option<PathBuf>> {
     Ok(match safety_dir {
         Some(_) if is_empty(url)? => {
             eprintln!("{} is empty: no safety backup needed", redact(url));
@@ -138,7 +138,7 @@ fn is_empty(url: &Url) -> Result<bool> {
     Ok(count.n == 0)
 }
 
-fn announce_safety(saved: Option<&Path>) {
+pub(super) fn announce_safety(saved: Option<&Path>) {
     if let Some(saved) = saved {
         eprintln!(
             "safety backup: {}\n  (to undo the restore: cargo xtask db restore {})",

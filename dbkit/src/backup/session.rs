@@ -42,6 +42,15 @@ pub mod code {
 /// whole, so smaller ones let it work while the next arrives (psql sends 8 KiB ones).
 const COPY_MESSAGE: usize = 64 << 10;
 
+/// Where a `COPY ... TO STDOUT` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOut {
+    /// More rows to come.
+    More,
+    /// The end, with the rows the server sent.
+    Done(u64),
+}
+
 /// One libpq connection, finished when dropped.
 pub struct Session {
     conn: *mut pq::PGconn,
@@ -102,6 +111,35 @@ impl Session {
         })
     }
 
+    /// Runs one statement with text parameters (`$1`, ...): a parameter never shows in the
+    /// statement's text (pg_stat_activity, the server's statement log).
+    pub fn exec_with(&mut self, sql: &str, params: &[&str]) -> Result<(), PgError> {
+        let result = self.send_with(sql, params)?;
+        self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK, pq::ExecStatusType::PGRES_TUPLES_OK])
+    }
+
+    fn send_with(&mut self, sql: &str, params: &[&str]) -> Result<*mut pq::PGresult, PgError> {
+        let invalid = |what: &str| PgError { code: String::new(), message: format!("a NUL byte in {what}") };
+        let sql = CString::new(sql).map_err(|_| invalid("SQL"))?;
+        let params: Vec<CString> =
+            params.iter().map(|p| CString::new(*p)).collect::<Result<_, _>>().map_err(|_| invalid("a parameter"))?;
+        let values: Vec<*const c_char> = params.iter().map(|p| p.as_ptr()).collect();
+        // SAFETY: a live connection, a NUL-terminated statement and `values.len()` NUL-terminated
+        // text parameters that outlive the call.
+        Ok(unsafe {
+            pq::PQexecParams(
+                self.conn,
+                sql.as_ptr(),
+                values.len() as c_int,
+                std::ptr::null(),
+                values.as_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                0,
+            )
+        })
+    }
+
     /// Runs one statement.
     pub fn exec(&mut self, sql: &[u8]) -> Result<(), PgError> {
         let result = self.send(sql)?;
@@ -111,6 +149,16 @@ impl Session {
     /// Runs one query and returns its rows' first column, as text.
     pub fn query_column(&mut self, sql: &str) -> Result<Vec<String>, PgError> {
         let result = self.send(sql.as_bytes())?;
+        self.first_column(result)
+    }
+
+    /// [`query_column`](Session::query_column) with text parameters (`$1`, ...).
+    pub fn query_column_with(&mut self, sql: &str, params: &[&str]) -> Result<Vec<String>, PgError> {
+        let result = self.send_with(sql, params)?;
+        self.first_column(result)
+    }
+
+    fn first_column(&mut self, result: *mut pq::PGresult) -> Result<Vec<String>, PgError> {
         // SAFETY: a result of this connection: read, then cleared once.
         unsafe {
             if result.is_null() || pq::PQresultStatus(result) != pq::ExecStatusType::PGRES_TUPLES_OK {
@@ -144,13 +192,58 @@ impl Session {
 
     /// Ends the COPY's data; the server's verdict on it.
     pub fn end_copy(&mut self) -> Result<(), PgError> {
+        self.end_copy_counted().map(|_| ())
+    }
+
+    /// [`end_copy`](Session::end_copy), with the rows the server took.
+    pub fn end_copy_counted(&mut self) -> Result<u64, PgError> {
         // SAFETY: a live connection in COPY IN state.
         if unsafe { pq::PQputCopyEnd(self.conn, std::ptr::null()) } != 1 {
             return Err(self.connection_error());
         }
         // SAFETY: as in exec.
         let result = unsafe { pq::PQgetResult(self.conn) };
-        self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK])
+        self.finish_counted(result)
+    }
+
+    /// Starts `COPY ... TO STDOUT`: read its data with [`copy_out`](Session::copy_out).
+    pub fn start_copy_out(&mut self, sql: &str) -> Result<(), PgError> {
+        let result = self.send(sql.as_bytes())?;
+        self.finish_result(result, &[pq::ExecStatusType::PGRES_COPY_OUT])
+    }
+
+    /// Appends the COPY's next rows to `buf` until it holds at least `limit` bytes; at the
+    /// COPY's end, the rows it sent.
+    pub fn copy_out(&mut self, buf: &mut Vec<u8>, limit: usize) -> Result<CopyOut, PgError> {
+        while buf.len() < limit {
+            let mut data: *mut c_char = std::ptr::null_mut();
+            // SAFETY: a live connection in COPY OUT state; a row libpq hands over is ours to free.
+            let n = unsafe { pq::PQgetCopyData(self.conn, &mut data, 0) };
+            if n > 0 {
+                // SAFETY: libpq wrote `n` bytes at `data`, freed once here after copying them.
+                unsafe {
+                    buf.extend_from_slice(std::slice::from_raw_parts(data as *const u8, n as usize));
+                    pq::PQfreemem(data.cast());
+                }
+            } else if n == -1 {
+                // SAFETY: as in exec.
+                let result = unsafe { pq::PQgetResult(self.conn) };
+                return self.finish_counted(result).map(CopyOut::Done);
+            } else {
+                return Err(self.connection_error());
+            }
+        }
+        Ok(CopyOut::More)
+    }
+
+    /// [`finish_result`](Session::finish_result) of a COPY, with its row count.
+    fn finish_counted(&mut self, result: *mut pq::PGresult) -> Result<u64, PgError> {
+        // SAFETY: a result of this connection, read before finish_result clears it.
+        let rows = (!result.is_null())
+            .then(|| unsafe { CStr::from_ptr(pq::PQcmdTuples(result)) }.to_string_lossy().parse::<u64>().ok())
+            .flatten()
+            .unwrap_or(0);
+        self.finish_result(result, &[pq::ExecStatusType::PGRES_COMMAND_OK]).map(|()| rows)
     }
 
     /// True while the session is inside a transaction block (not failed, not ended; a COPY
@@ -188,7 +281,8 @@ impl Session {
                     message: crate::url::redact_str(message.trim()),
                 })
             };
-            if status != pq::ExecStatusType::PGRES_COPY_IN {
+            // In a COPY, libpq would hand the same state back without end: the COPY ends it.
+            if !matches!(status, pq::ExecStatusType::PGRES_COPY_IN | pq::ExecStatusType::PGRES_COPY_OUT) {
                 pq::PQclear(result);
                 loop {
                     let more = pq::PQgetResult(self.conn);

@@ -33,6 +33,9 @@ pub struct Settings {
     /// `[backup]`: read (and checked) by `db backup` and its kin (see `crate::backup::settings`).
     #[serde(default)]
     pub backup: Option<toml::Table>,
+    /// `[mask]`: read (and checked) by `db copy --mask` (see `crate::backup::mask`).
+    #[serde(default)]
+    pub mask: Option<toml::Table>,
     /// Where the file is (or would be).
     #[serde(skip)]
     pub path: PathBuf,

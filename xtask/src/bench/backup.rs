@@ -40,8 +40,8 @@ const DUMP_ARGS: &str = "--clean --if-exists --no-owner --no-privileges";
 
 /// What one timed process cost.
 #[derive(Clone, Copy, Debug, Default)]
-struct Cost {
-    wall: Duration,
+pub(super) struct Cost {
+    pub(super) wall: Duration,
     peak_rss_kib: u64,
 }
 
@@ -225,7 +225,7 @@ fn path_str(path: &Path) -> Result<&str> {
 }
 
 /// Runs `command` to completion, quiet; its wall time and peak RSS (from wait4's rusage).
-fn timed(command: &mut Command) -> Result<Cost> {
+pub(super) fn timed(command: &mut Command) -> Result<Cost> {
     let started = Instant::now();
     let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id() as libc::pid_t;
@@ -252,14 +252,14 @@ fn only_file(dir: &Path) -> Result<PathBuf> {
 }
 
 /// A database of the benchmark's own, dropped on drop.
-struct Scratch {
+pub(super) struct Scratch {
     name: String,
-    url: Url,
+    pub(super) url: Url,
     admin: Url,
 }
 
 impl Scratch {
-    fn create(server: &Url, name: &str) -> Result<Scratch> {
+    pub(super) fn create(server: &Url, name: &str) -> Result<Scratch> {
         let mut admin = server.clone();
         admin.set_path("postgres");
         let mut conn = dbkit::connect::establish(&admin)?;

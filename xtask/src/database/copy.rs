@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use dbkit::backup::stream::StreamOptions;
+use dbkit::backup::subset::Subset;
 
 use super::backup::DumpArgs;
 use crate::context::Context;
@@ -25,8 +27,42 @@ use crate::guard::GuardArgs;
 /// extensions (e.g. uuid-ossp in the `extensions` schema) are kept: the new server must offer them.
 /// Put the app in maintenance mode first: writes during the copy show up as differences.
 ///
+/// --mask: a copy safe for a laptop. The rows go from server to server, masked by the source
+/// by the rules of railgun.toml's [mask] table; unmasked rows never touch this machine's disk
+/// (no source backup is written). The schema comes from pg_dump (before and after the data),
+/// the rows from `COPY (SELECT <masked columns> ...)`, all from one snapshot of the source, and
+/// are loaded in one transaction as `db restore` loads: primary keys, unique indexes and foreign
+/// keys are created after the rows, so each is checked on the masked data.
+///   [mask]
+///   "users.email" = "email"        # u<16 hex>@example.invalid, unique for distinct inputs
+///   "users.name" = "name"          # made-up first and last names
+///   "users.phone" = "phone"        # +1 555 and 7 digits
+///   "users.bio" = "text"           # hex of the same length
+///   "users.api_token" = "hash"     # 64 hex
+///   "users.last_ip" = "null"
+///   "users.country" = "keep"       # not personal: as it is
+///   "users.plan" = { value = "free" }            # a constant
+///   "shop.orders.note" = { sql = "left(note, 3)" }  # an expression over the row
+/// Each rule but sql is a function of the value and RAILGUN_MASK_KEY (environment or .env;
+/// made and saved in .env when missing, never printed): the same value masks the same in every
+/// table and run, so joins and foreign keys on masked columns still match; NULL stays NULL.
+/// Refused before any row moves: a column that looks personal (by name: email, phone, name,
+/// address, city, zip, birth, ip, token, password, secret, ...; by type: inet) with no rule,
+/// each named with a rule to add (--unmasked copies them as they are, and names them); a rule
+/// for a column the source lacks; a rule that can give two rows one value in a unique index
+/// (name, phone, text, a constant); a foreign key whose two sides are masked differently.
+///
+/// --sample PERCENT, --where 'TABLE: CONDITION': a subset, streamed like --mask (with or
+/// without it). Each table named by --where: the rows its condition picks; else, with
+/// --sample, a PERCENT sample (Bernoulli, the same rows for the same data) of each table a
+/// foreign key leaves or reaches; every other table: all rows. Then every row a chosen row
+/// references, followed to the parents until nothing new comes (cycles included): every foreign
+/// key holds in the copy.
+///
 /// Example:
 ///   cargo xtask db copy --from "$SUPABASE_URL" --to "postgres://app:pw@new-host:5432/app?sslmode=require"
+///   cargo xtask db copy --from "$PRODUCTION_URL" --to "$DATABASE_URL" --mask
+///   cargo xtask db copy --from "$PRODUCTION_URL" --to "$DATABASE_URL" --mask --sample 10
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Copy {
@@ -50,6 +86,20 @@ pub struct Copy {
     /// for every later DDL with the rights of whoever runs it); needs a superuser's --to
     #[arg(long)]
     with_event_triggers: bool,
+    /// Mask the rows on the way by railgun.toml's [mask] rules (see above); no source backup is written
+    #[arg(long)]
+    mask: bool,
+    /// With --mask: copy columns that look personal and have no rule as they are (named on stderr)
+    #[arg(long, requires = "mask")]
+    unmasked: bool,
+    /// Copy a PERCENT sample of each table that a foreign key leaves or reaches (a table with no
+    /// foreign key: all rows), plus every row those reference, transitively; streamed like --mask
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    sample: Option<f64>,
+    /// Copy only the rows of TABLE that CONDITION picks, plus every row they reference,
+    /// transitively (repeatable; `schema.table` outside public); e.g. 'orders: created_at > now() - interval '30 days''
+    #[arg(long = "where", value_name = "TABLE: CONDITION", value_parser = where_clause)]
+    conditions: Vec<(String, String)>,
     #[command(flatten)]
     dump: DumpArgs,
     #[command(flatten)]
@@ -68,8 +118,25 @@ impl Copy {
                 ..Default::default()
             },
         };
+        let subset = Subset { sample: self.sample, conditions: self.conditions };
+        if self.mask || !subset.is_whole() {
+            let options = StreamOptions { mask: self.mask, unmasked: self.unmasked, subset };
+            dbkit::backup::stream::copy_streamed(cx, &self.from, &self.to, &dump, &guard, &restore, &options)?;
+            return Ok(());
+        }
         let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore)?;
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
+}
+
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err("a percentage above 0 and at most 100".into()),
+    }
+}
+
+fn where_clause(text: &str) -> Result<(String, String), String> {
+    Subset::parse_where(text).map_err(|e| dbkit::error::describe(&e))
 }

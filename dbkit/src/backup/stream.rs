@@ -1,0 +1,362 @@
+//! A copy whose rows go from server to server and never touch this machine's disk: the schema
+//! by pg_dump (`--section=pre-data`, `--section=post-data`, in memory), the rows by
+//! `COPY (SELECT <masked columns> FROM ONLY table) TO STDOUT` on the source piped into
+//! `COPY table FROM STDIN` on the target, all from one snapshot of the source (a REPEATABLE
+//! READ READ ONLY transaction whose snapshot pg_dump shares), and loaded in the restore's one
+//! transaction with the restore's rights ([`Load`]): tables first, then the rows, then what
+//! pg_dump puts after the data (primary keys, unique indexes, foreign keys, triggers), so every
+//! constraint is checked on the masked rows as it is created.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::copy::{self as copy_mod, excluded_schemas};
+use super::dump::DumpOptions;
+use super::load::{Load, Part};
+use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
+use super::pgtools::{self, PgTools};
+use super::restore::{self, RestoreOptions};
+use super::session::{CopyOut, Session};
+use super::subset::{self, Choice, Subset};
+use crate::context::Context;
+use crate::guard::Guard;
+use crate::url::{database_name, redact};
+
+/// How a streamed copy goes about it.
+#[derive(Clone, Debug, Default)]
+pub struct StreamOptions {
+    /// Mask by `[mask]`'s rules.
+    pub mask: bool,
+    /// Copy personal-data columns that have no rule as they are (named on stderr).
+    pub unmasked: bool,
+    /// Which rows (all by default).
+    pub subset: Subset,
+}
+
+/// Rows are sent to the target in chunks of about this size.
+const CHUNK: usize = 256 << 10;
+
+/// Copies `from` into `to` as `copy` does, row by row from server to server: with `options.mask`,
+/// every column masked by `[mask]`'s rules on the source server (refused before any row moves
+/// when a column looks personal and has no rule: see [`mask::plan`]); with a subset, only the
+/// rows [`subset::choose`] takes. Returns the rows copied.
+pub fn copy_streamed(
+    cx: &Context,
+    from: &str,
+    to: &str,
+    dump: &DumpOptions,
+    guard: &Guard,
+    restore_options: &RestoreOptions,
+    options: &StreamOptions,
+) -> Result<u64> {
+    let (from, to) = copy_mod::check_pair(from, to)?;
+    let rules = if options.mask { Rules::load(cx)? } else { Rules::default() };
+    let tools = PgTools::find(&cx.sh, &cx.project, &from)?;
+    let mut source = Source::open(&from)?;
+    let excluded = excluded_schemas(dump);
+    let (tables, foreign_keys, uniques) = source.catalog(&excluded)?;
+    let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked || !options.mask)?;
+    if options.mask && !plan.unmasked.is_empty() {
+        eprintln!(
+            "copying {} personal-data column(s) unmasked, as --unmasked asked: {}",
+            plan.unmasked.len(),
+            crate::error::escaped(&plan.unmasked.join(", "))
+        );
+    }
+    for note in &plan.notes {
+        eprintln!("{}", crate::error::escaped(note));
+    }
+    let mut args = dump.pg_dump_args(&from)?;
+    if args.iter().any(|a| a == "--schema=*") {
+        bail!(hint!("a masked copy of a database with a provider's schemas (auth, storage, ...) is not supported yet";
+            "pass --keep-managed-schemas (their personal columns then need rules too), or copy without --mask"));
+    }
+    args.push(format!("--snapshot={}", source.snapshot));
+    let pre = pg_dump(cx, &tools, &from, &args, "pre-data")?;
+    let post = pg_dump(cx, &tools, &from, &args, "post-data")?;
+    eprintln!("schema from pg_dump, in memory: {} before the rows, {} after", kib(pre.len()), kib(post.len()));
+    let mut scanned = super::statement::Statements::new();
+    scanned.feed(&pre, &mut |_| {}).map_err(super::dumpfile::forbidden)?;
+    let _ = scanned.finish(&mut |_| {});
+    super::load::check_extensions(&to, scanned.extensions(), &restore_options.load.allowed_extensions)?;
+    let choices = match options.subset.is_whole() {
+        true => BTreeMap::new(),
+        false => {
+            let tables: Vec<Table> = plan.tables.iter().map(|(table, _)| table.clone()).collect();
+            subset::choose(&mut source.session, &options.subset, &tables, &foreign_keys)?
+        }
+    };
+    if options.mask {
+        let key = mask::key(cx)?;
+        source.set_key(&key)?;
+    }
+
+    let kind = match (options.mask, options.subset.is_whole()) {
+        (true, true) => "a masked copy",
+        (true, false) => "a masked subset",
+        (false, _) => "a subset",
+    };
+    let what = format!("replace the data in database `{}` with {kind} of {}", database_name(&to), redact(&from));
+    guard.check(cx, &to, &what)?;
+    restore::announce_safety(restore::prepare(cx, &to, restore_options.safety_dir.as_deref())?.as_deref());
+
+    eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
+    let started = Instant::now();
+    let load_key = crate::secret::random_hex(16)?;
+    let mut load = Load::start(&to, &load_key, &restore_options.load)?;
+    load.feed_part(post.as_slice(), Part::CleanOnly)?;
+    load.feed_part(pre.as_slice(), Part::Whole)?;
+    let rows = move_rows(&mut source, &mut load, &plan, &choices)?;
+    for (sequence, value, called) in source.sequences(&excluded)? {
+        load.exec(&format!("SELECT pg_catalog.setval({}, {value}, {called})", literal(&sequence)))?;
+    }
+    load.feed_part(post.as_slice(), Part::Whole)?;
+    load.finish()?;
+    eprintln!(
+        "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
+        plan.tables.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let ran = crate::migration::run_pending(cx, &to)?;
+    if ran > 0 {
+        eprintln!("applied {ran} pending migration(s) on the copy");
+    }
+    Ok(rows)
+}
+
+/// Each table's rows, masked by the source, into the load: read on a thread of its own while the
+/// target takes the previous chunk. Fails on a table whose counts differ.
+fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeMap<String, Choice>) -> Result<u64> {
+    let mut total = 0;
+    for (table, expressions) in &plan.tables {
+        let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
+        let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        if columns.is_empty() {
+            continue;
+        }
+        let clause = choices.get(&format!("{}.{}", table.schema, table.name)).map(Choice::clause).unwrap_or_default();
+        let select = format!("COPY (SELECT {} FROM ONLY {name}{clause}) TO STDOUT", expressions.join(", "));
+        let insert = format!("COPY {name} ({}) FROM STDIN", columns.join(", "));
+        let source = &mut *source;
+        let (sent, taken) = std::thread::scope(|scope| -> Result<(u64, u64)> {
+            let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(4);
+            let reader = scope.spawn(move || -> Result<u64> {
+                source.session.start_copy_out(&select).map_err(|e| anyhow!(e)).context("select the masked rows")?;
+                loop {
+                    let mut chunk = Vec::with_capacity(CHUNK + (64 << 10));
+                    let state = source.session.copy_out(&mut chunk, CHUNK).map_err(|e| anyhow!(e));
+                    let state = match state {
+                        Ok(state) => state,
+                        Err(e) => {
+                            let _ = chunks.send(Err(anyhow!("{e}")));
+                            return Err(e.context("read the masked rows"));
+                        }
+                    };
+                    if !chunk.is_empty() && chunks.send(Ok(chunk)).is_err() {
+                        bail!("the target stopped taking rows");
+                    }
+                    if let CopyOut::Done(rows) = state {
+                        return Ok(rows);
+                    }
+                }
+            });
+            let taken = load.copy_in(&insert, || received.recv().ok().transpose());
+            drop(received);
+            let sent = reader.join().map_err(|_| anyhow!("the source's reader panicked"))?;
+            // The target's refusal first: the reader then only saw that nobody took its rows.
+            let taken = taken?;
+            Ok((sent?, taken))
+        })
+        .with_context(|| format!("copy {}", crate::error::escaped(&format!("{}.{}", table.schema, table.name))))?;
+        if sent != taken {
+            bail!("{}.{}: the source sent {sent} rows, the target took {taken}", table.schema, table.name);
+        }
+        total += taken;
+    }
+    Ok(total)
+}
+
+/// pg_dump's `section` of the source (schema only), in memory.
+fn pg_dump(cx: &Context, tools: &PgTools, url: &Url, args: &[String], section: &str) -> Result<Vec<u8>> {
+    let mut args = args.to_vec();
+    args.push(format!("--section={section}"));
+    let mut child = tools
+        .command(&cx.sh, "pg_dump", url, &args)?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_dump")?;
+    let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
+    let mut sql = Vec::new();
+    child.stdout.take().context("pg_dump's output")?.read_to_end(&mut sql).context("read pg_dump's output")?;
+    let status = child.wait().context("wait for pg_dump")?;
+    let errors = crate::url::redact_str(errors.join().unwrap_or_default().trim());
+    if !status.success() {
+        bail!(
+            hint!("pg_dump --section={section} failed ({status}); nothing was copied\n{errors}"; "fix what pg_dump says above and run again")
+        );
+    }
+    Ok(sql)
+}
+
+/// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for pg_dump.
+struct Source {
+    session: Session,
+    snapshot: String,
+}
+
+impl Source {
+    fn open(url: &Url) -> Result<Source> {
+        let mut named = url.clone();
+        named.query_pairs_mut().append_pair("application_name", "railgun-copy-source");
+        let mut session = Session::connect(&named).context("connect to the source")?;
+        // The rows' text as pg_dump writes it, whatever the server's settings; row security
+        // off: a table the role may read only in part fails instead of copying a part.
+        for sql in [
+            "SET client_encoding = 'UTF8'",
+            "SET datestyle = 'ISO'",
+            "SET intervalstyle = 'postgres'",
+            "SET extra_float_digits = 3",
+            "SET row_security = off",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        ] {
+            session
+                .exec(sql.as_bytes())
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("prepare the source: {sql}"))?;
+        }
+        let snapshot = session
+            .query_column("SELECT pg_export_snapshot()")
+            .map_err(|e| anyhow!(e))
+            .context("export the source's snapshot")?
+            .pop()
+            .context("the source exported no snapshot")?;
+        Ok(Source { session, snapshot })
+    }
+
+    /// The key, for this transaction only, as a parameter: never in a statement's text.
+    fn set_key(&mut self, key: &str) -> Result<()> {
+        self.session
+            .exec_with(&format!("SELECT set_config('{}', $1, true)", mask::KEY_GUC), &[key])
+            .map_err(|e| anyhow!(e))
+            .context("give the source the masking key")
+    }
+
+    fn json<T: DeserializeOwned>(&mut self, sql: &str, what: &str) -> Result<T> {
+        let text = self
+            .session
+            .query_column(&format!("SELECT coalesce(json_agg(x), '[]')::text FROM ({sql}) x"))
+            .map_err(|e| anyhow!(e))
+            .with_context(|| format!("list the source's {what}"))?
+            .pop()
+            .unwrap_or_default();
+        serde_json::from_str(&text).with_context(|| format!("read the source's {what}"))
+    }
+
+    /// The tables whose rows pg_dump would copy (ordinary tables outside `excluded` and
+    /// extensions; a partitioned table's rows are its partitions'), their foreign keys and
+    /// unique indexes.
+    fn catalog(&mut self, excluded: &[String]) -> Result<(Vec<Table>, Vec<ForeignKey>, Vec<Unique>)> {
+        let ours = own_relations(excluded);
+        let tables = self.json(
+            &format!(
+                "SELECT n.nspname AS schema, c.relname AS name,
+                        (SELECT coalesce(json_agg(json_build_object('name', a.attname, 'type', t.typname) ORDER BY a.attnum), '[]')
+                         FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'r' AND {ours}
+                 ORDER BY 1, 2"
+            ),
+            "tables",
+        )?;
+        let columns = |rel: &str, keys: &str| {
+            format!(
+                "(SELECT json_agg(a.attname ORDER BY k.i) FROM unnest({keys}) WITH ORDINALITY k(num, i)
+                  JOIN pg_attribute a ON a.attrelid = {rel} AND a.attnum = k.num)"
+            )
+        };
+        let foreign_keys = self.json(
+            &format!(
+                "SELECT con.conname AS name,
+                        json_build_array(n.nspname, c.relname) AS child, {} AS child_columns,
+                        json_build_array(pn.nspname, p.relname) AS parent, {} AS parent_columns
+                 FROM pg_constraint con
+                 JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+                 WHERE con.contype = 'f' AND {ours}",
+                columns("con.conrelid", "con.conkey"),
+                columns("con.confrelid", "con.confkey")
+            ),
+            "foreign keys",
+        )?;
+        // An index's columns, those its expressions use included: what it depends on.
+        let uniques = self.json(
+            &format!(
+                "SELECT i.relname AS name, json_build_array(n.nspname, c.relname) AS table,
+                        (SELECT coalesce(json_agg(DISTINCT a.attname), '[]') FROM pg_depend d
+                         JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = x.indexrelid
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.refobjsubid > 0) AS columns
+                 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                 JOIN pg_class c ON c.oid = x.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE x.indisunique AND {ours}"
+            ),
+            "unique indexes",
+        )?;
+        Ok((tables, foreign_keys, uniques))
+    }
+
+    /// Each sequence's state, as pg_dump's data section sets it: (name, last_value, is_called).
+    fn sequences(&mut self, excluded: &[String]) -> Result<Vec<(String, i64, bool)>> {
+        #[derive(serde::Deserialize)]
+        struct Sequence {
+            name: String,
+        }
+        let sequences: Vec<Sequence> = self.json(
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) AS name
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.relkind = 'S' AND {}",
+                own_relations(excluded)
+            ),
+            "sequences",
+        )?;
+        let mut states = Vec::new();
+        for sequence in sequences {
+            let state = self
+                .session
+                .query_column(&format!("SELECT last_value || ' ' || is_called FROM {}", sequence.name))
+                .map_err(|e| anyhow!(e))
+                .with_context(|| format!("read sequence {}", crate::error::escaped(&sequence.name)))?
+                .pop()
+                .unwrap_or_default();
+            let (value, called) = state.split_once(' ').context("a sequence's state")?;
+            states.push((sequence.name, value.parse().context("a sequence's value")?, called == "true"));
+        }
+        Ok(states)
+    }
+}
+
+/// The condition on `c` (a relation) and `n` (its schema) for relations pg_dump copies: outside
+/// the system, the `excluded` schema patterns and extensions.
+fn own_relations(excluded: &[String]) -> String {
+    let patterns = excluded.iter().map(|p| literal(p)).collect::<Vec<_>>().join(", ");
+    format!(
+        "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
+         AND NOT (n.nspname ~ ANY (ARRAY[{patterns}]::text[]))
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                         AND d.objid = c.oid AND d.deptype = 'e')"
+    )
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}

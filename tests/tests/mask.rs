@@ -1,0 +1,366 @@
+//! `cargo xtask db copy --mask`, driven through the real binary: a generated source with
+//! personal data, masked on its way into other databases, then read back whole with pg_dump.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use db::testing::TestDb;
+use diesel::connection::SimpleConnection;
+use tests::{Run, text, xtask_bin};
+
+/// Users with emails, names and phones; orders referencing users by id and by email; teams and
+/// users referencing each other (a foreign key cycle); unique emails, also case-insensitively.
+const SOURCE: &str = r#"
+CREATE TABLE teams (id bigserial PRIMARY KEY, label text NOT NULL, owner_id bigint);
+CREATE TABLE users (
+    id bigserial PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, phone text,
+    country text NOT NULL, team_id bigint REFERENCES teams, created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX users_email_lower ON users (lower(email));
+ALTER TABLE teams ADD FOREIGN KEY (owner_id) REFERENCES users;
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users,
+    contact_email text REFERENCES users (email), total_cents int NOT NULL
+);
+INSERT INTO teams (label) SELECT 'team ' || g FROM generate_series(1, 20) g;
+INSERT INTO users (email, name, phone, country, team_id)
+SELECT 'person' || g || '@mail' || g % 7 || '.test', 'Firstname' || g || ' Lastname' || g,
+       CASE WHEN g % 10 = 0 THEN NULL ELSE '+44 20 7946 ' || lpad(g::text, 4, '0') END,
+       (ARRAY['NL', 'FR', 'US'])[1 + g % 3], 1 + g % 20
+FROM generate_series(1, 2000) g;
+UPDATE teams SET owner_id = id * 3;
+INSERT INTO orders (user_id, contact_email, total_cents)
+SELECT 1 + g % 2000, CASE WHEN g % 3 = 0 THEN 'person' || (1 + g % 2000) || '@mail' || (1 + g % 2000) % 7 || '.test' END, g
+FROM generate_series(1, 6000) g;
+"#;
+
+const RULES: &str = r#"[mask]
+"users.email" = "email"
+"users.name" = "name"
+"users.phone" = "phone"
+"users.country" = "keep"
+"orders.contact_email" = "email"
+"#;
+
+/// A folder of the test's own (diesel.toml, railgun.toml, .env, an empty migrations folder),
+/// removed when the test passes.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str, rules: &str) -> Dir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("railgun-mask-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("migrations")).unwrap();
+        std::fs::write(dir.join("diesel.toml"), "").unwrap();
+        std::fs::write(dir.join("railgun.toml"), rules).unwrap();
+        Dir(dir)
+    }
+
+    /// The xtask in this folder, with its config, migrations and `.env`; no key in the environment.
+    fn xtask(&self, args: &[&str]) -> Run {
+        let config = self.0.join("diesel.toml");
+        let migrations = self.0.join("migrations");
+        Command::new(xtask_bin())
+            .args(["--config-file", config.to_str().unwrap(), "--migration-dir", migrations.to_str().unwrap()])
+            .args(args)
+            .current_dir(&self.0)
+            .env("RAILGUN_ENV_FILE", self.0.join(".env"))
+            .env_remove("RAILGUN_MASK_KEY")
+            .env_remove("DATABASE_URL")
+            .env_remove("APP_ENV")
+            .env_remove("DIESEL_CONFIG_FILE")
+            .env_remove("RAILGUN_PGTOOLS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xtask")
+            .into()
+    }
+
+    fn copy(&self, from: &TestDb, to: &TestDb, extra: &[&str]) -> Run {
+        let mut args = vec!["db", "copy", "--from", from.url().as_str(), "--to", to.url().as_str(), "--yes", "--mask"];
+        args.extend_from_slice(extra);
+        self.xtask(&args)
+    }
+
+    /// Files pg_dump's backups would have left in `backups/`.
+    fn backups(&self) -> Vec<String> {
+        std::fs::read_dir(self.0.join("backups"))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The whole of `db` as pg_dump's plain SQL (through `db backup`).
+    fn dump(&self, db: &TestDb) -> String {
+        let out = self.0.join("dumps");
+        let run = self.xtask(&["--database-url", db.url().as_str(), "db", "backup", out.to_str().unwrap()]);
+        run.assert_ok();
+        let path = Path::new(run.stdout.lines().last().unwrap()).to_path_buf();
+        let mut sql = String::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut sql).unwrap();
+        std::fs::remove_file(path).unwrap();
+        sql
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn exec(db: &TestDb, sql: &str) {
+    db.conn().unwrap().batch_execute(sql).unwrap();
+}
+
+/// Each table's row count and a digest of its rows in id order.
+fn contents(db: &TestDb) -> String {
+    ["teams", "users", "orders"]
+        .iter()
+        .map(|t| {
+            let sql = format!(
+                "SELECT format('{t}: %s rows, %s', count(*), md5(string_agg(x::text, E'\\n' ORDER BY x.id))) AS text FROM {t} x"
+            );
+            text(db, &sql)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_masked_copy_leaves_no_personal_data_and_keeps_every_constraint() {
+    let dir = Dir::new("copy", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    let (target, again) = (TestDb::empty().unwrap(), TestDb::empty().unwrap());
+
+    let run = dir.copy(&source, &target, &[]);
+    run.assert_ok();
+    // No key anywhere: one was made and kept in .env, never shown.
+    let env = std::fs::read_to_string(dir.0.join(".env")).unwrap();
+    let key = env.lines().find_map(|l| l.strip_prefix("RAILGUN_MASK_KEY=")).expect("a key in .env").to_string();
+    assert!(key.len() >= 32, "{env}");
+    assert!(!run.all().contains(&key), "the key was printed:\n{}", run.all());
+    assert!(run.stderr.contains("made a masking key"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "orders.contact_email → users.email (foreign key orders_contact_email_fkey): both masked with \"email\""
+        ),
+        "{}",
+        run.stderr
+    );
+    // The source's rows never reached this machine's disk: no backup of it was written.
+    assert_eq!(dir.backups(), Vec::<String>::new());
+
+    // Nothing of a source email, name or phone is anywhere in the target, in any form.
+    let dumped = dir.dump(&target);
+    assert!(dumped.contains("COPY public.users"), "{dumped}");
+    for fragment in ["person", "@mail", ".test", "Firstname", "Lastname", "+44 20 7946"] {
+        assert!(!dumped.contains(fragment), "`{fragment}` of the source is in the masked copy");
+    }
+    // Every row is there, every constraint exists and holds, and masked values still join.
+    let source_contents = contents(&source);
+    let counts = |c: &str| c.lines().map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(counts(&contents(&target)), counts(&source_contents));
+    let constraints = "SELECT string_agg(format('%s %s %s', conrelid::regclass, conname, convalidated), ', ' ORDER BY conrelid::regclass::text, conname) AS text FROM pg_constraint WHERE conrelid IN ('users'::regclass, 'orders'::regclass, 'teams'::regclass)";
+    assert_eq!(text(&target, constraints), text(&source, constraints));
+    assert!(text(&target, constraints).contains("orders orders_contact_email_fkey t"));
+    let indexes = "SELECT string_agg(indexdef, E'\\n' ORDER BY indexname) AS text FROM pg_indexes WHERE tablename IN ('users', 'orders', 'teams')";
+    assert_eq!(text(&target, indexes), text(&source, indexes));
+    let joined =
+        "SELECT count(*)::text AS text FROM orders o JOIN users u ON u.email = o.contact_email AND u.id = o.user_id";
+    assert_eq!(text(&target, joined), "2000");
+    assert_eq!(
+        text(&target, "SELECT count(*)::text AS text FROM users WHERE email !~ '^u[0-9a-f]{16}@example\\.invalid$'"),
+        "0"
+    );
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM users WHERE phone IS NULL"), "200");
+    assert_eq!(
+        text(&target, "SELECT string_agg(country, ',' ORDER BY id) AS text FROM users"),
+        text(&source, "SELECT string_agg(country, ',' ORDER BY id) AS text FROM users")
+    );
+    // Sequences go on where the source's are.
+    let next = "SELECT nextval('users_id_seq')::text AS text";
+    assert_eq!(text(&target, next), text(&source, next));
+
+    // Another run (the key now from .env) gives the same data.
+    let run = dir.copy(&source, &again, &[]);
+    run.assert_ok();
+    assert!(!run.stderr.contains("made a masking key"), "{}", run.stderr);
+    assert_eq!(contents(&again), contents(&target));
+    assert_ne!(contents(&again), source_contents);
+}
+
+#[test]
+fn an_unruled_personal_column_stops_the_copy_before_anything_moves() {
+    let rules =
+        "[mask]\n\"users.email\" = \"email\"\n\"users.country\" = \"keep\"\n\"orders.contact_email\" = \"email\"\n";
+    let dir = Dir::new("refuse", rules);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    let target = TestDb::empty().unwrap();
+    exec(&target, "CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('untouched');");
+
+    let run = dir.copy(&source, &target, &[]);
+    run.assert_fails_with("2 column(s) look like personal data and have no rule");
+    assert!(run.stderr.contains("\"users.name\" = \"name\""), "{}", run.stderr);
+    assert!(run.stderr.contains("\"users.phone\" = \"phone\""), "{}", run.stderr);
+    assert!(run.stderr.contains("--unmasked"), "{}", run.stderr);
+    assert_eq!(text(&target, "SELECT string_agg(note, ',') AS text FROM keep_me"), "untouched");
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM pg_tables WHERE tablename = 'users'"), "0");
+    assert_eq!(dir.backups(), Vec::<String>::new());
+    assert!(!dir.0.join(".env").exists(), "no key is made for a refused copy");
+
+    // A rule for a column the source lacks, or two sides of a foreign key masked differently: refused too.
+    std::fs::write(dir.0.join("railgun.toml"), format!("{rules}\"users.nmae\" = \"name\"\n")).unwrap();
+    dir.copy(&source, &target, &["--unmasked"]).assert_fails_with("users.nmae");
+    std::fs::write(dir.0.join("railgun.toml"), "[mask]\n\"users.email\" = \"email\"\n").unwrap();
+    dir.copy(&source, &target, &["--unmasked"]).assert_fails_with("orders_contact_email_fkey");
+    assert_eq!(text(&target, "SELECT string_agg(note, ',') AS text FROM keep_me"), "untouched");
+
+    // --unmasked copies them as they are, and says which.
+    std::fs::write(dir.0.join("railgun.toml"), rules).unwrap();
+    let run = dir.copy(&source, &target, &["--unmasked", "--no-safety-backup"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("copying 2 personal-data column(s) unmasked, as --unmasked asked: users.name, users.phone"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        text(&target, "SELECT name AS text FROM users WHERE id = 5"),
+        text(&source, "SELECT name AS text FROM users WHERE id = 5")
+    );
+}
+
+/// Rows of `table` in `db`.
+fn count(db: &TestDb, table: &str) -> i64 {
+    text(db, &format!("SELECT count(*)::text AS text FROM {table}")).parse().unwrap()
+}
+
+/// Rows whose reference finds no parent, through every foreign key of the test's tables.
+fn orphans(db: &TestDb) -> String {
+    text(
+        db,
+        "SELECT format('%s %s %s', (SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)),
+                (SELECT count(*) FROM orders o WHERE o.contact_email IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.email = o.contact_email)),
+                (SELECT count(*) FROM users u WHERE u.team_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM teams t WHERE t.id = u.team_id))
+                + (SELECT count(*) FROM teams t WHERE t.owner_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = t.owner_id))) AS text",
+    )
+}
+
+#[test]
+fn a_ten_percent_sample_keeps_every_constraint() {
+    let dir = Dir::new("sample", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    let (target, again) = (TestDb::empty().unwrap(), TestDb::empty().unwrap());
+
+    let run = dir.copy(&source, &target, &["--sample", "10"]);
+    run.assert_ok();
+    assert!(run.stderr.contains("subset: a 10 % sample"), "{}", run.stderr);
+    let orders = count(&target, "orders");
+    assert!((400..=800).contains(&orders), "{orders} orders of 6000");
+    let users = count(&target, "users");
+    assert!(users < 2000 && users >= count(&target, "(SELECT DISTINCT user_id FROM orders) x"), "{users} users");
+    assert_eq!(orphans(&target), "0 0 0");
+    let constraints = "SELECT string_agg(format('%s %s %s', conrelid::regclass, conname, convalidated), ', ' ORDER BY conrelid::regclass::text, conname) AS text FROM pg_constraint WHERE conrelid IN ('users'::regclass, 'orders'::regclass, 'teams'::regclass)";
+    assert_eq!(text(&target, constraints), text(&source, constraints));
+    let dumped = dir.dump(&target);
+    for fragment in ["person", "Firstname", "+44 20 7946"] {
+        assert!(!dumped.contains(fragment), "`{fragment}` of the source is in the masked sample");
+    }
+    // The same rows for the same data.
+    dir.copy(&source, &again, &["--sample", "10"]).assert_ok();
+    assert_eq!(contents(&again), contents(&target));
+
+    // --where, unmasked: exactly those orders, and what they reference (teams, not named, whole,
+    // with every user owning one).
+    let run = dir.xtask(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        again.url().as_str(),
+        "--yes",
+        "--no-safety-backup",
+        "--where",
+        "orders: id <= 30",
+    ]);
+    run.assert_ok();
+    assert_eq!(count(&again, "orders"), 30);
+    assert_eq!(count(&again, "teams"), 20);
+    assert_eq!(orphans(&again), "0 0 0");
+    assert_eq!(
+        text(&again, "SELECT string_agg(email, ',' ORDER BY id) AS text FROM users WHERE id IN (2, 3, 60)"),
+        text(&source, "SELECT string_agg(email, ',' ORDER BY id) AS text FROM users WHERE id IN (2, 3, 60)")
+    );
+    dir.xtask(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        again.url().as_str(),
+        "--yes",
+        "--where",
+        "nope: true",
+    ])
+    .assert_fails_with("--where names public.nope");
+}
+
+/// Drops its role once the databases declared after it are gone (not after a panic: they are kept).
+struct RoleCleanup {
+    server: TestDb,
+    role: String,
+}
+
+impl Drop for RoleCleanup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = self.server.conn().map(|mut c| c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.role)));
+        }
+    }
+}
+
+#[test]
+fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
+    let role = format!("mask_owner_{}", std::process::id());
+    // Declared first, dropped last: after the database that belongs to the role is gone.
+    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let dir = Dir::new("owner", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    // A provider's database: owned by an ordinary role, which the load then runs as.
+    let target = TestDb::empty().unwrap();
+    exec(
+        &target,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+            target.name()
+        ),
+    );
+    let mut to = target.url().clone();
+    to.set_username(&role).unwrap();
+    to.set_password(Some("pw")).unwrap();
+    let copy = |extra: &[&str]| {
+        let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes", "--mask"];
+        args.extend_from_slice(extra);
+        dir.xtask(&args)
+    };
+    copy(&[]).assert_ok();
+    let first = contents(&target);
+    // Again over the copy (its foreign keys dropped before its tables), then a sample over that.
+    copy(&["--no-safety-backup"]).assert_ok();
+    assert_eq!(contents(&target), first);
+    copy(&["--no-safety-backup", "--sample", "10"]).assert_ok();
+    assert!(count(&target, "orders") < 1000);
+    assert_eq!(orphans(&target), "0 0 0");
+    assert_eq!(text(&target, "SELECT tableowner AS text FROM pg_tables WHERE tablename = 'users'"), role);
+}
