@@ -87,6 +87,31 @@ impl PgTools {
         }
     }
 
+    /// pg_dump's output for `args` on `url`, read into memory (a schema, a section): stderr kept
+    /// (its URLs redacted) for the error, which says `what` failed.
+    pub fn pg_dump_output(&self, sh: &Shell, url: &Url, args: &[String], what: &str) -> Result<Vec<u8>> {
+        use std::io::Read;
+        use std::process::Stdio;
+        let mut child = self
+            .command(sh, "pg_dump", url, args)?
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("start pg_dump")?;
+        let errors = collect_errors(child.stderr.take().context("pg_dump's errors")?);
+        let mut out = Vec::new();
+        child.stdout.take().context("pg_dump's output")?.read_to_end(&mut out).context("read pg_dump's output")?;
+        let status = child.wait().context("wait for pg_dump")?;
+        let errors = crate::url::redact_str(errors.join().unwrap_or_default().trim());
+        if !status.success() {
+            bail!(
+                hint!("pg_dump failed ({status}) with {}: {what}\n{errors}", self.describe(); "fix what pg_dump says above and run again")
+            );
+        }
+        Ok(out)
+    }
+
     /// `tool` (pg_dump or psql) with `args`, connected to `url`: the password only in the
     /// environment, stdin/stdout free for streams (no TTY).
     pub fn command(&self, sh: &Shell, tool: &str, url: &Url, args: &[String]) -> Result<Command> {

@@ -8,8 +8,6 @@
 //! constraint is checked on the masked rows as it is created.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -20,7 +18,7 @@ use super::copy::{self as copy_mod, excluded_schemas};
 use super::dump::DumpOptions;
 use super::load::{Load, Part};
 use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
-use super::pgtools::{self, PgTools};
+use super::pgtools::PgTools;
 use super::restore::{self, RestoreOptions};
 use super::session::{CopyOut, Session};
 use super::subset::{self, Choice, Subset};
@@ -186,24 +184,7 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
 fn pg_dump(cx: &Context, tools: &PgTools, url: &Url, args: &[String], section: &str) -> Result<Vec<u8>> {
     let mut args = args.to_vec();
     args.push(format!("--section={section}"));
-    let mut child = tools
-        .command(&cx.sh, "pg_dump", url, &args)?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start pg_dump")?;
-    let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
-    let mut sql = Vec::new();
-    child.stdout.take().context("pg_dump's output")?.read_to_end(&mut sql).context("read pg_dump's output")?;
-    let status = child.wait().context("wait for pg_dump")?;
-    let errors = crate::url::redact_str(errors.join().unwrap_or_default().trim());
-    if !status.success() {
-        bail!(
-            hint!("pg_dump --section={section} failed ({status}); nothing was copied\n{errors}"; "fix what pg_dump says above and run again")
-        );
-    }
-    Ok(sql)
+    tools.pg_dump_output(&cx.sh, url, &args, &format!("--section={section}; nothing was copied"))
 }
 
 /// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for pg_dump.

@@ -22,13 +22,12 @@
 //! order), dependencies first, so two databases built differently print the same file.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use url::Url;
 
-use crate::backup::pgtools::{self, PgTools};
+use crate::backup::pgtools::PgTools;
 use crate::context::Context;
 use crate::diesel_config::DieselConfig;
 
@@ -95,24 +94,8 @@ fn pg_dump_args(tools: &PgTools) -> Vec<String> {
 /// The normalized schema of the database at `url`, as the file holds it.
 pub fn dump(cx: &Context, url: &Url) -> Result<String> {
     let tools = PgTools::find(&cx.sh, &cx.project, url)?;
-    let mut child = tools
-        .command(&cx.sh, "pg_dump", url, &pg_dump_args(&tools))?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start pg_dump")?;
-    let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().context("pg_dump's output")?, &mut out)
-        .context("read pg_dump's output")?;
-    let status = child.wait().context("wait for pg_dump")?;
-    let errors = crate::url::redact_str(errors.join().unwrap_or_default().trim());
-    if !status.success() {
-        bail!(
-            hint!("pg_dump --schema-only failed ({status}) with {}\n{errors}", tools.describe(); "fix what pg_dump says above and run again")
-        );
-    }
+    let out = tools.pg_dump_output(&cx.sh, url, &pg_dump_args(&tools), "--schema-only")?;
+    let out = String::from_utf8(out).context("pg_dump's output is not UTF-8")?;
     Ok(normalize(&out))
 }
 

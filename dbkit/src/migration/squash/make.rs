@@ -122,11 +122,8 @@ fn dump(cx: &crate::context::Context, tools: &crate::backup::pgtools::PgTools, u
             format!("--exclude-table=*.{}", checksum::TABLE),
         ]
         .into();
-        let output = tools.command(&cx.sh, "pg_dump", url, &args)?.output().context("run pg_dump")?;
-        if !output.status.success() {
-            bail!("pg_dump failed: {}", crate::url::redact_str(&String::from_utf8_lossy(&output.stderr)));
-        }
-        text.push_str(&as_migration(&String::from_utf8(output.stdout).context("pg_dump's output is not UTF-8")?));
+        let output = tools.pg_dump_output(&cx.sh, url, &args, &format!("--section={section} of the squash"))?;
+        text.push_str(&as_migration(&String::from_utf8(output).context("pg_dump's output is not UTF-8")?));
     }
     Ok(text)
 }
