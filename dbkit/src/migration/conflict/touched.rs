@@ -333,6 +333,27 @@ impl<'a> Reader<'a> {
         self.advance();
         let kind = match what.as_str() {
             "TABLE" => return self.alter_table(),
+            "TRIGGER" => return self.on_table(Kind::Trigger, Access::Alters),
+            "POLICY" => return self.on_table(Kind::Policy, Access::Alters),
+            // Privileges for objects yet to be created, settings of roles and the database.
+            "DEFAULT" | "ROLE" | "USER" | "DATABASE" | "SYSTEM" => return Some(()),
+            other => self.named_kind(other)?,
+        };
+        self.eat(&["IF", "EXISTS"]);
+        let (name, at) = self.name()?;
+        self.skip_parens();
+        let access = self.rename_or_alter(kind, &name);
+        self.push(Object::new(kind, name), access, at);
+        if kind == Kind::Sequence {
+            self.owned_by();
+        }
+        Some(())
+    }
+
+    /// The kind of object `ALTER` and `COMMENT ON` name by `word` (the word read; `MATERIALIZED`
+    /// takes its `VIEW`), for the kinds named the same way in both.
+    fn named_kind(&mut self, word: &str) -> Option<Kind> {
+        Some(match word {
             "INDEX" => Kind::Index,
             "VIEW" => Kind::View,
             "MATERIALIZED" => {
@@ -344,21 +365,8 @@ impl<'a> Reader<'a> {
             "FUNCTION" | "PROCEDURE" => Kind::Function,
             "SCHEMA" => Kind::Schema,
             "EXTENSION" => Kind::Extension,
-            "TRIGGER" => return self.on_table(Kind::Trigger, Access::Alters),
-            "POLICY" => return self.on_table(Kind::Policy, Access::Alters),
-            // Privileges for objects yet to be created, settings of roles and the database.
-            "DEFAULT" | "ROLE" | "USER" | "DATABASE" | "SYSTEM" => return Some(()),
             _ => return None,
-        };
-        self.eat(&["IF", "EXISTS"]);
-        let (name, at) = self.name()?;
-        self.skip_parens();
-        let access = self.rename_or_alter(kind, &name);
-        self.push(Object::new(kind, name), access, at);
-        if kind == Kind::Sequence {
-            self.owned_by();
-        }
-        Some(())
+        })
     }
 
     /// `RENAME TO new` (the new name created), `SET SCHEMA`, or any other change.
@@ -475,17 +483,6 @@ impl<'a> Reader<'a> {
         let kind = match what.as_str() {
             "TABLE" => Kind::Table,
             "COLUMN" => Kind::Column,
-            "INDEX" => Kind::Index,
-            "VIEW" => Kind::View,
-            "MATERIALIZED" => {
-                self.expect(&["VIEW"])?;
-                Kind::View
-            }
-            "SEQUENCE" => Kind::Sequence,
-            "TYPE" | "DOMAIN" => Kind::Type,
-            "FUNCTION" | "PROCEDURE" => Kind::Function,
-            "SCHEMA" => Kind::Schema,
-            "EXTENSION" => Kind::Extension,
             "TRIGGER" => return self.on_table(Kind::Trigger, Access::Alters),
             "POLICY" => return self.on_table(Kind::Policy, Access::Alters),
             // A table's constraint: a change of the table.
@@ -495,7 +492,7 @@ impl<'a> Reader<'a> {
                 self.eat(&["DOMAIN"]);
                 Kind::Table
             }
-            _ => return None,
+            other => self.named_kind(other)?,
         };
         self.touch_name(kind, Access::Alters)?;
         Some(())
