@@ -139,8 +139,10 @@ fn header_error(e: age::DecryptError, shown: &Path) -> anyhow::Error {
                 hint!("the encrypted backup {shown} was damaged or tampered with: its header fails age's authentication ({e})"; "use another backup; nothing was restored from this one")
             )
         }
+        // A bit flipped in the header's lines (its base64 MAC, say) may leave it no header at
+        // all to authenticate: the file is damaged or tampered with, or was never age's.
         e => anyhow!(
-            hint!("{shown} is not a readable age file ({e})"; "use another backup; nothing was restored from this one")
+            hint!("{shown} is not a readable age file: its header was damaged or tampered with, or it is not an age file ({e})"; "use another backup; nothing was restored from this one")
         ),
     }
 }
