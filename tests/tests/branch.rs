@@ -509,3 +509,18 @@ fn both_urls_follow_and_other_lines_stay() {
     let text = std::fs::read_to_string(repo.dir.join(".env")).unwrap();
     assert!(text.starts_with("# mine\n") && text.contains("\nOTHER=1\n"), "{text}");
 }
+
+/// A switch killed between its clone and the comment that registers it leaves an unregistered
+/// clone under the branch's name: the next switch takes it, never stuck on "already exists".
+#[test]
+fn a_clone_left_by_a_killed_switch_is_taken() {
+    let repo = Repo::new("killed");
+    repo.xtask(&["branch", "on"]).assert_ok();
+    let left = dbkit::branch::database_for(&repo.base, "after-kill");
+    admin().batch_execute(&format!("CREATE DATABASE \"{left}\" TEMPLATE {}", repo.base)).unwrap();
+    let checkout = repo.git(&["checkout", "-b", "after-kill"]);
+    checkout.assert_ok();
+    assert!(checkout.stderr.contains("by a switch that was interrupted"), "{}", checkout.stderr);
+    assert_eq!(repo.database(), left);
+    repo.xtask(&["migration", "show", "--check"]).assert_ok();
+}

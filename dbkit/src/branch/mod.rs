@@ -256,6 +256,20 @@ pub fn sessions_on(conn: &mut PgConnection, database: &str) -> Result<Vec<String
     Ok(rows.into_iter().map(|s| s.line).collect())
 }
 
+/// Whether the server has a database named `name`.
+pub fn exists(conn: &mut PgConnection, name: &str) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .context("look for the database")?;
+    Ok(count.n > 0)
+}
+
 /// Now, UTC, as the comments record it.
 pub fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()

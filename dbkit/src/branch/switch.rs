@@ -88,7 +88,13 @@ fn to_branch(cx: &Context, branching: &Branching, branch: &str) -> Result<Switch
                 );
             }
             let started = Instant::now();
-            clone(&mut server, &source, &name)?;
+            // A switch killed between its clone and its comment left the clone unregistered
+            // (CREATE DATABASE is all or nothing): it is the branch's, taken as made.
+            if super::exists(&mut server, &name)? {
+                eprintln!("taking {name}, cloned for `{branch}` by a switch that was interrupted, as its database");
+            } else {
+                clone(&mut server, &source, &name)?;
+            }
             let stamp = now();
             let meta = Meta {
                 branch: branch.to_string(),

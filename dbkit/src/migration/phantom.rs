@@ -122,7 +122,8 @@ pub fn revert_all(session: &mut Locked, phantoms: &[Phantom], before: &mut dyn F
 #[cfg(feature = "tools")]
 pub fn regenerate_schema(cx: &crate::context::Context, url: &url::Url) -> Result<()> {
     let migrations = super::source::load(&cx.migration_dir()?)?;
-    let plan = super::Plan::read(&mut crate::connect::establish(url)?, &migrations)?;
+    let mut conn = crate::connect::establish(url)?;
+    let plan = super::Plan::read(&mut conn, &migrations)?;
     if !plan.phantoms.is_empty() {
         eprintln!(
             "note: the schema files were not rewritten: the database has {} migration(s) this checkout lacks ({}), and the files would carry their tables and columns into this checkout; {}",
@@ -132,5 +133,5 @@ pub fn regenerate_schema(cx: &crate::context::Context, url: &url::Url) -> Result
         );
         return Ok(());
     }
-    crate::schema::regenerate(cx, url)
+    crate::schema::regenerate_on(cx, url, Some(&mut conn))
 }

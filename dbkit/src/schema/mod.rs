@@ -27,13 +27,19 @@ use settings::Settings;
 /// dump when railgun.toml configures one. Every file is printed before any is written, so a
 /// failing key leaves them all as they were.
 pub fn regenerate(cx: &Context, url: &Url) -> Result<()> {
+    regenerate_on(cx, url, None)
+}
+
+/// [`regenerate`], printing on `conn` when the caller has one open to `url` already.
+pub fn regenerate_on(cx: &Context, url: &Url, conn: Option<&mut diesel::PgConnection>) -> Result<()> {
     let files: Vec<SchemaFile> = settings::keys(&DieselConfig::load(cx)?)?
         .into_iter()
         .filter_map(|(key, settings)| Some(SchemaFile { key, path: settings.file.clone()?, settings }))
         .collect();
-    let texts = match files.is_empty() {
-        true => Vec::new(),
-        false => print_files(cx, &mut crate::connect::establish(url)?, &files)?,
+    let texts = match (files.is_empty(), conn) {
+        (true, _) => Vec::new(),
+        (false, Some(conn)) => print_files(cx, conn, &files)?,
+        (false, None) => print_files(cx, &mut crate::connect::establish(url)?, &files)?,
     };
     let dump = match dump::configured(cx)? {
         Some(path) => {

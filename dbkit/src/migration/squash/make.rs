@@ -215,8 +215,8 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes the squash's folder (under a temporary name, then renamed) and removes the folders
-/// it replaces.
+/// Writes the squash's folder (under a temporary name, then renamed into place), then removes
+/// the folders it replaces.
 fn write(history: &[MigrationFiles], name: &str, up: &str, down: &str) -> Result<PathBuf> {
     let last = history.last().expect("two migrations at least");
     let dir = last.dir.parent().context("the migrations folder")?;
@@ -234,10 +234,12 @@ fn write(history: &[MigrationFiles], name: &str, up: &str, down: &str) -> Result
             versions.join(", ")
         ),
     )?;
+    // The squash in place before any folder it replaces goes: a kill in between leaves both
+    // (the next load names the shared version), never neither.
+    std::fs::rename(&tmp, &folder).with_context(|| format!("move the squash to {}", shown(&folder)))?;
     for migration in history {
         remove(&migration.dir)?;
     }
-    std::fs::rename(&tmp, &folder).with_context(|| format!("move the squash to {}", shown(&folder)))?;
     Ok(folder)
 }
 
