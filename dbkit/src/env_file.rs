@@ -103,7 +103,7 @@ pub fn set(path: &Path, template: Option<&Path>, pairs: &[(&str, &str)]) -> Resu
 fn update(text: &str, pairs: &[(&str, &str)]) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     for (key, value) in pairs {
-        let line = format!("{key}={value}");
+        let line = format!("{key}={}", quoted(value));
         let sets_key = |l: &String| {
             let l = l.trim_start();
             let l = l.strip_prefix("export ").unwrap_or(l).trim_start();
@@ -117,6 +117,22 @@ fn update(text: &str, pairs: &[(&str, &str)]) -> String {
     let mut out = lines.join("\n");
     out.push('\n');
     out
+}
+
+/// `value` as dotenv reads it back unchanged: as it is when plain (every URL and password the
+/// tools write), else single-quoted (literal), else double-quoted with `\`, `"` and `$` escaped.
+/// A value from elsewhere (a git branch may be named `it's$HOME#x`) never breaks the file or
+/// expands into something else.
+fn quoted(value: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:@%+=,~?&!*()[]{}^|;<>".contains(c);
+    if value.chars().all(plain) {
+        return value.into();
+    }
+    if !value.contains('\'') && !value.contains('\n') {
+        return format!("'{value}'").into();
+    }
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "\\$").replace('\n', "\\n");
+    format!("\"{escaped}\"").into()
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -155,6 +171,25 @@ mod tests {
             out,
             "DATABASE_URL=postgres://a:b@db.example.com/x\n#DATABASE_URL=postgres://a:b@db.example.com/x\n"
         );
+    }
+
+    #[test]
+    fn values_read_back_as_written() {
+        for value in [
+            "postgres://u:p%40ss@127.0.0.1:5432/db?sslmode=disable",
+            "we\"ird",
+            "it's$HOME#x",
+            "a b",
+            "back\\slash",
+            "both'\"$x",
+            "",
+            "l\nine",
+        ] {
+            let text = update("", &[("K", value)]);
+            let read: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes()).map(|r| r.unwrap()).collect();
+            assert_eq!(read, [("K".to_string(), value.to_string())], "{text}");
+        }
+        assert_eq!(update("", &[("K", "postgres://u:p@h/db")]), "K=postgres://u:p@h/db\n", "plain stays plain");
     }
 
     #[test]

@@ -524,3 +524,17 @@ fn a_clone_left_by_a_killed_switch_is_taken() {
     assert_eq!(repo.database(), left);
     repo.xtask(&["migration", "show", "--check"]).assert_ok();
 }
+
+/// A branch name someone else chose (quotes, `$`, `#`: git takes them) goes into `.env` so that
+/// it reads back as written: the file still parses, nothing expands, the next command follows.
+#[test]
+fn a_branch_name_with_quotes_and_dollars_keeps_env_readable() {
+    let repo = Repo::new("quotes");
+    repo.xtask(&["branch", "on"]).assert_ok();
+    let name = "it's-\"$HOME#x";
+    repo.git(&["checkout", "-q", "-b", name]).assert_ok();
+    repo.xtask(&["migration", "show", "--check"]).assert_ok();
+    let list = repo.xtask(&["branch", "list", "--json"]);
+    list.assert_ok();
+    assert!(list.stdout.contains("it's-\\\"$HOME#x"), "{}", list.stdout);
+}
