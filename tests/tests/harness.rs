@@ -440,8 +440,24 @@ fn child_recycle() {
         "seed" => {
             sql(&mut conn, "DELETE FROM seeds");
         }
+        // Objects of the session's own: gone with it, not a schema change.
+        "temp" => {
+            sql(&mut conn, "CREATE TEMP TABLE scratch (n int PRIMARY KEY, note text DEFAULT 'x')");
+            sql(&mut conn, "INSERT INTO scratch (n) VALUES (1), (2)");
+            sql(&mut conn, "CREATE TEMP VIEW scratch_view AS SELECT n FROM scratch");
+        }
+        // A temporary object beside a lasting change: the lasting one counts.
+        "temp-and-comment" => {
+            sql(&mut conn, "CREATE TEMP TABLE scratch (n int)");
+            sql(&mut conn, "COMMENT ON TABLE items IS 'made in a test'");
+        }
         _ => {}
     }
+    let temporary: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)")
+            .get_result(&mut conn)
+            .unwrap();
+    println!("temporary={}", temporary.n);
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = diesel::sql_types::Integer)]
@@ -480,7 +496,7 @@ fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_see
     );
     // A process per test, as under nextest: no pool thread, so the pool holds exactly what the
     // tests gave back (it starts empty: the template is new).
-    let run = |action: &str| -> (i64, String) {
+    let run_child = |action: &str| -> (i64, String, String) {
         let out = child(
             "child_recycle",
             &[
@@ -492,7 +508,15 @@ fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_see
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         let oid = value_after(&stdout, "oid=").parse().unwrap();
-        (oid, stdout[stdout.find("items=").unwrap()..].lines().next().unwrap().to_string())
+        let temporary = value_after(&stdout, "temporary=").to_string();
+        (oid, stdout[stdout.find("items=").unwrap()..].lines().next().unwrap().to_string(), temporary)
+    };
+    let run = |action: &str| -> (i64, String) {
+        let (oid, state, temporary) = run_child(action);
+        if action == "read" {
+            assert_eq!(temporary, "0", "a temporary object of the last test survived");
+        }
+        (oid, state)
     };
     let (written, state) = run("write");
     assert_eq!(state, "items=3 notes=2 seeds=1 next_id=4 ddl_column=0");
@@ -509,6 +533,17 @@ fn a_passing_tests_database_is_reset_and_reused_unless_it_ran_ddl_or_changed_see
     let (seed_changed, _) = run("seed");
     let (after_seed, state) = run("read");
     assert_ne!(after_seed, seed_changed, "a database whose seed rows changed was handed out again");
+    assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0");
+
+    // Temporary objects are the session's, not the schema's: the database is reset, not dropped.
+    let (with_temp, _) = run("temp");
+    assert_eq!(with_temp, after_seed, "the reset database was not reused again");
+    let (after_temp, state) = run("read");
+    assert_eq!(after_temp, with_temp, "a database whose test made only temporary objects was dropped");
+    assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0");
+    let (commented, _) = run("temp-and-comment");
+    let (after_comment, state) = run("read");
+    assert_ne!(after_comment, commented, "a database whose test also changed the schema was handed out again");
     assert_eq!(state, "items=1 notes=0 seeds=1 next_id=1 ddl_column=0");
 
     // This test's template and pool go with it.
@@ -550,6 +585,8 @@ fn child_reuse_in_process() {
         locks: i64,
         #[diesel(sql_type = BigInt)]
         channels: i64,
+        #[diesel(sql_type = BigInt)]
+        temporary: i64,
     }
     // The pool filled and clones held ahead first, so that the database each test gives back
     // is the last one held, and the next test's.
@@ -557,7 +594,7 @@ fn child_reuse_in_process() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // One test after another in this process, as `cargo test` runs them, with time for the
     // pool thread to reset what the last one gave back.
-    for step in ["write", "read", "ddl", "read", "open-transaction", "read", "leak", "read"] {
+    for step in ["write", "read", "ddl", "read", "open-transaction", "read", "leak", "read", "temp", "read"] {
         let db = TestDb::with_migrations_dir(&dir).unwrap();
         let mut conn = db.conn().unwrap();
         let seen: Seen = diesel::sql_query(
@@ -565,19 +602,21 @@ fn child_reuse_in_process() {
              pg_backend_pid() AS pid, (SELECT count(*) FROM items) AS items, \
              current_setting('statement_timeout') AS timeout, \
              (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, \
-             (SELECT count(*) FROM pg_listening_channels()) AS channels",
+             (SELECT count(*) FROM pg_listening_channels()) AS channels, \
+             (SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)) AS temporary",
         )
         .get_result(&mut conn)
         .unwrap();
         println!(
-            "step={step} name={} oid={} pid={} items={} timeout={} locks={} channels={}",
+            "step={step} name={} oid={} pid={} items={} timeout={} locks={} channels={} temporary={}",
             db.name(),
             seen.oid,
             seen.pid,
             seen.items,
             seen.timeout,
             seen.locks,
-            seen.channels
+            seen.channels,
+            seen.temporary
         );
         let sql = |conn: &mut PgConnection, sql: &str| diesel::sql_query(sql).execute(conn).unwrap();
         match step {
@@ -589,6 +628,10 @@ fn child_reuse_in_process() {
             }
             "ddl" => {
                 sql(&mut conn, "ALTER TABLE items ADD COLUMN made_in_a_test int");
+            }
+            "temp" => {
+                sql(&mut conn, "CREATE TEMP TABLE scratch (n int PRIMARY KEY)");
+                sql(&mut conn, "INSERT INTO scratch VALUES (1)");
             }
             "open-transaction" => {
                 conn.begin_test_transaction().unwrap();
@@ -627,7 +670,7 @@ fn under_cargo_test_a_passing_tests_database_and_connection_serve_the_next_test_
     assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     // (libtest's "test child_... ... " may start the first line.)
     let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
-    assert_eq!(steps.len(), 8, "{stdout}");
+    assert_eq!(steps.len(), 10, "{stdout}");
     let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
     let same = |a: usize, b: usize, key: &str| field(steps[a], key) == field(steps[b], key);
     // The written database comes back, on the same server connection, with nothing of the last test.
@@ -650,6 +693,10 @@ fn under_cargo_test_a_passing_tests_database_and_connection_serve_the_next_test_
     assert_eq!(value_after(leaked, "still_connected="), "false", "{stdout}");
     assert!(database(value_after(leaked, "name=")).is_none(), "{stdout}");
     assert!(!same(6, 7, "oid"), "{stdout}");
+    // A temporary table is the session's: the database and the connection serve the next test,
+    // without it.
+    assert!(same(8, 9, "oid") && same(8, 9, "pid"), "a test's temporary table cost it its database:\n{stdout}");
+    assert_eq!(field(steps[9], "temporary"), "0", "the last test's temporary table survived:\n{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

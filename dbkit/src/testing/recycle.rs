@@ -26,6 +26,53 @@ pub(crate) struct Baseline {
     catalogs: Vec<u32>,
     tables: Vec<Table>,
     sequences: Vec<Sequence>,
+    /// Each catalog's rows, to tell a test's temporary objects (gone with its session) from DDL.
+    #[serde(default)]
+    catalog_rows: Vec<CatalogRows>,
+    /// A transaction id after every row of the template was written: a newer row is a test's.
+    #[serde(default)]
+    xid: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CatalogRows {
+    oid: u32,
+    name: String,
+    rows: i64,
+}
+
+/// The catalog rows a count leaves out: the schemas of sessions' temporary objects
+/// (`pg_temp_N`, `pg_toast_temp_N`), made once per server process slot and kept.
+const NOT_TEMP_SCHEMAS: &str = " WHERE nspname !~ '^pg_(toast_)?temp_'";
+
+fn catalog_filter(name: &str) -> &'static str {
+    if name == "pg_catalog.pg_namespace" { NOT_TEMP_SCHEMAS } else { "" }
+}
+
+/// The rows of the catalog `name`; `None` when the role may not read it (`pg_user_mapping`
+/// holds passwords: superusers only). A test that writes to such a catalog gets its database
+/// dropped, as before.
+fn catalog_count(conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
+    #[derive(QueryableByName)]
+    struct Readable {
+        #[diesel(sql_type = Bool)]
+        readable: bool,
+    }
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        rows: i64,
+    }
+    // Apart: a query naming a table it may not read fails, whichever branch runs.
+    let readable: Readable = diesel::sql_query("SELECT has_table_privilege($1, 'SELECT') AS readable")
+        .bind::<Text, _>(name)
+        .get_result(conn)?;
+    if !readable.readable {
+        return Ok(None);
+    }
+    let filter = catalog_filter(name);
+    let count: Count = diesel::sql_query(format!("SELECT count(*) AS rows FROM {name}{filter}")).get_result(conn)?;
+    Ok(Some(count.rows))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +116,13 @@ impl Baseline {
              ORDER BY c.oid",
         )
         .load(conn)?;
-        let mut baseline = Baseline { catalogs: Vec::new(), tables: Vec::new(), sequences: Vec::new() };
+        let mut baseline = Baseline {
+            catalogs: Vec::new(),
+            tables: Vec::new(),
+            sequences: Vec::new(),
+            catalog_rows: Vec::new(),
+            xid: 0,
+        };
         for relation in relations {
             let Relation { oid, kind, name, owner } = relation;
             if oid < 16384 {
@@ -77,6 +130,9 @@ impl Baseline {
                 let statistics = ["pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data"];
                 if !statistics.contains(&name.as_str()) && kind == "r" {
                     baseline.catalogs.push(oid);
+                    if let Some(rows) = catalog_count(conn, &name)? {
+                        baseline.catalog_rows.push(CatalogRows { oid, name, rows });
+                    }
                 }
             } else if kind == "S" {
                 #[derive(QueryableByName)]
@@ -105,7 +161,53 @@ impl Baseline {
                 baseline.tables.push(Table { oid, name, seeded: rows.any });
             }
         }
+        #[derive(QueryableByName)]
+        struct Xid {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            xid: String,
+        }
+        let xid: Xid = diesel::sql_query("SELECT pg_current_xact_id()::text AS xid").get_result(conn)?;
+        baseline.xid = xid.xid.parse().context("the server's transaction id")?;
         Ok(baseline)
+    }
+
+    /// True when what the statistics call DDL was only temporary objects, dropped since (their
+    /// sessions ended or were reset): every catalog a test wrote to holds the template's rows,
+    /// none newer than the template, and no table the template fills was written. A catalog
+    /// the statistics show untouched is not read. False when the baseline predates this check.
+    fn only_temporary(&self, conn: &mut PgConnection) -> Result<bool> {
+        if self.xid == 0 || self.catalog_rows.is_empty() {
+            return Ok(false);
+        }
+        let written = |oid: u32| {
+            format!(
+                "pg_stat_get_tuples_inserted({oid}) + pg_stat_get_tuples_updated({oid}) + pg_stat_get_tuples_deleted({oid}) > 0"
+            )
+        };
+        // Wraps as xids do: age() compares within the same 2^32 circle.
+        let template = self.xid % (1 << 32);
+        let mut checks: Vec<String> =
+            self.tables.iter().filter(|t| t.seeded).map(|t| format!("NOT ({})", written(t.oid))).collect();
+        // A catalog this role could not count must not have been written.
+        let counted: Vec<u32> = self.catalog_rows.iter().map(|c| c.oid).collect();
+        checks.extend(self.catalogs.iter().filter(|c| !counted.contains(c)).map(|&c| format!("NOT ({})", written(c))));
+        checks.extend(self.catalog_rows.iter().map(|c| {
+            let (oid, name, rows, filter) = (c.oid, &c.name, c.rows, catalog_filter(&c.name));
+            // A scalar subquery in a CASE runs only when its branch is taken.
+            format!(
+                "CASE WHEN {} THEN (SELECT count(*) = {rows} AND count(*) FILTER (WHERE age(xmin) < age('{template}'::xid)) = 0 FROM {name}{filter}) ELSE true END",
+                written(oid)
+            )
+        }));
+        #[derive(QueryableByName)]
+        struct Same {
+            #[diesel(sql_type = Bool)]
+            same: bool,
+        }
+        let same: Same = diesel::sql_query(format!("SELECT {} AS same", checks.join(" AND ")))
+            .get_result(conn)
+            .context("check whether the last test changed the schema")?;
+        Ok(same.same)
     }
 
     /// As kept in the template's comment.
@@ -157,7 +259,16 @@ impl Baseline {
     /// [`Baseline::reset`] with what the last test wrote already read.
     pub fn reset_written(&self, conn: &mut PgConnection, written: &Written, then: &str) -> Result<bool> {
         if written.dirty {
-            return Ok(false);
+            if !self.only_temporary(conn)? {
+                return Ok(false);
+            }
+            // The catalogs' counts start again from zero, or every later test would check again.
+            let catalogs = self.catalogs.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
+            conn.batch_execute(&format!(
+                "SELECT pg_stat_reset_single_table_counters(c) FROM unnest('{{{catalogs}}}'::oid[]) c \
+                 WHERE pg_stat_get_tuples_inserted(c) + pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0"
+            ))
+            .context("reset the catalogs' statistics")?;
         }
         let mut reset: Vec<String> = self
             .tables

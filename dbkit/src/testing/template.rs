@@ -18,7 +18,7 @@ use crate::migration::MigrationFiles;
 use crate::seed::Seeds;
 
 /// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
-const HARNESS_VERSION: &[u8] = b"railgun-testdb-2";
+const HARNESS_VERSION: &[u8] = b"railgun-testdb-3";
 pub(crate) const TEMPLATE_PREFIX: &str = "railgun_tpl_";
 const BUILD_PREFIX: &str = "railgun_tplbuild_";
 /// How many templates (migration sets: branches, benches) stay on the server; one used within

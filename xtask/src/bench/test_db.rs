@@ -17,14 +17,20 @@ use dbkit::diesel_config::DieselConfig;
 ///
 /// Generates a crate of N tests outside the repository (each gets a database and commits one
 /// row), builds it once, and runs it under `cargo test` (default threads, and 8 threads) and
-/// `cargo nextest run` (with the setup script `cargo xtask test --prepare-db`), three ways:
-/// through the harness (`dbkit::testing`), creating a database and running every migration per
-/// test (the anchor), with no database, and with one new connection per test to a shared
-/// database (the floor of any harness that connects per test, as under nextest). Reports median
-/// wall times, the per-test overhead ((suite - no database) / tests x threads) and the ratios;
-/// then how long the server
-/// takes to clone a database (`STRATEGY WAL_LOG` and `FILE_COPY`), on the test server and on the
-/// dev server, which bounds any harness that clones.
+/// `cargo nextest run` (with the setup script `cargo xtask test --prepare-db`), in these modes:
+///   harness  `TestDb` and `db.conn()` (goal: <= 5 ms per test under cargo test, <= 15 ms under nextest)
+///   url      `TestDb` and a connection of the test's own from `db.url()`, as an app's pool makes one (same goal)
+///   temp     `TestDb`, `db.conn()` and a TEMP table the test creates (same goal)
+///   migrate  a database created and every migration run per test: the anchor (what `#[sqlx::test]` does)
+///   none     no database: the suite's own cost, subtracted from the others
+///   connect  one new connection per test to a shared database: the floor of a harness that connects per test
+/// Reports median wall times, the per-test overhead ((suite - no database) / tests x threads)
+/// and the ratios; then how long the server takes to clone a database (`STRATEGY WAL_LOG` and
+/// `FILE_COPY`), on the test server and on the dev server, which bounds any harness that clones.
+///
+/// Runs on any migrations folder (the project's, --migration-dir's, or --generate's): the
+/// bench copies it to a temporary folder and adds one migration of its own, the table each
+/// test inserts its row into, so the suite names no table of the project's.
 ///
 /// Uses the test harness's server (TEST_DATABASE_URL, else the test container, else the
 /// `cargo xtask up` Postgres), and that server for the anchor too.
@@ -46,21 +52,23 @@ pub struct TestDb {
     anchor_runs: Option<usize>,
 }
 
-/// One suite's run: where it is, what it migrates and inserts, the servers' URLs.
+/// One suite's run: where it is, what it migrates, the servers' URLs.
 struct Plan {
     suite: PathBuf,
     dir: PathBuf,
-    insert: &'static str,
     server: Url,
     floor: Url,
     migrations: Vec<dbkit::migration::MigrationFiles>,
 }
 
-/// The suite's ways.
-/// The suite's ways: through the harness, the anchor, no database, and the floor of any harness
-/// that opens a server connection per test (one connection to a shared migrated database, the
-/// insert rolled back).
-const MODES: [&str; 4] = ["harness", "migrate", "none", "connect"];
+/// The suite's ways (see the command's help): the harness's three ways to connect, the anchor,
+/// no database, and the floor of any harness that opens a server connection per test (one
+/// connection to a shared migrated database, the insert rolled back).
+const MODES: [&str; 6] = ["harness", "url", "temp", "migrate", "none", "connect"];
+
+/// The table the bench's own migration adds, and each test's insert into it.
+const BENCH_MIGRATION: &str = "99999999999999_railgun_bench_rows";
+const INSERT: &str = "INSERT INTO railgun_bench_rows (name) VALUES ('a test row')";
 
 struct Runner {
     label: String,
@@ -78,34 +86,27 @@ impl TestDb {
         if which::which("cargo-nextest").is_err() {
             bail!(hint!("cargo-nextest is not installed"; "cargo install cargo-nextest --locked"));
         }
-        let generated = match self.generate {
+        let dir = std::env::temp_dir().join(format!("railgun-bench-test-db-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let made = match self.generate {
             Some(_) if cx.global.migration_dir.is_some() => {
                 bail!("--generate makes its own migrations folder: drop --migration-dir, or drop --generate")
             }
-            Some(count) => Some(generate(count)?),
-            None => None,
+            Some(count) => generate(&dir, count),
+            None => {
+                let from = DieselConfig::load(cx)?.migration_dir(cx);
+                eprintln!("migrations: {}", from.display());
+                copy_folder(&from, &dir)
+            }
         };
-        let result = self.bench(cx, generated.as_deref());
-        if let Some(dir) = &generated {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let result = made.and_then(|()| add_bench_table(&dir)).and_then(|()| self.bench(cx, &dir));
+        let _ = std::fs::remove_dir_all(&dir);
         result
     }
 
-    fn bench(&self, cx: &Context, generated: Option<&Path>) -> Result<()> {
-        let dir = match generated {
-            Some(dir) => dir.to_path_buf(),
-            None => DieselConfig::load(cx)?.migration_dir(cx),
-        };
+    fn bench(&self, cx: &Context, dir: &Path) -> Result<()> {
+        let dir = dir.to_path_buf();
         let migrations = dbkit::migration::source::load(&dir)?;
-        eprintln!("migrations: {} in {}", migrations.len(), dir.display());
-        // The project's first table, or the generated one.
-        let insert = match generated {
-            Some(_) => "INSERT INTO t0 (name) VALUES ('a test row')",
-            None => {
-                "INSERT INTO users (email, display_name, password_hash) VALUES ('a@example.com', 'A', '$argon2id$v=19$x')"
-            }
-        };
         // The anchor connects as the harness does (the test container's socket): the same terms.
         let server = session(dbkit::testing::harness_server_url()?);
         let suite = write_suite(cx, self.tests, &dir)?;
@@ -116,14 +117,14 @@ impl TestDb {
         diesel::sql_query(format!("CREATE DATABASE \"{floor}\" TEMPLATE \"{template}\"")).execute(&mut admin)?;
         let mut floor_url = server.clone();
         floor_url.set_path(&floor);
-        let plan = Plan { suite, dir, insert, server, floor: floor_url, migrations };
+        let plan = Plan { suite, dir, server, floor: floor_url, migrations };
         let result = self.run_suites(cx, &plan);
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{floor}\" WITH (FORCE)")).execute(&mut admin);
         result
     }
 
     fn run_suites(&self, cx: &Context, plan: &Plan) -> Result<()> {
-        let Plan { suite, dir, insert, server, floor, migrations } = plan;
+        let Plan { suite, dir, server, floor, migrations } = plan;
         let sh = &cx.sh;
         let _in_suite = sh.push_dir(suite);
         let target = cx.root.join("target");
@@ -165,7 +166,7 @@ impl TestDb {
                 let runs = if *mode == "migrate" { anchor_runs } else { self.runs };
                 for run in 0..runs {
                     let mut command = runner.command.clone();
-                    if runner.nextest && *mode == "harness" {
+                    if runner.nextest && ["harness", "url", "temp"].contains(mode) {
                         command.extend(strings(&["--profile", "harness"]));
                     }
                     let (program, args) = command.split_first().expect("a command");
@@ -173,7 +174,7 @@ impl TestDb {
                     let out = cmd!(sh, "{program} {args...}")
                         .env("RAILGUN_BENCH_MODE", mode)
                         .env("RAILGUN_BENCH_MIGRATIONS", dir)
-                        .env("RAILGUN_BENCH_INSERT", insert)
+                        .env("RAILGUN_BENCH_INSERT", INSERT)
                         // A secret: through the environment, never the command line.
                         .env("RAILGUN_BENCH_SERVER", server.as_str())
                         .env("RAILGUN_BENCH_FLOOR", floor.as_str())
@@ -199,30 +200,30 @@ impl TestDb {
 
         let tests = self.tests as f64;
         println!(
-            "suite: {} tests, {} migrations; server: {}",
+            "suite: {} tests, {} migrations (with the bench's own table); server: {}",
             self.tests,
             migrations.len(),
             dbkit::url::redact(server)
         );
         println!("load: {load_before} before, {load_after} after");
         println!(
-            "| runner | harness | create + migrate per test | no database | harness per test | create + migrate per test | faster (per-test overhead) | faster (wall) | floor: a connection per test |"
+            "| runner | no database | harness: conn() | url() + own connection | temp table | create + migrate per test | faster than create + migrate (per test / wall) | floor: a connection per test |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for (r, runner) in runners.iter().enumerate() {
-            let [harness, migrate, none, connect] = [0, 1, 2, 3].map(|m| median(&mut times[r][m]));
+            let [harness, url, temp, migrate, none, connect] = [0, 1, 2, 3, 4, 5].map(|m| median(&mut times[r][m]));
             let per_test =
                 |suite: Duration| (suite.as_secs_f64() - none.as_secs_f64()).max(0.0) / tests * runner.threads as f64;
-            let (ours, anchor) = (per_test(harness), per_test(migrate));
+            let shown = |suite: Duration| format!("{} ({} per test)", secs(suite), ms(per_test(suite)));
             println!(
-                "| {} | {} | {} | {} | {} | {} | {}x | {}x | {} |",
+                "| {} | {} | {} | {} | {} | {} | {}x / {}x | {} |",
                 runner.label,
-                secs(harness),
-                secs(migrate),
                 secs(none),
-                ms(ours),
-                ms(anchor),
-                ratio(anchor / ours.max(1e-6)),
+                shown(harness),
+                shown(url),
+                shown(temp),
+                shown(migrate),
+                ratio(per_test(migrate) / per_test(harness).max(1e-6)),
                 ratio(migrate.as_secs_f64() / harness.as_secs_f64()),
                 ms(per_test(connect))
             );
@@ -351,12 +352,29 @@ fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("{key} is not set"))
 }
 
+fn harness_db() -> dbkit::testing::TestDb {
+    let dir = env("RAILGUN_BENCH_MIGRATIONS");
+    dbkit::testing::Harness::for_dir(dir.as_ref()).unwrap().test_db().unwrap()
+}
+
 fn case() {
     match env("RAILGUN_BENCH_MODE").as_str() {
         "harness" => {
-            let dir = env("RAILGUN_BENCH_MIGRATIONS");
-            let db = dbkit::testing::Harness::for_dir(dir.as_ref()).unwrap().test_db().unwrap();
+            let db = harness_db();
             diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut db.conn().unwrap()).unwrap();
+        }
+        // As an app's own pool would: a connection made from the URL.
+        "url" => {
+            let db = harness_db();
+            let mut conn = PgConnection::establish(db.url().as_str()).unwrap();
+            diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut conn).unwrap();
+        }
+        "temp" => {
+            use diesel::connection::SimpleConnection;
+            let db = harness_db();
+            let mut conn = db.conn().unwrap();
+            conn.batch_execute("CREATE TEMP TABLE scratch (n int); INSERT INTO scratch VALUES (1)").unwrap();
+            diesel::sql_query(env("RAILGUN_BENCH_INSERT")).execute(&mut *conn).unwrap();
         }
         // As #[sqlx::test] does: a server connection per process, a database per test, every migration.
         "migrate" => {
@@ -432,11 +450,36 @@ fn ratio(r: f64) -> String {
     if r >= 10.0 { format!("{r:.0}") } else { format!("{r:.1}") }
 }
 
+/// A copy of the migrations folder `from` (every file, folders within folders) in `to`.
+fn copy_folder(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_folder(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The bench's own migration, after every other: the table each test inserts its row into.
+fn add_bench_table(dir: &Path) -> Result<()> {
+    let folder = dir.join(BENCH_MIGRATION);
+    std::fs::create_dir_all(&folder).with_context(|| format!("create {}", folder.display()))?;
+    std::fs::write(
+        folder.join("up.sql"),
+        "CREATE TABLE railgun_bench_rows (id bigserial PRIMARY KEY, name text NOT NULL);\n",
+    )?;
+    std::fs::write(folder.join("down.sql"), "DROP TABLE railgun_bench_rows;\n")?;
+    Ok(())
+}
+
 /// `count` migrations shaped like an app's history: tables, then columns, indexes, foreign keys
 /// and views added to them. The same content every time, so its template is reused.
-fn generate(count: usize) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("railgun-bench-test-db-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn generate(dir: &Path, count: usize) -> Result<()> {
     for i in 0..count {
         let table = i / 5 * 5;
         let (up, down) = match i % 5 {
@@ -477,5 +520,5 @@ fn generate(count: usize) -> Result<PathBuf> {
         std::fs::write(folder.join("up.sql"), up)?;
         std::fs::write(folder.join("down.sql"), down)?;
     }
-    Ok(dir)
+    Ok(())
 }
