@@ -48,6 +48,7 @@
 
 mod cleanup;
 mod conns;
+mod names;
 mod pooler;
 mod recycle;
 mod redis;
@@ -73,20 +74,15 @@ pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
 use conns::Slot;
 pub use conns::{TestConn, TestManager};
+use names::{DbName, Pooled};
 use recycle::Baseline;
 pub use redis::TestRedis;
 use server::{FILL_LOCKS, Server, connect_waiting, databases, server};
 
-const POOL_PREFIX: &str = "railgun_pool_";
-/// A clone being warmed up before it joins the pool (owner in the name, like test databases).
-const PREP_PREFIX: &str = "railgun_prep_";
-pub(crate) const TEST_PREFIX: &str = "railgun_test_";
 /// Clones a process claims from the pool and connects to ahead of its tests (at most the pool size).
 const HELD_AHEAD: usize = 2;
 /// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
 pub(crate) const UNUSED: &str = "railgun test unused ";
-/// In the name of a pooled database a test used (and passed): the claimer resets it first.
-const USED_MARK: &str = "_used";
 /// How many ready clones a pool keeps at most: passing tests' databases return to it up to this.
 const POOL_KEPT: usize = 16;
 /// How long a failed test's database is kept before a later run drops it.
@@ -395,7 +391,7 @@ impl Harness {
         let harness: &'static Harness = Box::leak(Box::new(Harness {
             server,
             template: template::name_of(hash),
-            pool_prefix: format!("{POOL_PREFIX}{hash:016x}_"),
+            pool_prefix: names::ready_prefix(hash),
             hash,
             source,
             prepared_dir: OnceLock::new(),
@@ -580,13 +576,13 @@ impl Harness {
         self.server.admin(|c| {
             let mut ready = databases(c, &self.pool_prefix)?;
             // Clean ones first, then our own: other processes are likelier to go for theirs.
-            let ours = format!("{}{:08x}_", self.pool_prefix, self.server.owner);
-            ready.sort_by_key(|(n, _)| (n.contains(USED_MARK), !n.starts_with(&ours)));
+            let ours = names::ready_prefix_of(self.hash, self.server.owner);
+            ready.sort_by_key(|(n, _)| (is_used(n), !n.starts_with(&ours)));
             for (candidate, _) in ready {
                 // Two claimers of one clone: one rename wins, the other finds it gone and moves on.
                 if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok()
                 {
-                    return Ok(Some(candidate.contains(USED_MARK)));
+                    return Ok(Some(is_used(&candidate)));
                 }
             }
             Ok(None)
@@ -826,8 +822,8 @@ impl Harness {
             return Ok(false);
         }
         static N: AtomicUsize = AtomicUsize::new(0);
-        let pooled =
-            format!("{}{:08x}{USED_MARK}{}", self.pool_prefix, self.server.owner, N.fetch_add(1, Ordering::Relaxed));
+        let n = N.fetch_add(1, Ordering::Relaxed).to_string();
+        let pooled = DbName::Ready { hash: self.hash, owner: self.server.owner, n, state: Pooled::Used }.render();
         self.server.admin(|c| {
             if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
                 return Ok(false);
@@ -925,8 +921,9 @@ impl Harness {
         let filled = (|| {
             // Between clones, returned databases first: a test may be waiting for one.
             while self.reset_returned_ahead().is_ok() && databases(conn, &self.pool_prefix)?.len() < self.pool_size {
-                let suffix = format!("{:016x}_{:08x}_{next}", self.hash, self.server.owner);
-                let (preparing, ready) = (format!("{PREP_PREFIX}{suffix}"), format!("{POOL_PREFIX}{suffix}"));
+                let (hash, owner, n) = (self.hash, self.server.owner, next.to_string());
+                let preparing = DbName::Preparing { hash, owner, n: n.clone() }.render();
+                let ready = DbName::Ready { hash, owner, n, state: Pooled::Clean }.render();
                 *next += 1;
                 diesel::sql_query(format!("CREATE DATABASE \"{preparing}\" TEMPLATE \"{}\"{strategy}", self.template))
                     .execute(conn)
@@ -986,5 +983,10 @@ fn pool_size_setting() -> Result<usize> {
 
 fn next_test_name(server: &Server) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{TEST_PREFIX}{:08x}_{}", server.owner, N.fetch_add(1, Ordering::Relaxed))
+    DbName::Test { owner: server.owner, n: N.fetch_add(1, Ordering::Relaxed).to_string() }.render()
+}
+
+/// A pooled clone that a passing test used: its claimer resets it first.
+fn is_used(name: &str) -> bool {
+    matches!(DbName::parse(name), Some(DbName::Ready { state: Pooled::Used, .. }))
 }

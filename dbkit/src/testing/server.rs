@@ -88,7 +88,7 @@ impl Server {
     /// The URL the harness itself connects to database `name` with: `fast` (see the field), or
     /// for a nextest slot database the pooler, when the setup script started one.
     pub fn fast_url_for(&self, name: &str) -> Url {
-        let pooled = self.pooled.get().filter(|_| name.starts_with(super::slot::SLOT_PREFIX));
+        let pooled = self.pooled.get().filter(|_| super::names::DbName::is_slot(name));
         let mut url = pooled.unwrap_or(&self.fast).clone();
         url.set_path(name);
         url

@@ -23,7 +23,6 @@ use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use super::recycle::{Baseline, Written};
 use super::server::{FACTS_ENV, Server};
 
-pub(crate) const SLOT_PREFIX: &str = "railgun_slot_";
 /// The comment a slot database gets when its test ended cleanly, followed by the server
 /// processes of the connections it left (idle, their statistics flushed: kept by the pooler
 /// for the next test): the slot's next test may reset it, once any other client is gone.
@@ -151,7 +150,7 @@ pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
 
 /// The slot database of the template `hash` for the slot `slot` of the run `run`.
 pub(crate) fn name_of(hash: u64, run: &str, slot: u32) -> String {
-    format!("{SLOT_PREFIX}{hash:016x}_{run}_{slot}")
+    super::names::DbName::Slot { hash, run: run.to_string(), slot }.render()
 }
 
 /// How many tests the run runs at once (nextest tells its setup script): the slots whose
@@ -201,11 +200,6 @@ fn started_by_nextest() -> bool {
     let parent = std::os::unix::process::parent_id();
     std::env::var("RAILGUN_TEST_SLOT_PARENT").is_ok_and(|p| p == parent.to_string())
         || std::fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|comm| comm.trim() == "cargo-nextest")
-}
-
-/// The run a slot database belongs to (`<hash>_<run>_<slot>` after the prefix).
-pub(crate) fn run_of(rest: &str) -> Option<&str> {
-    rest.split('_').nth(1)
 }
 
 /// This run's id as slot names carry it, when nextest runs us (its setup script included).

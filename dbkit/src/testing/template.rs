@@ -19,8 +19,6 @@ use crate::seed::Seeds;
 
 /// Bumped when how a template is made changes: old ones are then rebuilt, never reused.
 const HARNESS_VERSION: &[u8] = b"railgun-testdb-3";
-pub(crate) const TEMPLATE_PREFIX: &str = "railgun_tpl_";
-const BUILD_PREFIX: &str = "railgun_tplbuild_";
 /// How many templates (migration sets: branches, benches) stay on the server; one used within
 /// the last hour stays regardless (a run on another branch may be cloning it).
 const TEMPLATES_KEPT: usize = 8;
@@ -59,7 +57,7 @@ pub(crate) struct Template {
 
 /// The name of the template for `hash`.
 pub(crate) fn name_of(hash: u64) -> String {
-    format!("{TEMPLATE_PREFIX}{hash:016x}")
+    super::names::DbName::Template { hash }.render()
 }
 
 /// A template's comment: the baseline's text and when it was last used.
@@ -114,7 +112,7 @@ fn build(
     name: &str,
 ) -> Result<String> {
     let Contents { migrations, seeds } = contents;
-    let building = format!("{BUILD_PREFIX}{hash:016x}");
+    let building = super::names::DbName::Building { hash }.render();
     // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
     diesel::sql_query(format!("CREATE DATABASE \"{building}\""))
@@ -183,7 +181,7 @@ fn mark_used(conn: &mut PgConnection, name: &str, baseline: &str) -> Result<()> 
 
 /// Keeps the most recently used templates; older ones (and their pooled clones, see cleanup) go.
 fn evict_old_templates(conn: &mut PgConnection, current: &str) {
-    let Ok(mut templates) = super::server::databases(conn, TEMPLATE_PREFIX) else { return };
+    let Ok(mut templates) = super::server::databases(conn, super::names::template_prefix()) else { return };
     let used = |comment: &Option<String>| -> u64 {
         comment.as_deref().and_then(|c| c.rsplit(' ').next()).and_then(|t| t.parse().ok()).unwrap_or(0)
     };
