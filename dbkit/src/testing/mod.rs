@@ -48,6 +48,7 @@
 
 mod cleanup;
 mod conns;
+mod handoff;
 mod names;
 mod pooler;
 mod recycle;
@@ -250,7 +251,7 @@ pub struct Harness {
     /// The migrations, or the folder to read them from when first needed.
     source: Source,
     /// The setup script's word of the migrations folder it read (see [`Harness::nextest_env`]).
-    prepared_dir: OnceLock<(String, String)>,
+    prepared_dir: OnceLock<handoff::PreparedDir>,
     /// Under nextest, this process's slot database for the template (see `slot`).
     slot_name: Option<String>,
     /// The template made sure of (built when missing): what a clean clone holds (`None`: used
@@ -322,7 +323,7 @@ impl Harness {
                 return Ok(harness);
             }
         }
-        let harness = match stamp.and_then(|stamp| slot::prepared_dir(dir, stamp)) {
+        let harness = match stamp.and_then(|stamp| handoff::prepared_dir(dir, stamp)) {
             Some(hash) => Harness::known(hash, Source::Dir(dir.to_path_buf()))?,
             None => {
                 let (migrations, seeds) = read_dir(dir)?;
@@ -351,7 +352,7 @@ impl Harness {
         let hash = template::fingerprint(&migrations, &seeds)?;
         let harness = Harness::build(Source::Read(migrations, seeds), hash, false)?;
         if let Some(stamp) = folder_stamp(dir) {
-            let _ = harness.prepared_dir.set(slot::dir_env(dir, hash, stamp));
+            let _ = harness.prepared_dir.set(handoff::PreparedDir::new(dir, stamp));
         }
         harness.server.start_pooler();
         harness.fill_pool(&mut None, &mut 0)?;
@@ -553,16 +554,14 @@ impl Harness {
     /// The nextest variables of a prepared run (`NEXTEST_ENV`): its test processes then skip
     /// what the setup script already did, and a ready slot database is all they connect to.
     pub fn nextest_env(&self) -> Vec<(String, String)> {
-        let mut env = self.server.nextest_env();
-        env.push((slot::TEMPLATES_ENV.to_string(), format!("{:016x}", self.hash)));
-        env.extend(self.prepared_dir.get().cloned());
-        // What a clean clone holds, so that a test process reads nothing but its slot database.
-        if let Some((Some(baseline), _)) = self.ready.get()
-            && let Ok(text) = baseline.to_text()
-        {
-            env.push((slot::baseline_env(self.hash), text));
-        }
-        env
+        let handoff = handoff::Handoff {
+            template: format!("{:016x}", self.hash),
+            dir: self.prepared_dir.get().cloned(),
+            // What a clean clone holds, so that a test process reads nothing but its slot database.
+            baseline: self.ready.get().and_then(|(baseline, _)| baseline.clone()),
+            ..self.server.handoff()
+        };
+        vec![handoff.to_env()]
     }
 
     /// Where the test server came from (`TEST_DATABASE_URL`, `DATABASE_URL`, the test container).
@@ -676,7 +675,7 @@ impl Harness {
         if let Some((baseline, _)) = self.ready.get() {
             return Ok(baseline.as_ref());
         }
-        let handed = std::env::var(slot::baseline_env(self.hash)).ok().and_then(|b| Baseline::from_text(&b).ok());
+        let handed = handoff::handed().filter(|h| h.prepared(self.hash)).and_then(|h| h.baseline.clone());
         match handed {
             Some(baseline) => Ok(self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref()),
             None => self.baseline(),

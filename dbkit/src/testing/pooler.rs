@@ -9,7 +9,7 @@
 //! test container (`<project>-pgbouncer-<hash of its settings>`, no network: it reaches
 //! Postgres through the container's bind-mounted socket folder and listens in a folder of the
 //! same name in the temp dir); the script hands its URL to the test processes
-//! ([`POOLER_ENV`]). Only slot databases go through it. Without Docker or the PgBouncer image,
+//! (in `handoff`). Only slot databases go through it. Without Docker or the PgBouncer image,
 //! tests connect straight to Postgres as before.
 
 use std::path::Path;
@@ -20,9 +20,6 @@ use xshell::{Shell, cmd};
 
 use crate::docker::Project;
 use crate::docker::images::{self, Service};
-
-/// The pooler's URL, for the test processes of a prepared run (through `NEXTEST_ENV`).
-pub(crate) const POOLER_ENV: &str = "RAILGUN_TEST_POOLER";
 
 /// Where the pooler listens (the socket is `.s.PGSQL.6432` in that folder).
 const PORT: u16 = 6432;

@@ -20,7 +20,7 @@ use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde::{Deserialize, Serialize};
 
 /// What a clean clone holds.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 pub(crate) struct Baseline {
     /// The database's own catalogs (not the shared ones: the harness writes to those).
     catalogs: Vec<u32>,
@@ -34,7 +34,7 @@ pub(crate) struct Baseline {
     xid: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct CatalogRows {
     oid: u32,
     name: String,
@@ -75,7 +75,7 @@ fn catalog_count(conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
     Ok(Some(count.rows))
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Table {
     oid: u32,
     name: String,
@@ -83,7 +83,7 @@ struct Table {
     seeded: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Sequence {
     name: String,
     /// The table whose column owns it, set back when that table was written.

@@ -2,6 +2,7 @@
 //! identity there: an advisory lock held for its whole life, so that a later run can tell the
 //! databases of a crashed process (lock gone) from those of a running one.
 
+use super::handoff::Handoff;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -168,34 +169,26 @@ impl Server {
     }
 }
 
-/// The facts a nextest setup script (`cargo xtask test --prepare-db`) learnt of the server, for
-/// its test processes (`RAILGUN_TEST_FACTS`, through `NEXTEST_ENV`): they then connect only
-/// to their own database.
-pub(crate) const FACTS_ENV: &str = "RAILGUN_TEST_FACTS";
-
 impl Server {
-    /// What [`FACTS_ENV`] says of this server: who it is (user, host, port, socket; no secret)
-    /// and what it allows.
-    pub fn facts(&self) -> String {
-        let mut facts = vec![identity(&self.base)];
-        facts.extend(self.file_copy.then(|| "file_copy".to_string()));
-        facts.extend(self.recycles.then(|| "recycles".to_string()));
-        facts.join(" ")
-    }
-
-    /// The variables a prepared run's test processes read: [`FACTS_ENV`], and the pooler's URL.
-    pub fn nextest_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![(FACTS_ENV.to_string(), self.facts())];
-        env.extend(self.pooled.get().map(|url| (super::pooler::POOLER_ENV.to_string(), url.to_string())));
-        env
+    /// What a nextest setup script hands its test processes of this server (see `handoff`):
+    /// who it is, what it allows, the pooler in front of it; the template's part left empty.
+    pub(crate) fn handoff(&self) -> Handoff {
+        Handoff {
+            server: identity(&self.base),
+            file_copy: self.file_copy,
+            recycles: self.recycles,
+            pooler: self.pooled.get().map(|url| url.to_string()),
+            template: String::new(),
+            dir: None,
+            baseline: None,
+        }
     }
 }
 
 /// The server as the setup script found it, without connecting: TEST_DATABASE_URL, else the
 /// running test container. `None` outside such a run.
 fn pick_prepared() -> Option<Server> {
-    let facts = std::env::var(FACTS_ENV).ok()?;
-    let facts: Vec<&str> = facts.split(' ').collect();
+    let handoff = super::handoff::handed()?;
     let (base, origin, redis, container) = match std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
         Some(raw) => (
             parse_database_url(&raw).ok()?,
@@ -217,12 +210,12 @@ fn pick_prepared() -> Option<Server> {
     let fast = base;
     let base = without_socket(&fast);
     // Facts of another server (or user) say nothing of this one.
-    if facts.first() != Some(&identity(&base).as_str()) {
+    if handoff.server != identity(&base) {
         return None;
     }
     let admin = admin_url(&fast);
     let pooled = OnceLock::new();
-    if let Some(url) = std::env::var(super::pooler::POOLER_ENV).ok().and_then(|u| Url::parse(&u).ok()) {
+    if let Some(url) = handoff.pooler.as_deref().and_then(|u| Url::parse(u).ok()) {
         let _ = pooled.set(url);
     }
     Some(Server {
@@ -236,8 +229,8 @@ fn pick_prepared() -> Option<Server> {
         idle: Mutex::new(Vec::new()),
         pooled,
         container,
-        file_copy: facts.contains(&"file_copy"),
-        recycles: facts.contains(&"recycles"),
+        file_copy: handoff.file_copy,
+        recycles: handoff.recycles,
     })
 }
 

@@ -13,15 +13,13 @@
 //! Slot databases of other runs are dropped by the next cleanup, never while connected (the
 //! pooler lets a finished run's server connections go after 5 s idle).
 
-use std::path::Path;
-
 use anyhow::{Context, Result};
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Array, Integer, Nullable, Oid, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
 use super::recycle::{Baseline, Written};
-use super::server::{FACTS_ENV, Server};
+use super::server::Server;
 
 /// The comment a slot database gets when its test ended cleanly, followed by the server
 /// processes of the connections it left (idle, their statistics flushed: kept by the pooler
@@ -140,7 +138,7 @@ pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -
 /// where databases are reset rather than dropped.
 pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
     let var = |key: &str| std::env::var(key).ok();
-    if var("NEXTEST_EXECUTION_MODE").as_deref() != Some("process-per-test") || var(FACTS_ENV).is_none() {
+    if var("NEXTEST_EXECUTION_MODE").as_deref() != Some("process-per-test") || super::handoff::handed().is_none() {
         return None;
     }
     let slot: u32 = var("NEXTEST_TEST_GLOBAL_SLOT")?.parse().ok()?;
@@ -159,38 +157,9 @@ pub(crate) fn run_threads() -> Option<u32> {
     std::env::var("NEXTEST_TEST_THREADS").ok()?.parse().ok()
 }
 
-/// The templates the setup script prepared (their hashes): only their tests skip the check.
-pub(crate) const TEMPLATES_ENV: &str = "RAILGUN_TEST_TEMPLATES";
-
-/// True when the setup script prepared the template `hash` (see [`TEMPLATES_ENV`]).
+/// True when the setup script prepared the template `hash`.
 fn prepared(hash: u64) -> bool {
-    std::env::var(TEMPLATES_ENV).is_ok_and(|t| t.split(',').any(|t| t == format!("{hash:016x}")))
-}
-
-/// The variable where the setup script says which template the migrations folder `dir` had.
-fn dir_key(dir: &Path) -> String {
-    let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    format!("RAILGUN_TEST_DIR_{:016x}", super::template::fnv(&[path.as_os_str().as_encoded_bytes()]))
-}
-
-/// That variable and its value: the template `hash`, and the folder's modification time
-/// `stamp` (a migration added or removed since changes it).
-pub(crate) fn dir_env(dir: &Path, hash: u64, stamp: u64) -> (String, String) {
-    (dir_key(dir), format!("{hash:016x} {stamp}"))
-}
-
-/// The template the setup script found for the migrations folder `dir`, unless a migration
-/// was added or removed since (its modification time is not `stamp` any more).
-pub(crate) fn prepared_dir(dir: &Path, stamp: u64) -> Option<u64> {
-    let value = std::env::var(dir_key(dir)).ok()?;
-    let (hash, seen) = value.split_once(' ')?;
-    let hash = u64::from_str_radix(hash, 16).ok()?;
-    (seen == stamp.to_string() && prepared(hash)).then_some(hash)
-}
-
-/// The variable where the setup script hands a prepared template's baseline (its JSON).
-pub(crate) fn baseline_env(hash: u64) -> String {
-    format!("RAILGUN_TEST_BASELINE_{hash:016x}")
+    super::handoff::handed().is_some_and(|h| h.prepared(hash))
 }
 
 /// True in the process nextest started, not in one a test started (it inherits the slot
