@@ -420,6 +420,28 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
     dir.copy(&source, &copied, &[]).assert_ok();
     assert_eq!(contents(&target), contents(&copied));
 
+    // Into a provider's database (an ordinary role's, which loads it itself), twice: the second
+    // time its --clean prelude drops the foreign keys before the tables they reference.
+    let role = format!("mask_backup_{}", std::process::id());
+    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let owned = TestDb::empty().unwrap();
+    exec(
+        &owned,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+            owned.name()
+        ),
+    );
+    let mut as_owner = owned.url().clone();
+    as_owner.set_username(&role).unwrap();
+    as_owner.set_password(Some("pw")).unwrap();
+    for _ in 0..2 {
+        let args = ["--database-url", as_owner.as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
+        dir.xtask(&[&args[..], &["--no-safety-backup"]].concat()).assert_ok();
+    }
+    assert_eq!(contents(&owned), contents(&target));
+    assert_eq!(orphans(&owned), "0 0 0");
+
     // Refused like a masked copy, before anything is written.
     let rules =
         "[mask]\n\"users.email\" = \"email\"\n\"users.country\" = \"keep\"\n\"orders.contact_email\" = \"email\"\n";
