@@ -32,6 +32,11 @@ const MIGRATIONS: &[(&str, &str, &str)] = &[
         "CREATE INDEX orders_total_idx ON orders (total_cents);",
         "DROP INDEX orders_total_idx;",
     ),
+    (
+        "2026-01-04-000000_index_users_concurrently",
+        "CREATE INDEX CONCURRENTLY orders_user_idx ON orders (user_id);",
+        "DROP INDEX CONCURRENTLY orders_user_idx;",
+    ),
 ];
 
 /// A folder of the test's own: diesel.toml, railgun.toml, the migrations; removed when it passes.
@@ -46,6 +51,9 @@ impl Dir {
             std::fs::create_dir_all(&folder).unwrap();
             std::fs::write(folder.join("up.sql"), up).unwrap();
             std::fs::write(folder.join("down.sql"), down).unwrap();
+            if up.contains("CONCURRENTLY") {
+                std::fs::write(folder.join("metadata.toml"), "run_in_transaction = false\n").unwrap();
+            }
         }
         std::fs::write(dir.join("diesel.toml"), "").unwrap();
         std::fs::write(dir.join("railgun.toml"), settings).unwrap();
@@ -110,15 +118,25 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
     run.assert_ok();
     let whole = clock.elapsed();
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(report["pending"], serde_json::json!(["2026-01-02-000000_add_score", "2026-01-03-000000_index_totals"]));
+    assert_eq!(
+        report["pending"],
+        serde_json::json!([
+            "2026-01-02-000000_add_score",
+            "2026-01-03-000000_index_totals",
+            "2026-01-04-000000_index_users_concurrently"
+        ])
+    );
     assert_eq!(report["copied"]["orders"], 1_000_000);
     let statements = report["statements"].as_array().unwrap();
-    assert_eq!(statements.len(), 2, "{}", run.stdout);
-    let (add, index) = (&statements[0], &statements[1]);
+    assert_eq!(statements.len(), 3, "{}", run.stdout);
+    let (add, index, concurrently) = (&statements[0], &statements[1], &statements[2]);
     assert_eq!(add["locks"]["orders"], "ACCESS EXCLUSIVE", "{add}");
     assert_eq!(add["rewrote"], serde_json::json!(["orders"]), "{add}");
     assert_eq!(index["locks"]["orders"], "SHARE", "{index}");
     assert_eq!(index["rewrote"], serde_json::json!([]), "{index}");
+    // Outside a transaction: its lock read while it waits for a snapshot held open for that.
+    assert_eq!(concurrently["locks"]["orders"], "SHARE UPDATE EXCLUSIVE", "{concurrently}");
+    assert_eq!(concurrently["in_transaction"], false, "{concurrently}");
     for s in statements {
         assert!(s["seconds"].as_f64().unwrap() > 0.0, "{s}");
         assert_eq!(s["estimate"]["table"], "orders", "{s}");
@@ -142,7 +160,7 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
     let sampled = clock.elapsed();
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
     assert!(
         lines[0].starts_with("2026-01-02-000000_add_score/up.sql:1: ALTER TABLE orders ADD COLUMN score double precision DEFAULT random(): ")
             && lines[0].contains(": ACCESS EXCLUSIVE on orders, rewrote orders, "),
@@ -172,11 +190,8 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
     eprintln!("rehearsal of the whole source: {whole:.1?}; of a 10 % sample: {sampled:.1?}\n{}", run.stdout);
 
     // Nothing pending: nothing copied.
-    source
-        .conn()
-        .unwrap()
-        .batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('20260102000000'), ('20260103000000')")
-        .unwrap();
+    let applied = "INSERT INTO __diesel_schema_migrations (version) VALUES ('20260102000000'), ('20260103000000'), ('20260104000000')";
+    source.conn().unwrap().batch_execute(applied).unwrap();
     let run = dir.rehearse(&source, &[]);
     run.assert_ok();
     assert!(run.stderr.contains("has applied every migration: nothing to rehearse"), "{}", run.stderr);
