@@ -538,6 +538,24 @@ mod tests {
     }
 
     #[test]
+    fn columns_personal_by_their_values_and_copies_from_elsewhere() {
+        let rules = Rules::parse(&toml::from_str("\"users.email\" = \"email\"\n\"users.country\" = \"keep\"").unwrap())
+            .unwrap();
+        let mut table = users(&["id", "email", "country", "contact"]);
+        table.columns[3].looks_like = Some(super::super::sampled::Kind::Email);
+        let err = |r: Result<Plan>| crate::error::render(&r.unwrap_err());
+        let refused = err(plan(&rules, vec![table.clone()], &[], &[], false));
+        assert!(refused.contains("\"users.contact\" = \"email\"   # its values look like emails"), "{refused}");
+        assert!(refused.contains("1 column(s)"), "{refused}");
+        // Without --mask from elsewhere: every personal column [mask] does not keep, ruled or not.
+        let exposed = check_unmasked_copy(&rules, std::slice::from_ref(&table), false).unwrap_err();
+        let shown = crate::error::render(&exposed);
+        assert!(shown.contains("2 column(s)") && shown.contains("\"users.email\" = \"email\"\n"), "{shown}");
+        assert!(!shown.contains("users.country"), "{shown}");
+        assert_eq!(check_unmasked_copy(&rules, &[table], true).unwrap(), ["users.email", "users.contact"]);
+    }
+
+    #[test]
     fn plans_refuse_what_would_leak_or_break() {
         let rules = |text: &str| Rules::parse(&toml::from_str(text).unwrap()).unwrap();
         let err = |r: Result<Plan>| crate::error::render(&r.unwrap_err());
