@@ -284,7 +284,7 @@ fn run_measured(
 }
 
 /// `seconds` scaled by the largest table (at the source) among `touched` that the copy has rows
-/// of: its rows at the source over its rows here, at least 1.
+/// of and the source has statistics for: its rows at the source over its rows here, at least 1.
 fn estimate<'a>(
     seconds: f64,
     touched: impl Iterator<Item = &'a String>,
@@ -292,7 +292,10 @@ fn estimate<'a>(
     sizes: &BTreeMap<String, f64>,
 ) -> Option<Estimate> {
     let largest = touched
-        .filter_map(|table| Some((table, *copied.get(table).filter(|rows| **rows > 0)?, *sizes.get(table)?)))
+        .filter_map(|table| {
+            // No statistics (never analyzed, or reset) is no size: nothing to scale by.
+            Some((table, *copied.get(table).filter(|rows| **rows > 0)?, *sizes.get(table).filter(|rows| **rows > 0.0)?))
+        })
         .max_by(|a, b| a.2.total_cmp(&b.2))?;
     let (table, rows_here, rows_at_source) = largest;
     let scale = (rows_at_source / rows_here as f64).max(1.0);
@@ -474,6 +477,8 @@ mod tests {
         let stale = BTreeMap::from([("orders".to_string(), 50_000.0)]);
         assert_eq!(estimate(2.0, touched.iter(), &copied, &stale).unwrap().seconds, 2.0);
         assert!(estimate(1.0, ["new_table".to_string()].iter(), &copied, &sizes).is_none());
+        let unknown = BTreeMap::from([("orders".to_string(), 0.0)]);
+        assert!(estimate(1.0, touched.iter(), &copied, &unknown).is_none());
     }
 
     #[test]
