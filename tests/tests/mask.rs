@@ -364,3 +364,210 @@ fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
     assert_eq!(orphans(&target), "0 0 0");
     assert_eq!(text(&target, "SELECT tableowner AS text FROM pg_tables WHERE tablename = 'users'"), role);
 }
+
+#[test]
+fn a_masked_backup_holds_no_personal_data_and_restores() {
+    let dir = Dir::new("backup", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    let out = dir.0.join("masked");
+    let run = dir.xtask(&["--database-url", source.url().as_str(), "db", "backup", "--mask", out.to_str().unwrap()]);
+    run.assert_ok();
+    let path = PathBuf::from(run.stdout.lines().last().unwrap());
+    assert!(path.starts_with(&out), "{}", run.stdout);
+
+    // gunzip and look: pg_dump's format, the rows there, nothing of a source email, name or phone.
+    let mut sql = String::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap()).read_to_string(&mut sql).unwrap();
+    assert!(sql.starts_with("--\n-- PostgreSQL database dump\n"), "{}", &sql[..200.min(sql.len())]);
+    assert!(sql.contains("COPY \"public\".\"users\" (") && sql.contains("@example.invalid"), "{sql}");
+    for fragment in ["person", "@mail", ".test", "Firstname", "Lastname", "+44 20 7946"] {
+        assert!(!sql.contains(fragment), "`{fragment}` of the source is in the masked backup");
+    }
+    // The unmasked rows were never on disk: the backup folder holds the backup alone.
+    let files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // It verifies and restores like any backup, constraints and all.
+    dir.xtask(&["db", "verify", path.to_str().unwrap()]).assert_ok();
+    let target = TestDb::empty().unwrap();
+    exec(&target, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);");
+    let run = dir.xtask(&[
+        "--database-url",
+        target.url().as_str(),
+        "db",
+        "restore",
+        path.to_str().unwrap(),
+        "--yes",
+        "--no-safety-backup",
+    ]);
+    run.assert_ok();
+    // Again over what it restored: its --clean prelude drops the foreign keys before their tables.
+    let args = ["--database-url", target.url().as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
+    dir.xtask(&[&args[..], &["--no-safety-backup"]].concat()).assert_ok();
+    let counts = |c: &str| c.lines().map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(counts(&contents(&target)), counts(&contents(&source)));
+    assert_eq!(orphans(&target), "0 0 0");
+    let constraints = "SELECT string_agg(format('%s %s %s', conrelid::regclass, conname, convalidated), ', ' ORDER BY conrelid::regclass::text, conname) AS text FROM pg_constraint WHERE conrelid IN ('users'::regclass, 'orders'::regclass, 'teams'::regclass)";
+    assert_eq!(text(&target, constraints), text(&source, constraints));
+    let joined =
+        "SELECT count(*)::text AS text FROM orders o JOIN users u ON u.email = o.contact_email AND u.id = o.user_id";
+    assert_eq!(text(&target, joined), "2000");
+    let next = "SELECT nextval('users_id_seq')::text AS text";
+    assert_eq!(text(&target, next), text(&source, next));
+    // The same data as a masked copy gives (one key, one masking).
+    let copied = TestDb::empty().unwrap();
+    dir.copy(&source, &copied, &[]).assert_ok();
+    assert_eq!(contents(&target), contents(&copied));
+
+    // Into a provider's database (an ordinary role's, which loads it itself), twice: the second
+    // time its --clean prelude drops the foreign keys before the tables they reference.
+    let role = format!("mask_backup_{}", std::process::id());
+    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let owned = TestDb::empty().unwrap();
+    exec(
+        &owned,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+            owned.name()
+        ),
+    );
+    let mut as_owner = owned.url().clone();
+    as_owner.set_username(&role).unwrap();
+    as_owner.set_password(Some("pw")).unwrap();
+    for _ in 0..2 {
+        let args = ["--database-url", as_owner.as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
+        dir.xtask(&[&args[..], &["--no-safety-backup"]].concat()).assert_ok();
+    }
+    assert_eq!(contents(&owned), contents(&target));
+    assert_eq!(orphans(&owned), "0 0 0");
+
+    // Refused like a masked copy, before anything is written.
+    let rules =
+        "[mask]\n\"users.email\" = \"email\"\n\"users.country\" = \"keep\"\n\"orders.contact_email\" = \"email\"\n";
+    std::fs::write(dir.0.join("railgun.toml"), rules).unwrap();
+    let refused = dir.0.join("refused");
+    let run =
+        dir.xtask(&["--database-url", source.url().as_str(), "db", "backup", "--mask", refused.to_str().unwrap()]);
+    run.assert_fails_with("look like personal data and have no rule");
+    assert!(!refused.exists() || std::fs::read_dir(&refused).unwrap().next().is_none());
+}
+
+/// A table whose column's name says nothing, holding emails.
+const LEADS: &str = "CREATE TABLE leads (id serial PRIMARY KEY, contact text, status text NOT NULL);
+INSERT INTO leads (contact, status)
+SELECT CASE WHEN g % 9 = 0 THEN NULL ELSE 'lead' || g || '@mail' || g % 5 || '.test' END, 'open'
+FROM generate_series(1, 500) g;";
+
+#[test]
+fn a_column_of_emails_with_a_silent_name_stops_the_masked_copy() {
+    let dir = Dir::new("contact", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    exec(&source, LEADS);
+    let target = TestDb::empty().unwrap();
+    let run = dir.copy(&source, &target, &[]);
+    run.assert_fails_with("1 column(s) look like personal data and have no rule");
+    assert!(run.stderr.contains("\"leads.contact\" = \"email\"   # its values look like emails"), "{}", run.stderr);
+    assert!(!run.stderr.contains("leads.status"), "{}", run.stderr);
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM pg_tables WHERE tablename = 'leads'"), "0");
+
+    // With the rule it suggests, the copy goes through and the emails are masked.
+    std::fs::write(dir.0.join("railgun.toml"), format!("{RULES}\"leads.contact\" = \"email\"\n")).unwrap();
+    dir.copy(&source, &target, &[]).assert_ok();
+    assert_eq!(
+        text(&target, "SELECT count(*)::text AS text FROM leads WHERE contact !~ '^u[0-9a-f]{16}@example\\.invalid$'"),
+        "0"
+    );
+    assert_eq!(count(&target, "leads"), 500);
+}
+
+/// `url` with its host replaced by the server's own address on its network, as the server sees
+/// it (`inet_server_addr()` over TCP: Docker's port proxy connects to the container's address).
+/// That address is not this machine's loopback: `dbkit::url::is_local` calls it remote, and the
+/// connection really goes over a network interface (the Docker bridge) to the server.
+fn non_local(db: &TestDb) -> Option<url::Url> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Addr {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        addr: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        port: String,
+    }
+    let mut conn = diesel::PgConnection::establish(db.url().as_str()).unwrap();
+    let found: Addr = diesel::sql_query("SELECT host(inet_server_addr()) AS addr, current_setting('port') AS port")
+        .get_result(&mut conn)
+        .unwrap();
+    let addr: std::net::IpAddr = found.addr?.parse().ok()?;
+    if addr.is_loopback() {
+        return None;
+    }
+    let mut url = db.url().clone();
+    url.set_host(Some(&addr.to_string())).unwrap();
+    url.set_port(Some(found.port.parse().unwrap())).unwrap();
+    // Reachable from here (Linux's Docker bridge routes to containers; Docker Desktop does not).
+    diesel::PgConnection::establish(url.as_str()).ok()?;
+    Some(url)
+}
+
+#[test]
+fn a_copy_from_a_source_elsewhere_refuses_personal_columns_even_without_mask() {
+    let dir = Dir::new("remote", RULES);
+    let source = TestDb::empty().unwrap();
+    exec(&source, SOURCE);
+    exec(&source, LEADS);
+    let Some(remote) = non_local(&source) else {
+        eprintln!("skipped: the test server has no address other than loopback that this machine reaches");
+        return;
+    };
+    let target = TestDb::empty().unwrap();
+    let copy = |extra: &[&str]| {
+        let mut args = vec!["db", "copy", "--from", remote.as_str(), "--to", target.url().as_str(), "--yes"];
+        args.extend_from_slice(extra);
+        dir.xtask(&args)
+    };
+    let run = copy(&[]);
+    run.assert_fails_with("the source is not on this machine and 5 column(s) look like personal data");
+    for line in [
+        "\"users.email\" = \"email\"",
+        "\"users.name\" = \"name\"",
+        "\"users.phone\" = \"phone\"",
+        "\"orders.contact_email\" = \"email\"",
+        "\"leads.contact\" = \"email\"   # its values look like emails",
+    ] {
+        assert!(run.stderr.contains(line), "{line}:\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("users.country"), "kept by [mask]:\n{}", run.stderr);
+    assert!(run.stderr.contains("--unmasked") && run.stderr.contains("--mask"), "{}", run.stderr);
+    assert_eq!(dir.backups(), Vec::<String>::new(), "nothing was dumped");
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM pg_tables WHERE tablename = 'users'"), "0");
+    // The same source through loopback is this machine's: no refusal.
+    let local = dir.xtask(&[
+        "db",
+        "copy",
+        "--from",
+        source.url().as_str(),
+        "--to",
+        target.url().as_str(),
+        "--yes",
+        "--no-safety-backup",
+    ]);
+    local.assert_ok();
+    assert!(!local.stderr.contains("personal"), "{}", local.stderr);
+
+    // --unmasked copies them as they are, and says so.
+    let run = copy(&["--unmasked", "--no-safety-backup"]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains(
+            "copying 5 personal-data column(s) unmasked, as --unmasked asked: leads.contact, orders.contact_email, users.email, users.name, users.phone"
+        ),
+        "{}",
+        run.stderr
+    );
+    // With --mask, the rules apply (and leads.contact, ruled now, is masked).
+    std::fs::write(dir.0.join("railgun.toml"), format!("{RULES}\"leads.contact\" = \"email\"\n")).unwrap();
+    copy(&["--mask", "--no-safety-backup"]).assert_ok();
+    assert_eq!(text(&target, "SELECT count(*)::text AS text FROM users WHERE email LIKE 'person%'"), "0");
+}

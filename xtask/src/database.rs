@@ -1,9 +1,9 @@
 //! `cargo xtask db`: backups, restores, provider moves, seeds, roles and the security audit.
 
 mod audit;
-mod backup;
+pub(crate) mod backup;
 mod backups;
-mod copy;
+pub(crate) mod copy;
 mod prune;
 mod restore;
 mod roles;

@@ -9,6 +9,7 @@ mod generate;
 mod lint;
 mod rebase;
 mod redo;
+mod rehearse;
 mod revert;
 mod run;
 mod show;
@@ -35,6 +36,7 @@ pub enum Migration {
     Squash(squash::Squash),
     Check(check::Check),
     Rebase(rebase::Rebase),
+    Rehearse(rehearse::Rehearse),
 }
 
 impl Migration {
@@ -53,6 +55,7 @@ impl Migration {
             Migration::Squash(cmd) => cmd.run(cx),
             Migration::Check(cmd) => cmd.run(cx),
             Migration::Rebase(cmd) => cmd.run(cx),
+            Migration::Rehearse(cmd) => cmd.run(cx),
         }
     }
 }

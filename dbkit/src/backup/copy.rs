@@ -17,7 +17,9 @@ use crate::guard::Guard;
 /// Copies the database at `from` into `to` (its data replaced once `guard` agreed): a verified
 /// backup of `from` in `dir`, restored in one transaction as `restore` says (a safety backup
 /// of `to` first when it names a folder), every table compared, then the pending migrations
-/// applied. Returns the backup.
+/// applied. From a source not on this machine, columns that look personal stop it first unless
+/// `unmasked` (see [`super::stream::check_remote_source`]). Returns the backup.
+#[allow(clippy::too_many_arguments)]
 pub fn copy(
     cx: &Context,
     from: &str,
@@ -26,8 +28,12 @@ pub fn copy(
     dump: &DumpOptions,
     guard: &Guard,
     restore: &restore::RestoreOptions,
+    unmasked: bool,
 ) -> Result<PathBuf> {
     let (from, to) = check_pair(from, to)?;
+    if !crate::url::is_local(&from) {
+        super::stream::check_remote_source(cx, &from, dump, unmasked)?;
+    }
     let what = format!("replace the data in database `{}` with a copy of {}", database_name(&to), redact(&from));
     guard.check(cx, &to, &what)?;
     let path = backup::create(cx, &from, dir, backup::PREFIX, dump)?;

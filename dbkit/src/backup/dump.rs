@@ -219,6 +219,40 @@ pub fn create_with(
     prefix: &str,
     dump: &DumpOptions,
 ) -> Result<PathBuf> {
+    let clock = Instant::now();
+    let (path, summary) = write_file(dir, prefix, dump, |file, seal| {
+        run_pg_dump(cx, tools, url, dump, |sql, shown| {
+            dumpfile::compress_to(sql, file, seal, dump.compression_level, |sql, file| shown.update(sql, file))
+        })
+    })?;
+    report(&summary, dump, clock);
+    Ok(path)
+}
+
+/// Writes the SQL `sql` reads (a whole pg_dump script: header, statements, completion marker)
+/// into `dir/{prefix}YYYYMMDD_HHMMSS.sql.gz[.age]` as [`create`] writes pg_dump's, verified;
+/// returns its path. The masked backup's way (see [`super::masked_dump`]).
+pub fn create_from(dir: &Path, prefix: &str, dump: &DumpOptions, sql: impl Read) -> Result<PathBuf> {
+    let clock = Instant::now();
+    let (path, summary) = write_file(dir, prefix, dump, |file, seal| {
+        let mut shown = Progress::new("dumped");
+        let summary =
+            dumpfile::compress_to(sql, file, seal, dump.compression_level, |sql, file| shown.update(sql, file));
+        shown.done();
+        summary
+    })?;
+    report(&summary, dump, clock);
+    Ok(path)
+}
+
+/// A new backup file in `dir`, unnamed until `write` (given the file and the recipients to
+/// encrypt to) has filled and verified it; then named `{prefix}YYYYMMDD_HHMMSS[_N].sql.gz[.age]`.
+fn write_file(
+    dir: &Path,
+    prefix: &str,
+    dump: &DumpOptions,
+    write: impl FnOnce(&std::fs::File, Option<&[age::x25519::Recipient]>) -> Result<dumpfile::Summary>,
+) -> Result<(PathBuf, dumpfile::Summary)> {
     // A file-size limit (ulimit -f) then fails a write with EFBIG instead of killing us.
     // SAFETY: setting a signal's disposition to SIG_IGN has no other effect.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
@@ -231,14 +265,10 @@ pub fn create_with(
     let sealed = !dump.encrypt_to.is_empty();
     let name = BackupName { started, seq: 1, sealed }.render(prefix);
     let pending = Pending::create(dir, &name)?;
-    let clock = Instant::now();
     let seal = sealed.then_some(dump.encrypt_to.as_slice());
-    let summary = run_pg_dump(cx, tools, url, dump, |sql, shown| {
-        dumpfile::compress_to(sql, &pending.file, seal, dump.compression_level, |sql, file| shown.update(sql, file))
-    })?;
+    let summary = write(&pending.file, seal)?;
     let path = pending.persist(BackupName::candidates(started, prefix, sealed))?;
-    report(&summary, dump, clock);
-    Ok(path)
+    Ok((path, summary))
 }
 
 /// Dumps the database at `url` into object storage as `{PREFIX}YYYYMMDD_HHMMSS.sql.gz[.age]`

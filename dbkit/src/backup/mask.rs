@@ -238,6 +238,72 @@ pub struct Column {
     /// The type's name (`text`, `inet`, ...), without modifiers.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// What a sample of its values mostly looks like (see [`super::sampled`]), when it was sampled.
+    #[serde(skip)]
+    pub looks_like: Option<super::sampled::Kind>,
+}
+
+impl Column {
+    /// The rule to suggest when it has none and looks personal (by name, type or values), and why.
+    pub fn suspected(&self) -> Option<(Rule, String)> {
+        if let Some(rule) = personal(&self.name, &self.type_name) {
+            return Some((rule, String::new()));
+        }
+        self.looks_like.map(|kind| (kind.rule(), format!("its values look like {}", kind.plural())))
+    }
+}
+
+/// A column that looks personal: how `[mask]` names it, the rule to add, and why when its name
+/// does not say (its values do).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suspect {
+    pub key: String,
+    pub rule: Rule,
+    pub why: String,
+}
+
+impl Suspect {
+    /// `"users.email" = "email"`, with the reason as a TOML comment when there is one.
+    pub fn line(&self) -> String {
+        let why = if self.why.is_empty() { String::new() } else { format!("   # {}", self.why) };
+        format!("  \"{}\" = {}{why}", crate::error::escaped(&self.key), self.rule.render())
+    }
+}
+
+/// The columns of `tables` that look personal and for which `allowed` says no (given the rule
+/// `[mask]` has for them, if any).
+pub fn suspects(rules: &Rules, tables: &[Table], allowed: impl Fn(Option<&Rule>) -> bool) -> Vec<Suspect> {
+    let mut found = Vec::new();
+    for table in tables {
+        for column in &table.columns {
+            let rule = rules.get(&table.schema, &table.name, &column.name);
+            if allowed(rule) {
+                continue;
+            }
+            if let Some((suggested, why)) = column.suspected() {
+                let key = rule_key(&table.schema, &table.name, &column.name);
+                found.push(Suspect { key, rule: rule.cloned().unwrap_or(suggested), why });
+            }
+        }
+    }
+    found
+}
+
+/// A copy that moves every value as it is (no `--mask`) from a source that is not this machine:
+/// refused, before any row moves, when a column looks personal and `[mask]` does not say
+/// `"keep"` for it, each named with its rule (the one `[mask]` has, else one to add); with
+/// `unmasked`, allowed, and the columns returned to be named.
+pub fn check_unmasked_copy(rules: &Rules, tables: &[Table], unmasked: bool) -> Result<Vec<String>> {
+    let exposed = suspects(rules, tables, |rule| rule == Some(&Rule::Keep));
+    if exposed.is_empty() || unmasked {
+        return Ok(exposed.into_iter().map(|s| s.key).collect());
+    }
+    let listed: Vec<String> = exposed.iter().map(Suspect::line).collect();
+    bail!(hint!(
+        "the source is not on this machine and {} column(s) look like personal data; a copy without --mask would bring them here as they are:\n{}",
+        exposed.len(), listed.join("\n");
+        "put those rules in railgun.toml's [mask] (the ones above are suggestions; \"keep\" copies a column as it is) and copy with --mask, or pass --unmasked to copy them as they are; nothing was copied"
+    ))
 }
 
 /// A foreign key: `child.columns` reference `parent.columns`, pairwise.
@@ -280,7 +346,7 @@ pub fn plan(
     unmasked: bool,
 ) -> Result<Plan> {
     let mut known = BTreeSet::new();
-    let mut unruled = Vec::new();
+    let unruled = suspects(rules, &tables, |rule| rule.is_some());
     let mut planned = Vec::new();
     for table in tables {
         let mut expressions = Vec::new();
@@ -288,11 +354,6 @@ pub fn plan(
             known.insert(format!("{}.{}.{}", table.schema, table.name, column.name));
             let quoted = ident(&column.name);
             let rule = rules.get(&table.schema, &table.name, &column.name);
-            if rule.is_none()
-                && let Some(suggested) = personal(&column.name, &column.type_name)
-            {
-                unruled.push((rule_key(&table.schema, &table.name, &column.name), suggested));
-            }
             expressions.push(match rule {
                 Some(rule) => format!("{} AS {quoted}", rule.expression(&quoted)),
                 None => quoted,
@@ -357,15 +418,14 @@ pub fn plan(
         bail!(hint!("[mask] would break the source's constraints:\n{}", shown.join("\n");
             "change those rules in railgun.toml; nothing was copied"));
     }
-    let listed: Vec<String> =
-        unruled.iter().map(|(key, rule)| format!("  \"{}\" = {}", crate::error::escaped(key), rule.render())).collect();
+    let listed: Vec<String> = unruled.iter().map(Suspect::line).collect();
     if !unruled.is_empty() && !unmasked {
         bail!(
             hint!("{} column(s) look like personal data and have no rule in railgun.toml's [mask]:\n{}", unruled.len(), listed.join("\n");
             "add a rule for each to [mask] (the ones above are suggestions; \"keep\" copies a column as it is), or pass --unmasked to copy them as they are; nothing was copied")
         );
     }
-    Ok(Plan { tables: planned, notes, unmasked: unruled.into_iter().map(|(key, _)| key).collect() })
+    Ok(Plan { tables: planned, notes, unmasked: unruled.into_iter().map(|s| s.key).collect() })
 }
 
 /// The masking key: `RAILGUN_MASK_KEY` from the environment or `.env`; when there is none, a new
@@ -470,8 +530,29 @@ mod tests {
         Table {
             schema: "public".into(),
             name: "users".into(),
-            columns: columns.iter().map(|c| Column { name: c.to_string(), type_name: "text".into() }).collect(),
+            columns: columns
+                .iter()
+                .map(|c| Column { name: c.to_string(), type_name: "text".into(), looks_like: None })
+                .collect(),
         }
+    }
+
+    #[test]
+    fn columns_personal_by_their_values_and_copies_from_elsewhere() {
+        let rules = Rules::parse(&toml::from_str("\"users.email\" = \"email\"\n\"users.country\" = \"keep\"").unwrap())
+            .unwrap();
+        let mut table = users(&["id", "email", "country", "contact"]);
+        table.columns[3].looks_like = Some(super::super::sampled::Kind::Email);
+        let err = |r: Result<Plan>| crate::error::render(&r.unwrap_err());
+        let refused = err(plan(&rules, vec![table.clone()], &[], &[], false));
+        assert!(refused.contains("\"users.contact\" = \"email\"   # its values look like emails"), "{refused}");
+        assert!(refused.contains("1 column(s)"), "{refused}");
+        // Without --mask from elsewhere: every personal column [mask] does not keep, ruled or not.
+        let exposed = check_unmasked_copy(&rules, std::slice::from_ref(&table), false).unwrap_err();
+        let shown = crate::error::render(&exposed);
+        assert!(shown.contains("2 column(s)") && shown.contains("\"users.email\" = \"email\"\n"), "{shown}");
+        assert!(!shown.contains("users.country"), "{shown}");
+        assert_eq!(check_unmasked_copy(&rules, &[table], true).unwrap(), ["users.email", "users.contact"]);
     }
 
     #[test]

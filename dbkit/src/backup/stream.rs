@@ -20,6 +20,7 @@ use super::load::{Load, Part};
 use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
 use super::pgtools::PgTools;
 use super::restore::{self, RestoreOptions};
+use super::sampled;
 use super::session::{CopyOut, Session};
 use super::subset::{self, Choice, Subset};
 use crate::context::Context;
@@ -54,35 +55,88 @@ pub fn copy_streamed(
     options: &StreamOptions,
 ) -> Result<u64> {
     let (from, to) = copy_mod::check_pair(from, to)?;
-    let rules = if options.mask { Rules::load(cx)? } else { Rules::default() };
-    let tools = PgTools::find(&cx.sh, &cx.project, &from)?;
     let mut source = Source::open(&from)?;
+    let prepared = prepare(cx, &mut source, &from, dump, options)?;
+    super::load::check_extensions(&to, &prepared.extensions, &restore_options.load.allowed_extensions)?;
+    let kind = prepared.kind;
+    let what = format!("replace the data in database `{}` with {kind} of {}", database_name(&to), redact(&from));
+    guard.check(cx, &to, &what)?;
+    restore::announce_safety(restore::prepare(cx, &to, restore_options.safety_dir.as_deref())?.as_deref());
+
+    eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
+    let started = Instant::now();
+    let rows: u64 = load_into(&mut source, &to, &prepared, &restore_options.load)?.values().sum();
+    eprintln!(
+        "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
+        prepared.plan.tables.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let ran = crate::migration::run_pending(cx, &to)?;
+    if ran > 0 {
+        eprintln!("applied {ran} pending migration(s) on the copy");
+    }
+    Ok(rows)
+}
+
+/// What a streamed copy (or a masked backup) will move, decided before any row moves.
+pub(crate) struct Prepared {
+    pub plan: Plan,
+    /// pg_dump's `--section=pre-data` and `post-data` of the snapshot, in memory.
+    pub pre: Vec<u8>,
+    pub post: Vec<u8>,
+    /// The extensions `pre` creates.
+    pub extensions: Vec<String>,
+    pub choices: BTreeMap<String, Choice>,
+    pub excluded: Vec<String>,
+    /// `a masked copy`, `a masked subset`, `a subset`, `a copy`.
+    pub kind: &'static str,
+}
+
+/// Reads the source's catalog (and a sample of its text columns' values), plans the columns'
+/// expressions, refuses what would leak (see [`mask::plan`]; a copy without `--mask` from a
+/// source not on this machine: [`mask::check_unmasked_copy`]), dumps the schema in the source's
+/// snapshot, chooses the subset's rows and gives the source the masking key.
+pub(crate) fn prepare(
+    cx: &Context,
+    source: &mut Source,
+    from: &Url,
+    dump: &DumpOptions,
+    options: &StreamOptions,
+) -> Result<Prepared> {
+    let remote = !crate::url::is_local(from);
+    let rules = if options.mask || remote { Rules::load(cx)? } else { Rules::default() };
+    let tools = PgTools::find(&cx.sh, &cx.project, from)?;
     let excluded = excluded_schemas(dump);
-    let (tables, foreign_keys, uniques) = source.catalog(&excluded)?;
-    let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked || !options.mask)?;
-    if options.mask && !plan.unmasked.is_empty() {
-        eprintln!(
-            "copying {} personal-data column(s) unmasked, as --unmasked asked: {}",
-            plan.unmasked.len(),
-            crate::error::escaped(&plan.unmasked.join(", "))
-        );
+    let (mut tables, foreign_keys, uniques) = source.catalog(&excluded)?;
+    if options.mask || remote {
+        source.sample_values(&mut tables, &rules)?;
     }
-    for note in &plan.notes {
-        eprintln!("{}", crate::error::escaped(note));
-    }
-    let mut args = dump.pg_dump_args(&from)?;
-    if args.iter().any(|a| a == "--schema=*") {
+    let plan = if options.mask {
+        let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked)?;
+        announce_unmasked(&plan.unmasked);
+        for note in &plan.notes {
+            eprintln!("{}", crate::error::escaped(note));
+        }
+        plan
+    } else {
+        if remote {
+            announce_unmasked(&mask::check_unmasked_copy(&rules, &tables, options.unmasked)?);
+        }
+        mask::plan(&Rules::default(), tables, &foreign_keys, &uniques, true)?
+    };
+    let mut args = dump.pg_dump_args(from)?;
+    if args.iter().any(|a| a == "--schema=*") && options.mask {
         bail!(hint!("a masked copy of a database with a provider's schemas (auth, storage, ...) is not supported yet";
             "pass --keep-managed-schemas (their personal columns then need rules too), or copy without --mask"));
     }
     args.push(format!("--snapshot={}", source.snapshot));
-    let pre = pg_dump(cx, &tools, &from, &args, "pre-data")?;
-    let post = pg_dump(cx, &tools, &from, &args, "post-data")?;
+    let pre = pg_dump(cx, &tools, from, &args, "pre-data")?;
+    let post = pg_dump(cx, &tools, from, &args, "post-data")?;
     eprintln!("schema from pg_dump, in memory: {} before the rows, {} after", kib(pre.len()), kib(post.len()));
     let mut scanned = super::statement::Statements::new();
     scanned.feed(&pre, &mut |_| {}).map_err(super::dumpfile::forbidden)?;
     let _ = scanned.finish(&mut |_| {});
-    super::load::check_extensions(&to, scanned.extensions(), &restore_options.load.allowed_extensions)?;
+    let extensions = scanned.extensions().to_vec();
     let choices = match options.subset.is_whole() {
         true => BTreeMap::new(),
         false => {
@@ -94,52 +148,73 @@ pub fn copy_streamed(
         let key = mask::key(cx)?;
         source.set_key(&key)?;
     }
-
     let kind = match (options.mask, options.subset.is_whole()) {
         (true, true) => "a masked copy",
         (true, false) => "a masked subset",
-        (false, _) => "a subset",
+        (false, false) => "a subset",
+        (false, true) => "a copy",
     };
-    let what = format!("replace the data in database `{}` with {kind} of {}", database_name(&to), redact(&from));
-    guard.check(cx, &to, &what)?;
-    restore::announce_safety(restore::prepare(cx, &to, restore_options.safety_dir.as_deref())?.as_deref());
+    Ok(Prepared { plan, pre, post, extensions, choices, excluded, kind })
+}
 
-    eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
-    let started = Instant::now();
+/// A copy without `--mask` (pg_dump's backup restored) from a source not on this machine: refused
+/// before any row moves when a column looks personal (by name, type or sampled values) and
+/// `[mask]` does not keep it, unless `unmasked` (then they are named). See [`mask::check_unmasked_copy`].
+pub fn check_remote_source(cx: &Context, from: &Url, dump: &DumpOptions, unmasked: bool) -> Result<()> {
+    let rules = Rules::load(cx)?;
+    let mut source = Source::open(from)?;
+    let (mut tables, _, _) = source.catalog(&excluded_schemas(dump))?;
+    source.sample_values(&mut tables, &rules)?;
+    announce_unmasked(&mask::check_unmasked_copy(&rules, &tables, unmasked)?);
+    Ok(())
+}
+
+/// Names the personal-data columns copied as they are because `--unmasked` said so.
+fn announce_unmasked(columns: &[String]) {
+    if !columns.is_empty() {
+        eprintln!(
+            "copying {} personal-data column(s) unmasked, as --unmasked asked: {}",
+            columns.len(),
+            crate::error::escaped(&columns.join(", "))
+        );
+    }
+}
+
+/// Loads what `prepared` says into `to` in one transaction (the restore's [`Load`]): the
+/// schema, the rows from the source, the sequences, then what comes after the rows. Each
+/// table's rows (`schema.table`), as many as the source sent.
+pub(crate) fn load_into(
+    source: &mut Source,
+    to: &Url,
+    prepared: &Prepared,
+    options: &super::load::LoadOptions,
+) -> Result<BTreeMap<String, u64>> {
     let load_key = crate::secret::random_hex(16)?;
-    let mut load = Load::start(&to, &load_key, &restore_options.load)?;
-    load.feed_part(post.as_slice(), Part::CleanOnly)?;
-    load.feed_part(pre.as_slice(), Part::Whole)?;
-    let rows = move_rows(&mut source, &mut load, &plan, &choices)?;
-    for (sequence, value, called) in source.sequences(&excluded)? {
+    let mut load = Load::start(to, &load_key, options)?;
+    load.feed_part(prepared.post.as_slice(), Part::CleanOnly)?;
+    load.feed_part(prepared.pre.as_slice(), Part::Whole)?;
+    let rows = move_rows(source, &mut load, &prepared.plan, &prepared.choices)?;
+    for (sequence, value, called) in source.sequences(&prepared.excluded)? {
         load.exec(&format!("SELECT pg_catalog.setval({}, {value}, {called})", literal(&sequence)))?;
     }
-    load.feed_part(post.as_slice(), Part::Whole)?;
+    load.feed_part(prepared.post.as_slice(), Part::Whole)?;
     load.finish()?;
-    eprintln!(
-        "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
-        plan.tables.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let ran = crate::migration::run_pending(cx, &to)?;
-    if ran > 0 {
-        eprintln!("applied {ran} pending migration(s) on the copy");
-    }
     Ok(rows)
 }
 
 /// Each table's rows, masked by the source, into the load: read on a thread of its own while the
-/// target takes the previous chunk. Fails on a table whose counts differ.
-fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeMap<String, Choice>) -> Result<u64> {
-    let mut total = 0;
+/// target takes the previous chunk. Fails on a table whose counts differ. Each table's rows.
+fn move_rows(
+    source: &mut Source,
+    load: &mut Load,
+    plan: &Plan,
+    choices: &BTreeMap<String, Choice>,
+) -> Result<BTreeMap<String, u64>> {
+    let mut moved = BTreeMap::new();
     for (table, expressions) in &plan.tables {
         let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
         let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
-        if columns.is_empty() {
-            continue;
-        }
-        let clause = choices.get(&format!("{}.{}", table.schema, table.name)).map(Choice::clause).unwrap_or_default();
-        let select = format!("COPY (SELECT {} FROM ONLY {name}{clause}) TO STDOUT", expressions.join(", "));
+        let Some(select) = select_rows(table, expressions, choices) else { continue };
         let insert = format!("COPY {name} ({}) FROM STDIN", columns.join(", "));
         let source = &mut *source;
         let (sent, taken) = std::thread::scope(|scope| -> Result<(u64, u64)> {
@@ -175,9 +250,20 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
         if sent != taken {
             bail!("{}.{}: the source sent {sent} rows, the target took {taken}", table.schema, table.name);
         }
-        total += taken;
+        moved.insert(format!("{}.{}", table.schema, table.name), taken);
     }
-    Ok(total)
+    Ok(moved)
+}
+
+/// `COPY (SELECT <the plan's expressions> FROM ONLY table <the subset's clause>) TO STDOUT`;
+/// none for a table without columns.
+pub(crate) fn select_rows(table: &Table, expressions: &[String], choices: &BTreeMap<String, Choice>) -> Option<String> {
+    if table.columns.is_empty() {
+        return None;
+    }
+    let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
+    let clause = choices.get(&format!("{}.{}", table.schema, table.name)).map(Choice::clause).unwrap_or_default();
+    Some(format!("COPY (SELECT {} FROM ONLY {name}{clause}) TO STDOUT", expressions.join(", ")))
 }
 
 /// pg_dump's `section` of the source (schema only), in memory.
@@ -188,13 +274,14 @@ fn pg_dump(cx: &Context, tools: &PgTools, url: &Url, args: &[String], section: &
 }
 
 /// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for pg_dump.
-struct Source {
-    session: Session,
+pub(crate) struct Source {
+    pub session: Session,
     snapshot: String,
 }
 
 impl Source {
-    fn open(url: &Url) -> Result<Source> {
+    /// Connects and begins the read-only transaction, checked: `transaction_read_only` is on.
+    pub(crate) fn open(url: &Url) -> Result<Source> {
         let mut named = url.clone();
         named.query_pairs_mut().append_pair("application_name", "railgun-copy-source");
         let mut session = Session::connect(&named).context("connect to the source")?;
@@ -213,6 +300,15 @@ impl Source {
                 .map_err(|e| anyhow!(e))
                 .with_context(|| format!("prepare the source: {sql}"))?;
         }
+        let read_only = session.query_column("SHOW transaction_read_only").map_err(|e| anyhow!(e));
+        if read_only.context("ask the source whether the transaction is read-only")?.first().map(String::as_str)
+            != Some("on")
+        {
+            bail!(
+                hint!("the source's transaction is not read-only (transaction_read_only is not on); nothing was read";
+                "the source (or a pooler in front of it) ignored BEGIN ... READ ONLY: connect to the server directly")
+            );
+        }
         let snapshot = session
             .query_column("SELECT pg_export_snapshot()")
             .map_err(|e| anyhow!(e))
@@ -230,7 +326,7 @@ impl Source {
             .context("give the source the masking key")
     }
 
-    fn json<T: DeserializeOwned>(&mut self, sql: &str, what: &str) -> Result<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&mut self, sql: &str, what: &str) -> Result<T> {
         let text = self
             .session
             .query_column(&format!("SELECT coalesce(json_agg(x), '[]')::text FROM ({sql}) x"))
@@ -244,7 +340,7 @@ impl Source {
     /// The tables whose rows pg_dump would copy (ordinary tables outside `excluded` and
     /// extensions; a partitioned table's rows are its partitions'), their foreign keys and
     /// unique indexes.
-    fn catalog(&mut self, excluded: &[String]) -> Result<(Vec<Table>, Vec<ForeignKey>, Vec<Unique>)> {
+    pub(crate) fn catalog(&mut self, excluded: &[String]) -> Result<(Vec<Table>, Vec<ForeignKey>, Vec<Unique>)> {
         let ours = own_relations(excluded);
         let tables = self.json(
             &format!(
@@ -295,8 +391,50 @@ impl Source {
         Ok((tables, foreign_keys, uniques))
     }
 
+    /// Marks the text columns that have no rule and whose names say nothing, but whose values
+    /// (the first [`sampled::SAMPLE`] rows of each table, in the snapshot) mostly look personal.
+    pub(crate) fn sample_values(&mut self, tables: &mut [Table], rules: &Rules) -> Result<()> {
+        for table in tables.iter_mut() {
+            let (schema, name) = (table.schema.clone(), table.name.clone());
+            let candidates: Vec<usize> = (0..table.columns.len())
+                .filter(|&i| {
+                    let column = &table.columns[i];
+                    sampled::is_text_type(&column.type_name)
+                        && rules.get(&schema, &name, &column.name).is_none()
+                        && mask::personal(&column.name, &column.type_name).is_none()
+                })
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = candidates.iter().map(|&i| ident(&table.columns[i].name)).collect();
+            let sql = format!(
+                "SELECT coalesce(json_agg(json_build_array({})), '[]')::text FROM (SELECT * FROM ONLY {}.{} LIMIT {}) x",
+                list.iter().map(|c| format!("x.{c}::text")).collect::<Vec<_>>().join(", "),
+                ident(&schema),
+                ident(&name),
+                sampled::SAMPLE
+            );
+            let text = self
+                .session
+                .query_column(&sql)
+                .map_err(|e| anyhow!(e))
+                .with_context(|| {
+                    format!("sample the values of {}", crate::error::escaped(&format!("{schema}.{name}")))
+                })?
+                .pop()
+                .unwrap_or_default();
+            let rows: Vec<Vec<Option<String>>> = serde_json::from_str(&text).context("read the sampled values")?;
+            for (at, &i) in candidates.iter().enumerate() {
+                let values = rows.iter().filter_map(|row| row.get(at).and_then(|v| v.as_deref()));
+                table.columns[i].looks_like = sampled::classify(values);
+            }
+        }
+        Ok(())
+    }
+
     /// Each sequence's state, as pg_dump's data section sets it: (name, last_value, is_called).
-    fn sequences(&mut self, excluded: &[String]) -> Result<Vec<(String, i64, bool)>> {
+    pub(crate) fn sequences(&mut self, excluded: &[String]) -> Result<Vec<(String, i64, bool)>> {
         #[derive(serde::Deserialize)]
         struct Sequence {
             name: String,

@@ -8,19 +8,20 @@
 //! compares each table's `relfilenode` (a new one means the table was rewritten). A statement of
 //! a migration outside a transaction (`CREATE INDEX CONCURRENTLY`) releases its locks as it ends:
 //! a third connection holds a snapshot open, which such a statement waits for before it
-//! finishes, and its locks are read while it waits.
+//! finishes, and its locks are read while it waits. The reading is [`crate::migration::observe`]'s,
+//! which `migration rehearse` shares.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use diesel::connection::SimpleConnection;
-use diesel::sql_types::{BigInt, Integer, Text};
-use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde::Serialize;
 
 use super::{Finding, Linted};
 use crate::migration::MigrationFiles;
+use crate::migration::observe::{
+    backend_pid, locks_of, outside_transaction, relfilenodes, rewritten, strength, strongest,
+};
 use crate::testing::Harness;
 
 /// What one statement did.
@@ -46,22 +47,6 @@ pub struct Verdict {
     /// `confirmed`, `contradicted` or `not measurable` (a rule about types or names).
     pub verdict: &'static str,
     pub detail: String,
-}
-
-/// pg_locks' modes, weakest first.
-const MODES: &[&str] = &[
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-];
-
-fn strength(mode: &str) -> usize {
-    MODES.iter().position(|m| *m == mode).unwrap_or(0)
 }
 
 /// Measures `linted` (in version order), in a clone of a template migrated with `base` (what
@@ -100,18 +85,8 @@ pub fn measure(
                     .with_context(|| format!("{}:{}: the statement failed in the clone", linted.file, statement.line))?
             };
             let after = relfilenodes(&mut conn)?;
-            let rewrote: Vec<String> = before
-                .iter()
-                .filter(|(oid, (_, node))| after.get(oid).is_some_and(|(_, new)| new != node))
-                .map(|(_, (name, _))| name.clone())
-                .collect();
-            let mut strongest: BTreeMap<String, String> = BTreeMap::new();
-            for (relation, mode) in locks {
-                let entry = strongest.entry(relation).or_insert_with(|| mode.clone());
-                if strength(&mode) > strength(entry) {
-                    *entry = mode;
-                }
-            }
+            let rewrote = rewritten(&before, &after);
+            let strongest = strongest(locks);
             let findings: Vec<&Finding> = linted.findings.iter().filter(|f| f.statement == index).collect();
             let verdicts = findings.iter().map(|f| judge(f, &strongest, &rewrote, unobserved)).collect();
             rows.push(Measured {
@@ -152,7 +127,8 @@ fn judge(finding: &Finding, locks: &BTreeMap<String, String>, rewrote: &[String]
     let mut wrong = Vec::new();
     let mut right = Vec::new();
     for (relation, mode) in &expect.locks {
-        let name = relation.rsplit('.').next().unwrap_or(relation);
+        // Named as pg_locks is read (crate::migration::observe): `table` in public, else `schema.table`.
+        let name = relation.strip_prefix("public.").unwrap_or(relation);
         // A stronger lock than the rule says (ADD COLUMN ... REFERENCES takes ACCESS EXCLUSIVE
         // for the column, which holds the foreign key's SHARE ROW EXCLUSIVE) confirms it too.
         match locks.get(name) {
@@ -164,7 +140,7 @@ fn judge(finding: &Finding, locks: &BTreeMap<String, String>, rewrote: &[String]
     }
     if let Some(rewrite) = expect.rewrite {
         let table =
-            expect.locks.first().map(|(r, _)| r.rsplit('.').next().unwrap_or(r).to_string()).unwrap_or_default();
+            expect.locks.first().map(|(r, _)| r.strip_prefix("public.").unwrap_or(r).to_string()).unwrap_or_default();
         let did = rewrote.contains(&table);
         match (rewrite, did) {
             (true, true) => right.push(format!("rewrote {table}")),
@@ -178,108 +154,4 @@ fn judge(finding: &Finding, locks: &BTreeMap<String, String>, rewrote: &[String]
     } else {
         Verdict { rule: finding.rule, verdict: "contradicted", detail: wrong.join(", ") }
     }
-}
-
-/// Runs a statement outside a transaction on `conn` while a third connection holds a snapshot
-/// open; reads its locks while it waits for that snapshot (or until it ends).
-fn outside_transaction(
-    url: &url::Url,
-    conn: &mut PgConnection,
-    observer: &mut PgConnection,
-    pid: i32,
-    sql: &str,
-) -> Result<(BTreeSet<(String, String)>, bool)> {
-    let mut snapshot = crate::connect::establish(url)?;
-    snapshot.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")?;
-    let statement = sql.to_string();
-    // The statement runs on the measured connection (its pid is the one observed), in a thread;
-    // a fresh connection stands in for it meanwhile.
-    let mut runner = std::mem::replace(conn, crate::connect::establish(url)?);
-    let running = std::thread::spawn(move || {
-        let result = runner.batch_execute(&statement);
-        (runner, result)
-    });
-    let mut seen = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        seen.extend(locks_of(observer, pid)?);
-        if running.is_finished() || waits_for_snapshot(observer, pid)? || Instant::now() > deadline {
-            seen.extend(locks_of(observer, pid)?);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    snapshot.batch_execute("COMMIT")?;
-    let (runner, result) = running.join().map_err(|_| anyhow::anyhow!("the measured statement's thread panicked"))?;
-    result?;
-    *conn = runner;
-    let unobserved = seen.is_empty();
-    Ok((seen, unobserved))
-}
-
-fn waits_for_snapshot(observer: &mut PgConnection, pid: i32) -> Result<bool> {
-    #[derive(QueryableByName)]
-    struct Waiting {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    let waiting: Waiting = diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock' AND wait_event = 'virtualxid'",
-    )
-    .bind::<Integer, _>(pid)
-    .get_result(observer)?;
-    Ok(waiting.n > 0)
-}
-
-fn backend_pid(conn: &mut PgConnection) -> Result<i32> {
-    #[derive(QueryableByName)]
-    struct Pid {
-        #[diesel(sql_type = Integer)]
-        pid: i32,
-    }
-    Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(conn)?.pid)
-}
-
-/// The table locks `pid` holds (granted), by table name and mode (indexes left out: they follow
-/// their table's).
-fn locks_of(observer: &mut PgConnection, pid: i32) -> Result<BTreeSet<(String, String)>> {
-    #[derive(QueryableByName)]
-    struct Lock {
-        #[diesel(sql_type = Text)]
-        relation: String,
-        #[diesel(sql_type = Text)]
-        mode: String,
-    }
-    let locks: Vec<Lock> = diesel::sql_query(
-        "SELECT c.relname::text AS relation, l.mode::text AS mode FROM pg_locks l
-           JOIN pg_class c ON c.oid = l.relation
-          WHERE l.pid = $1 AND l.locktype = 'relation' AND l.granted
-            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND c.relkind IN ('r', 'p', 'm')
-            AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, 'pg_toast'::regnamespace)",
-    )
-    .bind::<Integer, _>(pid)
-    .load(observer)
-    .context("read pg_locks")?;
-    Ok(locks.into_iter().map(|l| (l.relation, l.mode)).collect())
-}
-
-/// Each user table's relfilenode, by oid, as the measuring connection sees it.
-fn relfilenodes(conn: &mut PgConnection) -> Result<BTreeMap<u32, (String, u32)>> {
-    #[derive(QueryableByName)]
-    struct Rel {
-        #[diesel(sql_type = BigInt)]
-        oid: i64,
-        #[diesel(sql_type = Text)]
-        name: String,
-        #[diesel(sql_type = BigInt)]
-        node: i64,
-    }
-    let rels: Vec<Rel> = diesel::sql_query(
-        "SELECT c.oid::bigint AS oid, c.relname::text AS name, c.relfilenode::bigint AS node FROM pg_class c
-          WHERE c.relkind IN ('r', 'm') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, 'pg_toast'::regnamespace)",
-    )
-    .load(conn)
-    .context("read relfilenodes")?;
-    Ok(rels.into_iter().map(|r| (r.oid as u32, (r.name, r.node as u32))).collect())
 }

@@ -11,7 +11,11 @@ pub mod conflict;
 pub mod create;
 #[cfg(feature = "tools")]
 pub mod dry_run;
+#[cfg(feature = "tools")]
+pub mod observe;
 pub mod phantom;
+#[cfg(feature = "tools")]
+pub mod rehearse;
 #[cfg(feature = "tools")]
 pub mod reversible;
 pub mod runner;

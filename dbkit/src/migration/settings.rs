@@ -9,6 +9,9 @@
 //! statement_timeout = "10min"
 //! lock_retries = 3           # after a lock timeout, tried again this many times
 //! retry_backoff = "1s"       # the first wait; it doubles each time
+//!
+//! [rehearse]
+//! max_exclusive = "5s"       # `migration rehearse` fails when a table would be locked longer
 //! ```
 
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ pub struct Settings {
     /// `[mask]`: read (and checked) by `db copy --mask` (see `crate::backup::mask`).
     #[serde(default)]
     pub mask: Option<toml::Table>,
+    #[serde(default)]
+    pub rehearse: RehearseSettings,
     /// Where the file is (or would be).
     #[serde(skip)]
     pub path: PathBuf,
@@ -52,6 +57,14 @@ pub struct MigrationSettings {
     pub retry_backoff: Option<String>,
 }
 
+/// `[rehearse]`: what `migration rehearse` holds a migration to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RehearseSettings {
+    /// The longest a statement may keep a table under ACCESS EXCLUSIVE at the source, estimated.
+    pub max_exclusive: Option<String>,
+}
+
 /// The settings beside the diesel config file in use (none when the file does not exist).
 pub fn load(cx: &Context) -> Result<Settings> {
     let path = DieselConfig::load(cx)?.base.join(FILE);
@@ -63,6 +76,9 @@ pub fn load(cx: &Context) -> Result<Settings> {
     let mut settings: Settings = toml::from_str(&text).with_context(
         || hint!("parse {}", path.display(); "see `cargo xtask migration run --help` for its [migrations] keys"),
     )?;
+    if let Some(max) = &settings.rehearse.max_exclusive {
+        crate::duration::parse(max).with_context(|| format!("[rehearse] max_exclusive in {}", path.display()))?;
+    }
     if let Some(backoff) = &settings.migrations.retry_backoff {
         crate::duration::parse(backoff).with_context(|| format!("retry_backoff in {}", path.display()))?;
     }

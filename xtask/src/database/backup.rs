@@ -34,8 +34,16 @@ use crate::context::Context;
 /// the project's Postgres container or a throwaway container of a local Postgres image
 /// (RAILGUN_PGTOOLS=host|container|image forces one). The password goes through PGPASSWORD.
 ///
+/// With --mask, the rows are masked by railgun.toml's [mask] rules as `db copy --mask` masks
+/// them (see `cargo xtask db copy --help`): by the server, in one read-only snapshot, before
+/// they leave it, so the unmasked rows never reach this machine's disk. The file is pg_dump's
+/// format still (pg_dump's schema, the masked rows as COPY blocks): `db verify` and `db restore`
+/// take it as any backup. Columns that look personal and have no rule stop it before any row
+/// moves (--unmasked backs them up as they are, and names them).
+///
 /// Examples:
 ///   cargo xtask db backup
+///   cargo xtask db backup --mask
 ///   cargo xtask db backup /var/backups/railgun --keep 14
 ///   cargo xtask db backup --keep-daily 7 --keep-weekly 4 --keep-monthly 12
 ///   cargo xtask db backup --encrypt
@@ -60,6 +68,13 @@ pub struct Backup {
     /// [backup] encrypt = true)
     #[arg(long)]
     encrypt: bool,
+    /// Mask the rows by railgun.toml's [mask] rules before they leave the server (see above);
+    /// written to DIR (else ./backups), never to a bucket
+    #[arg(long, conflicts_with = "to")]
+    mask: bool,
+    /// With --mask: back up columns that look personal and have no rule as they are (named on stderr)
+    #[arg(long, requires = "mask")]
+    unmasked: bool,
     #[command(flatten)]
     dump: DumpArgs,
 }
@@ -73,7 +88,7 @@ impl Backup {
             dump.encrypt_to = dbkit::backup::sealed::recipients(&settings.recipients)?;
         }
         let policy = self.retention.policy();
-        let to = if self.dir.is_some() { None } else { self.to.or(settings.to) };
+        let to = if self.dir.is_some() || self.mask { None } else { self.to.or(settings.to) };
         if let Some(to) = to {
             let remote = Remote::open(cx, &to)?;
             let name = backup::create_remote(cx, &url, &remote, &dump)?;
@@ -84,7 +99,10 @@ impl Backup {
             return Ok(());
         }
         let dir = cx.user_path(self.dir.as_deref().unwrap_or(Path::new("backups")));
-        let path = backup::create(cx, &url, &dir, PREFIX, &dump)?;
+        let path = match self.mask {
+            true => dbkit::backup::masked_dump::create(cx, &url, &dir, &dump, self.unmasked)?,
+            false => backup::create(cx, &url, &dir, PREFIX, &dump)?,
+        };
         if !policy.is_empty() {
             retention::prune(&dir, &policy, Some(&path), false)?;
         }

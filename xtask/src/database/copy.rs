@@ -51,6 +51,14 @@ use crate::guard::GuardArgs;
 /// each named with a rule to add (--unmasked copies them as they are, and names them); a rule
 /// for a column the source lacks; a rule that can give two rows one value in a unique index
 /// (name, phone, text, a constant); a foreign key whose two sides are masked differently.
+/// A text column whose name says nothing counts as personal when most of a sample of its values
+/// (200 rows per table, read in the copy's snapshot) look like emails, phone numbers, IP
+/// addresses or tokens (`"users.contact" = "email"   # its values look like emails`).
+///
+/// A source that is not on this machine (any host but localhost, a loopback address or a
+/// socket): even without --mask, its columns that look personal and that [mask] does not
+/// "keep" stop the copy before any row moves, each named with its rule; copy with --mask, or
+/// pass --unmasked to bring them as they are (named on stderr).
 ///
 /// --sample PERCENT, --where 'TABLE: CONDITION': a subset, streamed like --mask (with or
 /// without it). Each table named by --where: the rows its condition picks; else, with
@@ -89,8 +97,9 @@ pub struct Copy {
     /// Mask the rows on the way by railgun.toml's [mask] rules (see above); no source backup is written
     #[arg(long)]
     mask: bool,
-    /// With --mask: copy columns that look personal and have no rule as they are (named on stderr)
-    #[arg(long, requires = "mask")]
+    /// Copy columns that look personal as they are (named on stderr): with --mask, those with no
+    /// rule; without it, from a source not on this machine, those [mask] does not keep
+    #[arg(long)]
     unmasked: bool,
     /// Copy a PERCENT sample of each table that a foreign key leaves or reaches (a table with no
     /// foreign key: all rows), plus every row those reference, transitively; streamed like --mask
@@ -124,13 +133,13 @@ impl Copy {
             dbkit::backup::stream::copy_streamed(cx, &self.from, &self.to, &dump, &guard, &restore, &options)?;
             return Ok(());
         }
-        let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore)?;
+        let path = dbkit::backup::copy::copy(cx, &self.from, &self.to, &dir, &dump, &guard, &restore, self.unmasked)?;
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
 }
 
-fn percent(text: &str) -> Result<f64, String> {
+pub(crate) fn percent(text: &str) -> Result<f64, String> {
     match text.trim_end_matches('%').parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
         _ => Err("a percentage above 0 and at most 100".into()),
