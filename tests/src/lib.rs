@@ -296,3 +296,13 @@ impl Drop for Folder {
         }
     }
 }
+
+/// The name libtest knows the test `name` of the module `module` (its `module_path!()`) by, for
+/// `--exact`: the module path without the test binary's own name (`e2e::harness` and
+/// `child_recycle` make `harness::child_recycle`).
+pub fn qualified(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}

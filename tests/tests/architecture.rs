@@ -77,7 +77,13 @@ fn two_app_processes_migrating_at_once_apply_each_migration_once() {
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["app_migrates", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .args([
+                    tests::qualified(module_path!(), "app_migrates").as_str(),
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("APP_MIGRATE_URL", db.url().as_str())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

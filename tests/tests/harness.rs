@@ -92,7 +92,13 @@ fn current_oid(conn: &mut PgConnection) -> i64 {
 /// child would take this process's slot database; `envs` may set the mode).
 fn child(name: &str, envs: &[(&str, &str)]) -> Output {
     Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            tests::qualified(module_path!(), name).as_str(),
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env_remove("NEXTEST_EXECUTION_MODE")
         .env_remove("NEXTEST_TEST_GLOBAL_SLOT")
         .env("HARNESS_CHILD", name)
@@ -169,7 +175,13 @@ fn child_claims() {
 fn two_processes_never_get_the_same_clone() {
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["child_claims", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                tests::qualified(module_path!(), "child_claims").as_str(),
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("HARNESS_CHILD", "child_claims")
             .env("RAILGUN_TEST_POOL", "4")
             .stdout(std::process::Stdio::piped())
@@ -1008,7 +1020,13 @@ fn without_a_configured_server_one_test_container_serves_every_process() {
     let project = ContainerProject(format!("railgun-testdb-test-{}", std::process::id()));
     let spawn = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["child_container", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                tests::qualified(module_path!(), "child_container").as_str(),
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("HARNESS_CHILD", "child_container")
             .env("RAILGUN_TEST_CONTAINER", &project.0)
             .env("RAILGUN_ENV_FILE", "/nonexistent/.env")

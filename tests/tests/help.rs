@@ -1,6 +1,6 @@
 //! Every command's `--help`, held to the text committed in tests/snapshots/help/: a change of a
 //! flag, a default or a doc comment shows in the pull request's diff, where a reviewer reads it.
-//! `RAILGUN_BLESS=1 cargo nextest run -p xtask --test help` rewrites the files after a change.
+//! `RAILGUN_BLESS=1 cargo nextest run -p xtask -E 'test(/^help::/)'` rewrites the files after a change.
 
 use std::path::PathBuf;
 
@@ -55,7 +55,7 @@ fn every_help_text_is_the_committed_one() {
     assert!(seen.len() > 40, "every command was reached: {}", seen.len());
     assert!(
         stale.is_empty(),
-        "--help changed (or is new) for:\n{}\nreview, then RAILGUN_BLESS=1 cargo nextest run -p xtask --test help",
+        "--help changed (or is new) for:\n{}\nreview, then RAILGUN_BLESS=1 cargo nextest run -p xtask -E 'test(/^help::/)'",
         stale.join("\n")
     );
     let committed: Vec<PathBuf> = std::fs::read_dir(root().join("tests/snapshots/help"))

@@ -164,7 +164,13 @@ fn the_test_template_holds_the_seeds_and_a_changed_seed_rebuilds_it() {
     write_seeds(&dir.join("seeds"), &[("development/02_dev.sql", "INSERT INTO items (name) VALUES ('dev');\n")]);
     let run = || {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["child_template", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                tests::qualified(module_path!(), "child_template").as_str(),
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env_remove("NEXTEST_EXECUTION_MODE")
             .env_remove("NEXTEST_TEST_GLOBAL_SLOT")
             .env("SEEDS_CHILD", "1")

@@ -36,7 +36,7 @@ pub struct Test {
     /// setup script runs this once per run)
     #[arg(long)]
     prepare_db: bool,
-    /// Arguments for the test runner (after `--`), e.g. `-- --test up`
+    /// Arguments for the test runner (after `--`), e.g. `-- up::` (the tests of tests/tests/up.rs)
     #[arg(last = true)]
     args: Vec<String>,
 }
