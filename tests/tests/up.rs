@@ -160,7 +160,7 @@ fn panicking_helper() {
 fn a_panicking_test_leaves_no_container() {
     let name = format!("railgun-test-panic-{}", std::process::id());
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "panicking_helper", "--ignored", "--nocapture"])
+        .args(["--exact", tests::qualified(module_path!(), "panicking_helper").as_str(), "--ignored", "--nocapture"])
         .env("RAILGUN_TEST_PANIC_PROJECT", &name)
         .output()
         .unwrap();

@@ -106,7 +106,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
 /// so a successful rename should have seen them): a slot database is dropped, never pooled.
 fn stale_slot(server: &super::server::Server, name: &str, run: &str, comment: Option<&str>, in_use: &[String]) -> bool {
     let ready = comment.and_then(slot::ready_since);
-    if Some(run.to_string()) == slot::current_run()
+    if Some(run) == super::runner::runner().run()
         || in_use.iter().any(|n| n == name)
         || ready.is_some_and(|at| now().saturating_sub(at) <= slot::READY_FOR)
     {

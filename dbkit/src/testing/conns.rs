@@ -30,7 +30,7 @@ pub struct TestManager {
     failed: Arc<Mutex<Option<anyhow::Error>>>,
     /// Server processes of every connection opened.
     pids: Arc<Mutex<Vec<i32>>>,
-    /// The first connection's server process is left for its user to note (see [`Slot::note_pid`]).
+    /// The first connection's server process is left for its user to note (see [`Lease::note_pid`]).
     first_pid_later: std::sync::atomic::AtomicBool,
 }
 
@@ -65,8 +65,9 @@ impl ManageConnection for TestManager {
     }
 }
 
-/// A test database and its pool: what a test holds, and what waits for the next one.
-pub(crate) struct Slot {
+/// A lease on a test database: its name and its pool of connections; what a test holds, and
+/// what waits for the next one. (Not a nextest slot: that is `slot`, a database per slot of a run.)
+pub(crate) struct Lease {
     pub name: String,
     pool: Mutex<Pool<TestManager>>,
     url: Url,
@@ -89,21 +90,21 @@ fn connect_threads() -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
         .clone()
 }
 
-impl Slot {
-    pub fn new(name: String, url: Url) -> Slot {
-        Slot::with_first_pid(name, url, false)
+impl Lease {
+    pub fn new(name: String, url: Url) -> Lease {
+        Lease::with_first_pid(name, url, false)
     }
 
     /// A nextest slot's: its first connection's server process is learnt with its first query,
-    /// and given to [`Slot::note_pid`] (a round trip saved).
-    pub fn in_slot(name: String, url: Url) -> Slot {
-        Slot::with_first_pid(name, url, true)
+    /// and given to [`Lease::note_pid`] (a round trip saved).
+    pub fn for_nextest_slot(name: String, url: Url) -> Lease {
+        Lease::with_first_pid(name, url, true)
     }
 
-    fn with_first_pid(name: String, url: Url, later: bool) -> Slot {
+    fn with_first_pid(name: String, url: Url, later: bool) -> Lease {
         let (failed, pids) = (Arc::default(), Arc::default());
-        let pool = Mutex::new(Slot::pool(&url, &failed, &pids, later));
-        Slot { name, pool, url, failed, pids }
+        let pool = Mutex::new(Lease::pool(&url, &failed, &pids, later));
+        Lease { name, pool, url, failed, pids }
     }
 
     fn pool(
@@ -150,7 +151,7 @@ impl Slot {
 
     /// Closes the idle connections (a tool given the URL may want the database to itself).
     pub fn close_idle(&self) {
-        let fresh = Slot::pool(&self.url, &self.failed, &self.pids, false);
+        let fresh = Lease::pool(&self.url, &self.failed, &self.pids, false);
         drop(std::mem::replace(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()), fresh));
     }
 
@@ -165,7 +166,7 @@ impl Slot {
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Notes `pid`, the server process of `conn` (the first connection of [`Slot::in_slot`]).
+    /// Notes `pid`, the server process of `conn` (the first connection of [`Lease::for_nextest_slot`]).
     pub fn note_pid(&self, conn: &mut TestConn, pid: i32) {
         self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         PooledConnection::extensions_mut(conn).insert(Pid(pid));

@@ -53,6 +53,7 @@ mod names;
 mod pooler;
 mod recycle;
 mod redis;
+mod runner;
 mod server;
 mod slot;
 mod template;
@@ -73,7 +74,7 @@ use crate::seed::Seeds;
 
 pub use crate::redis::Reply;
 pub use cleanup::clean_stale;
-use conns::Slot;
+use conns::Lease;
 pub use conns::{TestConn, TestManager};
 use names::{DbName, Pooled};
 use recycle::Baseline;
@@ -96,9 +97,9 @@ pub struct TestDb {
     harness: &'static Harness,
     keep: bool,
     /// The database and its connections (taken by the drop).
-    slot: Option<Slot>,
+    lease: Option<Lease>,
     /// A nextest slot's database (see `slot`): it stays for the slot's next test.
-    in_slot: bool,
+    nextest_slot: bool,
 }
 
 impl TestDb {
@@ -127,13 +128,13 @@ impl TestDb {
             .test_db()
     }
 
-    fn claimed(harness: &'static Harness, slot: Slot) -> TestDb {
+    fn claimed(harness: &'static Harness, slot: Lease) -> TestDb {
         let server = harness.server;
-        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, slot: Some(slot), in_slot: false }
+        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, lease: Some(slot), nextest_slot: false }
     }
 
-    fn slot(&self) -> &Slot {
-        self.slot.as_ref().expect("a test database has its slot until dropped")
+    fn lease(&self) -> &Lease {
+        self.lease.as_ref().expect("a test database has its lease until dropped")
     }
 
     /// The URL of this database (with the server's credentials).
@@ -142,26 +143,26 @@ impl TestDb {
     /// the test): a tool given the URL (`pg_restore --clean`, `DROP DATABASE`) may want the
     /// database to itself.
     pub fn url(&self) -> &Url {
-        self.slot().close_idle();
+        self.lease().close_idle();
         &self.url
     }
 
     pub fn name(&self) -> &str {
-        &self.slot().name
+        &self.lease().name
     }
 
     /// A connection to this database, from a pool of its own: usually one opened before the
     /// test (or kept from an earlier test on this database, reset), and back to the pool when
     /// dropped. It derefs to a `PgConnection`, and diesel's queries take it as one.
     pub fn conn(&self) -> Result<TestConn> {
-        let name = &self.slot().name;
-        self.slot().get().with_context(|| format!("connect to the test database {name}"))
+        let name = &self.lease().name;
+        self.lease().get().with_context(|| format!("connect to the test database {name}"))
     }
 
     /// A connection of its own, outside the pool (a new server process, closed when dropped):
     /// for code that wants a `PgConnection` by value.
     pub fn connect(&self) -> Result<PgConnection> {
-        let name = &self.slot().name;
+        let name = &self.lease().name;
         connect_waiting(&self.server.fast_url_for(name)).with_context(|| format!("connect to the test database {name}"))
     }
 
@@ -172,14 +173,31 @@ impl TestDb {
     }
 }
 
+/// How a test's lease on its database ends. A test process that is killed ends none: the
+/// next run's cleanup finds its database by its name (see `names`) and drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The test passed: its database is reset for another test, or dropped.
+    Passed,
+    /// The test panicked (or asked to keep its database): kept, its URL printed.
+    Failed,
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some(slot) = self.slot.take() else { return };
-        let name = slot.name.clone();
         let failed = self.keep || std::thread::panicking();
-        if failed && self.in_slot {
-            // Out of the slot, so that the slot's next test gets another database.
-            match self.harness.leave_slot(slot) {
+        self.end(if failed { Outcome::Failed } else { Outcome::Passed });
+    }
+}
+
+impl TestDb {
+    /// Ends the lease: what becomes of the database, by the test's outcome and its runner.
+    fn end(&mut self, outcome: Outcome) {
+        let Some(lease) = self.lease.take() else { return };
+        let name = lease.name.clone();
+        match (outcome, self.nextest_slot) {
+            (Outcome::Failed, true) => match self.harness.leave_slot(lease) {
+                // Out of the slot, so that the slot's next test gets another database.
                 Ok(renamed) => self.kept(&renamed),
                 Err(e) => {
                     eprintln!(
@@ -187,28 +205,27 @@ impl Drop for TestDb {
                     );
                     self.kept(&name);
                 }
+            },
+            (Outcome::Failed, false) => self.kept(&name),
+            (Outcome::Passed, true) => {
+                // Marked for the slot's next test; else a clean clone in its place, so that
+                // the slot's next test never finds it missing.
+                if !self.harness.finish_slot(&lease).unwrap_or(false) && self.harness.renew_slot(lease).is_err() {
+                    self.drop_database(&name);
+                }
             }
-            return;
-        }
-        if failed {
-            return self.kept(&name);
-        }
-        if self.in_slot {
-            if self.harness.finish_slot(&slot).unwrap_or(false) {
-                return;
-            }
-            // A clean clone in its place: the slot's next test never finds it missing.
-            if self.harness.renew_slot(slot).is_ok() {
-                return;
-            }
-        } else {
-            let Some(slot) = self.harness.give_back(slot) else { return };
-            let pids = slot.pids();
-            drop(slot);
-            if self.harness.recycle(&name, &pids).unwrap_or(false) {
-                return;
+            (Outcome::Passed, false) => {
+                let Some(lease) = self.harness.give_back(lease) else { return };
+                let pids = lease.pids();
+                drop(lease);
+                if !self.harness.recycle(&name, &pids).unwrap_or(false) {
+                    self.drop_database(&name);
+                }
             }
         }
+    }
+
+    fn drop_database(&self, name: &str) {
         // FORCE: a connection the test leaked must not keep its database alive.
         let dropped = self
             .server
@@ -280,9 +297,9 @@ enum Source {
 struct Local {
     /// Clean, a connection open, marked unused (a later run pools them again if this process
     /// ends first): the next tests take them.
-    held: Vec<Slot>,
+    held: Vec<Lease>,
     /// Passing tests' databases, their connections back in their pools: reset before they serve again.
-    returned: Vec<Slot>,
+    returned: Vec<Lease>,
 }
 
 impl Harness {
@@ -342,8 +359,11 @@ impl Harness {
     /// setup script). Returns the harness (no pool thread of its own) and how many clones
     /// wait in the pool.
     pub fn prepare(dir: &Path) -> Result<(&'static Harness, usize)> {
-        let run = slot::current_run().zip(slot::run_threads());
-        Harness::prepare_run(dir, run.as_ref().map(|(id, threads)| (id.as_str(), *threads)))
+        let run = match runner::runner() {
+            runner::Runner::SetupScript { run, threads: Some(threads) } => Some((run.as_str(), *threads)),
+            _ => None,
+        };
+        Harness::prepare_run(dir, run)
     }
 
     /// [`Harness::prepare`] for the run `run` (its id as slot names carry it, and its threads).
@@ -382,7 +402,7 @@ impl Harness {
     /// The harness for `migrations`, whose fingerprint is `hash` (read once: it reads every up.sql).
     fn start(source: Source, hash: u64) -> Result<&'static Harness> {
         // A process per test (nextest) runs one test: background work would be wasted.
-        let background = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() != Ok("process-per-test");
+        let background = !runner::runner().one_test_per_process();
         Harness::build(source, hash, background)
     }
 
@@ -439,13 +459,13 @@ impl Harness {
                         Some(slot) => slot,
                         None => {
                             self.clone_template(&name)?;
-                            Slot::new(name.clone(), self.server.fast_url_for(&name))
+                            Lease::new(name.clone(), self.server.fast_url_for(&name))
                         }
                     }
                 }
             };
             let mut db = TestDb::claimed(self, slot);
-            db.in_slot = true;
+            db.nextest_slot = true;
             return Ok(db);
         }
         let held = self.local().held.pop();
@@ -472,7 +492,7 @@ impl Harness {
             Some(slot) => slot,
             None => {
                 self.clone_template(&name)?;
-                Slot::new(name.clone(), self.server.fast_url_for(&name))
+                Lease::new(name.clone(), self.server.fast_url_for(&name))
             }
         };
         Ok(TestDb::claimed(self, slot))
@@ -590,13 +610,13 @@ impl Harness {
 
     /// Claims a clone from the pool as `name`, reset when a test used it before (on a connection
     /// of its pool, for the test); `None` when the pool has none to give.
-    fn claim_ready(&self, name: &str) -> Result<Option<Slot>> {
+    fn claim_ready(&self, name: &str) -> Result<Option<Lease>> {
         loop {
             let used = match self.claim(name)? {
                 None => return Ok(None),
                 Some(used) => used,
             };
-            let slot = Slot::new(name.to_string(), self.server.fast_url_for(name));
+            let slot = Lease::new(name.to_string(), self.server.fast_url_for(name));
             if !used {
                 return Ok(Some(slot));
             }
@@ -618,9 +638,9 @@ impl Harness {
 
     /// The slot database `name`, reset for this test, when it exists and can be reset: the one
     /// connection this test process opens.
-    fn ready_slot(&self, name: &str) -> Result<Option<Slot>> {
+    fn ready_slot(&self, name: &str) -> Result<Option<Lease>> {
         let baseline = self.slot_baseline()?;
-        let slot = Slot::in_slot(name.to_string(), self.server.fast_url_for(name));
+        let slot = Lease::for_nextest_slot(name.to_string(), self.server.fast_url_for(name));
         let mut conn = match slot.get() {
             Ok(conn) => conn,
             Err(e) => match crate::connect::failure_of(&e) {
@@ -686,7 +706,7 @@ impl Harness {
     /// keeps them for the slot's next test), the slot marked finished. False when that cannot
     /// be (a connection still out, or one left inside a transaction: the slot's next test then
     /// drops the database).
-    fn finish_slot(&self, slot: &Slot) -> Result<bool> {
+    fn finish_slot(&self, slot: &Lease) -> Result<bool> {
         if !slot.all_back() {
             return Ok(false);
         }
@@ -700,7 +720,7 @@ impl Harness {
 
     /// A failed test's slot database renamed out of the slot (to a test database's name);
     /// returns the new name.
-    fn leave_slot(&self, slot: Slot) -> Result<String> {
+    fn leave_slot(&self, slot: Lease) -> Result<String> {
         let (name, pids) = (slot.name.clone(), slot.pids());
         drop(slot);
         let kept = next_test_name(self.server);
@@ -716,7 +736,7 @@ impl Harness {
 
     /// The slot's database dropped (a connection of its test still out, or left inside a
     /// transaction) and a clean clone put in its place.
-    fn renew_slot(&self, slot: Slot) -> Result<()> {
+    fn renew_slot(&self, slot: Lease) -> Result<()> {
         let (name, pids) = (slot.name.clone(), slot.pids());
         drop(slot);
         self.server.admin(|c| {
@@ -762,7 +782,7 @@ impl Harness {
     /// After a passing test, when a background thread runs: its database is queued for a reset
     /// and this process's next test (the test's end waits for nothing). Handed back when it must
     /// go another way (no background, no reset possible, a connection still out of its pool).
-    fn give_back(&self, slot: Slot) -> Option<Slot> {
+    fn give_back(&self, slot: Lease) -> Option<Lease> {
         let resets = self.ready.get().is_some_and(|(baseline, _)| baseline.is_some());
         if !self.background || !resets || self.pool_size == 0 || !slot.all_back() {
             return Some(slot);
@@ -774,7 +794,7 @@ impl Harness {
 
     /// Resets a returned database: its pool's sessions reset, every other connection ended,
     /// then the rows the last test wrote. `None` when it cannot be reset (DDL ran): it is dropped.
-    fn reset_returned(&self, slot: Slot) -> Result<Option<Slot>> {
+    fn reset_returned(&self, slot: Lease) -> Result<Option<Lease>> {
         let reset = (|| -> Result<bool> {
             let Some(baseline) = self.baseline()? else { return Ok(false) };
             let mut conns = slot.idle_reset()?;
@@ -806,7 +826,7 @@ impl Harness {
         }
     }
 
-    fn mark_unused(&self, slot: &Slot) -> Result<()> {
+    fn mark_unused(&self, slot: &Lease) -> Result<()> {
         let comment = format!("{UNUSED}{:016x}", self.hash);
         let name = &slot.name;
         diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{comment}'")).execute(&mut slot.get()?)?;

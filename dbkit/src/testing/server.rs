@@ -267,7 +267,7 @@ fn without_socket(url: &Url) -> Url {
 }
 
 fn pick() -> Result<Server> {
-    if std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test")
+    if super::runner::runner().one_test_per_process()
         && let Some(server) = pick_prepared()
     {
         return Ok(server);

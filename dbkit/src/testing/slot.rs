@@ -137,13 +137,10 @@ pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -
 /// run whose setup script prepared the server (its facts are in the environment), on a server
 /// where databases are reset rather than dropped.
 pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
-    let var = |key: &str| std::env::var(key).ok();
-    if var("NEXTEST_EXECUTION_MODE").as_deref() != Some("process-per-test") || super::handoff::handed().is_none() {
+    let super::runner::Runner::NextestTest { slot: Some(slot), run: Some(run) } = super::runner::runner() else {
         return None;
-    }
-    let slot: u32 = var("NEXTEST_TEST_GLOBAL_SLOT")?.parse().ok()?;
-    let run = current_run()?;
-    (server.recycles && prepared(hash) && started_by_nextest()).then(|| name_of(hash, &run, slot))
+    };
+    (super::handoff::handed().is_some() && server.recycles && prepared(hash)).then(|| name_of(hash, run, *slot))
 }
 
 /// The slot database of the template `hash` for the slot `slot` of the run `run`.
@@ -151,28 +148,7 @@ pub(crate) fn name_of(hash: u64, run: &str, slot: u32) -> String {
     super::names::DbName::Slot { hash, run: run.to_string(), slot }.render()
 }
 
-/// How many tests the run runs at once (nextest tells its setup script): the slots whose
-/// databases the setup script puts ready.
-pub(crate) fn run_threads() -> Option<u32> {
-    std::env::var("NEXTEST_TEST_THREADS").ok()?.parse().ok()
-}
-
 /// True when the setup script prepared the template `hash`.
 fn prepared(hash: u64) -> bool {
     super::handoff::handed().is_some_and(|h| h.prepared(hash))
-}
-
-/// True in the process nextest started, not in one a test started (it inherits the slot
-/// number, and would share the slot's database). `RAILGUN_TEST_SLOT_PARENT` names another
-/// parent whose children may take slots (the harness's own tests play nextest that way).
-fn started_by_nextest() -> bool {
-    let parent = std::os::unix::process::parent_id();
-    std::env::var("RAILGUN_TEST_SLOT_PARENT").is_ok_and(|p| p == parent.to_string())
-        || std::fs::read_to_string(format!("/proc/{parent}/comm")).is_ok_and(|comm| comm.trim() == "cargo-nextest")
-}
-
-/// This run's id as slot names carry it, when nextest runs us (its setup script included).
-pub(crate) fn current_run() -> Option<String> {
-    let run: String = std::env::var("NEXTEST_RUN_ID").ok()?.chars().filter(char::is_ascii_hexdigit).take(12).collect();
-    (!run.is_empty()).then_some(run)
 }
