@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::progress::Progress;
 use crate::context::Context;
 
 /// How long a signed request stays valid.
@@ -135,11 +136,19 @@ impl Remote {
 
     /// The object named `name`, as it is read.
     pub fn get(&self, name: &str) -> Result<impl Read + Send + use<>> {
+        self.get_sized(name).map(|(object, _)| object)
+    }
+
+    /// [`Remote::get`], with the object's size when the store says it.
+    pub fn get_sized(&self, name: &str) -> Result<(impl Read + Send + use<>, Option<u64>)> {
         let key = self.key(name);
         let url = self.bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
         let response = self.agent.get(url.as_str()).call().map_err(|e| transport("download", &key, e))?;
         match response.status().as_u16() {
-            200 => Ok(response.into_body().into_reader()),
+            200 => {
+                let size = response.body().content_length();
+                Ok((response.into_body().into_reader(), size))
+            }
             status => Err(refused("download", &key, status, String::new())),
         }
     }
@@ -162,7 +171,16 @@ impl Remote {
             .upload_id()
             .to_string();
         let marker = format!("{MARKER}{}", crate::secret::random_hex(8)?);
-        let mut upload = Upload { remote: self, key, id, marker, part: Vec::new(), etags: Vec::new(), done: false };
+        let mut upload = Upload {
+            remote: self,
+            key,
+            id,
+            marker,
+            part: Vec::new(),
+            etags: Vec::new(),
+            done: false,
+            shown: Progress::hidden(),
+        };
         upload.put_marker()?;
         Ok(upload)
     }
@@ -251,9 +269,15 @@ pub struct Upload<'a> {
     part: Vec<u8>,
     etags: Vec<String>,
     done: bool,
+    shown: Progress,
 }
 
 impl Upload<'_> {
+    /// Shows each part sent to `shown` (as bytes uploaded).
+    pub fn show(&mut self, shown: &Progress) {
+        self.shown = shown.clone();
+    }
+
     fn put_marker(&mut self) -> Result<()> {
         let remote = self.remote;
         let key = remote.key(&self.marker);
@@ -281,6 +305,7 @@ impl Upload<'_> {
             .and_then(|v| v.to_str().ok())
             .with_context(|| format!("upload a part of {}: no ETag in the answer", self.key))?;
         self.etags.push(etag.to_string());
+        self.shown.uploaded(self.part.len() as u64);
         self.part.clear();
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod load;
 pub mod lockwatch;
 pub mod mask;
 pub mod pgtools;
+pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod scan;

@@ -19,6 +19,7 @@ use super::dump::DumpOptions;
 use super::load::{Load, Part};
 use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
 use super::pgtools::PgTools;
+use super::progress::{Progress, Task, Total};
 use super::restore::{self, RestoreOptions};
 use super::session::{CopyOut, Session};
 use super::subset::{self, Choice, Subset};
@@ -108,14 +109,20 @@ pub fn copy_streamed(
     let started = Instant::now();
     let load_key = crate::secret::random_hex(16)?;
     let mut load = Load::start(&to, &load_key, &restore_options.load)?;
-    load.feed_part(post.as_slice(), Part::CleanOnly)?;
-    load.feed_part(pre.as_slice(), Part::Whole)?;
-    let rows = move_rows(&mut source, &mut load, &plan, &choices)?;
+    let shown = Progress::new(Task::Copy, expected(&from, &excluded, &plan, &options.subset));
+    let schema = Progress::hidden();
+    load.feed_part(post.as_slice(), Part::CleanOnly, &schema)?;
+    load.feed_part(pre.as_slice(), Part::Whole, &schema)?;
+    shown.stage("copying the rows");
+    let rows = move_rows(&mut source, &mut load, &plan, &choices, &shown)?;
     for (sequence, value, called) in source.sequences(&excluded)? {
         load.exec(&format!("SELECT pg_catalog.setval({}, {value}, {called})", literal(&sequence)))?;
     }
-    load.feed_part(post.as_slice(), Part::Whole)?;
+    shown.stage("building indexes and constraints");
+    load.feed_part(post.as_slice(), Part::Whole, &schema)?;
+    shown.stage("committing");
     load.finish()?;
+    shown.done();
     eprintln!(
         "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
         plan.tables.len(),
@@ -128,9 +135,21 @@ pub fn copy_streamed(
     Ok(rows)
 }
 
+/// What a copy comes to: its tables, and for a whole copy their size on the source's disk.
+fn expected(from: &Url, excluded: &[String], plan: &Plan, subset: &Subset) -> Total {
+    let whole = if subset.is_whole() { Total::of_database(from, excluded) } else { Total::default() };
+    Total { tables: Some(plan.tables.len() as u64), ..whole }
+}
+
 /// Each table's rows, masked by the source, into the load: read on a thread of its own while the
-/// target takes the previous chunk. Fails on a table whose counts differ.
-fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeMap<String, Choice>) -> Result<u64> {
+/// target takes the previous chunk, shown to `shown`. Fails on a table whose counts differ.
+fn move_rows(
+    source: &mut Source,
+    load: &mut Load,
+    plan: &Plan,
+    choices: &BTreeMap<String, Choice>,
+    shown: &Progress,
+) -> Result<u64> {
     let mut total = 0;
     for (table, expressions) in &plan.tables {
         let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
@@ -164,7 +183,13 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
                     }
                 }
             });
-            let taken = load.copy_in(&insert, || received.recv().ok().transpose());
+            let taken = load.copy_in(&insert, || {
+                let next = received.recv().ok().transpose();
+                if let Ok(Some(chunk)) = &next {
+                    shown.add(chunk.len() as u64);
+                }
+                next
+            });
             drop(received);
             let sent = reader.join().map_err(|_| anyhow!("the source's reader panicked"))?;
             // The target's refusal first: the reader then only saw that nobody took its rows.
@@ -176,6 +201,7 @@ fn move_rows(source: &mut Source, load: &mut Load, plan: &Plan, choices: &BTreeM
             bail!("{}.{}: the source sent {sent} rows, the target took {taken}", table.schema, table.name);
         }
         total += taken;
+        shown.table_done();
     }
     Ok(total)
 }
