@@ -21,6 +21,7 @@ mod migrations;
 mod offsite;
 mod pooler;
 mod print_schema;
+mod progress;
 mod rehearse;
 mod restore_rights;
 mod roles_audit;

@@ -473,6 +473,7 @@ fn backups_upload_to_a_bucket_encrypted_and_restore() {
     let restored: Run = cmd.output().unwrap().into();
     restored.assert_ok();
     assert!(restored.stderr.contains("into an unnamed temporary file"), "{}", restored.stderr);
+    assert!(restored.stderr.contains("\ndownload: done, "), "{}", restored.stderr);
     assert_eq!(things(&direct), things(&source));
     assert!(!restored.all().contains(SECRET) && !restored.all().contains(&key.secret), "{}", restored.all());
 

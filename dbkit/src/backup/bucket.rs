@@ -15,12 +15,16 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
+use super::progress::Progress;
 use crate::context::Context;
 
 /// How long a signed request stays valid.
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
-/// Each part but the last: S3's minimum is 5 MiB.
-const PART: usize = 16 << 20;
+/// Each part but the last, at first: 8 MiB, as `aws s3 cp` sends (S3's minimum is 5 MiB); see
+/// [`part_size`].
+const PART: usize = 8 << 20;
+/// S3's most parts in one upload.
+const MAX_PARTS: usize = 10_000;
 /// The marker objects of uploads in flight, under the prefix.
 const MARKER: &str = ".railgun-upload-";
 
@@ -135,11 +139,19 @@ impl Remote {
 
     /// The object named `name`, as it is read.
     pub fn get(&self, name: &str) -> Result<impl Read + Send + use<>> {
+        self.get_sized(name).map(|(object, _)| object)
+    }
+
+    /// [`Remote::get`], with the object's size when the store says it.
+    pub fn get_sized(&self, name: &str) -> Result<(impl Read + Send + use<>, Option<u64>)> {
         let key = self.key(name);
         let url = self.bucket.get_object(Some(&self.credentials), &key).sign(SIGNED_FOR);
         let response = self.agent.get(url.as_str()).call().map_err(|e| transport("download", &key, e))?;
         match response.status().as_u16() {
-            200 => Ok(response.into_body().into_reader()),
+            200 => {
+                let size = response.body().content_length();
+                Ok((response.into_body().into_reader(), size))
+            }
             status => Err(refused("download", &key, status, String::new())),
         }
     }
@@ -162,7 +174,17 @@ impl Remote {
             .upload_id()
             .to_string();
         let marker = format!("{MARKER}{}", crate::secret::random_hex(8)?);
-        let mut upload = Upload { remote: self, key, id, marker, part: Vec::new(), etags: Vec::new(), done: false };
+        let mut upload = Upload {
+            remote: self,
+            key,
+            id,
+            marker,
+            part: Vec::with_capacity(PART),
+            parts: 0,
+            sender: None,
+            done: false,
+            shown: Progress::hidden(),
+        };
         upload.put_marker()?;
         Ok(upload)
     }
@@ -241,34 +263,51 @@ fn refused(what: &str, key: &str, status: u16, body: String) -> anyhow::Error {
     anyhow!(hint!("{what} {key}: the store answered {status}{code}"; "{fix}"))
 }
 
-/// A multipart upload in progress: what is written goes up in parts of [`PART`] bytes, each
-/// checked by the store against its Content-MD5. Aborted (parts deleted) when dropped unfinished.
+/// The size of the part after `sent` parts: [`PART`], doubled every 2000 parts (up to 128 MiB),
+/// so that S3's 10 000 parts hold 496 GiB while a small backup's parts stay small.
+fn part_size(sent: usize) -> usize {
+    PART << (sent / 2000).min(4)
+}
+
+/// A multipart upload in progress: what is written goes up in parts ([`part_size`]), each
+/// checked by the store against its Content-MD5, sent on a thread of their own while the next
+/// part fills. Aborted (parts deleted) when dropped unfinished.
 pub struct Upload<'a> {
     remote: &'a Remote,
     key: String,
     id: String,
     marker: String,
     part: Vec<u8>,
-    etags: Vec<String>,
+    /// Parts handed to the sender.
+    parts: usize,
+    sender: Option<Sender>,
     done: bool,
+    shown: Progress,
 }
 
-impl Upload<'_> {
-    fn put_marker(&mut self) -> Result<()> {
-        let remote = self.remote;
-        let key = remote.key(&self.marker);
-        let url = remote.bucket.put_object(Some(&remote.credentials), &key).sign(SIGNED_FOR);
-        let body = format!("{}\n{}\n", self.key, self.id);
-        remote.text("record the upload in", &key, remote.agent.put(url.as_str()).send(body.as_bytes())).map(drop)
-    }
+/// The thread that sends the parts, in order, one at a time, one more waiting: the backup's
+/// compression waits for the network only when two parts are ahead of it. Its result: the
+/// parts' ETags.
+struct Sender {
+    parts: std::sync::mpsc::SyncSender<(u16, Vec<u8>)>,
+    thread: std::thread::JoinHandle<Result<Vec<String>>>,
+}
 
-    fn send_part(&mut self) -> Result<()> {
-        let remote = self.remote;
-        let number =
-            u16::try_from(self.etags.len() + 1).map_err(|_| anyhow!("the backup needs more than 65535 parts"))?;
-        let url = remote.bucket.upload_part(Some(&remote.credentials), &self.key, number, &self.id).sign(SIGNED_FOR);
-        let md5 = md5_base64(&self.part);
-        let sent = remote.agent.put(url.as_str()).header("Content-MD5", &md5).send(&self.part[..]);
+/// What sends a part of one upload (the remote's parts, cloned for the sender's thread).
+struct PartPut {
+    bucket: Bucket,
+    credentials: Credentials,
+    agent: ureq::Agent,
+    key: String,
+    id: String,
+}
+
+impl PartPut {
+    /// Sends part `number`: its ETag.
+    fn put(&self, number: u16, part: &[u8]) -> Result<String> {
+        let url = self.bucket.upload_part(Some(&self.credentials), &self.key, number, &self.id).sign(SIGNED_FOR);
+        let md5 = md5_base64(part);
+        let sent = self.agent.put(url.as_str()).header("Content-MD5", &md5).send(part);
         let mut response = sent.map_err(|e| transport("upload a part of", &self.key, e))?;
         let status = response.status().as_u16();
         if status != 200 {
@@ -280,23 +319,87 @@ impl Upload<'_> {
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .with_context(|| format!("upload a part of {}: no ETag in the answer", self.key))?;
-        self.etags.push(etag.to_string());
-        self.part.clear();
+        Ok(etag.to_string())
+    }
+}
+
+impl Upload<'_> {
+    /// Shows each part sent to `shown` (as bytes uploaded).
+    pub fn show(&mut self, shown: &Progress) {
+        self.shown = shown.clone();
+    }
+
+    fn put_marker(&mut self) -> Result<()> {
+        let remote = self.remote;
+        let key = remote.key(&self.marker);
+        let url = remote.bucket.put_object(Some(&remote.credentials), &key).sign(SIGNED_FOR);
+        let body = format!("{}\n{}\n", self.key, self.id);
+        remote.text("record the upload in", &key, remote.agent.put(url.as_str()).send(body.as_bytes())).map(drop)
+    }
+
+    /// Hands the part filled to the sender (started with the first part).
+    fn send_part(&mut self) -> Result<()> {
+        if self.parts == MAX_PARTS {
+            bail!("the backup needs more than {MAX_PARTS} parts, S3's most");
+        }
+        let number = u16::try_from(self.parts + 1).expect("at most 10 000 parts");
+        let sender = match &self.sender {
+            Some(sender) => sender,
+            None => self.sender.insert(self.start_sender()),
+        };
+        let part = std::mem::replace(&mut self.part, Vec::with_capacity(part_size(self.parts + 1)));
+        if sender.parts.send((number, part)).is_err() {
+            // The sender stopped on an error: that error says why.
+            return Err(self.stop_sender().err().unwrap_or_else(|| anyhow!("the upload's sender stopped")));
+        }
+        self.parts += 1;
         Ok(())
+    }
+
+    fn start_sender(&self) -> Sender {
+        let remote = self.remote;
+        let put = PartPut {
+            bucket: remote.bucket.clone(),
+            credentials: remote.credentials.clone(),
+            agent: remote.agent.clone(),
+            key: self.key.clone(),
+            id: self.id.clone(),
+        };
+        let shown = self.shown.clone();
+        let (parts, received) = std::sync::mpsc::sync_channel::<(u16, Vec<u8>)>(1);
+        let thread = std::thread::spawn(move || {
+            let mut etags = Vec::new();
+            for (number, part) in received {
+                etags.push(put.put(number, &part)?);
+                shown.uploaded(part.len() as u64);
+            }
+            Ok(etags)
+        });
+        Sender { parts, thread }
+    }
+
+    /// Waits for the parts handed over to be sent: their ETags, in order.
+    fn stop_sender(&mut self) -> Result<Vec<String>> {
+        let Some(Sender { parts, thread }) = self.sender.take() else {
+            return Ok(Vec::new());
+        };
+        drop(parts);
+        thread.join().map_err(|_| anyhow!("the upload's sender panicked"))?
     }
 
     /// Sends the last part and completes the upload: only now does the object exist under its
     /// name. Then checks the object's size is `expected`.
     pub fn finish(mut self, expected: u64) -> Result<()> {
-        if !self.part.is_empty() || self.etags.is_empty() {
+        if !self.part.is_empty() || self.parts == 0 {
             self.send_part()?;
         }
+        let etags = self.stop_sender()?;
         let remote = self.remote;
         let action = remote.bucket.complete_multipart_upload(
             Some(&remote.credentials),
             &self.key,
             &self.id,
-            self.etags.iter().map(String::as_str),
+            etags.iter().map(String::as_str),
         );
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
@@ -320,6 +423,8 @@ impl Upload<'_> {
 
     /// Aborts the upload: its parts are deleted, no object appears.
     fn abort(&mut self) -> Result<()> {
+        // The part being sent first: a part that lands after the abort would stay, billed.
+        let _ = self.stop_sender();
         let remote = self.remote;
         let url = remote.bucket.abort_multipart_upload(Some(&remote.credentials), &self.key, &self.id).sign(SIGNED_FOR);
         remote.text("abort the upload of", &self.key, remote.agent.delete(url.as_str()).call())?;
@@ -329,10 +434,10 @@ impl Upload<'_> {
 
 impl Write for Upload<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = PART - self.part.len();
-        let n = buf.len().min(room);
+        let size = part_size(self.parts);
+        let n = buf.len().min(size - self.part.len());
         self.part.extend_from_slice(&buf[..n]);
-        if self.part.len() == PART {
+        if self.part.len() == size {
             self.send_part().map_err(|e| io::Error::other(format!("{e:#}")))?;
         }
         Ok(n)

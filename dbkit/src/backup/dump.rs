@@ -1,7 +1,7 @@
 //! Backups: pg_dump's plain SQL, compressed on worker threads into a file that gets its name
 //! only once it is on disk and read back whole.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use url::Url;
 use super::dumpfile::{self, Pending};
 use super::lockwatch::LockWatch;
 use super::pgtools::{self, PgTools};
+use super::progress::Progress;
 use crate::context::Context;
 
 /// The name every backup has: `railgun_backup_YYYYMMDD_HHMMSS.sql.gz`, in UTC (see [`BackupName`]).
@@ -222,7 +223,7 @@ pub fn create_with(
     let clock = Instant::now();
     let (path, summary) = write_file(dir, prefix, dump, |file, seal| {
         run_pg_dump(cx, tools, url, dump, |sql, shown| {
-            dumpfile::compress_to(sql, file, seal, dump.compression_level, |sql, file| shown.update(sql, file))
+            dumpfile::compress_to(sql, file, seal, dump.compression_level, shown)
         })
     })?;
     report(&summary, dump, clock);
@@ -235,9 +236,8 @@ pub fn create_with(
 pub fn create_from(dir: &Path, prefix: &str, dump: &DumpOptions, sql: impl Read) -> Result<PathBuf> {
     let clock = Instant::now();
     let (path, summary) = write_file(dir, prefix, dump, |file, seal| {
-        let mut shown = Progress::new("dumped");
-        let summary =
-            dumpfile::compress_to(sql, file, seal, dump.compression_level, |sql, file| shown.update(sql, file));
+        let shown = Progress::new(super::progress::Task::Backup, super::progress::Total::default());
+        let summary = dumpfile::compress_to(sql, file, seal, dump.compression_level, &shown);
         shown.done();
         summary
     })?;
@@ -288,12 +288,12 @@ pub fn create_remote(cx: &Context, url: &Url, remote: &super::bucket::Remote, du
     }
     let name = name.context("no free name for the backup in the bucket")?;
     let clock = Instant::now();
-    let upload = remote.upload(&name)?;
+    let mut upload = remote.upload(&name)?;
     let seal = sealed.then_some(dump.encrypt_to.as_slice());
     let (summary, upload, sent) = run_pg_dump(cx, &tools, url, dump, |sql, shown| {
+        upload.show(shown);
         let counted = Counting { inner: upload, bytes: 0 };
-        let (summary, counted) =
-            dumpfile::compress_stream(sql, counted, seal, dump.compression_level, |sql, file| shown.update(sql, file))?;
+        let (summary, counted) = dumpfile::compress_stream(sql, counted, seal, dump.compression_level, shown)?;
         Ok((summary, counted.inner, counted.bytes))
     })?;
     upload.finish(sent)?;
@@ -359,7 +359,7 @@ fn run_pg_dump<T>(
     pgtools::widen_pipe(&stdout);
     let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
     let waits = LockWatch::start(url.clone(), app);
-    let mut shown = Progress::new("dumped");
+    let mut shown = Progress::backup(url, dump);
     let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
     let result = write(stdout, &mut shown);
     shown.done();
@@ -448,33 +448,6 @@ pub fn is_backup_name(name: &str) -> bool {
 
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// A progress line on stderr when it is a terminal, redrawn at most four times a second.
-pub struct Progress {
-    verb: &'static str,
-    tty: bool,
-    started: Instant,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    pub fn new(verb: &'static str) -> Progress {
-        Progress { verb, tty: std::io::stderr().is_terminal(), started: Instant::now(), last: None }
-    }
-    pub fn update(&mut self, sql: u64, file: u64) {
-        if !self.tty || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let rate = sql as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        eprint!("\r{} {} of SQL ({}/s), {} written   ", self.verb, mib(sql), mib(rate as u64), mib(file));
-    }
-    pub fn done(&self) {
-        if self.tty && self.last.is_some() {
-            eprintln!();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use super::progress::Progress;
 use super::scan::{FORBIDDEN_HINT, Forbidden};
 use super::sealed;
-use super::statement::Statements;
+use super::statement::{Event, Statements};
 use crate::error::Hinted;
 
 /// pg_dump's first line and its last words: a file without both is not a whole dump.
@@ -39,6 +40,8 @@ pub struct Summary {
     pub compressed: u64,
     /// Bytes of SQL inside.
     pub sql: u64,
+    /// Tables whose rows it holds (its `COPY`s).
+    pub tables: u64,
     /// The extensions it creates.
     pub extensions: Vec<String>,
 }
@@ -132,6 +135,18 @@ pub fn check_complete(path: &Path) -> Result<()> {
     check_marker(&tail)
 }
 
+/// The bytes of SQL in a backup file of ours, from its members' trailers (a read of a few
+/// bytes per MiB); `None` for another gzip.
+pub fn sql_size(file: &File) -> Option<u64> {
+    let mut length = [0u8; 4];
+    let mut sql = 0;
+    for (at, size) in member_index(file).ok()?? {
+        file.read_exact_at(&mut length, at + size as u64 - 4).ok()?;
+        sql += u64::from(u32::from_le_bytes(length));
+    }
+    Some(sql)
+}
+
 /// Where each member is, from the sizes our headers carry; `None` unless every member has one
 /// and they add up to the file exactly.
 fn member_index(file: &File) -> Result<Option<Vec<(u64, usize)>>> {
@@ -164,13 +179,15 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     inflate_batch(file, batches[0], &mut ready, threads)?;
     let mut scanner = Statements::new();
     let mut sql = 0;
+    let mut tables = 0;
+    let mut count = |event: Event<'_>| tables += u64::from(matches!(event, Event::CopyEnd));
     for (i, batch) in batches.iter().enumerate() {
         let next = batches.get(i + 1).copied();
         let (scanned, inflated) = std::thread::scope(|scope| {
             let inflating = next.map(|next| scope.spawn(|| inflate_batch(file, next, &mut spare, threads)));
             let scanned = ready[..batch.len()].iter().try_for_each(|member| {
                 sql += member.len() as u64;
-                scanner.feed(member, &mut |_| ()).map_err(forbidden)
+                scanner.feed(member, &mut count).map_err(forbidden)
             });
             let inflated = inflating.map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("the backup check panicked"))));
             (scanned, inflated)
@@ -179,7 +196,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
         inflated.transpose()?;
         std::mem::swap(&mut ready, &mut spare);
     }
-    scanner.finish(&mut |_| ()).map_err(forbidden)?;
+    scanner.finish(&mut count).map_err(forbidden)?;
     // The header and the marker, from the first and the last member.
     let first = inflate_member(file, members[0])?;
     check_header(&first)?;
@@ -189,7 +206,7 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     }
     check_marker(&tail)?;
     let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
-    Ok(Summary { compressed, sql, extensions: scanner.extensions().to_vec() })
+    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec() })
 }
 
 /// Inflates `batch` into `buffers` (one each, reused), on `threads` threads.
@@ -348,12 +365,22 @@ fn open_regular(path: &Path) -> Result<File> {
 /// Decompresses every member (each checks its CRC and length) and looks for pg_dump's header
 /// and completion marker.
 pub fn verify_stream(input: impl Read) -> Result<Summary> {
+    verify_shown(input, &Progress::hidden())
+}
+
+/// [`verify_stream`], each piece of the dump shown to `shown` as it is checked.
+fn verify_shown(input: impl Read, shown: &Progress) -> Result<Summary> {
     let counted = Counted { inner: input, count: 0 };
     let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(256 << 10, counted));
     let mut buf = vec![0u8; 256 << 10];
     let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Vec::with_capacity(1024));
     let mut sql = 0u64;
     let mut scanner = Statements::new();
+    let mut tables = 0;
+    let mut count = |event: Event<'_>| {
+        tables += u64::from(matches!(event, Event::CopyEnd));
+        shown.saw(&event);
+    };
     loop {
         let n = match decoder.read(&mut buf) {
             Ok(0) => break,
@@ -372,7 +399,7 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
         }
         keep_tail(&mut tail, chunk, 1024);
         sql += n as u64;
-        if let Err(line) = scanner.feed(chunk, &mut |_| ()) {
+        if let Err(line) = scanner.feed(chunk, &mut count) {
             if !head.starts_with(HEADER) {
                 break;
             }
@@ -381,9 +408,9 @@ pub fn verify_stream(input: impl Read) -> Result<Summary> {
     }
     check_header(&head)?;
     check_marker(&tail)?;
-    scanner.finish(&mut |_| ()).map_err(forbidden)?;
+    scanner.finish(&mut count).map_err(forbidden)?;
     let compressed = decoder.into_inner().into_inner().count;
-    Ok(Summary { compressed, sql, extensions: scanner.extensions().to_vec() })
+    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec() })
 }
 
 /// pg_dump's header, at the start of the SQL (`head`: its first bytes).
@@ -433,9 +460,9 @@ impl<R: Read> Read for Counted<R> {
 }
 
 /// Compresses `input` into `file` as gzip members on worker threads, in order, and verifies the
-/// file as it grows by reading it back from disk. `progress(sql_bytes, file_bytes)` is called
-/// after every chunk read.
-pub fn compress(input: impl Read, file: &File, level: u32, progress: impl FnMut(u64, u64)) -> Result<Summary> {
+/// file as it grows by reading it back from disk, shown to `progress` (bytes of SQL read and
+/// written, tables checked).
+pub fn compress(input: impl Read, file: &File, level: u32, progress: &Progress) -> Result<Summary> {
     compress_to(input, file, None, level, progress)
 }
 
@@ -448,7 +475,7 @@ pub fn compress_to(
     file: &File,
     seal: Option<&[age::x25519::Recipient]>,
     level: u32,
-    progress: impl FnMut(u64, u64),
+    progress: &Progress,
 ) -> Result<Summary> {
     let Some(recipients) = seal else {
         return compress_core::<io::Sink>(input, Out::File(file), level, progress).map(|(summary, _)| summary);
@@ -470,7 +497,7 @@ pub fn compress_stream<W: Write + Send>(
     out: W,
     seal: Option<&[age::x25519::Recipient]>,
     level: u32,
-    progress: impl FnMut(u64, u64),
+    progress: &Progress,
 ) -> Result<(Summary, W)> {
     let (summary, out) = compress_core(input, Out::Stream(out, seal), level, progress)?;
     Ok((summary, out.context("the backup's writer")?))
@@ -487,7 +514,7 @@ fn compress_core<W: Write + Send>(
     mut input: impl Read,
     out: Out<'_, W>,
     level: u32,
-    mut progress: impl FnMut(u64, u64),
+    progress: &Progress,
 ) -> Result<(Summary, Option<W>)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>, usize)>(workers);
@@ -532,7 +559,7 @@ fn compress_core<W: Write + Send>(
                     growth.finish(result.is_ok());
                     result
                 }),
-                scope.spawn(|| verify_stream(Growing { file, growth: &growth, pos: 0 })),
+                scope.spawn(|| verify_shown(Growing { file, growth: &growth, pos: 0 }, progress)),
             ),
             Out::Stream(out, seal) => {
                 let (check, to_check) = io::pipe().context("make a pipe to check the backup")?;
@@ -541,7 +568,7 @@ fn compress_core<W: Write + Send>(
                 let writer = scope.spawn(move || {
                     stream_in_order(done_rx, written, spare_out_tx, out, seal, to_check).map(|(t, w)| (t, Some(w)))
                 });
-                (writer, scope.spawn(move || verify_stream(check)))
+                (writer, scope.spawn(move || verify_shown(check, progress)))
             }
         };
         let mut sql = 0u64;
@@ -566,7 +593,8 @@ fn compress_core<W: Write + Send>(
                     return Ok(()); // the writer stopped: its error says why
                 }
                 seq += 1;
-                progress(sql, written.load(Ordering::Relaxed));
+                progress.set(sql);
+                progress.written(written.load(Ordering::Relaxed));
             }
         })();
         drop(work_tx);
@@ -879,7 +907,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let sql = dump(&"INSERT INTO t VALUES (1, 'abc');\n".repeat(400_000));
         let pending = Pending::create(&dir, "x.sql.gz").unwrap();
-        let summary = compress(&sql[..], &pending.file, 6, |_, _| {}).unwrap();
+        let summary = compress(&sql[..], &pending.file, 6, &Progress::hidden()).unwrap();
         assert_eq!(summary.sql, sql.len() as u64);
         let path = pending.persist(["x.sql.gz".to_string()]).unwrap();
         let again = Pending::create(&dir, "x.sql.gz").unwrap();

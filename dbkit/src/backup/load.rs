@@ -28,8 +28,9 @@ use diesel::connection::SimpleConnection;
 use diesel::{PgConnection, RunQueryDsl};
 use url::Url;
 
-use super::dump::{MANAGED_SCHEMAS, Name, Progress, mib};
+use super::dump::{MANAGED_SCHEMAS, Name, mib};
 use super::dumpfile;
+use super::progress::{Progress, Task, Total};
 use super::session::{PgError, Session, code};
 use super::statement::{self, EVENT_TRIGGER, Event, Kind, Statements};
 use crate::url::database_name;
@@ -161,19 +162,22 @@ impl Load {
 
     /// Loads the dump read from `sql` and commits once all of it went through and it was whole
     /// (pg_dump's header and completion marker; gzip's checksums are checked as it is read);
-    /// what was left out is said on stderr.
-    pub fn feed(mut self, sql: impl Read + Send) -> Result<()> {
-        let total = self.feed_part(sql, Part::Whole)?;
+    /// what was left out is said on stderr. Its progress is shown, out of `expected` when known.
+    pub fn feed(mut self, sql: impl Read + Send, expected: Total) -> Result<()> {
+        let shown = Progress::new(Task::Restore, expected);
+        let total = self.feed_part(sql, Part::Whole, &shown)?;
+        shown.stage("committing");
         self.finish()?;
+        shown.done();
         eprintln!("restored {} of SQL in {:.1}s", mib(total), self.started.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Loads one pg_dump output read from `sql` (all of it, or only its `--clean` statements),
-    /// whole (pg_dump's header and completion marker), without committing; its size.
-    pub fn feed_part(&mut self, sql: impl Read + Send, part: Part) -> Result<u64> {
+    /// whole (pg_dump's header and completion marker), without committing, shown to `shown`;
+    /// its size.
+    pub fn feed_part(&mut self, sql: impl Read + Send, part: Part, shown: &Progress) -> Result<u64> {
         let mut statements = Statements::new();
-        let mut shown = Progress::new("restored");
         let mut total = 0u64;
         let (mut head, mut tail) = (Vec::new(), Vec::new());
         self.part = part;
@@ -185,20 +189,18 @@ impl Load {
             scope.spawn(move || read_ahead(sql, full, empties));
             for chunk in chunks {
                 let chunk = chunk.map_err(|e| self.rolled_back(anyhow!(e).context("read the backup")))?;
-                self.scan(&mut statements, Some(&chunk))?;
+                self.scan(&mut statements, Some(&chunk), shown)?;
                 if head.len() < dumpfile::HEADER.len() {
                     head.extend_from_slice(&chunk[..chunk.len().min(dumpfile::HEADER.len() - head.len())]);
                 }
                 dumpfile::keep_tail(&mut tail, &chunk, 1024);
                 total += chunk.len() as u64;
-                shown.update(total, total);
+                shown.set(total);
                 let _ = spare.send(chunk);
             }
             anyhow::Ok(())
-        })
-        .inspect_err(|_| shown.done())?;
-        shown.done();
-        self.scan(&mut statements, None)?;
+        })?;
+        self.scan(&mut statements, None, shown)?;
         if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
             return Err(self.rolled_back(e));
         }
@@ -259,9 +261,10 @@ impl Load {
     }
 
     /// Scans `chunk` (None: the end of the dump) and runs what it completes.
-    fn scan(&mut self, statements: &mut Statements, chunk: Option<&[u8]>) -> Result<()> {
+    fn scan(&mut self, statements: &mut Statements, chunk: Option<&[u8]>, shown: &Progress) -> Result<()> {
         let mut failed = None;
         let mut run = |event: Event<'_>| {
+            shown.saw(&event);
             if failed.is_none()
                 && let Err(e) = self.run(event)
             {

@@ -12,6 +12,7 @@ pub mod lockwatch;
 pub mod mask;
 pub mod masked_dump;
 pub mod pgtools;
+pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod sampled;

@@ -13,6 +13,7 @@ use super::dumpfile;
 use super::load::{self, Load, LoadOptions, LockTimeout};
 use super::lockwatch::LockWatch;
 use super::pgtools::PgTools;
+use super::progress::{Progress, Task, Total};
 use super::sealed::Identities;
 use crate::context::Context;
 use crate::guard::Guard;
@@ -37,7 +38,8 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options
     guard.check(cx, url, &what)?;
     let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, file.sql()?, options)?;
+    let expected = Total { bytes: Some(summary.sql), estimated: false, tables: Some(summary.tables) };
+    load(url, file.sql()?, expected, options)?;
     check_migrations(cx, url)
 }
 
@@ -51,7 +53,11 @@ pub fn restore_remote(cx: &Context, url: &Url, target: &str, guard: &Guard, opti
     )?;
     let remote = super::bucket::Remote::open(cx, prefix)?;
     let mut copy = dumpfile::Pending::create(&std::env::temp_dir(), name)?;
-    let bytes = std::io::copy(&mut remote.get(name)?, &mut copy.file).with_context(|| format!("download {target}"))?;
+    let (object, size) = remote.get_sized(name)?;
+    let shown = Progress::new(Task::Download, Total { bytes: size, ..Total::default() });
+    let bytes =
+        std::io::copy(&mut shown.reader(object), &mut copy.file).with_context(|| format!("download {target}"))?;
+    shown.done();
     eprintln!("downloaded {target} ({}) into an unnamed temporary file", mib(bytes));
     let path = PathBuf::from(format!("/proc/self/fd/{}", copy.file.as_raw_fd()));
     restore_file(cx, url, &path, guard, options)
@@ -65,7 +71,8 @@ pub fn restore(cx: &Context, url: &Url, path: &Path, options: &RestoreOptions) -
     let file = dumpfile::open_checked(path)?;
     let saved = prepare(cx, url, options.safety_dir.as_deref())?;
     announce_safety(saved.as_deref());
-    load(url, dumpfile::sql_reader(file), options)
+    let expected = Total { bytes: dumpfile::sql_size(&file), ..Total::default() };
+    load(url, dumpfile::sql_reader(file), expected, options)
 }
 
 /// How a restore goes about it.
@@ -76,13 +83,14 @@ pub struct RestoreOptions {
     pub load: LoadOptions,
 }
 
-/// Loads the verified backup's `sql` into `url` ([`Load`]), watching for locks its session waits for.
-fn load(url: &Url, sql: impl std::io::Read + Send, options: &RestoreOptions) -> Result<()> {
+/// Loads the verified backup's `sql` into `url` ([`Load`]), watching for locks its session waits
+/// for; its progress is shown out of `expected`.
+fn load(url: &Url, sql: impl std::io::Read + Send, expected: Total, options: &RestoreOptions) -> Result<()> {
     let lock_timeout = options.load.lock_timeout;
     eprintln!("restoring into {}", redact(url));
     let key = crate::secret::random_hex(16)?;
     let waits = LockWatch::start(url.clone(), format!("railgun-restore-{}", &key[..8]));
-    let loaded = Load::start(url, &key, &options.load).and_then(|load| load.feed(sql));
+    let loaded = Load::start(url, &key, &options.load).and_then(|load| load.feed(sql, expected));
     let holder = waits.stop();
     match loaded {
         Err(e) if e.downcast_ref::<LockTimeout>().is_some() => {

@@ -19,6 +19,7 @@ use super::dump::DumpOptions;
 use super::load::{Load, Part};
 use super::mask::{self, ForeignKey, Plan, Rules, Table, Unique, ident, literal};
 use super::pgtools::PgTools;
+use super::progress::{Progress, Task, Total};
 use super::restore::{self, RestoreOptions};
 use super::sampled;
 use super::session::{CopyOut, Session};
@@ -65,7 +66,8 @@ pub fn copy_streamed(
 
     eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
     let started = Instant::now();
-    let rows: u64 = load_into(&mut source, &to, &prepared, &restore_options.load)?.values().sum();
+    let shown = Progress::new(Task::Copy, expected(&from, &prepared.excluded, &prepared.plan, &options.subset));
+    let rows: u64 = load_into(&mut source, &to, &prepared, &restore_options.load, &shown)?.values().sum();
     eprintln!(
         "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
         prepared.plan.tables.len(),
@@ -188,27 +190,41 @@ pub(crate) fn load_into(
     to: &Url,
     prepared: &Prepared,
     options: &super::load::LoadOptions,
+    shown: &Progress,
 ) -> Result<BTreeMap<String, u64>> {
     let load_key = crate::secret::random_hex(16)?;
     let mut load = Load::start(to, &load_key, options)?;
-    load.feed_part(prepared.post.as_slice(), Part::CleanOnly)?;
-    load.feed_part(prepared.pre.as_slice(), Part::Whole)?;
-    let rows = move_rows(source, &mut load, &prepared.plan, &prepared.choices)?;
+    let schema = Progress::hidden();
+    load.feed_part(prepared.post.as_slice(), Part::CleanOnly, &schema)?;
+    load.feed_part(prepared.pre.as_slice(), Part::Whole, &schema)?;
+    shown.stage("copying the rows");
+    let rows = move_rows(source, &mut load, &prepared.plan, &prepared.choices, shown)?;
     for (sequence, value, called) in source.sequences(&prepared.excluded)? {
         load.exec(&format!("SELECT pg_catalog.setval({}, {value}, {called})", literal(&sequence)))?;
     }
-    load.feed_part(prepared.post.as_slice(), Part::Whole)?;
+    shown.stage("building indexes and constraints");
+    load.feed_part(prepared.post.as_slice(), Part::Whole, &schema)?;
+    shown.stage("committing");
     load.finish()?;
+    shown.done();
     Ok(rows)
 }
 
+/// What a copy comes to: its tables, and for a whole copy their size on the source's disk.
+fn expected(from: &Url, excluded: &[String], plan: &Plan, subset: &Subset) -> Total {
+    let whole = if subset.is_whole() { Total::of_database(from, excluded) } else { Total::default() };
+    Total { tables: Some(plan.tables.len() as u64), ..whole }
+}
+
 /// Each table's rows, masked by the source, into the load: read on a thread of its own while the
-/// target takes the previous chunk. Fails on a table whose counts differ. Each table's rows.
+/// target takes the previous chunk, shown to `shown`. Fails on a table whose counts differ.
+/// Each table's rows.
 fn move_rows(
     source: &mut Source,
     load: &mut Load,
     plan: &Plan,
     choices: &BTreeMap<String, Choice>,
+    shown: &Progress,
 ) -> Result<BTreeMap<String, u64>> {
     let mut moved = BTreeMap::new();
     for (table, expressions) in &plan.tables {
@@ -239,7 +255,13 @@ fn move_rows(
                     }
                 }
             });
-            let taken = load.copy_in(&insert, || received.recv().ok().transpose());
+            let taken = load.copy_in(&insert, || {
+                let next = received.recv().ok().transpose();
+                if let Ok(Some(chunk)) = &next {
+                    shown.add(chunk.len() as u64);
+                }
+                next
+            });
             drop(received);
             let sent = reader.join().map_err(|_| anyhow!("the source's reader panicked"))?;
             // The target's refusal first: the reader then only saw that nobody took its rows.
@@ -251,6 +273,7 @@ fn move_rows(
             bail!("{}.{}: the source sent {sent} rows, the target took {taken}", table.schema, table.name);
         }
         moved.insert(format!("{}.{}", table.schema, table.name), taken);
+        shown.table_done();
     }
     Ok(moved)
 }

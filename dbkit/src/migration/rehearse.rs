@@ -146,7 +146,12 @@ pub fn rehearse(cx: &Context, options: &Options) -> Result<Report> {
     eprintln!("copying {} of {} into the throwaway database {}", prepared.kind, redact(&from), throwaway.name());
     let copying = Instant::now();
     crate::backup::load::check_extensions(throwaway.url(), &prepared.extensions, &[])?;
-    let copied = stream::load_into(&mut source, throwaway.url(), &prepared, &LoadOptions::default())?;
+    let tables = Some(prepared.plan.tables.len() as u64);
+    let shown = crate::backup::progress::Progress::new(
+        crate::backup::progress::Task::Copy,
+        crate::backup::progress::Total { tables, ..Default::default() },
+    );
+    let copied = stream::load_into(&mut source, throwaway.url(), &prepared, &LoadOptions::default(), &shown)?;
     // The source's read-only transaction ends here: nothing more is read there.
     drop(source);
     report.copy_seconds = copying.elapsed().as_secs_f64();

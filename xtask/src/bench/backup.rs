@@ -1,5 +1,7 @@
 //! Benchmark backup and restore against the pg_dump | gzip pipeline
 
+mod bucket;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,8 +22,15 @@ use crate::context::Context;
 ///   restore: `cargo xtask db restore f --yes` (safety backup and all) vs
 ///            `gunzip -c f | psql -X -v ON_ERROR_STOP=1 --single-transaction`, each into a fresh database
 ///   floor:   `pg_dump ... > /dev/null`
+///   bucket:  `cargo xtask db backup --encrypt --to s3://...` vs
+///            `pg_dump ... | gzip -6 | age -r RECIPIENT | aws s3 cp - s3://...`, into a moto S3
+///            server the benchmark starts on a free loopback port (its own runs, after the rows above)
 /// and the sizes, and our peak RSS (getrusage of the finished process).
-/// Goals: backup <= 0.5x the pipeline at no larger size, restore <= 1.0x, peak RSS < 64 MiB.
+/// Goals: backup <= 0.5x the pipeline at no larger size, restore <= 1.0x, peak RSS < 64 MiB,
+/// bucket <= 1.1x.
+///
+/// The bucket row needs tools the tests do not (bench-only): `apt-get install age`,
+/// `pip install awscli 'moto[server]'`.
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Backup {
@@ -34,6 +43,9 @@ pub struct Backup {
     /// Our backup's gzip level (the pipeline stays at gzip -6)
     #[arg(long, value_name = "1-9", default_value_t = 8)]
     compression_level: u32,
+    /// Only the bucket row
+    #[arg(long)]
+    bucket_only: bool,
 }
 
 const DUMP_ARGS: &str = "--clean --if-exists --no-owner --no-privileges";
@@ -66,6 +78,7 @@ impl Backup {
                 hint!("{tool} is not installed"; "the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
             })?;
         }
+        bucket::check_tools()?;
         let server = cx.database_url()?;
         let exe = std::env::current_exe().context("find the xtask binary")?;
         let pid = std::process::id();
@@ -81,6 +94,14 @@ impl Backup {
             init = init.env(k, v);
         }
         init.run().context("pgbench -i")?;
+        let database = (&scratch.url, conninfo.as_str(), env.as_slice());
+        if self.bucket_only {
+            let figures = bucket::run(cx, database, &work, self.runs, self.compression_level)?;
+            println!("pgbench scale {}, median of {} runs", self.scale, self.runs);
+            bucket::report(&figures);
+            let _ = std::fs::remove_dir_all(&work);
+            return Ok(());
+        }
 
         let mut samples = Samples::default();
         for run in 0..=self.runs {
@@ -162,9 +183,11 @@ impl Backup {
             samples.pipe_restore.push(pipe_restore);
             (samples.ours_size, samples.pipe_size) = (ours_size, pipe_size);
         }
+        let bucket = bucket::run(cx, database, &work, self.runs, self.compression_level)?;
         let _ = std::fs::remove_dir_all(&work);
         drop(scratch);
         report(&samples, self.scale, self.runs);
+        bucket::report(&bucket);
         Ok(())
     }
 }
