@@ -18,8 +18,11 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Array, Integer, Nullable, Oid, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
-use super::recycle::{Baseline, Written};
-use super::server::Server;
+use super::conns::Lease;
+use super::recycle::{self, Baseline, Written};
+use super::server::{Server, databases};
+use super::{Harness, handoff, next_test_name};
+use crate::connect::Failure;
 
 /// The comment a slot database gets when its test ended cleanly, followed by the server
 /// processes of the connections it left (idle, their statistics flushed: kept by the pooler
@@ -151,4 +154,159 @@ pub(crate) fn name_of(hash: u64, run: &str, slot: u32) -> String {
 /// True when the setup script prepared the template `hash`.
 fn prepared(hash: u64) -> bool {
     super::handoff::handed().is_some_and(|h| h.prepared(hash))
+}
+
+impl Harness {
+    /// This run's slot databases (as many as the tests it runs at once), from the pool's clean
+    /// clones, each marked ready (see `slot::READY`): so the slots' first tests claim nothing and
+    /// find their database there. Slots the pool has no clone for get one on demand.
+    pub(super) fn prepare_slots(&self, run: &str, threads: u32) -> Result<()> {
+        if !self.server.recycles {
+            return Ok(());
+        }
+        for n in 0..threads {
+            if !self.put_in_slot(&name_of(self.hash, run, n), false)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot database `name`, reset for this test, when it exists and can be reset: the one
+    /// connection this test process opens.
+    pub(super) fn ready_slot(&self, name: &str) -> Result<Option<Lease>> {
+        let baseline = self.slot_baseline()?;
+        let slot = Lease::for_nextest_slot(name.to_string(), self.server.fast_url_for(name));
+        let mut conn = match slot.get() {
+            Ok(conn) => conn,
+            Err(e) => match crate::connect::failure_of(&e) {
+                Some(Failure::NoSuchDatabase) => return Ok(None),
+                // The pooler says only this when it already failed to log in to a missing
+                // database (one dropped while the pooler kept no connection to it, by another
+                // run's cleanup).
+                Some(Failure::PoolerLoginRetry) => {
+                    let exists = self.server.admin(|c| Ok(databases(c, name)?.iter().any(|(n, _)| n == name)))?;
+                    return if exists { Err(e) } else { Ok(None) };
+                }
+                _ => return Err(e),
+            },
+        };
+        // The slot's last test ended cleanly (it marked its end): a killed one may have left
+        // writes its statistics do not show yet. Unmarked from now (with the reset, in one
+        // transaction), until this test ends.
+        let reset = match baseline {
+            Some(baseline) => {
+                let start = start(&mut conn, baseline)?;
+                slot.note_pid(&mut conn, start.pid);
+                match &start.left {
+                    _ if start.settled() => baseline.reset_written(&mut conn, &start.written, &unmark(name))?,
+                    // Other clients are ended (they flush as they exit), this one's statistics flushed.
+                    Some(left) => {
+                        conn.batch_execute("SELECT pg_stat_force_next_flush()")?;
+                        recycle::wait_alone(&mut conn, &[], left)? && baseline.reset(&mut conn, &unmark(name))?
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        if !reset {
+            // Left inside a transaction, so that the pooler closes its server connection rather
+            // than keep it for a database about to be dropped.
+            let _ = conn.batch_execute("BEGIN");
+        }
+        drop(conn);
+        if reset {
+            return Ok(Some(slot));
+        }
+        drop(slot);
+        self.server
+            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?))?;
+        Ok(None)
+    }
+
+    /// The baseline of a slot's template: from the setup script (see [`Harness::nextest_env`]),
+    /// else from the template (made sure of).
+    pub(super) fn slot_baseline(&self) -> Result<Option<&Baseline>> {
+        if let Some((baseline, _)) = self.ready.get() {
+            return Ok(baseline.as_ref());
+        }
+        let handed = handoff::handed().filter(|h| h.prepared(self.hash)).and_then(|h| h.baseline.clone());
+        match handed {
+            Some(baseline) => Ok(self.ready.get_or_init(|| (Some(baseline), None)).0.as_ref()),
+            None => self.baseline(),
+        }
+    }
+
+    /// After a passing test in a slot: its pool's connections' statistics flushed (the pooler
+    /// keeps them for the slot's next test), the slot marked finished. False when that cannot
+    /// be (a connection still out, or one left inside a transaction: the slot's next test then
+    /// drops the database).
+    pub(super) fn finish_slot(&self, slot: &Lease) -> Result<bool> {
+        if !slot.all_back() {
+            return Ok(false);
+        }
+        // One connection marks the end: one the test used, else a new one (it used the URL only).
+        let mut conn = slot.get()?;
+        let others = slot.idle_flush()?;
+        let mut left = vec![slot.pid_of(&mut conn)?];
+        left.extend(others.iter().map(|(_, pid)| *pid));
+        Ok(mark_finished(&mut conn, &slot.name, &left).is_ok())
+    }
+
+    /// A failed test's slot database renamed out of the slot (to a test database's name);
+    /// returns the new name.
+    pub(super) fn leave_slot(&self, slot: Lease) -> Result<String> {
+        let (name, pids) = (slot.name.clone(), slot.pids());
+        drop(slot);
+        let kept = next_test_name(self.server);
+        self.server.admin(|c| {
+            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
+            diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\"")).execute(c)?;
+            Ok(())
+        })?;
+        // Not for the kept database's sake: a failure here only costs the slot's next test a clone.
+        let _ = self.replace_slot(&name);
+        Ok(kept)
+    }
+
+    /// The slot's database dropped (a connection of its test still out, or left inside a
+    /// transaction) and a clean clone put in its place.
+    pub(super) fn renew_slot(&self, slot: Lease) -> Result<()> {
+        let (name, pids) = (slot.name.clone(), slot.pids());
+        drop(slot);
+        self.server.admin(|c| {
+            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?;
+            Ok(())
+        })?;
+        self.replace_slot(&name)
+    }
+
+    /// A clean clone in the slot `name` that a failed test's database left, marked ready for
+    /// the slot's next test: so that the pooler never tries to log in to a missing
+    /// database twice in a row (it would then turn that database's clients away for a while).
+    pub(super) fn replace_slot(&self, name: &str) -> Result<()> {
+        self.put_in_slot(name, true).map(|_| ())
+    }
+
+    /// A clone put in the slot `name`: from the pool, else (when `make`) made now; marked ready
+    /// when clean (a used one's first test finds no mark and replaces it).
+    /// False when the pool had none and none was made.
+    pub(super) fn put_in_slot(&self, name: &str, make: bool) -> Result<bool> {
+        let clean = match self.claim(name)? {
+            Some(used) => !used,
+            None if make => {
+                self.clone_template(name)?;
+                true
+            }
+            None => return Ok(false),
+        };
+        if clean {
+            self.server.admin(|c| {
+                Ok(diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS '{}'", ready_mark())).execute(c)?)
+            })?;
+        }
+        Ok(true)
+    }
 }
