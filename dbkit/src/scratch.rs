@@ -53,3 +53,41 @@ fn drop_database(admin: &Url, name: &str) -> Result<()> {
         .with_context(|| format!("drop the throwaway database {name}"))?;
     Ok(())
 }
+
+/// Drops the `railgun_<tag>_<pid>_...` databases on `url`'s server that a killed process of this
+/// machine left: its pid no longer runs here and nobody is connected (a plain DROP, which fails,
+/// and is passed over, should someone connect meanwhile). Returns their names.
+pub fn drop_abandoned(url: &Url, tag: &str) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let mut admin = url.clone();
+    admin.set_path("/postgres");
+    let mut conn = crate::connect::establish(&admin)?;
+    let prefix = format!("railgun_{tag}_");
+    let idle: Vec<Name> = diesel::sql_query(
+        "SELECT datname::text AS name FROM pg_database d
+         WHERE starts_with(datname, $1)
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+    )
+    .bind::<diesel::sql_types::Text, _>(&prefix)
+    .load(&mut conn)
+    .context("look for throwaway databases left by killed runs")?;
+    let mut dropped = Vec::new();
+    for Name { name } in idle {
+        let pid = name[prefix.len()..].split('_').next().and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\"", name.replace('"', "\"\"")))
+            .execute(&mut conn)
+            .is_ok()
+        {
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
+}

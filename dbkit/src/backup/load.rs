@@ -175,7 +175,7 @@ impl Load {
         let mut statements = Statements::new();
         let mut shown = Progress::new("restored");
         let mut total = 0u64;
-        let (mut head, mut tail) = (Vec::new(), Vec::new());
+        let (mut head, mut tail) = (Vec::new(), dumpfile::Tail::default());
         self.part = part;
         // Decompression on a thread of its own, a few chunks ahead: the server, this thread and
         // the decompression work at once, as `gunzip | psql` would.
@@ -189,7 +189,7 @@ impl Load {
                 if head.len() < dumpfile::HEADER.len() {
                     head.extend_from_slice(&chunk[..chunk.len().min(dumpfile::HEADER.len() - head.len())]);
                 }
-                dumpfile::keep_tail(&mut tail, &chunk, 1024);
+                tail.push(&chunk);
                 total += chunk.len() as u64;
                 shown.update(total, total);
                 let _ = spare.send(chunk);
@@ -199,7 +199,7 @@ impl Load {
         .inspect_err(|_| shown.done())?;
         shown.done();
         self.scan(&mut statements, None)?;
-        if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
+        if let Err(e) = dumpfile::check_header(&head).and_then(|()| tail.finish().map(|_| ())) {
             return Err(self.rolled_back(e));
         }
         Ok(total)

@@ -4,11 +4,13 @@
 
 pub mod bucket;
 pub mod copy;
+pub mod drill;
 pub mod dump;
 pub mod dumpfile;
 pub mod inventory;
 pub mod load;
 pub mod lockwatch;
+pub mod manifest;
 pub mod mask;
 pub mod pgtools;
 pub mod restore;

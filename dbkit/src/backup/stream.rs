@@ -56,7 +56,7 @@ pub fn copy_streamed(
     let (from, to) = copy_mod::check_pair(from, to)?;
     let rules = if options.mask { Rules::load(cx)? } else { Rules::default() };
     let tools = PgTools::find(&cx.sh, &cx.project, &from)?;
-    let mut source = Source::open(&from)?;
+    let mut source = Source::open(&from, "railgun-copy-source")?;
     let excluded = excluded_schemas(dump);
     let (tables, foreign_keys, uniques) = source.catalog(&excluded)?;
     let plan = mask::plan(&rules, tables, &foreign_keys, &uniques, options.unmasked || !options.mask)?;
@@ -187,16 +187,18 @@ fn pg_dump(cx: &Context, tools: &PgTools, url: &Url, args: &[String], section: &
     tools.pg_dump_output(&cx.sh, url, &args, &format!("--section={section}; nothing was copied"))
 }
 
-/// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for pg_dump.
-struct Source {
-    session: Session,
-    snapshot: String,
+/// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for
+/// pg_dump (`--snapshot=`), so that what this session reads is what pg_dump dumps.
+pub(super) struct Source {
+    pub(super) session: Session,
+    pub(super) snapshot: String,
 }
 
 impl Source {
-    fn open(url: &Url) -> Result<Source> {
+    /// Opens the session as `application_name` `app`.
+    pub(super) fn open(url: &Url, app: &str) -> Result<Source> {
         let mut named = url.clone();
-        named.query_pairs_mut().append_pair("application_name", "railgun-copy-source");
+        named.query_pairs_mut().append_pair("application_name", app);
         let mut session = Session::connect(&named).context("connect to the source")?;
         // The rows' text as pg_dump writes it, whatever the server's settings; row security
         // off: a table the role may read only in part fails instead of copying a part.
@@ -328,7 +330,7 @@ impl Source {
 
 /// The condition on `c` (a relation) and `n` (its schema) for relations pg_dump copies: outside
 /// the system, the `excluded` schema patterns and extensions.
-fn own_relations(excluded: &[String]) -> String {
+pub(super) fn own_relations(excluded: &[String]) -> String {
     let patterns = excluded.iter().map(|p| literal(p)).collect::<Vec<_>>().join(", ");
     format!(
         "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'
