@@ -434,10 +434,12 @@ impl Tail {
         let (body, json) = match self.bytes.strip_suffix(b"\n") {
             Some(text) => {
                 let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+                if (start == 0 && self.cut) || text.len() - start > manifest::LINE_MAX {
+                    bail!(
+                        hint!("the backup's last line is longer than a manifest may be ({} KiB)", manifest::LINE_MAX >> 10; "this file is not what pg_dump or `cargo xtask db backup` wrote: do not restore it; take a new backup")
+                    );
+                }
                 match text[start..].strip_prefix(manifest::LINE_PREFIX) {
-                    Some(_) if start == 0 && self.cut => bail!(
-                        hint!("the backup's last line is a manifest longer than {} KiB", manifest::LINE_MAX >> 10; "this file is not what `cargo xtask db backup` wrote: do not restore it; take a new backup")
-                    ),
                     Some(json) => (&self.bytes[..start], Some(json)),
                     None => (&self.bytes[..], None),
                 }

@@ -20,7 +20,7 @@ use crate::context::Context;
 /// DATABASE_URL names is never written to.
 ///
 /// Every backup carries a manifest taken from the same snapshot as its dump: each table's row
-/// count and content checksum (the sum of the first 64 bits of each row's md5, computed by the
+/// count and content checksum (the sum of a 64-bit hash of each row's text, computed by the
 /// server) and the applied migrations. The drill computes the same in the restored database and
 /// prints one line per table on stdout: rows in the manifest, rows restored, and ok, ROWS
 /// DIFFER, CONTENT DIFFERS, MISSING or NOT IN MANIFEST; then the migrations. It exits 1 on
