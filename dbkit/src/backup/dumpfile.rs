@@ -80,6 +80,14 @@ impl Verified {
         self.keys.is_some()
     }
 
+    /// The same checked file again, from its start, for one more read; the two share the
+    /// file's position: read one to its end before the other.
+    pub fn rewound(&self) -> Result<Verified> {
+        let mut file = self.file.try_clone().with_context(|| format!("reopen {}", self.path.display()))?;
+        file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {}", self.path.display()))?;
+        Ok(Verified { file, keys: self.keys.clone(), path: self.path.clone() })
+    }
+
     /// The SQL, decrypted and decompressed as it is read (no plaintext on disk).
     pub fn sql(self) -> Result<Box<dyn Read + Send>> {
         Ok(match self.keys {

@@ -74,7 +74,16 @@ pub struct Load {
     started: Instant,
     part: Part,
     tally: Tally,
+    /// Loading beside what the database holds: the target is not emptied.
+    beside: bool,
+    /// Which statements run, and as what text ([`Load::pick`]); all, as they are, without one.
+    pick: Option<Box<Pick>>,
+    /// The COPY whose statement was not picked: its data goes by unsent.
+    skipping_copy: bool,
 }
+
+/// Chooses a statement for the load: `None` leaves it out, `Some(text)` runs `text` in its place.
+pub type Pick = dyn FnMut(&statement::Statement<'_>) -> Option<Vec<u8>> + Send;
 
 /// What of a pg_dump output [`Load::feed_part`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +98,21 @@ impl Load {
     /// Prepares `url`'s database for a load and connects the loading session, named
     /// `railgun-restore-<key>` (so that a lock watch finds it).
     pub fn start(url: &Url, key: &str, options: &LoadOptions) -> Result<Load> {
+        Load::start_into(url, key, options, None)
+    }
+
+    /// [`Load::start`] for a load beside the database's objects (one table back): nothing is
+    /// emptied, and the restore owner (a superuser's URL) may create objects in `schema`.
+    pub fn start_beside(url: &Url, key: &str, options: &LoadOptions, schema: &str) -> Result<Load> {
+        Load::start_into(url, key, options, Some(schema))
+    }
+
+    /// Runs only the statements `pick` chooses, as the text it gives (see [`Pick`]).
+    pub fn pick(&mut self, pick: Box<Pick>) {
+        self.pick = Some(pick);
+    }
+
+    fn start_into(url: &Url, key: &str, options: &LoadOptions, beside: Option<&str>) -> Result<Load> {
         let started = Instant::now();
         let mut admin = crate::connect::establish(url)?;
         let me = who(&mut admin)?;
@@ -97,6 +121,13 @@ impl Load {
             let role = owner_role(&database_name(url));
             let password = crate::secret::random_hex(24)?;
             let helper = prepare_owner(&mut admin, &role, &password, &options.allowed_extensions)?;
+            if let Some(schema) = beside {
+                admin
+                    .batch_execute(&format!("GRANT USAGE, CREATE ON SCHEMA {} TO {}", ident(schema), ident(&role)))
+                    .with_context(|| {
+                        format!("let the restore's role create in schema {}", crate::error::escaped(schema))
+                    })?;
+            }
             // The role and its password as parameters: a socket URL (`postgres:///db?host=/dir`) has no userinfo.
             let mut as_owner = url.clone();
             if as_owner.has_host() {
@@ -135,6 +166,9 @@ impl Load {
             started,
             part: Part::Whole,
             tally: Tally::default(),
+            beside: beside.is_some(),
+            pick: None,
+            skipping_copy: false,
         };
         load.begin()?;
         Ok(load)
@@ -152,7 +186,9 @@ impl Load {
         for statement in prelude {
             self.session.exec(statement.as_bytes()).map_err(|e| anyhow!("start the restore's transaction: {e}"))?;
         }
-        if let Loader::Owner { helper, .. } = &self.loader {
+        if let Loader::Owner { helper, .. } = &self.loader
+            && !self.beside
+        {
             let clear = format!("SELECT {}.railgun_clear()", ident(helper));
             self.session.exec(clear.as_bytes()).map_err(|e| self.failure(e, None))?;
         }
@@ -280,6 +316,22 @@ impl Load {
 
     /// One piece of the dump.
     fn run(&mut self, event: Event<'_>) -> Result<()> {
+        let picked;
+        let event = match (event, &mut self.pick) {
+            (Event::Statement(s), Some(pick)) => match pick(&s) {
+                None => {
+                    self.skipping_copy = s.kind == Kind::Copy;
+                    return Ok(());
+                }
+                Some(text) => {
+                    picked = text;
+                    Event::Statement(statement::Statement { text: &picked, line: s.line, kind: s.kind })
+                }
+            },
+            (Event::CopyData(_), _) if self.skipping_copy => return Ok(()),
+            (Event::CopyEnd, _) if std::mem::take(&mut self.skipping_copy) => return Ok(()),
+            (event, _) => event,
+        };
         let outcome = match event {
             Event::Statement(s) if self.part == Part::CleanOnly && s.kind != Kind::Clean => Ok(()),
             Event::Statement(s) => {

@@ -22,3 +22,4 @@ pub mod settings;
 pub mod statement;
 pub mod stream;
 pub mod subset;
+pub mod table;
