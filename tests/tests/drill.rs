@@ -239,6 +239,15 @@ fn a_drill_of_the_newest_encrypted_object_in_a_bucket_passes() {
     assert_ne!(sums(&source), before, "the live database kept its new row");
     assert_eq!(left_behind(&source, &run), "");
 
+    // One table back from the bucket, decrypted.
+    let object = made.stdout.lines().last().unwrap();
+    let mut cmd = source.command(&["db", "restore", object, "--table", "public.things", "--as", "things_s3", "--yes"]);
+    with_s3(&mut cmd, &s3);
+    cmd.env("RAILGUN_BACKUP_IDENTITY", &key);
+    let table: Run = cmd.output().unwrap().into();
+    table.assert_ok();
+    assert_eq!(tests::text(&source.db, "SELECT count(*)::text AS text FROM things_s3"), "3001");
+
     // Without the key: refused before any database is made.
     let mut cmd = source.command(&["db", "drill", "s3://backups/weekly"]);
     with_s3(&mut cmd, &s3);
@@ -263,4 +272,134 @@ fn a_killed_drills_database_is_dropped_by_the_next_drill() {
     assert_eq!(left_behind(&source, &run), "");
     let gone = format!("SELECT count(*)::text AS text FROM pg_database WHERE datname = '{left}'");
     assert_eq!(tests::text(&source.db, &gone), "0");
+}
+
+const FAMILY: &str = r#"
+CREATE TABLE parent (id int PRIMARY KEY);
+CREATE TABLE kid (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, p int REFERENCES parent (id), self int REFERENCES kid (id),
+    note text CHECK (length(note) < 100)
+);
+CREATE INDEX kid_note_idx ON kid (note);
+CREATE UNIQUE INDEX uq_kid ON kid (p, note);
+COMMENT ON TABLE kid IS 'kids';
+CREATE TABLE grandkid (k int REFERENCES kid (id));
+INSERT INTO parent SELECT g FROM generate_series(1, 10) g;
+INSERT INTO kid (p, note) SELECT g % 10 + 1, 'kid ' || g FROM generate_series(1, 200) g;
+UPDATE kid SET self = id - 1 WHERE id > 1;
+INSERT INTO grandkid SELECT id FROM kid WHERE id % 7 = 0;
+"#;
+
+/// The rows of `table`, in order, as one text.
+fn rows(folder: &Folder, table: &str) -> String {
+    tests::text(
+        &folder.db,
+        &format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') AS text FROM {table} t"
+        ),
+    )
+}
+
+#[test]
+fn one_table_comes_back_beside_the_live_one_and_nothing_else_changes() {
+    let source = Folder::new("table-back", None);
+    exec(&source, DATA);
+    exec(&source, FAMILY);
+    let (kid_then, things_then) = (rows(&source, "kid"), rows(&source, "things"));
+    let file = backup(&source);
+    // The live database moves on after the backup.
+    exec(
+        &source,
+        "DELETE FROM grandkid; UPDATE kid SET self = NULL; DELETE FROM kid WHERE id > 100; INSERT INTO kid (p, note) VALUES (1, 'after');",
+    );
+    exec(&source, "INSERT INTO things (name) VALUES ('after the backup')");
+    let sequence = "SELECT last_value::text AS text FROM things_id_seq";
+    let (before, things_seq) = (sums(&source), tests::text(&source.db, sequence));
+    let path = file.to_str().unwrap();
+
+    let run = source.xtask(&["db", "restore", path, "--table", "public.kid", "--as", "kid_back", "--yes"]);
+    run.assert_ok();
+    for said in [
+        "kid_p_fkey",
+        "grandkid_k_fkey",
+        "no safety backup: nothing existing is replaced",
+        "200 rows, as the backup's manifest says",
+    ] {
+        assert!(run.stderr.contains(said), "{said}:\n{}", run.stderr);
+    }
+    assert_eq!(rows(&source, "kid_back"), kid_then, "the restored rows are the backup's");
+    let after = sums(&source);
+    let others: Vec<&str> = after.lines().filter(|l| !l.starts_with("kid_back ")).collect();
+    assert_eq!(others.join("\n"), before, "the live table and every other table are unchanged");
+    let fks = "SELECT string_agg(conname || '->' || confrelid::regclass, ',' ORDER BY conname) AS text FROM pg_constraint WHERE conrelid = 'kid_back'::regclass AND contype = 'f'";
+    assert_eq!(tests::text(&source.db, fks), "kid_back_self_fkey->kid_back", "only its foreign key to itself");
+    let names = "SELECT string_agg(relname, ',' ORDER BY relname) AS text FROM pg_class WHERE relname LIKE 'kid_back%'";
+    assert_eq!(
+        tests::text(&source.db, names),
+        "kid_back,kid_back_id_seq,kid_back_note_idx,kid_back_pkey,kid_back_uq_kid"
+    );
+    let id = tests::text(&source.db, "INSERT INTO kid_back (p, note) VALUES (1, 'new') RETURNING id::text AS text");
+    assert_eq!(id, "201", "the identity's sequence carries on from the backup's value");
+
+    // A serial column: its sequence comes back renamed, set; the live one is untouched.
+    let run = source.xtask(&["db", "restore", path, "--table", "public.things", "--as", "things_back", "--yes"]);
+    run.assert_ok();
+    assert_eq!(rows(&source, "things_back"), things_then);
+    let id = tests::text(&source.db, "INSERT INTO things_back (name) VALUES ('new') RETURNING id::text AS text");
+    assert_eq!(id, "3002");
+    assert_eq!(tests::text(&source.db, sequence), things_seq, "the live table's sequence is untouched");
+    let quoted = source.xtask(&["db", "restore", path, "--table", "\"Odd Schema\".t", "--as", "t_back", "--yes"]);
+    quoted.assert_ok();
+    assert_eq!(rows(&source, "\"Odd Schema\".t_back"), rows(&source, "\"Odd Schema\".t"));
+
+    // Under its own name: refused while it exists, restored once it is gone.
+    let refused = source.xtask(&["db", "restore", path, "--table", "public.kid", "--yes"]);
+    refused.assert_fails_with("public.kid already exists");
+    assert!(refused.stderr.contains("--as kid_restored"), "{}", refused.stderr);
+    exec(&source, "DROP TABLE grandkid");
+    source.xtask(&["db", "restore", path, "--table", "public.grandkid", "--yes"]).assert_ok();
+    let fks =
+        "SELECT count(*)::text AS text FROM pg_constraint WHERE conrelid = 'grandkid'::regclass AND contype = 'f'";
+    assert_eq!(tests::text(&source.db, fks), "0", "its foreign key to kid was left out");
+    source
+        .xtask(&["db", "restore", path, "--table", "public.nothing", "--as", "x", "--yes"])
+        .assert_fails_with("has no table public.nothing");
+    // Without a terminal and without --yes, it asks, so it refuses.
+    source.xtask(&["db", "restore", path, "--table", "public.kid", "--as", "kid_asked"]).assert_fails_with("--yes");
+}
+
+#[test]
+fn a_killed_table_restore_leaves_nothing() {
+    let source = Folder::new("table-killed", None);
+    exec(
+        &source,
+        "CREATE TABLE big (id bigserial PRIMARY KEY, body text); INSERT INTO big (body) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 300000) g;",
+    );
+    let file = backup(&source);
+    let before = sums(&source);
+    let mut child = source
+        .command(&["db", "restore", file.to_str().unwrap(), "--table", "public.big", "--as", "big_back", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let loading = "SELECT count(*)::text AS text FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' AND datname = current_database()";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tests::text(&source.db, loading) == "0" {
+        assert!(child.try_wait().unwrap().is_none(), "the restore ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "the restore never started loading");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "the restore ended before it could be killed");
+    child.kill().unwrap(); // SIGKILL, as `kill -9`
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tests::text(&source.db, loading) != "0" {
+        assert!(std::time::Instant::now() < deadline, "the killed restore's session stayed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let left = "SELECT count(*)::text AS text FROM pg_class WHERE relname LIKE 'big_back%'";
+    assert_eq!(tests::text(&source.db, left), "0", "nothing of the table stayed");
+    assert_eq!(sums(&source), before);
 }
