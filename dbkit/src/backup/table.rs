@@ -245,7 +245,7 @@ impl Shapes {
             comment: re(format!(r"^COMMENT ON (?:TABLE|COLUMN) {t}(?:\.{NAME})? IS ")),
             mentions: re(format!(r"(?:^|[^A-Za-z0-9_$.]){t}(?:[^A-Za-z0-9_$]|$)")),
             create_sequence: re(format!(r"^CREATE SEQUENCE (?P<s>{q})\s")),
-            setval: re(format!(r"^SELECT pg_catalog\.setval\('(?P<s>(?:[^']|'')+)', ")),
+            setval: re(r"^SELECT pg_catalog\.setval\('(?P<s>(?:[^']|'')+)', ".to_string()),
         }
     }
 }
