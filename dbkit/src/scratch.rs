@@ -28,6 +28,38 @@ impl Scratch {
         Ok(Scratch { name, url: scratch_url, admin, dropped: false })
     }
 
+    /// Drops it also when this process is interrupted (SIGINT, SIGTERM, SIGHUP) from now on:
+    /// those signals are blocked in this thread and the threads it starts later, and a thread
+    /// of its own waits for them, drops the database (ending its sessions) and exits (130).
+    /// Call it before starting other threads. SIGKILL cannot be caught: [`drop_abandoned`].
+    pub fn drop_on_signal(&self) -> Result<()> {
+        // SAFETY: an empty set filled with three signals, then this thread's mask changed.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                anyhow::bail!("block the interrupting signals");
+            }
+            set
+        };
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            // SAFETY: a set of blocked signals and a place for the one that came.
+            if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+                eprintln!("interrupted: dropping the throwaway database {name}");
+                if let Err(e) = drop_database(&admin, &name) {
+                    eprintln!("warning: {e:#}; drop it by hand");
+                }
+                std::process::exit(128 + signal);
+            }
+        });
+        Ok(())
+    }
+
     /// Drops it now, saying so when that fails.
     pub fn drop_now(mut self) -> Result<()> {
         self.dropped = true;

@@ -403,3 +403,38 @@ fn a_killed_table_restore_leaves_nothing() {
     assert_eq!(tests::text(&source.db, left), "0", "nothing of the table stayed");
     assert_eq!(sums(&source), before);
 }
+
+#[test]
+fn an_interrupted_drill_drops_its_database() {
+    let source = Folder::new("drill-interrupted", None);
+    exec(
+        &source,
+        "CREATE TABLE big (id bigserial PRIMARY KEY, body text); INSERT INTO big (body) SELECT repeat(md5(g::text), 8) FROM generate_series(1, 200000) g;",
+    );
+    let file = backup(&source);
+    let mut child = source
+        .command(&["db", "drill", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let loading = format!(
+        "SELECT count(*)::text AS text FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' AND datname LIKE 'railgun\\_drill\\_{pid}\\_%'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tests::text(&source.db, &loading) == "0" {
+        assert!(child.try_wait().unwrap().is_none(), "the drill ended before it could be interrupted");
+        assert!(std::time::Instant::now() < deadline, "the drill never started loading");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: dropping the throwaway database"), "{stderr}");
+    let left =
+        format!("SELECT count(*)::text AS text FROM pg_database WHERE datname LIKE 'railgun\\_drill\\_{pid}\\_%'");
+    assert_eq!(tests::text(&source.db, &left), "0", "{stderr}");
+}

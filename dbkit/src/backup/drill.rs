@@ -156,6 +156,7 @@ fn drill_file(cx: &Context, url: &Url, path: &Path, shown: &str, options: &LoadO
         eprintln!("dropped {name}, the throwaway database of a drill that was killed");
     }
     let scratch = Scratch::empty(url, "drill")?;
+    scratch.drop_on_signal()?;
     eprintln!("restoring into the throwaway database {} (dropped at the end)", scratch.name);
     let found = restore_and_take(&scratch.url, file, options);
     let owner = load::owner_role(&scratch.name);

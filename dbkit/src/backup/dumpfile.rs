@@ -482,6 +482,19 @@ fn check_marker(tail: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the last `keep` bytes of what went by in `tail`.
+pub(super) fn keep_tail(tail: &mut Vec<u8>, chunk: &[u8], keep: usize) {
+    if chunk.len() >= keep {
+        tail.clear();
+        tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+    } else {
+        tail.extend_from_slice(chunk);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+}
+
 struct Counted<R> {
     inner: R,
     count: u64,

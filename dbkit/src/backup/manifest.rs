@@ -103,6 +103,15 @@ pub fn take(session: &mut Session, excluded: &[String]) -> Result<Manifest> {
         .pop()
         .unwrap_or_default();
     let names: Vec<(String, String)> = serde_json::from_str(&listed).context("read the list of tables")?;
+    // As pg_dump does: every table locked against DDL at once, so that none is rewritten or
+    // dropped before its turn (a table rewritten after the snapshot would read as empty).
+    if !names.is_empty() && session.in_transaction() {
+        let all: Vec<String> =
+            names.iter().map(|(schema, name)| format!("{}.{}", ident(schema), ident(name))).collect();
+        session
+            .exec(format!("LOCK TABLE {} IN ACCESS SHARE MODE", all.join(", ")).as_bytes())
+            .map_err(fail("lock the tables"))?;
+    }
     let mut tables = Vec::with_capacity(names.len());
     for (schema, name) in names {
         let text = session
