@@ -306,3 +306,76 @@ pub fn qualified(module: &str, name: &str) -> String {
         None => name.to_string(),
     }
 }
+
+/// A moto S3 server of the test's own on a free port, killed when dropped.
+pub struct S3 {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server (pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        S3 { child, endpoint }
+    }
+
+    /// `curl` against the server (moto accepts unsigned requests): the body.
+    pub fn curl(&self, args: &[&str], path: &str) -> Vec<u8> {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail"])
+            .args(args)
+            .arg(format!("{}{path}", self.endpoint))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    pub fn create_bucket(&self, name: &str) {
+        self.curl(&["-X", "PUT"], &format!("/{name}"));
+    }
+
+    /// The keys in the bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let xml = String::from_utf8(self.curl(&[], &format!("/{bucket}?list-type=2"))).unwrap();
+        xml.split("<Key>").skip(1).map(|k| k.split("</Key>").next().unwrap().to_string()).collect()
+    }
+
+    /// The multipart uploads in progress in the bucket.
+    pub fn uploads(&self, bucket: &str) -> usize {
+        let xml = String::from_utf8(self.curl(&[], &format!("/{bucket}?uploads"))).unwrap();
+        xml.matches("<UploadId>").count()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The secret key the tests give the S3 server: never to be printed.
+pub const S3_SECRET: &str = "moto-secret-access-key-never-shown";
+
+/// The S3 settings for `s3` on `cmd`: endpoint and credentials, no identity.
+pub fn with_s3(cmd: &mut std::process::Command, s3: &S3) {
+    cmd.env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("RAILGUN_BACKUP_IDENTITY");
+}

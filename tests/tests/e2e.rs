@@ -11,6 +11,7 @@ mod compose;
 mod connection;
 mod diesel_interop;
 mod doctor;
+mod drill;
 mod harness;
 mod help;
 mod mask;

@@ -4,6 +4,7 @@ mod audit;
 pub(crate) mod backup;
 mod backups;
 pub(crate) mod copy;
+mod drill;
 mod prune;
 mod restore;
 mod roles;
@@ -21,6 +22,7 @@ pub enum Database {
     Restore(restore::Restore),
     Verify(verify::Verify),
     Backups(backups::Backups),
+    Drill(drill::Drill),
     Prune(prune::Prune),
     Copy(copy::Copy),
     Seed(seed::Seed),
@@ -35,6 +37,7 @@ impl Database {
             Database::Restore(cmd) => cmd.run(cx),
             Database::Verify(cmd) => cmd.run(cx),
             Database::Backups(cmd) => cmd.run(cx),
+            Database::Drill(cmd) => cmd.run(cx),
             Database::Prune(cmd) => cmd.run(cx),
             Database::Copy(cmd) => cmd.run(cx),
             Database::Seed(cmd) => cmd.run(cx),

@@ -125,11 +125,9 @@ fn pattern_regex(pattern: &str) -> String {
     regex
 }
 
-#[derive(diesel::QueryableByName, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct TableSum {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     rows: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
     checksum: String,
 }
 
@@ -181,11 +179,7 @@ fn compare(from: &Url, to: &Url, excluded: &[String]) -> Result<Vec<String>> {
 fn table_sums(url: &Url, excluded: &[String]) -> Result<BTreeMap<String, TableSum>> {
     let mut conn = crate::connect::establish(url)?;
     // Rows are compared as text: make the text the same whatever the server's settings.
-    conn.batch_execute(
-        "SET TIME ZONE 'UTC'; SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres'; \
-         SET extra_float_digits = 3; SET bytea_output = 'hex'",
-    )
-    .context("set up the comparison session")?;
+    conn.batch_execute(&super::manifest::SETTINGS.join("; ")).context("set up the comparison session")?;
     let tables: Vec<TableName> = diesel::sql_query(
         "SELECT n.nspname::text AS schema, c.relname::text AS name
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -206,18 +200,17 @@ fn table_sums(url: &Url, excluded: &[String]) -> Result<BTreeMap<String, TableSu
     Ok(sums)
 }
 
-/// Row count and the sum of each row's md5 (first 64 bits): independent of row order and
-/// collation, and no giant string is built on the server.
+/// Row count and content checksum, as a backup's manifest has them ([`super::manifest::checksum_sql`]).
 fn table_sum(conn: &mut PgConnection, table: &TableName) -> Result<TableSum> {
-    let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let sql = format!(
-        "SELECT count(*) AS rows,
-                coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)::text AS checksum
-         FROM ONLY {}.{} AS t",
-        ident(&table.schema),
-        ident(&table.name)
-    );
-    Ok(diesel::sql_query(sql).get_result(conn)?)
+    #[derive(diesel::QueryableByName)]
+    struct Sum {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        sum: String,
+    }
+    let sql = format!("SELECT ({}) AS sum", super::manifest::checksum_sql(&table.schema, &table.name));
+    let sum: Sum = diesel::sql_query(sql).get_result(conn)?;
+    let (rows, checksum) = super::manifest::parse_sum(&sum.sum)?;
+    Ok(TableSum { rows, checksum })
 }
 
 #[cfg(test)]

@@ -340,12 +340,14 @@ fn run_pg_dump<T>(
     tools: &PgTools,
     url: &Url,
     dump: &DumpOptions,
-    write: impl FnOnce(KeepPublicSchema<std::process::ChildStdout>, &mut Progress) -> Result<T>,
+    write: impl FnOnce(Manifested<KeepPublicSchema<std::process::ChildStdout>>, &mut Progress) -> Result<T>,
 ) -> Result<T> {
-    let args = dump.pg_dump_args(url)?;
+    let mut args = dump.pg_dump_args(url)?;
     eprintln!("backing up {} with {}", redact(url), tools.describe());
     // Named, so that the lock watch finds pg_dump's session among the server's.
     let app = format!("railgun-backup-{}", crate::secret::random_hex(4)?);
+    let manifest = Manifest::start(url, &app, super::copy::excluded_schemas(dump))?;
+    args.push(format!("--snapshot={}", manifest.snapshot));
     let mut named = url.clone();
     named.query_pairs_mut().append_pair("application_name", &app);
     let mut child = tools
@@ -360,7 +362,7 @@ fn run_pg_dump<T>(
     let errors = pgtools::collect_errors(child.stderr.take().context("pg_dump's errors")?);
     let waits = LockWatch::start(url.clone(), app);
     let mut shown = Progress::backup(url, dump);
-    let stdout = KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*"));
+    let stdout = manifest.after(KeepPublicSchema::new(stdout, args.iter().any(|a| a == "--schema=*")));
     let result = write(stdout, &mut shown);
     shown.done();
     // After a failure of ours (a full disk), pg_dump may still be running: stop it. After its
@@ -392,6 +394,74 @@ fn run_pg_dump<T>(
         eprintln!("{errors}");
     }
     Ok(written)
+}
+
+/// The manifest ([`super::manifest`]), taken on a thread of its own in the snapshot pg_dump
+/// dumps (a REPEATABLE READ READ ONLY session whose snapshot pg_dump imports with `--snapshot`).
+/// The session stays open until pg_dump is done: the snapshot lives as long as its transaction.
+struct Manifest {
+    snapshot: String,
+    taking: std::thread::JoinHandle<(Result<super::manifest::Manifest>, super::stream::Source)>,
+}
+
+impl Manifest {
+    fn start(url: &Url, app: &str, excluded: Vec<String>) -> Result<Manifest> {
+        let mut source = super::stream::Source::open(url, &format!("{app}-manifest"))
+            .context("open the backup's snapshot for its manifest")?;
+        let snapshot = source.snapshot.clone();
+        let taking = std::thread::spawn(move || (super::manifest::take(&mut source.session, &excluded), source));
+        Ok(Manifest { snapshot, taking })
+    }
+
+    /// pg_dump's output `sql`, then the manifest's line.
+    fn after<R: Read>(self, sql: R) -> Manifested<R> {
+        Manifested { sql, tail: Vec::new(), taking: Some(self.taking), line: std::io::Cursor::new(Vec::new()) }
+    }
+}
+
+/// pg_dump's output, and once it ended with pg_dump's completion marker, the manifest's line.
+/// Without the marker (pg_dump failed or was killed) the manifest is not waited for: it may be
+/// waiting for a lock that pg_dump's failure leaves in place.
+pub(super) struct Manifested<R> {
+    sql: R,
+    tail: Vec<u8>,
+    taking: Option<std::thread::JoinHandle<(Result<super::manifest::Manifest>, super::stream::Source)>>,
+    line: std::io::Cursor<Vec<u8>>,
+}
+
+impl<R: Read> Manifested<R> {
+    fn line(&mut self) -> Result<Vec<u8>> {
+        let Some(taking) = self.taking.take() else { return Ok(Vec::new()) };
+        if !self.tail.windows(dumpfile::MARKER.len()).any(|w| w == dumpfile::MARKER) {
+            return Ok(Vec::new());
+        }
+        let (manifest, source) = taking.join().map_err(|_| anyhow::anyhow!("the manifest's thread panicked"))?;
+        drop(source);
+        let manifest = manifest.context("take the backup's manifest")?;
+        let line = manifest.line()?;
+        if line.is_none() {
+            eprintln!(
+                "note: {} tables are too many for a manifest line: this backup has none (`db drill` will say so)",
+                manifest.tables.len()
+            );
+        }
+        Ok(line.unwrap_or_default())
+    }
+}
+
+impl<R: Read> Read for Manifested<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.taking.is_some() {
+            let n = self.sql.read(buf)?;
+            if n > 0 {
+                dumpfile::keep_tail(&mut self.tail, &buf[..n], 1024);
+                return Ok(n);
+            }
+            let line = self.line().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            self.line = std::io::Cursor::new(line);
+        }
+        self.line.read(buf)
+    }
 }
 
 /// With schemas named (`--schema=*`), pg_dump drops and recreates `public` itself, which fails

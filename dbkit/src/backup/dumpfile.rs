@@ -14,6 +14,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use super::manifest::{self, Manifest};
 use super::progress::Progress;
 use super::scan::{FORBIDDEN_HINT, Forbidden};
 use super::sealed;
@@ -44,6 +45,8 @@ pub struct Summary {
     pub tables: u64,
     /// The extensions it creates.
     pub extensions: Vec<String>,
+    /// Its manifest, when it has one (backups before manifests have none).
+    pub manifest: Option<Manifest>,
 }
 
 /// Checks a backup file the way `db verify` does, with the fix for each way it can be wrong.
@@ -78,6 +81,14 @@ impl Verified {
     /// Whether the file is encrypted.
     pub fn is_sealed(&self) -> bool {
         self.keys.is_some()
+    }
+
+    /// The same checked file again, from its start, for one more read; the two share the
+    /// file's position: read one to its end before the other.
+    pub fn rewound(&self) -> Result<Verified> {
+        let mut file = self.file.try_clone().with_context(|| format!("reopen {}", self.path.display()))?;
+        file.seek(SeekFrom::Start(0)).with_context(|| format!("rewind {}", self.path.display()))?;
+        Ok(Verified { file, keys: self.keys.clone(), path: self.path.clone() })
     }
 
     /// The SQL, decrypted and decompressed as it is read (no plaintext on disk).
@@ -128,11 +139,11 @@ pub fn check_complete(path: &Path) -> Result<()> {
     let Some(members) = member_index(&file)? else {
         return verify_stream(&file).map(|_| ());
     };
-    let mut tail = Vec::new();
+    let mut tail = Tail::default();
     for member in members.iter().rev().take(2).rev() {
-        keep_tail(&mut tail, &inflate_member(&file, *member)?, 1024);
+        tail.push(&inflate_member(&file, *member)?);
     }
-    check_marker(&tail)
+    tail.finish().map(|_| ())
 }
 
 /// The bytes of SQL in a backup file of ours, from its members' trailers (a read of a few
@@ -200,13 +211,13 @@ fn verify_members(file: &File, members: &[(u64, usize)]) -> Result<Summary> {
     // The header and the marker, from the first and the last member.
     let first = inflate_member(file, members[0])?;
     check_header(&first)?;
-    let mut tail = Vec::new();
+    let mut tail = Tail::default();
     for member in members.iter().rev().take(2).rev() {
-        keep_tail(&mut tail, &inflate_member(file, *member)?, 1024);
+        tail.push(&inflate_member(file, *member)?);
     }
-    check_marker(&tail)?;
+    let manifest = tail.finish()?;
     let compressed = members.last().map_or(0, |(at, size)| at + *size as u64);
-    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec() })
+    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec(), manifest })
 }
 
 /// Inflates `batch` into `buffers` (one each, reused), on `threads` threads.
@@ -373,7 +384,7 @@ fn verify_shown(input: impl Read, shown: &Progress) -> Result<Summary> {
     let counted = Counted { inner: input, count: 0 };
     let mut decoder = MultiGzDecoder::new(BufReader::with_capacity(256 << 10, counted));
     let mut buf = vec![0u8; 256 << 10];
-    let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Vec::with_capacity(1024));
+    let (mut head, mut tail) = (Vec::with_capacity(HEADER.len()), Tail::default());
     let mut sql = 0u64;
     let mut scanner = Statements::new();
     let mut tables = 0;
@@ -397,7 +408,7 @@ fn verify_shown(input: impl Read, shown: &Progress) -> Result<Summary> {
         if head.len() < HEADER.len() {
             head.extend_from_slice(&chunk[..chunk.len().min(HEADER.len() - head.len())]);
         }
-        keep_tail(&mut tail, chunk, 1024);
+        tail.push(chunk);
         sql += n as u64;
         if let Err(line) = scanner.feed(chunk, &mut count) {
             if !head.starts_with(HEADER) {
@@ -407,10 +418,10 @@ fn verify_shown(input: impl Read, shown: &Progress) -> Result<Summary> {
         }
     }
     check_header(&head)?;
-    check_marker(&tail)?;
+    let manifest = tail.finish()?;
     scanner.finish(&mut count).map_err(forbidden)?;
     let compressed = decoder.into_inner().into_inner().count;
-    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec() })
+    Ok(Summary { compressed, sql, tables, extensions: scanner.extensions().to_vec(), manifest })
 }
 
 /// pg_dump's header, at the start of the SQL (`head`: its first bytes).
@@ -423,11 +434,76 @@ pub(super) fn check_header(head: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// pg_dump's completion marker, near the end of the SQL (`tail`: its last KiB).
-pub(super) fn check_marker(tail: &[u8]) -> Result<()> {
-    if !tail.windows(MARKER.len()).any(|w| w == MARKER) {
+/// The end of a backup's SQL as it streams by: pg_dump's completion marker followed by nothing
+/// but pg_dump's closing lines (`--`, blank lines, `\unrestrict KEY`), then, as the very last
+/// line, the manifest `db backup` appends (see [`manifest`]), or nothing (a backup made before
+/// manifests, or by `pg_dump | gzip`). Anything else there is refused.
+#[derive(Default)]
+pub struct Tail {
+    bytes: Vec<u8>,
+    /// Bytes before `bytes` went by.
+    cut: bool,
+}
+
+/// The end kept: the longest manifest line and the KiB before it that holds the marker.
+const TAIL_KEEP: usize = manifest::LINE_MAX + 2048;
+
+impl Tail {
+    pub fn push(&mut self, chunk: &[u8]) {
+        if chunk.len() >= TAIL_KEEP {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&chunk[chunk.len() - TAIL_KEEP..]);
+            self.cut = true;
+            return;
+        }
+        self.bytes.extend_from_slice(chunk);
+        // Trimmed now and then, not at every chunk: each byte is moved about once.
+        if self.bytes.len() > 2 * TAIL_KEEP {
+            self.bytes.drain(..self.bytes.len() - TAIL_KEEP);
+            self.cut = true;
+        }
+    }
+
+    /// Checks the end as the type says; the manifest, when the backup has one.
+    pub fn finish(&self) -> Result<Option<Manifest>> {
+        let (body, json) = match self.bytes.strip_suffix(b"\n") {
+            Some(text) => {
+                let start = text.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+                if (start == 0 && self.cut) || text.len() - start > manifest::LINE_MAX {
+                    bail!(
+                        hint!("the backup's last line is longer than a manifest may be ({} KiB)", manifest::LINE_MAX >> 10; "this file is not what pg_dump or `cargo xtask db backup` wrote: do not restore it; take a new backup")
+                    );
+                }
+                match text[start..].strip_prefix(manifest::LINE_PREFIX) {
+                    Some(json) => (&self.bytes[..start], Some(json)),
+                    None => (&self.bytes[..], None),
+                }
+            }
+            None => (&self.bytes[..], None),
+        };
+        check_marker(&body[body.len().saturating_sub(1024)..])?;
+        json.map(|json| {
+            Manifest::parse(json).map_err(|e| {
+                anyhow!(hint!("the backup's manifest (its last line) is malformed: {e:#}"; "this file is not what `cargo xtask db backup` wrote (edited or crafted): do not restore it; take a new backup"))
+            })
+        })
+        .transpose()
+    }
+}
+
+/// pg_dump's completion marker, near the end of the SQL (`tail`: its last KiB), followed only by
+/// pg_dump's closing lines.
+fn check_marker(tail: &[u8]) -> Result<()> {
+    let Some(at) = tail.windows(MARKER.len()).rposition(|w| w == MARKER) else {
         bail!(
             hint!("truncated: pg_dump's completion marker `{}` is missing, so the dump stopped early", String::from_utf8_lossy(MARKER); "use another backup; this one was written by a pg_dump that did not finish")
+        );
+    };
+    let after = &tail[at + MARKER.len()..];
+    let closing = |line: &[u8]| line.is_empty() || line == b"--" || line.starts_with(b"\\unrestrict ");
+    if !after.split(|&b| b == b'\n').all(closing) {
+        bail!(
+            hint!("the backup has text after pg_dump's completion marker that neither pg_dump nor `cargo xtask db backup` writes"; "this file was edited or crafted: do not restore it; take a new backup")
         );
     }
     Ok(())

@@ -75,7 +75,16 @@ pub struct Load {
     started: Instant,
     part: Part,
     tally: Tally,
+    /// Loading beside what the database holds: the target is not emptied.
+    beside: bool,
+    /// Which statements run, and as what text ([`Load::pick`]); all, as they are, without one.
+    pick: Option<Box<Pick>>,
+    /// The COPY whose statement was not picked: its data goes by unsent.
+    skipping_copy: bool,
 }
+
+/// Chooses a statement for the load: `None` leaves it out, `Some(text)` runs `text` in its place.
+pub type Pick = dyn FnMut(&statement::Statement<'_>) -> Option<Vec<u8>> + Send;
 
 /// What of a pg_dump output [`Load::feed_part`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +99,21 @@ impl Load {
     /// Prepares `url`'s database for a load and connects the loading session, named
     /// `railgun-restore-<key>` (so that a lock watch finds it).
     pub fn start(url: &Url, key: &str, options: &LoadOptions) -> Result<Load> {
+        Load::start_into(url, key, options, None)
+    }
+
+    /// [`Load::start`] for a load beside the database's objects (one table back): nothing is
+    /// emptied, and the restore owner (a superuser's URL) may create objects in `schema`.
+    pub fn start_beside(url: &Url, key: &str, options: &LoadOptions, schema: &str) -> Result<Load> {
+        Load::start_into(url, key, options, Some(schema))
+    }
+
+    /// Runs only the statements `pick` chooses, as the text it gives (see [`Pick`]).
+    pub fn pick(&mut self, pick: Box<Pick>) {
+        self.pick = Some(pick);
+    }
+
+    fn start_into(url: &Url, key: &str, options: &LoadOptions, beside: Option<&str>) -> Result<Load> {
         let started = Instant::now();
         let mut admin = crate::connect::establish(url)?;
         let me = who(&mut admin)?;
@@ -98,6 +122,13 @@ impl Load {
             let role = owner_role(&database_name(url));
             let password = crate::secret::random_hex(24)?;
             let helper = prepare_owner(&mut admin, &role, &password, &options.allowed_extensions)?;
+            if let Some(schema) = beside {
+                admin
+                    .batch_execute(&format!("GRANT USAGE, CREATE ON SCHEMA {} TO {}", ident(schema), ident(&role)))
+                    .with_context(|| {
+                        format!("let the restore's role create in schema {}", crate::error::escaped(schema))
+                    })?;
+            }
             // The role and its password as parameters: a socket URL (`postgres:///db?host=/dir`) has no userinfo.
             let mut as_owner = url.clone();
             if as_owner.has_host() {
@@ -136,6 +167,9 @@ impl Load {
             started,
             part: Part::Whole,
             tally: Tally::default(),
+            beside: beside.is_some(),
+            pick: None,
+            skipping_copy: false,
         };
         load.begin()?;
         Ok(load)
@@ -153,7 +187,9 @@ impl Load {
         for statement in prelude {
             self.session.exec(statement.as_bytes()).map_err(|e| anyhow!("start the restore's transaction: {e}"))?;
         }
-        if let Loader::Owner { helper, .. } = &self.loader {
+        if let Loader::Owner { helper, .. } = &self.loader
+            && !self.beside
+        {
             let clear = format!("SELECT {}.railgun_clear()", ident(helper));
             self.session.exec(clear.as_bytes()).map_err(|e| self.failure(e, None))?;
         }
@@ -179,7 +215,7 @@ impl Load {
     pub fn feed_part(&mut self, sql: impl Read + Send, part: Part, shown: &Progress) -> Result<u64> {
         let mut statements = Statements::new();
         let mut total = 0u64;
-        let (mut head, mut tail) = (Vec::new(), Vec::new());
+        let (mut head, mut tail) = (Vec::new(), dumpfile::Tail::default());
         self.part = part;
         // Decompression on a thread of its own, a few chunks ahead: the server, this thread and
         // the decompression work at once, as `gunzip | psql` would.
@@ -193,7 +229,7 @@ impl Load {
                 if head.len() < dumpfile::HEADER.len() {
                     head.extend_from_slice(&chunk[..chunk.len().min(dumpfile::HEADER.len() - head.len())]);
                 }
-                dumpfile::keep_tail(&mut tail, &chunk, 1024);
+                tail.push(&chunk);
                 total += chunk.len() as u64;
                 shown.set(total);
                 let _ = spare.send(chunk);
@@ -201,7 +237,7 @@ impl Load {
             anyhow::Ok(())
         })?;
         self.scan(&mut statements, None, shown)?;
-        if let Err(e) = dumpfile::check_header(&head).and_then(|()| dumpfile::check_marker(&tail)) {
+        if let Err(e) = dumpfile::check_header(&head).and_then(|()| tail.finish().map(|_| ())) {
             return Err(self.rolled_back(e));
         }
         Ok(total)
@@ -283,6 +319,22 @@ impl Load {
 
     /// One piece of the dump.
     fn run(&mut self, event: Event<'_>) -> Result<()> {
+        let picked;
+        let event = match (event, &mut self.pick) {
+            (Event::Statement(s), Some(pick)) => match pick(&s) {
+                None => {
+                    self.skipping_copy = s.kind == Kind::Copy;
+                    return Ok(());
+                }
+                Some(text) => {
+                    picked = text;
+                    Event::Statement(statement::Statement { text: &picked, line: s.line, kind: s.kind })
+                }
+            },
+            (Event::CopyData(_), _) if self.skipping_copy => return Ok(()),
+            (Event::CopyEnd, _) if std::mem::take(&mut self.skipping_copy) => return Ok(()),
+            (event, _) => event,
+        };
         let outcome = match event {
             Event::Statement(s) if self.part == Part::CleanOnly && s.kind != Kind::Clean => Ok(()),
             Event::Statement(s) => {

@@ -24,7 +24,7 @@ use crate::context::Context;
 /// Backs up `url` masked into `dir` as [`dump::create`] names and verifies a backup; its path.
 /// Refused before any row moves as a masked copy is (see [`super::mask::plan`]).
 pub fn create(cx: &Context, url: &Url, dir: &Path, options: &DumpOptions, unmasked: bool) -> Result<PathBuf> {
-    let mut source = Source::open(url)?;
+    let mut source = Source::open(url, "railgun-masked-backup-source")?;
     let masking = StreamOptions { mask: true, unmasked, subset: Subset::default() };
     let prepared = stream::prepare(cx, &mut source, url, options, &masking)?;
     let parts = script(&prepared)?;

@@ -4,11 +4,13 @@
 
 pub mod bucket;
 pub mod copy;
+pub mod drill;
 pub mod dump;
 pub mod dumpfile;
 pub mod inventory;
 pub mod load;
 pub mod lockwatch;
+pub mod manifest;
 pub mod mask;
 pub mod masked_dump;
 pub mod pgtools;
@@ -23,3 +25,4 @@ pub mod settings;
 pub mod statement;
 pub mod stream;
 pub mod subset;
+pub mod table;

@@ -47,20 +47,37 @@ pub fn restore_file(cx: &Context, url: &Url, path: &Path, guard: &Guard, options
 /// it is downloaded as it is (still encrypted when it is) into an unnamed temporary file, gone
 /// when this process ends, which is then checked whole and loaded.
 pub fn restore_remote(cx: &Context, url: &Url, target: &str, guard: &Guard, options: &RestoreOptions) -> Result<()> {
-    use std::os::fd::AsRawFd;
     let (prefix, name) = target.rsplit_once('/').filter(|(_, name)| !name.is_empty()).with_context(
         || hint!("`{target}` names no object"; "name the backup object: s3://BUCKET/PREFIX/railgun_backup_....sql.gz[.age] (cargo xtask db backups --to s3://BUCKET/PREFIX lists them)"),
     )?;
     let remote = super::bucket::Remote::open(cx, prefix)?;
+    let copy = download(&remote, name)?;
+    restore_file(cx, url, &copy.path(), guard, options)
+}
+
+/// The object `name` of `remote`, downloaded as it is (still encrypted when it is) into an
+/// unnamed temporary file, gone when this process ends: read it at [`Downloaded::path`].
+pub(super) fn download(remote: &super::bucket::Remote, name: &str) -> Result<Downloaded> {
+    let shown = format!("{}{}", remote.shown, crate::error::escaped(name));
     let mut copy = dumpfile::Pending::create(&std::env::temp_dir(), name)?;
     let (object, size) = remote.get_sized(name)?;
-    let shown = Progress::new(Task::Download, Total { bytes: size, ..Total::default() });
+    let progress = Progress::new(Task::Download, Total { bytes: size, ..Total::default() });
     let bytes =
-        std::io::copy(&mut shown.reader(object), &mut copy.file).with_context(|| format!("download {target}"))?;
-    shown.done();
-    eprintln!("downloaded {target} ({}) into an unnamed temporary file", mib(bytes));
-    let path = PathBuf::from(format!("/proc/self/fd/{}", copy.file.as_raw_fd()));
-    restore_file(cx, url, &path, guard, options)
+        std::io::copy(&mut progress.reader(object), &mut copy.file).with_context(|| format!("download {shown}"))?;
+    progress.done();
+    eprintln!("downloaded {shown} ({}) into an unnamed temporary file", mib(bytes));
+    Ok(Downloaded(copy))
+}
+
+/// A downloaded backup in an unnamed temporary file.
+pub(super) struct Downloaded(dumpfile::Pending);
+
+impl Downloaded {
+    /// Where this process reads it.
+    pub(super) fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.file.as_raw_fd()))
+    }
 }
 
 /// Restores the backup at `path`, just written and verified by this process, into `url` in one

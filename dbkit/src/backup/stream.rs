@@ -56,7 +56,7 @@ pub fn copy_streamed(
     options: &StreamOptions,
 ) -> Result<u64> {
     let (from, to) = copy_mod::check_pair(from, to)?;
-    let mut source = Source::open(&from)?;
+    let mut source = Source::open(&from, "railgun-copy-source")?;
     let prepared = prepare(cx, &mut source, &from, dump, options)?;
     super::load::check_extensions(&to, &prepared.extensions, &restore_options.load.allowed_extensions)?;
     let kind = prepared.kind;
@@ -164,7 +164,7 @@ pub(crate) fn prepare(
 /// `[mask]` does not keep it, unless `unmasked` (then they are named). See [`mask::check_unmasked_copy`].
 pub fn check_remote_source(cx: &Context, from: &Url, dump: &DumpOptions, unmasked: bool) -> Result<()> {
     let rules = Rules::load(cx)?;
-    let mut source = Source::open(from)?;
+    let mut source = Source::open(from, "railgun-copy-source")?;
     let (mut tables, _, _) = source.catalog(&excluded_schemas(dump))?;
     source.sample_values(&mut tables, &rules)?;
     announce_unmasked(&mask::check_unmasked_copy(&rules, &tables, unmasked)?);
@@ -296,17 +296,19 @@ fn pg_dump(cx: &Context, tools: &PgTools, url: &Url, args: &[String], section: &
     tools.pg_dump_output(&cx.sh, url, &args, &format!("--section={section}; nothing was copied"))
 }
 
-/// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for pg_dump.
+/// The source's session: one REPEATABLE READ READ ONLY transaction, its snapshot exported for
+/// pg_dump (`--snapshot=`), so that what this session reads is what pg_dump dumps.
 pub(crate) struct Source {
-    pub session: Session,
-    snapshot: String,
+    pub(crate) session: Session,
+    pub(crate) snapshot: String,
 }
 
 impl Source {
-    /// Connects and begins the read-only transaction, checked: `transaction_read_only` is on.
-    pub(crate) fn open(url: &Url) -> Result<Source> {
+    /// Opens the session as `application_name` `app` and begins the read-only transaction,
+    /// checked: `transaction_read_only` is on.
+    pub(crate) fn open(url: &Url, app: &str) -> Result<Source> {
         let mut named = url.clone();
-        named.query_pairs_mut().append_pair("application_name", "railgun-copy-source");
+        named.query_pairs_mut().append_pair("application_name", app);
         let mut session = Session::connect(&named).context("connect to the source")?;
         // The rows' text as pg_dump writes it, whatever the server's settings; row security
         // off: a table the role may read only in part fails instead of copying a part.
@@ -489,7 +491,7 @@ impl Source {
 
 /// The condition on `c` (a relation) and `n` (its schema) for relations pg_dump copies: outside
 /// the system, the `excluded` schema patterns and extensions.
-fn own_relations(excluded: &[String]) -> String {
+pub(super) fn own_relations(excluded: &[String]) -> String {
     let patterns = excluded.iter().map(|p| literal(p)).collect::<Vec<_>>().join(", ");
     format!(
         "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_'

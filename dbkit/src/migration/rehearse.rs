@@ -122,7 +122,7 @@ pub fn rehearse(cx: &Context, options: &Options) -> Result<Report> {
     let from = parse_database_url(&options.from).context("--from")?;
     crate::pooler::require_session(&from, None, "rehearse from it", "--from")?;
     let threshold = threshold(cx, options.threshold)?;
-    let mut source = Source::open(&from)?;
+    let mut source = Source::open(&from, "railgun-rehearse-source")?;
     let pending = pending_at(&mut source, &source::load(&cx.migration_dir()?)?)?;
     let mut report = Report {
         source: redact(&from),

@@ -25,6 +25,8 @@ use crate::context::Context;
 ///   bucket:  `cargo xtask db backup --encrypt --to s3://...` vs
 ///            `pg_dump ... | gzip -6 | age -r RECIPIENT | aws s3 cp - s3://...`, into a moto S3
 ///            server the benchmark starts on a free loopback port (its own runs, after the rows above)
+///   drill:   `cargo xtask db drill f` (restore into a throwaway database, then every table
+///            summed and compared with the manifest) beside our restore of the same file
 /// and the sizes, and our peak RSS (getrusage of the finished process).
 /// Goals: backup <= 0.5x the pipeline at no larger size, restore <= 1.0x, peak RSS < 64 MiB,
 /// bucket <= 1.1x.
@@ -64,6 +66,7 @@ struct Samples {
     pipe_backup: Vec<Duration>,
     ours_restore: Vec<Cost>,
     pipe_restore: Vec<Duration>,
+    drill: Vec<Duration>,
     ours_size: u64,
     pipe_size: u64,
 }
@@ -159,15 +162,24 @@ impl Backup {
                     .wall;
                 }
             }
+            let drill = timed(
+                Command::new(&exe)
+                    .args(["db", "drill"])
+                    .arg(&ours_file)
+                    .arg("--database-url")
+                    .arg(scratch.url.as_str()),
+            )?
+            .wall;
             let _ = std::fs::remove_dir_all(&dir);
             eprintln!(
-                "{}: backup ours {:.2}s / pipeline {:.2}s (floor {:.2}s), restore ours {:.2}s / pipeline {:.2}s, size {} / {}, peak RSS {} / {} MiB",
+                "{}: backup ours {:.2}s / pipeline {:.2}s (floor {:.2}s), restore ours {:.2}s / pipeline {:.2}s, drill {:.2}s, size {} / {}, peak RSS {} / {} MiB",
                 if run == 0 { "warm-up".to_string() } else { format!("run {run}") },
                 ours_backup.wall.as_secs_f64(),
                 pipe_backup.as_secs_f64(),
                 floor.as_secs_f64(),
                 ours_restore.wall.as_secs_f64(),
                 pipe_restore.as_secs_f64(),
+                drill.as_secs_f64(),
                 ours_size,
                 pipe_size,
                 ours_backup.peak_rss_kib / 1024,
@@ -181,6 +193,7 @@ impl Backup {
             samples.pipe_backup.push(pipe_backup);
             samples.ours_restore.push(ours_restore);
             samples.pipe_restore.push(pipe_restore);
+            samples.drill.push(drill);
             (samples.ours_size, samples.pipe_size) = (ours_size, pipe_size);
         }
         let bucket = bucket::run(cx, database, &work, self.runs, self.compression_level)?;
@@ -220,6 +233,15 @@ fn report(s: &Samples, scale: u32, runs: usize) {
         secs(ours_r),
         secs(pipe_r),
         secs(ours_r) / secs(pipe_r)
+    );
+    let drill = median(s.drill.clone());
+    println!(
+        "{:<10} {:>10.2} {:>12} {:>7.2}x   of our restore ({:.2}s): restore + sums + compare",
+        "drill",
+        secs(drill),
+        "",
+        secs(drill) / secs(ours_r),
+        secs(ours_r)
     );
     println!("{:<10} {:>10} {:>12} {:>7.3}x   <= 1.00x (bytes)", "size", s.ours_size, s.pipe_size, size_ratio);
     println!(

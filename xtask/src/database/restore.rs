@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use dbkit::backup::table::TableRestore;
 
 use crate::context::Context;
 use crate::guard::GuardArgs;
@@ -32,9 +33,22 @@ use crate::guard::GuardArgs;
 ///
 /// Works against any DATABASE_URL (or --database-url), e.g. a new provider.
 ///
+/// One table back (--table SCHEMA.TABLE [--as NEW_NAME]): only that table's definition, rows,
+/// the sequences it owns (their values set), its indexes and constraints and its foreign keys to
+/// itself, into the live database beside everything else, in one transaction, after the same
+/// check and question; nothing else is touched and nothing emptied. Under its own name the table
+/// must not exist (refused); --as NEW_NAME restores it beside the live one, in the same schema,
+/// and renames what would collide: an index, constraint or sequence named TABLE_something
+/// becomes NEW_NAME_something, any other name gets NEW_NAME_ in front. Left out, each named on
+/// stderr: foreign keys to or from other tables (their rows may be gone), triggers, policies,
+/// grants and any other statement naming the table in a shape this restore does not take. No
+/// safety backup is taken: nothing existing is replaced. With a manifest in the backup, the
+/// restored rows are checked against it (count and checksum).
+///
 /// Examples:
 ///   cargo xtask db restore backups/railgun_backup_20251226_143022.sql.gz
 ///   cargo xtask db restore s3://my-bucket/railgun/railgun_backup_20251226_143022.sql.gz.age
+///   cargo xtask db restore backups/railgun_backup_20251226_143022.sql.gz --table public.users --as users_restored
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Restore {
@@ -60,6 +74,14 @@ pub struct Restore {
     /// DDL, migrations included, with the rights of whoever runs it); needs a superuser's URL
     #[arg(long)]
     with_event_triggers: bool,
+    /// Restore only this table, SCHEMA.TABLE (quote a part as in SQL: '"My Schema".users'),
+    /// beside the live database's objects
+    #[arg(long, value_name = "SCHEMA.TABLE")]
+    table: Option<String>,
+    /// With --table: the name it comes back under, in the same schema (default: its own, which
+    /// must not exist); its indexes, constraints and sequences are renamed with it
+    #[arg(long = "as", value_name = "NEW_NAME", requires = "table")]
+    new_name: Option<String>,
     #[command(flatten)]
     guard: GuardArgs,
 }
@@ -75,6 +97,17 @@ impl Restore {
                 event_triggers: self.with_event_triggers,
             },
         };
+        if let Some(table) = &self.table {
+            let table = TableRestore::parse(table, self.new_name.as_deref())?;
+            return dbkit::backup::table::restore_table_from(
+                cx,
+                &url,
+                &self.file,
+                &table,
+                &self.guard.guard(),
+                &options,
+            );
+        }
         if dbkit::backup::bucket::is_remote(&self.file) {
             return dbkit::backup::restore::restore_remote(cx, &url, &self.file, &self.guard.guard(), &options);
         }

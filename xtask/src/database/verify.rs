@@ -30,7 +30,11 @@ impl Verify {
         let path = cx.user_path(&self.file);
         let (file, summary) = dumpfile::open_any(&path, || Identities::from_setting(cx))?;
         let encrypted = if file.is_sealed() { ", decrypted" } else { "" };
-        eprintln!("backup is whole{encrypted}: {} of SQL in {}", mib(summary.sql), mib(summary.compressed));
+        let manifest = match &summary.manifest {
+            Some(manifest) => format!("a manifest of {} tables", manifest.tables.len()),
+            None => "no manifest (made before manifests: `db drill` needs one)".into(),
+        };
+        eprintln!("backup is whole{encrypted}: {} of SQL in {}, {manifest}", mib(summary.sql), mib(summary.compressed));
         println!("{}", dbkit::error::escaped(&path.display().to_string()));
         Ok(())
     }
