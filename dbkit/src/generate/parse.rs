@@ -140,7 +140,9 @@ fn tokenize(src: &str) -> Result<Vec<Token>> {
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
-            out.push(Token::Int(chars[start..i].iter().filter(|c| c.is_ascii_digit()).collect()));
+            // The digits before a type suffix (`20u32`), `_` separators left out.
+            let digits = chars[start..i].iter().take_while(|c| c.is_ascii_digit() || **c == '_');
+            out.push(Token::Int(digits.filter(|c| c.is_ascii_digit()).collect()));
         } else if c == '_' || c.is_alphabetic() {
             let start = i;
             while i < chars.len() && (chars[i] == '_' || chars[i].is_alphanumeric()) {
@@ -256,14 +258,28 @@ pub fn parse(src: &str) -> Result<Entities> {
                     other => bail!("schema.rs: expected `{{` or `(` after {name}!, found {other:?}"),
                 };
                 let end = group_end(&p, open, close);
+                if end == p.tokens.len() {
+                    bail!("schema.rs: {name}! is never closed (no `{close}`)");
+                }
                 let mut inner = Parser { tokens: p.tokens[p.pos..end].to_vec(), pos: 0 };
                 p.pos = end + 1;
-                if name == "table" {
+                let what = if name == "table" {
                     let (table, rust_name) = table(&mut inner)?;
+                    let what = table.sql_name.clone();
                     entities.tables.push(table);
                     entities.rust_names.push(rust_name);
+                    what
                 } else {
-                    entities.joinables.push(joinable(&mut inner)?);
+                    let joinable = joinable(&mut inner)?;
+                    let what = format!("{} -> {}", joinable.child, joinable.parent);
+                    entities.joinables.push(joinable);
+                    what
+                };
+                // diesel's table! takes one table: a second one here would be read as gone.
+                if let Some(stray) = inner.peek() {
+                    bail!(
+                        "schema.rs: {name}! for {what} goes on after it ({stray:?}): one {name}! per table, as diesel print-schema writes"
+                    );
                 }
             }
             Token::Ident(name) if name == "postgres_type" && p.is_punct('(') => {
@@ -363,7 +379,9 @@ fn table(p: &mut Parser) -> Result<(Table, String)> {
                 _ => {}
             }
         }
-        p.eat_punct(',');
+        if !p.eat_punct(',') && !p.is_punct('}') {
+            bail!("schema.rs: expected `,` after column {rust_name} of table {sql_name}, found {:?}", p.peek());
+        }
         columns.push(Column { sql_name: column_sql_name, rust_name, ty });
     }
     let rust_to_sql = |k: &String| columns.iter().find(|c| &c.rust_name == k).map_or(k.clone(), |c| c.sql_name.clone());
@@ -407,12 +425,33 @@ fn joinable(p: &mut Parser) -> Result<Joinable> {
     let parent = p.ident("in joinable!")?;
     p.expect_punct('(', "in joinable!")?;
     let column = p.ident("in joinable!")?;
+    p.expect_punct(')', "in joinable!")?;
     Ok(Joinable { child, parent, column })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_diesel_would_not_compile_is_refused_not_misread() {
+        // A second table in one table! was read as absent (generate then planned its DROP).
+        let two = "diesel::table! { a (id) { id -> Int4, } b (id) { id -> Int4, } }";
+        let e = parse(two).unwrap_err().to_string();
+        assert!(e.contains("table! for a goes on after it"), "{e}");
+        let no_comma = "diesel::table! { a (id) { id -> Int4 name -> Text, } }";
+        assert!(parse(no_comma).unwrap_err().to_string().contains("expected `,` after column id"));
+        let unclosed = "diesel::table! { a (id) { id -> Int4, }";
+        assert!(parse(unclosed).unwrap_err().to_string().contains("never closed"));
+        let stray_joinable = "diesel::joinable!(b -> a (a_id) x);";
+        assert!(parse(stray_joinable).is_err());
+        // A typed literal keeps its digits, not the suffix's.
+        let suffixed = "diesel::table! { a (id) { id -> Int4, #[max_length = 20u32] code -> Varchar, } }";
+        let code = parse(suffixed).unwrap().tables[0].column("code").unwrap().ty.max_length;
+        assert_eq!(code, Some(20));
+        let last_without_comma = "diesel::table! { a (id) { id -> Int4 } }";
+        assert_eq!(parse(last_without_comma).unwrap().tables[0].columns.len(), 1);
+    }
 
     #[test]
     fn reads_what_print_schema_writes() {
