@@ -4,10 +4,11 @@
 //!
 //! Measured against diesel_cli's way (`syn::parse_file`, `diesel_table_macro_syntax::TableDecl`
 //! per `table!`, about 140 lines): both read the same entities from all 74 schema.rs texts the
-//! print_schema and migration_generate tests print or edit, and from db/src/schema.rs. They differ
-//! only on text print-schema never writes: syn refuses a missing comma, an unclosed `table!` or
-//! two tables in one `table!` (diesel 2's `table!` takes one) where this reader reads on or drops
-//! the second, and decodes `20u32` and `\u{..}` where this reader does not. Both crates are already
+//! print_schema and migration_generate tests print or edit, and from db/src/schema.rs. They
+//! differed only on text print-schema never writes: a missing comma, an unclosed `table!`, two
+//! tables in one `table!` (diesel 2's `table!` takes one; this reader dropped the second) and
+//! `20u32`, which this reader now refuses or reads as syn does; `\u{..}` escapes in a `sql_name`
+//! stay undecoded (print-schema writes names as they are). Both crates are already
 //! in Cargo.lock, but only as proc-macro dependencies built with other features, so the xtask
 //! would compile proc-macro2, quote, unicode-ident, syn (full) and diesel_table_macro_syntax a
 //! second time: about 22 s of CPU on a cold build. Same behaviour on what we generate, so the
