@@ -379,3 +379,42 @@ pub fn with_s3(cmd: &mut std::process::Command, s3: &S3) {
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("RAILGUN_BACKUP_IDENTITY");
 }
+
+/// Roles are the server's, not a database's: dropped when this goes, which is after the test's
+/// databases when it is declared before them (not after a panic: those are kept to look at).
+pub struct RoleCleanup {
+    pub server: db::testing::TestDb,
+    pub roles: Vec<String>,
+}
+
+impl Drop for RoleCleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Ok(mut conn) = self.server.conn() {
+            use diesel::connection::SimpleConnection;
+            for role in &self.roles {
+                let _ = conn.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
+            }
+        }
+    }
+}
+
+/// Makes `target` a provider's database: it and its `public` schema owned by a new ordinary
+/// role `role` (password `pw`), and returns the URL that connects as that role.
+pub fn owned_by_new_role(target: &db::testing::TestDb, role: &str) -> url::Url {
+    use diesel::connection::SimpleConnection;
+    target
+        .conn()
+        .unwrap()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
+            target.name()
+        ))
+        .unwrap();
+    let mut url = target.url().clone();
+    url.set_username(role).unwrap();
+    url.set_password(Some("pw")).unwrap();
+    url
+}

@@ -726,25 +726,6 @@ fn tools_in_a_container_round_trip() {
     }
 }
 
-/// Roles are the server's, not a database's: dropped once the test's databases are gone.
-struct RoleCleanup {
-    server: TestDb,
-    roles: Vec<String>,
-}
-
-impl Drop for RoleCleanup {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        if let Ok(mut conn) = self.server.conn() {
-            for role in &self.roles {
-                let _ = conn.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
-            }
-        }
-    }
-}
-
 /// A Supabase-like source: the provider's schemas, roles, event trigger and publication.
 const MANAGED: &str = r#"
 DO $$ BEGIN CREATE ROLE supabase_admin; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
@@ -766,7 +747,8 @@ CREATE PUBLICATION supabase_realtime;
 fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
     let role = format!("owner_copy_{}", std::process::id());
     // Declared first, dropped last: after the databases that use the roles are gone.
-    let _roles = RoleCleanup { server: TestDb::empty().unwrap(), roles: vec![role.clone(), "supabase_admin".into()] };
+    let _roles =
+        tests::RoleCleanup { server: TestDb::empty().unwrap(), roles: vec![role.clone(), "supabase_admin".into()] };
     let dir = Dir::new("copy");
     let source = TestDb::new().unwrap();
     exec(&source, MANAGED);
@@ -779,16 +761,7 @@ fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
 
     // The new server's database belongs to an ordinary role, as on any provider.
     let target = TestDb::empty().unwrap();
-    exec(
-        &target,
-        &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
-            target.name()
-        ),
-    );
-    let mut to = target.url().clone();
-    to.set_username(&role).unwrap();
-    to.set_password(Some("pw")).unwrap();
+    let to = tests::owned_by_new_role(&target, &role);
 
     let copy = |extra: &[&str]| -> Run {
         let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes"];

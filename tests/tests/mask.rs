@@ -315,40 +315,17 @@ fn a_ten_percent_sample_keeps_every_constraint() {
     .assert_fails_with("--where names public.nope");
 }
 
-/// Drops its role once the databases declared after it are gone (not after a panic: they are kept).
-struct RoleCleanup {
-    server: TestDb,
-    role: String,
-}
-
-impl Drop for RoleCleanup {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = self.server.conn().map(|mut c| c.batch_execute(&format!("DROP ROLE IF EXISTS {}", self.role)));
-        }
-    }
-}
-
 #[test]
 fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
     let role = format!("mask_owner_{}", std::process::id());
     // Declared first, dropped last: after the database that belongs to the role is gone.
-    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let _role = tests::RoleCleanup { server: TestDb::empty().unwrap(), roles: vec![role.clone()] };
     let dir = Dir::new("owner", RULES);
     let source = TestDb::empty().unwrap();
     exec(&source, SOURCE);
     // A provider's database: owned by an ordinary role, which the load then runs as.
     let target = TestDb::empty().unwrap();
-    exec(
-        &target,
-        &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
-            target.name()
-        ),
-    );
-    let mut to = target.url().clone();
-    to.set_username(&role).unwrap();
-    to.set_password(Some("pw")).unwrap();
+    let to = tests::owned_by_new_role(&target, &role);
     let copy = |extra: &[&str]| {
         let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes", "--mask"];
         args.extend_from_slice(extra);
@@ -423,18 +400,9 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
     // Into a provider's database (an ordinary role's, which loads it itself), twice: the second
     // time its --clean prelude drops the foreign keys before the tables they reference.
     let role = format!("mask_backup_{}", std::process::id());
-    let _role = RoleCleanup { server: TestDb::empty().unwrap(), role: role.clone() };
+    let _role = tests::RoleCleanup { server: TestDb::empty().unwrap(), roles: vec![role.clone()] };
     let owned = TestDb::empty().unwrap();
-    exec(
-        &owned,
-        &format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'pw'; ALTER DATABASE {} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role};",
-            owned.name()
-        ),
-    );
-    let mut as_owner = owned.url().clone();
-    as_owner.set_username(&role).unwrap();
-    as_owner.set_password(Some("pw")).unwrap();
+    let as_owner = tests::owned_by_new_role(&owned, &role);
     for _ in 0..2 {
         let args = ["--database-url", as_owner.as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
         dir.xtask(&[&args[..], &["--no-safety-backup"]].concat()).assert_ok();
