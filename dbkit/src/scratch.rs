@@ -50,6 +50,7 @@ impl Scratch {
             let mut signal = 0;
             // SAFETY: a set of blocked signals and a place for the one that came.
             if unsafe { libc::sigwait(&set, &mut signal) } == 0 {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
                 eprintln!("interrupted: dropping the throwaway database {name}");
                 if let Err(e) = drop_database(&admin, &name) {
                     eprintln!("warning: {e:#}; drop it by hand");
@@ -78,12 +79,36 @@ impl Drop for Scratch {
     }
 }
 
+/// Set when a signal came and a throwaway database is being dropped: the process ends with the
+/// signal's code once that is done (see [`wait_if_interrupted`]).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Waits for the end of the process when a signal interrupted it (see
+/// [`Scratch::drop_on_signal`]): the command's own end (an error the drop caused, say) must not
+/// exit first, with another code and its throwaway database or role still there.
+pub fn wait_if_interrupted() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 fn drop_database(admin: &Url, name: &str) -> Result<()> {
     let mut conn = crate::connect::establish(admin)?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(&mut conn)
         .with_context(|| format!("drop the throwaway database {name}"))?;
+    drop_load_owner(&mut conn, name);
     Ok(())
+}
+
+/// The role a restore into database `name` made to own what it loads (see
+/// [`crate::backup::load::owner_role`]): it owns nothing once the database is gone, and a
+/// login role left behind is one more way in, so it goes with it (none there: nothing happens).
+fn drop_load_owner(conn: &mut diesel::PgConnection, name: &str) {
+    let role = crate::backup::load::owner_role(name);
+    let _ = diesel::sql_query(format!("DROP ROLE IF EXISTS \"{}\"", role.replace('"', "\"\""))).execute(conn);
 }
 
 /// Drops the `railgun_<tag>_<pid>_...` databases on `url`'s server that a killed process of this
@@ -118,6 +143,7 @@ pub fn drop_abandoned(url: &Url, tag: &str) -> Result<Vec<String>> {
             .execute(&mut conn)
             .is_ok()
         {
+            drop_load_owner(&mut conn, &name);
             dropped.push(name);
         }
     }

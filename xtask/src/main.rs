@@ -91,6 +91,8 @@ fn main() -> ExitCode {
         Command::Test(cmd) => cmd.run(&cx),
         Command::Bench(cmd) => cmd.run(&cx),
     });
+    // An interrupted drill or rehearsal ends when its throwaway database is gone, with 130.
+    dbkit::scratch::wait_if_interrupted();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<context::Exit>() {

@@ -159,10 +159,8 @@ fn drill_file(cx: &Context, url: &Url, path: &Path, shown: &str, options: &LoadO
     scratch.drop_on_signal()?;
     eprintln!("restoring into the throwaway database {} (dropped at the end)", scratch.name);
     let found = restore_and_take(&scratch.url, file, options);
-    let owner = load::owner_role(&scratch.name);
-    let admin = scratch.url.clone();
+    // The restore's owner role goes with the database (see `scratch`).
     scratch.drop_now()?;
-    drop_owner(&admin, &owner);
     let found = found?;
     Ok(compare(shown, &expected, &found))
 }
@@ -173,16 +171,6 @@ fn restore_and_take(scratch: &Url, file: dumpfile::Verified, options: &LoadOptio
     Load::start(scratch, &key, options)?.feed(file.sql()?, super::progress::Total::default())?;
     let mut session = Session::connect(scratch).context("connect to the throwaway database")?;
     manifest::take(&mut session, &[]).context("sum the restored tables")
-}
-
-/// The restore's role for the throwaway database owns nothing once that database is gone.
-fn drop_owner(url: &Url, role: &str) {
-    let mut admin = url.clone();
-    admin.set_path("/postgres");
-    if let Ok(mut conn) = crate::connect::establish(&admin) {
-        use diesel::connection::SimpleConnection;
-        let _ = conn.batch_execute(&format!("DROP ROLE IF EXISTS \"{}\"", role.replace('"', "\"\"")));
-    }
 }
 
 /// The manifest's tables beside the restored ones, in name order.

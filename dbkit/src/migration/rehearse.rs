@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use diesel::connection::SimpleConnection;
-use diesel::{PgConnection, RunQueryDsl};
 use serde::Serialize;
 use url::Url;
 
@@ -142,16 +141,22 @@ pub fn rehearse(cx: &Context, options: &Options) -> Result<Report> {
     let subset = Subset { sample: options.sample, conditions: Vec::new() };
     let masked = StreamOptions { mask: true, unmasked: options.unmasked, subset };
     let prepared = stream::prepare(cx, &mut source, &from, &options.dump, &masked)?;
-    let throwaway = Throwaway::create(&local)?;
-    eprintln!("copying {} of {} into the throwaway database {}", prepared.kind, redact(&from), throwaway.name());
+    // One a killed rehearsal left goes first; this one (and the role its load makes) goes at
+    // the end, on an error, and on Ctrl-C (see `scratch`).
+    for name in crate::scratch::drop_abandoned(&local, "rehearse").unwrap_or_default() {
+        eprintln!("dropped {name}, the throwaway database of a rehearsal that was killed");
+    }
+    let throwaway = Scratch::empty(&local, "rehearse")?;
+    throwaway.drop_on_signal()?;
+    eprintln!("copying {} of {} into the throwaway database {}", prepared.kind, redact(&from), throwaway.name);
     let copying = Instant::now();
-    crate::backup::load::check_extensions(throwaway.url(), &prepared.extensions, &[])?;
+    crate::backup::load::check_extensions(&throwaway.url, &prepared.extensions, &[])?;
     let tables = Some(prepared.plan.tables.len() as u64);
     let shown = crate::backup::progress::Progress::new(
         crate::backup::progress::Task::Copy,
         crate::backup::progress::Total { tables, ..Default::default() },
     );
-    let copied = stream::load_into(&mut source, throwaway.url(), &prepared, &LoadOptions::default(), &shown)?;
+    let copied = stream::load_into(&mut source, &throwaway.url, &prepared, &LoadOptions::default(), &shown)?;
     // The source's read-only transaction ends here: nothing more is read there.
     drop(source);
     report.copy_seconds = copying.elapsed().as_secs_f64();
@@ -162,7 +167,7 @@ pub fn rehearse(cx: &Context, options: &Options) -> Result<Report> {
         report.copy_seconds,
         pending.len()
     );
-    report.statements = run_measured(throwaway.url(), &pending, &report.copied, &sizes)?;
+    report.statements = run_measured(&throwaway.url, &pending, &report.copied, &sizes)?;
     throwaway.drop_now()?;
     report.exceeded = exceeded(&report.statements, threshold);
     report.seconds = started.elapsed().as_secs_f64();
@@ -332,53 +337,6 @@ pub fn exceeded(statements: &[Rehearsed], threshold: Duration) -> Vec<Exceeded> 
         }
     }
     found
-}
-
-/// The throwaway database the copy goes into, and the role the load made for it: both dropped
-/// whatever happens (a killed process leaves them, named after it).
-struct Throwaway {
-    scratch: Option<Scratch>,
-    admin: Url,
-}
-
-impl Throwaway {
-    fn create(local: &Url) -> Result<Throwaway> {
-        let mut admin = local.clone();
-        admin.set_path("/postgres");
-        Ok(Throwaway { scratch: Some(Scratch::empty(local, "rehearse")?), admin })
-    }
-
-    fn name(&self) -> &str {
-        self.scratch.as_ref().map_or("", |s| s.name.as_str())
-    }
-
-    fn url(&self) -> &Url {
-        &self.scratch.as_ref().expect("the throwaway database, until dropped").url
-    }
-
-    /// Drops the database, then the role the restore's load made for it (on a server where the
-    /// URL's role is a superuser).
-    fn drop_now(mut self) -> Result<()> {
-        let Some(scratch) = self.scratch.take() else { return Ok(()) };
-        let role = crate::backup::load::owner_role(&scratch.name);
-        scratch.drop_now()?;
-        let mut conn: PgConnection = crate::connect::establish(&self.admin)?;
-        diesel::sql_query(format!("DROP ROLE IF EXISTS \"{role}\""))
-            .execute(&mut conn)
-            .with_context(|| format!("drop the throwaway database's role {role}"))?;
-        Ok(())
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        if self.scratch.is_some() {
-            let this = Throwaway { scratch: self.scratch.take(), admin: self.admin.clone() };
-            if let Err(e) = this.drop_now() {
-                eprintln!("warning: {e:#}; drop it by hand");
-            }
-        }
-    }
 }
 
 impl fmt::Display for Rehearsed {
