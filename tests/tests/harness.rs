@@ -928,7 +928,11 @@ fn a_test_out_of_connection_slots_waits_for_one_and_says_so() {
     }
     diesel::sql_query(format!("DROP ROLE {role}")).execute(&mut admin).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success() && stdout.contains("connected"), "the child failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("connected"),
+        "the child failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stderr.contains("waiting for a free connection slot on the test server"), "no word of the wait:\n{stderr}");
     assert!(!stderr.contains("password"), "the password was printed:\n{stderr}");
 }
@@ -1000,7 +1004,9 @@ fn child_container() {
     let redis = TestRedis::new().unwrap();
     redis.command(&["SET", "k", "v"]).unwrap();
     println!("origin={}", db::testing::harness().unwrap().origin().replace(' ', "_"));
-    println!("server={}:{}", db.url().host_str().unwrap(), db.url().port().unwrap());
+    // The server itself (url() may name the pooler in front of it).
+    let server = db.direct_url();
+    println!("server={}:{}", server.host_str().unwrap(), server.port().unwrap());
 }
 
 /// Removes a test container project's containers and files, after a panic too.
@@ -1010,6 +1016,13 @@ impl Drop for ContainerProject {
     fn drop(&mut self) {
         for service in ["postgres", "redis"] {
             let _ = Command::new("docker").args(["rm", "-f", "-v", &format!("{}-{service}", self.0)]).output();
+        }
+        // A pooler, had a test asked for one (its name carries a hash of its settings).
+        let label = format!("label=org.railgun.project={}", self.0);
+        if let Ok(out) = Command::new("docker").args(["ps", "-aq", "--filter", &label]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+            }
         }
         let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}.endpoints", self.0)));
     }

@@ -91,7 +91,10 @@ pub(crate) const KEEP_FOR: Duration = Duration::from_secs(24 * 3600);
 
 /// A database of the test's own: dropped when the test passes, kept (URL printed) when it panics.
 pub struct TestDb {
+    /// Straight to the server (see [`TestDb::direct_url`]).
     url: Url,
+    /// Through the pooler, when one runs (see [`TestDb::url`]); set on first use.
+    pooled: OnceLock<Url>,
     server: &'static Server,
     harness: &'static Harness,
     keep: bool,
@@ -129,20 +132,53 @@ impl TestDb {
 
     fn claimed(harness: &'static Harness, slot: Lease) -> TestDb {
         let server = harness.server;
-        TestDb { url: server.url_for(&slot.name), server, harness, keep: false, lease: Some(slot), nextest_slot: false }
+        TestDb {
+            url: server.url_for(&slot.name),
+            pooled: OnceLock::new(),
+            server,
+            harness,
+            keep: false,
+            lease: Some(slot),
+            nextest_slot: false,
+        }
     }
 
     fn lease(&self) -> &Lease {
         self.lease.as_ref().expect("a test database has its lease until dropped")
     }
 
-    /// The URL of this database (with the server's credentials).
+    /// The URL of this database, for the code under test to connect with as an app does (its
+    /// own pool, a connection per request): through PgBouncer in session mode in front of the
+    /// test container, so that a new connection reuses a server process (the one the last
+    /// test's left, reset) instead of starting one (a fork and cold catalog caches, ~10 ms).
+    /// A session behaves as straight to Postgres (locks, prepared statements, LISTEN, `SET
+    /// ROLE`; any role the server has may log in, without a password).
     ///
-    /// Closes the idle connections of [`TestDb::conn`]'s pool (one is usually opened ahead of
-    /// the test): a tool given the URL (`pg_restore --clean`, `DROP DATABASE`) may want the
-    /// database to itself.
+    /// Use [`TestDb::direct_url`] for a tool that wants the database to itself (`DROP
+    /// DATABASE`, `CREATE DATABASE ... TEMPLATE`, `pg_restore --clean`) or checks passwords.
+    /// On another server (`TEST_DATABASE_URL`, the dev server) both are the same URL.
     pub fn url(&self) -> &Url {
-        self.lease().close_idle();
+        self.pooled.get_or_init(|| match self.server.pooled_url_for(&self.lease().name) {
+            Some(url) => url,
+            None => {
+                self.lease().close_idle();
+                self.url.clone()
+            }
+        })
+    }
+
+    /// The URL of this database straight to the server, with its credentials, and the database
+    /// to itself for now: the idle connections of [`TestDb::conn`]'s pool closed (one is usually
+    /// opened ahead of the test), and those the pooler keeps after [`TestDb::url`]'s ended.
+    pub fn direct_url(&self) -> &Url {
+        let lease = self.lease();
+        lease.close_idle();
+        if self.pooled.get().is_some_and(|url| *url != self.url) {
+            let name = &lease.name;
+            if let Err(e) = self.server.admin(|c| recycle::end_released(c, name)) {
+                eprintln!("warning: the pooler's connections to {name} stay ({e:#})");
+            }
+        }
         &self.url
     }
 
@@ -494,7 +530,7 @@ impl Harness {
                 Some(url) => url.clone(),
                 None => {
                     let db = self.test_db()?;
-                    let url = db.url().clone();
+                    let url = db.direct_url().clone();
                     // Never dropped by this process (tests share it to its end): the next run drops it.
                     std::mem::forget(db);
                     *shared = Some(url.clone());

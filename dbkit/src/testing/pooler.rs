@@ -26,21 +26,45 @@ const PORT: u16 = 6432;
 /// Its folder inside its container (config, user list and socket).
 const INSIDE: &str = "/run/railgun-pooler";
 
+// DISCARD ALL's parts, as its manual lists them: DISCARD ALL itself refuses to run in the
+// implicit transaction of a query of several statements (the reset would fail, and the
+// connection serve the next client unreset).
+macro_rules! reset {
+    () => {
+        "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; \
+         SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES; \
+         SELECT pg_stat_force_next_flush()"
+    };
+}
+
+/// What PgBouncer runs on a server connection its client let go, before another client gets
+/// it: the session reset, then its pending statistics flushed. A backend flushes them before it
+/// reports itself idle, so a connection idle after this query (see [`RELEASED`]) has reported
+/// every row its last client wrote: the harness resets the database and keeps the connection.
+pub(crate) const RESET: &str = reset!();
+
+/// A condition on `s`, a row of `pg_stat_get_activity`: a server connection the pooler let go
+/// (idle after [`RESET`]), which a database's reset keeps for its next test.
+pub(crate) const RELEASED: &str = concat!("(s.state = 'idle' AND s.query = '", reset!(), "')");
+
 /// PgBouncer's settings: session mode (a client keeps its server connection to its end, so
 /// locks, prepared statements and LISTEN work as straight to Postgres); no TCP; trust on its
-/// socket as Postgres's own socket has; server connections of a slot database kept 5 s (a
-/// slot's next test comes within milliseconds; a finished run's go, so that the next run's
-/// cleanup can drop its slot databases); a server login that failed (a slot database not made
-/// yet) retried at once.
+/// socket as Postgres's own socket has, for the server's user and (looked up by it) any role
+/// the server has, as a test may connect as a role it made; a released connection reset and
+/// its statistics flushed ([`RESET`]); server connections kept 5 s idle (a test's next use
+/// comes within milliseconds; a finished run's go, so that the next run's cleanup can drop
+/// its databases); a server login that failed (a slot database not made yet) retried at once.
 fn config(user: &str) -> (String, String) {
+    let quoted = user.replace('"', "\"\"");
     let ini = format!(
         "[databases]\n* = host=/var/run/postgresql port=5432\n\n[pgbouncer]\nlisten_addr =\nlisten_port = {PORT}\n\
          unix_socket_dir = {INSIDE}\nunix_socket_mode = 0777\nauth_type = trust\nauth_file = {INSIDE}/userlist.txt\n\
-         pool_mode = session\nserver_reset_query = DISCARD ALL\nmax_client_conn = 2000\ndefault_pool_size = 50\n\
-         server_idle_timeout = 5\nserver_login_retry = 0\nlog_connections = 0\nlog_disconnections = 0\n"
+         auth_user = {user}\npool_mode = session\nserver_reset_query = {RESET}\nmax_client_conn = 2000\n\
+         default_pool_size = 50\nserver_idle_timeout = 5\nserver_login_retry = 0\nlog_connections = 0\n\
+         log_disconnections = 0\n"
     );
     // userlist.txt: a `"` inside a name is written twice; trust needs no password.
-    let users = format!("\"{}\" \"\"\n", user.replace('"', "\"\""));
+    let users = format!("\"{quoted}\" \"\"\n");
     (ini, users)
 }
 

@@ -316,17 +316,30 @@ pub(crate) struct Written {
 }
 
 /// Ends every other client of the database `conn` is connected to but `keep` (its pool's idle
-/// connections, their statistics flushed), `pids` (the last test's connections) included, and
-/// waits until their processes are gone: only then are their statistics complete, for
-/// [`Baseline::reset`]. False when they outlive a couple of seconds.
+/// connections, their statistics flushed) and those the pooler let go (see
+/// [`super::pooler::RELEASED`]: flushed too, and kept for the next test's `url()`), `pids` (the
+/// last test's connections) included, and waits until their processes are gone and the
+/// pooler's resets are done: only then are the statistics complete, for [`Baseline::reset`].
+/// False when they outlive a couple of seconds.
 pub(crate) fn wait_alone(conn: &mut PgConnection, pids: &[i32], keep: &[i32]) -> Result<bool> {
     #[derive(QueryableByName)]
     struct Alive {
         #[diesel(sql_type = Bool)]
         alive: bool,
+        #[diesel(sql_type = Bool)]
+        releasing: bool,
     }
-    let query =
-        terminate_clients("current_database()", "$1", "", "AND pid <> pg_backend_pid() AND pid <> ALL($2::int4[])");
+    let reset = super::pooler::RESET;
+    let query = terminate_clients(
+        "current_database()",
+        "$1",
+        &format!(
+            ", EXISTS (SELECT FROM s, here WHERE s.datid = here.oid AND s.query = '{reset}' AND s.state <> 'idle') AS releasing"
+        ),
+        &format!(
+            "AND pid <> pg_backend_pid() AND pid <> ALL($2::int4[]) AND pid NOT IN (SELECT pid FROM s WHERE s.query = '{reset}')"
+        ),
+    );
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let alive: Alive = diesel::sql_query(&query)
@@ -334,7 +347,7 @@ pub(crate) fn wait_alone(conn: &mut PgConnection, pids: &[i32], keep: &[i32]) ->
             .bind::<Array<diesel::sql_types::Integer>, _>(keep)
             .get_result(conn)
             .context("wait for the last test's connections to end")?;
-        if !alive.alive {
+        if !alive.alive && !alive.releasing {
             return Ok(true);
         }
         if Instant::now() > deadline {
@@ -399,9 +412,24 @@ pub(crate) fn close_clients(
 pub(crate) fn terminate_clients(database: &str, pids: &str, columns: &str, filter: &str) -> String {
     format!(
         "WITH here AS (SELECT oid FROM pg_database WHERE datname = {database}), \
-          s AS (SELECT pid, datid, backend_type FROM pg_stat_get_activity(NULL)) \
+          s AS (SELECT pid, datid, backend_type, state, query FROM pg_stat_get_activity(NULL)) \
          SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) AS alive{columns} FROM \
          (SELECT unnest({pids}::int4[]) UNION SELECT pid FROM s, here WHERE datid = here.oid AND backend_type = 'client backend') p(pid) \
          WHERE pid NOT IN (SELECT pid FROM s, here WHERE datid IS DISTINCT FROM here.oid) {filter}"
     )
+}
+
+/// Ends the server connections the pooler keeps idle on the database `name` (see
+/// [`super::pooler::RELEASED`]) and waits (up to 2 s each) until they are gone: for a tool that
+/// wants the database to itself.
+pub(crate) fn end_released(admin: &mut PgConnection, name: &str) -> Result<()> {
+    let released = super::pooler::RELEASED;
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(s.pid, 2000) FROM pg_stat_get_activity(NULL) s \
+         JOIN pg_database d ON d.oid = s.datid WHERE d.datname = $1 AND {released}"
+    ))
+    .bind::<Text, _>(name)
+    .execute(admin)
+    .with_context(|| format!("end the pooler's connections to {name}"))?;
+    Ok(())
 }

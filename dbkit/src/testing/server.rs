@@ -62,6 +62,8 @@ pub(crate) struct Server {
     /// Under nextest, PgBouncer in front of the test container (see `pooler`): the slot
     /// databases' connections go through it. Set by the setup script, read by test processes.
     pooled: OnceLock<Url>,
+    /// Whether this process tried to start the pooler (see [`Server::pooled_url_for`]).
+    pooler_tried: std::sync::Once,
     /// The test container's project, when the server is the test container.
     container: Option<String>,
     /// `CREATE DATABASE ... STRATEGY FILE_COPY` is faster when checkpoints skip fsync.
@@ -93,6 +95,20 @@ impl Server {
         let mut url = pooled.unwrap_or(&self.fast).clone();
         url.set_path(name);
         url
+    }
+
+    /// The pooler's URL for database `name`, with the server's credentials (the pooler trusts
+    /// its socket, but code that expects a password finds one): the setup script's pooler,
+    /// else one this process starts once (see `start_pooler`), under any runner. `None` when
+    /// the server is not the test container or the pooler cannot run.
+    pub fn pooled_url_for(&self, name: &str) -> Option<Url> {
+        if self.pooled.get().is_none() {
+            self.pooler_tried.call_once(|| self.start_pooler());
+        }
+        let mut url = self.pooled.get()?.clone();
+        url.set_path(name);
+        url.set_password(self.base.password()).ok()?;
+        Some(url)
     }
 
     /// Starts PgBouncer in front of the test container, for the slot databases of a nextest
@@ -228,6 +244,7 @@ fn pick_prepared() -> Option<Server> {
         owner_session: Mutex::new(None),
         idle: Mutex::new(Vec::new()),
         pooled,
+        pooler_tried: std::sync::Once::new(),
         container,
         file_copy: handoff.file_copy,
         recycles: handoff.recycles,
@@ -397,6 +414,7 @@ impl Server {
             owner_session: Mutex::new(Some(session)),
             idle: Mutex::new(Vec::new()),
             pooled: OnceLock::new(),
+            pooler_tried: std::sync::Once::new(),
             container,
             file_copy: facts.file_copy,
             recycles: facts.recycles,

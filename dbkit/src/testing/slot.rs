@@ -89,13 +89,16 @@ pub(crate) fn start(conn: &mut PgConnection, baseline: &Baseline) -> Result<Star
         #[diesel(embed)]
         written: Written,
     }
+    // Connections the pooler let go are not others: their statistics are flushed (see
+    // `pooler::RESET`), and they stay for the next `url()`.
     let row: Row = diesel::sql_query(format!(
         "SELECT pg_backend_pid() AS pid, \
            ARRAY(SELECT s.pid FROM pg_stat_get_activity(NULL) s WHERE s.datid = d.oid \
-             AND s.backend_type = 'client backend' AND s.pid <> pg_backend_pid()) AS others, \
+             AND s.backend_type = 'client backend' AND s.pid <> pg_backend_pid() AND NOT {}) AS others, \
            (SELECT c.description FROM pg_shdescription c WHERE c.objoid = d.oid \
              AND c.classoid = 'pg_database'::regclass) AS mark, {} \
          FROM pg_database d WHERE d.datname = current_database()",
+        super::pooler::RELEASED,
         Baseline::WRITTEN
     ))
     .bind::<Array<Oid>, _>(baseline.guarded())
