@@ -271,7 +271,7 @@ impl Folder {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(xtask_bin());
         cmd.arg("--database-url")
-            .arg(self.db.url().as_str())
+            .arg(self.db.direct_url().as_str())
             .arg("--config-file")
             .arg(self.dir.join("diesel.toml"))
             .args(args)
@@ -413,7 +413,7 @@ pub fn owned_by_new_role(target: &db::testing::TestDb, role: &str) -> url::Url {
             target.name()
         ))
         .unwrap();
-    let mut url = target.url().clone();
+    let mut url = target.direct_url().clone();
     url.set_username(role).unwrap();
     url.set_password(Some("pw")).unwrap();
     url

@@ -84,7 +84,7 @@ fn two_app_processes_migrating_at_once_apply_each_migration_once() {
                     "--nocapture",
                     "--test-threads=1",
                 ])
-                .env("APP_MIGRATE_URL", db.url().as_str())
+                .env("APP_MIGRATE_URL", db.direct_url().as_str())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

@@ -78,7 +78,7 @@ fn xtask(dir: &Path, url: &Url, args: &[&str]) -> Run {
 
 /// Backs up `db` into `dir/backups`, returns the file (the last line on stdout).
 fn backup(dir: &Path, db: &TestDb) -> PathBuf {
-    let run = xtask(dir, db.url(), &["db", "backup"]);
+    let run = xtask(dir, db.direct_url(), &["db", "backup"]);
     run.assert_ok();
     PathBuf::from(run.stdout.lines().last().expect("a path on stdout"))
 }
@@ -127,7 +127,7 @@ fn checksums(db: &TestDb) -> BTreeMap<String, (i64, String)> {
 
 /// The schema as pg_dump sees it, without the lines that differ between two dumps of one schema.
 fn schema(db: &TestDb) -> String {
-    let (conninfo, env) = dbkit::url::libpq_env(db.url()).unwrap();
+    let (conninfo, env) = dbkit::url::libpq_env(db.direct_url()).unwrap();
     let out = Command::new("pg_dump")
         .args(["--schema-only", "--no-owner", "--no-privileges", "--dbname", &conninfo])
         .envs(env)
@@ -227,7 +227,7 @@ fn round_trip_keeps_schema_and_data() {
     let dir = Dir::new("roundtrip");
     let source = TestDb::new().unwrap();
     exec(&source, DATA);
-    let run = xtask(&dir.0, source.url(), &["db", "backup"]);
+    let run = xtask(&dir.0, source.direct_url(), &["db", "backup"]);
     run.assert_ok();
     let file = PathBuf::from(run.stdout.lines().last().unwrap());
     let name = file.file_name().unwrap().to_str().unwrap();
@@ -235,12 +235,12 @@ fn round_trip_keeps_schema_and_data() {
     assert_eq!(file.parent().unwrap(), dir.0.join("backups"));
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(!run.stdout.contains("postgres://"), "{}", run.stdout);
-    assert!(!run.all().contains(source.url().password().unwrap()), "password shown:\n{}", run.all());
+    assert!(!run.all().contains(source.direct_url().password().unwrap()), "password shown:\n{}", run.all());
     assert_eq!(dir.files("backups"), vec![name.to_string()], "nothing else is left in the folder");
-    xtask(&dir.0, source.url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
+    xtask(&dir.0, source.direct_url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
 
     let target = TestDb::empty().unwrap();
-    let run = xtask(&dir.0, target.url(), &["db", "restore", file.to_str().unwrap(), "--yes"]);
+    let run = xtask(&dir.0, target.direct_url(), &["db", "restore", file.to_str().unwrap(), "--yes"]);
     run.assert_ok();
     assert!(run.stderr.contains("migrations: up to date"), "{}", run.stderr);
     assert!(run.stderr.contains("is empty: no safety backup needed"), "{}", run.stderr);
@@ -263,7 +263,7 @@ fn restore_replaces_existing_data_after_a_safety_backup() {
         "CREATE TABLE things (id int PRIMARY KEY, name text); CREATE VIEW thing_names AS SELECT name FROM things; INSERT INTO things VALUES (1, 'old'), (99999, 'extra');",
     );
     let before = checksums(&target);
-    let run = xtask(&dir.0, target.url(), &["db", "restore", file.to_str().unwrap(), "--yes"]);
+    let run = xtask(&dir.0, target.direct_url(), &["db", "restore", file.to_str().unwrap(), "--yes"]);
     run.assert_ok();
     assert_eq!(checksums(&target), checksums(&source));
     assert!(run.stderr.contains("safety backup: "), "{}", run.stderr);
@@ -272,7 +272,8 @@ fn restore_replaces_existing_data_after_a_safety_backup() {
     assert_eq!(safety.len(), 1, "{:?}", dir.files("backups"));
     // The safety backup brings the old data back.
     let undo = dir.0.join("backups").join(&safety[0]);
-    xtask(&dir.0, target.url(), &["db", "restore", undo.to_str().unwrap(), "--yes", "--no-safety-backup"]).assert_ok();
+    xtask(&dir.0, target.direct_url(), &["db", "restore", undo.to_str().unwrap(), "--yes", "--no-safety-backup"])
+        .assert_ok();
     assert_eq!(checksums(&target)["things"], before["things"]);
 }
 
@@ -323,7 +324,7 @@ fn bad_files_are_refused_before_the_database_is_touched() {
     }
     // Against a real database: refused, the database as it was, no safety backup left behind.
     let before = checksums(&source);
-    xtask(&dir.0, source.url(), &["db", "restore", truncated.to_str().unwrap(), "--yes"])
+    xtask(&dir.0, source.direct_url(), &["db", "restore", truncated.to_str().unwrap(), "--yes"])
         .assert_fails_with("truncated");
     assert_eq!(checksums(&source), before);
     assert_eq!(dir.files("backups"), vec![good.file_name().unwrap().to_string_lossy().into_owned()]);
@@ -338,7 +339,7 @@ fn restore_refuses_without_a_terminal_or_yes() {
     let target = TestDb::empty().unwrap();
     exec(&target, "CREATE TABLE keep (id int); INSERT INTO keep VALUES (7);");
     let before = checksums(&target);
-    xtask(&dir.0, target.url(), &["db", "restore", file.to_str().unwrap()]).assert_fails_with("--yes");
+    xtask(&dir.0, target.direct_url(), &["db", "restore", file.to_str().unwrap()]).assert_fails_with("--yes");
     assert_eq!(checksums(&target), before);
     assert!(dir.files("backups").iter().all(|n| !n.starts_with("railgun_pre_restore_")));
 }
@@ -357,12 +358,13 @@ fn an_error_at_the_end_of_the_dump_leaves_the_target_as_it_was() {
     );
     let file = dir.0.join("broken.sql.gz");
     gzip_to(&file, &broken);
-    xtask(&dir.0, source.url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
+    xtask(&dir.0, source.direct_url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
 
     let target = TestDb::empty().unwrap();
     exec(&target, "CREATE TABLE things (id int); INSERT INTO things VALUES (1), (2);");
     let before = (checksums(&target), schema(&target));
-    let run = xtask(&dir.0, target.url(), &["db", "restore", file.to_str().unwrap(), "--yes", "--no-safety-backup"]);
+    let run =
+        xtask(&dir.0, target.direct_url(), &["db", "restore", file.to_str().unwrap(), "--yes", "--no-safety-backup"]);
     run.assert_fails_with("division by zero");
     assert!(run.stderr.contains("rolled back"), "{}", run.stderr);
     assert!(run.stderr.contains("SELECT 1 / 0 AS last_statement"), "the failing statement is shown:\n{}", run.stderr);
@@ -385,12 +387,15 @@ fn killed_restores_leave_the_target_as_it_was() {
         // The restore drops `things` first: a reader holding it makes psql wait, mid-restore.
         let mut holder = target.conn().unwrap();
         holder.batch_execute("BEGIN; LOCK TABLE things IN ACCESS SHARE MODE;").unwrap();
-        let child =
-            command(&dir.0, target.url(), &["db", "restore", file.to_str().unwrap(), "--yes", "--no-safety-backup"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+        let child = command(
+            &dir.0,
+            target.direct_url(),
+            &["db", "restore", file.to_str().unwrap(), "--yes", "--no-safety-backup"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         wait_for_lock_wait(&target, "railgun-restore-%");
         // The xtask alone, as a supervisor or the OOM killer would: its session goes with it,
         // though the server is busy waiting for the lock.
@@ -413,7 +418,7 @@ fn killed_backups_leave_no_file() {
         // pg_dump locks every table before it writes: a writer's lock stops it mid-run.
         let mut holder = source.conn().unwrap();
         holder.batch_execute("BEGIN; LOCK TABLE things IN ACCESS EXCLUSIVE MODE;").unwrap();
-        let child = command(&dir.0, source.url(), &["db", "backup", "out"])
+        let child = command(&dir.0, source.direct_url(), &["db", "backup", "out"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -464,7 +469,7 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
         );
     }
     let source = TestDb::empty().unwrap();
-    let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "2"]);
+    let run = xtask(&dir.0, source.direct_url(), &["db", "backup", "--keep", "2"]);
     run.assert_ok();
     let new = PathBuf::from(run.stdout.lines().last().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
     let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
@@ -472,7 +477,7 @@ fn keep_prunes_only_older_backups_by_their_exact_name() {
     expected.push(new);
     expected.sort();
     assert_eq!(dir.files("backups"), expected);
-    xtask(&dir.0, source.url(), &["db", "backup", "--keep", "0"]).assert_fails_with("--keep");
+    xtask(&dir.0, source.direct_url(), &["db", "backup", "--keep", "0"]).assert_fails_with("--keep");
 }
 
 #[test]
@@ -498,7 +503,7 @@ fn keep_counts_only_complete_backups_named_with_a_real_time() {
     let cut = "railgun_backup_20210101_000000.sql.gz";
     std::fs::write(backups.join(cut), &bytes[..bytes.len() - 20]).unwrap();
 
-    let run = xtask(&dir.0, source.url(), &["db", "backup", "--keep", "3"]);
+    let run = xtask(&dir.0, source.direct_url(), &["db", "backup", "--keep", "3"]);
     run.assert_ok();
     let new = PathBuf::from(run.stdout.lines().last().unwrap()).file_name().unwrap().to_string_lossy().into_owned();
     let mut expected: Vec<String> =
@@ -526,7 +531,7 @@ fn backups_started_in_one_second_get_distinct_names() {
     std::thread::sleep(Duration::from_nanos(1_000_000_000 - u64::from(now.subsec_nanos())));
     let children: Vec<Child> = (0..3)
         .map(|_| {
-            command(&dir.0, source.url(), &["db", "backup", "out"])
+            command(&dir.0, source.direct_url(), &["db", "backup", "out"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -549,7 +554,7 @@ fn backups_started_in_one_second_get_distinct_names() {
     for name in &names {
         assert!(dbkit::backup::dump::is_backup_name(name), "{name}");
         let file = dir.0.join("out").join(name);
-        xtask(&dir.0, source.url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
+        xtask(&dir.0, source.direct_url(), &["db", "verify", file.to_str().unwrap()]).assert_ok();
     }
 }
 
@@ -571,7 +576,7 @@ fn a_backup_waiting_for_a_lock_says_who_holds_it() {
         )
         .unwrap();
     let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(&mut *holder).unwrap().pid;
-    let mut child = command(&dir.0, source.url(), &["db", "backup", "out"])
+    let mut child = command(&dir.0, source.direct_url(), &["db", "backup", "out"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -660,14 +665,15 @@ fn unwritable_or_full_directories_fail_with_the_fix_and_leave_nothing() {
         "CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 20000) g;",
     );
     std::fs::write(dir.0.join("a-file"), b"x").unwrap();
-    xtask(&dir.0, source.url(), &["db", "backup", "a-file/backups"]).assert_fails_with("choose a writable directory");
+    xtask(&dir.0, source.direct_url(), &["db", "backup", "a-file/backups"])
+        .assert_fails_with("choose a writable directory");
 
     // A file-size limit (the shell's ulimit -f, in 512- or 1024-byte blocks) stands in for a full disk.
     let out: Run = Command::new("sh")
         .arg("-c")
         .arg("ulimit -f 64 && exec \"$0\" \"$@\"")
         .arg(xtask_bin())
-        .args(["db", "backup", "limited", "--database-url", source.url().as_str()])
+        .args(["db", "backup", "limited", "--database-url", source.direct_url().as_str()])
         .current_dir(&dir.0)
         .stdin(Stdio::null())
         .output()
@@ -686,7 +692,7 @@ fn unwritable_or_full_directories_fail_with_the_fix_and_leave_nothing() {
         .status()
         .is_ok_and(|s| s.success());
     if mounted {
-        let run = xtask(&dir.0, source.url(), &["db", "backup", "small"]);
+        let run = xtask(&dir.0, source.direct_url(), &["db", "backup", "small"]);
         let listed = dir.files("small");
         let _ = Command::new("umount").arg(&small).status();
         run.assert_fails_with("no space left for the backup");
@@ -697,7 +703,7 @@ fn unwritable_or_full_directories_fail_with_the_fix_and_leave_nothing() {
         let locked = dir.0.join("locked");
         std::fs::create_dir_all(&locked).unwrap();
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-        xtask(&dir.0, source.url(), &["db", "backup", "locked"]).assert_fails_with("cannot write to");
+        xtask(&dir.0, source.direct_url(), &["db", "backup", "locked"]).assert_fails_with("cannot write to");
     }
 }
 
@@ -707,7 +713,7 @@ fn tools_in_a_container_round_trip() {
     let source = TestDb::empty().unwrap();
     exec(&source, DATA);
     for (tools, says) in [("container", "in container"), ("image", "throwaway")] {
-        let run: Run = command(&dir.0, source.url(), &["db", "backup", tools])
+        let run: Run = command(&dir.0, source.direct_url(), &["db", "backup", tools])
             .env("RAILGUN_PGTOOLS", tools)
             .output()
             .unwrap()
@@ -716,7 +722,7 @@ fn tools_in_a_container_round_trip() {
         assert!(run.stderr.contains(says), "{}", run.stderr);
         let file = run.stdout.lines().last().unwrap().to_string();
         let target = TestDb::empty().unwrap();
-        let run: Run = command(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup"])
+        let run: Run = command(&dir.0, target.direct_url(), &["db", "restore", &file, "--yes", "--no-safety-backup"])
             .env("RAILGUN_PGTOOLS", tools)
             .output()
             .unwrap()
@@ -764,7 +770,7 @@ fn copy_moves_a_managed_database_to_a_plain_server_and_verifies_it() {
     let to = tests::owned_by_new_role(&target, &role);
 
     let copy = |extra: &[&str]| -> Run {
-        let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes"];
+        let mut args = vec!["db", "copy", "--from", source.direct_url().as_str(), "--to", to.as_str(), "--yes"];
         args.extend_from_slice(extra);
         Command::new(xtask_bin())
             .args(&args)
@@ -838,9 +844,9 @@ CREATE EVENT TRIGGER {trigger} ON ddl_command_end WHEN TAG IN ('CREATE TABLE') E
             "db",
             "copy",
             "--from",
-            source.url().as_str(),
+            source.direct_url().as_str(),
             "--to",
-            target.url().as_str(),
+            target.direct_url().as_str(),
             "--yes",
             "--no-safety-backup",
         ])

@@ -169,10 +169,10 @@ fn crafted_cases(scratch: &Scratch, victim: &TestDb) -> Vec<Case> {
 }
 
 fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
-    let wrong_password = with(db.url(), |u| u.set_password(Some(CANARY)).unwrap());
-    let no_database = with(db.url(), |u| u.set_path("bad_input_no_such_db"));
-    let ssl_required = with(db.url(), |u| u.set_query(Some("sslmode=require")));
-    let bad_sslmode = with(db.url(), |u| u.set_query(Some("sslmode=sometimes")));
+    let wrong_password = with(db.direct_url(), |u| u.set_password(Some(CANARY)).unwrap());
+    let no_database = with(db.direct_url(), |u| u.set_path("bad_input_no_such_db"));
+    let ssl_required = with(db.direct_url(), |u| u.set_query(Some("sslmode=require")));
+    let bad_sslmode = with(db.direct_url(), |u| u.set_query(Some("sslmode=sometimes")));
     let refused = format!("postgres://railgun:{CANARY}@127.0.0.1:1/railgun");
     let unknown_host = format!("postgres://railgun:{CANARY}@no-such-host.invalid:5432/railgun");
     let remote = format!("postgres://railgun:{CANARY}@db.example.com:5432/{}?sslmode=require", db.name());
@@ -201,7 +201,7 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"hello, not a dump\n").unwrap();
         assert!(child.wait().unwrap().success());
     }
-    let same_db_other_spelling = with(db.url(), |u| {
+    let same_db_other_spelling = with(db.direct_url(), |u| {
         u.set_host(Some("localhost")).unwrap();
         u.set_query(Some("sslmode=disable&application_name=copy"));
     });
@@ -232,7 +232,7 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
         case("gzip that is not a dump", &["db", "restore", &not_a_dump, "--yes"], "not a pg_dump SQL dump"),
         case(
             "copy onto itself, spelled another way",
-            &["db", "copy", "--from", db.url().as_str(), "--to", &same_db_other_spelling, "--yes"],
+            &["db", "copy", "--from", db.direct_url().as_str(), "--to", &same_db_other_spelling, "--yes"],
             "are the same database",
         ),
         case("Postgres's port taken", &["up", "--no-migrate", "--postgres-port", &taken_port], "is in use"),
@@ -354,7 +354,7 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     let scratch = Scratch(std::env::temp_dir().join(format!("bad-input-{}", std::process::id())));
     std::fs::create_dir_all(&scratch.0).unwrap();
     // A real backup of this database, for the restores that must be refused.
-    let backup = run(&scratch, db.url().as_str(), &case("backup", &["db", "backup", "backups"], ""));
+    let backup = run(&scratch, db.direct_url().as_str(), &case("backup", &["db", "backup", "backups"], ""));
     backup.assert_ok();
     let backup = backup.stdout.lines().last().expect("backup prints its path").trim().to_string();
     let victim = TestDb::empty().unwrap();
@@ -364,11 +364,11 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     assert!(table.len() >= 20, "the table has {} cases", table.len());
     eprintln!("bad-input table: {} cases", table.len());
 
-    let password = db.url().password().unwrap().to_string();
+    let password = db.direct_url().password().unwrap().to_string();
     let before = checksum(&db);
     let mut failures = Vec::new();
     for case in &table {
-        let run = run(&scratch, db.url().as_str(), case);
+        let run = run(&scratch, db.direct_url().as_str(), case);
         let mut problems = Vec::new();
         if run.ok() {
             problems.push("exited 0".to_string());
@@ -418,7 +418,7 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     // doctor reports a bad URL as its database check (stdout), with the same words.
     let doctor = run(
         &scratch,
-        db.url().as_str(),
+        db.direct_url().as_str(),
         &case("doctor", &["--database-url", &format!("postgres://adv:2024/{CANARY}!@localhost/db"), "doctor"], ""),
     );
     assert!(

@@ -26,7 +26,7 @@ fn assert_reported(run: &Run, cause: &str, hint: &str, secret: &str) {
 }
 
 fn with_password(db: &TestDb, password: &str) -> String {
-    let mut url = db.url().clone();
+    let mut url = db.direct_url().clone();
     url.set_password(Some(password)).unwrap();
     url.to_string()
 }
@@ -34,7 +34,7 @@ fn with_password(db: &TestDb, password: &str) -> String {
 #[test]
 fn the_pool_comes_from_the_environment() {
     let db = TestDb::new().unwrap();
-    let url = db.url().to_string();
+    let url = db.direct_url().to_string();
     let settings = Settings::from_lookup(|key| match key {
         "DATABASE_URL" => Some(url.clone()),
         "DATABASE_POOL_MAX" => Some("3".into()),
@@ -89,23 +89,23 @@ fn authentication_failed() {
 #[test]
 fn database_does_not_exist() {
     let db = TestDb::empty().unwrap();
-    let mut url = db.url().clone();
+    let mut url = db.direct_url().clone();
     url.set_path("no_such_database_6");
     let run = xtask(&["--database-url", url.as_str(), "migration", "run"]);
     assert_reported(
         &run,
         "\"no_such_database_6\" does not exist",
         "fix the database name",
-        db.url().password().unwrap(),
+        db.direct_url().password().unwrap(),
     );
 }
 
 #[test]
 fn ssl_asked_of_a_server_without_it() {
     let db = TestDb::empty().unwrap();
-    let url = format!("{}?sslmode=require", db.url());
+    let url = format!("{}?sslmode=require", db.direct_url());
     let run = xtask(&["--database-url", &url, "migration", "run"]);
-    assert_reported(&run, "server does not support SSL", "the server has SSL off", db.url().password().unwrap());
+    assert_reported(&run, "server does not support SSL", "the server has SSL off", db.direct_url().password().unwrap());
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn too_many_connections() {
     diesel::sql_query(format!("CREATE ROLE {role} LOGIN PASSWORD 'limit-canary' CONNECTION LIMIT 0"))
         .execute(&mut admin)
         .unwrap();
-    let mut url = db.url().clone();
+    let mut url = db.direct_url().clone();
     url.set_username(&role).unwrap();
     url.set_password(Some("limit-canary")).unwrap();
     let run = xtask(&["--database-url", url.as_str(), "migration", "run"]);
@@ -144,13 +144,13 @@ fn migration_recorded_but_missing_on_disk() {
     diesel::sql_query("INSERT INTO __diesel_schema_migrations (version) VALUES ('99990101000000')")
         .execute(&mut conn)
         .unwrap();
-    let run = xtask(&["--database-url", db.url().as_str(), "migration", "revert"]);
+    let run = xtask(&["--database-url", db.direct_url().as_str(), "migration", "revert"]);
     assert!(!run.ok(), "revert of a migration missing on disk must fail:\n{}", run.all());
     assert!(run.stderr.contains("99990101000000"), "{}", run.stderr);
     assert!(run.stderr.contains("__diesel_schema_migrations"), "the fix names the table:\n{}", run.stderr);
-    assert!(!run.all().contains(db.url().password().unwrap()));
+    assert!(!run.all().contains(db.direct_url().password().unwrap()));
     drop(conn);
-    let mut conn = diesel::PgConnection::establish(db.url().as_str()).unwrap();
+    let mut conn = diesel::PgConnection::establish(db.direct_url().as_str()).unwrap();
     let recorded: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
         "(SELECT count(*) FROM __diesel_schema_migrations)",
     ))

@@ -37,7 +37,7 @@ impl Shared {
     fn ours(&self, args: &[&str]) -> Run {
         Command::new(xtask_bin())
             .arg("--database-url")
-            .arg(self.db.url().as_str())
+            .arg(self.db.direct_url().as_str())
             .arg("--config-file")
             .arg(self.dir.join("diesel.toml"))
             .arg("--migration-dir")
@@ -62,7 +62,7 @@ impl Shared {
             .arg("--migration-dir")
             .arg(&self.migrations)
             .current_dir(&self.dir)
-            .env("DATABASE_URL", self.db.url().as_str())
+            .env("DATABASE_URL", self.db.direct_url().as_str())
             .env_remove("DIESEL_CONFIG_FILE")
             .env_remove("MIGRATION_DIRECTORY")
             .stdin(Stdio::null())
@@ -206,7 +206,7 @@ fn committed_schema_rs_is_what_diesel_print_schema_says() {
         .args(["print-schema", "--config-file"])
         .arg(root().join("diesel.toml"))
         .current_dir(root())
-        .env("DATABASE_URL", db.url().as_str())
+        .env("DATABASE_URL", db.direct_url().as_str())
         .output()
         .unwrap();
     let run = Run::from(out);

@@ -65,21 +65,21 @@ fn fix<'a>(run: &'a Run, check: &str) -> &'a str {
 #[test]
 fn a_healthy_setup_passes_every_check() {
     let db = TestDb::new().unwrap();
-    let env = EnvFile::new("ok", db.url().as_str(), 0o600);
+    let env = EnvFile::new("ok", db.direct_url().as_str(), 0o600);
     let run = env.doctor();
     for check in ["docker", "images", ".env", "database", "tools", "ssl", "migrations", "schema.rs"] {
         assert!(line(&run, check).starts_with("pass"), "{check}:\n{}", run.all());
     }
     assert!(line(&run, "tools").contains("server is PostgreSQL"), "{}", run.stdout);
     assert_eq!(run.ok(), !run.stdout.contains("FAIL"), "exit status follows the table:\n{}", run.all());
-    assert!(!run.all().contains(db.url().password().unwrap()), "{}", run.all());
+    assert!(!run.all().contains(db.direct_url().password().unwrap()), "{}", run.all());
 }
 
 #[test]
 fn each_failure_names_its_fix_and_fails_the_run() {
     // A readable .env, and a database without its migrations.
     let db = TestDb::empty().unwrap();
-    let env = EnvFile::new("pending", db.url().as_str(), 0o644);
+    let env = EnvFile::new("pending", db.direct_url().as_str(), 0o644);
     let run = env.doctor();
     run.assert_fails_with("checks failed");
     assert!(line(&run, ".env").contains("mode 644"), "{}", run.stdout);
@@ -88,7 +88,7 @@ fn each_failure_names_its_fix_and_fails_the_run() {
     assert!(fix(&run, "migrations").contains("cargo xtask migration run"));
     assert!(line(&run, "schema.rs").starts_with("FAIL"), "schema.rs cannot match an empty database:\n{}", run.stdout);
     assert!(line(&run, "database").starts_with("pass"));
-    assert!(!run.all().contains(db.url().password().unwrap()));
+    assert!(!run.all().contains(db.direct_url().password().unwrap()));
 
     // Nothing listening: the connection fails with the guide's fix; the database checks are skipped.
     let env = EnvFile::new("refused", "postgres://app:doctor-canary@127.0.0.1:1/rail", 0o600);
@@ -104,7 +104,7 @@ fn each_failure_names_its_fix_and_fails_the_run() {
 #[test]
 fn schema_drift_covers_every_schema_file() {
     let db = TestDb::new().unwrap();
-    let env = EnvFile::new("keys", db.url().as_str(), 0o600);
+    let env = EnvFile::new("keys", db.direct_url().as_str(), 0o600);
     let dir = env.0.parent().unwrap();
     std::fs::write(
         dir.join("diesel.toml"),

@@ -583,23 +583,6 @@ fn child_reuse_in_process() {
         return;
     }
     let dir = std::env::var("HARNESS_DIR").unwrap();
-    #[derive(QueryableByName)]
-    struct Seen {
-        #[diesel(sql_type = BigInt)]
-        oid: i64,
-        #[diesel(sql_type = diesel::sql_types::Integer)]
-        pid: i32,
-        #[diesel(sql_type = BigInt)]
-        items: i64,
-        #[diesel(sql_type = Text)]
-        timeout: String,
-        #[diesel(sql_type = BigInt)]
-        locks: i64,
-        #[diesel(sql_type = BigInt)]
-        channels: i64,
-        #[diesel(sql_type = BigInt)]
-        temporary: i64,
-    }
     // The pool filled and clones held ahead first, so that the database each test gives back
     // is the last one held, and the next test's.
     Harness::for_dir(Path::new(&dir)).unwrap();
@@ -609,27 +592,7 @@ fn child_reuse_in_process() {
     for step in ["write", "read", "ddl", "read", "open-transaction", "read", "leak", "read", "temp", "read"] {
         let db = TestDb::with_migrations_dir(&dir).unwrap();
         let mut conn = db.conn().unwrap();
-        let seen: Seen = diesel::sql_query(
-            "SELECT (SELECT oid::int8 FROM pg_database WHERE datname = current_database()) AS oid, \
-             pg_backend_pid() AS pid, (SELECT count(*) FROM items) AS items, \
-             current_setting('statement_timeout') AS timeout, \
-             (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, \
-             (SELECT count(*) FROM pg_listening_channels()) AS channels, \
-             (SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)) AS temporary",
-        )
-        .get_result(&mut conn)
-        .unwrap();
-        println!(
-            "step={step} name={} oid={} pid={} items={} timeout={} locks={} channels={} temporary={}",
-            db.name(),
-            seen.oid,
-            seen.pid,
-            seen.items,
-            seen.timeout,
-            seen.locks,
-            seen.channels,
-            seen.temporary
-        );
+        print_seen(step, &db, &mut conn);
         let sql = |conn: &mut PgConnection, sql: &str| diesel::sql_query(sql).execute(conn).unwrap();
         match step {
             "write" => {
@@ -664,6 +627,115 @@ fn child_reuse_in_process() {
         drop(db);
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
+}
+
+/// What a test finds of its database and session, printed as `step=... name=... oid=... pid=...
+/// items=... timeout=... locks=... channels=... temporary=...`.
+fn print_seen(step: &str, db: &TestDb, conn: &mut PgConnection) {
+    #[derive(QueryableByName)]
+    struct Seen {
+        #[diesel(sql_type = BigInt)]
+        oid: i64,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+        #[diesel(sql_type = BigInt)]
+        items: i64,
+        #[diesel(sql_type = Text)]
+        timeout: String,
+        #[diesel(sql_type = BigInt)]
+        locks: i64,
+        #[diesel(sql_type = BigInt)]
+        channels: i64,
+        #[diesel(sql_type = BigInt)]
+        temporary: i64,
+    }
+    let seen: Seen = diesel::sql_query(
+        "SELECT (SELECT oid::int8 FROM pg_database WHERE datname = current_database()) AS oid, \
+         pg_backend_pid() AS pid, (SELECT count(*) FROM items) AS items, \
+         current_setting('statement_timeout') AS timeout, \
+         (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks, \
+         (SELECT count(*) FROM pg_listening_channels()) AS channels, \
+         (SELECT count(*) FROM pg_class WHERE relpersistence = 't' AND pg_table_is_visible(oid)) AS temporary",
+    )
+    .get_result(conn)
+    .unwrap();
+    println!(
+        "step={step} name={} oid={} pid={} items={} timeout={} locks={} channels={} temporary={}",
+        db.name(),
+        seen.oid,
+        seen.pid,
+        seen.items,
+        seen.timeout,
+        seen.locks,
+        seen.channels,
+        seen.temporary
+    );
+}
+
+#[test]
+#[ignore = "a child process of another test: it checks nothing on its own"]
+fn child_url_in_process() {
+    if !is_child("child_url_in_process") {
+        return;
+    }
+    let dir = std::env::var("HARNESS_DIR").unwrap();
+    Harness::for_dir(Path::new(&dir)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    for step in ["write", "read", "write", "read"] {
+        let db = TestDb::with_migrations_dir(&dir).unwrap();
+        // As an app's own pool connects: from the URL.
+        let mut conn = PgConnection::establish(db.url().as_str()).unwrap();
+        print_seen(step, &db, &mut conn);
+        if step == "write" {
+            for sql in [
+                "INSERT INTO items (name) VALUES ('a'), ('b')",
+                "SET statement_timeout = '1234ms'",
+                "SELECT pg_advisory_lock(42)",
+                "LISTEN railgun_reuse",
+                "CREATE TEMP TABLE scratch (n int PRIMARY KEY)",
+            ] {
+                diesel::sql_query(sql).execute(&mut conn).unwrap();
+            }
+        }
+        // The app's pool closes with its test; the pooler resets the connection at once (well
+        // within this pause) and keeps it.
+        drop(conn);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(db);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+}
+
+#[test]
+fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
+    let dir = tempdir("url-reuse");
+    write_migration(
+        &dir,
+        "2024-01-01-000000_items",
+        &format!(
+            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n-- {:?}",
+            std::time::SystemTime::now()
+        ),
+    );
+    let out = child("child_url_in_process", &[("HARNESS_DIR", dir.to_str().unwrap())]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
+    assert_eq!(steps.len(), 4, "{stdout}");
+    let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
+    for (write, read) in [(0, 1), (2, 3)] {
+        // The same database and, through the pooler, the same server process: no new one.
+        let same = |key: &str| field(steps[write], key) == field(steps[read], key);
+        if Harness::for_dir(&dir).unwrap().origin().starts_with("the test container") {
+            assert!(same("oid") && same("pid"), "the URL's connection did not reuse a server process:\n{stdout}");
+        }
+        assert_eq!(
+            ["items", "timeout", "locks", "channels", "temporary"].map(|key| field(steps[read], key)),
+            ["0", "0", "0", "0", "0"].map(String::from),
+            "rows or session state of the last test survived:\n{stdout}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

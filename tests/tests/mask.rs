@@ -81,7 +81,16 @@ impl Dir {
     }
 
     fn copy(&self, from: &TestDb, to: &TestDb, extra: &[&str]) -> Run {
-        let mut args = vec!["db", "copy", "--from", from.url().as_str(), "--to", to.url().as_str(), "--yes", "--mask"];
+        let mut args = vec![
+            "db",
+            "copy",
+            "--from",
+            from.direct_url().as_str(),
+            "--to",
+            to.direct_url().as_str(),
+            "--yes",
+            "--mask",
+        ];
         args.extend_from_slice(extra);
         self.xtask(&args)
     }
@@ -96,7 +105,7 @@ impl Dir {
     /// The whole of `db` as pg_dump's plain SQL (through `db backup`).
     fn dump(&self, db: &TestDb) -> String {
         let out = self.0.join("dumps");
-        let run = self.xtask(&["--database-url", db.url().as_str(), "db", "backup", out.to_str().unwrap()]);
+        let run = self.xtask(&["--database-url", db.direct_url().as_str(), "db", "backup", out.to_str().unwrap()]);
         run.assert_ok();
         let path = Path::new(run.stdout.lines().last().unwrap()).to_path_buf();
         let mut sql = String::new();
@@ -285,9 +294,9 @@ fn a_ten_percent_sample_keeps_every_constraint() {
         "db",
         "copy",
         "--from",
-        source.url().as_str(),
+        source.direct_url().as_str(),
         "--to",
-        again.url().as_str(),
+        again.direct_url().as_str(),
         "--yes",
         "--no-safety-backup",
         "--where",
@@ -305,9 +314,9 @@ fn a_ten_percent_sample_keeps_every_constraint() {
         "db",
         "copy",
         "--from",
-        source.url().as_str(),
+        source.direct_url().as_str(),
         "--to",
-        again.url().as_str(),
+        again.direct_url().as_str(),
         "--yes",
         "--where",
         "nope: true",
@@ -327,7 +336,8 @@ fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
     let target = TestDb::empty().unwrap();
     let to = tests::owned_by_new_role(&target, &role);
     let copy = |extra: &[&str]| {
-        let mut args = vec!["db", "copy", "--from", source.url().as_str(), "--to", to.as_str(), "--yes", "--mask"];
+        let mut args =
+            vec!["db", "copy", "--from", source.direct_url().as_str(), "--to", to.as_str(), "--yes", "--mask"];
         args.extend_from_slice(extra);
         dir.xtask(&args)
     };
@@ -348,7 +358,8 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
     let source = TestDb::empty().unwrap();
     exec(&source, SOURCE);
     let out = dir.0.join("masked");
-    let run = dir.xtask(&["--database-url", source.url().as_str(), "db", "backup", "--mask", out.to_str().unwrap()]);
+    let run =
+        dir.xtask(&["--database-url", source.direct_url().as_str(), "db", "backup", "--mask", out.to_str().unwrap()]);
     run.assert_ok();
     let path = PathBuf::from(run.stdout.lines().last().unwrap());
     assert!(path.starts_with(&out), "{}", run.stdout);
@@ -371,7 +382,7 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
     exec(&target, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);");
     let run = dir.xtask(&[
         "--database-url",
-        target.url().as_str(),
+        target.direct_url().as_str(),
         "db",
         "restore",
         path.to_str().unwrap(),
@@ -380,7 +391,7 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
     ]);
     run.assert_ok();
     // Again over what it restored: its --clean prelude drops the foreign keys before their tables.
-    let args = ["--database-url", target.url().as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
+    let args = ["--database-url", target.direct_url().as_str(), "db", "restore", path.to_str().unwrap(), "--yes"];
     dir.xtask(&[&args[..], &["--no-safety-backup"]].concat()).assert_ok();
     let counts = |c: &str| c.lines().map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(counts(&contents(&target)), counts(&contents(&source)));
@@ -415,8 +426,14 @@ fn a_masked_backup_holds_no_personal_data_and_restores() {
         "[mask]\n\"users.email\" = \"email\"\n\"users.country\" = \"keep\"\n\"orders.contact_email\" = \"email\"\n";
     std::fs::write(dir.0.join("railgun.toml"), rules).unwrap();
     let refused = dir.0.join("refused");
-    let run =
-        dir.xtask(&["--database-url", source.url().as_str(), "db", "backup", "--mask", refused.to_str().unwrap()]);
+    let run = dir.xtask(&[
+        "--database-url",
+        source.direct_url().as_str(),
+        "db",
+        "backup",
+        "--mask",
+        refused.to_str().unwrap(),
+    ]);
     run.assert_fails_with("look like personal data and have no rule");
     assert!(!refused.exists() || std::fs::read_dir(&refused).unwrap().next().is_none());
 }
@@ -463,7 +480,7 @@ fn non_local(db: &TestDb) -> Option<url::Url> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         port: String,
     }
-    let mut conn = diesel::PgConnection::establish(db.url().as_str()).unwrap();
+    let mut conn = diesel::PgConnection::establish(db.direct_url().as_str()).unwrap();
     let found: Addr = diesel::sql_query("SELECT host(inet_server_addr()) AS addr, current_setting('port') AS port")
         .get_result(&mut conn)
         .unwrap();
@@ -471,7 +488,7 @@ fn non_local(db: &TestDb) -> Option<url::Url> {
     if addr.is_loopback() {
         return None;
     }
-    let mut url = db.url().clone();
+    let mut url = db.direct_url().clone();
     url.set_host(Some(&addr.to_string())).unwrap();
     url.set_port(Some(found.port.parse().unwrap())).unwrap();
     // Reachable from here (Linux's Docker bridge routes to containers; Docker Desktop does not).
@@ -491,7 +508,7 @@ fn a_copy_from_a_source_elsewhere_refuses_personal_columns_even_without_mask() {
     };
     let target = TestDb::empty().unwrap();
     let copy = |extra: &[&str]| {
-        let mut args = vec!["db", "copy", "--from", remote.as_str(), "--to", target.url().as_str(), "--yes"];
+        let mut args = vec!["db", "copy", "--from", remote.as_str(), "--to", target.direct_url().as_str(), "--yes"];
         args.extend_from_slice(extra);
         dir.xtask(&args)
     };
@@ -515,9 +532,9 @@ fn a_copy_from_a_source_elsewhere_refuses_personal_columns_even_without_mask() {
         "db",
         "copy",
         "--from",
-        source.url().as_str(),
+        source.direct_url().as_str(),
         "--to",
-        target.url().as_str(),
+        target.direct_url().as_str(),
         "--yes",
         "--no-safety-backup",
     ]);

@@ -85,7 +85,10 @@ impl Setup {
 
     fn xtask(&self, args: &[&str]) -> Run {
         let mut cmd = Command::new(xtask_bin());
-        cmd.arg("--database-url").arg(self.db.url().as_str()).arg("--config-file").arg(self.dir.join("diesel.toml"));
+        cmd.arg("--database-url")
+            .arg(self.db.direct_url().as_str())
+            .arg("--config-file")
+            .arg(self.dir.join("diesel.toml"));
         cmd.args(args).current_dir(&self.dir).env_remove("DATABASE_URL").env_remove("DIESEL_CONFIG_FILE");
         cmd.output().expect("run xtask").into()
     }

@@ -310,7 +310,7 @@ fn squash_is_proven_then_taken_as_applied() {
     let mut first = vec![];
     std::fs::rename(f.dir.join("migrations/2024-01-02-000001_roles"), f.dir.join("roles.aside")).unwrap();
     std::fs::rename(f.dir.join("migrations/2024-01-03-000001_bio"), f.dir.join("bio.aside")).unwrap();
-    xtask_on(&f, part_way.url(), &["migration", "run"]).assert_ok();
+    xtask_on(&f, part_way.direct_url(), &["migration", "run"]).assert_ok();
     std::fs::rename(f.dir.join("roles.aside"), f.dir.join("migrations/2024-01-02-000001_roles")).unwrap();
     std::fs::rename(f.dir.join("bio.aside"), f.dir.join("migrations/2024-01-03-000001_bio")).unwrap();
     first.push(part_way);
@@ -330,15 +330,15 @@ fn squash_is_proven_then_taken_as_applied() {
 
     // A new database from the squashed folder: the same schema.rs and the same rows.
     let fresh = db::testing::TestDb::empty().unwrap();
-    xtask_on(&f, fresh.url(), &["migration", "run"]).assert_ok();
+    xtask_on(&f, fresh.direct_url(), &["migration", "run"]).assert_ok();
     let schema = |url: &url::Url| xtask_on(&f, url, &["schema", "generate", "--stdout"]).stdout;
-    assert_eq!(schema(fresh.url()), schema(f.db.url()));
+    assert_eq!(schema(fresh.direct_url()), schema(f.db.direct_url()));
     let rows = "SELECT string_agg(email || ' ' || role_id, ',' ORDER BY id) AS text FROM users";
     assert_eq!(tests::text(&fresh, rows), "Ann@Example.com 1", "rows inserted before the trigger, as the history did");
     assert_eq!(tests::text(&fresh, rows), tests::text(&f.db, rows));
 
     // The database that applied only the first of the two squashed: refused, with the way out.
-    let refused = xtask_on(&f, first[0].url(), &["migration", "run"]);
+    let refused = xtask_on(&f, first[0].direct_url(), &["migration", "run"]);
     refused.assert_fails_with("applied 1 of the 2 migrations that 2024-01-02-000001_base replaces");
     assert!(refused.stderr.contains("--migration-dir"), "{}", refused.stderr);
 }

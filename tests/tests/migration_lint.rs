@@ -213,7 +213,7 @@ fn without_arguments_it_lints_the_pending_migrations_of_the_database() {
     std::fs::write(dir.join("diesel.toml"), "").unwrap();
     let config = dir.join("diesel.toml");
     let xtask = |args: &[&str]| -> Run {
-        let mut all = vec!["--database-url", db.url().as_str(), "--migration-dir", dir.to_str().unwrap()];
+        let mut all = vec!["--database-url", db.direct_url().as_str(), "--migration-dir", dir.to_str().unwrap()];
         all.extend(["--config-file", config.to_str().unwrap()]);
         all.extend_from_slice(args);
         isolated(&all).output().unwrap().into()
@@ -225,7 +225,7 @@ fn without_arguments_it_lints_the_pending_migrations_of_the_database() {
         None,
     );
     let applied = dbkit::migration::source::load(&dir).unwrap();
-    dbkit::migration::run(db.url(), &applied).unwrap();
+    dbkit::migration::run(db.direct_url(), &applied).unwrap();
     migration(&dir, "2024-01-01-000002_index_email", "CREATE INDEX users_email_idx ON users (email);\n", None);
     let run = xtask(&["migration", "lint", "--json"]);
     let found = findings(&run);

@@ -58,14 +58,14 @@ fn run(mut cmd: Command, dir: &Path) -> Run {
 
 fn diesel_print_schema(db: &TestDb, work: &Workdir, args: &[&str]) -> Run {
     let mut cmd = Command::new(diesel_bin());
-    cmd.arg("--database-url").arg(db.url().as_str()).arg("--config-file").arg(work.config());
+    cmd.arg("--database-url").arg(db.direct_url().as_str()).arg("--config-file").arg(work.config());
     cmd.arg("print-schema").args(args);
     run(cmd, &work.0)
 }
 
 fn xtask(db: &TestDb, work: &Workdir, args: &[&str]) -> Run {
     let mut cmd = Command::new(xtask_bin());
-    cmd.arg("--database-url").arg(db.url().as_str()).arg("--config-file").arg(work.config());
+    cmd.arg("--database-url").arg(db.direct_url().as_str()).arg("--config-file").arg(work.config());
     cmd.args(args);
     run(cmd, &work.0)
 }
@@ -241,7 +241,7 @@ fn writes_the_configured_file_and_check_detects_drift() {
 fn committed_schema_is_up_to_date() {
     let db = TestDb::new().unwrap();
     let mut cmd = Command::new(xtask_bin());
-    cmd.arg("--database-url").arg(db.url().as_str()).args(["schema", "generate", "--check"]);
+    cmd.arg("--database-url").arg(db.direct_url().as_str()).args(["schema", "generate", "--check"]);
     let check = run(cmd, &tests::root());
     assert!(
         check.ok(),
@@ -307,7 +307,7 @@ fn billing_migration(dir: &Path) {
 
 fn migration(tool: PathBuf, db: &TestDb, work: &Workdir, command: &str) -> Run {
     let mut cmd = Command::new(tool);
-    cmd.arg("--database-url").arg(db.url().as_str()).arg("--config-file").arg(work.config());
+    cmd.arg("--database-url").arg(db.direct_url().as_str()).arg("--config-file").arg(work.config());
     cmd.args(["migration", command, "--migration-dir"]).arg(work.0.join("migrations"));
     run(cmd, &work.0)
 }

@@ -49,7 +49,7 @@ fn off_a_terminal_each_stage_is_one_plain_line() {
     }
     assert!(shown.iter().any(|l| l.starts_with("restore: done, 2 tables, ")), "{}", restore.stderr);
     assert!(!restore.stderr.contains('\r'), "{:?}", restore.stderr);
-    let password = source.db.url().password().unwrap().to_string();
+    let password = source.db.direct_url().password().unwrap().to_string();
     assert!(!backup.all().contains(&password) && !restore.all().contains(&password));
 }
 

@@ -65,11 +65,11 @@ impl Dir {
         let (config, migrations) = (self.0.join("diesel.toml"), self.0.join("migrations"));
         Command::new(xtask_bin())
             .args(["--config-file", config.to_str().unwrap(), "--migration-dir", migrations.to_str().unwrap()])
-            .args(["--database-url", source.url().as_str(), "migration", "rehearse"])
+            .args(["--database-url", source.direct_url().as_str(), "migration", "rehearse"])
             .args(args)
             .current_dir(&self.0)
             .env("RAILGUN_ENV_FILE", self.0.join(".env"))
-            .env("RAILGUN_COPY_FROM", source.url().as_str())
+            .env("RAILGUN_COPY_FROM", source.direct_url().as_str())
             .env_remove("RAILGUN_MASK_KEY")
             .env_remove("DATABASE_URL")
             .env_remove("DIESEL_CONFIG_FILE")

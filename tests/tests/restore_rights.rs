@@ -81,7 +81,7 @@ fn crafted(dir: &Path, name: &str, body: &str) -> String {
 fn backed_up(dir: &Dir, sql: &str) -> (TestDb, String) {
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute(sql).unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out"]);
+    let out = xtask(&dir.0, source.direct_url(), &["db", "backup", "out"]);
     let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     (source, file)
 }
@@ -123,10 +123,10 @@ fn what_pg_dump_never_writes_is_refused_by_verify_and_restore_with_its_line() {
     .enumerate()
     {
         let file = crafted(&dir.0, &format!("crafted-{n}.sql.gz"), body);
-        let verify = xtask(&dir.0, target.url(), &["db", "verify", &file]);
+        let verify = xtask(&dir.0, target.direct_url(), &["db", "verify", &file]);
         verify.assert_fails_with(needle);
         assert!(verify.stderr.contains("line 10"), "{body}: {}", verify.stderr);
-        restore(&dir.0, target.url(), &file).assert_fails_with(needle);
+        restore(&dir.0, target.direct_url(), &file).assert_fails_with(needle);
         assert_eq!(content(&target), before, "{body}");
     }
     assert_eq!(roles_named(&target, "railgun_pwned%"), "");
@@ -156,8 +156,8 @@ fn code_a_rule_cannot_see_runs_with_the_restore_owners_rights_only() {
              COPY public.t (id) FROM stdin;\n1\n2\n\\.\n"
         );
         let file = crafted(&dir.0, &format!("rights-{n}.sql.gz"), &body);
-        xtask(&dir.0, target.url(), &["db", "verify", &file]).assert_ok();
-        let run = restore(&dir.0, target.url(), &file);
+        xtask(&dir.0, target.direct_url(), &["db", "verify", &file]).assert_ok();
+        let run = restore(&dir.0, target.direct_url(), &file);
         run.assert_fails_with("rolled back: the database is as it was");
         assert!(
             run.stderr.contains("permission denied") || run.stderr.contains("must be") || run.stderr.contains("cannot"),
@@ -171,7 +171,7 @@ fn code_a_rule_cannot_see_runs_with_the_restore_owners_rights_only() {
     let body = "CREATE FUNCTION public.definer() RETURNS text LANGUAGE sql SECURITY DEFINER AS $_$ SELECT current_user::text $_$;\n\
                 CREATE TABLE public.t (id integer);\n";
     let file = crafted(&dir.0, "definer.sql.gz", body);
-    let run = restore(&dir.0, target.url(), &file);
+    let run = restore(&dir.0, target.direct_url(), &file);
     run.assert_ok();
     assert!(
         run.stderr.contains("SECURITY DEFINER functions (1)") && run.stderr.contains("definer()"),
@@ -224,11 +224,11 @@ fn real_schemas_restore_into_an_empty_database_and_over_an_existing_one() {
     let (source, file) = backed_up(&dir, SHAPES);
     let expected = content(&source);
     let target = TestDb::empty().unwrap();
-    restore(&dir.0, target.url(), &file).assert_ok();
+    restore(&dir.0, target.direct_url(), &file).assert_ok();
     assert_eq!(content(&target), expected, "into an empty database");
     // Over itself, changed meanwhile: the backup's rows come back.
     target.conn().unwrap().batch_execute("DELETE FROM public.payment WHERE amount > 10; DROP VIEW aredl.top;").unwrap();
-    restore(&dir.0, target.url(), &file).assert_ok();
+    restore(&dir.0, target.direct_url(), &file).assert_ok();
     assert_eq!(content(&target), expected, "over an existing database");
     // The trigger came back too, and the partitions route rows.
     target.conn().unwrap().batch_execute("INSERT INTO aredl.levels VALUES (99, 'lower', 'G', 2001); INSERT INTO public.payment (paid) VALUES ('2022-02-03');").unwrap();
@@ -246,7 +246,7 @@ fn a_database_without_standard_strings_backs_up_and_restores() {
                COMMENT ON TABLE public.quotes IS E'comment with \\ and '' ;';"#,
     );
     let target = TestDb::empty().unwrap();
-    restore(&dir.0, target.url(), &file).assert_ok();
+    restore(&dir.0, target.direct_url(), &file).assert_ok();
     assert_eq!(content(&target), content(&source));
     let comment = text(&target, "SELECT obj_description('public.quotes'::regclass) AS text");
     assert_eq!(comment, "comment with \\ and ' ;");
@@ -263,14 +263,14 @@ fn an_extension_that_needs_a_superuser_is_refused_before_anything_runs_unless_al
              INSERT INTO public.tokens (note) VALUES ('a'), ('b');",
     );
     let (target, before) = a_target();
-    let run = xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes"]);
+    let run = xtask(&dir.0, target.direct_url(), &["db", "restore", &file, "--yes"]);
     run.assert_fails_with("need a superuser: dblink");
     assert!(run.stderr.contains("--allow-extension dblink") && !run.stderr.contains("pgcrypto"), "{}", run.stderr);
     assert!(!run.stderr.contains("safety backup"), "refused before anything else: {}", run.stderr);
     assert_eq!(content(&target), before);
     let run = xtask(
         &dir.0,
-        target.url(),
+        target.direct_url(),
         &["db", "restore", &file, "--yes", "--no-safety-backup", "--allow-extension", "dblink"],
     );
     run.assert_ok();
@@ -308,9 +308,9 @@ fn a_copy_runs_the_sources_functions_with_the_restore_owners_rights_only() {
         "db",
         "copy",
         "--from",
-        source.url().as_str(),
+        source.direct_url().as_str(),
         "--to",
-        target.url().as_str(),
+        target.direct_url().as_str(),
         "--yes",
         "--no-safety-backup",
     ])
@@ -355,13 +355,20 @@ fn a_restore_killed_while_the_server_builds_an_index_changes_nothing() {
     );
     let (target, before) = a_target();
     for (name, signal) in [("SIGTERM", libc::SIGTERM), ("SIGKILL", libc::SIGKILL), ("SIGHUP", libc::SIGHUP)] {
-        let mut child =
-            isolated(&["--database-url", target.url().as_str(), "db", "restore", &file, "--yes", "--no-safety-backup"])
-                .current_dir(&dir.0)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+        let mut child = isolated(&[
+            "--database-url",
+            target.direct_url().as_str(),
+            "db",
+            "restore",
+            &file,
+            "--yes",
+            "--no-safety-backup",
+        ])
+        .current_dir(&dir.0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         while restore_backends(&target, "AND query LIKE 'CREATE INDEX%' AND state = 'active'") == 0 {
             assert!(child.try_wait().unwrap().is_none(), "{name}: the restore ended before its index build was seen");
@@ -400,7 +407,7 @@ impl<'a> Owner<'a> {
     }
 
     fn url(&self) -> Url {
-        let mut url = self.db.url().clone();
+        let mut url = self.db.direct_url().clone();
         url.set_username(&self.role).unwrap();
         url.set_password(Some("pw")).unwrap();
         url
@@ -442,14 +449,14 @@ fn the_restore_owner_of_a_dropped_database_goes_with_the_next_restore() {
     let mut conn = source.conn().unwrap();
     conn.batch_execute(&format!("DROP DATABASE IF EXISTS {gone}")).unwrap();
     conn.batch_execute(&format!("CREATE DATABASE {gone}")).unwrap();
-    let mut url = source.url().clone();
+    let mut url = source.direct_url().clone();
     url.set_path(&gone);
     restore(&dir.0, &url, &file).assert_ok();
     let role = format!("railgun_owner_{gone}");
     assert_eq!(roles_named(&source, &role), role);
     conn.batch_execute(&format!("DROP DATABASE {gone} WITH (FORCE)")).unwrap();
     let target = TestDb::empty().unwrap();
-    restore(&dir.0, target.url(), &file).assert_ok();
+    restore(&dir.0, target.direct_url(), &file).assert_ok();
     assert_eq!(roles_named(&source, &role), "", "the owner of a dropped database is dropped");
     // A database of the same name made again: its restore owner is made again, nothing in the way.
     conn.batch_execute(&format!("CREATE DATABASE {gone}")).unwrap();
@@ -473,7 +480,7 @@ fn event_triggers_are_left_out_and_named_unless_asked_for() {
     );
     let target = TestDb::empty().unwrap();
     let triggers = "SELECT coalesce(string_agg(evtname::text, ','), '') AS text FROM pg_event_trigger";
-    let run = restore(&dir.0, target.url(), &file);
+    let run = restore(&dir.0, target.direct_url(), &file);
     run.assert_ok();
     assert!(
         run.stderr.contains("event triggers (note_ddl)") && run.stderr.contains("--with-event-triggers"),
@@ -482,8 +489,11 @@ fn event_triggers_are_left_out_and_named_unless_asked_for() {
     );
     assert_eq!(text(&target, triggers), "");
     assert_eq!(text(&target, "SELECT count(*)::text AS text FROM public.t"), "1");
-    let run =
-        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--with-event-triggers"]);
+    let run = xtask(
+        &dir.0,
+        target.direct_url(),
+        &["db", "restore", &file, "--yes", "--no-safety-backup", "--with-event-triggers"],
+    );
     let created = text(&target, triggers);
     target.conn().unwrap().batch_execute("DROP EVENT TRIGGER IF EXISTS note_ddl").unwrap();
     run.assert_ok();
@@ -505,12 +515,12 @@ fn grants_come_back_where_their_roles_exist_and_are_named_where_not() {
              CREATE TABLE public.t (id int); GRANT SELECT ON public.t TO {reader}; GRANT INSERT ON public.t TO {gone};"
         ))
         .unwrap();
-    let out = xtask(&dir.0, source.url(), &["db", "backup", "out", "--with-privileges"]);
+    let out = xtask(&dir.0, source.direct_url(), &["db", "backup", "out", "--with-privileges"]);
     let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     // The backup goes to a server where one of the two roles is gone.
     source.conn().unwrap().batch_execute(&format!("REVOKE ALL ON public.t FROM {gone}; DROP ROLE {gone};")).unwrap();
     let target = TestDb::empty().unwrap();
-    let run = restore(&dir.0, target.url(), &file);
+    let run = restore(&dir.0, target.direct_url(), &file);
     let grants = text(
         &target,
         "SELECT coalesce(string_agg(format('%s:%s', grantee, privilege_type), ',' ORDER BY grantee, privilege_type), '') AS text

@@ -18,11 +18,15 @@ struct Roles {
 impl Roles {
     fn new(tag: &str, db: &TestDb) -> Roles {
         let pid = std::process::id();
-        Roles { app: format!("{tag}_app_{pid}"), migrator: format!("{tag}_mig_{pid}"), database: db.url().to_string() }
+        Roles {
+            app: format!("{tag}_app_{pid}"),
+            migrator: format!("{tag}_mig_{pid}"),
+            database: db.direct_url().to_string(),
+        }
     }
 
     fn url(&self, db: &TestDb, role: &str, password: &str) -> String {
-        let mut url = db.url().clone();
+        let mut url = db.direct_url().clone();
         url.set_username(role).unwrap();
         url.set_password(Some(password)).unwrap();
         url.to_string()
@@ -64,7 +68,7 @@ fn xtask(url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 fn make_roles(db: &TestDb, roles: &Roles) -> Run {
     xtask(
-        db.url().as_str(),
+        db.direct_url().as_str(),
         &["db", "roles", "--app-role", &roles.app, "--migrator-role", &roles.migrator],
         &[("RAILGUN_APP_DB_PASSWORD", APP_PASSWORD), ("RAILGUN_MIGRATOR_DB_PASSWORD", MIGRATOR_PASSWORD)],
     )
@@ -115,7 +119,7 @@ fn app_role_reads_and_writes_rows_but_never_changes_the_schema() {
     denied(&mut app, "DROP TABLE later");
 
     // Wrong or missing password settings change nothing and say which variable to set.
-    let run = xtask(db.url().as_str(), &["db", "roles", "--app-role", "r6_never"], &[]);
+    let run = xtask(db.direct_url().as_str(), &["db", "roles", "--app-role", "r6_never"], &[]);
     run.assert_fails_with("RAILGUN_APP_DB_PASSWORD is not set");
     let mut admin = db.conn().unwrap();
     assert_eq!(execute(&mut admin, "SELECT FROM pg_roles WHERE rolname = 'r6_never'"), Ok(0));
@@ -128,7 +132,7 @@ fn audit_lists_what_fails_with_the_fix() {
     let audit = |url: &str| xtask(url, &["db", "audit", "--app-role", &roles.app], &[]);
 
     // Before `db roles`: no app role, a superuser URL, tables without RLS.
-    let run = audit(db.url().as_str());
+    let run = audit(db.direct_url().as_str());
     run.assert_fails_with("checks failed");
     let out = &run.stdout;
     assert!(out.contains(&format!("FAIL  app role    there is no role `{}`", roles.app)), "{out}");
@@ -136,7 +140,7 @@ fn audit_lists_what_fails_with_the_fix() {
     assert!(out.contains("FAIL  rls") && out.contains("api_tokens, billing_accounts, users"), "{out}");
     assert!(out.contains("pass  secrets"), "{out}");
     assert!(out.contains("fix: cargo xtask db roles"), "{out}");
-    assert!(!run.all().contains(db.url().password().unwrap()));
+    assert!(!run.all().contains(db.direct_url().password().unwrap()));
 
     make_roles(&db, &roles).assert_ok();
     let mut admin = db.conn().unwrap();
@@ -185,9 +189,9 @@ fn audit_follows_role_membership() {
     let db = TestDb::new().unwrap();
     let roles = Roles::new("a8", &db);
     make_roles(&db, &roles).assert_ok();
-    let middle = Middle(format!("a8_mid_{}", std::process::id()), db.url().to_string());
+    let middle = Middle(format!("a8_mid_{}", std::process::id()), db.direct_url().to_string());
     let mut admin = db.conn().unwrap();
-    let superuser = db.url().username().to_string();
+    let superuser = db.direct_url().username().to_string();
     execute(&mut admin, &format!("CREATE ROLE {} NOLOGIN", middle.0)).unwrap();
     execute(&mut admin, &format!("GRANT {} TO {}", middle.0, roles.app)).unwrap();
     let audit = || xtask(&roles.url(&db, &roles.app, APP_PASSWORD), &["db", "audit", "--app-role", &roles.app], &[]);

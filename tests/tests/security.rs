@@ -148,7 +148,7 @@ fn the_guard_asks_on_a_terminal() {
     diesel::sql_query("CREATE TABLE guarded (id int)").execute(&mut db.conn().unwrap()).unwrap();
     let on_terminal = |args: &str, answer: &str, production: bool| -> Run {
         use std::io::Write;
-        let line = format!("'{}' --database-url '{}' {args}", tests::xtask_bin().display(), db.url());
+        let line = format!("'{}' --database-url '{}' {args}", tests::xtask_bin().display(), db.direct_url());
         let mut cmd = Command::new("script");
         cmd.args(["-qec", &line, "/dev/null"])
             .env("RAILGUN_ENV_FILE", std::env::temp_dir().join("no-such-env"))
@@ -164,7 +164,7 @@ fn the_guard_asks_on_a_terminal() {
         child.stdin.take().unwrap().write_all(format!("{answer}\n").as_bytes()).unwrap();
         child.wait_with_output().unwrap().into()
     };
-    let password = db.url().password().unwrap().to_string();
+    let password = db.direct_url().password().unwrap().to_string();
 
     let run = on_terminal("schema drop", "n", false);
     assert!(!run.ok() && run.all().contains("[y/N]") && run.all().contains("not confirmed"), "{}", run.all());

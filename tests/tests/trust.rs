@@ -83,13 +83,15 @@ fn a_real_dump_with_every_tricky_shape_restores_exactly() {
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute(TRICKY).unwrap();
     let expected = content(&source);
-    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
+    let out: Run = xtask(&dir.0, source.direct_url(), &["db", "backup", "out"]).output().unwrap().into();
     out.assert_ok();
     let file = out.stdout.lines().last().unwrap().trim().to_string();
-    xtask(&dir.0, source.url(), &["db", "verify", &file]).output().map(Run::from).unwrap().assert_ok();
+    xtask(&dir.0, source.direct_url(), &["db", "verify", &file]).output().map(Run::from).unwrap().assert_ok();
     let target = TestDb::empty().unwrap();
-    let out: Run =
-        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup"]).output().unwrap().into();
+    let out: Run = xtask(&dir.0, target.direct_url(), &["db", "restore", &file, "--yes", "--no-safety-backup"])
+        .output()
+        .unwrap()
+        .into();
     out.assert_ok();
     assert_eq!(content(&target), expected);
     assert!(!Path::new("/tmp/railgun-should-not-exist").exists());
@@ -105,7 +107,7 @@ struct Count {
 fn orders_backup_and_target(dir: &Dir) -> (String, TestDb) {
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);").unwrap();
-    let out: Run = xtask(&dir.0, source.url(), &["db", "backup", "out"]).output().unwrap().into();
+    let out: Run = xtask(&dir.0, source.direct_url(), &["db", "backup", "out"]).output().unwrap().into();
     let file = out.assert_ok().stdout.lines().last().unwrap().trim().to_string();
     let target = TestDb::empty().unwrap();
     target.conn().unwrap().batch_execute("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1), (2);").unwrap();
@@ -120,11 +122,14 @@ fn a_lock_held_elsewhere_fails_the_restore_naming_its_holder_and_leaves_nothing_
     let mut reader = target.conn().unwrap();
     reader.batch_execute("SET application_name = 'the-reader'; BEGIN; SELECT count(*) FROM orders;").unwrap();
     let started = Instant::now();
-    let out: Run =
-        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "1s"])
-            .output()
-            .unwrap()
-            .into();
+    let out: Run = xtask(
+        &dir.0,
+        target.direct_url(),
+        &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "1s"],
+    )
+    .output()
+    .unwrap()
+    .into();
     let took = started.elapsed();
     out.assert_fails_with("waited 1000ms for a lock and was rolled back");
     assert!(out.stderr.contains("public.orders") || out.stderr.contains("orders by pid"), "{}", out.stderr);
@@ -160,7 +165,7 @@ fn a_query_string_password_never_reaches_a_command_line() {
     let dir = Dir::new("query-password");
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1);").unwrap();
-    let mut url = source.url().clone();
+    let mut url = source.direct_url().clone();
     let password = url.password().unwrap().to_string();
     url.set_password(None).unwrap();
     url.query_pairs_mut().append_pair("password", &password);
@@ -286,7 +291,7 @@ fn two_checkouts_on_one_machine_keep_their_own_services_and_data() {
 fn an_env_file_with_a_byte_order_mark_is_read() {
     let dir = Dir::new("bom");
     let db = TestDb::empty().unwrap();
-    std::fs::write(dir.0.join("bom.env"), format!("\u{feff}DATABASE_URL={}\n", db.url())).unwrap();
+    std::fs::write(dir.0.join("bom.env"), format!("\u{feff}DATABASE_URL={}\n", db.direct_url())).unwrap();
     let out: Run = Command::new(xtask_bin())
         .args(["migration", "show", "--migration-dir"])
         .arg(root().join("db/migrations"))
@@ -416,13 +421,16 @@ fn ctrl_c_midway_leaves_nothing_queued_and_the_target_as_it_was() {
     let mut reader = target.conn().unwrap();
     reader.batch_execute("BEGIN; SELECT count(*) FROM orders;").unwrap();
     // Its own process group, as a terminal's foreground job: Ctrl-C reaches the xtask and psql.
-    let child =
-        xtask(&dir.0, target.url(), &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "60s"])
-            .process_group(0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    let child = xtask(
+        &dir.0,
+        target.direct_url(),
+        &["db", "restore", &file, "--yes", "--no-safety-backup", "--lock-timeout", "60s"],
+    )
+    .process_group(0)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let restoring = "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'railgun-restore-%' \
                      AND datname = current_database() AND wait_event_type = 'Lock'";
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -531,7 +539,7 @@ fn a_query_string_sslpassword_never_reaches_a_command_line() {
     let source = TestDb::empty().unwrap();
     source.conn().unwrap().batch_execute("CREATE TABLE things (id int); INSERT INTO things VALUES (1);").unwrap();
     let secret = "SslPassphraseCanary42";
-    let mut url = source.url().clone();
+    let mut url = source.direct_url().clone();
     url.query_pairs_mut().append_pair("sslpassword", secret);
     // pg_dump waits on a writer's lock, long enough to read its command line.
     let mut holder = source.conn().unwrap();
