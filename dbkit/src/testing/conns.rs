@@ -4,8 +4,12 @@
 //!
 //! The pool is r2d2's, the one pool diesel implements `Connection` for: a [`TestConn`] is used
 //! wherever a `PgConnection` is (it derefs to one, and diesel's query methods take it).
-//! Connections are made by [`connect_waiting`] (a test out of connection slots waits for one).
+//! Connections are made by [`super::server::connect_waiting`] (a test out of connection slots
+//! waits for one), on r2d2's threads: a lease's end stops and waits for those still waiting, so
+//! that none is left connecting while the process exits (libpq's and OpenSSL's exit handlers
+//! then race it).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection, R2D2Connectio
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use url::Url;
 
-use super::server::connect_waiting;
+use super::server::connect_waiting_unless;
 
 /// A connection to a test database, from its pool: back to the pool when dropped (a broken one,
 /// or one left inside a transaction, is closed instead).
@@ -25,13 +29,23 @@ pub type TestConn = PooledConnection<TestManager>;
 #[derive(Debug)]
 pub struct TestManager {
     url: Url,
+    shared: Shared,
+    /// The first connection's server process is left for its user to note (see [`Lease::note_pid`]).
+    first_pid_later: AtomicBool,
+}
+
+/// What a lease and its pools' managers share.
+#[derive(Debug, Clone, Default)]
+struct Shared {
     /// The last connection error, for the test waiting on the pool (r2d2 only retries): kept
     /// whole, so that its [`Failure`](crate::connect::Failure) tells what failed.
     failed: Arc<Mutex<Option<anyhow::Error>>>,
     /// Server processes of every connection opened.
     pids: Arc<Mutex<Vec<i32>>>,
-    /// The first connection's server process is left for its user to note (see [`Lease::note_pid`]).
-    first_pid_later: std::sync::atomic::AtomicBool,
+    /// The lease has ended: a connection waiting for a slot gives up.
+    ended: Arc<AtomicBool>,
+    /// Connections being opened now.
+    opening: Arc<AtomicUsize>,
 }
 
 /// The server process of a pooled connection (in its r2d2 extensions).
@@ -44,15 +58,19 @@ impl ManageConnection for TestManager {
     fn connect(&self) -> Result<PgConnection, r2d2::Error> {
         let failed = |e: anyhow::Error| {
             let text = crate::error::describe(&e);
-            *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            *self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
             r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(text))
         };
-        let mut conn = connect_waiting(&self.url).map_err(failed)?;
-        if self.first_pid_later.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        let Shared { ended, opening, .. } = &self.shared;
+        opening.fetch_add(1, Ordering::SeqCst);
+        let conn = connect_waiting_unless(&self.url, &|| ended.load(Ordering::SeqCst));
+        opening.fetch_sub(1, Ordering::SeqCst);
+        let mut conn = conn.map_err(failed)?;
+        if self.first_pid_later.swap(false, Ordering::Relaxed) {
             return Ok(conn);
         }
         let pid = backend_pid(&mut conn).map_err(failed)?;
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         Ok(conn)
     }
 
@@ -71,8 +89,18 @@ pub(crate) struct Lease {
     pub name: String,
     pool: Mutex<Pool<TestManager>>,
     url: Url,
-    failed: Arc<Mutex<Option<anyhow::Error>>>,
-    pids: Arc<Mutex<Vec<i32>>>,
+    shared: Shared,
+}
+
+impl Drop for Lease {
+    /// Its connections waiting for a slot give up, and are waited for (a second at most).
+    fn drop(&mut self) {
+        self.shared.ended.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self.shared.opening.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// The threads that open pooled connections, shared by every pool of the process.
@@ -102,19 +130,13 @@ impl Lease {
     }
 
     fn with_first_pid(name: String, url: Url, later: bool) -> Lease {
-        let (failed, pids) = (Arc::default(), Arc::default());
-        let pool = Mutex::new(Lease::pool(&url, &failed, &pids, later));
-        Lease { name, pool, url, failed, pids }
+        let shared = Shared::default();
+        let pool = Mutex::new(Lease::pool(&url, &shared, later));
+        Lease { name, pool, url, shared }
     }
 
-    fn pool(
-        url: &Url,
-        failed: &Arc<Mutex<Option<anyhow::Error>>>,
-        pids: &Arc<Mutex<Vec<i32>>>,
-        later: bool,
-    ) -> Pool<TestManager> {
-        let manager =
-            TestManager { url: url.clone(), failed: failed.clone(), pids: pids.clone(), first_pid_later: later.into() };
+    fn pool(url: &Url, shared: &Shared, later: bool) -> Pool<TestManager> {
+        let manager = TestManager { url: url.clone(), shared: shared.clone(), first_pid_later: later.into() };
         Pool::builder()
             .max_size(64)
             .min_idle(Some(0))
@@ -138,12 +160,12 @@ impl Lease {
         if let Some(conn) = pool.try_get() {
             return Ok(conn);
         }
-        self.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).take();
         loop {
             if let Ok(conn) = pool.get_timeout(Duration::from_millis(50)) {
                 return Ok(conn);
             }
-            if let Some(error) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(error) = self.shared.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 return Err(error);
             }
         }
@@ -151,7 +173,7 @@ impl Lease {
 
     /// Closes the idle connections (a tool given the URL may want the database to itself).
     pub fn close_idle(&self) {
-        let fresh = Lease::pool(&self.url, &self.failed, &self.pids, false);
+        let fresh = Lease::pool(&self.url, &self.shared, false);
         drop(std::mem::replace(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()), fresh));
     }
 
@@ -163,12 +185,12 @@ impl Lease {
 
     /// Server processes of every connection the pool opened.
     pub fn pids(&self) -> Vec<i32> {
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Notes `pid`, the server process of `conn` (the first connection of [`Lease::for_nextest_slot`]).
     pub fn note_pid(&self, conn: &mut TestConn, pid: i32) {
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
         PooledConnection::extensions_mut(conn).insert(Pid(pid));
     }
 
@@ -178,7 +200,7 @@ impl Lease {
         if let Some(pid) = PooledConnection::extensions(conn).get::<Pid>() {
             return Ok(pid.0);
         }
-        let only = match self.pids.lock().unwrap_or_else(|e| e.into_inner()).as_slice() {
+        let only = match self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).as_slice() {
             [pid] if self.current().state().connections == 1 => Some(*pid),
             _ => None,
         };

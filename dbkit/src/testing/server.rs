@@ -529,6 +529,12 @@ fn via_socket(sockets: &Path, project: &str, tcp: &Url) -> Option<Url> {
 /// Connects to `url`, waiting while the server has no free connection slot (many parallel tests)
 /// rather than failing; says so after a few seconds.
 pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
+    connect_waiting_unless(url, &|| false)
+}
+
+/// [`connect_waiting`] that stops waiting (an error) once `stop` says so: a test database's
+/// pool ended while one of its connections waited for a slot.
+pub(crate) fn connect_waiting_unless(url: &Url, stop: &dyn Fn() -> bool) -> Result<PgConnection> {
     let once = crate::connect::Retries { attempts: 1, ..crate::connect::Retries::command_line() };
     // No GSSAPI on a test server: probing for Kerberos credentials costs each connection time.
     let mut url = url.clone();
@@ -551,7 +557,7 @@ pub(crate) fn connect_waiting(url: &Url) -> Result<PgConnection> {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        if !full || started.elapsed() > Duration::from_secs(600) {
+        if !full || started.elapsed() > Duration::from_secs(600) || stop() {
             return Err(error);
         }
         if !told && started.elapsed() > Duration::from_secs(3) {
