@@ -369,38 +369,52 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
     let mut failures = Vec::new();
     for case in &table {
         let run = run(&scratch, db.direct_url().as_str(), case);
-        let mut problems = Vec::new();
-        if run.ok() {
-            problems.push("exited 0".to_string());
-        }
-        if run.code.is_none() || run.stderr.contains("panicked") {
-            problems.push(format!("panicked or was killed ({:?})", run.code));
-        }
-        if !run.stderr.contains(case.says) {
-            problems.push(format!("stderr lacks `{}`", case.says));
-        }
-        if !(run.stderr.contains("hint:") || run.stderr.contains("--help")) {
-            problems.push("no hint".to_string());
-        }
-        if run.all().contains(CANARY) || run.all().contains(&password) {
-            problems.push("printed a password".to_string());
-        }
-        if checksum(&db) != before {
-            problems.push("changed the database".to_string());
-        }
-        let escaped = [std::env::temp_dir(), PathBuf::from("/tmp"), scratch.0.clone()].map(|d| d.join(escaped_name()));
-        let created = std::fs::read_dir(scratch.0.join("migrations")).map_or(0, |d| d.count());
-        if escaped.iter().any(|p| p.exists()) || created > 0 {
-            problems.push("wrote outside the migrations directory".to_string());
-        }
+        let problems = problems(case, &run, &password, checksum(&db) != before, &scratch);
         if !problems.is_empty() {
             failures.push(format!("{}: {}\n{}", case.name, problems.join("; "), run.stderr.trim()));
         }
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n\n{}", failures.len(), table.len(), failures.join("\n\n"));
-    // Nothing a crafted backup asked for happened: no file written, no other database touched,
-    // no safety backup taken of a file refused, no service left half up.
-    let written: Vec<_> = pwned(&scratch).into_iter().filter(|p| p.exists()).collect();
+    nothing_a_crafted_backup_asked_for_happened(&scratch, &victim);
+    doctor_reports_a_bad_url_with_the_same_words(&scratch, &db);
+    no_failed_up_left_anything_behind();
+}
+
+/// What is wrong with how `case` ran: it succeeded, panicked, did not say what it should, gave
+/// no hint, printed a password, changed the database (`changed_database`), or wrote outside the
+/// migrations directory.
+fn problems(case: &Case, run: &Run, password: &str, changed_database: bool, scratch: &Scratch) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run.ok() {
+        problems.push("exited 0".to_string());
+    }
+    if run.code.is_none() || run.stderr.contains("panicked") {
+        problems.push(format!("panicked or was killed ({:?})", run.code));
+    }
+    if !run.stderr.contains(case.says) {
+        problems.push(format!("stderr lacks `{}`", case.says));
+    }
+    if !(run.stderr.contains("hint:") || run.stderr.contains("--help")) {
+        problems.push("no hint".to_string());
+    }
+    if run.all().contains(CANARY) || run.all().contains(password) {
+        problems.push("printed a password".to_string());
+    }
+    if changed_database {
+        problems.push("changed the database".to_string());
+    }
+    let escaped = [std::env::temp_dir(), PathBuf::from("/tmp"), scratch.0.clone()].map(|d| d.join(escaped_name()));
+    let created = std::fs::read_dir(scratch.0.join("migrations")).map_or(0, |d| d.count());
+    if escaped.iter().any(|p| p.exists()) || created > 0 {
+        problems.push("wrote outside the migrations directory".to_string());
+    }
+    problems
+}
+
+/// Nothing a crafted backup asked for happened: no file written, no other database touched,
+/// no safety backup taken of a file refused.
+fn nothing_a_crafted_backup_asked_for_happened(scratch: &Scratch, victim: &TestDb) {
+    let written: Vec<_> = pwned(scratch).into_iter().filter(|p| p.exists()).collect();
     assert!(written.is_empty(), "a crafted backup wrote {written:?}");
     let tables: Vec<Checksum> =
         diesel::sql_query("SELECT string_agg(tablename, ',') AS md5 FROM pg_tables WHERE schemaname = 'public'")
@@ -415,9 +429,12 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
         })
         .unwrap_or(0);
     assert_eq!(safety, 0, "no safety backup before a refused restore");
-    // doctor reports a bad URL as its database check (stdout), with the same words.
+}
+
+/// doctor reports a bad URL as its database check (stdout), with the same words.
+fn doctor_reports_a_bad_url_with_the_same_words(scratch: &Scratch, db: &TestDb) {
     let doctor = run(
-        &scratch,
+        scratch,
         db.direct_url().as_str(),
         &case("doctor", &["--database-url", &format!("postgres://adv:2024/{CANARY}!@localhost/db"), "doctor"], ""),
     );
@@ -426,6 +443,10 @@ fn every_bad_input_fails_safely_and_says_what_to_do() {
         "{}",
         doctor.all()
     );
+}
+
+/// No service left half up by the failed `up`: no container, no volume.
+fn no_failed_up_left_anything_behind() {
     let left =
         tests::containers_labelled(&format!("org.railgun.project=railgun-test-bad-input-{}", std::process::id()));
     assert!(left.is_empty(), "a failed up left {left:?}");

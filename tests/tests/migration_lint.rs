@@ -233,6 +233,95 @@ fn without_arguments_it_lints_the_pending_migrations_of_the_database() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// What `measure_reports_...` lints, one change each after a base migration: (name, up.sql,
+/// metadata.toml).
+const MEASURE_CASES: [(&str, &str, Option<&str>); 7] = [
+    ("2024-01-01-000002_volatile_default", "ALTER TABLE users ADD COLUMN token float8 DEFAULT random();\n", None),
+    (
+        "2024-01-01-000003_stable_default",
+        "ALTER TABLE users ADD COLUMN expires_at timestamptz DEFAULT now() + interval '1 day';\n",
+        None,
+    ),
+    ("2024-01-01-000004_set_not_null", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n", None),
+    ("2024-01-01-000005_index", "CREATE INDEX posts_title_idx ON posts (title);\n", None),
+    (
+        "2024-01-01-000006_index_concurrently",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS posts_user_id_idx ON posts (user_id);\n",
+        Some("run_in_transaction = false\n"),
+    ),
+    (
+        "2024-01-01-000007_foreign_key",
+        "ALTER TABLE posts ADD CONSTRAINT posts_user_fk FOREIGN KEY (user_id) REFERENCES users (id);\n",
+        None,
+    ),
+    (
+        "2024-01-01-000008_foreign_key_not_valid",
+        "ALTER TABLE posts ADD CONSTRAINT posts_editor_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n",
+        None,
+    ),
+];
+
+/// `--measure --json`'s statements, by migration name without its version.
+struct Measured<'a> {
+    rows: BTreeMap<String, &'a serde_json::Value>,
+}
+
+impl Measured<'_> {
+    fn of(json: &serde_json::Value) -> Measured<'_> {
+        let rows = json["measured"]["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| (row["migration"].as_str().unwrap().split_once('_').unwrap().1.to_string(), row))
+            .collect();
+        Measured { rows }
+    }
+
+    /// The locks the statement took: (table, mode).
+    fn locks(&self, case: &str) -> Vec<(String, String)> {
+        self.rows[case]["locks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// The tables it rewrote.
+    fn rewrote(&self, case: &str) -> Vec<&str> {
+        self.rows[case]["rewrote"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect()
+    }
+
+    /// What the measure said of `rule`'s finding: "confirmed", "contradicted", or "none" when
+    /// the rule did not flag it.
+    fn verdict(&self, case: &str, rule: &str) -> String {
+        let verdicts = self.rows[case]["verdicts"].as_array().unwrap();
+        verdicts
+            .iter()
+            .find(|v| v["rule"] == rule)
+            .map_or("none".into(), |v| v["verdict"].as_str().unwrap().to_string())
+    }
+}
+
+/// How many databases of the test server are called `name`.
+fn databases_named(name: &str) -> i64 {
+    let mut conn = diesel::Connection::establish(db::testing::server_url().unwrap().as_str())
+        .map(|c: diesel::PgConnection| c)
+        .unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let left: N = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+            .bind::<diesel::sql_types::Text, _>(name),
+        &mut conn,
+    )
+    .unwrap();
+    left.n
+}
+
 #[test]
 fn measure_reports_the_locks_and_rewrites_each_statement_really_caused() {
     let dir = scratch("measure");
@@ -243,36 +332,11 @@ fn measure_reports_the_locks_and_rewrites_each_statement_really_caused() {
         "CREATE TABLE users (id bigint PRIMARY KEY, email text);\nCREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint, title text);\n",
         None,
     );
-    let cases = [
-        ("2024-01-01-000002_volatile_default", "ALTER TABLE users ADD COLUMN token float8 DEFAULT random();\n", None),
-        (
-            "2024-01-01-000003_stable_default",
-            "ALTER TABLE users ADD COLUMN expires_at timestamptz DEFAULT now() + interval '1 day';\n",
-            None,
-        ),
-        ("2024-01-01-000004_set_not_null", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n", None),
-        ("2024-01-01-000005_index", "CREATE INDEX posts_title_idx ON posts (title);\n", None),
-        (
-            "2024-01-01-000006_index_concurrently",
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS posts_user_id_idx ON posts (user_id);\n",
-            Some("run_in_transaction = false\n"),
-        ),
-        (
-            "2024-01-01-000007_foreign_key",
-            "ALTER TABLE posts ADD CONSTRAINT posts_user_fk FOREIGN KEY (user_id) REFERENCES users (id);\n",
-            None,
-        ),
-        (
-            "2024-01-01-000008_foreign_key_not_valid",
-            "ALTER TABLE posts ADD CONSTRAINT posts_editor_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;\n",
-            None,
-        ),
-    ];
-    for (name, up, metadata) in cases {
+    for (name, up, metadata) in MEASURE_CASES {
         migration(&dir, name, up, metadata);
     }
     let versions: Vec<String> =
-        cases.iter().map(|(name, _, _)| name.split('_').next().unwrap().replace('-', "")).collect();
+        MEASURE_CASES.iter().map(|(name, _, _)| name.split('_').next().unwrap().replace('-', "")).collect();
     let config = dir.join("diesel.toml");
     let mut args = vec![
         "--config-file",
@@ -289,77 +353,43 @@ fn measure_reports_the_locks_and_rewrites_each_statement_really_caused() {
         isolated(&args).env("TEST_DATABASE_URL", db::testing::server_url().unwrap().as_str()).output().unwrap().into();
     assert_eq!(run.code, Some(1), "{}", run.all());
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.all()));
-    let rows: BTreeMap<String, &serde_json::Value> = json["measured"]["statements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| (row["migration"].as_str().unwrap().split_once('_').unwrap().1.to_string(), row))
-        .collect();
-    let locks = |case: &str| -> Vec<(String, String)> {
-        rows[case]["locks"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect()
-    };
-    let rewrote = |case: &str| -> Vec<&str> {
-        rows[case]["rewrote"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect()
-    };
-    let verdict = |case: &str, rule: &str| -> String {
-        let verdicts = rows[case]["verdicts"].as_array().unwrap();
-        verdicts
-            .iter()
-            .find(|v| v["rule"] == rule)
-            .map_or("none".into(), |v| v["verdict"].as_str().unwrap().to_string())
-    };
+    let measured = Measured::of(&json);
     let pair = |table: &str, mode: &str| (table.to_string(), mode.to_string());
 
-    assert_eq!(locks("volatile_default"), [pair("users", "AccessExclusiveLock")]);
-    assert_eq!(rewrote("volatile_default"), ["users"], "a volatile default rewrites the table");
-    assert_eq!(verdict("volatile_default", "adding-field-with-default"), "confirmed");
+    assert_eq!(measured.locks("volatile_default"), [pair("users", "AccessExclusiveLock")]);
+    assert_eq!(measured.rewrote("volatile_default"), ["users"], "a volatile default rewrites the table");
+    assert_eq!(measured.verdict("volatile_default", "adding-field-with-default"), "confirmed");
     // The parser cannot know now() + interval is not volatile: flagged, and the measure says otherwise.
-    assert!(rewrote("stable_default").is_empty());
-    assert_eq!(verdict("stable_default", "adding-field-with-default"), "contradicted");
+    assert!(measured.rewrote("stable_default").is_empty());
+    assert_eq!(measured.verdict("stable_default", "adding-field-with-default"), "contradicted");
 
-    assert_eq!(locks("set_not_null"), [pair("users", "AccessExclusiveLock")]);
-    assert!(rewrote("set_not_null").is_empty(), "SET NOT NULL scans but does not rewrite");
-    assert_eq!(verdict("set_not_null", "adding-not-nullable-field"), "confirmed");
+    assert_eq!(measured.locks("set_not_null"), [pair("users", "AccessExclusiveLock")]);
+    assert!(measured.rewrote("set_not_null").is_empty(), "SET NOT NULL scans but does not rewrite");
+    assert_eq!(measured.verdict("set_not_null", "adding-not-nullable-field"), "confirmed");
 
-    assert_eq!(locks("index"), [pair("posts", "ShareLock")], "CREATE INDEX blocks writes");
-    assert_eq!(verdict("index", "require-concurrent-index-creation"), "confirmed");
+    assert_eq!(measured.locks("index"), [pair("posts", "ShareLock")], "CREATE INDEX blocks writes");
+    assert_eq!(measured.verdict("index", "require-concurrent-index-creation"), "confirmed");
     assert_eq!(
-        locks("index_concurrently"),
+        measured.locks("index_concurrently"),
         [pair("posts", "ShareUpdateExclusiveLock")],
         "CONCURRENTLY lets writes go on"
     );
-    assert_eq!(rows["index_concurrently"]["verdicts"].as_array().unwrap().len(), 0, "and is not flagged");
+    assert_eq!(measured.rows["index_concurrently"]["verdicts"].as_array().unwrap().len(), 0, "and is not flagged");
 
-    assert_eq!(locks("foreign_key"), [pair("posts", "ShareRowExclusiveLock"), pair("users", "ShareRowExclusiveLock")]);
-    assert_eq!(verdict("foreign_key", "adding-foreign-key-constraint"), "confirmed");
-    // NOT VALID takes the same locks (briefly, without the validating scan), and is not flagged.
     assert_eq!(
-        locks("foreign_key_not_valid"),
+        measured.locks("foreign_key"),
         [pair("posts", "ShareRowExclusiveLock"), pair("users", "ShareRowExclusiveLock")]
     );
-    assert_eq!(verdict("foreign_key_not_valid", "adding-foreign-key-constraint"), "none");
+    assert_eq!(measured.verdict("foreign_key", "adding-foreign-key-constraint"), "confirmed");
+    // NOT VALID takes the same locks (briefly, without the validating scan), and is not flagged.
+    assert_eq!(
+        measured.locks("foreign_key_not_valid"),
+        [pair("posts", "ShareRowExclusiveLock"), pair("users", "ShareRowExclusiveLock")]
+    );
+    assert_eq!(measured.verdict("foreign_key_not_valid", "adding-foreign-key-constraint"), "none");
 
     // The clone is gone.
     let clone = json["measured"]["clone"].as_str().unwrap().to_string();
-    let mut conn = diesel::Connection::establish(db::testing::server_url().unwrap().as_str())
-        .map(|c: diesel::PgConnection| c)
-        .unwrap();
-    #[derive(diesel::QueryableByName)]
-    struct N {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let left: N = diesel::RunQueryDsl::get_result(
-        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
-            .bind::<diesel::sql_types::Text, _>(&clone),
-        &mut conn,
-    )
-    .unwrap();
-    assert_eq!(left.n, 0, "{clone} was left behind");
+    assert_eq!(databases_named(&clone), 0, "{clone} was left behind");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -203,20 +203,7 @@ fn retention_keeps_days_weeks_and_months_and_touches_nothing_else() {
     let sealed = run(&source, None, &["db", "backup", "--encrypt", "elsewhere"]);
     sealed.assert_ok();
     let sealed_bytes = std::fs::read(sealed.stdout.lines().last().unwrap()).unwrap();
-    let mut day = chrono_day(2025, 1, 1);
-    let mut n = 0;
-    while day <= chrono_day(2025, 3, 10) {
-        for time in ["030000", "150000"] {
-            n += 1;
-            let name = format!("railgun_backup_{day}_{time}.sql.gz");
-            if n % 2 == 0 {
-                std::fs::write(dir.join(format!("{name}.age")), &sealed_bytes).unwrap();
-            } else {
-                std::fs::write(dir.join(name), &bytes).unwrap();
-            }
-        }
-        day = next_day(&day);
-    }
+    write_twice_daily(&dir, &bytes, &sealed_bytes);
     let decoys = [
         "notes.txt",
         "railgun_backup_20250102_030000.sql.gz.bak",
@@ -269,6 +256,25 @@ fn retention_keeps_days_weeks_and_months_and_touches_nothing_else() {
     let backups: Vec<String> = listing().into_iter().filter(|n| dbkit::backup::dump::is_backup_name(n)).collect();
     assert_eq!(backups.len(), 3, "two kept and the unfinished one left alone: {backups:?}");
     run(&source, None, &["db", "prune", dir_arg]).assert_fails_with("no retention rule given");
+}
+
+/// Two backups a day in `dir`, 2025-01-01 to 2025-03-10: `plain` and `sealed` in turn, the
+/// sealed ones named `.age`.
+fn write_twice_daily(dir: &std::path::Path, plain: &[u8], sealed: &[u8]) {
+    let mut day = chrono_day(2025, 1, 1);
+    let mut n = 0;
+    while day <= chrono_day(2025, 3, 10) {
+        for time in ["030000", "150000"] {
+            n += 1;
+            let name = format!("railgun_backup_{day}_{time}.sql.gz");
+            if n % 2 == 0 {
+                std::fs::write(dir.join(format!("{name}.age")), sealed).unwrap();
+            } else {
+                std::fs::write(dir.join(name), plain).unwrap();
+            }
+        }
+        day = next_day(&day);
+    }
 }
 
 fn chrono_day(year: i32, month: u32, day: u32) -> String {

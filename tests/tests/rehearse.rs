@@ -112,9 +112,16 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
     let before = untouched(&source);
     assert_eq!(before, "20260101000001 | id,user_id,total_cents | orders_pkey | 0 databases, 0 roles");
 
-    // The whole source, under the threshold of railgun.toml: measured, exit 0.
+    let whole = the_whole_source_is_measured_under_the_threshold(&dir, &source, &before);
+    a_sample_is_scaled_to_the_source_and_its_threshold_exceeded(&dir, &source, &before, whole);
+    nothing_pending_copies_nothing(&dir, &source);
+}
+
+/// The whole source, under the threshold of railgun.toml: measured, exit 0. Returns how long
+/// the rehearsal took.
+fn the_whole_source_is_measured_under_the_threshold(dir: &Dir, source: &TestDb, before: &str) -> std::time::Duration {
     let clock = std::time::Instant::now();
-    let run = dir.rehearse(&source, &["--json"]);
+    let run = dir.rehearse(source, &["--json"]);
     run.assert_ok();
     let whole = clock.elapsed();
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -144,7 +151,7 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
     }
     assert_eq!(report["exceeded"], serde_json::json!([]));
     assert_eq!(report["max_exclusive_seconds"], 600.0);
-    assert_eq!(untouched(&source), before, "the source changed");
+    assert_eq!(untouched(source), before, "the source changed");
     let figures: Vec<String> =
         statements.iter().map(|s| format!("{}: {:.2} s", s["statement"], s["seconds"].as_f64().unwrap())).collect();
     eprintln!(
@@ -153,10 +160,18 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
         report["copy_seconds"].as_f64().unwrap(),
         figures.join("; ")
     );
+    whole
+}
 
-    // A 10 % sample, a threshold it exceeds: the time scaled to the source's million rows, exit 1.
+/// A 10 % sample, a threshold it exceeds: the time scaled to the source's million rows, exit 1.
+fn a_sample_is_scaled_to_the_source_and_its_threshold_exceeded(
+    dir: &Dir,
+    source: &TestDb,
+    before: &str,
+    whole: std::time::Duration,
+) {
     let clock = std::time::Instant::now();
-    let run = dir.rehearse(&source, &["--sample", "10", "--threshold", "1ms"]);
+    let run = dir.rehearse(source, &["--sample", "10", "--threshold", "1ms"]);
     let sampled = clock.elapsed();
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -186,13 +201,15 @@ fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_s
         run.stderr
     );
     assert!(run.stderr.contains("a masked subset"), "{}", run.stderr);
-    assert_eq!(untouched(&source), before, "the source changed");
+    assert_eq!(untouched(source), before, "the source changed");
     eprintln!("rehearsal of the whole source: {whole:.1?}; of a 10 % sample: {sampled:.1?}\n{}", run.stdout);
+}
 
-    // Nothing pending: nothing copied.
+/// Nothing pending: nothing copied.
+fn nothing_pending_copies_nothing(dir: &Dir, source: &TestDb) {
     let applied = "INSERT INTO __diesel_schema_migrations (version) VALUES ('20260102000000'), ('20260103000000'), ('20260104000000')";
     source.conn().unwrap().batch_execute(applied).unwrap();
-    let run = dir.rehearse(&source, &[]);
+    let run = dir.rehearse(source, &[]);
     run.assert_ok();
     assert!(run.stderr.contains("has applied every migration: nothing to rehearse"), "{}", run.stderr);
     assert!(!run.stderr.contains("copying"), "{}", run.stderr);

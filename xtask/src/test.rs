@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the test suite with everything it needs, on any machine of ours.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 use xshell::cmd;
@@ -44,33 +45,12 @@ pub struct Test {
 impl Test {
     pub fn run(self, cx: &Context) -> Result<()> {
         if self.prepare_db {
-            // As nextest's setup script: what its test processes may skip (they then open one
-            // connection each, to their slot's database).
-            let env = prepare(cx)?;
-            if let Some(path) = std::env::var_os("NEXTEST_ENV") {
-                use std::io::Write as _;
-                let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
-                for (key, value) in env {
-                    writeln!(file, "{key}={value}")?;
-                }
-            }
-            return Ok(());
+            return prepare_for_nextest(cx);
         }
         let sh = &cx.sh;
         install_missing_packages(cx)?;
         let tools = tools_dir();
-        let diesel = tools.join("bin/diesel");
-        if !diesel.exists() && which::which("diesel").is_err() {
-            eprintln!("building diesel_cli into {} (once, a few minutes)", tools.display());
-            let target = tools.join("target");
-            // The version the comparison tests are held to (tests::DIESEL_CLI_VERSION).
-            cmd!(
-                sh,
-                "cargo install diesel_cli@2.3.14 --no-default-features --features postgres --locked --root {tools}"
-            )
-            .env("CARGO_TARGET_DIR", target)
-            .run()?;
-        }
+        install_diesel_cli(cx, &tools)?;
         let exe = std::env::current_exe()?;
         cmd!(sh, "{exe} images build").run()?;
         cmd!(sh, "{exe} up").run()?;
@@ -78,48 +58,16 @@ impl Test {
             std::iter::once(tools.join("bin"))
                 .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
         )?;
-        let args = self.args;
         let nextest = !self.cargo_test && which::which("cargo-nextest").is_ok();
         let mut totals = Totals::default();
         let mut failed = Vec::new();
-        let runs: Vec<Vec<String>> = if nextest {
-            // nextest does not run doc tests: cargo test does, after it.
-            let words = |w: &str| w.split_whitespace().map(String::from).collect::<Vec<_>>();
-            vec![
-                [words("nextest run --workspace --no-fail-fast"), args.clone()].concat(),
-                words("test --workspace --doc"),
-            ]
-        } else {
-            vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
-        };
-        for (n, run) in runs.into_iter().enumerate() {
-            eprintln!("$ cargo {}", run.join(" "));
-            let words = &run;
-            let mut command: Command = cmd!(sh, "cargo {words...}").env("PATH", &path).into();
+        for (n, run) in runs(nextest, self.args).into_iter().enumerate() {
             // The setup script runs this binary (RAILGUN_XTASK): `cargo xtask` again would cost
             // cargo's own start, a third of a second, per run. Only the setup script knows the
             // run (its id and threads) whose slot databases it puts ready.
-            if n == 0 && nextest {
-                command.env(XTASK, &exe);
-            }
-            let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("run the tests")?;
-            // nextest reports on stderr, cargo test on stdout: both are read and passed on.
-            let stderr = child.stderr.take().context("the test runner's errors")?;
-            let errors = std::thread::spawn(move || -> Totals {
-                let mut totals = Totals::default();
-                for line in BufReader::new(stderr).lines().map_while(std::io::Result::ok) {
-                    eprintln!("{line}");
-                    totals.add(&line);
-                }
-                totals
-            });
-            for line in BufReader::new(child.stdout.take().context("the test runner's output")?).lines() {
-                let line = line?;
-                println!("{line}");
-                totals.add(&line);
-            }
-            let status = child.wait()?;
-            totals.merge(errors.join().unwrap_or_default());
+            let xtask = (n == 0 && nextest).then_some(exe.as_path());
+            let (status, counted) = run_cargo(cx, &run, &path, xtask)?;
+            totals.merge(counted);
             if !status.success() {
                 failed.push(format!("cargo {} ({status})", run.first().map_or("", String::as_str)));
             }
@@ -131,6 +79,79 @@ impl Test {
         }
         Ok(())
     }
+}
+
+/// `--prepare-db`, as nextest's setup script: what its test processes may skip (they then open
+/// one connection each, to their slot's database), the variables for them appended to the file
+/// NEXTEST_ENV names.
+fn prepare_for_nextest(cx: &Context) -> Result<()> {
+    let env = prepare(cx)?;
+    if let Some(path) = std::env::var_os("NEXTEST_ENV") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().append(true).create(true).open(&path)?;
+        for (key, value) in env {
+            writeln!(file, "{key}={value}")?;
+        }
+    }
+    Ok(())
+}
+
+/// diesel_cli, for the compatibility tests, built into `tools` once (unless one is on PATH).
+fn install_diesel_cli(cx: &Context, tools: &Path) -> Result<()> {
+    let diesel = tools.join("bin/diesel");
+    if !diesel.exists() && which::which("diesel").is_err() {
+        eprintln!("building diesel_cli into {} (once, a few minutes)", tools.display());
+        let target = tools.join("target");
+        // The version the comparison tests are held to (tests::DIESEL_CLI_VERSION).
+        cmd!(
+            cx.sh,
+            "cargo install diesel_cli@2.3.14 --no-default-features --features postgres --locked --root {tools}"
+        )
+        .env("CARGO_TARGET_DIR", target)
+        .run()?;
+    }
+    Ok(())
+}
+
+/// The cargo commands to run, `args` passed to the test runner: nextest and then the doc tests
+/// (nextest does not run them), else cargo test alone.
+fn runs(nextest: bool, args: Vec<String>) -> Vec<Vec<String>> {
+    if nextest {
+        let words = |w: &str| w.split_whitespace().map(String::from).collect::<Vec<_>>();
+        vec![[words("nextest run --workspace --no-fail-fast"), args].concat(), words("test --workspace --doc")]
+    } else {
+        vec![[vec!["test".to_string(), "--workspace".to_string()], args].concat()]
+    }
+}
+
+/// Runs `cargo WORDS...` with `path` as PATH (and `xtask` for the setup script, when given),
+/// passing its output on as it comes; its exit status and the tests it counted.
+fn run_cargo(cx: &Context, words: &[String], path: &OsStr, xtask: Option<&Path>) -> Result<(ExitStatus, Totals)> {
+    eprintln!("$ cargo {}", words.join(" "));
+    let mut command: Command = cmd!(cx.sh, "cargo {words...}").env("PATH", path).into();
+    if let Some(exe) = xtask {
+        command.env(XTASK, exe);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("run the tests")?;
+    // nextest reports on stderr, cargo test on stdout: both are read and passed on.
+    let stderr = child.stderr.take().context("the test runner's errors")?;
+    let errors = std::thread::spawn(move || -> Totals {
+        let mut totals = Totals::default();
+        for line in BufReader::new(stderr).lines().map_while(std::io::Result::ok) {
+            eprintln!("{line}");
+            totals.add(&line);
+        }
+        totals
+    });
+    let mut totals = Totals::default();
+    for line in BufReader::new(child.stdout.take().context("the test runner's output")?).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    totals.merge(errors.join().unwrap_or_default());
+    Ok((status, totals))
 }
 
 /// This binary, for nextest's setup script (`.config/nextest.toml`) to run.

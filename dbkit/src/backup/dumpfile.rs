@@ -586,16 +586,23 @@ enum Out<'a, W> {
     Stream(W, Option<&'a [age::x25519::Recipient]>),
 }
 
+/// A chunk of SQL for an encoder: its number, its buffer, and how much of the buffer is filled.
+type Chunk = (u64, Vec<u8>, usize);
+/// A gzip member for the writer: its number, its bytes.
+type Member = (u64, Vec<u8>);
+
+/// Compresses on `workers` encoder threads while this thread reads `input` and one thread writes
+/// the members in order to `out`; another checks what was written as it grows.
 fn compress_core<W: Write + Send>(
-    mut input: impl Read,
+    input: impl Read,
     out: Out<'_, W>,
     level: u32,
     progress: &Progress,
 ) -> Result<(Summary, Option<W>)> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
-    let (work_tx, work_rx) = sync_channel::<(u64, Vec<u8>, usize)>(workers);
+    let (work_tx, work_rx) = sync_channel::<Chunk>(workers);
     let work_rx = Arc::new(Mutex::new(work_rx));
-    let (done_tx, done_rx) = sync_channel::<(u64, Vec<u8>)>(workers);
+    let (done_tx, done_rx) = sync_channel::<Member>(workers);
     // Buffers go round instead of being allocated per member: fresh megabytes cost page faults.
     let (spare_in_tx, spare_in_rx) = sync_channel::<Vec<u8>>(3 * workers + 2);
     let (spare_out_tx, spare_out_rx) = sync_channel::<Vec<u8>>(3 * workers + 2);
@@ -607,34 +614,12 @@ fn compress_core<W: Write + Send>(
         for _ in 0..workers {
             let (work_rx, done_tx, spare_in_tx) = (Arc::clone(&work_rx), done_tx.clone(), spare_in_tx.clone());
             let spare_out_rx = &spare_out_rx;
-            scope.spawn(move || {
-                let mut encoder = MemberEncoder::new(level);
-                loop {
-                    let next = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, chunk, filled)) = next else { break };
-                    let spare = spare_out_rx.lock().ok().and_then(|rx| rx.try_recv().ok());
-                    let mut out = spare.unwrap_or_default();
-                    encoder.encode(&chunk[..filled], &mut out);
-                    let _ = spare_in_tx.try_send(chunk);
-                    if done_tx.send((seq, out)).is_err() {
-                        break;
-                    }
-                }
-            });
+            scope.spawn(move || encode_members(level, work_rx, done_tx, spare_in_tx, spare_out_rx));
         }
         drop((work_rx, done_tx, spare_in_tx));
         let (writer, verifier) = match out {
             Out::File(file) => (
-                scope.spawn(|| {
-                    let result = write_in_order(done_rx, &written, &spare_out_tx, |bytes, total| {
-                        (&*file).write_all(bytes).map_err(explain_write)?;
-                        growth.grow(total);
-                        Ok(())
-                    })
-                    .and_then(|total| file.sync_all().map_err(explain_write).map(|()| (total, None)));
-                    growth.finish(result.is_ok());
-                    result
-                }),
+                scope.spawn(|| write_file(done_rx, &written, &spare_out_tx, file, &growth)),
                 scope.spawn(|| verify_shown(Growing { file, growth: &growth, pos: 0 }, progress)),
             ),
             Out::Stream(out, seal) => {
@@ -647,60 +632,124 @@ fn compress_core<W: Write + Send>(
                 (writer, scope.spawn(move || verify_shown(check, progress)))
             }
         };
-        let mut sql = 0u64;
-        let mut seq = 0u64;
-        let read = (|| -> Result<()> {
-            loop {
-                let mut chunk = spare_in_rx.try_recv().unwrap_or_else(|_| vec![0u8; MEMBER]);
-                let mut filled = 0;
-                while filled < MEMBER {
-                    match input.read(&mut chunk[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e).context("read pg_dump's output"),
-                    }
-                }
-                if filled == 0 {
-                    return Ok(());
-                }
-                sql += filled as u64;
-                if work_tx.send((seq, chunk, filled)).is_err() {
-                    return Ok(()); // the writer stopped: its error says why
-                }
-                seq += 1;
-                progress.set(sql);
-                progress.written(written.load(Ordering::Relaxed));
-            }
-        })();
+        let read = read_chunks(input, &work_tx, &spare_in_rx, &written, progress);
         drop(work_tx);
         let wrote = writer.join().map_err(|_| anyhow!("the backup writer panicked"))?;
         let checked = verifier.join().map_err(|_| anyhow!("the backup verifier panicked"))?;
-        // The check stopped reading first (a statement refused): its error is the one to show.
-        let checked = match (&wrote, checked) {
-            (Err(e), Err(why)) if e.is::<CheckStopped>() => {
-                return Err(why.context("the backup written does not read back whole"));
-            }
-            (_, checked) => checked,
-        };
-        read?;
-        let (compressed, out) = wrote?;
-        let summary = checked.context("the backup written does not read back whole")?;
-        if summary.sql != sql || summary.compressed != compressed {
-            bail!(
-                "the backup reads back as {} bytes of SQL in {} bytes, but {sql} bytes went into {compressed}",
-                summary.sql,
-                summary.compressed
-            );
-        }
-        Ok((summary, out))
+        settle(read, wrote, checked)
     })
+}
+
+/// One encoder thread: numbered chunks of SQL in, gzip members out, until either side hangs up.
+/// Each chunk's buffer goes back to the reader; each member goes into a buffer the writer gave
+/// back, when there is one.
+fn encode_members(
+    level: u32,
+    work: Arc<Mutex<Receiver<Chunk>>>,
+    done: SyncSender<Member>,
+    spare_in: SyncSender<Vec<u8>>,
+    spare_out: &Mutex<Receiver<Vec<u8>>>,
+) {
+    let mut encoder = MemberEncoder::new(level);
+    loop {
+        let next = work.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
+        let Ok((seq, chunk, filled)) = next else { break };
+        let spare = spare_out.lock().ok().and_then(|rx| rx.try_recv().ok());
+        let mut out = spare.unwrap_or_default();
+        encoder.encode(&chunk[..filled], &mut out);
+        let _ = spare_in.try_send(chunk);
+        if done.send((seq, out)).is_err() {
+            break;
+        }
+    }
+}
+
+/// The writer's side of [`Out::File`]: the members in order into `file`, synced, each write
+/// announced to the verifier that reads the file back as it grows.
+fn write_file<W>(
+    done: Receiver<Member>,
+    written: &AtomicU64,
+    spare: &SyncSender<Vec<u8>>,
+    file: &File,
+    growth: &Growth,
+) -> Result<(u64, Option<W>)> {
+    let result = write_in_order(done, written, spare, |bytes, total| {
+        (&*file).write_all(bytes).map_err(explain_write)?;
+        growth.grow(total);
+        Ok(())
+    })
+    .and_then(|total| file.sync_all().map_err(explain_write).map(|()| (total, None)));
+    growth.finish(result.is_ok());
+    result
+}
+
+/// Reads `input` in chunks of MEMBER bytes (the last one shorter) and hands them, numbered, to
+/// the encoders, showing the progress; returns the bytes of SQL read. Stops early, without an
+/// error of its own, when the writer stopped: its error says why.
+fn read_chunks(
+    mut input: impl Read,
+    work: &SyncSender<Chunk>,
+    spare: &Receiver<Vec<u8>>,
+    written: &AtomicU64,
+    progress: &Progress,
+) -> Result<u64> {
+    let mut sql = 0u64;
+    let mut seq = 0u64;
+    loop {
+        let mut chunk = spare.try_recv().unwrap_or_else(|_| vec![0u8; MEMBER]);
+        let mut filled = 0;
+        while filled < MEMBER {
+            match input.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("read pg_dump's output"),
+            }
+        }
+        if filled == 0 {
+            return Ok(sql);
+        }
+        sql += filled as u64;
+        if work.send((seq, chunk, filled)).is_err() {
+            return Ok(sql); // the writer stopped: its error says why
+        }
+        seq += 1;
+        progress.set(sql);
+        progress.written(written.load(Ordering::Relaxed));
+    }
+}
+
+/// What the reader, the writer and the check each said, as one result: the error that says why
+/// when there is one, else the check's summary, which must count the bytes that went in and out.
+fn settle<W>(
+    read: Result<u64>,
+    wrote: Result<(u64, Option<W>)>,
+    checked: Result<Summary>,
+) -> Result<(Summary, Option<W>)> {
+    // The check stopped reading first (a statement refused): its error is the one to show.
+    let checked = match (&wrote, checked) {
+        (Err(e), Err(why)) if e.is::<CheckStopped>() => {
+            return Err(why.context("the backup written does not read back whole"));
+        }
+        (_, checked) => checked,
+    };
+    let sql = read?;
+    let (compressed, out) = wrote?;
+    let summary = checked.context("the backup written does not read back whole")?;
+    if summary.sql != sql || summary.compressed != compressed {
+        bail!(
+            "the backup reads back as {} bytes of SQL in {} bytes, but {sql} bytes went into {compressed}",
+            summary.sql,
+            summary.compressed
+        );
+    }
+    Ok((summary, out))
 }
 
 /// The writer's side of [`Out::Stream`]: the members in order into `out` (through age when
 /// `seal` is given) and into the pipe to the check.
 fn stream_in_order<W: Write>(
-    done: Receiver<(u64, Vec<u8>)>,
+    done: Receiver<Member>,
     written: &AtomicU64,
     spare: &SyncSender<Vec<u8>>,
     out: W,
@@ -786,7 +835,7 @@ impl std::error::Error for CheckStopped {}
 
 /// Hands the compressed members to `put(bytes, total_so_far)` in their order.
 fn write_in_order(
-    done: Receiver<(u64, Vec<u8>)>,
+    done: Receiver<Member>,
     written: &AtomicU64,
     spare: &SyncSender<Vec<u8>>,
     mut put: impl FnMut(&[u8], u64) -> Result<()>,

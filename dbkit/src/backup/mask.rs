@@ -345,8 +345,30 @@ pub fn plan(
     uniques: &[Unique],
     unmasked: bool,
 ) -> Result<Plan> {
-    let mut known = BTreeSet::new();
     let unruled = suspects(rules, &tables, |rule| rule.is_some());
+    let planned = select_lists(rules, tables)?;
+    let mut broken = unique_breaks(rules, uniques);
+    let mut notes = Vec::new();
+    foreign_key_checks(rules, foreign_keys, &mut broken, &mut notes);
+    if !broken.is_empty() {
+        let shown: Vec<String> = broken.iter().map(|b| format!("  {}", crate::error::escaped(b))).collect();
+        bail!(hint!("[mask] would break the source's constraints:\n{}", shown.join("\n");
+            "change those rules in railgun.toml; nothing was copied"));
+    }
+    let listed: Vec<String> = unruled.iter().map(Suspect::line).collect();
+    if !unruled.is_empty() && !unmasked {
+        bail!(
+            hint!("{} column(s) look like personal data and have no rule in railgun.toml's [mask]:\n{}", unruled.len(), listed.join("\n");
+            "add a rule for each to [mask] (the ones above are suggestions; \"keep\" copies a column as it is), or pass --unmasked to copy them as they are; nothing was copied")
+        );
+    }
+    Ok(Plan { tables: planned, notes, unmasked: unruled.into_iter().map(|s| s.key).collect() })
+}
+
+/// Each table's select list: every column, through its rule when it has one. Refused when a
+/// rule names a column the source does not have.
+fn select_lists(rules: &Rules, tables: Vec<Table>) -> Result<Vec<(Table, Vec<String>)>> {
+    let mut known = BTreeSet::new();
     let mut planned = Vec::new();
     for table in tables {
         let mut expressions = Vec::new();
@@ -367,11 +389,20 @@ pub fn plan(
         bail!(hint!("[mask] has rules for columns the source does not have: {}", shown.join(", ");
             "fix or remove them in railgun.toml (keys are \"table.column\" for schema public, else \"schema.table.column\"); nothing was copied"));
     }
-    let rule_of = |(schema, table): &(String, String), column: &str| rules.get(schema, table, column).cloned();
+    Ok(planned)
+}
+
+/// The rule `[mask]` has for a column of the table `(schema, table)`.
+fn rule_of(rules: &Rules, (schema, table): &(String, String), column: &str) -> Option<Rule> {
+    rules.get(schema, table, column).cloned()
+}
+
+/// Rules that can give two rows of a unique index one value, each said with the rules that keep it.
+fn unique_breaks(rules: &Rules, uniques: &[Unique]) -> Vec<String> {
     let mut broken = Vec::new();
     for unique in uniques {
         for column in &unique.columns {
-            if let Some(rule) = rule_of(&unique.table, column)
+            if let Some(rule) = rule_of(rules, &unique.table, column)
                 && !rule.keeps_unique()
                 && !matches!(rule, Rule::Sql(_))
             {
@@ -384,10 +415,15 @@ pub fn plan(
             }
         }
     }
-    let mut notes = Vec::new();
+    broken
+}
+
+/// Each foreign key's column pairs: masked differently on the two sides, or with an `sql` rule,
+/// it breaks (into `broken`); masked alike, it still matches, and the user is told (into `notes`).
+fn foreign_key_checks(rules: &Rules, foreign_keys: &[ForeignKey], broken: &mut Vec<String>, notes: &mut Vec<String>) {
     for fk in foreign_keys {
         for (child, parent) in fk.child_columns.iter().zip(&fk.parent_columns) {
-            let (child_rule, parent_rule) = (rule_of(&fk.child, child), rule_of(&fk.parent, parent));
+            let (child_rule, parent_rule) = (rule_of(rules, &fk.child, child), rule_of(rules, &fk.parent, parent));
             let named = |side: &(String, String), column: &str| rule_key(&side.0, &side.1, column);
             let (c, p) = (named(&fk.child, child), named(&fk.parent, parent));
             let shown = |r: &Option<Rule>| r.as_ref().map_or("no rule".to_string(), Rule::render);
@@ -413,19 +449,6 @@ pub fn plan(
             }
         }
     }
-    if !broken.is_empty() {
-        let shown: Vec<String> = broken.iter().map(|b| format!("  {}", crate::error::escaped(b))).collect();
-        bail!(hint!("[mask] would break the source's constraints:\n{}", shown.join("\n");
-            "change those rules in railgun.toml; nothing was copied"));
-    }
-    let listed: Vec<String> = unruled.iter().map(Suspect::line).collect();
-    if !unruled.is_empty() && !unmasked {
-        bail!(
-            hint!("{} column(s) look like personal data and have no rule in railgun.toml's [mask]:\n{}", unruled.len(), listed.join("\n");
-            "add a rule for each to [mask] (the ones above are suggestions; \"keep\" copies a column as it is), or pass --unmasked to copy them as they are; nothing was copied")
-        );
-    }
-    Ok(Plan { tables: planned, notes, unmasked: unruled.into_iter().map(|s| s.key).collect() })
 }
 
 /// The masking key: `RAILGUN_MASK_KEY` from the environment or `.env`; when there is none, a new

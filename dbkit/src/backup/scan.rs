@@ -236,22 +236,7 @@ impl Scanner {
             }
             let byte = chunk[i];
             if let State::Meta { .. } = self.state {
-                if byte == b'\n' {
-                    let stripped = self.end_meta_line()?;
-                    if stripped {
-                        // Leave out the line, its newline too.
-                        let start = i.saturating_sub(self.buf.len());
-                        emit(Piece::Sql(&chunk[emitted..start.max(emitted)]));
-                        emitted = i + 1;
-                    }
-                    self.buf.clear();
-                    self.state = State::Normal;
-                    self.newline();
-                } else if self.buf.len() < META_LINE_MAX {
-                    self.buf.push(byte);
-                } else {
-                    return Err(self.meta_error());
-                }
+                self.meta_byte(chunk, i, &mut emitted, emit)?;
                 i += 1;
                 continue;
             }
@@ -259,39 +244,82 @@ impl Scanner {
                 // Reprocess this byte in the state `step` moved to.
                 continue;
             }
-            if self.copy_held > 0 && !matches!(self.state, State::CopyData { matched: Some(1..) }) {
-                // The held bytes were data after all, unless they ended it.
-                if self.event != Event::CopyEnd {
-                    emit(Piece::CopyData(&COPY_END[..self.copy_held]));
-                }
-                self.copy_held = 0;
-            }
-            match std::mem::replace(&mut self.event, Event::None) {
-                Event::None => {}
-                Event::StatementEnd => {
-                    emit(Piece::Sql(&chunk[emitted..=i]));
-                    emit(Piece::End(&self.words));
-                    self.words = Words::default();
-                    emitted = i + 1;
-                }
-                Event::CopyStart => {
-                    // The rest of the COPY line: blanks.
-                    emit(Piece::Sql(&chunk[emitted..=i]));
-                    emitted = i + 1;
-                    self.copy_line = Some(i + 1);
-                }
-                Event::CopyEnd => {
-                    let data_end = self.copy_line.unwrap_or(emitted).max(emitted);
-                    emit(Piece::CopyData(&chunk[emitted..data_end]));
-                    emit(Piece::CopyEnd);
-                    emitted = i + 1;
-                }
-            }
+            self.emit_stepped(chunk, i, &mut emitted, emit);
             if self.state == (State::CopyData { matched: Some(0) }) && byte == b'\n' {
                 self.copy_line = Some(i + 1);
             }
             i += 1;
         }
+        self.emit_rest(chunk, emitted, emit);
+        Ok(())
+    }
+
+    /// A byte of a backslash line, buffered; at its newline the line is judged, and left out
+    /// (with its newline) when it is one of pg_dump's `\restrict` lines. `emitted`: how much of
+    /// `chunk` went out.
+    fn meta_byte(
+        &mut self,
+        chunk: &[u8],
+        i: usize,
+        emitted: &mut usize,
+        emit: &mut impl FnMut(Piece<'_>),
+    ) -> Result<(), Forbidden> {
+        let byte = chunk[i];
+        if byte == b'\n' {
+            let stripped = self.end_meta_line()?;
+            if stripped {
+                // Leave out the line, its newline too.
+                let start = i.saturating_sub(self.buf.len());
+                emit(Piece::Sql(&chunk[*emitted..start.max(*emitted)]));
+                *emitted = i + 1;
+            }
+            self.buf.clear();
+            self.state = State::Normal;
+            self.newline();
+        } else if self.buf.len() < META_LINE_MAX {
+            self.buf.push(byte);
+        } else {
+            return Err(self.meta_error());
+        }
+        Ok(())
+    }
+
+    /// Hands out what the byte at `i` completed: held bytes of a possible `\.` line that turned
+    /// out to be data, then the statement, COPY line or COPY data the byte ended.
+    fn emit_stepped(&mut self, chunk: &[u8], i: usize, emitted: &mut usize, emit: &mut impl FnMut(Piece<'_>)) {
+        if self.copy_held > 0 && !matches!(self.state, State::CopyData { matched: Some(1..) }) {
+            // The held bytes were data after all, unless they ended it.
+            if self.event != Event::CopyEnd {
+                emit(Piece::CopyData(&COPY_END[..self.copy_held]));
+            }
+            self.copy_held = 0;
+        }
+        match std::mem::replace(&mut self.event, Event::None) {
+            Event::None => {}
+            Event::StatementEnd => {
+                emit(Piece::Sql(&chunk[*emitted..=i]));
+                emit(Piece::End(&self.words));
+                self.words = Words::default();
+                *emitted = i + 1;
+            }
+            Event::CopyStart => {
+                // The rest of the COPY line: blanks.
+                emit(Piece::Sql(&chunk[*emitted..=i]));
+                *emitted = i + 1;
+                self.copy_line = Some(i + 1);
+            }
+            Event::CopyEnd => {
+                let data_end = self.copy_line.unwrap_or(*emitted).max(*emitted);
+                emit(Piece::CopyData(&chunk[*emitted..data_end]));
+                emit(Piece::CopyEnd);
+                *emitted = i + 1;
+            }
+        }
+    }
+
+    /// The end of the chunk: the rest of it goes out, but for what the next chunk must judge
+    /// first (a meta line cut short, a line start that may be `\.`), held back.
+    fn emit_rest(&mut self, chunk: &[u8], emitted: usize, emit: &mut impl FnMut(Piece<'_>)) {
         match self.state {
             // A meta line cut by the chunk's end: hold it back until it is judged.
             State::Meta { .. } => {
@@ -315,7 +343,6 @@ impl Scanner {
             }
             _ => emit(Piece::Sql(&chunk[emitted..])),
         }
-        Ok(())
     }
 
     /// The end of the SQL: a dangling meta line is judged; an unfinished statement or COPY is refused.
@@ -343,29 +370,14 @@ impl Scanner {
         self.line_has_text = false;
     }
 
-    /// One byte; true when the byte must be seen again in the new state.
+    /// One byte; true when the byte must be seen again in the new state. The states whose
+    /// transitions take more than a few lines have a method each.
     fn step(&mut self, byte: u8) -> Result<bool, Forbidden> {
         use State::*;
         match self.state {
             Normal => self.normal(byte),
-            Dash => {
-                self.state = Normal;
-                if byte == b'-' {
-                    self.state = LineComment;
-                    return Ok(false);
-                }
-                self.start_token()?;
-                Ok(true)
-            }
-            Slash => {
-                self.state = Normal;
-                if byte == b'*' {
-                    self.state = Block { depth: 1, star: false, slash: false };
-                    return Ok(false);
-                }
-                self.start_token()?;
-                Ok(true)
-            }
+            Dash => self.comment_start(byte, b'-', LineComment),
+            Slash => self.comment_start(byte, b'*', Block { depth: 1, star: false, slash: false }),
             LineComment => {
                 if byte == b'\n' {
                     self.state = Normal;
@@ -374,125 +386,13 @@ impl Scanner {
                 Ok(false)
             }
             Block { depth, star, slash } => {
-                if byte == b'\n' {
-                    self.newline();
-                }
-                self.state = if star && byte == b'/' {
-                    if depth == 1 { Normal } else { Block { depth: depth - 1, star: false, slash: false } }
-                } else if slash && byte == b'*' {
-                    Block { depth: depth + 1, star: false, slash: false }
-                } else {
-                    Block { depth, star: byte == b'*', slash: byte == b'/' }
-                };
+                self.block_comment(byte, depth, star, slash);
                 Ok(false)
             }
-            Single { escapes, backslash, quote } => {
-                if quote {
-                    if byte == b'\'' {
-                        self.state = Single { escapes, backslash: false, quote: false };
-                        return Ok(false);
-                    }
-                    // Maybe continued: Postgres and psql join `'a'` and `'b'` parted by a newline.
-                    self.state = StringEnd { escapes, newline: false, dash: false, comment: false };
-                    if self
-                        .string_start
-                        .strip_suffix(b"'")
-                        .is_some_and(|s| s.eq_ignore_ascii_case(b"standard_conforming_strings"))
-                    {
-                        return Err(self.forbidden("a change of `standard_conforming_strings`".into()));
-                    }
-                    return Ok(true);
-                }
-                if byte == b'\n' {
-                    self.newline();
-                }
-                if self.string_start.len() < 40 {
-                    self.string_start.push(byte);
-                }
-                self.state = match (backslash, byte) {
-                    (true, _) => Single { escapes, backslash: false, quote: false },
-                    (false, b'\\') if escapes => Single { escapes, backslash: true, quote: false },
-                    (false, b'\'') => Single { escapes, backslash: false, quote: true },
-                    _ => Single { escapes, backslash: false, quote: false },
-                };
-                Ok(false)
-            }
-            StringEnd { escapes, newline, dash, comment } => {
-                let at_newline = matches!(byte, b'\n' | b'\r');
-                if at_newline {
-                    self.newline();
-                }
-                self.state = match byte {
-                    _ if comment => {
-                        StringEnd { escapes, newline: newline || at_newline, dash: false, comment: !at_newline }
-                    }
-                    b'-' if dash => StringEnd { escapes, newline, dash: false, comment: true },
-                    _ if dash => {
-                        // A lone `-` after the string: an operator, read as Normal reads it.
-                        self.state = Dash;
-                        return Ok(true);
-                    }
-                    b'-' => StringEnd { escapes, newline, dash: true, comment: false },
-                    b' ' | b'\t' | b'\x0c' | b'\x0b' | b'\n' | b'\r' => {
-                        StringEnd { escapes, newline: newline || at_newline, dash: false, comment: false }
-                    }
-                    b'\'' if newline => Single { escapes, backslash: false, quote: false },
-                    _ => {
-                        self.state = Normal;
-                        return Ok(true);
-                    }
-                };
-                Ok(false)
-            }
-            Double { quote } => {
-                if quote {
-                    if byte == b'"' {
-                        self.state = Double { quote: false };
-                        return Ok(false);
-                    }
-                    self.word(String::from("\"\""));
-                    self.state = Normal;
-                    return Ok(true);
-                }
-                if byte == b'\n' {
-                    self.newline();
-                }
-                self.state = Double { quote: byte == b'"' };
-                Ok(false)
-            }
-            DollarTag => {
-                if byte == b'$' {
-                    self.tag.push(b'$');
-                    self.state = Dollar { matched: 0 };
-                    self.words.has_string = true;
-                    return Ok(false);
-                }
-                let first = self.tag.len() == 1;
-                if is_ident_start(byte) || (!first && byte.is_ascii_digit()) {
-                    if self.tag.len() > TAG_MAX {
-                        return Err(self.forbidden(format!("a dollar-quote tag over {TAG_MAX} bytes")));
-                    }
-                    self.tag.push(byte);
-                    return Ok(false);
-                }
-                if first && byte.is_ascii_digit() {
-                    // `$1`: a parameter; what follows it starts a token of its own.
-                    self.tag.clear();
-                    self.state = Param;
-                    return Ok(false);
-                }
-                // Not a quote (`$` in an operator, `$E'...'`): as Postgres's lexer does, only the
-                // `$` is taken; what followed it is read again, as the identifier it was.
-                self.state = if self.tag.len() > 1 {
-                    self.buf.clear();
-                    self.buf.extend_from_slice(&self.tag[1..]);
-                    Identifier
-                } else {
-                    Normal
-                };
-                self.tag.clear();
-                Ok(true)
-            }
+            Single { escapes, backslash, quote } => self.single_quoted(byte, escapes, backslash, quote),
+            StringEnd { escapes, newline, dash, comment } => Ok(self.string_end(byte, escapes, newline, dash, comment)),
+            Double { quote } => Ok(self.double_quoted(byte, quote)),
+            DollarTag => self.dollar_tag(byte),
             Param => {
                 if byte.is_ascii_digit() {
                     return Ok(false);
@@ -501,44 +401,10 @@ impl Scanner {
                 Ok(true)
             }
             Dollar { matched } => {
-                if byte == b'\n' {
-                    self.newline();
-                }
-                let matched = if byte == self.tag[matched] {
-                    matched + 1
-                } else if byte == b'$' {
-                    1
-                } else {
-                    0
-                };
-                if matched == self.tag.len() {
-                    self.tag.clear();
-                    self.state = Normal;
-                } else {
-                    self.state = Dollar { matched };
-                }
+                self.dollar_quoted(byte, matched);
                 Ok(false)
             }
-            Identifier => {
-                if is_ident_cont(byte) {
-                    if self.buf.len() < WORD_MAX {
-                        self.buf.push(byte);
-                    }
-                    return Ok(false);
-                }
-                let word = String::from_utf8_lossy(&self.buf).to_ascii_uppercase();
-                self.buf.clear();
-                self.state = Normal;
-                if byte == b'\'' && matches!(word.as_str(), "E" | "N" | "B" | "X") {
-                    self.words.has_string = true;
-                    self.string_start.clear();
-                    self.state = Single { escapes: word == "E", backslash: false, quote: false };
-                    return Ok(false);
-                }
-                self.word(word);
-                self.check_words()?;
-                Ok(true)
-            }
+            Identifier => self.identifier(byte),
             Number => {
                 if is_ident_start(byte) {
                     self.state = Junk;
@@ -558,39 +424,240 @@ impl Scanner {
                 Ok(true)
             }
             AfterCopy => {
-                match byte {
-                    b'\n' => {
-                        self.line += 1;
-                        self.state = CopyData { matched: Some(0) };
-                        self.event = Event::CopyStart;
-                    }
-                    b' ' | b'\t' | b'\r' => {}
-                    _ => return Err(self.forbidden("text after `COPY ... FROM stdin;` on its line".into())),
-                }
+                self.after_copy(byte)?;
                 Ok(false)
             }
             CopyData { matched } => {
-                // `matched` is Some here: at a line's start, matching `\.`.
-                let matched = matched.unwrap_or(0);
-                self.state = match (matched, byte) {
-                    (0, b'\\') => CopyData { matched: Some(1) },
-                    (1, b'.') => CopyData { matched: Some(2) },
-                    (2 | 3, b'\n') => {
-                        self.newline();
-                        self.event = Event::CopyEnd;
-                        Normal
-                    }
-                    (2, b'\r') => CopyData { matched: Some(3) },
-                    (_, b'\n') => {
-                        self.line += 1;
-                        CopyData { matched: Some(0) }
-                    }
-                    _ => CopyData { matched: None },
-                };
+                self.copy_data(byte, matched);
                 Ok(false)
             }
             Meta { .. } => unreachable!("meta lines are buffered by feed"),
         }
+    }
+
+    /// After `-` or `/` in Normal: the comment `comment` when `second` follows, else an operator
+    /// (part of a statement) and the byte read again.
+    fn comment_start(&mut self, byte: u8, second: u8, comment: State) -> Result<bool, Forbidden> {
+        self.state = State::Normal;
+        if byte == second {
+            self.state = comment;
+            return Ok(false);
+        }
+        self.start_token()?;
+        Ok(true)
+    }
+
+    /// Inside nested `/* */` comments.
+    fn block_comment(&mut self, byte: u8, depth: u32, star: bool, slash: bool) {
+        use State::*;
+        if byte == b'\n' {
+            self.newline();
+        }
+        self.state = if star && byte == b'/' {
+            if depth == 1 { Normal } else { Block { depth: depth - 1, star: false, slash: false } }
+        } else if slash && byte == b'*' {
+            Block { depth: depth + 1, star: false, slash: false }
+        } else {
+            Block { depth, star: byte == b'*', slash: byte == b'/' }
+        };
+    }
+
+    /// Inside `'...'`: after its closing quote, the string may go on (`''`, or a quote after a
+    /// newline); `set_config('standard_conforming_strings', ...)` is refused there.
+    fn single_quoted(&mut self, byte: u8, escapes: bool, backslash: bool, quote: bool) -> Result<bool, Forbidden> {
+        use State::*;
+        if quote {
+            if byte == b'\'' {
+                self.state = Single { escapes, backslash: false, quote: false };
+                return Ok(false);
+            }
+            // Maybe continued: Postgres and psql join `'a'` and `'b'` parted by a newline.
+            self.state = StringEnd { escapes, newline: false, dash: false, comment: false };
+            if self
+                .string_start
+                .strip_suffix(b"'")
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"standard_conforming_strings"))
+            {
+                return Err(self.forbidden("a change of `standard_conforming_strings`".into()));
+            }
+            return Ok(true);
+        }
+        if byte == b'\n' {
+            self.newline();
+        }
+        if self.string_start.len() < 40 {
+            self.string_start.push(byte);
+        }
+        self.state = match (backslash, byte) {
+            (true, _) => Single { escapes, backslash: false, quote: false },
+            (false, b'\\') if escapes => Single { escapes, backslash: true, quote: false },
+            (false, b'\'') => Single { escapes, backslash: false, quote: true },
+            _ => Single { escapes, backslash: false, quote: false },
+        };
+        Ok(false)
+    }
+
+    /// After a string's closing quote: blanks and `--` comments, then either its continuation
+    /// (a quote once a newline went by) or the next token; true when the byte is to be seen again.
+    fn string_end(&mut self, byte: u8, escapes: bool, newline: bool, dash: bool, comment: bool) -> bool {
+        use State::*;
+        let at_newline = matches!(byte, b'\n' | b'\r');
+        if at_newline {
+            self.newline();
+        }
+        self.state = match byte {
+            _ if comment => StringEnd { escapes, newline: newline || at_newline, dash: false, comment: !at_newline },
+            b'-' if dash => StringEnd { escapes, newline, dash: false, comment: true },
+            _ if dash => {
+                // A lone `-` after the string: an operator, read as Normal reads it.
+                self.state = Dash;
+                return true;
+            }
+            b'-' => StringEnd { escapes, newline, dash: true, comment: false },
+            b' ' | b'\t' | b'\x0c' | b'\x0b' | b'\n' | b'\r' => {
+                StringEnd { escapes, newline: newline || at_newline, dash: false, comment: false }
+            }
+            b'\'' if newline => Single { escapes, backslash: false, quote: false },
+            _ => {
+                self.state = Normal;
+                return true;
+            }
+        };
+        false
+    }
+
+    /// Inside `"..."`: a quoted identifier, a word of its own (`""`); true when the byte is to be
+    /// seen again.
+    fn double_quoted(&mut self, byte: u8, quote: bool) -> bool {
+        if quote {
+            if byte == b'"' {
+                self.state = State::Double { quote: false };
+                return false;
+            }
+            self.word(String::from("\"\""));
+            self.state = State::Normal;
+            return true;
+        }
+        if byte == b'\n' {
+            self.newline();
+        }
+        self.state = State::Double { quote: byte == b'"' };
+        false
+    }
+
+    /// After `$`: a dollar-quote tag up to its closing `$`, a parameter (`$1`), or neither.
+    fn dollar_tag(&mut self, byte: u8) -> Result<bool, Forbidden> {
+        use State::*;
+        if byte == b'$' {
+            self.tag.push(b'$');
+            self.state = Dollar { matched: 0 };
+            self.words.has_string = true;
+            return Ok(false);
+        }
+        let first = self.tag.len() == 1;
+        if is_ident_start(byte) || (!first && byte.is_ascii_digit()) {
+            if self.tag.len() > TAG_MAX {
+                return Err(self.forbidden(format!("a dollar-quote tag over {TAG_MAX} bytes")));
+            }
+            self.tag.push(byte);
+            return Ok(false);
+        }
+        if first && byte.is_ascii_digit() {
+            // `$1`: a parameter; what follows it starts a token of its own.
+            self.tag.clear();
+            self.state = Param;
+            return Ok(false);
+        }
+        // Not a quote (`$` in an operator, `$E'...'`): as Postgres's lexer does, only the
+        // `$` is taken; what followed it is read again, as the identifier it was.
+        self.state = if self.tag.len() > 1 {
+            self.buf.clear();
+            self.buf.extend_from_slice(&self.tag[1..]);
+            Identifier
+        } else {
+            Normal
+        };
+        self.tag.clear();
+        Ok(true)
+    }
+
+    /// Inside `$tag$...$tag$`, `matched` bytes of the closing tag seen.
+    fn dollar_quoted(&mut self, byte: u8, matched: usize) {
+        if byte == b'\n' {
+            self.newline();
+        }
+        let matched = if byte == self.tag[matched] {
+            matched + 1
+        } else if byte == b'$' {
+            1
+        } else {
+            0
+        };
+        if matched == self.tag.len() {
+            self.tag.clear();
+            self.state = State::Normal;
+        } else {
+            self.state = State::Dollar { matched };
+        }
+    }
+
+    /// An identifier or keyword, taken as a word at its end; `E'`, `N'`, `B'` and `X'` start
+    /// strings instead.
+    fn identifier(&mut self, byte: u8) -> Result<bool, Forbidden> {
+        if is_ident_cont(byte) {
+            if self.buf.len() < WORD_MAX {
+                self.buf.push(byte);
+            }
+            return Ok(false);
+        }
+        let word = String::from_utf8_lossy(&self.buf).to_ascii_uppercase();
+        self.buf.clear();
+        self.state = State::Normal;
+        if byte == b'\'' && matches!(word.as_str(), "E" | "N" | "B" | "X") {
+            self.words.has_string = true;
+            self.string_start.clear();
+            self.state = State::Single { escapes: word == "E", backslash: false, quote: false };
+            return Ok(false);
+        }
+        self.word(word);
+        self.check_words()?;
+        Ok(true)
+    }
+
+    /// The rest of a `COPY ... FROM stdin;` line: blanks, then the data from the next line.
+    fn after_copy(&mut self, byte: u8) -> Result<(), Forbidden> {
+        match byte {
+            b'\n' => {
+                self.line += 1;
+                self.state = State::CopyData { matched: Some(0) };
+                self.event = Event::CopyStart;
+            }
+            b' ' | b'\t' | b'\r' => {}
+            _ => return Err(self.forbidden("text after `COPY ... FROM stdin;` on its line".into())),
+        }
+        Ok(())
+    }
+
+    /// At the start of a COPY data line (`matched` is Some here: [`Scanner::feed`] skips the
+    /// rest of a line), matching the `\.` that ends the data.
+    fn copy_data(&mut self, byte: u8, matched: Option<u8>) {
+        use State::*;
+        let matched = matched.unwrap_or(0);
+        self.state = match (matched, byte) {
+            (0, b'\\') => CopyData { matched: Some(1) },
+            (1, b'.') => CopyData { matched: Some(2) },
+            (2 | 3, b'\n') => {
+                self.newline();
+                self.event = Event::CopyEnd;
+                Normal
+            }
+            (2, b'\r') => CopyData { matched: Some(3) },
+            (_, b'\n') => {
+                self.line += 1;
+                CopyData { matched: Some(0) }
+            }
+            _ => CopyData { matched: None },
+        };
     }
 
     fn normal(&mut self, byte: u8) -> Result<bool, Forbidden> {

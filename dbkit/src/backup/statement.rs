@@ -211,15 +211,11 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
     let first = words.first();
     let body = body(text);
     let in_prelude = std::mem::replace(prelude, false);
-    let refuse = |what: &str| Err(format!("{what} (pg_dump writes none: a backup may only hold data and its schema)"));
-    let server_object = |word: Option<&&str>| word.is_some_and(|w| SERVER_OBJECTS.contains(w) || *w == "OWNED");
     let kind = match first.as_slice() {
         ["SET", name, ..] if SETTINGS.contains(name) => {
             *prelude = in_prelude;
-            if *name == "CLIENT_ENCODING" && !CLIENT_ENCODING.is_match(&String::from_utf8_lossy(body)) {
-                return Err("a client encoding other than UTF8 (take the backup again with `cargo xtask db backup`, \
-                            or `pg_dump --encoding=UTF8`)"
-                    .into());
+            if *name == "CLIENT_ENCODING" {
+                client_encoding(body)?;
             }
             Kind::Run
         }
@@ -227,12 +223,7 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
             *prelude = in_prelude;
             Kind::LockTimeout
         }
-        ["SET", ..] => {
-            // Named as written (a quoted name is not one of pg_dump's settings either).
-            let text = String::from_utf8_lossy(body);
-            let name = text.split([' ', '\t', '\n', '=', ';']).filter(|w| !w.is_empty()).nth(1).unwrap_or_default();
-            return refuse(&format!("`SET {}`", name.chars().take(64).collect::<String>().to_lowercase()));
-        }
+        ["SET", ..] => return refuse(&format!("`SET {}`", setting_name(body))),
         ["SELECT", ..] => {
             if !SELECTS.is_match(&String::from_utf8_lossy(body)) {
                 return refuse("a `SELECT` that calls a function");
@@ -242,27 +233,10 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
         }
         ["COPY", ..] => Kind::Copy,
         ["INSERT", "INTO", ..] => Kind::Run,
-        ["CREATE", rest @ ..] => {
-            let rest: &[&str] = match rest {
-                ["OR", "REPLACE", rest @ ..] => rest,
-                rest => rest,
-            };
-            match rest {
-                ["EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
-                ["EXTENSION", ..] => {
-                    let name = EXTENSION
-                        .captures(&String::from_utf8_lossy(body))
-                        .map(|c| c[1].trim_matches('"').replace("\"\"", "\"").to_lowercase())
-                        .ok_or("a `CREATE EXTENSION` pg_dump would not write")?;
-                    Kind::Extension(name)
-                }
-                [word, ..] if server_object(Some(word)) => return refuse(&format!("`CREATE {word}`")),
-                _ => Kind::Run,
-            }
-        }
+        ["CREATE", rest @ ..] => create(rest, body)?,
         ["ALTER", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
         ["ALTER", "DEFAULT", "PRIVILEGES", ..] => Kind::Privilege,
-        ["ALTER", word, ..] if server_object(Some(word)) => return refuse(&format!("`ALTER {word}`")),
+        ["ALTER", word, ..] if server_object(word) => return refuse(&format!("`ALTER {word}`")),
         ["ALTER", ..] if words.last[..2] == ["OWNER", "TO"] => Kind::Skip("owner"),
         ["ALTER", ..] => {
             let drops = words.first.iter().chain(&words.last).any(|w| w == "DROP");
@@ -274,14 +248,14 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
             }
         }
         ["DROP", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
-        ["DROP", word, ..] if server_object(Some(word)) => return refuse(&format!("`DROP {word}`")),
+        ["DROP", word, ..] if server_object(word) => return refuse(&format!("`DROP {word}`")),
         ["DROP", ..] => {
             *prelude = in_prelude;
             if in_prelude { Kind::Clean } else { Kind::Run }
         }
         ["COMMENT", "ON", "EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
         ["COMMENT", "ON", "EXTENSION", ..] => Kind::Privilege,
-        ["COMMENT", "ON", word, ..] if server_object(Some(word)) => return refuse(&format!("`COMMENT ON {word}`")),
+        ["COMMENT", "ON", word, ..] if server_object(word) => return refuse(&format!("`COMMENT ON {word}`")),
         ["COMMENT", "ON", ..] | ["SECURITY", "LABEL", ..] | ["REFRESH", "MATERIALIZED", "VIEW", ..] => Kind::Run,
         ["GRANT" | "REVOKE", ..] if !words.on_at_top => return refuse("a `GRANT` or `REVOKE` of a role"),
         ["GRANT" | "REVOKE", ..] if grants_on_database(body) => {
@@ -292,6 +266,55 @@ fn classify(words: &Words, text: &[u8], prelude: &mut bool) -> Result<Kind, Stri
         [] => return refuse("a statement of no words"),
     };
     Ok(kind)
+}
+
+/// The refusal of what pg_dump never writes.
+fn refuse(what: &str) -> Result<Kind, String> {
+    Err(format!("{what} (pg_dump writes none: a backup may only hold data and its schema)"))
+}
+
+/// A kind of object that belongs to the server (or `OWNED`, as in `DROP OWNED`).
+fn server_object(word: &str) -> bool {
+    SERVER_OBJECTS.contains(&word) || word == "OWNED"
+}
+
+/// pg_dump's `SET client_encoding`: UTF8 only.
+fn client_encoding(body: &[u8]) -> Result<(), String> {
+    if !CLIENT_ENCODING.is_match(&String::from_utf8_lossy(body)) {
+        return Err("a client encoding other than UTF8 (take the backup again with `cargo xtask db backup`, \
+                    or `pg_dump --encoding=UTF8`)"
+            .into());
+    }
+    Ok(())
+}
+
+/// The name a refused `SET` sets, as written (a quoted name is not one of pg_dump's settings
+/// either), lowercased and cut to 64 characters.
+fn setting_name(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let name = text.split([' ', '\t', '\n', '=', ';']).filter(|w| !w.is_empty()).nth(1).unwrap_or_default();
+    name.chars().take(64).collect::<String>().to_lowercase()
+}
+
+/// `CREATE [OR REPLACE]` and the words after it: event triggers left out, extensions named,
+/// the server's objects refused.
+fn create(rest: &[&str], body: &[u8]) -> Result<Kind, String> {
+    let rest: &[&str] = match rest {
+        ["OR", "REPLACE", rest @ ..] => rest,
+        rest => rest,
+    };
+    Ok(match rest {
+        ["EVENT", ..] => Kind::Skip(EVENT_TRIGGER),
+        ["EXTENSION", ..] => {
+            let name = EXTENSION
+                .captures(&String::from_utf8_lossy(body))
+                .map(|c| c[1].trim_matches('"').replace("\"\"", "\"").to_lowercase())
+                .ok_or("a `CREATE EXTENSION` pg_dump would not write")?;
+            Kind::Extension(name)
+        }
+        [word, ..] if server_object(word) => return refuse(&format!("`CREATE {word}`")),
+        _ => Kind::Run,
+    })
 }
 
 fn grants_on_database(body: &[u8]) -> bool {

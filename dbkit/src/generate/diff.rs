@@ -63,7 +63,7 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
     for table in order_parents_first(&to_create, entities) {
         steps.push(create_table(table, entities, schema));
     }
-    let mut column_steps = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut column_steps = columns::ColumnSteps::default();
     for d in &db {
         let Some(table) = wanted.iter().find(|t| t.sql_name == d.name.sql_name) else { continue };
         if d.primary_key != table.primary_key {
@@ -77,7 +77,7 @@ pub fn plan(conn: &mut PgConnection, entities: &Entities, settings: &Settings) -
         }
         columns::alter_table(conn, d, table, entities, &mut column_steps, &mut refusals)?;
     }
-    let (adds, types, nulls, drops) = column_steps;
+    let columns::ColumnSteps { adds, types, nulls, drops } = column_steps;
     let foreign_keys = add_foreign_keys(conn, &db, &wanted, entities)?;
     steps.extend(adds.into_iter().chain(types).chain(nulls).chain(foreign_keys).chain(drops));
 

@@ -83,89 +83,134 @@ enum Token {
 }
 
 fn tokenize(src: &str) -> Result<Vec<Token>> {
-    let chars: Vec<char> = src.chars().collect();
-    let (mut i, mut out) = (0, Vec::new());
-    while i < chars.len() {
-        let c = chars[i];
+    let mut lexer = Lexer { chars: src.chars().collect(), i: 0 };
+    let mut out = Vec::new();
+    while let Some(&c) = lexer.chars.get(lexer.i) {
+        let next = lexer.chars.get(lexer.i + 1).copied();
         if c.is_whitespace() {
-            i += 1;
-        } else if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
-            let mut depth = 0;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    i += 2;
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    i += 1;
-                }
-            }
-        } else if c == 'r' && matches!(chars.get(i + 1), Some('"' | '#')) && raw_string_start(&chars[i + 1..]) {
-            let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
-            let start = i + 2 + hashes;
-            let fence: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
-            let rest: String = chars[start..].iter().collect();
-            let Some(end) = rest.find(&fence) else { bail!("unterminated raw string in schema.rs") };
-            out.push(Token::Str(rest[..end].to_owned()));
-            i = start + rest[..end].chars().count() + fence.chars().count();
+            lexer.i += 1;
+        } else if c == '/' && next == Some('/') {
+            lexer.line_comment();
+        } else if c == '/' && next == Some('*') {
+            lexer.block_comment();
+        } else if c == 'r' && matches!(next, Some('"' | '#')) && raw_string_start(&lexer.chars[lexer.i + 1..]) {
+            out.push(lexer.raw_string()?);
         } else if c == '"' {
-            let mut s = String::new();
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                if chars[i] == '\\' {
-                    i += 1;
-                    match chars.get(i) {
-                        Some('n') => s.push('\n'),
-                        Some('t') => s.push('\t'),
-                        Some(&other) => s.push(other),
-                        None => {}
-                    }
-                } else {
-                    s.push(chars[i]);
-                }
-                i += 1;
-            }
-            i += 1;
-            out.push(Token::Str(s));
+            out.push(lexer.string());
         } else if c.is_ascii_digit() {
-            let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+            out.push(lexer.number());
+        } else if c == '_' || c.is_alphabetic() {
+            out.push(lexer.identifier());
+        } else {
+            out.push(Token::Punct(c));
+            lexer.i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// schema.rs's characters, read from `i` on: each method reads what starts there and leaves
+/// `i` after it.
+struct Lexer {
+    chars: Vec<char>,
+    i: usize,
+}
+
+impl Lexer {
+    /// `// ...` up to its newline.
+    fn line_comment(&mut self) {
+        while self.i < self.chars.len() && self.chars[self.i] != '\n' {
+            self.i += 1;
+        }
+    }
+
+    /// `/* ... */`, nested ones inside.
+    fn block_comment(&mut self) {
+        let (chars, mut i) = (&self.chars, self.i);
+        let mut depth = 0;
+        while i < chars.len() {
+            if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                depth += 1;
+                i += 2;
+            } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    break;
+                }
+            } else {
                 i += 1;
             }
-            // The digits before a type suffix (`20u32`), `_` separators left out.
-            let digits = chars[start..i].iter().take_while(|c| c.is_ascii_digit() || **c == '_');
-            out.push(Token::Int(digits.filter(|c| c.is_ascii_digit()).collect()));
-        } else if c == '_' || c.is_alphabetic() {
+        }
+        self.i = i;
+    }
+
+    /// `r"..."`, `r#"..."#`: the text as it is.
+    fn raw_string(&mut self) -> Result<Token> {
+        let (chars, i) = (&self.chars, self.i);
+        let hashes = chars[i + 1..].iter().take_while(|&&c| c == '#').count();
+        let start = i + 2 + hashes;
+        let fence: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+        let rest: String = chars[start..].iter().collect();
+        let Some(end) = rest.find(&fence) else { bail!("unterminated raw string in schema.rs") };
+        self.i = start + rest[..end].chars().count() + fence.chars().count();
+        Ok(Token::Str(rest[..end].to_owned()))
+    }
+
+    /// `"..."`, its `\n` and `\t` decoded, any other escaped character taken as it is.
+    fn string(&mut self) -> Token {
+        let (chars, mut i) = (&self.chars, self.i);
+        let mut s = String::new();
+        i += 1;
+        while i < chars.len() && chars[i] != '"' {
+            if chars[i] == '\\' {
+                i += 1;
+                match chars.get(i) {
+                    Some('n') => s.push('\n'),
+                    Some('t') => s.push('\t'),
+                    Some(&other) => s.push(other),
+                    None => {}
+                }
+            } else {
+                s.push(chars[i]);
+            }
+            i += 1;
+        }
+        self.i = i + 1;
+        Token::Str(s)
+    }
+
+    /// An integer: the digits before a type suffix (`20u32`), `_` separators left out.
+    fn number(&mut self) -> Token {
+        let (chars, mut i) = (&self.chars, self.i);
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+            i += 1;
+        }
+        let digits = chars[start..i].iter().take_while(|c| c.is_ascii_digit() || **c == '_');
+        self.i = i;
+        Token::Int(digits.filter(|c| c.is_ascii_digit()).collect())
+    }
+
+    /// An identifier; `r#type` is the identifier `type`.
+    fn identifier(&mut self) -> Token {
+        let (chars, mut i) = (&self.chars, self.i);
+        let start = i;
+        while i < chars.len() && (chars[i] == '_' || chars[i].is_alphanumeric()) {
+            i += 1;
+        }
+        let mut ident: String = chars[start..i].iter().collect();
+        if ident == "r" && chars.get(i) == Some(&'#') {
+            i += 1;
             let start = i;
             while i < chars.len() && (chars[i] == '_' || chars[i].is_alphanumeric()) {
                 i += 1;
             }
-            let mut ident: String = chars[start..i].iter().collect();
-            // r#type is the identifier `type`.
-            if ident == "r" && chars.get(i) == Some(&'#') {
-                i += 1;
-                let start = i;
-                while i < chars.len() && (chars[i] == '_' || chars[i].is_alphanumeric()) {
-                    i += 1;
-                }
-                ident = chars[start..i].iter().collect();
-            }
-            out.push(Token::Ident(ident));
-        } else {
-            out.push(Token::Punct(c));
-            i += 1;
+            ident = chars[start..i].iter().collect();
         }
+        self.i = i;
+        Token::Ident(ident)
     }
-    Ok(out)
 }
 
 fn raw_string_start(rest: &[char]) -> bool {

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
-    AlterTableType, ColumnDef, ConstrType, Constraint, DropStmt, ObjectType, RangeVar, TransactionStmtKind, TypeName,
+    AlterTableCmd, AlterTableType, ColumnDef, ConstrType, Constraint, CreateStmt, DropStmt, IndexStmt, Node,
+    ObjectType, RangeVar, RenameStmt, TransactionStmt, TransactionStmtKind, TypeName,
 };
 
 use super::{Expectation, Finding, Rule, Settings, Statement};
@@ -215,18 +216,7 @@ impl Checker<'_> {
 
     fn statement(&mut self, node: &NodeEnum) {
         match node {
-            NodeEnum::CreateStmt(create) => {
-                let table = relation(create.relation.as_ref());
-                if !self.transactional && !create.if_not_exists {
-                    self.flag("prefer-robust-stmts", format!("CREATE TABLE {table} without IF NOT EXISTS"), None);
-                }
-                for element in &create.table_elts {
-                    if let Some(NodeEnum::ColumnDef(column)) = element.node.as_ref() {
-                        self.column_types(column);
-                    }
-                }
-                self.created.insert(table);
-            }
+            NodeEnum::CreateStmt(create) => self.create_table(create),
             NodeEnum::AlterTableStmt(alter) => {
                 let table = relation(alter.relation.as_ref());
                 for cmd in &alter.cmds {
@@ -235,168 +225,102 @@ impl Checker<'_> {
                     }
                 }
             }
-            NodeEnum::IndexStmt(index) => {
-                let table = relation(index.relation.as_ref());
-                let name = if index.idxname.is_empty() { "(unnamed)".to_string() } else { index.idxname.clone() };
-                if index.concurrent {
-                    self.concurrently(&format!("CREATE INDEX CONCURRENTLY {name}"));
-                    if !self.transactional && !index.if_not_exists {
-                        self.flag("prefer-robust-stmts", format!("CREATE INDEX CONCURRENTLY {name} without IF NOT EXISTS (a failed build leaves an invalid index behind)"), None);
-                    }
-                } else if self.existing(&table) {
-                    self.flag(
-                        "require-concurrent-index-creation",
-                        format!("CREATE INDEX {name} ON {table} without CONCURRENTLY"),
-                        Some(Expectation { locks: vec![(table.clone(), "ShareLock")], rewrite: Some(false) }),
-                    );
-                }
-            }
+            NodeEnum::IndexStmt(index) => self.create_index(index),
             NodeEnum::DropStmt(drop) => self.drop(drop),
             NodeEnum::DropdbStmt(drop) => {
                 self.flag("ban-drop-database", format!("DROP DATABASE {}", drop.dbname), None);
             }
-            NodeEnum::RenameStmt(rename) => {
-                let table = relation(rename.relation.as_ref());
-                match ObjectType::try_from(rename.rename_type) {
-                    Ok(ObjectType::ObjectColumn) => {
-                        self.flag(
-                            "renaming-column",
-                            format!("renames {table}.{} to {}", rename.subname, rename.newname),
-                            Some(Expectation {
-                                locks: vec![(table.clone(), "AccessExclusiveLock")],
-                                rewrite: Some(false),
-                            }),
-                        );
-                        self.exclusive(&table);
-                    }
-                    Ok(ObjectType::ObjectTable) => {
-                        self.flag(
-                            "renaming-table",
-                            format!("renames {table} to {}", rename.newname),
-                            Some(Expectation {
-                                locks: vec![(table.clone(), "AccessExclusiveLock")],
-                                rewrite: Some(false),
-                            }),
-                        );
-                        self.exclusive(&table);
-                    }
-                    _ => {}
-                }
-            }
-            NodeEnum::TransactionStmt(tx) => {
-                let kind = TransactionStmtKind::try_from(tx.kind).unwrap_or(TransactionStmtKind::Undefined);
-                let word = match kind {
-                    TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart => Some("BEGIN"),
-                    TransactionStmtKind::TransStmtCommit => Some("COMMIT"),
-                    TransactionStmtKind::TransStmtRollback => Some("ROLLBACK"),
-                    _ => None,
-                };
-                if let Some(word) = word
-                    && self.transactional
-                {
-                    self.flag(
-                        "transaction-nesting",
-                        format!("{word} inside the transaction the runner opens for this migration"),
-                        None,
-                    );
-                }
-            }
+            NodeEnum::RenameStmt(rename) => self.rename(rename),
+            NodeEnum::TransactionStmt(tx) => self.transaction(tx),
             NodeEnum::VariableSetStmt(set) if set.name == "lock_timeout" => self.lock_timeout_set = true,
             _ => {}
         }
     }
 
-    fn alter(&mut self, table: &str, cmd: &pg_query::protobuf::AlterTableCmd) {
+    fn create_table(&mut self, create: &CreateStmt) {
+        let table = relation(create.relation.as_ref());
+        if !self.transactional && !create.if_not_exists {
+            self.flag("prefer-robust-stmts", format!("CREATE TABLE {table} without IF NOT EXISTS"), None);
+        }
+        for element in &create.table_elts {
+            if let Some(NodeEnum::ColumnDef(column)) = element.node.as_ref() {
+                self.column_types(column);
+            }
+        }
+        self.created.insert(table);
+    }
+
+    fn create_index(&mut self, index: &IndexStmt) {
+        let table = relation(index.relation.as_ref());
+        let name = if index.idxname.is_empty() { "(unnamed)".to_string() } else { index.idxname.clone() };
+        if index.concurrent {
+            self.concurrently(&format!("CREATE INDEX CONCURRENTLY {name}"));
+            if !self.transactional && !index.if_not_exists {
+                self.flag("prefer-robust-stmts", format!("CREATE INDEX CONCURRENTLY {name} without IF NOT EXISTS (a failed build leaves an invalid index behind)"), None);
+            }
+        } else if self.existing(&table) {
+            self.flag(
+                "require-concurrent-index-creation",
+                format!("CREATE INDEX {name} ON {table} without CONCURRENTLY"),
+                Some(Expectation { locks: vec![(table.clone(), "ShareLock")], rewrite: Some(false) }),
+            );
+        }
+    }
+
+    /// `ALTER TABLE ... RENAME [COLUMN]`.
+    fn rename(&mut self, rename: &RenameStmt) {
+        let table = relation(rename.relation.as_ref());
+        match ObjectType::try_from(rename.rename_type) {
+            Ok(ObjectType::ObjectColumn) => {
+                self.flag(
+                    "renaming-column",
+                    format!("renames {table}.{} to {}", rename.subname, rename.newname),
+                    Some(Expectation { locks: vec![(table.clone(), "AccessExclusiveLock")], rewrite: Some(false) }),
+                );
+                self.exclusive(&table);
+            }
+            Ok(ObjectType::ObjectTable) => {
+                self.flag(
+                    "renaming-table",
+                    format!("renames {table} to {}", rename.newname),
+                    Some(Expectation { locks: vec![(table.clone(), "AccessExclusiveLock")], rewrite: Some(false) }),
+                );
+                self.exclusive(&table);
+            }
+            _ => {}
+        }
+    }
+
+    /// BEGIN, COMMIT or ROLLBACK inside the runner's transaction.
+    fn transaction(&mut self, tx: &TransactionStmt) {
+        let kind = TransactionStmtKind::try_from(tx.kind).unwrap_or(TransactionStmtKind::Undefined);
+        let word = match kind {
+            TransactionStmtKind::TransStmtBegin | TransactionStmtKind::TransStmtStart => Some("BEGIN"),
+            TransactionStmtKind::TransStmtCommit => Some("COMMIT"),
+            TransactionStmtKind::TransStmtRollback => Some("ROLLBACK"),
+            _ => None,
+        };
+        if let Some(word) = word
+            && self.transactional
+        {
+            self.flag(
+                "transaction-nesting",
+                format!("{word} inside the transaction the runner opens for this migration"),
+                None,
+            );
+        }
+    }
+
+    /// One subcommand of an `ALTER TABLE`; what takes ACCESS EXCLUSIVE wants a lock timeout.
+    fn alter(&mut self, table: &str, cmd: &AlterTableCmd) {
         let existing = self.existing(table);
         let def = cmd.def.as_ref().and_then(|d| d.node.as_ref());
         let kind = AlterTableType::try_from(cmd.subtype).unwrap_or(AlterTableType::Undefined);
         match kind {
             AlterTableType::AtAddColumn => {
-                let Some(NodeEnum::ColumnDef(column)) = def else { return };
-                self.column_types(column);
-                if !self.transactional && !cmd.missing_ok {
-                    self.flag(
-                        "prefer-robust-stmts",
-                        format!("ADD COLUMN {} without IF NOT EXISTS", column.colname),
-                        None,
-                    );
+                if let Some(NodeEnum::ColumnDef(column)) = def {
+                    self.add_column(table, cmd, column);
                 }
-                if !existing {
-                    return;
-                }
-                let constraints: Vec<&Constraint> = column
-                    .constraints
-                    .iter()
-                    .filter_map(|c| match c.node.as_ref() {
-                        Some(NodeEnum::Constraint(c)) => Some(&**c),
-                        _ => None,
-                    })
-                    .collect();
-                let has = |t: ConstrType| constraints.iter().find(|c| c.contype == t as i32);
-                let default = has(ConstrType::ConstrDefault)
-                    .and_then(|c| c.raw_expr.as_deref())
-                    .or(column.raw_default.as_deref());
-                let column_name = &column.colname;
-                if let Some(default) = default {
-                    let text = deparse_expr(default);
-                    if self.settings.postgres_major < 11 {
-                        self.flag(
-                            "adding-field-with-default",
-                            format!("ADD COLUMN {column_name} DEFAULT {text}: before Postgres 11 every default rewrites the table"),
-                            Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: Some(true) }),
-                        );
-                    } else if !is_non_volatile(default) {
-                        self.flag(
-                            "adding-field-with-default",
-                            format!("ADD COLUMN {column_name} DEFAULT {text}: a default that may be volatile is computed for every row"),
-                            Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: Some(true) }),
-                        );
-                    }
-                }
-                if let Some(generated) = has(ConstrType::ConstrGenerated)
-                    && generated.generated_kind != "v"
-                {
-                    self.flag(
-                        "adding-field-with-default",
-                        format!("ADD COLUMN {column_name} GENERATED ... STORED computes every row"),
-                        Some(Expectation {
-                            locks: vec![(table.to_string(), "AccessExclusiveLock")],
-                            rewrite: Some(true),
-                        }),
-                    );
-                }
-                if has(ConstrType::ConstrNotnull).is_some()
-                    && default.is_none()
-                    && has(ConstrType::ConstrGenerated).is_none()
-                    && has(ConstrType::ConstrIdentity).is_none()
-                {
-                    self.flag(
-                        "adding-required-field",
-                        format!("ADD COLUMN {column_name} NOT NULL without a default"),
-                        None,
-                    );
-                }
-                if let Some(fk) = has(ConstrType::ConstrForeign) {
-                    let target = relation(fk.pktable.as_ref());
-                    let mut locks = vec![(table.to_string(), "ShareRowExclusiveLock")];
-                    // A table created in this migration is nobody else's yet (and invisible to --measure's observer).
-                    if self.existing(&target) {
-                        locks.push((target.clone(), "ShareRowExclusiveLock"));
-                    }
-                    self.flag(
-                        "adding-foreign-key-constraint",
-                        format!("ADD COLUMN {column_name} REFERENCES {target}"),
-                        Some(Expectation { locks, rewrite: None }),
-                    );
-                }
-                if has(ConstrType::ConstrUnique).or(has(ConstrType::ConstrPrimary)).is_some() {
-                    self.flag(
-                        "disallowed-unique-constraint",
-                        format!("ADD COLUMN {column_name} UNIQUE builds its index under the table's lock"),
-                        Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: None }),
-                    );
-                }
-                self.exclusive(table);
             }
             AlterTableType::AtSetNotNull if existing => {
                 self.flag(
@@ -418,58 +342,8 @@ impl Checker<'_> {
                 self.exclusive(table);
             }
             AlterTableType::AtAddConstraint => {
-                let Some(NodeEnum::Constraint(constraint)) = def else { return };
-                let name = if constraint.conname.is_empty() { "(unnamed)" } else { &constraint.conname };
-                if constraint.skip_validation {
-                    self.not_valid.insert(constraint.conname.clone());
-                }
-                if !existing {
-                    return;
-                }
-                match ConstrType::try_from(constraint.contype) {
-                    Ok(ConstrType::ConstrForeign) => {
-                        let target = relation(constraint.pktable.as_ref());
-                        if !constraint.skip_validation {
-                            self.flag(
-                                "adding-foreign-key-constraint",
-                                format!("ADD CONSTRAINT {name} FOREIGN KEY ... REFERENCES {target} without NOT VALID"),
-                                Some(Expectation {
-                                    locks: vec![
-                                        (table.to_string(), "ShareRowExclusiveLock"),
-                                        (target, "ShareRowExclusiveLock"),
-                                    ],
-                                    rewrite: Some(false),
-                                }),
-                            );
-                        }
-                    }
-                    Ok(ConstrType::ConstrCheck) => {
-                        if !constraint.skip_validation {
-                            self.flag(
-                                "constraint-missing-not-valid",
-                                format!("ADD CONSTRAINT {name} CHECK without NOT VALID scans {table}"),
-                                Some(Expectation {
-                                    locks: vec![(table.to_string(), "AccessExclusiveLock")],
-                                    rewrite: Some(false),
-                                }),
-                            );
-                        }
-                        self.exclusive(table);
-                    }
-                    Ok(ConstrType::ConstrUnique | ConstrType::ConstrPrimary | ConstrType::ConstrExclusion) => {
-                        if constraint.indexname.is_empty() {
-                            self.flag(
-                                "disallowed-unique-constraint",
-                                format!("ADD CONSTRAINT {name} builds its index on {table} under ACCESS EXCLUSIVE"),
-                                Some(Expectation {
-                                    locks: vec![(table.to_string(), "AccessExclusiveLock")],
-                                    rewrite: Some(false),
-                                }),
-                            );
-                        }
-                        self.exclusive(table);
-                    }
-                    _ => self.exclusive(table),
+                if let Some(NodeEnum::Constraint(constraint)) = def {
+                    self.add_constraint(table, constraint);
                 }
             }
             AlterTableType::AtValidateConstraint => {
@@ -498,6 +372,148 @@ impl Checker<'_> {
             | AlterTableType::AtReplaceRelOptions
             | AlterTableType::AtAttachPartition
             | AlterTableType::AtDetachPartitionFinalize => {}
+            _ => self.exclusive(table),
+        }
+    }
+
+    /// `ADD COLUMN`: its types, and on a table that existed before this file what its default,
+    /// NOT NULL, foreign key or unique constraint costs.
+    fn add_column(&mut self, table: &str, cmd: &AlterTableCmd, column: &ColumnDef) {
+        self.column_types(column);
+        if !self.transactional && !cmd.missing_ok {
+            self.flag("prefer-robust-stmts", format!("ADD COLUMN {} without IF NOT EXISTS", column.colname), None);
+        }
+        if !self.existing(table) {
+            return;
+        }
+        let constraints: Vec<&Constraint> = column
+            .constraints
+            .iter()
+            .filter_map(|c| match c.node.as_ref() {
+                Some(NodeEnum::Constraint(c)) => Some(&**c),
+                _ => None,
+            })
+            .collect();
+        let has = |t: ConstrType| constraints.iter().copied().find(|c| c.contype == t as i32);
+        let default =
+            has(ConstrType::ConstrDefault).and_then(|c| c.raw_expr.as_deref()).or(column.raw_default.as_deref());
+        let column_name = &column.colname;
+        self.rewrites(table, column_name, default, has(ConstrType::ConstrGenerated));
+        if has(ConstrType::ConstrNotnull).is_some()
+            && default.is_none()
+            && has(ConstrType::ConstrGenerated).is_none()
+            && has(ConstrType::ConstrIdentity).is_none()
+        {
+            self.flag("adding-required-field", format!("ADD COLUMN {column_name} NOT NULL without a default"), None);
+        }
+        if let Some(fk) = has(ConstrType::ConstrForeign) {
+            let target = relation(fk.pktable.as_ref());
+            let mut locks = vec![(table.to_string(), "ShareRowExclusiveLock")];
+            // A table created in this migration is nobody else's yet (and invisible to --measure's observer).
+            if self.existing(&target) {
+                locks.push((target.clone(), "ShareRowExclusiveLock"));
+            }
+            self.flag(
+                "adding-foreign-key-constraint",
+                format!("ADD COLUMN {column_name} REFERENCES {target}"),
+                Some(Expectation { locks, rewrite: None }),
+            );
+        }
+        if has(ConstrType::ConstrUnique).or(has(ConstrType::ConstrPrimary)).is_some() {
+            self.flag(
+                "disallowed-unique-constraint",
+                format!("ADD COLUMN {column_name} UNIQUE builds its index under the table's lock"),
+                Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: None }),
+            );
+        }
+        self.exclusive(table);
+    }
+
+    /// A new column whose value is computed for every row, rewriting the table: any default
+    /// before Postgres 11, a volatile one since, a stored generated column.
+    fn rewrites(&mut self, table: &str, column_name: &str, default: Option<&Node>, generated: Option<&Constraint>) {
+        if let Some(default) = default {
+            let text = deparse_expr(default);
+            if self.settings.postgres_major < 11 {
+                self.flag(
+                    "adding-field-with-default",
+                    format!(
+                        "ADD COLUMN {column_name} DEFAULT {text}: before Postgres 11 every default rewrites the table"
+                    ),
+                    Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: Some(true) }),
+                );
+            } else if !is_non_volatile(default) {
+                self.flag(
+                    "adding-field-with-default",
+                    format!("ADD COLUMN {column_name} DEFAULT {text}: a default that may be volatile is computed for every row"),
+                    Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: Some(true) }),
+                );
+            }
+        }
+        if let Some(generated) = generated
+            && generated.generated_kind != "v"
+        {
+            self.flag(
+                "adding-field-with-default",
+                format!("ADD COLUMN {column_name} GENERATED ... STORED computes every row"),
+                Some(Expectation { locks: vec![(table.to_string(), "AccessExclusiveLock")], rewrite: Some(true) }),
+            );
+        }
+    }
+
+    /// `ADD CONSTRAINT`: remembered when NOT VALID; on a table that existed before this file, a
+    /// foreign key or check without NOT VALID scans it, a unique one builds its index.
+    fn add_constraint(&mut self, table: &str, constraint: &Constraint) {
+        let name = if constraint.conname.is_empty() { "(unnamed)" } else { &constraint.conname };
+        if constraint.skip_validation {
+            self.not_valid.insert(constraint.conname.clone());
+        }
+        if !self.existing(table) {
+            return;
+        }
+        match ConstrType::try_from(constraint.contype) {
+            Ok(ConstrType::ConstrForeign) => {
+                let target = relation(constraint.pktable.as_ref());
+                if !constraint.skip_validation {
+                    self.flag(
+                        "adding-foreign-key-constraint",
+                        format!("ADD CONSTRAINT {name} FOREIGN KEY ... REFERENCES {target} without NOT VALID"),
+                        Some(Expectation {
+                            locks: vec![
+                                (table.to_string(), "ShareRowExclusiveLock"),
+                                (target, "ShareRowExclusiveLock"),
+                            ],
+                            rewrite: Some(false),
+                        }),
+                    );
+                }
+            }
+            Ok(ConstrType::ConstrCheck) => {
+                if !constraint.skip_validation {
+                    self.flag(
+                        "constraint-missing-not-valid",
+                        format!("ADD CONSTRAINT {name} CHECK without NOT VALID scans {table}"),
+                        Some(Expectation {
+                            locks: vec![(table.to_string(), "AccessExclusiveLock")],
+                            rewrite: Some(false),
+                        }),
+                    );
+                }
+                self.exclusive(table);
+            }
+            Ok(ConstrType::ConstrUnique | ConstrType::ConstrPrimary | ConstrType::ConstrExclusion) => {
+                if constraint.indexname.is_empty() {
+                    self.flag(
+                        "disallowed-unique-constraint",
+                        format!("ADD CONSTRAINT {name} builds its index on {table} under ACCESS EXCLUSIVE"),
+                        Some(Expectation {
+                            locks: vec![(table.to_string(), "AccessExclusiveLock")],
+                            rewrite: Some(false),
+                        }),
+                    );
+                }
+                self.exclusive(table);
+            }
             _ => self.exclusive(table),
         }
     }

@@ -76,12 +76,7 @@ impl Backup {
         if self.runs == 0 || self.scale == 0 {
             bail!("--runs and --scale must be at least 1");
         }
-        for tool in ["pgbench", "pg_dump", "psql", "gzip", "gunzip", "sh"] {
-            which::which(tool).with_context(|| {
-                hint!("{tool} is not installed"; "the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
-            })?;
-        }
-        bucket::check_tools()?;
+        check_tools()?;
         let server = cx.database_url()?;
         let exe = std::env::current_exe().context("find the xtask binary")?;
         let pid = std::process::id();
@@ -106,95 +101,25 @@ impl Backup {
             return Ok(());
         }
 
+        let setup = Setup {
+            exe: &exe,
+            server: &server,
+            scratch: &scratch.url,
+            conninfo: &conninfo,
+            env: &env,
+            pid,
+            level: self.compression_level,
+        };
         let mut samples = Samples::default();
         for run in 0..=self.runs {
             let dir = work.join(format!("run{run}"));
             std::fs::create_dir_all(&dir)?;
-            let gz = dir.join("pipeline.sql.gz");
-            // Alternate the order, so neither always meets the warmer cache.
-            let ours_first = run % 2 == 0;
-            let mut ours_backup = Cost::default();
-            let mut pipe_backup = Duration::ZERO;
-            for ours in [ours_first, !ours_first] {
-                if ours {
-                    ours_backup = timed(
-                        Command::new(&exe)
-                            .args(["db", "backup", "--compression-level", &self.compression_level.to_string()])
-                            .arg(dir.join("ours"))
-                            .arg("--database-url")
-                            .arg(scratch.url.as_str()),
-                    )?;
-                } else {
-                    pipe_backup = timed(&mut shell(
-                        &format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" | gzip -6 > \"$2\""),
-                        &[&conninfo, path_str(&gz)?],
-                        &env,
-                    ))?
-                    .wall;
-                }
-            }
-            let floor =
-                timed(&mut shell(&format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" > /dev/null"), &[&conninfo], &env))?
-                    .wall;
-            let ours_file = only_file(&dir.join("ours"))?;
-            let (ours_size, pipe_size) = (std::fs::metadata(&ours_file)?.len(), std::fs::metadata(&gz)?.len());
-
-            let mut ours_restore = Cost::default();
-            let mut pipe_restore = Duration::ZERO;
-            for ours in [ours_first, !ours_first] {
-                let target = Scratch::create(&server, &format!("railgun_bench_restore_{pid}_{run}_{ours}"))?;
-                if ours {
-                    ours_restore = timed(
-                        Command::new(&exe)
-                            .args(["db", "restore", "--yes", "--safety-dir"])
-                            .arg(dir.join("safety"))
-                            .arg(&ours_file)
-                            .arg("--database-url")
-                            .arg(target.url.as_str()),
-                    )?;
-                } else {
-                    let (target_info, _) = dbkit::url::libpq_env(&target.url)?;
-                    pipe_restore = timed(&mut shell(
-                        "gunzip -c \"$1\" | psql -X -q -v ON_ERROR_STOP=1 --single-transaction --dbname=\"$2\" > /dev/null",
-                        &[path_str(&gz)?, &target_info],
-                        &env,
-                    ))?
-                    .wall;
-                }
-            }
-            let drill = timed(
-                Command::new(&exe)
-                    .args(["db", "drill"])
-                    .arg(&ours_file)
-                    .arg("--database-url")
-                    .arg(scratch.url.as_str()),
-            )?
-            .wall;
+            let figures = setup.measure(run, &dir)?;
             let _ = std::fs::remove_dir_all(&dir);
-            eprintln!(
-                "{}: backup ours {:.2}s / pipeline {:.2}s (floor {:.2}s), restore ours {:.2}s / pipeline {:.2}s, drill {:.2}s, size {} / {}, peak RSS {} / {} MiB",
-                if run == 0 { "warm-up".to_string() } else { format!("run {run}") },
-                ours_backup.wall.as_secs_f64(),
-                pipe_backup.as_secs_f64(),
-                floor.as_secs_f64(),
-                ours_restore.wall.as_secs_f64(),
-                pipe_restore.as_secs_f64(),
-                drill.as_secs_f64(),
-                ours_size,
-                pipe_size,
-                ours_backup.peak_rss_kib / 1024,
-                ours_restore.peak_rss_kib / 1024,
-            );
-            if run == 0 {
-                continue;
+            figures.show(if run == 0 { "warm-up".to_string() } else { format!("run {run}") });
+            if run > 0 {
+                samples.push(figures);
             }
-            samples.floor.push(floor);
-            samples.ours_backup.push(ours_backup);
-            samples.pipe_backup.push(pipe_backup);
-            samples.ours_restore.push(ours_restore);
-            samples.pipe_restore.push(pipe_restore);
-            samples.drill.push(drill);
-            (samples.ours_size, samples.pipe_size) = (ours_size, pipe_size);
         }
         let bucket = bucket::run(cx, database, &work, self.runs, self.compression_level)?;
         let _ = std::fs::remove_dir_all(&work);
@@ -202,6 +127,161 @@ impl Backup {
         report(&samples, self.scale, self.runs);
         bucket::report(&bucket);
         Ok(())
+    }
+}
+
+/// The host's tools the pipeline rows run, and the bucket row's.
+fn check_tools() -> Result<()> {
+    for tool in ["pgbench", "pg_dump", "psql", "gzip", "gunzip", "sh"] {
+        which::which(tool).with_context(|| {
+            hint!("{tool} is not installed"; "the benchmark compares with the host's tools: apt-get install postgresql-client gzip (pgbench comes with Debian's postgresql package)")
+        })?;
+    }
+    bucket::check_tools()
+}
+
+/// What every run needs: this binary, the server, the pgbench database and how to reach it.
+struct Setup<'a> {
+    exe: &'a Path,
+    server: &'a Url,
+    /// The pgbench database, backed up in every run.
+    scratch: &'a Url,
+    conninfo: &'a str,
+    env: &'a [(&'static str, String)],
+    /// Names this process's restore targets.
+    pid: u32,
+    /// Our backup's gzip level.
+    level: u32,
+}
+
+/// One run's figures, ours beside the pipeline's.
+struct Figures {
+    ours_backup: Cost,
+    pipe_backup: Duration,
+    floor: Duration,
+    ours_restore: Cost,
+    pipe_restore: Duration,
+    drill: Duration,
+    ours_size: u64,
+    pipe_size: u64,
+}
+
+impl Setup<'_> {
+    /// One run in `dir`: both backups, the floor, both restores (each into a fresh database) and
+    /// a drill of our file. Ours and the pipeline take turns going first, so neither always meets
+    /// the warmer cache.
+    fn measure(&self, run: usize, dir: &Path) -> Result<Figures> {
+        let gz = dir.join("pipeline.sql.gz");
+        let ours_first = run.is_multiple_of(2);
+        let (ours_backup, pipe_backup) = self.backups(dir, &gz, ours_first)?;
+        let floor =
+            timed(&mut shell(&format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" > /dev/null"), &[self.conninfo], self.env))?
+                .wall;
+        let ours_file = only_file(&dir.join("ours"))?;
+        let (ours_size, pipe_size) = (std::fs::metadata(&ours_file)?.len(), std::fs::metadata(&gz)?.len());
+        let (ours_restore, pipe_restore) = self.restores(run, dir, &ours_file, &gz, ours_first)?;
+        let drill = timed(
+            Command::new(self.exe)
+                .args(["db", "drill"])
+                .arg(&ours_file)
+                .arg("--database-url")
+                .arg(self.scratch.as_str()),
+        )?
+        .wall;
+        Ok(Figures { ours_backup, pipe_backup, floor, ours_restore, pipe_restore, drill, ours_size, pipe_size })
+    }
+
+    /// `db backup` into `dir/ours` and the pipeline into `gz`, in the order given.
+    fn backups(&self, dir: &Path, gz: &Path, ours_first: bool) -> Result<(Cost, Duration)> {
+        let mut ours_backup = Cost::default();
+        let mut pipe_backup = Duration::ZERO;
+        for ours in [ours_first, !ours_first] {
+            if ours {
+                ours_backup = timed(
+                    Command::new(self.exe)
+                        .args(["db", "backup", "--compression-level", &self.level.to_string()])
+                        .arg(dir.join("ours"))
+                        .arg("--database-url")
+                        .arg(self.scratch.as_str()),
+                )?;
+            } else {
+                pipe_backup = timed(&mut shell(
+                    &format!("pg_dump {DUMP_ARGS} --dbname=\"$1\" | gzip -6 > \"$2\""),
+                    &[self.conninfo, path_str(gz)?],
+                    self.env,
+                ))?
+                .wall;
+            }
+        }
+        Ok((ours_backup, pipe_backup))
+    }
+
+    /// `db restore` of `ours_file` and the pipeline's restore of `gz`, in the order given, each
+    /// into a database of its own (dropped once restored).
+    fn restores(
+        &self,
+        run: usize,
+        dir: &Path,
+        ours_file: &Path,
+        gz: &Path,
+        ours_first: bool,
+    ) -> Result<(Cost, Duration)> {
+        let mut ours_restore = Cost::default();
+        let mut pipe_restore = Duration::ZERO;
+        for ours in [ours_first, !ours_first] {
+            let target = Scratch::create(self.server, &format!("railgun_bench_restore_{}_{run}_{ours}", self.pid))?;
+            if ours {
+                ours_restore = timed(
+                    Command::new(self.exe)
+                        .args(["db", "restore", "--yes", "--safety-dir"])
+                        .arg(dir.join("safety"))
+                        .arg(ours_file)
+                        .arg("--database-url")
+                        .arg(target.url.as_str()),
+                )?;
+            } else {
+                let (target_info, _) = dbkit::url::libpq_env(&target.url)?;
+                pipe_restore = timed(&mut shell(
+                    "gunzip -c \"$1\" | psql -X -q -v ON_ERROR_STOP=1 --single-transaction --dbname=\"$2\" > /dev/null",
+                    &[path_str(gz)?, &target_info],
+                    self.env,
+                ))?
+                .wall;
+            }
+        }
+        Ok((ours_restore, pipe_restore))
+    }
+}
+
+impl Figures {
+    /// The run's line on stderr.
+    fn show(&self, label: String) {
+        eprintln!(
+            "{label}: backup ours {:.2}s / pipeline {:.2}s (floor {:.2}s), restore ours {:.2}s / pipeline {:.2}s, drill {:.2}s, size {} / {}, peak RSS {} / {} MiB",
+            self.ours_backup.wall.as_secs_f64(),
+            self.pipe_backup.as_secs_f64(),
+            self.floor.as_secs_f64(),
+            self.ours_restore.wall.as_secs_f64(),
+            self.pipe_restore.as_secs_f64(),
+            self.drill.as_secs_f64(),
+            self.ours_size,
+            self.pipe_size,
+            self.ours_backup.peak_rss_kib / 1024,
+            self.ours_restore.peak_rss_kib / 1024,
+        );
+    }
+}
+
+impl Samples {
+    /// Adds a timed run (the sizes are the last run's).
+    fn push(&mut self, f: Figures) {
+        self.floor.push(f.floor);
+        self.ours_backup.push(f.ours_backup);
+        self.pipe_backup.push(f.pipe_backup);
+        self.ours_restore.push(f.ours_restore);
+        self.pipe_restore.push(f.pipe_restore);
+        self.drill.push(f.drill);
+        (self.ours_size, self.pipe_size) = (f.ours_size, f.pipe_size);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use diesel::RunQueryDsl;
 use url::Url;
-use xshell::cmd;
+use xshell::{Shell, cmd};
 
 use crate::context::Context;
 use dbkit::diesel_config::DieselConfig;
@@ -124,88 +124,60 @@ impl TestDb {
     }
 
     fn run_suites(&self, cx: &Context, plan: &Plan) -> Result<()> {
-        let Plan { suite, dir, server, floor, migrations } = plan;
         let sh = &cx.sh;
-        let _in_suite = sh.push_dir(suite);
+        let _in_suite = sh.push_dir(&plan.suite);
         let target = cx.root.join("target");
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
-        eprintln!("building the suite in {} (once)", suite.display());
+        eprintln!("building the suite in {} (once)", plan.suite.display());
         cmd!(sh, "cargo test --quiet --no-run --test suite").quiet().run()?;
         cmd!(sh, "cargo nextest list --test suite").quiet().ignore_stdout().run()?;
 
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let strings = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
-        let runners = [
-            Runner {
-                label: format!("cargo test ({cores} threads)"),
-                threads: cores,
-                command: strings(&["cargo", "test", "--quiet", "--test", "suite"]),
-                nextest: false,
-            },
-            Runner {
-                label: "cargo test --test-threads 8".into(),
-                threads: 8,
-                command: strings(&["cargo", "test", "--quiet", "--test", "suite", "--", "--test-threads", "8"]),
-                nextest: false,
-            },
-            Runner {
-                label: format!("cargo nextest run ({cores} threads)"),
-                threads: cores,
-                command: strings(&["cargo", "nextest", "run", "--test", "suite", "--no-fail-fast"]),
-                nextest: true,
-            },
-        ];
+        let runners = Runner::all();
         let load_before = load();
         eprintln!("load before: {load_before}");
+        let times = self.time_suites(sh, plan, &runners)?;
+        let load_after = load();
+        self.report(plan, &runners, times, [load_before, load_after]);
+        clone_times(cx, &plan.server, &plan.migrations)
+    }
+
+    /// Each runner's suite in each mode, `--runs` times (the anchor `--anchor-runs`): the wall
+    /// times, by runner and mode. A suite's runs one right after the other, as a user re-runs
+    /// tests: what one run leaves (the pooler's connections to its slot databases, say) meets the
+    /// next.
+    fn time_suites(&self, sh: &Shell, plan: &Plan, runners: &[Runner]) -> Result<Vec<Vec<Vec<Duration>>>> {
         let mut times = vec![vec![Vec::new(); MODES.len()]; runners.len()];
         let anchor_runs = self.anchor_runs.unwrap_or(self.runs);
-        // A suite's runs one right after the other, as a user re-runs tests: what one run
-        // leaves (the pooler's connections to its slot databases, say) meets the next.
         for (r, runner) in runners.iter().enumerate() {
             for (m, mode) in MODES.iter().enumerate() {
                 let runs = if *mode == "migrate" { anchor_runs } else { self.runs };
                 for run in 0..runs {
-                    let mut command = runner.command.clone();
-                    if runner.nextest && ["harness", "url", "temp"].contains(mode) {
-                        command.extend(strings(&["--profile", "harness"]));
-                    }
-                    let (program, args) = command.split_first().expect("a command");
-                    let started = Instant::now();
-                    let out = cmd!(sh, "{program} {args...}")
-                        .env("RAILGUN_BENCH_MODE", mode)
-                        .env("RAILGUN_BENCH_MIGRATIONS", dir)
-                        .env("RAILGUN_BENCH_INSERT", INSERT)
-                        // A secret: through the environment, never the command line.
-                        .env("RAILGUN_BENCH_SERVER", server.as_str())
-                        .env("RAILGUN_BENCH_FLOOR", floor.as_str())
-                        .quiet()
-                        .ignore_status()
-                        .output()?;
-                    let took = started.elapsed();
-                    if !out.status.success() {
-                        let stderr = String::from_utf8_lossy(&out.stderr);
-                        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-                        bail!(
-                            "the {mode} suite failed under {}:\n{}",
-                            runner.label,
-                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                        );
-                    }
+                    let took = runner.time(sh, plan, mode)?;
                     eprintln!("  run {}: {} / {mode}: {}", run + 1, runner.label, secs(took));
                     times[r][m].push(took);
                 }
             }
         }
-        let load_after = load();
+        Ok(times)
+    }
 
+    /// The table of medians: per runner, each mode's wall time and per-test overhead over the
+    /// suite with no database, and the harness against create-and-migrate.
+    fn report(
+        &self,
+        plan: &Plan,
+        runners: &[Runner],
+        mut times: Vec<Vec<Vec<Duration>>>,
+        [before, after]: [String; 2],
+    ) {
         let tests = self.tests as f64;
         println!(
             "suite: {} tests, {} migrations (with the bench's own table); server: {}",
             self.tests,
-            migrations.len(),
-            dbkit::url::redact(server)
+            plan.migrations.len(),
+            dbkit::url::redact(&plan.server)
         );
-        println!("load: {load_before} before, {load_after} after");
+        println!("load: {before} before, {after} after");
         println!(
             "| runner | no database | harness: conn() | url() + own connection | temp table | create + migrate per test | faster than create + migrate (per test / wall) | floor: a connection per test |"
         );
@@ -228,8 +200,70 @@ impl TestDb {
                 ms(per_test(connect))
             );
         }
-        clone_times(cx, server, migrations)
     }
+}
+
+impl Runner {
+    /// `cargo test` with its default threads and with 8, and `cargo nextest run`.
+    fn all() -> [Runner; 3] {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        [
+            Runner {
+                label: format!("cargo test ({cores} threads)"),
+                threads: cores,
+                command: strings(&["cargo", "test", "--quiet", "--test", "suite"]),
+                nextest: false,
+            },
+            Runner {
+                label: "cargo test --test-threads 8".into(),
+                threads: 8,
+                command: strings(&["cargo", "test", "--quiet", "--test", "suite", "--", "--test-threads", "8"]),
+                nextest: false,
+            },
+            Runner {
+                label: format!("cargo nextest run ({cores} threads)"),
+                threads: cores,
+                command: strings(&["cargo", "nextest", "run", "--test", "suite", "--no-fail-fast"]),
+                nextest: true,
+            },
+        ]
+    }
+
+    /// One run of the suite in `mode`: its wall time; an error with the end of its output when
+    /// it failed.
+    fn time(&self, sh: &Shell, plan: &Plan, mode: &str) -> Result<Duration> {
+        let mut command = self.command.clone();
+        if self.nextest && ["harness", "url", "temp"].contains(&mode) {
+            command.extend(strings(&["--profile", "harness"]));
+        }
+        let (program, args) = command.split_first().expect("a command");
+        let started = Instant::now();
+        let out = cmd!(sh, "{program} {args...}")
+            .env("RAILGUN_BENCH_MODE", mode)
+            .env("RAILGUN_BENCH_MIGRATIONS", &plan.dir)
+            .env("RAILGUN_BENCH_INSERT", INSERT)
+            // A secret: through the environment, never the command line.
+            .env("RAILGUN_BENCH_SERVER", plan.server.as_str())
+            .env("RAILGUN_BENCH_FLOOR", plan.floor.as_str())
+            .quiet()
+            .ignore_status()
+            .output()?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            bail!(
+                "the {mode} suite failed under {}:\n{}",
+                self.label,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(took)
+    }
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
 }
 
 /// How long the server takes to clone a migrated database, by strategy, on the test server and

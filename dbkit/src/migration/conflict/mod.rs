@@ -167,88 +167,15 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
     if sides.ours.is_empty() {
         return Ok(report);
     }
-    let label = &sides.label;
-    let up = |m: &MigrationFiles| shown(&m.dir.join("up.sql"));
-    let folder_place = |m: &MigrationFiles, what: String| Place { file: up(m), line: 1, what };
-    for ours in &sides.ours {
-        for theirs in &sides.theirs {
-            if ours.version == theirs.version {
-                report.conflicts.push(Conflict {
-                    kind: Kind::DuplicateVersion,
-                    what: format!("duplicate version {}", ours.version),
-                    ours: folder_place(ours, ours.name.clone()),
-                    theirs: Some(folder_place(theirs, theirs.name.clone())),
-                    confirmed: None,
-                });
-            } else if name_part(&ours.name) == name_part(&theirs.name) {
-                report.conflicts.push(Conflict {
-                    kind: Kind::DuplicateName,
-                    what: format!("duplicate name {}", name_part(&ours.name)),
-                    ours: folder_place(ours, ours.name.clone()),
-                    theirs: Some(folder_place(theirs, theirs.name.clone())),
-                    confirmed: None,
-                });
-            }
-        }
-    }
-    // REF's newest of all: one of the merge base's counts too (a branch migration dated before
-    // it is refused as out of order by any database that is up to date with REF).
-    if let Some((newest_version, newest_folder)) = sides.newest_there() {
-        let newest = crate::error::escaped(newest_folder);
-        for ours in sides.ours.iter().filter(|m| m.version < newest_version) {
-            report.conflicts.push(Conflict {
-                kind: Kind::OutOfOrder,
-                what: format!(
-                    "out of order: {} sorts before {label}'s newest, {newest}: once merged, a database that applied {label}'s would refuse it as out of order",
-                    ours.name
-                ),
-                ours: folder_place(ours, format!("version {}", ours.version)),
-                theirs: Some(Place {
-                    file: shown(&sides.repo.dir.join(newest_folder).join("up.sql")),
-                    line: 1,
-                    what: format!("version {newest_version}"),
-                }),
-                confirmed: None,
-            });
-        }
-    }
-    let read_side = |migrations: &[MigrationFiles], unread: &mut Vec<String>| -> Result<Vec<(String, Reading)>> {
-        let mut out = Vec::new();
-        for m in migrations {
-            let reading = touched::read(&m.sql("up.sql")?);
-            unread.extend(reading.unread.iter().map(|(line, words)| format!("{}:{line} ({words})", up(m))));
-            out.push((up(m), reading));
-        }
-        Ok(out)
-    };
+    report.conflicts.extend(duplicates(&sides));
+    report.conflicts.extend(out_of_order(&sides));
     let ours_read = read_side(&sides.ours, &mut report.unread)?;
     let theirs_read = read_side(&sides.theirs, &mut report.unread)?;
     report.readings = ours_read.iter().chain(&theirs_read).cloned().collect();
-    let mut overlaps = 0;
-    for (ours_file, ours) in &ours_read {
-        for (theirs_file, theirs) in &theirs_read {
-            // One conflict per object and pair of files: the first statement on each side.
-            let mut seen: Vec<Object> = Vec::new();
-            for a in &ours.touches {
-                for b in &theirs.touches {
-                    let Some(object) = touched::clash(a, b) else { continue };
-                    if seen.contains(&object) {
-                        continue;
-                    }
-                    seen.push(object.clone());
-                    overlaps += 1;
-                    report.conflicts.push(Conflict {
-                        kind: Kind::Overlap,
-                        what: format!("both sides touch {object}"),
-                        ours: place(ours_file, a),
-                        theirs: Some(place(theirs_file, b)),
-                        confirmed: None,
-                    });
-                }
-            }
-        }
-    }
-    if overlaps > 0 || options.apply {
+    let overlaps = overlaps(&ours_read, &theirs_read);
+    let overlapped = !overlaps.is_empty();
+    report.conflicts.extend(overlaps);
+    if overlapped || options.apply {
         let url = match server {
             Ok(url) => url,
             Err(error) => {
@@ -261,6 +188,110 @@ pub fn check(dir: &Path, server: Result<Url>, options: &Options) -> Result<Repor
         annotate(&mut report, &sides, applied);
     }
     Ok(report)
+}
+
+/// A migration's up.sql, as messages show it.
+fn up(m: &MigrationFiles) -> String {
+    shown(&m.dir.join("up.sql"))
+}
+
+/// A migration named as a whole: its up.sql's first line.
+fn folder_place(m: &MigrationFiles, what: String) -> Place {
+    Place { file: up(m), line: 1, what }
+}
+
+/// Versions and names both sides gave a migration.
+fn duplicates(sides: &Sides) -> Vec<Conflict> {
+    let mut found = Vec::new();
+    for ours in &sides.ours {
+        for theirs in &sides.theirs {
+            if ours.version == theirs.version {
+                found.push(Conflict {
+                    kind: Kind::DuplicateVersion,
+                    what: format!("duplicate version {}", ours.version),
+                    ours: folder_place(ours, ours.name.clone()),
+                    theirs: Some(folder_place(theirs, theirs.name.clone())),
+                    confirmed: None,
+                });
+            } else if name_part(&ours.name) == name_part(&theirs.name) {
+                found.push(Conflict {
+                    kind: Kind::DuplicateName,
+                    what: format!("duplicate name {}", name_part(&ours.name)),
+                    ours: folder_place(ours, ours.name.clone()),
+                    theirs: Some(folder_place(theirs, theirs.name.clone())),
+                    confirmed: None,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The branch's migrations that sort before REF's newest of all: one of the merge base's counts
+/// too (a branch migration dated before it is refused as out of order by any database that is up
+/// to date with REF).
+fn out_of_order(sides: &Sides) -> Vec<Conflict> {
+    let Some((newest_version, newest_folder)) = sides.newest_there() else { return Vec::new() };
+    let label = &sides.label;
+    let newest = crate::error::escaped(newest_folder);
+    sides
+        .ours
+        .iter()
+        .filter(|m| m.version < newest_version)
+        .map(|ours| Conflict {
+            kind: Kind::OutOfOrder,
+            what: format!(
+                "out of order: {} sorts before {label}'s newest, {newest}: once merged, a database that applied {label}'s would refuse it as out of order",
+                ours.name
+            ),
+            ours: folder_place(ours, format!("version {}", ours.version)),
+            theirs: Some(Place {
+                file: shown(&sides.repo.dir.join(newest_folder).join("up.sql")),
+                line: 1,
+                what: format!("version {newest_version}"),
+            }),
+            confirmed: None,
+        })
+        .collect()
+}
+
+/// What each of one side's migrations touches, by file; the statements not read go to `unread`.
+fn read_side(migrations: &[MigrationFiles], unread: &mut Vec<String>) -> Result<Vec<(String, Reading)>> {
+    let mut out = Vec::new();
+    for m in migrations {
+        let reading = touched::read(&m.sql("up.sql")?);
+        unread.extend(reading.unread.iter().map(|(line, words)| format!("{}:{line} ({words})", up(m))));
+        out.push((up(m), reading));
+    }
+    Ok(out)
+}
+
+/// Objects both sides' statements touch: one conflict per object and pair of files, at the
+/// first statement on each side.
+fn overlaps(ours_read: &[(String, Reading)], theirs_read: &[(String, Reading)]) -> Vec<Conflict> {
+    let mut found = Vec::new();
+    for (ours_file, ours) in ours_read {
+        for (theirs_file, theirs) in theirs_read {
+            let mut seen: Vec<Object> = Vec::new();
+            for a in &ours.touches {
+                for b in &theirs.touches {
+                    let Some(object) = touched::clash(a, b) else { continue };
+                    if seen.contains(&object) {
+                        continue;
+                    }
+                    seen.push(object.clone());
+                    found.push(Conflict {
+                        kind: Kind::Overlap,
+                        what: format!("both sides touch {object}"),
+                        ours: place(ours_file, a),
+                        theirs: Some(place(theirs_file, b)),
+                        confirmed: None,
+                    });
+                }
+            }
+        }
+    }
+    found
 }
 
 fn place(file: &str, touch: &Touch) -> Place {
