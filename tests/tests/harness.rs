@@ -706,9 +706,10 @@ fn child_url_in_process() {
     }
 }
 
-#[test]
-fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
-    let dir = tempdir("url-reuse");
+/// Runs the child test `name` (a `cargo test` process of its own) on a new migrations folder
+/// (`tag`) whose one migration makes `items`; returns the folder and what the child printed.
+fn child_on_items(tag: &str, name: &str) -> (PathBuf, String) {
+    let dir = tempdir(tag);
     write_migration(
         &dir,
         "2024-01-01-000000_items",
@@ -717,10 +718,21 @@ fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
             std::time::SystemTime::now()
         ),
     );
-    let out = child("child_url_in_process", &[("HARNESS_DIR", dir.to_str().unwrap())]);
+    let out = child(name, &[("HARNESS_DIR", dir.to_str().unwrap())]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
+    (dir, stdout)
+}
+
+/// The `step=...` lines a child printed (libtest's "test child_... ... " may start the first).
+fn steps_of(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect()
+}
+
+#[test]
+fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
+    let (dir, stdout) = child_on_items("url-reuse", "child_url_in_process");
+    let steps = steps_of(&stdout);
     assert_eq!(steps.len(), 4, "{stdout}");
     let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
     for (write, read) in [(0, 1), (2, 3)] {
@@ -740,20 +752,8 @@ fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
 
 #[test]
 fn under_cargo_test_a_passing_tests_database_and_connection_serve_the_next_test_reset() {
-    let dir = tempdir("reuse");
-    write_migration(
-        &dir,
-        "2024-01-01-000000_items",
-        &format!(
-            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n-- {:?}",
-            std::time::SystemTime::now()
-        ),
-    );
-    let out = child("child_reuse_in_process", &[("HARNESS_DIR", dir.to_str().unwrap())]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    // (libtest's "test child_... ... " may start the first line.)
-    let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
+    let (dir, stdout) = child_on_items("reuse", "child_reuse_in_process");
+    let steps = steps_of(&stdout);
     assert_eq!(steps.len(), 10, "{stdout}");
     let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
     let same = |a: usize, b: usize, key: &str| field(steps[a], key) == field(steps[b], key);
