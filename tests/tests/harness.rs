@@ -706,9 +706,10 @@ fn child_url_in_process() {
     }
 }
 
-#[test]
-fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
-    let dir = tempdir("url-reuse");
+/// A new migrations folder (`tag`) whose one migration makes `items` (a new template: its
+/// text carries the time).
+fn items_dir(tag: &str) -> PathBuf {
+    let dir = tempdir(tag);
     write_migration(
         &dir,
         "2024-01-01-000000_items",
@@ -717,10 +718,28 @@ fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
             std::time::SystemTime::now()
         ),
     );
-    let out = child("child_url_in_process", &[("HARNESS_DIR", dir.to_str().unwrap())]);
+    dir
+}
+
+/// Runs the child test `name` (a `cargo test` process of its own) on a new migrations folder
+/// (`tag`) whose one migration makes `items`; returns the folder and what the child printed.
+fn child_on_items(tag: &str, name: &str) -> (PathBuf, String) {
+    let dir = items_dir(tag);
+    let out = child(name, &[("HARNESS_DIR", dir.to_str().unwrap())]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
+    (dir, stdout)
+}
+
+/// The `step=...` lines a child printed (libtest's "test child_... ... " may start the first).
+fn steps_of(stdout: &str) -> Vec<&str> {
+    stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect()
+}
+
+#[test]
+fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
+    let (dir, stdout) = child_on_items("url-reuse", "child_url_in_process");
+    let steps = steps_of(&stdout);
     assert_eq!(steps.len(), 4, "{stdout}");
     let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
     for (write, read) in [(0, 1), (2, 3)] {
@@ -740,20 +759,8 @@ fn under_cargo_test_a_connection_from_the_url_reuses_a_server_process_reset() {
 
 #[test]
 fn under_cargo_test_a_passing_tests_database_and_connection_serve_the_next_test_reset() {
-    let dir = tempdir("reuse");
-    write_migration(
-        &dir,
-        "2024-01-01-000000_items",
-        &format!(
-            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n-- {:?}",
-            std::time::SystemTime::now()
-        ),
-    );
-    let out = child("child_reuse_in_process", &[("HARNESS_DIR", dir.to_str().unwrap())]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    // (libtest's "test child_... ... " may start the first line.)
-    let steps: Vec<&str> = stdout.lines().filter_map(|l| l.find("step=").map(|at| &l[at..])).collect();
+    let (dir, stdout) = child_on_items("reuse", "child_reuse_in_process");
+    let steps = steps_of(&stdout);
     assert_eq!(steps.len(), 10, "{stdout}");
     let field = |line: &str, key: &str| value_after(line, &format!("{key}=")).to_string();
     let same = |a: usize, b: usize, key: &str| field(steps[a], key) == field(steps[b], key);
@@ -834,30 +841,17 @@ struct Pid {
     pid: i32,
 }
 
-/// A slot's tests in turn (pass, killed, failed, pass); `prepared`: the variables come from
-/// the setup script's preparation (with the pooler), else from the harness of this process.
-fn slot_cycle(prepared: bool) {
-    let dir = tempdir(if prepared { "slot-pooled" } else { "slot" });
-    write_migration(
-        &dir,
-        "2024-01-01-000000_items",
-        &format!(
-            "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\n-- {:?}",
-            std::time::SystemTime::now()
-        ),
-    );
-    let run = format!(
-        "{:012x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            & 0xffff_ffff_ffff
-    );
+/// The environment of slot 1 of 2 in the nextest run `run` on the migrations of `dir`, as
+/// [`slot_cycle`] plays it; with the oid of the database the setup script put ready in the slot
+/// (when `prepared`), and whether the slot's connections go through the pooler.
+fn slot_env(dir: &Path, run: &str, prepared: bool) -> (Vec<(String, String)>, Option<String>, bool) {
     // Play nextest: the setup script's variables, a run id, slot 1 of 2; this process as the parent.
     let mut env: Vec<(String, String)> = match prepared {
-        true => Harness::prepare_run(&dir, Some((&run, 2))).unwrap().0.nextest_env(),
-        false => Harness::for_dir(&dir).unwrap().nextest_env(),
+        true => Harness::prepare_run(dir, Some((run, 2))).unwrap().0.nextest_env(),
+        false => Harness::for_dir(dir).unwrap().nextest_env(),
     };
     // The setup script put the run's slot databases ready, each marked as a finished test's.
-    let hash = Harness::for_dir(&dir).unwrap().template().trim_start_matches("railgun_tpl_").to_string();
+    let hash = Harness::for_dir(dir).unwrap().template().trim_start_matches("railgun_tpl_").to_string();
     let ready_oid = {
         let ready = database(&format!("railgun_slot_{hash}_{run}_1"));
         let ready_mark =
@@ -878,15 +872,28 @@ fn slot_cycle(prepared: bool) {
         env[0].1 = handoff.to_string();
     }
     let pooled = handoff["pooler"].is_string();
-    let container = Harness::for_dir(&dir).unwrap().origin().starts_with("the test container");
+    let container = Harness::for_dir(dir).unwrap().origin().starts_with("the test container");
     assert_eq!(pooled, prepared && container, "the pooler runs for a prepared run on the test container only");
     env.extend([
         ("NEXTEST_EXECUTION_MODE".into(), "process-per-test".into()),
         ("NEXTEST_TEST_GLOBAL_SLOT".into(), "1".into()),
-        ("NEXTEST_RUN_ID".into(), run.clone()),
+        ("NEXTEST_RUN_ID".into(), run.to_string()),
         ("RAILGUN_TEST_SLOT_PARENT".into(), std::process::id().to_string()),
         ("HARNESS_DIR".into(), dir.to_str().unwrap().into()),
     ]);
+    (env, ready_oid, pooled)
+}
+
+/// A slot's tests in turn (pass, killed, failed, pass); `prepared`: the variables come from
+/// the setup script's preparation (with the pooler), else from the harness of this process.
+fn slot_cycle(prepared: bool) {
+    let dir = items_dir(if prepared { "slot-pooled" } else { "slot" });
+    let run = format!(
+        "{:012x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            & 0xffff_ffff_ffff
+    );
+    let (env, ready_oid, pooled) = slot_env(&dir, &run, prepared);
     let run_child = |action: &str| -> (String, String, String, bool, String) {
         let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         envs.push(("HARNESS_ACTION", action));
