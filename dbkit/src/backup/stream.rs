@@ -398,7 +398,9 @@ impl Source {
             &format!(
                 "SELECT con.conname AS name,
                         json_build_array(n.nspname, c.relname) AS child, {} AS child_columns,
-                        json_build_array(pn.nspname, p.relname) AS parent, {} AS parent_columns
+                        json_build_array(pn.nspname, p.relname) AS parent, {} AS parent_columns,
+                        (SELECT bool_and(a.attnotnull) FROM unnest(con.conkey) k(num)
+                         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num) AS required
                  FROM pg_constraint con
                  JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace

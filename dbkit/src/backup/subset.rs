@@ -2,8 +2,15 @@
 //!
 //! The rule, table by table:
 //! 1. a table named by `--where 'TABLE: CONDITION'`: the rows the condition picks;
-//! 2. else, with `--sample P`: a P % sample of its rows (Bernoulli, the same rows for the same
-//!    data), except a table no foreign key leaves or reaches: all of its rows;
+//! 2. else, with `--sample P`, a table a foreign key leaves or reaches:
+//!    - when it has a NOT NULL foreign key to a parent of at least [`parent_rows`] rows that does
+//!      not reference it back, transitively (the parent with the most rows when several): the
+//!      rows whose parent row this rule chose. The orders of the sampled users, so that each
+//!      table keeps about P % of its rows: a sample of the orders would bring the users of every
+//!      one of them (with 5 orders a user, 10 % of the orders reference 41 % of the users);
+//!    - else a P % sample of its rows (Bernoulli, the same rows for the same data);
+//!
+//!    a table no foreign key leaves or reaches: all of its rows;
 //! 3. else: all of its rows;
 //!
 //! then every row a chosen row references, transitively (foreign keys followed to their parents
@@ -49,6 +56,14 @@ impl Subset {
     }
 }
 
+/// The least rows a table must have for its children to follow its sample: its P % sample then
+/// holds about 100 rows or more. A smaller table (a lookup: countries, plans) is sampled like
+/// any other and completed by the rows its children reference; following it would give each
+/// child the rows of a handful of parents, or none.
+pub fn parent_rows(percent: f64) -> u64 {
+    (10_000.0 / percent).ceil() as u64
+}
+
 /// The rows of one table a copy takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -87,6 +102,9 @@ fn tid_array<'a>(rows: impl Iterator<Item = &'a String>) -> String {
 struct Rule {
     /// What follows `FROM ONLY table`; empty: every row.
     clause: String,
+    /// The foreign key whose parent's rule this one follows (its name): every row it picks
+    /// references a row the parent's rule picks, so the closure's first round skips it.
+    follows: Option<String>,
     /// The rule, said.
     said: String,
 }
@@ -102,10 +120,14 @@ pub fn choose(
 ) -> Result<BTreeMap<String, Choice>> {
     let started = std::time::Instant::now();
     check(subset, tables, foreign_keys)?;
+    let parents = match subset.sample {
+        Some(percent) => parents(session, percent, subset, foreign_keys)?,
+        None => BTreeMap::new(),
+    };
     let linked: BTreeSet<String> = foreign_keys.iter().flat_map(|fk| [name(&fk.child), name(&fk.parent)]).collect();
     let mut rules = BTreeMap::new();
     for table in tables {
-        rules.insert(table_name(table), rule(&table_name(table), subset, &linked));
+        rule(&table_name(table), subset, &linked, &parents, &mut rules);
     }
     let (added, rounds) = close(session, &rules, foreign_keys)?;
     let mut chosen = BTreeMap::new();
@@ -123,7 +145,7 @@ pub fn choose(
         "subset: {}; then every row those reference, to a fixed point ({rounds} round(s), {:.1}s)\n  {}",
         match subset.sample {
             Some(percent) => format!(
-                "a {percent} % sample of each table with a foreign key in or out (those --where names: what it picks; the others: all rows)"
+                "a {percent} % sample of each table with a foreign key in or out, or the rows of its parent's (those --where names: what it picks; the others: all rows)"
             ),
             None => "the rows --where picks (the other tables: all rows)".into(),
         },
@@ -169,17 +191,105 @@ fn check(subset: &Subset, tables: &[Table], foreign_keys: &[ForeignKey]) -> Resu
     Ok(())
 }
 
-/// `table`'s rule.
-fn rule(table: &str, subset: &Subset, linked: &BTreeSet<String>) -> Rule {
+/// Under `--sample percent`, the foreign key each table follows (see the module's rule): NOT
+/// NULL, to a table that does not reference it back and has at least [`parent_rows`] rows (the
+/// one with the most; then the first by name). Tables `--where` names follow nothing.
+fn parents<'a>(
+    session: &mut Session,
+    percent: f64,
+    subset: &Subset,
+    foreign_keys: &'a [ForeignKey],
+) -> Result<BTreeMap<String, &'a ForeignKey>> {
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    let mut parents: BTreeMap<String, (&ForeignKey, u64)> = BTreeMap::new();
+    for fk in foreign_keys {
+        let (child, parent) = (name(&fk.child), name(&fk.parent));
+        if !fk.required || subset.conditions.iter().any(|(t, _)| *t == child) || reaches(foreign_keys, &parent, &child)
+        {
+            continue;
+        }
+        let rows = match counted.get(&parent) {
+            Some(rows) => *rows,
+            None => {
+                let rows = session
+                    .query_column(&format!("SELECT count(*) FROM ONLY {}", quoted(&fk.parent)))
+                    .map_err(|e| anyhow!(e))
+                    .with_context(|| format!("count the rows of {}", crate::error::escaped(&parent)))?
+                    .pop()
+                    .context("a count")?
+                    .parse()
+                    .context("a count")?;
+                *counted.entry(parent).or_insert(rows)
+            }
+        };
+        let better = match parents.get(&child) {
+            None => true,
+            Some((best, most)) => rows > *most || (rows == *most && fk.name < best.name),
+        };
+        if rows >= parent_rows(percent) && better {
+            parents.insert(child, (fk, rows));
+        }
+    }
+    Ok(parents.into_iter().map(|(child, (fk, _))| (child, fk)).collect())
+}
+
+/// Whether `from` references `to`, through foreign keys followed to their parents (a table
+/// reaches itself).
+fn reaches(foreign_keys: &[ForeignKey], from: &str, to: &str) -> bool {
+    let (mut seen, mut next) = (BTreeSet::from([from.to_string()]), vec![from.to_string()]);
+    while let Some(table) = next.pop() {
+        if table == to {
+            return true;
+        }
+        for fk in foreign_keys.iter().filter(|fk| name(&fk.child) == table) {
+            if seen.insert(name(&fk.parent)) {
+                next.push(name(&fk.parent));
+            }
+        }
+    }
+    false
+}
+
+/// `table`'s rule (and, first, its parent's: what it follows), into `rules`.
+fn rule(
+    table: &str,
+    subset: &Subset,
+    linked: &BTreeSet<String>,
+    parents: &BTreeMap<String, &ForeignKey>,
+    rules: &mut BTreeMap<String, Rule>,
+) -> Rule {
+    if let Some(known) = rules.get(table) {
+        return known.clone();
+    }
     let condition = subset.conditions.iter().find(|(t, _)| t == table).map(|(_, c)| c);
-    match (condition, subset.sample) {
-        (Some(condition), _) => Rule { clause: format!(" WHERE ({condition})"), said: "the rows --where picks".into() },
-        (None, Some(percent)) if linked.contains(table) => Rule {
+    let rule = match (condition, subset.sample, parents.get(table)) {
+        (Some(condition), _, _) => {
+            Rule { clause: format!(" WHERE ({condition})"), follows: None, said: "the rows --where picks".into() }
+        }
+        (None, Some(_), Some(fk)) => {
+            let parent = rule(&name(&fk.parent), subset, linked, parents, rules);
+            let columns = |list: &[String]| list.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            Rule {
+                clause: format!(
+                    " WHERE ({}) IN (SELECT {} FROM ONLY {}{})",
+                    columns(&fk.child_columns),
+                    columns(&fk.parent_columns),
+                    quoted(&fk.parent),
+                    parent.clause
+                ),
+                follows: Some(fk.name.clone()),
+                said: format!("the rows of the chosen {} ({})", name(&fk.parent), fk.name),
+            }
+        }
+        (None, Some(percent), None) if linked.contains(table) => Rule {
             clause: format!(" TABLESAMPLE BERNOULLI ({percent}) REPEATABLE (0)"),
+            follows: None,
             said: format!("a {percent} % sample"),
         },
-        _ => Rule { clause: String::new(), said: "all rows".into() },
-    }
+        _ => Rule { clause: String::new(), follows: None, said: "all rows".into() },
+    };
+    rules.insert(table.to_string(), rule.clone());
+    rule
 }
 
 /// The rows the rules left out that chosen rows reference, transitively: each table's ctids;
@@ -200,7 +310,7 @@ fn close(
             let (child, parent) = (&rules[&name(&fk.child)], &rules[&name(&fk.parent)]);
             let (children, rows) = if parent.clause.is_empty() {
                 continue;
-            } else if rounds == 1 {
+            } else if rounds == 1 && child.follows.as_ref() != Some(&fk.name) {
                 (child.clause.as_str(), String::new())
             } else if let Some(rows) = fresh.get(&name(&fk.child)) {
                 (" WHERE ctid = ANY ($1::tid[])", tid_array(rows.iter()))
@@ -270,5 +380,24 @@ mod tests {
         let none = Choice::Some { rule: " WHERE (id < 5)".into(), added: BTreeSet::new() };
         assert_eq!(none.select("a", "t"), "SELECT a FROM ONLY t WHERE (id < 5)");
         assert_eq!(Choice::All.select("a", "t"), "SELECT a FROM ONLY t");
+        assert_eq!(parent_rows(10.0), 1000);
+        assert_eq!(parent_rows(3.0), 3334);
+    }
+
+    #[test]
+    fn a_table_reaches_what_it_references_transitively() {
+        let fk = |child: &str, parent: &str| ForeignKey {
+            name: format!("{child}_fkey"),
+            child: ("public".into(), child.into()),
+            child_columns: vec!["x".into()],
+            parent: ("public".into(), parent.into()),
+            parent_columns: vec!["id".into()],
+            required: true,
+        };
+        let keys = [fk("orders", "users"), fk("users", "teams"), fk("teams", "users")];
+        assert!(reaches(&keys, "public.orders", "public.teams"));
+        assert!(reaches(&keys, "public.teams", "public.users") && reaches(&keys, "public.users", "public.teams"));
+        assert!(!reaches(&keys, "public.users", "public.orders"));
+        assert!(reaches(&keys, "public.orders", "public.orders"));
     }
 }
