@@ -316,7 +316,8 @@ fn a_ten_percent_sample_keeps_every_constraint() {
 }
 
 /// Users (in one of 5 countries, some referred by another), 5 orders each (a few a gift for
-/// another user), 3 items per order (each of 300 products).
+/// another user), 3 items per order (each of 1200 products: a parent big enough to follow, but
+/// smaller than orders).
 const SHOP: &str = r#"
 CREATE TABLE countries (id int PRIMARY KEY, code text NOT NULL);
 CREATE TABLE products (id int PRIMARY KEY, label text NOT NULL);
@@ -324,10 +325,10 @@ CREATE TABLE users (id int PRIMARY KEY, country_id int NOT NULL REFERENCES count
 CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL REFERENCES users, gift_for int REFERENCES users);
 CREATE TABLE items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders, product_id int NOT NULL REFERENCES products);
 INSERT INTO countries SELECT g, 'C' || g FROM generate_series(1, 5) g;
-INSERT INTO products SELECT g, 'P' || g FROM generate_series(1, 300) g;
+INSERT INTO products SELECT g, 'P' || g FROM generate_series(1, 1200) g;
 INSERT INTO users SELECT g, 1 + g % 5, CASE WHEN g % 50 = 0 THEN g / 2 END FROM generate_series(1, 3000) g;
 INSERT INTO orders SELECT g, 1 + g % 3000, CASE WHEN g % 100 = 0 THEN 1 + g * 7 % 3000 END FROM generate_series(1, 15000) g;
-INSERT INTO items SELECT g, 1 + g % 15000, 1 + g % 300 FROM generate_series(1, 45000) g;
+INSERT INTO items SELECT g, 1 + g % 15000, 1 + g % 1200 FROM generate_series(1, 45000) g;
 "#;
 
 /// Rows of the shop whose reference finds no parent, through each of its foreign keys.

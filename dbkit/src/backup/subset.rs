@@ -19,6 +19,7 @@
 //! source, that returns only the parent rows their own rule left out (by `ctid`, stable within
 //! the snapshot), and the later rounds follow those. Only added rows' ctids come to this process.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -193,44 +194,57 @@ fn check(subset: &Subset, tables: &[Table], foreign_keys: &[ForeignKey]) -> Resu
 
 /// Under `--sample percent`, the foreign key each table follows (see the module's rule): NOT
 /// NULL, to a table that does not reference it back and has at least [`parent_rows`] rows (the
-/// one with the most; then the first by name). Tables `--where` names follow nothing.
+/// one with the most; then the first by name). Tables `--where` names follow nothing. Parents
+/// are counted up to the threshold, and in full only to pick one of several.
 fn parents<'a>(
     session: &mut Session,
     percent: f64,
     subset: &Subset,
     foreign_keys: &'a [ForeignKey],
 ) -> Result<BTreeMap<String, &'a ForeignKey>> {
-    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
-    let mut parents: BTreeMap<String, (&ForeignKey, u64)> = BTreeMap::new();
+    let least = parent_rows(percent);
+    let mut big_enough: BTreeMap<String, bool> = BTreeMap::new();
+    let mut candidates: BTreeMap<String, Vec<&ForeignKey>> = BTreeMap::new();
     for fk in foreign_keys {
         let (child, parent) = (name(&fk.child), name(&fk.parent));
         if !fk.required || subset.conditions.iter().any(|(t, _)| *t == child) || reaches(foreign_keys, &parent, &child)
         {
             continue;
         }
-        let rows = match counted.get(&parent) {
-            Some(rows) => *rows,
-            None => {
-                let rows = session
-                    .query_column(&format!("SELECT count(*) FROM ONLY {}", quoted(&fk.parent)))
-                    .map_err(|e| anyhow!(e))
-                    .with_context(|| format!("count the rows of {}", crate::error::escaped(&parent)))?
-                    .pop()
-                    .context("a count")?
-                    .parse()
-                    .context("a count")?;
-                *counted.entry(parent).or_insert(rows)
-            }
-        };
-        let better = match parents.get(&child) {
-            None => true,
-            Some((best, most)) => rows > *most || (rows == *most && fk.name < best.name),
-        };
-        if rows >= parent_rows(percent) && better {
-            parents.insert(child, (fk, rows));
+        if let Entry::Vacant(slot) = big_enough.entry(parent.clone()) {
+            slot.insert(count(session, &fk.parent, Some(least))? >= least);
+        }
+        if big_enough[&parent] {
+            candidates.entry(child).or_default().push(fk);
         }
     }
-    Ok(parents.into_iter().map(|(child, (fk, _))| (child, fk)).collect())
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut parents = BTreeMap::new();
+    for (child, mut fks) in candidates {
+        if fks.len() > 1 {
+            for fk in &fks {
+                if let Entry::Vacant(slot) = rows.entry(name(&fk.parent)) {
+                    slot.insert(count(session, &fk.parent, None)?);
+                }
+            }
+            fks.sort_by(|a, b| rows[&name(&b.parent)].cmp(&rows[&name(&a.parent)]).then(a.name.cmp(&b.name)));
+        }
+        parents.insert(child, fks[0]);
+    }
+    Ok(parents)
+}
+
+/// The rows of `table`, counted up to `limit` when there is one.
+fn count(session: &mut Session, table: &(String, String), limit: Option<u64>) -> Result<u64> {
+    let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    session
+        .query_column(&format!("SELECT count(*) FROM (SELECT FROM ONLY {}{limit}) x", quoted(table)))
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("count the rows of {}", crate::error::escaped(&name(table))))?
+        .pop()
+        .context("a count")?
+        .parse()
+        .context("a count")
 }
 
 /// Whether `from` references `to`, through foreign keys followed to their parents (a table
