@@ -324,6 +324,77 @@ fn a_ten_percent_sample_keeps_every_constraint() {
     .assert_fails_with("--where names public.nope");
 }
 
+/// Users (in one of 5 countries, some referred by another), 5 orders each (a few a gift for
+/// another user), 3 items per order (each of 1200 products: a parent big enough to follow, but
+/// smaller than orders).
+const SHOP: &str = r#"
+CREATE TABLE countries (id int PRIMARY KEY, code text NOT NULL);
+CREATE TABLE products (id int PRIMARY KEY, label text NOT NULL);
+CREATE TABLE users (id int PRIMARY KEY, country_id int NOT NULL REFERENCES countries, referrer_id int REFERENCES users);
+CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL REFERENCES users, gift_for int REFERENCES users);
+CREATE TABLE items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders, product_id int NOT NULL REFERENCES products);
+INSERT INTO countries SELECT g, 'C' || g FROM generate_series(1, 5) g;
+INSERT INTO products SELECT g, 'P' || g FROM generate_series(1, 1200) g;
+INSERT INTO users SELECT g, 1 + g % 5, CASE WHEN g % 50 = 0 THEN g / 2 END FROM generate_series(1, 3000) g;
+INSERT INTO orders SELECT g, 1 + g % 3000, CASE WHEN g % 100 = 0 THEN 1 + g * 7 % 3000 END FROM generate_series(1, 15000) g;
+INSERT INTO items SELECT g, 1 + g % 15000, 1 + g % 1200 FROM generate_series(1, 45000) g;
+"#;
+
+/// Rows of the shop whose reference finds no parent, through each of its foreign keys.
+fn shop_orphans(db: &TestDb) -> String {
+    text(
+        db,
+        "SELECT format('%s %s %s %s %s %s',
+                (SELECT count(*) FROM users u WHERE NOT EXISTS (SELECT 1 FROM countries c WHERE c.id = u.country_id)),
+                (SELECT count(*) FROM users u WHERE u.referrer_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users r WHERE r.id = u.referrer_id)),
+                (SELECT count(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id)),
+                (SELECT count(*) FROM orders o WHERE o.gift_for IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.gift_for)),
+                (SELECT count(*) FROM items i WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = i.order_id)),
+                (SELECT count(*) FROM items i WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = i.product_id))) AS text",
+    )
+}
+
+#[test]
+fn a_sample_keeps_about_its_share_of_each_table() {
+    let dir = Dir::new("share", "");
+    let source = TestDb::empty().unwrap();
+    exec(&source, SHOP);
+    let target = TestDb::empty().unwrap();
+    let copy = |extra: &[&str]| {
+        let args = ["db", "copy", "--from", source.url().as_str(), "--to", target.url().as_str(), "--yes"];
+        dir.xtask(&[&args[..], &["--no-safety-backup"], extra].concat())
+    };
+
+    // 10 % of the users, their orders and those orders' items: each table near 10 %, not the
+    // users of 10 % of the orders (4 in 10 users); the small tables whole as far as referenced.
+    let run = copy(&["--sample", "10"]);
+    run.assert_ok();
+    for said in [
+        "public.orders: the rows of the chosen public.users (orders_user_id_fkey)",
+        "public.items: the rows of the chosen public.orders (items_order_id_fkey)",
+        "public.users: a 10 % sample and ",
+        "public.countries: a 10 % sample and ",
+    ] {
+        assert!(run.stderr.contains(said), "{said}\n{}", run.stderr);
+    }
+    let users = count(&target, "users");
+    assert!((200..=450).contains(&users), "{users} users of 3000");
+    let orders = count(&target, "orders");
+    assert!((1000..=2000).contains(&orders), "{orders} orders of 15000");
+    assert_eq!(count(&target, "items"), 3 * orders, "every item of every order taken");
+    assert_eq!(count(&target, "countries"), 5);
+    assert_eq!(shop_orphans(&target), "0 0 0 0 0 0");
+    let constraints = "SELECT string_agg(format('%s %s %s', conrelid::regclass, conname, convalidated), ', ' ORDER BY conrelid::regclass::text, conname) AS text FROM pg_constraint WHERE contype = 'f'";
+    assert_eq!(text(&target, constraints), text(&source, constraints));
+
+    // --where on the parent: its rows, all their orders and items, and what those reference.
+    copy(&["--sample", "10", "--where", "users: id <= 100"]).assert_ok();
+    assert_eq!(count(&target, "orders"), 500);
+    assert_eq!(count(&target, "items"), 1500);
+    assert_eq!(count(&target, "users WHERE id <= 100"), 100);
+    assert_eq!(shop_orphans(&target), "0 0 0 0 0 0");
+}
+
 #[test]
 fn a_masked_copy_into_a_database_of_an_ordinary_role_replaces_what_is_there() {
     let role = format!("mask_owner_{}", std::process::id());

@@ -314,6 +314,8 @@ pub struct ForeignKey {
     pub child_columns: Vec<String>,
     pub parent: (String, String),
     pub parent_columns: Vec<String>,
+    /// Every child column is NOT NULL: each row references a parent row.
+    pub required: bool,
 }
 
 /// A unique index (or primary key): the columns it covers, expressions' included.
@@ -601,6 +603,7 @@ mod tests {
             child_columns: vec!["email".into()],
             parent: ("public".into(), "users".into()),
             parent_columns: vec!["email".into()],
+            required: false,
         };
         let orders = Table { name: "orders".into(), ..users(&["email"]) };
         let half = err(plan(

@@ -67,9 +67,18 @@ pub fn copy_streamed(
     eprintln!("copying {kind} of {} into {}", redact(&from), redact(&to));
     let started = Instant::now();
     let shown = Progress::new(Task::Copy, expected(&from, &prepared.excluded, &prepared.plan, &options.subset));
-    let rows: u64 = load_into(&mut source, &to, &prepared, &restore_options.load, &shown)?.values().sum();
+    let copied = load_into(&mut source, &to, &prepared, &restore_options.load, &shown)?;
+    let rows: u64 = copied.values().sum();
+    // A subset's tables each say how many rows they took: the rule chose them without counting.
+    let each = match options.subset.is_whole() {
+        true => String::new(),
+        false => {
+            let counts: Vec<String> = copied.iter().map(|(table, rows)| format!("{table} {rows}")).collect();
+            crate::error::escaped(&format!(" ({})", counts.join(", "))).into_owned()
+        }
+    };
     eprintln!(
-        "copied {kind}: {} tables, {rows} rows in {:.1}s; each table's count matches what the source sent",
+        "copied {kind}: {} tables, {rows} rows{each} in {:.1}s; each table's count matches what the source sent",
         prepared.plan.tables.len(),
         started.elapsed().as_secs_f64()
     );
@@ -278,15 +287,15 @@ fn move_rows(
     Ok(moved)
 }
 
-/// `COPY (SELECT <the plan's expressions> FROM ONLY table <the subset's clause>) TO STDOUT`;
+/// `COPY (SELECT <the plan's expressions> FROM ONLY table <the subset's rows>) TO STDOUT`;
 /// none for a table without columns.
 pub(crate) fn select_rows(table: &Table, expressions: &[String], choices: &BTreeMap<String, Choice>) -> Option<String> {
     if table.columns.is_empty() {
         return None;
     }
     let name = format!("{}.{}", ident(&table.schema), ident(&table.name));
-    let clause = choices.get(&format!("{}.{}", table.schema, table.name)).map(Choice::clause).unwrap_or_default();
-    Some(format!("COPY (SELECT {} FROM ONLY {name}{clause}) TO STDOUT", expressions.join(", ")))
+    let choice = choices.get(&format!("{}.{}", table.schema, table.name)).unwrap_or(&Choice::All);
+    Some(format!("COPY ({}) TO STDOUT", choice.select(&expressions.join(", "), &name)))
 }
 
 /// pg_dump's `section` of the source (schema only), in memory.
@@ -389,7 +398,9 @@ impl Source {
             &format!(
                 "SELECT con.conname AS name,
                         json_build_array(n.nspname, c.relname) AS child, {} AS child_columns,
-                        json_build_array(pn.nspname, p.relname) AS parent, {} AS parent_columns
+                        json_build_array(pn.nspname, p.relname) AS parent, {} AS parent_columns,
+                        (SELECT bool_and(a.attnotnull) FROM unnest(con.conkey) k(num)
+                         JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num) AS required
                  FROM pg_constraint con
                  JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
                  JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace

@@ -61,11 +61,14 @@ use crate::guard::GuardArgs;
 /// pass --unmasked to bring them as they are (named on stderr).
 ///
 /// --sample PERCENT, --where 'TABLE: CONDITION': a subset, streamed like --mask (with or
-/// without it). Each table named by --where: the rows its condition picks; else, with
-/// --sample, a PERCENT sample (Bernoulli, the same rows for the same data) of each table a
-/// foreign key leaves or reaches; every other table: all rows. Then every row a chosen row
-/// references, followed to the parents until nothing new comes (cycles included): every foreign
-/// key holds in the copy.
+/// without it). Each table named by --where: the rows its condition picks. Else, with --sample,
+/// each table a foreign key leaves or reaches takes about PERCENT % of its rows: when it has a
+/// NOT NULL foreign key to a parent that does not reference it back and has at least
+/// 100 x 100 / PERCENT rows (1000 at --sample 10), the rows whose parent row was chosen (the
+/// orders of the sampled users; the parent with the most rows when several), else a PERCENT
+/// sample (Bernoulli, the same rows for the same data). Every other table: all rows. Then every
+/// row a chosen row references, followed to the parents until nothing new comes (cycles
+/// included): every foreign key holds in the copy.
 ///
 /// Example:
 ///   cargo xtask db copy --from "$SUPABASE_URL" --to "postgres://app:pw@new-host:5432/app?sslmode=require"
@@ -101,8 +104,9 @@ pub struct Copy {
     /// rule; without it, from a source not on this machine, those [mask] does not keep
     #[arg(long)]
     unmasked: bool,
-    /// Copy a PERCENT sample of each table that a foreign key leaves or reaches (a table with no
-    /// foreign key: all rows), plus every row those reference, transitively; streamed like --mask
+    /// Copy about PERCENT % of each table that a foreign key leaves or reaches (a sample, or the
+    /// rows of its parent's; see above), plus every row those reference, transitively; streamed
+    /// like --mask
     #[arg(long, value_name = "PERCENT", value_parser = percent)]
     sample: Option<f64>,
     /// Copy only the rows of TABLE that CONDITION picks, plus every row they reference,
