@@ -102,8 +102,16 @@ fn untouched(source: &TestDb) -> String {
     )
 }
 
+/// These tests count the server's rehearsal databases: one rehearsal at a time in this process
+/// (nextest runs them one at a time too: the `rehearsals` test group).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_rehearsal_measures_each_pending_statement_on_a_masked_copy_and_leaves_the_source_alone() {
+    let _one_at_a_time = one_at_a_time();
     let dir = Dir::new(
         "[mask]\n\"users.email\" = \"email\"\n\"users.country\" = \"keep\"\n\n[rehearse]\nmax_exclusive = \"10min\"\n",
     );
@@ -217,6 +225,7 @@ fn nothing_pending_copies_nothing(dir: &Dir, source: &TestDb) {
 
 #[test]
 fn a_rehearsal_refuses_an_unruled_personal_column_before_copying() {
+    let _one_at_a_time = one_at_a_time();
     let dir = Dir::new("");
     let source = TestDb::empty().unwrap();
     source

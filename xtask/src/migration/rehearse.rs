@@ -43,8 +43,9 @@ pub struct Rehearse {
     /// The database to rehearse against, only read (or RAILGUN_COPY_FROM, which keeps the password out of `ps`)
     #[arg(long, value_name = "URL", env = "RAILGUN_COPY_FROM", hide_env_values = true)]
     from: String,
-    /// Copy a PERCENT sample of each table a foreign key leaves or reaches, plus every row those
-    /// reference (as `db copy --sample`); times are scaled to the source's full sizes
+    /// Copy about PERCENT % of each table a foreign key leaves or reaches (a sample, or the rows
+    /// of its parent's), plus every row those reference (as `db copy --sample`); times are
+    /// scaled to the source's full sizes
     #[arg(long, value_name = "PERCENT", value_parser = crate::database::copy::percent)]
     sample: Option<f64>,
     /// The longest a table may stay under ACCESS EXCLUSIVE at the source (500ms, 5s, 2min);
