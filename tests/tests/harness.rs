@@ -91,7 +91,16 @@ fn current_oid(conn: &mut PgConnection) -> i64 {
 /// a test (nextest's NEXTEST_EXECUTION_MODE and slot of this process are not passed on: the
 /// child would take this process's slot database; `envs` may set the mode).
 fn child(name: &str, envs: &[(&str, &str)]) -> Output {
-    Command::new(std::env::current_exe().unwrap())
+    child_without(name, envs, &[])
+}
+
+/// [`child`] without the variables `removed` of this process's environment.
+fn child_without(name: &str, envs: &[(&str, &str)], removed: &[&str]) -> Output {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    for key in removed {
+        command.env_remove(key);
+    }
+    command
         .args([
             tests::qualified(module_path!(), name).as_str(),
             "--exact",
@@ -841,6 +850,50 @@ struct Pid {
     pid: i32,
 }
 
+/// A nextest run id of our own (12 hex digits, as slot names carry it).
+fn run_id() -> String {
+    format!(
+        "{:012x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+            & 0xffff_ffff_ffff
+    )
+}
+
+/// A crate whose nextest runs have no setup script still gets a database per test slot, made by
+/// the slot's first test and reset for the next, instead of a claim from the pool per test.
+#[test]
+fn under_nextest_without_the_setup_script_a_slot_still_keeps_its_database_reset() {
+    let dir = items_dir("slot-unprepared");
+    let run = run_id();
+    let parent = std::process::id().to_string();
+    let envs = [
+        ("NEXTEST_EXECUTION_MODE", "process-per-test"),
+        ("NEXTEST_TEST_GLOBAL_SLOT", "1"),
+        ("NEXTEST_RUN_ID", run.as_str()),
+        ("RAILGUN_TEST_SLOT_PARENT", parent.as_str()),
+        ("HARNESS_DIR", dir.to_str().unwrap()),
+        ("HARNESS_ACTION", "pass"),
+    ];
+    let seen: Vec<String> = (0..2)
+        .map(|_| {
+            let out = child_without("child_slot", &envs, &["RAILGUN_TEST_HANDOFF"]);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            let line = stdout.lines().find_map(|l| l.find("name=").map(|at| l[at..].to_string())).unwrap();
+            ["name", "oid", "rows"].map(|key| value_after(&line, &format!("{key}=")).to_string()).join(" ")
+        })
+        .collect();
+    let name = seen[0].split(' ').next().unwrap().to_string();
+    drop_database(&name);
+    drop_database(&Harness::for_dir(&dir).unwrap().template().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(name.starts_with("railgun_slot_") && name.ends_with(&format!("_{run}_1")), "{seen:?}");
+    assert!(
+        seen[0].ends_with(" 0") && seen[0] == seen[1],
+        "the slot's second test did not get its database, reset: {seen:?}"
+    );
+}
+
 /// The environment of slot 1 of 2 in the nextest run `run` on the migrations of `dir`, as
 /// [`slot_cycle`] plays it; with the oid of the database the setup script put ready in the slot
 /// (when `prepared`), and whether the slot's connections go through the pooler.
@@ -888,11 +941,7 @@ fn slot_env(dir: &Path, run: &str, prepared: bool) -> (Vec<(String, String)>, Op
 /// the setup script's preparation (with the pooler), else from the harness of this process.
 fn slot_cycle(prepared: bool) {
     let dir = items_dir(if prepared { "slot-pooled" } else { "slot" });
-    let run = format!(
-        "{:012x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-            & 0xffff_ffff_ffff
-    );
+    let run = run_id();
     let (env, ready_oid, pooled) = slot_env(&dir, &run, prepared);
     let run_child = |action: &str| -> (String, String, String, bool, String) {
         let mut envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -89,9 +89,14 @@ impl Server {
     }
 
     /// The URL the harness itself connects to database `name` with: `fast` (see the field), or
-    /// for a nextest slot database the pooler, when the setup script started one.
+    /// for a nextest slot database the pooler, when the setup script started one (or, in a run
+    /// with no setup script, the one this process finds or starts).
     pub fn fast_url_for(&self, name: &str) -> Url {
-        let pooled = self.pooled.get().filter(|_| super::names::DbName::is_slot(name));
+        let slot = super::names::DbName::is_slot(name);
+        if slot && self.pooled.get().is_none() && super::handoff::handed().is_none() {
+            self.pooler_tried.call_once(|| self.start_pooler());
+        }
+        let pooled = self.pooled.get().filter(|_| slot);
         let mut url = pooled.unwrap_or(&self.fast).clone();
         url.set_path(name);
         url

@@ -139,14 +139,16 @@ pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -
     Ok(())
 }
 
-/// The slot database of this test process for the template `hash`: `Some` under nextest, in a
-/// run whose setup script prepared the server (its facts are in the environment), on a server
-/// where databases are reset rather than dropped.
+/// The slot database of this test process for the template `hash`: `Some` under nextest, on a
+/// server where databases are reset rather than dropped, in a run whose setup script prepared
+/// that template, or in a run with no setup script (a crate that has not added it: its slot
+/// databases are made on demand by their first tests, from the pool or cloned).
 pub(crate) fn name(hash: u64, server: &Server) -> Option<String> {
     let super::runner::Runner::NextestTest { slot: Some(slot), run: Some(run) } = super::runner::runner() else {
         return None;
     };
-    (super::handoff::handed().is_some() && server.recycles && prepared(hash)).then(|| name_of(hash, run, *slot))
+    let handed = super::handoff::handed();
+    (server.recycles && (handed.is_none() || prepared(hash))).then(|| name_of(hash, run, *slot))
 }
 
 /// The slot database of the template `hash` for the slot `slot` of the run `run`.
