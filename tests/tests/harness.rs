@@ -885,7 +885,7 @@ fn under_nextest_without_the_setup_script_a_slot_still_keeps_its_database_reset(
         .collect();
     let name = seen[0].split(' ').next().unwrap().to_string();
     drop_database(&name);
-    drop_database(&Harness::for_dir(&dir).unwrap().template().to_string());
+    drop_database(Harness::for_dir(&dir).unwrap().template());
     let _ = std::fs::remove_dir_all(&dir);
     assert!(name.starts_with("railgun_slot_") && name.ends_with(&format!("_{run}_1")), "{seen:?}");
     assert!(
