@@ -361,7 +361,8 @@ fn a_sample_keeps_about_its_share_of_each_table() {
     exec(&source, SHOP);
     let target = TestDb::empty().unwrap();
     let copy = |extra: &[&str]| {
-        let args = ["db", "copy", "--from", source.url().as_str(), "--to", target.url().as_str(), "--yes"];
+        let args =
+            ["db", "copy", "--from", source.direct_url().as_str(), "--to", target.direct_url().as_str(), "--yes"];
         dir.xtask(&[&args[..], &["--no-safety-backup"], extra].concat())
     };
 
