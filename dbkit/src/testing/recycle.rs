@@ -172,33 +172,35 @@ impl Baseline {
     }
 
     /// True when what the statistics call DDL was only temporary objects, dropped since (their
-    /// sessions ended or were reset): every catalog a test wrote to holds the template's rows,
-    /// none newer than the template, and no table the template fills was written. A catalog
-    /// the statistics show untouched is not read. False when the baseline predates this check.
-    fn only_temporary(&self, conn: &mut PgConnection) -> Result<bool> {
+    /// sessions ended or were reset): every catalog a test wrote to (`written`, the guarded
+    /// objects the statistics show written) holds the template's rows, none newer than the
+    /// template, and no table the template fills was written. Only the catalogs written are
+    /// read, in one query. False when the baseline predates this check.
+    fn only_temporary(&self, conn: &mut PgConnection, written: &[u32]) -> Result<bool> {
         if self.xid == 0 || self.catalog_rows.is_empty() {
             return Ok(false);
         }
-        let written = |oid: u32| {
-            format!(
-                "pg_stat_get_tuples_inserted({oid}) + pg_stat_get_tuples_updated({oid}) + pg_stat_get_tuples_deleted({oid}) > 0"
-            )
-        };
+        // A table the template fills, or a catalog this role could not count, must not have been written.
+        let counted = |oid: &u32| self.catalog_rows.iter().any(|c| c.oid == *oid);
+        if written.iter().any(|oid| !counted(oid)) {
+            return Ok(false);
+        }
         // Wraps as xids do: age() compares within the same 2^32 circle.
         let template = self.xid % (1 << 32);
-        let mut checks: Vec<String> =
-            self.tables.iter().filter(|t| t.seeded).map(|t| format!("NOT ({})", written(t.oid))).collect();
-        // A catalog this role could not count must not have been written.
-        let counted: Vec<u32> = self.catalog_rows.iter().map(|c| c.oid).collect();
-        checks.extend(self.catalogs.iter().filter(|c| !counted.contains(c)).map(|&c| format!("NOT ({})", written(c))));
-        checks.extend(self.catalog_rows.iter().map(|c| {
-            let (oid, name, rows, filter) = (c.oid, &c.name, c.rows, catalog_filter(&c.name));
-            // A scalar subquery in a CASE runs only when its branch is taken.
-            format!(
-                "CASE WHEN {} THEN (SELECT count(*) = {rows} AND count(*) FILTER (WHERE age(xmin) < age('{template}'::xid)) = 0 FROM {name}{filter}) ELSE true END",
-                written(oid)
-            )
-        }));
+        let checks: Vec<String> = self
+            .catalog_rows
+            .iter()
+            .filter(|c| written.contains(&c.oid))
+            .map(|c| {
+                let (name, rows, filter) = (&c.name, c.rows, catalog_filter(&c.name));
+                format!(
+                    "(SELECT count(*) = {rows} AND count(*) FILTER (WHERE age(xmin) < age('{template}'::xid)) = 0 FROM {name}{filter})"
+                )
+            })
+            .collect();
+        if checks.is_empty() {
+            return Ok(true);
+        }
         #[derive(QueryableByName)]
         struct Same {
             #[diesel(sql_type = Bool)]
@@ -233,16 +235,17 @@ impl Baseline {
         self.reset_written(conn, &written, then)
     }
 
-    /// SQL columns saying what the last test wrote, from the statistics: `dirty` (DDL ran, or
-    /// the template's rows changed: no reset) and `tables` (the tables to empty), with the
+    /// SQL columns saying what the last test wrote, from the statistics: `guarded` (the
+    /// catalogs and template-filled tables written: DDL ran, or the template's rows changed; no
+    /// reset unless only temporary objects did it) and `tables` (the tables to empty), with the
     /// oid arrays [`Baseline::guarded`] bound at `$1` and [`Baseline::emptied`] at `$2`.
     ///
     /// A table the template leaves empty holds rows after a test only if the test inserted
     /// some (updates and deletes of an empty table change nothing), so its inserts alone
     /// count: the reset's own deletes, counted after the statistics are zeroed, never make it
     /// look written again.
-    pub const WRITTEN: &str = "EXISTS (SELECT FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
-          pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS dirty, \
+    pub const WRITTEN: &str = "ARRAY(SELECT c FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
+          pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS guarded, \
          ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) > 0) AS tables";
 
     /// What a test may not write to: the database's catalogs (DDL) and the template's rows.
@@ -258,17 +261,17 @@ impl Baseline {
 
     /// [`Baseline::reset`] with what the last test wrote already read.
     pub fn reset_written(&self, conn: &mut PgConnection, written: &Written, then: &str) -> Result<bool> {
-        if written.dirty {
-            if !self.only_temporary(conn)? {
+        if !written.guarded.is_empty() {
+            if !self.only_temporary(conn, &written.guarded)? {
                 return Ok(false);
             }
             // The catalogs' counts start again from zero, or every later test would check again.
-            let catalogs = self.catalogs.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-            conn.batch_execute(&format!(
-                "SELECT pg_stat_reset_single_table_counters(c) FROM unnest('{{{catalogs}}}'::oid[]) c \
-                 WHERE pg_stat_get_tuples_inserted(c) + pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0"
-            ))
-            .context("reset the catalogs' statistics")?;
+            let resets: String = written
+                .guarded
+                .iter()
+                .map(|oid| format!(" SELECT pg_stat_reset_single_table_counters({oid});"))
+                .collect();
+            conn.batch_execute(&resets).context("reset the catalogs' statistics")?;
         }
         let mut reset: Vec<String> = self
             .tables
@@ -309,8 +312,8 @@ impl Baseline {
 /// What the last test wrote (see [`Baseline::WRITTEN`]).
 #[derive(QueryableByName)]
 pub(crate) struct Written {
-    #[diesel(sql_type = Bool)]
-    pub dirty: bool,
+    #[diesel(sql_type = Array<Oid>)]
+    pub guarded: Vec<u32>,
     #[diesel(sql_type = Array<Oid>)]
     pub tables: Vec<u32>,
 }
