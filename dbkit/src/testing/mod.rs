@@ -409,7 +409,7 @@ impl Harness {
         if let Some(stamp) = folder_stamp(dir) {
             let _ = harness.prepared_dir.set(handoff::PreparedDir::new(dir, stamp));
         }
-        harness.server.start_pooler();
+        harness.server.pooler();
         harness.fill_pool(&mut None, &mut 0)?;
         clean_stale()?;
         if let Some((id, threads)) = run {

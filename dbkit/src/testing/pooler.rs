@@ -1,16 +1,17 @@
-//! Under nextest, PgBouncer in front of the test container: a test process is a new client,
-//! and a new Postgres connection is a new server process (fork, exit, page faults: ~5 ms of
-//! CPU here) whose first queries find its catalog caches cold. PgBouncer, in session mode and
-//! on Unix sockets only, keeps the server connections of a slot database (see `slot`) between
-//! the slot's tests: the next test process connects to PgBouncer (a fifth of a millisecond)
-//! and gets the connection its slot's last test left, reset by PgBouncer (`DISCARD ALL`).
+//! PgBouncer in front of the test container. A new Postgres connection is a new server process
+//! (fork, exit, page faults: ~5 ms of CPU here) whose first queries find its catalog caches
+//! cold. PgBouncer, in session mode and on Unix sockets only, keeps server connections between
+//! tests: a client connects to it in a fifth of a millisecond and gets the connection the last
+//! test left, reset ([`RESET`]). Through it go a nextest slot database's own connections (see
+//! `slot`: a slot's next test process gets the one its last test left) and, under any runner,
+//! every connection made from `TestDb::url()` (an app's own pool).
 //!
-//! Started by the setup script (`cargo xtask test --prepare-db`), once per machine like the
-//! test container (`<project>-pgbouncer-<hash of its settings>`, no network: it reaches
-//! Postgres through the container's bind-mounted socket folder and listens in a folder of the
-//! same name in the temp dir); the script hands its URL to the test processes
-//! (in `handoff`). Only slot databases go through it. Without Docker or the PgBouncer image,
-//! tests connect straight to Postgres as before.
+//! Started once per machine like the test container (`<project>-pgbouncer-<hash of its
+//! settings>`, no network: it reaches Postgres through the container's bind-mounted socket
+//! folder and listens in a folder of the same name in the temp dir): by the setup script
+//! (`cargo xtask test --prepare-db`), which hands its URL to the test processes (in
+//! `handoff`), else by the first process that needs it. Without Docker or the PgBouncer
+//! image, tests connect straight to Postgres.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -59,10 +59,11 @@ pub(crate) struct Server {
     /// without connecting (a nextest test process whose slot database is ready needs none).
     owner_session: Mutex<Option<PgConnection>>,
     idle: Mutex<Vec<PgConnection>>,
-    /// Under nextest, PgBouncer in front of the test container (see `pooler`): the slot
-    /// databases' connections go through it. Set by the setup script, read by test processes.
+    /// PgBouncer in front of the test container (see `pooler`): nextest slot databases' own
+    /// connections and every `TestDb::url()` go through it. Handed by the setup script, else
+    /// found or started on first need (see [`Server::pooler`]).
     pooled: OnceLock<Url>,
-    /// Whether this process tried to start the pooler (see [`Server::pooled_url_for`]).
+    /// Whether this process tried to find or start the pooler.
     pooler_tried: std::sync::Once,
     /// The test container's project, when the server is the test container.
     container: Option<String>,
@@ -93,38 +94,40 @@ impl Server {
     /// with no setup script, the one this process finds or starts).
     pub fn fast_url_for(&self, name: &str) -> Url {
         let slot = super::names::DbName::is_slot(name);
-        if slot && self.pooled.get().is_none() && super::handoff::handed().is_none() {
-            self.pooler_tried.call_once(|| self.start_pooler());
-        }
-        let pooled = self.pooled.get().filter(|_| slot);
+        let pooled = match slot && super::handoff::handed().is_none() {
+            true => self.pooler(),
+            false => self.pooled.get().filter(|_| slot),
+        };
         let mut url = pooled.unwrap_or(&self.fast).clone();
         url.set_path(name);
         url
     }
 
     /// The pooler's URL for database `name`, with the server's credentials (the pooler trusts
-    /// its socket, but code that expects a password finds one): the setup script's pooler,
-    /// else one this process starts once (see `start_pooler`), under any runner. `None` when
-    /// the server is not the test container or the pooler cannot run.
+    /// its socket, but code that expects a password finds one). `None` when the server is not
+    /// the test container or the pooler cannot run.
     pub fn pooled_url_for(&self, name: &str) -> Option<Url> {
-        if self.pooled.get().is_none() {
-            self.pooler_tried.call_once(|| self.start_pooler());
-        }
-        let mut url = self.pooled.get()?.clone();
+        let mut url = self.pooler()?.clone();
         url.set_path(name);
         url.set_password(self.base.password()).ok()?;
         Some(url)
     }
 
-    /// Starts PgBouncer in front of the test container, for the slot databases of a nextest
-    /// run (see `pooler`); nothing on another server, or when it cannot run.
-    pub fn start_pooler(&self) {
-        let Some(project) = &self.container else { return };
-        let dir = std::env::temp_dir();
-        let Ok(_lock) = start_lock(&dir, project) else { return };
-        if let Some(url) = super::pooler::ensure(project, &dir.join(format!("{project}.pg")), &self.base) {
-            let _ = self.pooled.set(url);
+    /// PgBouncer in front of the test container (see `pooler`): the setup script's, else the
+    /// one this process finds running or starts, once, under any runner. `None` on another
+    /// server, or when it cannot run.
+    pub fn pooler(&self) -> Option<&Url> {
+        if self.pooled.get().is_none() {
+            self.pooler_tried.call_once(|| {
+                let Some(project) = &self.container else { return };
+                let dir = std::env::temp_dir();
+                let Ok(_lock) = start_lock(&dir, project) else { return };
+                if let Some(url) = super::pooler::ensure(project, &dir.join(format!("{project}.pg")), &self.base) {
+                    let _ = self.pooled.set(url);
+                }
+            });
         }
+        self.pooled.get()
     }
 
     /// Runs `f` on an admin connection: the owner session when free, else one from a small idle
