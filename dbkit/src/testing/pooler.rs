@@ -22,8 +22,10 @@ use xshell::{Shell, cmd};
 use crate::docker::Project;
 use crate::docker::images::{self, Service};
 
-/// Where the pooler listens (the socket is `.s.PGSQL.6432` in that folder).
-const PORT: u16 = 6432;
+/// Where the pooler listens (the socket is `.s.PGSQL.6439` in that folder). Not 6432, the port
+/// of `up --pooler`'s PgBouncer: a client that ignores the URL's `host=` and tries TCP on
+/// localhost must find nothing there, not the dev server's pooler.
+const PORT: u16 = 6439;
 /// Its folder inside its container (config, user list and socket).
 const INSIDE: &str = "/run/railgun-pooler";
 
