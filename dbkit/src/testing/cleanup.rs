@@ -52,7 +52,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
                     |hash: &u64| pooled_count(*hash) + returned.iter().filter(|&h| h == hash).count() < RETURNED_UP_TO;
                 if let Some(hash) = unused.filter(|hash| !alive && templates.contains(hash) && room(hash)) {
                     // Held ahead by a process that ended before any test got it: as good as new.
-                    let pooled = DbName::Ready { hash, owner: *owner, n: n.clone(), state: Pooled::Returned }.render();
+                    let pooled = DbName::Ready { hash, owner: *owner, n: *n, state: Pooled::Returned }.render();
                     let back = server.admin(|c| {
                         diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?;
                         Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)
@@ -98,12 +98,12 @@ pub fn clean_stale() -> Result<Vec<String>> {
 /// another wait that long in its setup script. A later run drops it. One made ready a moment
 /// ago waits for its run's first test.
 ///
-/// Not put in the pool: a slot database's reset belongs to the slot's next test, which knows the
-/// server processes its last test marked and waits for them to end or flush; a claimer from the
-/// pool resets from the statistics alone. Pooled that way, one was once handed out with its
-/// last test's row still in it (issue 11); not reproduced since, and its cause is not known
-/// (an exiting server process flushes its statistics before it stops counting as connected,
-/// so a successful rename should have seen them): a slot database is dropped, never pooled.
+/// Not put in the pool, though it could be now: pooled, one was once handed out with its last
+/// test's row still in it (issue 11). The cause, found later: its pooled name was 66 bytes,
+/// Postgres cut it to 63, and the cut lost the `used` mark, so the claimer took it for a clean
+/// clone and skipped the reset (see `names`; every name now fits). The statistics were never at
+/// fault: a server process flushes them before it stops counting as connected, so the rename
+/// (which needs nobody connected) came after them. Dropping costs a run one clone per slot.
 fn stale_slot(server: &super::server::Server, name: &str, run: &str, comment: Option<&str>, in_use: &[String]) -> bool {
     let ready = comment.and_then(slot::ready_since);
     if Some(run) == super::runner::runner().run()

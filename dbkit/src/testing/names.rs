@@ -3,6 +3,13 @@
 //! rename is atomic, so claiming a clone is renaming it), so it carries what other processes
 //! must know: the template's hash, the process that owns it (its server-wide owner id), and for
 //! a pooled clone whether a test used it.
+//!
+//! Every name fits [`MAX_LEN`]: Postgres cuts a longer identifier to 63 bytes with only a
+//! NOTICE, so `ALTER DATABASE ... RENAME TO` a longer name succeeds under another name. That was
+//! issue 11: a finished slot database pooled as `railgun_pool_<hash>_<slot name>_used` (66
+//! bytes) became `..._u`, which read as a clean clone, so its claimer skipped the reset and
+//! handed out the last test's row. Hence the fields are numbers of bounded width, the `used`
+//! mark comes before the counter, and the tests render every kind at its widest.
 
 /// The prefix every harness database shares (cleanup lists the server's databases by it).
 pub(crate) const ANY: &str = "railgun_";
@@ -13,6 +20,11 @@ const READY: &str = "railgun_pool_";
 const TEST: &str = "railgun_test_";
 const SLOT: &str = "railgun_slot_";
 
+/// Postgres's longest identifier (NAMEDATALEN - 1 bytes); see the module's doc.
+pub(crate) const MAX_LEN: usize = 63;
+/// The hex digits of a nextest run id a slot database's name keeps.
+pub(crate) const RUN_LEN: usize = 12;
+
 /// A harness database's name, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DbName {
@@ -21,11 +33,11 @@ pub(crate) enum DbName {
     /// A template being built (renamed to [`DbName::Template`] when done).
     Building { hash: u64 },
     /// A clone warming up before it joins the pool.
-    Preparing { hash: u64, owner: u32, n: String },
+    Preparing { hash: u64, owner: u32, n: u64 },
     /// A clone in the pool, ready to be claimed.
-    Ready { hash: u64, owner: u32, n: String, state: Pooled },
+    Ready { hash: u64, owner: u32, n: u64, state: Pooled },
     /// A database a test has (or kept after it failed), claimed by renaming a ready one.
-    Test { owner: u32, n: String },
+    Test { owner: u32, n: u64 },
     /// A nextest slot's database: the tests of one slot of one run use it in turn.
     Slot { hash: u64, run: String, slot: u32 },
 }
@@ -43,6 +55,7 @@ pub(crate) enum Pooled {
 
 impl DbName {
     pub(crate) fn parse(name: &str) -> Option<DbName> {
+        let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>().ok()).flatten();
         let hex64 = |s: &str| (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten();
         let hex32 = |s: &str| (s.len() == 8).then(|| u32::from_str_radix(s, 16).ok()).flatten();
         // BUILDING first: TEMPLATE is its prefix.
@@ -54,7 +67,7 @@ impl DbName {
         }
         if let Some(rest) = name.strip_prefix(PREPARING) {
             let [hash, owner, n] = split3(rest)?;
-            return Some(DbName::Preparing { hash: hex64(hash)?, owner: hex32(owner)?, n: n.to_string() });
+            return Some(DbName::Preparing { hash: hex64(hash)?, owner: hex32(owner)?, n: number(n)? });
         }
         if let Some(rest) = name.strip_prefix(READY) {
             let [hash, owner, n] = split3(rest)?;
@@ -65,22 +78,23 @@ impl DbName {
             } else {
                 (n, Pooled::Clean)
             };
-            return Some(DbName::Ready { hash: hex64(hash)?, owner: hex32(owner)?, n: n.to_string(), state });
+            return Some(DbName::Ready { hash: hex64(hash)?, owner: hex32(owner)?, n: number(n)?, state });
         }
         if let Some(rest) = name.strip_prefix(TEST) {
             let (owner, n) = rest.split_once('_')?;
-            return Some(DbName::Test { owner: hex32(owner)?, n: n.to_string() });
+            return Some(DbName::Test { owner: hex32(owner)?, n: number(n)? });
         }
         if let Some(rest) = name.strip_prefix(SLOT) {
             let [hash, run, slot] = split3(rest)?;
-            let run = run.chars().all(|c| c.is_ascii_hexdigit()).then(|| run.to_string())?;
+            let run = (run.len() <= RUN_LEN && run.chars().all(|c| c.is_ascii_hexdigit())).then(|| run.to_string())?;
             return Some(DbName::Slot { hash: hex64(hash)?, run, slot: slot.parse().ok()? });
         }
         None
     }
 
+    /// The name, at most [`MAX_LEN`] bytes (the widest of each kind is tested).
     pub(crate) fn render(&self) -> String {
-        match self {
+        let name = match self {
             DbName::Template { hash } => format!("{TEMPLATE}{hash:016x}"),
             DbName::Building { hash } => format!("{BUILDING}{hash:016x}"),
             DbName::Preparing { hash, owner, n } => format!("{PREPARING}{hash:016x}_{owner:08x}_{n}"),
@@ -91,7 +105,9 @@ impl DbName {
             },
             DbName::Test { owner, n } => format!("{TEST}{owner:08x}_{n}"),
             DbName::Slot { hash, run, slot } => format!("{SLOT}{hash:016x}_{run}_{slot}"),
-        }
+        };
+        debug_assert!(name.len() <= MAX_LEN, "{name} is longer than Postgres keeps");
+        name
     }
 
     pub(crate) fn is_slot(name: &str) -> bool {
@@ -114,8 +130,7 @@ pub(crate) fn template_prefix() -> &'static str {
     TEMPLATE
 }
 
-/// `A_B_REST`: the last part may hold `_` (a test database's own part does: a pooled clone
-/// made of one keeps it).
+/// `A_B_C`: the last part is a number, so a name with more parts is not ours (its parse fails).
 fn split3(rest: &str) -> Option<[&str; 3]> {
     let mut parts = rest.splitn(3, '_');
     let parts = [parts.next()?, parts.next()?, parts.next()?];
@@ -124,7 +139,7 @@ fn split3(rest: &str) -> Option<[&str; 3]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DbName, Pooled};
+    use super::{DbName, MAX_LEN, Pooled, RUN_LEN};
 
     #[test]
     fn names_round_trip() {
@@ -132,21 +147,44 @@ mod tests {
         for name in [
             DbName::Template { hash },
             DbName::Building { hash },
-            DbName::Preparing { hash, owner: 0xdead_beef, n: "3".into() },
-            DbName::Ready { hash, owner: 7, n: "0".into(), state: Pooled::Clean },
-            DbName::Ready { hash, owner: 7, n: "12".into(), state: Pooled::Used },
-            DbName::Ready { hash, owner: 7, n: "5".into(), state: Pooled::Returned },
-            DbName::Test { owner: 0x10, n: "42".into() },
+            DbName::Preparing { hash, owner: 0xdead_beef, n: 3 },
+            DbName::Ready { hash, owner: 7, n: 0, state: Pooled::Clean },
+            DbName::Ready { hash, owner: 7, n: 12, state: Pooled::Used },
+            DbName::Ready { hash, owner: 7, n: 5, state: Pooled::Returned },
+            DbName::Test { owner: 0x10, n: 42 },
             DbName::Slot { hash, run: "0a1b2c3d4e5f".into(), slot: 1 },
         ] {
             let rendered = name.render();
-            assert!(rendered.len() <= 63, "{rendered}");
             assert_eq!(DbName::parse(&rendered), Some(name), "{rendered}");
         }
         assert_eq!(
-            DbName::Ready { hash, owner: 7, n: "12".into(), state: Pooled::Used }.render(),
+            DbName::Ready { hash, owner: 7, n: 12, state: Pooled::Used }.render(),
             "railgun_pool_0123456789abcdef_00000007_used12"
         );
+    }
+
+    /// Issue 11's cause: a name longer than Postgres keeps lost its `used` mark in a rename.
+    /// Each kind at its widest fits, and still reads back as itself.
+    #[test]
+    fn the_widest_names_fit_postgres() {
+        let (hash, owner, n) = (u64::MAX, u32::MAX, u64::MAX);
+        for name in [
+            DbName::Template { hash },
+            DbName::Building { hash },
+            DbName::Preparing { hash, owner, n },
+            DbName::Ready { hash, owner, n, state: Pooled::Clean },
+            DbName::Ready { hash, owner, n, state: Pooled::Used },
+            DbName::Ready { hash, owner, n, state: Pooled::Returned },
+            DbName::Test { owner, n },
+            DbName::Slot { hash, run: "f".repeat(RUN_LEN), slot: u32::MAX },
+        ] {
+            let rendered = name.render();
+            assert!(rendered.len() <= MAX_LEN, "{rendered}: {} bytes", rendered.len());
+            assert_eq!(DbName::parse(&rendered), Some(name), "{rendered}");
+        }
+        // The name that issue 11 pooled, cut as Postgres cut it, is not a clean clone's.
+        let cut = "railgun_pool_0123456789abcdef_0123456789abcdef_0a1b2c3d4e5f_0_u";
+        assert!(!matches!(DbName::parse(cut), Some(DbName::Ready { state: Pooled::Clean, .. })));
     }
 
     #[test]

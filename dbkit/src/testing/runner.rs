@@ -24,7 +24,7 @@ impl Runner {
         let var = |key: &str| std::env::var(key).ok();
         // The run's id as slot names carry it: its first 12 hex digits.
         let run = var("NEXTEST_RUN_ID")
-            .map(|id| id.chars().filter(char::is_ascii_hexdigit).take(12).collect::<String>())
+            .map(|id| id.chars().filter(char::is_ascii_hexdigit).take(super::names::RUN_LEN).collect::<String>())
             .filter(|run| !run.is_empty());
         if var("NEXTEST_EXECUTION_MODE").as_deref() == Some("process-per-test") {
             let slot = var("NEXTEST_TEST_GLOBAL_SLOT").and_then(|s| s.parse().ok()).filter(|_| started_by_nextest());
