@@ -58,6 +58,15 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
     if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host") {
         return Err(bad("names no host (postgres://USER@HOST/DATABASE, or ?host=/path/to/socket/dir)".into()));
     }
+    // Postgres cuts a longer name to 63 bytes with no error: the URL would name one database and
+    // every command act on another (the one whose name is the cut), maybe someone else's.
+    let database = database_name(&url);
+    if database.len() > 63 {
+        bail!(hint!(
+            "the database URL names a database of {} bytes: Postgres keeps 63 and would use the name cut there, which may be another database",
+            database.len()
+        ; "use a database name of at most 63 bytes"));
+    }
     Ok(url)
 }
 
@@ -293,6 +302,16 @@ mod tests {
         let shown = redact_str(text);
         assert!(!shown.contains("hunter2") && !shown.contains(":pw@"), "{shown}");
         assert!(shown.contains("postgresql://app:****@10.0.0.1/x"));
+    }
+
+    #[test]
+    fn a_database_name_postgres_would_cut_is_refused() {
+        let long = "d".repeat(64);
+        let e = parse_database_url(&format!("postgres://app:hunter2@localhost/{long}")).unwrap_err();
+        let text = crate::error::describe(&e);
+        assert!(text.contains("64 bytes") && text.contains("at most 63"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains(&long), "{text}");
+        parse_database_url(&format!("postgres://app@localhost/{}", "d".repeat(63))).unwrap();
     }
 
     #[test]

@@ -205,6 +205,8 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
         u.set_host(Some("localhost")).unwrap();
         u.set_query(Some("sslmode=disable&application_name=copy"));
     });
+    // 64 bytes: Postgres would act on the database named by its first 63.
+    let cut_name = with(db.direct_url(), |u| u.set_path(&format!("{name}_{}", "x".repeat(63 - name.len()))));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_port = taken.local_addr().unwrap().port().to_string();
     // Held open until the process ends: the `up` case finds it taken.
@@ -234,6 +236,11 @@ fn cases(db: &TestDb, scratch: &Scratch, backup: &str) -> Vec<Case> {
             "copy onto itself, spelled another way",
             &["db", "copy", "--from", db.direct_url().as_str(), "--to", &same_db_other_spelling, "--yes"],
             "are the same database",
+        ),
+        case(
+            "copy onto a name Postgres would cut to another database's",
+            &["db", "copy", "--from", db.direct_url().as_str(), "--to", &cut_name, "--yes"],
+            "Postgres keeps 63",
         ),
         case("Postgres's port taken", &["up", "--no-migrate", "--postgres-port", &taken_port], "is in use"),
         // Malformed URLs.
