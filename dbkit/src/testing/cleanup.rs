@@ -52,7 +52,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
                     |hash: &u64| pooled_count(*hash) + returned.iter().filter(|&h| h == hash).count() < RETURNED_UP_TO;
                 if let Some(hash) = unused.filter(|hash| !alive && templates.contains(hash) && room(hash)) {
                     // Held ahead by a process that ended before any test got it: as good as new.
-                    let pooled = DbName::Ready { hash, owner: *owner, n: *n, state: Pooled::Returned }.render();
+                    let pooled = DbName::Ready { hash, owner: *owner, n: n.clone(), state: Pooled::Returned }.render();
                     let back = server.admin(|c| {
                         diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?;
                         Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)

@@ -60,7 +60,7 @@ mod slot;
 mod template;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -645,8 +645,8 @@ fn pool_size_setting() -> Result<usize> {
 }
 
 fn next_test_name(server: &Server) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    DbName::Test { owner: server.owner, n: N.fetch_add(1, Ordering::Relaxed) }.render()
+    static N: AtomicUsize = AtomicUsize::new(0);
+    DbName::Test { owner: server.owner, n: N.fetch_add(1, Ordering::Relaxed).to_string() }.render()
 }
 
 /// A pooled clone that a passing test used: its claimer resets it first.

@@ -8,8 +8,9 @@
 //! NOTICE, so `ALTER DATABASE ... RENAME TO` a longer name succeeds under another name. That was
 //! issue 11: a finished slot database pooled as `railgun_pool_<hash>_<slot name>_used` (66
 //! bytes) became `..._u`, which read as a clean clone, so its claimer skipped the reset and
-//! handed out the last test's row. Hence the fields are numbers of bounded width, the `used`
-//! mark comes before the counter, and the tests render every kind at its widest.
+//! handed out the last test's row. Hence every part has a bounded width (an own part, a
+//! counter, at most [`PART_LEN`] bytes; a run id [`RUN_LEN`]), the `used` mark comes before
+//! the counter, and the tests render every kind at its widest.
 
 /// The prefix every harness database shares (cleanup lists the server's databases by it).
 pub(crate) const ANY: &str = "railgun_";
@@ -22,6 +23,8 @@ const SLOT: &str = "railgun_slot_";
 
 /// Postgres's longest identifier (NAMEDATALEN - 1 bytes); see the module's doc.
 pub(crate) const MAX_LEN: usize = 63;
+/// The longest own part (a counter) a name has: the digits of `u64::MAX`.
+pub(crate) const PART_LEN: usize = 20;
 /// The hex digits of a nextest run id a slot database's name keeps.
 pub(crate) const RUN_LEN: usize = 12;
 
@@ -33,11 +36,11 @@ pub(crate) enum DbName {
     /// A template being built (renamed to [`DbName::Template`] when done).
     Building { hash: u64 },
     /// A clone warming up before it joins the pool.
-    Preparing { hash: u64, owner: u32, n: u64 },
+    Preparing { hash: u64, owner: u32, n: String },
     /// A clone in the pool, ready to be claimed.
-    Ready { hash: u64, owner: u32, n: u64, state: Pooled },
+    Ready { hash: u64, owner: u32, n: String, state: Pooled },
     /// A database a test has (or kept after it failed), claimed by renaming a ready one.
-    Test { owner: u32, n: u64 },
+    Test { owner: u32, n: String },
     /// A nextest slot's database: the tests of one slot of one run use it in turn.
     Slot { hash: u64, run: String, slot: u32 },
 }
@@ -55,7 +58,8 @@ pub(crate) enum Pooled {
 
 impl DbName {
     pub(crate) fn parse(name: &str) -> Option<DbName> {
-        let number = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u64>().ok()).flatten();
+        // Our counters are u64s; a longer part is not ours.
+        let part = |s: &str| (!s.is_empty() && s.len() <= PART_LEN).then(|| s.to_string());
         let hex64 = |s: &str| (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten();
         let hex32 = |s: &str| (s.len() == 8).then(|| u32::from_str_radix(s, 16).ok()).flatten();
         // BUILDING first: TEMPLATE is its prefix.
@@ -67,7 +71,7 @@ impl DbName {
         }
         if let Some(rest) = name.strip_prefix(PREPARING) {
             let [hash, owner, n] = split3(rest)?;
-            return Some(DbName::Preparing { hash: hex64(hash)?, owner: hex32(owner)?, n: number(n)? });
+            return Some(DbName::Preparing { hash: hex64(hash)?, owner: hex32(owner)?, n: part(n)? });
         }
         if let Some(rest) = name.strip_prefix(READY) {
             let [hash, owner, n] = split3(rest)?;
@@ -78,11 +82,11 @@ impl DbName {
             } else {
                 (n, Pooled::Clean)
             };
-            return Some(DbName::Ready { hash: hex64(hash)?, owner: hex32(owner)?, n: number(n)?, state });
+            return Some(DbName::Ready { hash: hex64(hash)?, owner: hex32(owner)?, n: part(n)?, state });
         }
         if let Some(rest) = name.strip_prefix(TEST) {
             let (owner, n) = rest.split_once('_')?;
-            return Some(DbName::Test { owner: hex32(owner)?, n: number(n)? });
+            return Some(DbName::Test { owner: hex32(owner)?, n: part(n)? });
         }
         if let Some(rest) = name.strip_prefix(SLOT) {
             let [hash, run, slot] = split3(rest)?;
@@ -130,7 +134,8 @@ pub(crate) fn template_prefix() -> &'static str {
     TEMPLATE
 }
 
-/// `A_B_C`: the last part is a number, so a name with more parts is not ours (its parse fails).
+/// `A_B_REST`: the last part may hold `_` (a test database's own part may: a pooled clone made
+/// of one keeps it).
 fn split3(rest: &str) -> Option<[&str; 3]> {
     let mut parts = rest.splitn(3, '_');
     let parts = [parts.next()?, parts.next()?, parts.next()?];
@@ -139,7 +144,7 @@ fn split3(rest: &str) -> Option<[&str; 3]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DbName, MAX_LEN, Pooled, RUN_LEN};
+    use super::{DbName, MAX_LEN, PART_LEN, Pooled, RUN_LEN};
 
     #[test]
     fn names_round_trip() {
@@ -147,18 +152,18 @@ mod tests {
         for name in [
             DbName::Template { hash },
             DbName::Building { hash },
-            DbName::Preparing { hash, owner: 0xdead_beef, n: 3 },
-            DbName::Ready { hash, owner: 7, n: 0, state: Pooled::Clean },
-            DbName::Ready { hash, owner: 7, n: 12, state: Pooled::Used },
-            DbName::Ready { hash, owner: 7, n: 5, state: Pooled::Returned },
-            DbName::Test { owner: 0x10, n: 42 },
+            DbName::Preparing { hash, owner: 0xdead_beef, n: "3".into() },
+            DbName::Ready { hash, owner: 7, n: "0".into(), state: Pooled::Clean },
+            DbName::Ready { hash, owner: 7, n: "12".into(), state: Pooled::Used },
+            DbName::Ready { hash, owner: 7, n: "5".into(), state: Pooled::Returned },
+            DbName::Test { owner: 0x10, n: "42".into() },
             DbName::Slot { hash, run: "0a1b2c3d4e5f".into(), slot: 1 },
         ] {
             let rendered = name.render();
             assert_eq!(DbName::parse(&rendered), Some(name), "{rendered}");
         }
         assert_eq!(
-            DbName::Ready { hash, owner: 7, n: 12, state: Pooled::Used }.render(),
+            DbName::Ready { hash, owner: 7, n: "12".into(), state: Pooled::Used }.render(),
             "railgun_pool_0123456789abcdef_00000007_used12"
         );
     }
@@ -167,15 +172,16 @@ mod tests {
     /// Each kind at its widest fits, and still reads back as itself.
     #[test]
     fn the_widest_names_fit_postgres() {
-        let (hash, owner, n) = (u64::MAX, u32::MAX, u64::MAX);
+        let (hash, owner, n) = (u64::MAX, u32::MAX, u64::MAX.to_string());
+        assert_eq!(n.len(), PART_LEN);
         for name in [
             DbName::Template { hash },
             DbName::Building { hash },
-            DbName::Preparing { hash, owner, n },
-            DbName::Ready { hash, owner, n, state: Pooled::Clean },
-            DbName::Ready { hash, owner, n, state: Pooled::Used },
-            DbName::Ready { hash, owner, n, state: Pooled::Returned },
-            DbName::Test { owner, n },
+            DbName::Preparing { hash, owner, n: n.clone() },
+            DbName::Ready { hash, owner, n: n.clone(), state: Pooled::Clean },
+            DbName::Ready { hash, owner, n: n.clone(), state: Pooled::Used },
+            DbName::Ready { hash, owner, n: n.clone(), state: Pooled::Returned },
+            DbName::Test { owner, n: n.clone() },
             DbName::Slot { hash, run: "f".repeat(RUN_LEN), slot: u32::MAX },
         ] {
             let rendered = name.render();

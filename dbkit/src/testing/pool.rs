@@ -3,7 +3,7 @@
 //! test`, and given back by passing tests (reset by their next claimer, or at once by this
 //! process for its next test). Names: see `names`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -127,8 +127,8 @@ impl Harness {
         if self.baseline()?.is_none() || kept == 0 {
             return Ok(false);
         }
-        static N: AtomicU64 = AtomicU64::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed).to_string();
         let pooled = DbName::Ready { hash: self.hash, owner: self.server.owner, n, state: Pooled::Used }.render();
         self.server.admin(|c| {
             if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
@@ -227,8 +227,8 @@ impl Harness {
         let filled = (|| {
             // Between clones, returned databases first: a test may be waiting for one.
             while self.reset_returned_ahead().is_ok() && databases(conn, &self.pool_prefix)?.len() < self.pool_size {
-                let (hash, owner, n) = (self.hash, self.server.owner, *next);
-                let preparing = DbName::Preparing { hash, owner, n }.render();
+                let (hash, owner, n) = (self.hash, self.server.owner, next.to_string());
+                let preparing = DbName::Preparing { hash, owner, n: n.clone() }.render();
                 let ready = DbName::Ready { hash, owner, n, state: Pooled::Clean }.render();
                 *next += 1;
                 diesel::sql_query(format!("CREATE DATABASE \"{preparing}\" TEMPLATE \"{}\"{strategy}", self.template))
