@@ -1,197 +1,32 @@
-//! What a migration's statements touch, read from their keywords: the tables and columns (and
-//! indexes, views, types, functions, triggers...) each statement creates, alters, drops,
-//! renames, writes rows of, or only uses. The statements come from the project's lexer
-//! ([`sql::statements`], [`sql::tokens`]); this reads the few shapes migrations are made of and
-//! says which statements it could not read (a `DO` block, a `SELECT`, a `COPY`), never guessing.
-//! Function bodies are not read: they run later, not when the migration does.
+//! The statement reader: one statement's tokens read by its first keywords (`CREATE TABLE`,
+//! `ALTER TABLE ... ADD COLUMN`, `DROP`, `INSERT`...), each object it names recorded with what
+//! the statement does to it; a shape it does not know leaves the statement unread.
 
-use std::fmt;
-
+use super::{Access, Kind, Object, Touch};
 use crate::migration::sql::{self, Token};
 
-/// Which names an object shares: Postgres keeps tables, indexes, views and sequences in one
-/// namespace (`pg_class`), so a view and a table of the same name collide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Table,
-    Column,
-    Index,
-    View,
-    Sequence,
-    Type,
-    Function,
-    Trigger,
-    Policy,
-    Schema,
-    Extension,
-}
-
-impl Kind {
-    fn namespace(self) -> Kind {
-        match self {
-            Kind::Table | Kind::Index | Kind::View | Kind::Sequence => Kind::Table,
-            other => other,
-        }
-    }
-
-    fn word(self) -> &'static str {
-        match self {
-            Kind::Table => "table",
-            Kind::Column => "column",
-            Kind::Index => "index",
-            Kind::View => "view",
-            Kind::Sequence => "sequence",
-            Kind::Type => "type",
-            Kind::Function => "function",
-            Kind::Trigger => "trigger",
-            Kind::Policy => "policy",
-            Kind::Schema => "schema",
-            Kind::Extension => "extension",
-        }
-    }
-}
-
-/// A named object: `users`, `billing.invoices` (schema `public` left out), a column
-/// `users.email`, a trigger or policy `users.audit` (by its table).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Object {
-    pub kind: Kind,
-    pub name: String,
-}
-
-impl Object {
-    fn new(kind: Kind, name: impl Into<String>) -> Object {
-        Object { kind, name: name.into() }
-    }
-
-    /// The table of a column, trigger or policy.
-    fn table(&self) -> Option<&str> {
-        match self.kind {
-            Kind::Column | Kind::Trigger | Kind::Policy => self.name.rsplit_once('.').map(|(table, _)| table),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Object {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind.word(), self.name)
-    }
-}
-
-/// What a statement does to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Access {
-    Creates,
-    Alters,
-    Drops,
-    Renames,
-    /// Inserts, updates, deletes or truncates its rows.
-    Writes,
-    /// Names it without changing it: an index on it, a foreign key to it, a view over it.
-    Uses,
-}
-
-impl Access {
-    fn changes(self) -> bool {
-        !matches!(self, Access::Writes | Access::Uses)
-    }
-
-    fn verb(self) -> &'static str {
-        match self {
-            Access::Creates => "creates",
-            Access::Alters => "alters",
-            Access::Drops => "drops",
-            Access::Renames => "renames",
-            Access::Writes => "writes rows of",
-            Access::Uses => "uses",
-        }
-    }
-}
-
-/// One object one statement touches, at the line that names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Touch {
-    pub object: Object,
-    pub access: Access,
-    pub line: usize,
-}
-
-impl fmt::Display for Touch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.access.verb(), self.object)
-    }
-}
-
-/// What a file's statements touch, and the statements this could not read.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Reading {
-    pub touches: Vec<Touch>,
-    /// Line and first words of each statement not read.
-    pub unread: Vec<(usize, String)>,
-}
-
-/// Reads every statement of a migration file.
-pub fn read(sql_text: &str) -> Reading {
-    let mut reading = Reading::default();
-    for statement in sql::statements(sql_text) {
-        let mut reader = Reader::new(statement.text, statement.line);
-        if reader.statement().is_none() || reader.unread {
-            let words = statement.keywords.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
-            reading.unread.push((statement.line, words));
-        }
-        reading.touches.append(&mut reader.touches);
-    }
-    reading
-}
-
-/// Whether `a` (one side's) and `b` (the other's) clash, and on which object: the same object
-/// (or a table and one of its columns, triggers or policies) where at least one side changes
-/// it, or both write its rows. A table's rows written where the other side changes one of its
-/// columns clash too (a new NOT NULL column); two indexes on one column, or an index on a
-/// table where the other side changes another of its columns, do not.
-pub fn clash(a: &Touch, b: &Touch) -> Option<Object> {
-    let (oa, ob) = (&a.object, &b.object);
-    if oa.kind.namespace() == ob.kind.namespace() && oa.name == ob.name {
-        let both_write = a.access == Access::Writes && b.access == Access::Writes;
-        return (a.access.changes() || b.access.changes() || both_write).then(|| oa.clone());
-    }
-    let part_of = |part: &Object, whole: &Object| {
-        whole.kind.namespace() == Kind::Table && part.table() == Some(whole.name.as_str())
-    };
-    if part_of(oa, ob) || part_of(ob, oa) {
-        let (part, whole) = if part_of(oa, ob) { (a, b) } else { (b, a) };
-        // A use of the table as a whole (an index, a foreign key, a trigger on it) needs the
-        // table, none of its columns: what reads a column names it.
-        if whole.access.changes() || (whole.access == Access::Writes && part.access.changes()) {
-            return Some(whole.object.clone());
-        }
-    }
-    None
-}
-
 /// Reads one statement's tokens.
-struct Reader<'a> {
-    text: &'a str,
-    line: usize,
-    tokens: Vec<(usize, Token<'a>)>,
-    at: usize,
-    touches: Vec<Touch>,
+pub(super) struct Reader<'a> {
+    pub(super) text: &'a str,
+    pub(super) line: usize,
+    pub(super) tokens: Vec<(usize, Token<'a>)>,
+    pub(super) at: usize,
+    pub(super) touches: Vec<Touch>,
     /// Part of the statement was not understood (its touches so far stand).
-    unread: bool,
+    pub(super) unread: bool,
     /// The names a `WITH` defines.
-    ctes: Vec<String>,
+    pub(super) ctes: Vec<String>,
 }
 
 const TABLE_CONSTRAINTS: &[&str] = &["CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "FOREIGN", "EXCLUDE"];
 
 impl<'a> Reader<'a> {
-    fn new(text: &'a str, line: usize) -> Reader<'a> {
+    pub(super) fn new(text: &'a str, line: usize) -> Reader<'a> {
         Reader { text, line, tokens: sql::tokens(text), at: 0, touches: Vec::new(), unread: false, ctes: Vec::new() }
     }
 
     /// `None` when the statement is not one this reads.
-    fn statement(&mut self) -> Option<()> {
+    pub(super) fn statement(&mut self) -> Option<()> {
         let first = self.word_at(0)?;
         match first.as_str() {
             "CREATE" => self.create(),
@@ -745,134 +580,11 @@ impl<'a> Reader<'a> {
         self.push(Object::new(kind, name.clone()), access, at);
         Some(name)
     }
-
-    /// `[schema.]name[.part]`: unquoted parts folded to lower case as Postgres folds them,
-    /// quoted ones as written, `public.` left out. With its offset.
-    fn name(&mut self) -> Option<(String, usize)> {
-        let mut parts = Vec::new();
-        let at = self.offset();
-        loop {
-            match self.tokens.get(self.at) {
-                Some((_, Token::Word(w))) => parts.push(w.to_lowercase()),
-                Some((_, Token::Quoted(q))) => parts.push(q.clone()),
-                _ => {
-                    self.unread = true;
-                    return None;
-                }
-            }
-            self.advance();
-            let dot = matches!(self.tokens.get(self.at), Some((_, Token::Punct('.'))));
-            let named_next = matches!(self.tokens.get(self.at + 1), Some((_, Token::Word(_) | Token::Quoted(_))));
-            if !(dot && named_next) {
-                break;
-            }
-            self.advance();
-        }
-        if parts.len() > 1 && parts[0] == "public" {
-            parts.remove(0);
-        }
-        Some((parts.join("."), at))
-    }
-
-    fn at_name(&self) -> bool {
-        matches!(self.tokens.get(self.at), Some((_, Token::Word(_) | Token::Quoted(_))))
-    }
-
-    fn push(&mut self, object: Object, access: Access, offset: usize) {
-        if object.kind == Kind::Table && access == Access::Uses && self.ctes.contains(&object.name) {
-            return;
-        }
-        let line = self.line + sql::line_at(self.text, offset) - 1;
-        self.touches.push(Touch { object, access, line });
-    }
-
-    fn offset(&self) -> usize {
-        self.tokens.get(self.at).map_or(self.text.len(), |(at, _)| *at)
-    }
-
-    fn advance(&mut self) {
-        self.at += 1;
-    }
-
-    fn word_at(&self, ahead: usize) -> Option<String> {
-        match self.tokens.get(self.at + ahead) {
-            Some((_, Token::Word(w))) => Some(w.to_ascii_uppercase()),
-            _ => None,
-        }
-    }
-
-    fn is_word(&self, keyword: &str) -> bool {
-        self.word_at(0).is_some_and(|w| w == keyword)
-    }
-
-    /// Consumes `keywords` if the next words are exactly they.
-    fn eat(&mut self, keywords: &[&str]) -> bool {
-        let matches = keywords.iter().enumerate().all(|(n, k)| self.word_at(n).is_some_and(|w| w == *k));
-        if matches {
-            self.at += keywords.len();
-        }
-        matches
-    }
-
-    fn eat_any(&mut self, keywords: &[&str]) -> bool {
-        keywords.iter().any(|k| self.eat(&[k]))
-    }
-
-    /// [`Reader::eat`], or the statement is not read.
-    fn expect(&mut self, keywords: &[&str]) -> Option<()> {
-        if self.eat(keywords) {
-            Some(())
-        } else {
-            self.unread = true;
-            None
-        }
-    }
-
-    fn eat_punct(&mut self, c: char) -> bool {
-        let matches = matches!(self.tokens.get(self.at), Some((_, Token::Punct(p))) if *p == c);
-        if matches {
-            self.advance();
-        }
-        matches
-    }
-
-    fn skip_parens(&mut self) {
-        if !matches!(self.tokens.get(self.at), Some((_, Token::Punct('(')))) {
-            return;
-        }
-        let mut depth = 0usize;
-        while let Some((_, token)) = self.tokens.get(self.at) {
-            match token {
-                Token::Punct('(') => depth += 1,
-                Token::Punct(')') => depth -= 1,
-                _ => {}
-            }
-            self.advance();
-            if depth == 0 {
-                return;
-            }
-        }
-    }
-
-    /// Up to (not past) the next `,` or `)` outside parentheses, or the end.
-    fn skip_to_top_level_comma(&mut self) {
-        let mut depth = 0usize;
-        while let Some((_, token)) = self.tokens.get(self.at) {
-            match token {
-                Token::Punct('(') => depth += 1,
-                Token::Punct(')') if depth == 0 => return,
-                Token::Punct(')') => depth -= 1,
-                Token::Punct(',') if depth == 0 => return,
-                _ => {}
-            }
-            self.advance();
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::read;
 
     fn touched(sql: &str) -> Vec<String> {
         read(sql).touches.iter().map(|t| format!("{}:{t}", t.line)).collect()
@@ -999,30 +711,5 @@ mod tests {
         assert!(reading.touches.is_empty());
         assert_eq!(reading.unread.iter().map(|(line, _)| *line).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(reading.unread[0].1, "DO");
-    }
-
-    #[test]
-    fn clashes() {
-        let t = |kind, name: &str, access| Touch { object: Object::new(kind, name), access, line: 1 };
-        let col = |access| t(Kind::Column, "users.email", access);
-        assert!(clash(&col(Access::Alters), &col(Access::Drops)).is_some());
-        assert!(clash(&col(Access::Uses), &col(Access::Uses)).is_none(), "two indexes on one column");
-        assert!(
-            clash(&t(Kind::Column, "users.a", Access::Creates), &t(Kind::Column, "users.b", Access::Creates)).is_none()
-        );
-        assert_eq!(
-            clash(&t(Kind::Table, "users", Access::Drops), &col(Access::Creates)).map(|o| o.to_string()).as_deref(),
-            Some("table users")
-        );
-        assert!(clash(&t(Kind::Table, "users", Access::Writes), &col(Access::Uses)).is_none());
-        assert!(
-            clash(&t(Kind::Table, "users", Access::Uses), &col(Access::Drops)).is_none(),
-            "an index on another column"
-        );
-        assert!(clash(&t(Kind::Table, "users", Access::Uses), &t(Kind::Table, "users", Access::Drops)).is_some());
-        assert!(clash(&t(Kind::Table, "users", Access::Writes), &col(Access::Creates)).is_some(), "a NOT NULL column");
-        assert!(clash(&t(Kind::Table, "users", Access::Writes), &t(Kind::Table, "users", Access::Writes)).is_some());
-        assert!(clash(&t(Kind::View, "active", Access::Creates), &t(Kind::Table, "active", Access::Creates)).is_some());
-        assert!(clash(&t(Kind::Type, "mood", Access::Creates), &t(Kind::Table, "mood", Access::Creates)).is_none());
     }
 }
