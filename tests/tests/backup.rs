@@ -200,7 +200,8 @@ fn wait_for_backends(db: &TestDb, application: &str, filter: &str, done: fn(i64)
     }
 }
 
-/// The pid of `parent`'s child process named `name`.
+/// The pid of `parent`'s child process named `name` that connects to a database (`--dbname`):
+/// not the `--version` probe the xtask runs first to pick its tools.
 fn child_named(parent: &Child, name: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -209,7 +210,9 @@ fn child_named(parent: &Child, name: &str) -> u32 {
             let Some((head, tail)) = stat.rsplit_once(") ") else { continue };
             let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or_default();
             let ppid: u32 = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-            if comm == name && ppid == parent.id() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let connects = cmdline.split(|b| *b == 0).any(|arg| arg.starts_with(b"--dbname"));
+            if comm == name && ppid == parent.id() && connects {
                 return entry.file_name().to_string_lossy().parse().unwrap();
             }
         }
@@ -429,6 +432,9 @@ fn killed_backups_leave_no_file() {
             _ => kill(child_named(&child, "pg_dump")),
         }
         let out: Run = child.wait_with_output().unwrap().into();
+        // Its sessions go with it, though the lock they wait for is still held: a killed xtask
+        // leaves nothing waiting on the database (nor holding the locks it took).
+        wait_until_gone(&source, "railgun-backup-%");
         holder.batch_execute("ROLLBACK").unwrap();
         assert!(!out.ok(), "{victim} killed, yet the backup succeeded");
         if victim == "pg_dump" {

@@ -146,6 +146,14 @@ impl PgTools {
         for (key, value) in target.env {
             command.env(key, value);
         }
+        if self.server_major >= 14 {
+            // The tool's session ends within a second of its client going, even while it waits
+            // for a lock (it would otherwise wait on, holding the locks it has, until granted).
+            let mut options = std::env::var("PGOPTIONS").unwrap_or_default();
+            options.push_str(" -c client_connection_check_interval=1000");
+            command.env("PGOPTIONS", options.trim_start());
+        }
+        die_with_us(&mut command);
         if let Some((key, _)) = target.secrets.first() {
             if !matches!(self.runner, Runner::Host { .. }) {
                 bail!(
@@ -161,6 +169,29 @@ impl PgTools {
             pass_in_service_file(&mut command, &target.secrets)?;
         }
         Ok(command)
+    }
+}
+
+/// The tool (or the docker client that runs it) is killed when we are, even by SIGKILL: a
+/// killed xtask leaves no pg_dump or psql behind on the user's database. The kernel sends the
+/// signal when the thread that started the child ends; every caller waits for the tool on that
+/// thread. (A tool inside a container outlives its docker client until it next writes.)
+fn die_with_us(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe; this runs in the child between fork and
+    // exec and touches no memory of the parent's.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // We died between the fork and the prctl: nobody is left to signal it.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("the xtask ended before its tool started"));
+            }
+            Ok(())
+        });
     }
 }
 

@@ -327,6 +327,9 @@ impl Source {
             "SET intervalstyle = 'postgres'",
             "SET extra_float_digits = 3",
             "SET row_security = off",
+            // Ended within a second of our going, even while waiting for a lock (Postgres 14+).
+            "SELECT set_config('client_connection_check_interval', '1000', false) \
+             WHERE current_setting('server_version_num')::int >= 140000",
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
         ] {
             session
