@@ -293,19 +293,9 @@ impl<'a> Reader<'a> {
                 self.eat(&["CONCURRENTLY"]);
                 Kind::Index
             }
-            "VIEW" => Kind::View,
-            "MATERIALIZED" => {
-                self.expect(&["VIEW"])?;
-                Kind::View
-            }
-            "SEQUENCE" => Kind::Sequence,
-            "TYPE" | "DOMAIN" => Kind::Type,
-            "FUNCTION" | "PROCEDURE" => Kind::Function,
-            "SCHEMA" => Kind::Schema,
-            "EXTENSION" => Kind::Extension,
             "TRIGGER" => return self.on_table(Kind::Trigger, Access::Drops),
             "POLICY" => return self.on_table(Kind::Policy, Access::Drops),
-            _ => return None,
+            other => self.named_kind(other)?,
         };
         self.eat(&["IF", "EXISTS"]);
         self.names(kind, Access::Drops)
