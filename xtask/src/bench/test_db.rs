@@ -250,13 +250,13 @@ impl Runner {
             .output()?;
         let took = started.elapsed();
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-            bail!(
-                "the {mode} suite failed under {}:\n{}",
-                self.label,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            // cargo test prints a failing test's panic on stdout, nextest on stderr: both ends.
+            let tail = |bytes: &[u8]| {
+                let text = String::from_utf8_lossy(bytes);
+                let lines: Vec<&str> = text.lines().rev().take(30).collect();
+                lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+            };
+            bail!("the {mode} suite failed under {}:\n{}\n{}", self.label, tail(&out.stdout), tail(&out.stderr));
         }
         Ok(took)
     }
