@@ -8,6 +8,9 @@ use url::Url;
 /// What stands in for a password wherever a URL is shown.
 pub const REDACTED: &str = "****";
 
+/// Postgres's longest identifier (NAMEDATALEN - 1 bytes): a longer one is cut, with only a NOTICE.
+pub const MAX_IDENTIFIER: usize = 63;
+
 /// The form every message about a bad URL ends with.
 const FORM: &str = "the form is postgres://USER:PASSWORD@HOST:5432/DATABASE[?sslmode=require]; percent-encode special characters in the user and password (@ %40, : %3A, / %2F, # %23, ? %3F, % %25)";
 
@@ -61,11 +64,11 @@ pub fn parse_database_url(raw: &str) -> Result<Url> {
     // Postgres cuts a longer name to 63 bytes with no error: the URL would name one database and
     // every command act on another (the one whose name is the cut), maybe someone else's.
     let database = database_name(&url);
-    if database.len() > 63 {
+    if database.len() > MAX_IDENTIFIER {
         bail!(hint!(
-            "the database URL names a database of {} bytes: Postgres keeps 63 and would use the name cut there, which may be another database",
+            "the database URL names a database of {} bytes: Postgres keeps {MAX_IDENTIFIER} and would use the name cut there, which may be another database",
             database.len()
-        ; "use a database name of at most 63 bytes"));
+        ; "use a database name of at most {MAX_IDENTIFIER} bytes"));
     }
     Ok(url)
 }

@@ -21,8 +21,8 @@ const READY: &str = "railgun_pool_";
 const TEST: &str = "railgun_test_";
 const SLOT: &str = "railgun_slot_";
 
-/// Postgres's longest identifier (NAMEDATALEN - 1 bytes); see the module's doc.
-pub(crate) const MAX_LEN: usize = 63;
+/// Postgres's longest identifier; see the module's doc.
+pub(crate) const MAX_LEN: usize = crate::url::MAX_IDENTIFIER;
 /// The longest own part (a counter) a name has: the digits of `u64::MAX`.
 pub(crate) const PART_LEN: usize = 20;
 /// The hex digits of a nextest run id a slot database's name keeps.
