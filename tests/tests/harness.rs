@@ -1199,6 +1199,101 @@ fn without_a_configured_server_one_test_container_serves_every_process() {
     assert_eq!(String::from_utf8_lossy(&running.stdout).lines().count(), 2, "expected one Postgres and one Redis");
 }
 
+/// A server that crashes (a server process killed, a full disk failing a WAL write) starts its
+/// statistics again from zero: a used database then looks untouched. After such a crash, a
+/// pooled clone a passing test used and a nextest slot's database are never handed to the next
+/// test with the last one's rows (from the statistics, the reset would find nothing to delete).
+#[test]
+fn after_the_server_lost_its_statistics_a_used_database_is_never_handed_out_with_its_rows() {
+    let project = ContainerProject(format!("railgun-testdb-crash-{}", std::process::id()));
+    let dir = items_dir("crash");
+    let run = run_id();
+    let parent = std::process::id().to_string();
+    let base = [
+        ("RAILGUN_TEST_CONTAINER", project.0.as_str()),
+        ("RAILGUN_ENV_FILE", "/nonexistent/.env"),
+        ("NEXTEST_EXECUTION_MODE", "process-per-test"),
+        ("HARNESS_DIR", dir.to_str().unwrap()),
+        ("HARNESS_ACTION", "pass"),
+    ];
+    let slot = [
+        ("NEXTEST_TEST_GLOBAL_SLOT", "1"),
+        ("NEXTEST_RUN_ID", run.as_str()),
+        ("RAILGUN_TEST_SLOT_PARENT", parent.as_str()),
+    ];
+    // A test in a nextest slot, or (`slot` empty) one of a process per test that recycles its
+    // database through the pool: its database's name and the rows it found.
+    let test = |slot: &[(&str, &str)]| -> (String, String) {
+        let envs: Vec<(&str, &str)> = base.iter().chain(slot).copied().collect();
+        let removed = ["DATABASE_URL", "TEST_DATABASE_URL", "REDIS_URL", "RAILGUN_TEST_HANDOFF", "NEXTEST_RUN_ID"];
+        let out = child_without("child_slot", &envs, &removed);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let line = stdout.lines().find_map(|l| l.find("name=").map(|at| l[at..].to_string())).unwrap();
+        (value_after(&line, "name=").to_string(), value_after(&line, "rows=").to_string())
+    };
+    // Each writes two rows and passes: the slot's database is marked finished, the other
+    // goes back to the pool, used.
+    let (slot_name, rows) = test(&slot);
+    assert_eq!(rows, "0");
+    let (_, rows) = test(&[]);
+    assert_eq!(rows, "0");
+    let endpoints = std::fs::read_to_string(std::env::temp_dir().join(format!("{}.endpoints", project.0))).unwrap();
+    let url = endpoints.lines().next().unwrap().to_string();
+    let mut server = PgConnection::establish(&url).unwrap();
+    // The harness commits without waiting for the WAL flush: a crash may undo its last changes.
+    diesel::sql_query("CHECKPOINT").execute(&mut server).unwrap();
+    let list = |server: &mut PgConnection| -> Vec<String> {
+        let rows: Vec<Name> = diesel::sql_query(
+            "SELECT datname || ' ' || coalesce(shobj_description(oid, 'pg_database'), '') AS name FROM pg_database \
+             WHERE datname LIKE 'railgun_pool_%' OR datname LIKE 'railgun_slot_%' ORDER BY datname",
+        )
+        .load(server)
+        .unwrap();
+        rows.into_iter().map(|r| r.name).collect()
+    };
+    let before = list(&mut server);
+    assert!(
+        before.iter().any(|d| d.starts_with("railgun_pool_") && d.contains("_used"))
+            && before.iter().any(|d| d.starts_with(&format!("{slot_name} railgun slot finished"))),
+        "expected a used pooled clone and a finished slot database: {before:?}"
+    );
+    // The crash: a server process killed (by the server's own user, as superuser may).
+    let epoch = |server: &mut PgConnection| -> String {
+        diesel::sql_query("SELECT pg_stat_get_bgwriter_stat_reset_time()::text AS name")
+            .get_result::<Name>(server)
+            .unwrap()
+            .name
+    };
+    let epoch_before = epoch(&mut server);
+    let mut victim = PgConnection::establish(&url).unwrap();
+    let pid: Pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result(&mut victim).unwrap();
+    let _ = diesel::sql_query(format!("COPY (SELECT 1) TO PROGRAM 'kill -9 {}'", pid.pid)).execute(&mut server);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut server = loop {
+        // Until the server restarted: the connections of before are ended by the crash.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Ok(mut conn) = PgConnection::establish(&url)
+            && diesel::sql_query("SELECT 1").execute(&mut conn).is_ok()
+        {
+            break conn;
+        }
+        assert!(std::time::Instant::now() < deadline, "the test server did not come back after the crash");
+    };
+    assert_ne!(epoch(&mut server), epoch_before, "the server kept its statistics: the crash did not happen");
+    assert_eq!(list(&mut server), before, "the crash lost databases");
+    // The next tests find no row of the last ones.
+    let (again, rows) = test(&slot);
+    assert_eq!(
+        (again.as_str(), rows.as_str()),
+        (slot_name.as_str(), "0"),
+        "the slot's database kept its last test's rows"
+    );
+    let (_, rows) = test(&[]);
+    assert_eq!(rows, "0", "a pooled clone kept its last test's rows: {before:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn tempdir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("railgun-harness-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

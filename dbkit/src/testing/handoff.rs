@@ -23,6 +23,10 @@ pub(crate) struct Handoff {
     pub file_copy: bool,
     /// Used databases are reset rather than dropped there.
     pub recycles: bool,
+    /// The server's statistics epoch as the script found it (see `Server::stats_epoch`); 0,
+    /// which no server has, in a handoff without it.
+    #[serde(default)]
+    pub stats_epoch: i64,
     /// PgBouncer's URL in front of it (no password: it trusts its socket), when it runs.
     pub pooler: Option<String>,
     /// The template the script prepared (its hash, in hex as in its name).

@@ -84,6 +84,9 @@ use server::{Server, connect_waiting, databases, server};
 const HELD_AHEAD: usize = 2;
 /// The comment on a clone held ahead: never handed to a test, so a later run can put it back.
 pub(crate) const UNUSED: &str = "railgun test unused ";
+/// The comment on a pooled clone a passing test used, followed by the server's statistics epoch
+/// before that test began: its claimer resets it from the statistics only in the same epoch.
+pub(crate) const USED: &str = "railgun test used, statistics since ";
 /// How many ready clones a pool keeps at most: passing tests' databases return to it up to this.
 const POOL_KEPT: usize = 16;
 /// How long a failed test's database is kept before a later run drops it.

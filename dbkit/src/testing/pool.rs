@@ -7,27 +7,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use diesel::connection::SimpleConnection;
 use diesel::{PgConnection, RunQueryDsl};
 
 use super::conns::Lease;
 use super::names::{self, DbName, Pooled};
 use super::server::{FILL_LOCKS, connect_waiting, databases};
-use super::{HELD_AHEAD, Harness, Local, POOL_KEPT, UNUSED, is_used, next_test_name, recycle};
+use super::{HELD_AHEAD, Harness, Local, POOL_KEPT, UNUSED, USED, is_used, next_test_name, recycle};
+
+/// What a claim took from the pool.
+pub(super) enum Claimed {
+    /// A clean clone.
+    Clean,
+    /// A used one, to be reset; `since`: the statistics epoch its last test began in (`None`
+    /// when its comment does not say: it cannot be reset).
+    Used { since: Option<i64> },
+}
 
 impl Harness {
-    /// Takes a ready clone by renaming it to `name`; `None` when the pool is empty, `Some(true)`
-    /// when the clone is a used one, to be reset before a test gets it (clean ones go first).
-    pub(super) fn claim(&self, name: &str) -> Result<Option<bool>> {
+    /// Takes a ready clone by renaming it to `name`; `None` when the pool is empty (clean ones
+    /// go first).
+    pub(super) fn claim(&self, name: &str) -> Result<Option<Claimed>> {
         self.server.admin(|c| {
             let mut ready = databases(c, &self.pool_prefix)?;
             // Clean ones first, then our own: other processes are likelier to go for theirs.
             let ours = names::ready_prefix_of(self.hash, self.server.owner);
             ready.sort_by_key(|(n, _)| (is_used(n), !n.starts_with(&ours)));
-            for (candidate, _) in ready {
+            for (candidate, comment) in ready {
                 // Two claimers of one clone: one rename wins, the other finds it gone and moves on.
                 if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok()
                 {
-                    return Ok(Some(is_used(&candidate)));
+                    // The comment came into the pool with the name, in one transaction.
+                    let since = comment.as_deref().and_then(|c| c.strip_prefix(USED)).and_then(|e| e.parse().ok());
+                    return Ok(Some(if is_used(&candidate) { Claimed::Used { since } } else { Claimed::Clean }));
                 }
             }
             Ok(None)
@@ -38,23 +50,23 @@ impl Harness {
     /// of its pool, for the test); `None` when the pool has none to give.
     pub(super) fn claim_ready(&self, name: &str) -> Result<Option<Lease>> {
         loop {
-            let used = match self.claim(name)? {
+            let since = match self.claim(name)? {
                 None => return Ok(None),
-                Some(used) => used,
+                Some(Claimed::Clean) => None,
+                Some(Claimed::Used { since }) => Some(since),
             };
             let slot = Lease::new(name.to_string(), self.server.fast_url_for(name));
-            if !used {
-                return Ok(Some(slot));
-            }
+            let Some(since) = since else { return Ok(Some(slot)) };
             // Renamed: nobody else was connected, and nobody knows the new name.
-            let reset = match self.baseline()? {
-                Some(baseline) => baseline.reset(&mut *slot.get()?, "")?,
-                None => false,
+            let reset = match (self.baseline()?, since) {
+                (Some(baseline), Some(since)) => baseline.reset(&mut *slot.get()?, since, "")?,
+                _ => false,
             };
             if reset {
                 return Ok(Some(slot));
             }
-            // DDL ran in it after all (or nothing can reset it): it goes, the next one comes.
+            // DDL ran in it after all, or the statistics were lost since (or nothing can reset
+            // it): it goes, the next one comes.
             drop(slot);
             self.server.admin(|c| {
                 Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
@@ -91,7 +103,8 @@ impl Harness {
                 None => slot.get()?,
             };
             let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
-            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn, "")?)
+            let since = self.server.stats_epoch;
+            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn, since, "")?)
         })();
         if reset.unwrap_or(false) {
             return Ok(Some(slot));
@@ -120,8 +133,9 @@ impl Harness {
         Ok(())
     }
 
-    /// After a passing test: its database back to the pool, marked used (the next claimer resets
-    /// it), when the pool has room; false when it must be dropped instead.
+    /// After a passing test: its database back to the pool, marked used with this process's
+    /// statistics epoch (the next claimer resets it), when the pool has room; false when it must
+    /// be dropped instead.
     pub(super) fn recycle(&self, name: &str, pids: &[i32]) -> Result<bool> {
         let kept = if self.pool_size == 0 { 0 } else { self.pool_size.max(POOL_KEPT) };
         if self.baseline()?.is_none() || kept == 0 {
@@ -134,7 +148,12 @@ impl Harness {
             if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
                 return Ok(false);
             }
-            Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c).is_ok())
+            // One transaction: no claimer sees it without its comment.
+            let used = format!("{USED}{}", self.server.stats_epoch);
+            Ok(c.batch_execute(&format!(
+                "COMMENT ON DATABASE \"{name}\" IS '{used}'; ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\""
+            ))
+            .is_ok())
         })
     }
 

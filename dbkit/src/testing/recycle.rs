@@ -10,6 +10,11 @@
 //! them is a few function calls, with no table or catalog scan; they are complete once the
 //! test's connections have ended (a server process reports them as it exits) or flushed them
 //! (`pg_stat_force_next_flush()`, on the pooled connections kept for the next test).
+//!
+//! Unless the server lost them: after a crash (a server process killed, a full disk failing a
+//! WAL write) Postgres starts every count again from zero, and a used database would then look
+//! untouched. Every reset compares the server's statistics epoch (see [`STATS_EPOCH`]) with the
+//! one seen before the test that used the database began; another epoch, and it is dropped.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,17 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{Array, Bool, Oid, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use serde::{Deserialize, Serialize};
+
+/// The SQL of the server's statistics epoch: when it last lost its statistics (a crash, a
+/// first start, a reset of the shared counters), in microseconds since 1970. Postgres resets the
+/// background writer's counters whenever it discards the others, and keeps them across a clean
+/// restart; nothing else changes their reset time. A macro, for `concat!`.
+macro_rules! stats_epoch {
+    () => {
+        "coalesce((extract(epoch FROM pg_stat_get_bgwriter_stat_reset_time()) * 1000000)::int8, 0)"
+    };
+}
+pub(crate) const STATS_EPOCH: &str = stats_epoch!();
 
 /// What a clean clone holds.
 #[derive(Serialize, Deserialize, Clone)]
@@ -222,31 +238,37 @@ impl Baseline {
     }
 
     /// Brings the database `conn` is connected to back to the clean state; false when it
-    /// cannot be: DDL ran, or the template's rows changed. Every other connection that wrote to
-    /// it must have ended or flushed its statistics first (see [`wait_alone`]). `then` (SQL)
-    /// runs in the same transaction as the reset, or alone when nothing needs resetting; not
-    /// when it cannot be.
-    pub fn reset(&self, conn: &mut PgConnection, then: &str) -> Result<bool> {
+    /// cannot be: DDL ran, the template's rows changed, or the server's statistics epoch is not
+    /// `since` (the one seen before the last test began: the statistics lost what it wrote).
+    /// Every other connection that wrote to it must have ended or flushed its statistics first
+    /// (see [`wait_alone`]). `then` (SQL) runs in the same transaction as the reset, or alone
+    /// when nothing needs resetting; not when it cannot be.
+    pub fn reset(&self, conn: &mut PgConnection, since: i64, then: &str) -> Result<bool> {
         let written: Written = diesel::sql_query(format!("SELECT {}", Baseline::WRITTEN))
             .bind::<Array<Oid>, _>(self.guarded())
             .bind::<Array<Oid>, _>(self.emptied())
             .get_result(conn)
             .context("read what the last test wrote")?;
-        self.reset_written(conn, &written, then)
+        self.reset_written(conn, &written, since, then)
     }
 
     /// SQL columns saying what the last test wrote, from the statistics: `guarded` (the
     /// catalogs and template-filled tables written: DDL ran, or the template's rows changed; no
-    /// reset unless only temporary objects did it) and `tables` (the tables to empty), with the
-    /// oid arrays [`Baseline::guarded`] bound at `$1` and [`Baseline::emptied`] at `$2`.
+    /// reset unless only temporary objects did it), `tables` (the tables to empty) and `epoch`
+    /// (the statistics' own, see [`STATS_EPOCH`]), with the oid arrays [`Baseline::guarded`]
+    /// bound at `$1` and [`Baseline::emptied`] at `$2`.
     ///
     /// A table the template leaves empty holds rows after a test only if the test inserted
     /// some (updates and deletes of an empty table change nothing), so its inserts alone
     /// count: the reset's own deletes, counted after the statistics are zeroed, never make it
     /// look written again.
-    pub const WRITTEN: &str = "ARRAY(SELECT c FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
+    pub const WRITTEN: &str = concat!(
+        "ARRAY(SELECT c FROM unnest($1::oid[]) c WHERE pg_stat_get_tuples_inserted(c) + \
           pg_stat_get_tuples_updated(c) + pg_stat_get_tuples_deleted(c) > 0) AS guarded, \
-         ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) > 0) AS tables";
+         ARRAY(SELECT t FROM unnest($2::oid[]) t WHERE pg_stat_get_tuples_inserted(t) > 0) AS tables, ",
+        stats_epoch!(),
+        " AS epoch"
+    );
 
     /// What a test may not write to: the database's catalogs (DDL) and the template's rows.
     pub fn guarded(&self) -> Vec<u32> {
@@ -260,7 +282,10 @@ impl Baseline {
     }
 
     /// [`Baseline::reset`] with what the last test wrote already read.
-    pub fn reset_written(&self, conn: &mut PgConnection, written: &Written, then: &str) -> Result<bool> {
+    pub fn reset_written(&self, conn: &mut PgConnection, written: &Written, since: i64, then: &str) -> Result<bool> {
+        if written.epoch != since {
+            return Ok(false);
+        }
         if !written.guarded.is_empty() {
             if !self.only_temporary(conn, &written.guarded)? {
                 return Ok(false);
@@ -316,6 +341,9 @@ pub(crate) struct Written {
     pub guarded: Vec<u32>,
     #[diesel(sql_type = Array<Oid>)]
     pub tables: Vec<u32>,
+    /// The server's statistics epoch as they were read.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub epoch: i64,
 }
 
 /// Ends every other client of the database `conn` is connected to but `keep` (its pool's idle

@@ -3,6 +3,7 @@
 //! databases of a crashed process (lock gone) from those of a running one.
 
 use super::handoff::Handoff;
+use super::recycle;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -73,6 +74,10 @@ pub(crate) struct Server {
     /// while its rows go, statistics reset) on a server that counts rows written (`track_counts`).
     /// Otherwise test databases are dropped.
     pub recycles: bool,
+    /// The server's statistics epoch when this process (or its run's setup script) first asked
+    /// (see [`recycle::STATS_EPOCH`]): a reset trusts the statistics of what a test of this
+    /// process wrote only while it is still the same.
+    pub stats_epoch: i64,
 }
 
 /// The test server of this process, picked on first use.
@@ -201,6 +206,7 @@ impl Server {
             server: identity(&self.base),
             file_copy: self.file_copy,
             recycles: self.recycles,
+            stats_epoch: self.stats_epoch,
             pooler: self.pooled.get().map(|url| url.to_string()),
             template: String::new(),
             dir: None,
@@ -256,6 +262,7 @@ fn pick_prepared() -> Option<Server> {
         container,
         file_copy: handoff.file_copy,
         recycles: handoff.recycles,
+        stats_epoch: handoff.stats_epoch,
     })
 }
 
@@ -389,17 +396,20 @@ impl Server {
             recycles: bool,
             #[diesel(sql_type = Bool)]
             taken: bool,
+            #[diesel(sql_type = BigInt)]
+            stats_epoch: i64,
         }
-        // One round trip: what the server allows, and this process's owner lock (a random id,
-        // free but for a 2^-32 chance; then the next ones are tried).
+        // One round trip: what the server allows, its statistics epoch, and this process's owner
+        // lock (a random id, free but for a 2^-32 chance; then the next ones are tried).
         let candidate = owner_candidate();
         let facts: Facts = diesel::sql_query(format!(
             "SELECT (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user) AS createdb, \
              current_setting('server_version_num')::int >= 150000 AND current_setting('fsync') = 'off' AS file_copy, \
              current_setting('is_superuser') = 'on' AND current_setting('track_counts') = 'on' \
              AND current_setting('server_version_num')::int >= 150000 AS recycles, \
-             pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken",
-            candidate as i32
+             pg_try_advisory_lock({OWNER_LOCKS}, {}) AS taken, {} AS stats_epoch",
+            candidate as i32,
+            recycle::STATS_EPOCH
         ))
         .get_result(&mut session)
         .context("ask the test server about itself")?;
@@ -426,6 +436,7 @@ impl Server {
             container,
             file_copy: facts.file_copy,
             recycles: facts.recycles,
+            stats_epoch: facts.stats_epoch,
         })
     }
 }

@@ -19,14 +19,16 @@ use diesel::sql_types::{Array, Integer, Nullable, Oid, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 
 use super::conns::Lease;
+use super::pool::Claimed;
 use super::recycle::{self, Baseline, Written};
 use super::server::{Server, databases};
 use super::{Harness, handoff, next_test_name};
 use crate::connect::Failure;
 
-/// The comment a slot database gets when its test ended cleanly, followed by the server
-/// processes of the connections it left (idle, their statistics flushed: kept by the pooler
-/// for the next test): the slot's next test may reset it, once any other client is gone.
+/// The comment a slot database gets when its test ended cleanly, followed by the statistics
+/// epoch before that test began (` since <epoch>:`) and the server processes of the
+/// connections it left (idle, their statistics flushed: kept by the pooler for the next test):
+/// the slot's next test may reset it, once any other client is gone, in the same epoch.
 pub(crate) const FINISHED: &str = "railgun slot finished";
 /// The comment of a clean clone put in a slot (by the setup script, or after a failure),
 /// followed by when (seconds since the epoch): its first test resets nothing, and another
@@ -51,6 +53,8 @@ pub(crate) struct Start {
     pub pid: i32,
     /// The server processes the last test left when it ended cleanly (see [`FINISHED`]).
     pub left: Option<Vec<i32>>,
+    /// The statistics epoch the last test began in (a ready one's: the current one); with `left`.
+    pub since: i64,
     /// Every other client of the database.
     pub others: Vec<i32>,
     /// What the last test wrote, by the statistics: complete when the last test ended cleanly
@@ -105,13 +109,21 @@ pub(crate) fn start(conn: &mut PgConnection, baseline: &Baseline) -> Result<Star
     .bind::<Array<Oid>, _>(baseline.emptied())
     .get_result(conn)
     .context("read the slot database's mark")?;
-    let left = match row.mark.as_deref() {
-        Some(mark) if ready_since(mark).is_some() => Some(Vec::new()),
-        mark => mark
-            .and_then(|m| m.strip_prefix(FINISHED))
-            .and_then(|pids| pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>()),
+    let (since, left) = match row.mark.as_deref() {
+        Some(mark) if ready_since(mark).is_some() => (row.written.epoch, Some(Vec::new())),
+        mark => match mark.and_then(finished) {
+            Some((since, left)) => (since, Some(left)),
+            None => (0, None),
+        },
     };
-    Ok(Start { pid: row.pid, left, others: row.others, written: row.written })
+    Ok(Start { pid: row.pid, left, since, others: row.others, written: row.written })
+}
+
+/// The statistics epoch and the server processes a [`FINISHED`] mark names.
+fn finished(mark: &str) -> Option<(i64, Vec<i32>)> {
+    let (since, pids) = mark.strip_prefix(FINISHED)?.strip_prefix(" since ")?.split_once(':')?;
+    let pids = pids.split_whitespace().map(|p| p.parse().ok()).collect::<Option<Vec<i32>>>()?;
+    Some((since.parse().ok()?, pids))
 }
 
 /// The SQL that clears the slot database `name`'s mark: from then on, until the test marks its
@@ -120,12 +132,13 @@ pub(crate) fn unmark(name: &str) -> String {
     format!("COMMENT ON DATABASE \"{name}\" IS NULL;")
 }
 
-/// Marks the slot database `name` finished (see [`FINISHED`]), `left` (the server processes
+/// Marks the slot database `name` finished (see [`FINISHED`]) by a test that began in the
+/// statistics epoch `since`, `left` (the server processes
 /// of the pool's connections, the one of `conn` included) with their statistics flushed: the
 /// others of `left` flushed already, `conn`'s as this ends. Any other client (a connection
 /// the test opened itself) the slot's next test ends and waits for. An error when `conn` is
 /// inside a transaction (the mark would never commit).
-pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -> Result<()> {
+pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, since: i64, left: &[i32]) -> Result<()> {
     let left: String = left.iter().map(|pid| format!(" {pid}")).collect();
     // One transaction: now() is its start, statement_timestamp() this message's receipt. The
     // error (a cast) is of a value made at run time: a constant would fail at planning.
@@ -133,7 +146,7 @@ pub(crate) fn mark_finished(conn: &mut PgConnection, name: &str, left: &[i32]) -
         "SELECT CASE WHEN now() <> statement_timestamp() \
            THEN ('the test left its connection inside a transaction' || left(now()::text, 0))::int END; \
          SELECT pg_stat_force_next_flush(); \
-         COMMENT ON DATABASE \"{name}\" IS '{FINISHED}{left}';"
+         COMMENT ON DATABASE \"{name}\" IS '{FINISHED} since {since}:{left}';"
     ))
     .context("mark the slot database's test finished")?;
     Ok(())
@@ -204,11 +217,14 @@ impl Harness {
                 let start = start(&mut conn, baseline)?;
                 slot.note_pid(&mut conn, start.pid);
                 match &start.left {
-                    _ if start.settled() => baseline.reset_written(&mut conn, &start.written, &unmark(name))?,
+                    _ if start.settled() => {
+                        baseline.reset_written(&mut conn, &start.written, start.since, &unmark(name))?
+                    }
                     // Other clients are ended (they flush as they exit), this one's statistics flushed.
                     Some(left) => {
                         conn.batch_execute("SELECT pg_stat_force_next_flush()")?;
-                        recycle::wait_alone(&mut conn, &[], left)? && baseline.reset(&mut conn, &unmark(name))?
+                        recycle::wait_alone(&mut conn, &[], left)?
+                            && baseline.reset(&mut conn, start.since, &unmark(name))?
                     }
                     None => false,
                 }
@@ -256,7 +272,7 @@ impl Harness {
         let others = slot.idle_flush()?;
         let mut left = vec![slot.pid_of(&mut conn)?];
         left.extend(others.iter().map(|(_, pid)| *pid));
-        Ok(mark_finished(&mut conn, &slot.name, &left).is_ok())
+        Ok(mark_finished(&mut conn, &slot.name, self.server.stats_epoch, &left).is_ok())
     }
 
     /// A failed test's slot database renamed out of the slot (to a test database's name);
@@ -300,7 +316,7 @@ impl Harness {
     /// False when the pool had none and none was made.
     pub(super) fn put_in_slot(&self, name: &str, make: bool) -> Result<bool> {
         let clean = match self.claim(name)? {
-            Some(used) => !used,
+            Some(claimed) => matches!(claimed, Claimed::Clean),
             None if make => {
                 self.clone_template(name)?;
                 true
