@@ -6,8 +6,8 @@ use diesel::RunQueryDsl;
 
 use super::names::{self, DbName, Pooled};
 use super::server::{BUILD_LOCKS, CLEAN_LOCKS, databases, now, server};
-use super::slot;
 use super::{KEEP_FOR, UNUSED};
+use super::{recycle, slot};
 
 /// Unused clones of a gone process go back to a pool holding fewer than this (the default pool
 /// size; a process that wants more makes them).
@@ -54,6 +54,9 @@ pub fn clean_stale() -> Result<Vec<String>> {
                     // Held ahead by a process that ended before any test got it: as good as new.
                     let pooled = DbName::Ready { hash, owner: *owner, n: n.clone(), state: Pooled::Returned }.render();
                     let back = server.admin(|c| {
+                        // The pooler may keep a connection to it a few seconds (a test's `url()`
+                        // used it before it was reset and held): the rename would wait for it.
+                        recycle::close_clients(c, name, "", usize::MAX)?;
                         diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?;
                         Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)
                     });
@@ -80,13 +83,8 @@ pub fn clean_stale() -> Result<Vec<String>> {
             }
             Some(DbName::Template { .. }) | None => false,
         };
-        if drop {
-            let dropped = server.admin(|c| {
-                Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
-            });
-            if dropped.is_ok() {
-                stale.push(name.clone());
-            }
+        if drop && server.admin(|c| recycle::drop_database(c, name)).is_ok() {
+            stale.push(name.clone());
         }
     }
     Ok(stale)
@@ -132,7 +130,7 @@ fn drop_unbuilt(server: &super::server::Server, name: &str, hash: u64) -> bool {
             if !locked.locked {
                 return Ok(false);
             }
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?;
+            recycle::drop_database(c, name)?;
             diesel::sql_query(format!("SELECT pg_advisory_unlock({BUILD_LOCKS}, {key})")).execute(c)?;
             Ok(true)
         })

@@ -183,11 +183,6 @@ impl Lease {
         state.connections == state.idle_connections
     }
 
-    /// Server processes of every connection the pool opened.
-    pub fn pids(&self) -> Vec<i32> {
-        self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
     /// Notes `pid`, the server process of `conn` (the first connection of [`Lease::for_nextest_slot`]).
     pub fn note_pid(&self, conn: &mut TestConn, pid: i32) {
         self.shared.pids.lock().unwrap_or_else(|e| e.into_inner()).push(pid);

@@ -68,9 +68,7 @@ impl Harness {
             // DDL ran in it after all, or the statistics were lost since (or nothing can reset
             // it): it goes, the next one comes.
             drop(slot);
-            self.server.admin(|c| {
-                Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?)
-            })?;
+            self.server.admin(|c| recycle::drop_database(c, name))?;
         }
     }
 
@@ -102,17 +100,15 @@ impl Harness {
                 Some((conn, _)) => conn,
                 None => slot.get()?,
             };
-            let others: Vec<i32> = slot.pids().into_iter().filter(|p| !ours.contains(p)).collect();
             let since = self.server.stats_epoch;
-            Ok(recycle::wait_alone(&mut conn, &others, &ours)? && baseline.reset(&mut conn, since, "")?)
+            Ok(recycle::wait_alone(&mut conn, &ours)? && baseline.reset(&mut conn, since, "")?)
         })();
         if reset.unwrap_or(false) {
             return Ok(Some(slot));
         }
         let name = slot.name.clone();
         drop(slot);
-        self.server
-            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?))?;
+        self.server.admin(|c| recycle::drop_database(c, &name))?;
         Ok(None)
     }
 
@@ -136,7 +132,7 @@ impl Harness {
     /// After a passing test: its database back to the pool, marked used with this process's
     /// statistics epoch (the next claimer resets it), when the pool has room; false when it must
     /// be dropped instead.
-    pub(super) fn recycle(&self, name: &str, pids: &[i32]) -> Result<bool> {
+    pub(super) fn recycle(&self, name: &str) -> Result<bool> {
         let kept = if self.pool_size == 0 { 0 } else { self.pool_size.max(POOL_KEPT) };
         if self.baseline()?.is_none() || kept == 0 {
             return Ok(false);
@@ -145,7 +141,7 @@ impl Harness {
         let n = N.fetch_add(1, Ordering::Relaxed).to_string();
         let pooled = DbName::Ready { hash: self.hash, owner: self.server.owner, n, state: Pooled::Used }.render();
         self.server.admin(|c| {
-            if !recycle::close_clients(c, name, pids, &self.pool_prefix, kept)? {
+            if !recycle::close_clients(c, name, &self.pool_prefix, kept)? {
                 return Ok(false);
             }
             // One transaction: no claimer sees it without its comment.
@@ -260,7 +256,7 @@ impl Harness {
                 }
                 // Renaming waits for that connection's process to be gone, in steps of 100 ms:
                 // waited for here, in steps of a fraction of a millisecond.
-                recycle::close_clients(conn, &preparing, &[], &self.pool_prefix, usize::MAX)?;
+                recycle::close_clients(conn, &preparing, &self.pool_prefix, usize::MAX)?;
                 diesel::sql_query(format!("ALTER DATABASE \"{preparing}\" RENAME TO \"{ready}\""))
                     .execute(conn)
                     .with_context(|| format!("add {ready} to the pool"))?;

@@ -223,7 +223,7 @@ impl Harness {
                     // Other clients are ended (they flush as they exit), this one's statistics flushed.
                     Some(left) => {
                         conn.batch_execute("SELECT pg_stat_force_next_flush()")?;
-                        recycle::wait_alone(&mut conn, &[], left)?
+                        recycle::wait_alone(&mut conn, left)?
                             && baseline.reset(&mut conn, start.since, &unmark(name))?
                     }
                     None => false,
@@ -241,8 +241,7 @@ impl Harness {
             return Ok(Some(slot));
         }
         drop(slot);
-        self.server
-            .admin(|c| Ok(diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?))?;
+        self.server.admin(|c| recycle::drop_database(c, name))?;
         Ok(None)
     }
 
@@ -278,11 +277,11 @@ impl Harness {
     /// A failed test's slot database renamed out of the slot (to a test database's name);
     /// returns the new name.
     pub(super) fn leave_slot(&self, slot: Lease) -> Result<String> {
-        let (name, pids) = (slot.name.clone(), slot.pids());
+        let name = slot.name.clone();
         drop(slot);
         let kept = next_test_name(self.server);
         self.server.admin(|c| {
-            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
+            recycle::close_clients(c, &name, &self.pool_prefix, usize::MAX)?;
             diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\"")).execute(c)?;
             Ok(())
         })?;
@@ -294,13 +293,9 @@ impl Harness {
     /// The slot's database dropped (a connection of its test still out, or left inside a
     /// transaction) and a clean clone put in its place.
     pub(super) fn renew_slot(&self, slot: Lease) -> Result<()> {
-        let (name, pids) = (slot.name.clone(), slot.pids());
+        let name = slot.name.clone();
         drop(slot);
-        self.server.admin(|c| {
-            recycle::close_clients(c, &name, &pids, &self.pool_prefix, usize::MAX)?;
-            diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(c)?;
-            Ok(())
-        })?;
+        self.server.admin(|c| recycle::drop_database(c, &name))?;
         self.replace_slot(&name)
     }
 

@@ -114,7 +114,7 @@ fn build(
     let Contents { migrations, seeds } = contents;
     let building = super::names::DbName::Building { hash }.render();
     // A build that crashed half-way left this behind; we hold the lock, so nobody else uses it.
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).execute(session)?;
+    super::recycle::drop_database(session, &building)?;
     diesel::sql_query(format!("CREATE DATABASE \"{building}\""))
         .execute(session)
         .with_context(|| format!("create the template database {building}"))?;
