@@ -57,9 +57,11 @@ impl Harness {
             };
             let slot = Lease::new(name.to_string(), self.server.fast_url_for(name));
             let Some(since) = since else { return Ok(Some(slot)) };
-            // Renamed: nobody else was connected, and nobody knows the new name.
+            // Renamed: nobody else was connected, and nobody knows the new name. Its mark goes
+            // with the reset, in one transaction.
+            let unmark = format!("COMMENT ON DATABASE \"{name}\" IS NULL;");
             let reset = match (self.baseline()?, since) {
-                (Some(baseline), Some(since)) => baseline.reset(&mut *slot.get()?, since, "")?,
+                (Some(baseline), Some(since)) => baseline.reset(&mut *slot.get()?, since, &unmark)?,
                 _ => false,
             };
             if reset {
