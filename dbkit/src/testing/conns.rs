@@ -90,6 +90,8 @@ pub(crate) struct Lease {
     pool: Mutex<Pool<TestManager>>,
     url: Url,
     shared: Shared,
+    /// A test was given the pooler's URL: the pooler may hold a connection of its (see `pooler`).
+    pooled: AtomicBool,
 }
 
 impl Drop for Lease {
@@ -132,7 +134,7 @@ impl Lease {
     fn with_first_pid(name: String, url: Url, later: bool) -> Lease {
         let shared = Shared::default();
         let pool = Mutex::new(Lease::pool(&url, &shared, later));
-        Lease { name, pool, url, shared }
+        Lease { name, pool, url, shared, pooled: AtomicBool::new(false) }
     }
 
     fn pool(url: &Url, shared: &Shared, later: bool) -> Pool<TestManager> {
@@ -169,6 +171,16 @@ impl Lease {
                 return Err(error);
             }
         }
+    }
+
+    /// Notes that a test was given the pooler's URL.
+    pub fn note_pooled(&self) {
+        self.pooled.store(true, Ordering::Relaxed);
+    }
+
+    /// True when a test was given the pooler's URL.
+    pub fn pooled(&self) -> bool {
+        self.pooled.load(Ordering::Relaxed)
     }
 
     /// Closes the idle connections (a tool given the URL may want the database to itself).

@@ -162,7 +162,10 @@ impl TestDb {
     /// On another server (`TEST_DATABASE_URL`, the dev server) both are the same URL.
     pub fn url(&self) -> &Url {
         self.pooled.get_or_init(|| match self.server.pooled_url_for(&self.lease().name) {
-            Some(url) => url,
+            Some(url) => {
+                self.lease().note_pooled();
+                url
+            }
             None => {
                 self.lease().close_idle();
                 self.url.clone()

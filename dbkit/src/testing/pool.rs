@@ -103,7 +103,8 @@ impl Harness {
                 None => slot.get()?,
             };
             let since = self.server.stats_epoch;
-            Ok(recycle::wait_alone(&mut conn, &ours)? && baseline.reset(&mut conn, since, "")?)
+            let grace = if slot.pooled() { recycle::RELEASE_GRACE } else { Duration::ZERO };
+            Ok(recycle::wait_alone(&mut conn, &ours, grace)? && baseline.reset(&mut conn, since, "")?)
         })();
         if reset.unwrap_or(false) {
             return Ok(Some(slot));

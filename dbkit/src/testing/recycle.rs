@@ -353,12 +353,13 @@ pub(crate) struct Written {
 /// statistics complete, for [`Baseline::reset`] (a process flushes them as it exits, before it
 /// leaves pg_stat_activity). False when they outlive a couple of seconds.
 ///
-/// For the first [`RELEASE_GRACE`] it only watches: a connection the last test made from
-/// `url()` is the pooler's, which resets and keeps it a moment after the test let go of it.
-/// Ended in that moment, it is dead while the pooler has it idle, and the pooler handed it to
-/// the next test's `url()` before it noticed ("terminating connection due to administrator
-/// command" as the next test connected: one run in 30 of three 100-test suites at once).
-pub(crate) fn wait_alone(conn: &mut PgConnection, keep: &[i32]) -> Result<bool> {
+/// For the first `grace` (see [`RELEASE_GRACE`]: when the last test may have used the pooler)
+/// it only watches: a connection the last test made from `url()` is the pooler's, which resets
+/// and keeps it a moment after the test let go of it. Ended in that moment, it is dead while the
+/// pooler has it idle, and the pooler handed it to the next test's `url()` before it noticed
+/// ("terminating connection due to administrator command" as the next test connected: one run
+/// in 30 of three 100-test suites at once).
+pub(crate) fn wait_alone(conn: &mut PgConnection, keep: &[i32], grace: Duration) -> Result<bool> {
     #[derive(QueryableByName)]
     struct Alive {
         #[diesel(embed)]
@@ -383,7 +384,7 @@ pub(crate) fn wait_alone(conn: &mut PgConnection, keep: &[i32]) -> Result<bool> 
     let deadline = started + Duration::from_secs(2);
     let mut ended = Vec::new();
     loop {
-        let watching = started.elapsed() < RELEASE_GRACE;
+        let watching = started.elapsed() < grace;
         let query = if watching { &watch } else { &end };
         if watching {
             ended.clear();
@@ -404,8 +405,8 @@ pub(crate) fn wait_alone(conn: &mut PgConnection, keep: &[i32]) -> Result<bool> 
 }
 
 /// How long [`wait_alone`] waits for the pooler to let go of the last test's connections before
-/// it ends them.
-const RELEASE_GRACE: Duration = Duration::from_millis(200);
+/// it ends them (usually a millisecond or two).
+pub(crate) const RELEASE_GRACE: Duration = Duration::from_millis(200);
 
 /// Ends every client of database `name` and waits until their processes are gone (see
 /// [`terminate_clients`]): polled, rather than with `pg_terminate_backend`'s timeout, which

@@ -223,7 +223,7 @@ impl Harness {
                     // Other clients are ended (they flush as they exit), this one's statistics flushed.
                     Some(left) => {
                         conn.batch_execute("SELECT pg_stat_force_next_flush()")?;
-                        recycle::wait_alone(&mut conn, left)?
+                        recycle::wait_alone(&mut conn, left, recycle::RELEASE_GRACE)?
                             && baseline.reset(&mut conn, start.since, &unmark(name))?
                     }
                     None => false,
