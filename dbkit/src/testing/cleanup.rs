@@ -6,8 +6,7 @@ use diesel::RunQueryDsl;
 
 use super::names::{self, DbName, Pooled};
 use super::server::{BUILD_LOCKS, CLEAN_LOCKS, databases, now, server};
-use super::{KEEP_FOR, UNUSED};
-use super::{recycle, slot};
+use super::{KEEP_FOR, UNUSED, recycle, slot};
 
 /// Unused clones of a gone process go back to a pool holding fewer than this (the default pool
 /// size; a process that wants more makes them).
@@ -56,7 +55,7 @@ pub fn clean_stale() -> Result<Vec<String>> {
                     let back = server.admin(|c| {
                         // The pooler may keep a connection to it a few seconds (a test's `url()`
                         // used it before it was reset and held): the rename would wait for it.
-                        recycle::close_clients(c, name, "", usize::MAX)?;
+                        recycle::close_clients(c, name, None)?;
                         diesel::sql_query(format!("COMMENT ON DATABASE \"{name}\" IS NULL")).execute(c)?;
                         Ok(diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\"")).execute(c)?)
                     });

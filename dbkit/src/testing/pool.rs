@@ -13,6 +13,7 @@ use diesel::{PgConnection, RunQueryDsl};
 use super::conns::Lease;
 use super::names::{self, DbName, Pooled};
 use super::server::{FILL_LOCKS, connect_waiting, databases};
+use super::slot;
 use super::{HELD_AHEAD, Harness, Local, POOL_KEPT, UNUSED, USED, is_used, next_test_name, recycle};
 
 /// What a claim took from the pool.
@@ -22,6 +23,16 @@ pub(super) enum Claimed {
     /// A used one, to be reset; `since`: the statistics epoch its last test began in (`None`
     /// when its comment does not say: it cannot be reset).
     Used { since: Option<i64> },
+}
+
+/// The comment of a used clone whose last test began in the statistics epoch `since` (see [`USED`]).
+fn used_mark(since: i64) -> String {
+    format!("{USED}{since}")
+}
+
+/// The statistics epoch a used clone's comment names.
+fn used_since(comment: &str) -> Option<i64> {
+    comment.strip_prefix(USED)?.parse().ok()
 }
 
 impl Harness {
@@ -38,7 +49,7 @@ impl Harness {
                 if diesel::sql_query(format!("ALTER DATABASE \"{candidate}\" RENAME TO \"{name}\"")).execute(c).is_ok()
                 {
                     // The comment came into the pool with the name, in one transaction.
-                    let since = comment.as_deref().and_then(|c| c.strip_prefix(USED)).and_then(|e| e.parse().ok());
+                    let since = comment.as_deref().and_then(used_since);
                     return Ok(Some(if is_used(&candidate) { Claimed::Used { since } } else { Claimed::Clean }));
                 }
             }
@@ -50,18 +61,17 @@ impl Harness {
     /// of its pool, for the test); `None` when the pool has none to give.
     pub(super) fn claim_ready(&self, name: &str) -> Result<Option<Lease>> {
         loop {
+            let lease = || Lease::new(name.to_string(), self.server.fast_url_for(name));
             let since = match self.claim(name)? {
                 None => return Ok(None),
-                Some(Claimed::Clean) => None,
-                Some(Claimed::Used { since }) => Some(since),
+                Some(Claimed::Clean) => return Ok(Some(lease())),
+                Some(Claimed::Used { since }) => since,
             };
-            let slot = Lease::new(name.to_string(), self.server.fast_url_for(name));
-            let Some(since) = since else { return Ok(Some(slot)) };
+            let slot = lease();
             // Renamed: nobody else was connected, and nobody knows the new name. Its mark goes
             // with the reset, in one transaction.
-            let unmark = format!("COMMENT ON DATABASE \"{name}\" IS NULL;");
             let reset = match (self.baseline()?, since) {
-                (Some(baseline), Some(since)) => baseline.reset(&mut *slot.get()?, since, &unmark)?,
+                (Some(baseline), Some(since)) => baseline.reset(&mut *slot.get()?, since, &slot::unmark(name))?,
                 _ => false,
             };
             if reset {
@@ -144,11 +154,11 @@ impl Harness {
         let n = N.fetch_add(1, Ordering::Relaxed).to_string();
         let pooled = DbName::Ready { hash: self.hash, owner: self.server.owner, n, state: Pooled::Used }.render();
         self.server.admin(|c| {
-            if !recycle::close_clients(c, name, &self.pool_prefix, kept)? {
+            if !recycle::close_clients(c, name, Some((&self.pool_prefix, kept)))? {
                 return Ok(false);
             }
             // One transaction: no claimer sees it without its comment.
-            let used = format!("{USED}{}", self.server.stats_epoch);
+            let used = used_mark(self.server.stats_epoch);
             Ok(c.batch_execute(&format!(
                 "COMMENT ON DATABASE \"{name}\" IS '{used}'; ALTER DATABASE \"{name}\" RENAME TO \"{pooled}\""
             ))
@@ -259,7 +269,7 @@ impl Harness {
                 }
                 // Renaming waits for that connection's process to be gone, in steps of 100 ms:
                 // waited for here, in steps of a fraction of a millisecond.
-                recycle::close_clients(conn, &preparing, &self.pool_prefix, usize::MAX)?;
+                recycle::close_clients(conn, &preparing, None)?;
                 diesel::sql_query(format!("ALTER DATABASE \"{preparing}\" RENAME TO \"{ready}\""))
                     .execute(conn)
                     .with_context(|| format!("add {ready} to the pool"))?;

@@ -410,31 +410,30 @@ pub(crate) const RELEASE_GRACE: Duration = Duration::from_millis(200);
 
 /// Ends every client of database `name` and waits until their processes are gone (see
 /// [`terminate_clients`]): polled, rather than with `pg_terminate_backend`'s timeout, which
-/// waits in steps of 100 ms. False when the pool (databases named `pool_prefix...`) already
-/// holds `kept`, or the clients outlive a couple of seconds.
-pub(crate) fn close_clients(admin: &mut PgConnection, name: &str, pool_prefix: &str, kept: usize) -> Result<bool> {
+/// waits in steps of 100 ms. False when the clients outlive a couple of seconds, or (`room`:
+/// a pool's prefix and size) when the pool of databases named `prefix...` already holds `size`.
+pub(crate) fn close_clients(admin: &mut PgConnection, name: &str, room: Option<(&str, usize)>) -> Result<bool> {
     #[derive(QueryableByName)]
     struct Alive {
         #[diesel(embed)]
         ending: Ending,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        pooled: i64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        pooled: Option<i64>,
     }
-    let query = terminate_clients(
-        "$2",
-        ", (SELECT count(*) FROM pg_database WHERE starts_with(datname, $3)) AS pooled",
-        "",
-        true,
-    );
+    let (prefix, size) = (room.map(|(prefix, _)| prefix), room.map_or(usize::MAX, |(_, size)| size));
+    // Counted only for a pool (CASE evaluates its branch only when taken).
+    let pooled = ", CASE WHEN $3::text IS NOT NULL \
+         THEN (SELECT count(*) FROM pg_database WHERE starts_with(datname, $3)) END AS pooled";
+    let query = terminate_clients("$2", pooled, "", true);
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut ended = Vec::new();
     loop {
         let alive: Alive = diesel::sql_query(&query)
             .bind::<Array<Integer>, _>(&ended)
             .bind::<Text, _>(name)
-            .bind::<Text, _>(pool_prefix)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(prefix)
             .get_result(admin)?;
-        if alive.pooled as usize >= kept {
+        if alive.pooled.is_some_and(|pooled| pooled as usize >= size) {
             return Ok(false);
         }
         if !alive.ending.note(&mut ended) {
@@ -453,7 +452,7 @@ pub(crate) fn close_clients(admin: &mut PgConnection, name: &str, pool_prefix: &
 /// test databases took 5.2 s (3 ms each without a client). Clients that outlive a couple of
 /// seconds are left to DROP.
 pub(crate) fn drop_database(admin: &mut PgConnection, name: &str) -> Result<()> {
-    close_clients(admin, name, "", usize::MAX).with_context(|| format!("end the clients of {name}"))?;
+    close_clients(admin, name, None).with_context(|| format!("end the clients of {name}"))?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .execute(admin)
         .with_context(|| format!("drop {name}"))?;

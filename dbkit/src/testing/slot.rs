@@ -281,7 +281,7 @@ impl Harness {
         drop(slot);
         let kept = next_test_name(self.server);
         self.server.admin(|c| {
-            recycle::close_clients(c, &name, &self.pool_prefix, usize::MAX)?;
+            recycle::close_clients(c, &name, None)?;
             diesel::sql_query(format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\"")).execute(c)?;
             Ok(())
         })?;
