@@ -6,7 +6,7 @@ use diesel::RunQueryDsl;
 
 use super::names::{self, DbName, Pooled};
 use super::server::{BUILD_LOCKS, CLEAN_LOCKS, databases, now, server};
-use super::{KEEP_FOR, UNUSED, recycle, slot};
+use super::{KEEP_FOR, UNUSED, recycle, slot, template};
 
 /// Unused clones of a gone process go back to a pool holding fewer than this (the default pool
 /// size; a process that wants more makes them).
@@ -75,7 +75,10 @@ pub fn clean_stale() -> Result<Vec<String>> {
             Some(DbName::Preparing { owner, .. }) => !live.contains(owner),
             Some(DbName::Ready { hash, .. }) => !templates.contains(hash),
             Some(DbName::Building { hash }) => {
-                if drop_unbuilt(server, name, *hash) {
+                let failed_at =
+                    comment.as_deref().and_then(|c| c.strip_prefix(template::FAILED)).and_then(|t| t.parse().ok());
+                let kept = failed_at.is_some_and(|at: u64| now().saturating_sub(at) <= KEEP_FOR.as_secs());
+                if !kept && drop_unbuilt(server, name, *hash) {
                     stale.push(name.clone());
                 }
                 false

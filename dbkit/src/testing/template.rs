@@ -118,7 +118,7 @@ fn build(
     diesel::sql_query(format!("CREATE DATABASE \"{building}\""))
         .execute(session)
         .with_context(|| format!("create the template database {building}"))?;
-    let baseline = {
+    let baseline = (|| -> Result<String> {
         let mut conn = crate::connect::establish(&server.fast_url_for(&building))?;
         // No migrations, no bookkeeping table: an empty database stays empty.
         if !migrations.is_empty() {
@@ -135,7 +135,16 @@ fn build(
         }
         // Clones copy the statistics and hint bits: their first queries plan and read as on a settled database.
         diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).context("analyze the template")?;
-        Baseline::learn(&mut conn).context("read what the test template holds")?.to_text()?
+        Baseline::learn(&mut conn).context("read what the test template holds")?.to_text()
+    })();
+    let baseline = match baseline {
+        Ok(baseline) => baseline,
+        Err(e) => {
+            // Kept for its user to look at: another process's cleanup leaves it a while.
+            let failed = format!("COMMENT ON DATABASE \"{building}\" IS '{FAILED}{}'", now());
+            let _ = diesel::sql_query(failed).execute(session);
+            return Err(e);
+        }
     };
     for statement in [
         format!("ALTER DATABASE \"{building}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
@@ -148,6 +157,10 @@ fn build(
 }
 
 const COMMENT_PREFIX: &str = "railgun test template ";
+/// The comment of a template whose migrations or seeds failed, followed by when (seconds since
+/// the epoch): kept for [`super::KEEP_FOR`] (its next build replaces it sooner), where a
+/// build that crashed is dropped by the next cleanup.
+pub(crate) const FAILED: &str = "railgun test template failed ";
 const COMMENT_USED: &str = " used ";
 
 /// The baseline kept in the comment of template `name` and when it was last used, when it exists.
