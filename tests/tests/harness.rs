@@ -357,8 +357,10 @@ fn stale_databases_of_crashed_runs_are_dropped() {
     let live = TestDb::empty().unwrap();
     // An owner id whose process is gone: nobody holds its lock.
     let dead = "railgun_test_00000000_";
+    // Of this process alone: a second checkout's run of this test makes the same ones.
+    let me = std::process::id();
     let (crashed, kept_recently, kept_long_ago) =
-        (format!("{dead}crashed"), format!("{dead}kept_recently"), format!("{dead}kept_long_ago"));
+        (format!("{dead}crashed_{me}"), format!("{dead}kept_now_{me}"), format!("{dead}kept_old_{me}"));
     // Slot databases of another nextest run: finished, made ready just now (its first test
     // has not connected yet), made ready long ago (the run is gone).
     let slot = format!("railgun_slot_00000000000000aa_{:012x}_", std::process::id());
